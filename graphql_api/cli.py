@@ -1,0 +1,88 @@
+"""The `modelhub` command line: serve, export-schema, seed-demo, and client commands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from .app import create_app
+from .config import Settings
+from .embedded import EmbeddedMongo, EmbeddedUnavailable
+from .schema import build_schema
+
+app = typer.Typer(help="modelhub: a GraphQL registry for ML model artifacts.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(help="Where embedded data and local objects live.")] = None,
+) -> None:
+    """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
+    settings = Settings()
+    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    embedded: EmbeddedMongo | None = None
+    try:
+        if not settings.mongo_uri:
+            embedded = EmbeddedMongo(settings.data_dir)
+            try:
+                uri = embedded.start()
+            except EmbeddedUnavailable as exc:
+                console.print(f"[red]error:[/red] {exc}")
+                raise typer.Exit(2) from None
+            settings = settings.model_copy(update={"mongo_uri": uri})
+            console.print(f"embedded database: {uri} (data in {settings.data_dir / 'db'})")
+        if settings.storage_backend == "local":
+            console.print(f"local object store: {settings.objects_dir}/<bucket>/<key>")
+        settings.resolved_signing_secret()  # created once here, not raced by workers
+        console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        else:
+            env = {
+                "MODELHUB_MONGO_URI": settings.mongo_uri or "",
+                "MODELHUB_DATA_DIR": str(settings.data_dir),
+                "MODELHUB_HOST": settings.host,
+                "MODELHUB_PORT": str(settings.port),
+            }
+            os.environ.update(env)
+            uvicorn.run(
+                "graphql_api.app:create_app_from_env",
+                factory=True,
+                host=settings.host,
+                port=settings.port,
+                workers=workers,
+                log_level="info",
+            )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            console.print("embedded database stopped")
+
+
+@app.command("export-schema")
+def export_schema(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the SDL.")] = Path(
+        "schema.graphql"
+    ),
+) -> None:
+    """Write the GraphQL schema (SDL) that the code defines."""
+    output.write_text(schema_sdl())
+    console.print(f"wrote {output}")
+
+
+def schema_sdl() -> str:
+    return build_schema().as_str() + "\n"
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,120 @@
+"""Beanie documents, their indexes, and `ALL_DOCUMENTS` for `init_beanie`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from beanie import Document, PydanticObjectId
+from pydantic import ConfigDict, Field
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+
+def utcnow() -> datetime:
+    # Mongo keeps milliseconds; truncating here keeps in-memory and stored values equal.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Model(Document):
+    """One registered version of a model; its artifact is one object in a store."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: int
+    project_name: str
+    owner: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    bucket: str
+    key: str
+    size_bytes: int
+    etag: str
+    content_type: str
+    created_at: datetime = Field(default_factory=utcnow)
+    archived: bool = False
+
+    class Settings:
+        name = "models"
+        indexes = [
+            IndexModel(
+                [("name", ASCENDING), ("version", ASCENDING)], unique=True, name="name_version_unique"
+            ),
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created_at"),
+            IndexModel([("project_name", ASCENDING), ("created_at", DESCENDING)], name="project_created"),
+            IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)], name="owner_created"),
+            IndexModel([("tags", ASCENDING)], name="tags"),
+        ]
+
+
+class VersionCounter(Document):
+    """The last version handed out per model name; `$inc` on it serialises auto-numbering without a lock."""
+
+    id: str  # type: ignore[assignment]  # the model name is the key
+    seq: int = 0
+
+    class Settings:
+        name = "model_version_counters"
+
+
+class DownloadMode(StrEnum):
+    STREAM = "STREAM"
+    PRESIGNED = "PRESIGNED"
+
+
+class DownloadStatus(StrEnum):
+    ISSUED = "ISSUED"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+
+TERMINAL_STATUSES = (DownloadStatus.COMPLETED, DownloadStatus.ABORTED, DownloadStatus.FAILED)
+
+
+class DownloadEvent(Document):
+    """One download: issued by `requestDownload` or the one-step route, then streamed (or handed to S3)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: PydanticObjectId
+    model_name: str
+    model_version: int
+    project_name: str
+    size_bytes: int
+    engineer: str
+    user_agent: str | None = None
+    client_address: str | None = None
+    mode: DownloadMode
+    status: DownloadStatus = DownloadStatus.ISSUED
+    bytes_sent: int = 0
+    range_start: int | None = None
+    range_end: int | None = None
+    issued_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    error: str | None = None
+
+    class Settings:
+        name = "download_events"
+        indexes = [
+            IndexModel([("started_at", DESCENDING), ("_id", DESCENDING)], name="started_at"),
+            IndexModel(
+                [("model_name", ASCENDING), ("model_version", ASCENDING), ("started_at", DESCENDING)],
+                name="model_started",
+            ),
+            IndexModel([("model_id", ASCENDING), ("status", ASCENDING)], name="model_status"),
+            IndexModel([("project_name", ASCENDING), ("started_at", DESCENDING)], name="project_started"),
+            IndexModel([("engineer", ASCENDING), ("started_at", DESCENDING)], name="engineer_started"),
+            IndexModel([("status", ASCENDING), ("heartbeat_at", ASCENDING)], name="status_heartbeat"),
+        ]
+
+
+ALL_DOCUMENTS: list[type[Document]] = [Model, VersionCounter, DownloadEvent]

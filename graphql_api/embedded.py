@@ -1,0 +1,106 @@
+"""Runs the embedded SecantusDB as one child process beside the app, with its data under the data dir."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+
+class EmbeddedUnavailable(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedMongo:
+    """A SecantusDB server on a free loopback port, storing into `<data_dir>/db`.
+
+    A child process rather than a thread: WiredTiger locks its directory (so every uvicorn worker must share
+    one server), and the database's work stays off the app's GIL.
+    """
+
+    def __init__(self, data_dir: Path, startup_timeout: float = 30.0) -> None:
+        self.storage = data_dir / "db"
+        self.log_path = data_dir / "db.log"
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self) -> str:
+        if importlib.util.find_spec("secantus") is None:
+            raise EmbeddedUnavailable(
+                "the embedded database needs the optional extra: pip install 'modelhub[embedded]' "
+                "(or set MODELHUB_MONGO_URI to use your own MongoDB)"
+            )
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        log = self.log_path.open("ab")
+        cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
+        self._proc = subprocess.Popen(
+            # --sync-on-commit: an acknowledged write survives kill -9 (without it the last ~second is lost).
+            [*cmd, "--storage-path", str(self.storage), "--log-level", "WARNING", "--sync-on-commit"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise EmbeddedUnavailable(
+                    f"the embedded database exited with code {self._proc.returncode}; see {self.log_path}"
+                )
+            try:
+                with MongoClient[dict[str, object]](self.uri, serverSelectionTimeoutMS=300) as client:
+                    client.admin.command("ping")
+                return self.uri
+            except PyMongoError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedUnavailable(
+                        f"the embedded database did not answer; see {self.log_path}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """Ends the server abruptly (SIGKILL), as a crash would."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def __enter__(self) -> EmbeddedMongo:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

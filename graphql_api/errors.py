@@ -1,0 +1,80 @@
+"""Domain exceptions raised by the use-case modules; free of any framework type."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """An expected failure, reported to the client as a typed error."""
+
+    code = "ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    code = "INVALID_INPUT"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelAlreadyExists(DomainError):
+    code = "MODEL_ALREADY_EXISTS"
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"model {name!r} version {version} already exists")
+        self.name = name
+        self.version = version
+
+
+class ModelNotFound(DomainError):
+    code = "MODEL_NOT_FOUND"
+
+    def __init__(self, name: str, version: int | None) -> None:
+        what = f"model {name!r}" + (f" version {version}" if version is not None else "")
+        super().__init__(f"{what} does not exist")
+        self.name = name
+        self.version = version
+
+
+class ModelArchived(DomainError):
+    code = "MODEL_ARCHIVED"
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"model {name!r} version {version} is archived")
+        self.name = name
+        self.version = version
+
+
+class StorageObjectNotFound(DomainError):
+    code = "STORAGE_OBJECT_NOT_FOUND"
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"no object at s3://{bucket}/{key}")
+        self.bucket = bucket
+        self.key = key
+
+
+class StorageUnavailable(Exception):
+    """The object store could not be reached or answered with an unexpected error."""
+
+
+class RangeNotSatisfiable(DomainError):
+    code = "RANGE_NOT_SATISFIABLE"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"requested range is not satisfiable for an object of {size} bytes")
+        self.size = size
+
+
+class TicketInvalid(DomainError):
+    """A download ticket that is malformed, tampered, expired, unknown or already used."""
+
+    code = "TICKET_INVALID"
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status

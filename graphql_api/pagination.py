@@ -1,0 +1,73 @@
+"""Opaque keyset cursors for Relay connections: a cursor carries the sort key of the last row seen."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+
+from .errors import InvalidInput
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+def check_first(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE
+    if first < 1 or first > MAX_PAGE:
+        raise InvalidInput("first", f"must be between 1 and {MAX_PAGE}, got {first}")
+    return first
+
+
+def _enc(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$d": value.isoformat()}
+    if isinstance(value, ObjectId):
+        return {"$o": str(value)}
+    return value
+
+
+def _dec(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "$d" in value:
+            return datetime.fromisoformat(value["$d"])
+        if "$o" in value:
+            return ObjectId(value["$o"])
+        raise ValueError("unknown cursor value")
+    return value
+
+
+def encode_cursor(order: str, values: list[Any]) -> str:
+    raw = json.dumps({"o": order, "k": [_enc(v) for v in values]}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str, arity: int) -> list[Any]:
+    """The sort key inside `cursor`; a cursor made for another order or shape is malformed here."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("o") != order:
+            raise ValueError("cursor belongs to another ordering")
+        keys = data["k"]
+        if not isinstance(keys, list) or len(keys) != arity:
+            raise ValueError("cursor has the wrong shape")
+        return [_dec(k) for k in keys]
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput("after", "malformed cursor") from exc
+
+
+def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
+    """The filter for rows strictly after `values` in the order `sort` (a lexicographic comparison)."""
+    branches: list[dict[str, Any]] = []
+    for i, (field, direction) in enumerate(sort):
+        branch: dict[str, Any] = {f: values[j] for j, (f, _) in enumerate(sort[:i])}
+        branch[field] = {"$gt" if direction > 0 else "$lt": values[i]}
+        branches.append(branch)
+    return {"$or": branches}

@@ -1,0 +1,146 @@
+"""The root Query and Mutation types and `build_schema`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.types import ExecutionContext
+
+from .. import errors, registry
+from .context import Info
+from .errors import (
+    BadUserInput,
+    InvalidInput,
+    MaskUnexpectedErrors,
+    ModelAlreadyExists,
+    ModelNotFound,
+    StorageObjectNotFound,
+    to_graphql_error,
+)
+from .types import (
+    ModelConnection,
+    ModelEdge,
+    ModelFilter,
+    ModelOrder,
+    ModelType,
+    RegisterModelInput,
+    page_info,
+)
+
+log = logging.getLogger("modelhub.graphql")
+
+RegisterModelResult = Annotated[
+    ModelType | ModelAlreadyExists | StorageObjectNotFound | InvalidInput,
+    strawberry.union("RegisterModelResult"),
+]
+ArchiveModelResult = Annotated[
+    ModelType | ModelNotFound | InvalidInput, strawberry.union("ArchiveModelResult")
+]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description="One version of a model; the newest unarchived one when `version` is omitted."
+    )
+    async def model(self, name: str, version: int | None = None) -> ModelType | None:
+        try:
+            registry.validate_version(version)
+        except errors.InvalidInput as exc:
+            raise BadUserInput(exc) from None
+        doc = await registry.get_model(name, version)
+        return ModelType.from_doc(doc) if doc else None
+
+    @strawberry.field(description="Registered models, as a Relay connection. `first` is 1..100 (default 20).")
+    async def models(
+        self,
+        filter: ModelFilter | None = None,
+        order_by: ModelOrder = registry.ModelOrder.CREATED_AT_DESC,
+        first: int = 20,
+        after: str | None = None,
+    ) -> ModelConnection:
+        try:
+            query = (filter or ModelFilter()).to_query()
+            page = await registry.list_models(query, registry.ModelOrder(order_by), first, after)
+        except errors.InvalidInput as exc:
+            raise BadUserInput(exc) from None
+        edges = [ModelEdge(node=ModelType.from_doc(doc), cursor=cursor) for doc, cursor in page.items]
+        return ModelConnection(
+            edges=edges,
+            page_info=page_info(page.items, page.has_next, page.has_previous),
+            total_count=page.total,
+        )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Registers an artifact that already sits in the object store.")
+    async def register_model(self, info: Info, input: RegisterModelInput) -> RegisterModelResult:
+        request = registry.RegisterRequest(
+            name=input.name,
+            project_name=input.project_name,
+            bucket=input.bucket,
+            key=input.key,
+            owner=info.context.engineer,
+            version=input.version,
+            description=input.description,
+            tags=input.tags,
+            metadata=input.metadata,
+        )
+        try:
+            doc = await registry.register_model(info.context.services.store, request)
+        except (errors.InvalidInput, errors.ModelAlreadyExists, errors.StorageObjectNotFound) as exc:
+            return to_graphql_error(exc)  # type: ignore[no-any-return]
+        return ModelType.from_doc(doc)
+
+    @strawberry.mutation(
+        description="Hides a version from `models` and `model(name)` and refuses its downloads."
+    )
+    async def archive_model(self, name: str, version: int) -> ArchiveModelResult:
+        return await _set_archived(name, version, True)
+
+    @strawberry.mutation(description="Undoes `archiveModel`.")
+    async def unarchive_model(self, name: str, version: int) -> ArchiveModelResult:
+        return await _set_archived(name, version, False)
+
+
+async def _set_archived(name: str, version: int, archived: bool) -> ArchiveModelResult:
+    try:
+        return ModelType.from_doc(await registry.set_archived(name, version, archived))
+    except (errors.InvalidInput, errors.ModelNotFound) as exc:
+        return to_graphql_error(exc)  # type: ignore[no-any-return]
+
+
+class ModelhubSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Errors raised on purpose (bad input, auth) are the client's business; only bugs get a traceback.
+        unexpected = [
+            e
+            for e in errors
+            if e.original_error is not None and not isinstance(e.original_error, GraphQLError)
+        ]
+        for error in errors:
+            if error not in unexpected:
+                log.info("graphql error: %s", error.message)
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+def build_schema() -> strawberry.Schema:
+    return ModelhubSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            MaskUnexpectedErrors,
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+            lambda: QueryDepthLimiter(max_depth=12),
+            lambda: MaxAliasesLimiter(max_alias_count=50),
+        ],
+    )

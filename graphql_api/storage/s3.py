@@ -1,0 +1,110 @@
+"""The S3 object store (AWS, MinIO, moto) over one long-lived aioboto3 client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..config import Settings
+from ..errors import StorageObjectNotFound, StorageUnavailable
+from . import ObjectInfo, content_disposition, validate_bucket, validate_key
+
+_MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+class S3ObjectStore:
+    kind = "s3"
+
+    def __init__(self, client: Any, chunk_bytes: int = 1024 * 1024) -> None:
+        self._client = client
+        self._chunk = chunk_bytes
+
+    @classmethod
+    async def open(cls, settings: Settings, stack: AsyncExitStack) -> S3ObjectStore:
+        """Opens the client for the app's lifetime; `stack` closes it on shutdown."""
+        session = aioboto3.Session()
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=64,
+        )
+        kwargs: dict[str, Any] = {
+            "endpoint_url": settings.s3_endpoint_url,
+            "region_name": settings.s3_region,
+            "config": config,
+        }
+        if settings.s3_access_key_id and settings.s3_secret_access_key:
+            kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
+            kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
+        client = await stack.enter_async_context(session.client("s3", **kwargs))
+        return cls(client, settings.stream_chunk_bytes)
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        validate_bucket(bucket)
+        validate_key(key)
+        try:
+            resp = await self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise StorageObjectNotFound(bucket, key) from exc
+            raise StorageUnavailable(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        return ObjectInfo(
+            size=int(resp["ContentLength"]),
+            etag=str(resp.get("ETag", "")),
+            content_type=str(resp.get("ContentType") or "application/octet-stream"),
+        )
+
+    async def open_range(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        # One GET for the whole range: S3 streams it, and ranged sub-requests would cost a round trip each.
+        try:
+            resp = await self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise StorageObjectNotFound(bucket, key) from exc
+            raise StorageUnavailable(str(exc)) from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+        body = resp["Body"]
+        remaining = end - start + 1
+        try:
+            async with body:
+                while remaining > 0:
+                    chunk = await body.read(min(self._chunk, remaining))
+                    if not chunk:
+                        raise StorageUnavailable(f"s3://{bucket}/{key} ended {remaining} bytes early")
+                    remaining -= len(chunk)
+                    yield chunk
+        except (BotoCoreError, OSError, ClientError) as exc:
+            raise StorageUnavailable(f"reading s3://{bucket}/{key}: {exc}") from exc
+
+    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
+        validate_bucket(bucket)
+        validate_key(key)
+        url = await self._client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": bucket,
+                "Key": key,
+                "ResponseContentDisposition": content_disposition(filename),
+            },
+            ExpiresIn=expires_in,
+        )
+        return str(url)
+
+    async def ping(self) -> None:
+        try:
+            await self._client.list_buckets()
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(str(exc)) from exc

@@ -1,0 +1,21 @@
+"""The committed schema.graphql is the public contract and must match the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from graphql_api.cli import schema_sdl
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
+
+
+def test_schema_file_is_current() -> None:
+    """schema.graphql equals what the code exports (run `modelhub export-schema` after a schema change)."""
+    assert SCHEMA_FILE.read_text() == schema_sdl(), "schema.graphql is stale: run `modelhub export-schema`"
+
+
+def test_schema_has_the_error_interface_and_long_scalar() -> None:
+    """The contract keeps `interface Error` and the 64-bit `Long` scalar for byte counts."""
+    sdl = schema_sdl()
+    assert "interface Error {\n  code: String!\n  message: String!\n}" in sdl
+    assert "sizeBytes: Long!" in sdl
