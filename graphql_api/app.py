@@ -10,15 +10,19 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from beanie import init_beanie
+from prometheus_client import CONTENT_TYPE_LATEST
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
+from . import downloads
+from . import routes as routes_
 from .config import Settings
 from .documents import ALL_DOCUMENTS
+from .metrics import Metrics, exposition
 from .schema import build_schema
 from .schema.context import Context
 from .services import Services
@@ -46,6 +50,16 @@ async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack)
     return LocalObjectStore(settings.objects_dir, signer, settings.stream_chunk_bytes)
 
 
+async def _sweep_forever(metrics: Metrics, stale_seconds: float) -> None:
+    """Sweeps stale IN_PROGRESS downloads at start-up, then every half staleness period."""
+    while True:
+        try:
+            await downloads.sweep_stale(metrics, stale_seconds)
+        except Exception:  # a failed sweep is retried next period; it must not kill the app
+            log.exception("sweeping stale downloads failed")
+        await asyncio.sleep(max(stale_seconds / 2, 1.0))
+
+
 def create_app(settings: Settings) -> Starlette:
     """A fresh app; nothing connects until its lifespan starts."""
     if not settings.mongo_uri:
@@ -65,27 +79,19 @@ def create_app(settings: Settings) -> Starlette:
             await init_beanie(database=db, document_models=ALL_DOCUMENTS)
             signer = Signer(settings.resolved_signing_secret())
             store = await _open_store(settings, signer, stack)
+            metrics = Metrics(
+                operation_allowlist=settings.metrics_operation_allowlist,
+                model_allowlist=settings.metrics_model_allowlist,
+            )
             app.state.mongo = client
-            app.state.services = Services(settings=settings, store=store, signer=signer)
+            app.state.services = Services(settings=settings, store=store, signer=signer, metrics=metrics)
+            sweeper = asyncio.create_task(_sweep_forever(metrics, settings.stale_download_seconds))
+            stack.callback(sweeper.cancel)
             yield
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(request.app.state.mongo.admin.command("ping"), 3)
-            checks["mongo"] = "ok"
-        except Exception as exc:  # readiness reports any failure; it never raises
-            checks["mongo"] = f"unavailable: {type(exc).__name__}"
-        try:
-            await asyncio.wait_for(request.app.state.services.store.ping(), 3)
-            checks["store"] = "ok"
-        except Exception as exc:
-            checks["store"] = f"unavailable: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, 200 if ready else 503)
+    async def metrics_endpoint(request: Request) -> Response:
+        services: Services = request.app.state.services
+        return Response(exposition(services.metrics), media_type=CONTENT_TYPE_LATEST)
 
     async def index(request: Request) -> Response:
         return RedirectResponse("/graphql")
@@ -93,9 +99,13 @@ def create_app(settings: Settings) -> Starlette:
     graphql_app = ModelhubGraphQL(build_schema(), graphql_ide="graphiql")
     routes = [
         Route("/", index),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
+        Route("/healthz", routes_.healthz),
+        Route("/readyz", routes_.readyz),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        Route("/downloads/{ticket}", routes_.download_by_ticket),
+        Route("/models/{name:path}/download", routes_.download_model),
+        Route("/objects/{token}", routes_.local_presigned_object),
+        Route("/metrics", metrics_endpoint),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings

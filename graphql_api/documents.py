@@ -94,8 +94,11 @@ class DownloadEvent(Document):
     bytes_sent: int = 0
     range_start: int | None = None
     range_end: int | None = None
-    issued_at: datetime = Field(default_factory=utcnow)
+    # When the download was asked for (ticket issued, or one-step request); never changes, so that
+    # keyset pagination on it is stable.
     started_at: datetime = Field(default_factory=utcnow)
+    # When bytes began to flow (STREAM only); durationSeconds runs from here to finishedAt.
+    transfer_started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_seconds: float | None = None
     expires_at: datetime | None = None
@@ -117,4 +120,39 @@ class DownloadEvent(Document):
         ]
 
 
-ALL_DOCUMENTS: list[type[Document]] = [Model, VersionCounter, DownloadEvent]
+class DownloadRollup(Document):
+    """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time.
+
+    `_id` is the bucket key itself, so the first writer can create it with a plain insert (a lost race is a
+    DuplicateKeyError) and every writer then only `$inc`s: no upsert races.
+    """
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str  # type: ignore[assignment]
+    day: datetime
+    model_name: str
+    model_version: int
+    project_name: str
+    mode: DownloadMode
+    downloads: int = 0
+    completed: int = 0
+    aborted: int = 0
+    failed: int = 0
+    bytes_sent: int = 0
+    duration_count: int = 0
+    duration_sum: float = 0.0
+    duration_max: float | None = None
+    # Sparse histogram of durations: bucket index (as a string key) → count; see analytics.duration_bucket.
+    duration_hist: dict[str, int] = Field(default_factory=dict)
+    engineers: list[str] = Field(default_factory=list)
+
+    class Settings:
+        name = "download_rollups_daily"
+        indexes = [
+            IndexModel([("day", ASCENDING), ("model_name", ASCENDING)], name="day_model"),
+            IndexModel([("project_name", ASCENDING), ("day", ASCENDING)], name="project_day"),
+        ]
+
+
+ALL_DOCUMENTS: list[type[Document]] = [Model, VersionCounter, DownloadEvent, DownloadRollup]

@@ -6,8 +6,9 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
 
@@ -71,3 +72,16 @@ def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str
         branch[field] = {"$gt" if direction > 0 else "$lt": values[i]}
         branches.append(branch)
     return {"$or": branches}
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a connection: rows with their cursors, and whether more lie either side."""
+
+    items: list[tuple[T, str]]
+    has_next: bool
+    has_previous: bool
+    total: int

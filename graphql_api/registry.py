@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
 from beanie import SortDirection
 from pymongo import ReturnDocument
@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import Model, VersionCounter
 from .errors import InvalidInput, ModelAlreadyExists, ModelNotFound
-from .pagination import check_first, decode_cursor, encode_cursor, keyset_after
+from .pagination import Page, check_first, decode_cursor, encode_cursor, keyset_after
 from .storage import ObjectStore, validate_bucket, validate_key
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
@@ -243,17 +243,6 @@ class ModelQuery:
         if not self.include_archived:
             q["archived"] = False
         return q
-
-
-T = TypeVar("T")
-
-
-@dataclass
-class Page(Generic[T]):
-    items: list[tuple[T, str]]
-    has_next: bool
-    has_previous: bool
-    total: int
 
 
 def _sort_values(doc: Model, sort: list[tuple[str, SortDirection]]) -> list[Any]:

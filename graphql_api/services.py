@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Settings
+from .metrics import Metrics
 from .signing import Signer
 from .storage import ObjectStore
 
@@ -14,3 +15,4 @@ class Services:
     settings: Settings
     store: ObjectStore
     signer: Signer
+    metrics: Metrics

@@ -203,3 +203,26 @@ class LiveServer:
 def live(settings: Settings) -> Iterator[LiveServer]:
     with LiveServer(settings) as server:
         yield server
+
+
+@pytest.fixture
+async def live_http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def live_gql(live_http: httpx.AsyncClient) -> GraphQLClient:
+    return GraphQLClient(live_http)
+
+
+@pytest.fixture
+def db(settings: Settings, mongo_uri: str) -> Iterator[Any]:
+    """A synchronous handle on the test's database, for checking what the app wrote."""
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri, tz_aware=True)
+    try:
+        yield client[settings.mongo_db]
+    finally:
+        client.close()

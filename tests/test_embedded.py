@@ -12,13 +12,15 @@ from graphql_api.embedded import EmbeddedMongo
 def test_data_survive_restart_and_kill(tmp_path: Path) -> None:
     """A document written before a clean stop, and one before a SIGKILL, are both there after restarting."""
     db = EmbeddedMongo(tmp_path)
-    with db:
-        with MongoClient(db.uri) as client:
-            client.modelhub.models.insert_one({"name": "kept", "version": 1})
+    with db, MongoClient(db.uri) as client:
+        client.modelhub.models.insert_one({"name": "kept", "version": 1})
     db.start()
     try:
         with MongoClient(db.uri) as client:
-            assert client.modelhub.models.find_one({"name": "kept"}, {"_id": 0}) == {"name": "kept", "version": 1}
+            assert client.modelhub.models.find_one({"name": "kept"}, {"_id": 0}) == {
+                "name": "kept",
+                "version": 1,
+            }
             client.modelhub.models.insert_one({"name": "crash", "version": 1})
     finally:
         db.kill()

@@ -145,18 +145,22 @@ BAD_INPUTS = [
 ]
 
 
-async def test_bad_inputs_are_typed_and_write_nothing(gql: GraphQLClient, stores: Stores, bucket: str) -> None:
+async def test_bad_inputs_are_typed_and_write_nothing(
+    gql: GraphQLClient, stores: Stores, bucket: str
+) -> None:
     """Each invalid field gives InvalidInput naming that field, and no model is written."""
     stores.put(bucket, "models/resnet.bin", b"abc")
     for override, field in BAD_INPUTS:
         result = await register(gql, {**reg_input(bucket), **override})
         assert result["__typename"] == "InvalidInput", (override, result)
         assert result["field"] == field and result["code"] == "INVALID_INPUT", (override, result)
-    assert (await gql("{ models(filter: {includeArchived: true}) { totalCount } }"))["models"]["totalCount"] == 0
+    assert (await gql("{ models(filter: {includeArchived: true}) { totalCount } }"))["models"][
+        "totalCount"
+    ] == 0
 
 
 async def test_query_argument_errors_are_top_level_invalid_input(gql: GraphQLClient) -> None:
-    """`first` outside 1..100, a malformed cursor and a version below 1 are INVALID_INPUT errors naming the field."""
+    """`first` outside 1..100, a bad cursor, a version below 1: INVALID_INPUT errors naming the field."""
     cases = [
         ("{ models(first: 101) { totalCount } }", "first"),
         ("{ models(first: 0) { totalCount } }", "first"),
@@ -171,12 +175,16 @@ async def test_query_argument_errors_are_top_level_invalid_input(gql: GraphQLCli
         assert error["extensions"] == {"code": "INVALID_INPUT", "field": field}, (query, error)
 
 
-async def test_pages_of_100_walk_250_models_exactly_once(gql: GraphQLClient, stores: Stores, bucket: str) -> None:
+async def test_pages_of_100_walk_250_models_exactly_once(
+    gql: GraphQLClient, stores: Stores, bucket: str
+) -> None:
     """Walking 250 models in pages of 100, in every order, yields each model exactly once."""
     stores.put(bucket, "m.bin", b"abc")
     for i in range(25):
         for v in range(10):
-            r = await register(gql, {"name": f"m{i:02d}", "projectName": "p", "bucket": bucket, "key": "m.bin"})
+            r = await register(
+                gql, {"name": f"m{i:02d}", "projectName": "p", "bucket": bucket, "key": "m.bin"}
+            )
             assert r["__typename"] == "Model", (i, v, r)
     query = """query($after: String, $order: ModelOrder!) {
       models(first: 100, after: $after, orderBy: $order) {
@@ -228,6 +236,8 @@ async def test_filters_combine(gql: GraphQLClient, stores: Stores, bucket: str) 
     assert await names({"projectName": "nlp", "owner": "alice"}) == ["bert-base"]
     assert await names({"tags": ["prod", "en"]}) == ["bert-base"]
     assert await names({"tags": ["prod"]}) == ["bert-base", "resnet"]
-    assert await names({"createdAfter": "2000-01-01T00:00:00Z", "createdBefore": "2000-01-02T00:00:00Z"}) == []
+    assert (
+        await names({"createdAfter": "2000-01-01T00:00:00Z", "createdBefore": "2000-01-02T00:00:00Z"}) == []
+    )
     assert len(await names({"createdAfter": "2000-01-01T00:00:00Z"})) == 3
     assert await names({"namePrefix": "bert.*"}) == []  # a prefix is literal text, not a regex

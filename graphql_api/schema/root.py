@@ -10,13 +10,23 @@ from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.types import ExecutionContext
 
-from .. import errors, registry
-from .context import Info
+from .. import analytics, downloads, errors, registry
+from .context import Info, client_address
+from .downloads import (
+    DownloadEventConnection,
+    DownloadEventEdge,
+    DownloadEventType,
+    DownloadFilter,
+    DownloadMode,
+    DownloadOrder,
+    DownloadTicket,
+)
 from .errors import (
     BadUserInput,
     InvalidInput,
     MaskUnexpectedErrors,
     ModelAlreadyExists,
+    ModelArchived,
     ModelNotFound,
     StorageObjectNotFound,
     to_graphql_error,
@@ -39,6 +49,11 @@ RegisterModelResult = Annotated[
 ]
 ArchiveModelResult = Annotated[
     ModelType | ModelNotFound | InvalidInput, strawberry.union("ArchiveModelResult")
+]
+
+RequestDownloadResult = Annotated[
+    DownloadTicket | ModelNotFound | ModelArchived | StorageObjectNotFound | InvalidInput,
+    strawberry.union("RequestDownloadResult"),
 ]
 
 
@@ -75,6 +90,28 @@ class Query:
             total_count=page.total,
         )
 
+    @strawberry.field(
+        description="Raw download events, newest first by default. `first` is 1..100 (default 20)."
+    )
+    async def downloads(
+        self,
+        filter: DownloadFilter | None = None,
+        order_by: DownloadOrder = DownloadOrder.STARTED_AT_DESC,
+        first: int = 20,
+        after: str | None = None,
+    ) -> DownloadEventConnection:
+        try:
+            query = (filter or DownloadFilter()).to_query()
+            page = await analytics.list_events(query, DownloadOrder(order_by), first, after)
+        except errors.InvalidInput as exc:
+            raise BadUserInput(exc) from None
+        edges = [DownloadEventEdge(node=DownloadEventType.from_doc(d), cursor=c) for d, c in page.items]
+        return DownloadEventConnection(
+            edges=edges,
+            page_info=page_info(page.items, page.has_next, page.has_previous),
+            total_count=page.total,
+        )
+
 
 @strawberry.type
 class Mutation:
@@ -106,6 +143,48 @@ class Mutation:
     @strawberry.mutation(description="Undoes `archiveModel`.")
     async def unarchive_model(self, name: str, version: int) -> ArchiveModelResult:
         return await _set_archived(name, version, False)
+
+    @strawberry.mutation(
+        description="Issues a download: a signed, expiring URL on this server (STREAM), or presigned S3 URL."
+    )
+    async def request_download(
+        self,
+        info: Info,
+        name: str,
+        version: int | None = None,
+        mode: DownloadMode = DownloadMode.STREAM,
+        expires_in: Annotated[
+            int | None, strawberry.argument(description="Seconds the URL stays valid: 1..86400, default 900.")
+        ] = None,
+    ) -> RequestDownloadResult:
+        ctx = info.context
+        who = downloads.Requester(
+            ctx.engineer, ctx.request.headers.get("user-agent"), client_address(ctx.request)
+        )
+        try:
+            ticket = await downloads.issue_ticket(
+                ctx.services,
+                ctx.services.metrics,
+                name=name,
+                version=version,
+                mode=DownloadMode(mode),
+                expires_in=expires_in,
+                who=who,
+                base_url=ctx.base_url,
+            )
+        except (
+            errors.InvalidInput,
+            errors.ModelNotFound,
+            errors.ModelArchived,
+            errors.StorageObjectNotFound,
+        ) as exc:
+            return to_graphql_error(exc)  # type: ignore[no-any-return]
+        return DownloadTicket(
+            url=ticket.url,
+            mode=ticket.mode,
+            expires_at=ticket.expires_at,
+            download=DownloadEventType.from_doc(ticket.event),
+        )
 
 
 async def _set_archived(name: str, version: int, archived: bool) -> ArchiveModelResult:

@@ -1,0 +1,135 @@
+"""Prometheus metric objects on one registry per app, and the helpers that keep their labels bounded."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
+
+# Downloads run from milliseconds (a small config file) to hours (a 100 GB checkpoint over a slow link).
+DURATION_BUCKETS = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800,
+)  # fmt: skip
+# 1 KiB * 4^k: 1 KiB to 256 GiB, past 100 GB artifacts., which covers 100 GB artifacts.
+SIZE_BUCKETS = tuple(float(1024 * 4**k) for k in range(15))
+OPERATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+OTHER = "other"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """Every metric the app exports. Label values come only from enums and configured allowlists."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        operation_allowlist: Iterable[str] = (),
+        model_allowlist: Iterable[str] = (),
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.operation_allowlist = frozenset(operation_allowlist)
+        self.model_allowlist = frozenset(model_allowlist)
+        r = self.registry
+        self.registrations = Counter(
+            "modelhub_registrations_total", "registerModel calls by outcome.", ["outcome"], registry=r
+        )
+        self.download_requests = Counter(
+            "modelhub_download_requests_total",
+            "Download requests (tickets and one-step downloads) by mode and outcome.",
+            ["mode", "outcome"],
+            registry=r,
+        )
+        self.downloads_completed = Counter(
+            "modelhub_downloads_completed_total", "Downloads streamed to the end.", ["mode"], registry=r
+        )
+        self.downloads_aborted = Counter(
+            "modelhub_downloads_aborted_total", "Downloads the client abandoned.", ["mode"], registry=r
+        )
+        self.downloads_failed = Counter(
+            "modelhub_downloads_failed_total", "Downloads the server could not finish.", ["mode"], registry=r
+        )
+        self.download_bytes = Counter(
+            "modelhub_download_bytes_total", "Artifact bytes sent to clients.", ["mode"], registry=r
+        )
+        self.download_duration = Histogram(
+            "modelhub_download_duration_seconds",
+            "Duration of finished streamed downloads.",
+            ["mode", "status"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.download_size = Histogram(
+            "modelhub_download_size_bytes",
+            "Size of requested artifacts.",
+            ["mode"],
+            buckets=SIZE_BUCKETS,
+            registry=r,
+        )
+        self.model_downloads = Counter(
+            "modelhub_model_downloads_total",
+            "Completed downloads per allowlisted model name (all others are `other`).",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "modelhub_downloads_in_flight",
+            "Downloads being streamed right now.",
+            ["mode"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.operations = Counter(
+            "modelhub_graphql_operations_total",
+            "GraphQL operations by type, allowlisted name and outcome; errors count though HTTP says 200.",
+            ["operation_type", "operation_name", "outcome"],
+            registry=r,
+        )
+        self.operation_duration = Histogram(
+            "modelhub_graphql_operation_duration_seconds",
+            "GraphQL operation latency.",
+            ["operation_type", "operation_name"],
+            buckets=OPERATION_BUCKETS,
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "modelhub_build_info",
+            "Always 1; labels carry the version.",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        for mode in ("STREAM", "PRESIGNED"):  # series exist from the start, so rates are never "no data"
+            self.in_flight.labels(mode)
+            for counter in (self.downloads_completed, self.downloads_aborted, self.downloads_failed):
+                counter.labels(mode)
+            self.download_bytes.labels(mode)
+
+    def operation_label(self, name: str | None) -> str:
+        if not name:
+            return "anonymous"
+        return name if name in self.operation_allowlist else OTHER
+
+    def model_label(self, name: str) -> str:
+        return name if name in self.model_allowlist else OTHER
+
+
+def exposition(metrics: Metrics) -> bytes:
+    """The text format for /metrics: every worker's values in multiprocess mode, else this process's."""
+    from prometheus_client import REGISTRY, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    directory = multiprocess_dir()
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    # The app's own registry, plus the default one that holds starlette-exporter's HTTP metrics.
+    return generate_latest(metrics.registry) + generate_latest(REGISTRY)
