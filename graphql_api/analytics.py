@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
 from .errors import InvalidInput
-from .pagination import Page, check_first, decode_cursor, encode_cursor, keyset_after
+from .pagination import Page, keyset_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,21 +191,7 @@ async def list_events(
     query: EventQuery, order: DownloadOrder, first: int | None, after: str | None
 ) -> Page[DownloadEvent]:
     """One keyset page of raw events. Ordering by duration lists only finished downloads."""
-    limit = check_first(first)
-    sort = EVENT_SORTS[order]
     base = query.to_mongo()
     if order in (DownloadOrder.DURATION_ASC, DownloadOrder.DURATION_DESC):
         base = {**base, "duration_seconds": {"$ne": None}}
-    flt = base
-    if after is not None:
-        flt = {"$and": [base, keyset_after(sort, decode_cursor(after, order.value, len(sort)))]}
-    docs = await DownloadEvent.find(flt).sort(sort).limit(limit + 1).to_list()
-    total = await DownloadEvent.find(base).count()
-
-    def key(doc: DownloadEvent) -> list[Any]:
-        values: dict[str, Any] = {"started_at": doc.started_at, "_id": doc.id, "bytes_sent": doc.bytes_sent}
-        values["duration_seconds"] = doc.duration_seconds
-        return [values[f] for f, _ in sort]
-
-    items = [(d, encode_cursor(order.value, key(d))) for d in docs[:limit]]
-    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, total=total)
+    return await keyset_page(DownloadEvent, base, EVENT_SORTS[order], order.value, first, after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,9 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     embedded: EmbeddedMongo | None = None
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets `finally` stop the
+    # embedded database instead of the process dying with it still running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not settings.mongo_uri:
             embedded = EmbeddedMongo(settings.data_dir)
@@ -69,6 +73,10 @@ def serve(
             console.print("embedded database stopped")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @app.command("export-schema")
 def export_schema(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the SDL.")] = Path(
@@ -86,3 +94,7 @@ def schema_sdl() -> str:
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

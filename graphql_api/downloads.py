@@ -346,7 +346,10 @@ class StreamObject:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         t = self.transfer
         result: list[Any] = [DownloadStatus.ABORTED, 0, None]  # status, bytes sent, error
-        chunks = self.services.store.open_range(t.bucket, t.key, t.start, t.end) if t.length > 0 else None
+        chunks = None
+        if t.length > 0:
+            whole = t.byte_range is None
+            chunks = self.services.store.open_range(t.bucket, t.key, t.start, t.end, whole=whole)
         if self.in_flight is not None:
             self.in_flight.inc()
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from beanie import Document, SortDirection
 from bson import ObjectId
 
 from .errors import InvalidInput
@@ -75,6 +76,7 @@ def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str
 
 
 T = TypeVar("T")
+D = TypeVar("D", bound=Document)
 
 
 @dataclass
@@ -85,3 +87,26 @@ class Page(Generic[T]):
     has_next: bool
     has_previous: bool
     total: int
+
+
+async def keyset_page(
+    document: type[D],
+    base: dict[str, Any],
+    sort: list[tuple[str, SortDirection]],
+    order: str,
+    first: int | None,
+    after: str | None,
+) -> Page[D]:
+    """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`."""
+    limit = check_first(first)
+    flt = base
+    if after is not None:
+        flt = {"$and": [base, keyset_after(sort, decode_cursor(after, order, len(sort)))]}
+    docs = await document.find(flt).sort(sort).limit(limit + 1).to_list()
+    total = await document.find(base).count()
+
+    def key(doc: D) -> list[Any]:
+        return [doc.id if field == "_id" else getattr(doc, field) for field, _ in sort]
+
+    items = [(d, encode_cursor(order, key(d))) for d in docs[:limit]]
+    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, total=total)

@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .documents import Model, VersionCounter
 from .errors import InvalidInput, ModelAlreadyExists, ModelNotFound
-from .pagination import Page, check_first, decode_cursor, encode_cursor, keyset_after
+from .pagination import Page, keyset_page
 from .storage import ObjectStore, validate_bucket, validate_key
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
@@ -245,21 +245,7 @@ class ModelQuery:
         return q
 
 
-def _sort_values(doc: Model, sort: list[tuple[str, SortDirection]]) -> list[Any]:
-    values = {"created_at": doc.created_at, "_id": doc.id, "name": doc.name, "version": doc.version}
-    return [values[f] for f, _ in sort]
-
-
 async def list_models(
     query: ModelQuery, order: ModelOrder, first: int | None, after: str | None
 ) -> Page[Model]:
-    limit = check_first(first)
-    sort = SORTS[order]
-    base = query.to_mongo()
-    flt = dict(base)
-    if after is not None:
-        flt = {"$and": [base, keyset_after(sort, decode_cursor(after, order.value, len(sort)))]}
-    docs = await Model.find(flt).sort(sort).limit(limit + 1).to_list()
-    total = await Model.find(base).count()
-    items = [(d, encode_cursor(order.value, _sort_values(d, sort))) for d in docs[:limit]]
-    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, total=total)
+    return await keyset_page(Model, query.to_mongo(), SORTS[order], order.value, first, after)

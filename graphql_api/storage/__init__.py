@@ -24,7 +24,11 @@ class ObjectStore(Protocol):
 
     async def head(self, bucket: str, key: str) -> ObjectInfo: ...
 
-    def open_range(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes]: ...
+    def open_range(
+        self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
+    ) -> AsyncIterator[bytes]:
+        """Bytes start..end; `whole` says that is the entire object (so no Range needs sending)."""
+        ...
 
     async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
         """A URL that fetches the object without the app, or a path under the app when it starts with /."""

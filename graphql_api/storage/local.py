@@ -43,7 +43,9 @@ class LocalObjectStore:
         # Size and mtime change whenever the bytes do, without hashing a multi-GB file.
         return ObjectInfo(st.st_size, f'"{st.st_size:x}-{st.st_mtime_ns:x}"', content_type)
 
-    async def open_range(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def open_range(
+        self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
+    ) -> AsyncIterator[bytes]:
         path = self.path_of(bucket, key)
         try:
             fh = await anyio.to_thread.run_sync(open, path, "rb")

@@ -66,10 +66,14 @@ class S3ObjectStore:
             content_type=str(resp.get("ContentType") or "application/octet-stream"),
         )
 
-    async def open_range(self, bucket: str, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def open_range(
+        self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
+    ) -> AsyncIterator[bytes]:
         # One GET for the whole range: S3 streams it, and ranged sub-requests would cost a round trip each.
+        # A whole-object read sends no Range (some servers, moto among them, copy the object for a Range).
+        extra = {} if whole else {"Range": f"bytes={start}-{end}"}
         try:
-            resp = await self._client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")
+            resp = await self._client.get_object(Bucket=bucket, Key=key, **extra)
         except ClientError as exc:
             if _is_missing(exc):
                 raise StorageObjectNotFound(bucket, key) from exc
