@@ -94,15 +94,17 @@ def fetch(url: str) -> tuple[float, float, int]:
 
 async def through_api(base: str) -> tuple[float, float, int]:
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        q = 'mutation { requestDownload(name: "big") { ... on DownloadTicket { url } ... on Error { message } } }'
+        q = 'mutation { requestDownload(name: "big") { ... on DownloadTicket { url } } }'
         ticket = (await client.post("/graphql", json={"query": q})).json()["data"]["requestDownload"]
     return await asyncio.to_thread(fetch, ticket["url"])
 
 
 def register(base: str) -> None:
-    q = """mutation { registerModel(input: {name: "big", projectName: "bench", bucket: "%s", key: "%s"}) {
-      __typename ... on Error { message } } }""" % (BUCKET, KEY)
-    result = httpx.post(f"{base}/graphql", json={"query": q}, timeout=60).json()["data"]["registerModel"]
+    q = """mutation($b: String!, $k: String!) {
+      registerModel(input: {name: "big", projectName: "bench", bucket: $b, key: $k}) {
+        __typename ... on Error { message } } }"""
+    body = {"query": q, "variables": {"b": BUCKET, "k": KEY}}
+    result = httpx.post(f"{base}/graphql", json=body, timeout=60).json()["data"]["registerModel"]
     assert result["__typename"] == "Model", result
 
 
@@ -170,18 +172,21 @@ async def main() -> None:
             print(
                 f"artifact {args.size_mib} MiB; DB: embedded SecantusDB ({mongo.uri}); {os.cpu_count()} cores"
             )
-            header = (
-                "store  API MB/s  direct MB/s  API/direct  TTFB ms  direct TTFB ms  RSS before MiB  RSS peak MiB"
-                "  growth MiB"
-            )
-            print(header)
+            columns = [
+                ("API MB/s", "api_mb_s"),
+                ("direct MB/s", "direct_mb_s"),
+                ("API/direct", "ratio"),
+                ("TTFB ms", "ttfb_ms"),
+                ("direct TTFB ms", "direct_ttfb_ms"),
+                ("RSS before MiB", "rss_before_mib"),
+                ("RSS peak MiB", "rss_peak_mib"),
+                ("growth MiB", "rss_growth_mib"),
+            ]
+            print("store  " + "  ".join(title for title, _ in columns))
             for kind in args.stores.split(","):
                 r = await run_store(kind, size, work, mongo.uri)
-                print(
-                    f"{kind:5}  {r['api_mb_s']:8.1f}  {r['direct_mb_s']:11.1f}  {r['ratio']:10.2f}  "
-                    f"{r['ttfb_ms']:7.1f}  {r['direct_ttfb_ms']:14.1f}  {r['rss_before_mib']:14.1f}  {r['rss_peak_mib']:12.1f}  "
-                    f"{r['rss_growth_mib']:10.1f}"
-                )
+                cells = [f"{r[key]:{len(title)}.{2 if key == 'ratio' else 1}f}" for title, key in columns]
+                print(f"{kind:5}  " + "  ".join(cells))
 
 
 if __name__ == "__main__":

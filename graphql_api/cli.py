@@ -32,8 +32,8 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     embedded: EmbeddedMongo | None = None
-    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets `finally` stop the
-    # embedded database instead of the process dying with it still running.
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets `finally` stop the
+    # embedded database instead of the process dying with the database still running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not settings.mongo_uri:
