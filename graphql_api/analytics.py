@@ -6,9 +6,10 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import SortDirection
 from bson import ObjectId
@@ -195,3 +196,376 @@ async def list_events(
     if order in (DownloadOrder.DURATION_ASC, DownloadOrder.DURATION_DESC):
         base = {**base, "duration_seconds": {"$ne": None}}
     return await keyset_page(DownloadEvent, base, EVENT_SORTS[order], order.value, first, after)
+
+
+class Dimension(StrEnum):
+    MODEL = "MODEL"
+    VERSION = "VERSION"
+    PROJECT = "PROJECT"
+    ENGINEER = "ENGINEER"
+    MODE = "MODE"
+    STATUS = "STATUS"
+
+
+class Interval(StrEnum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class StatsMetric(StrEnum):
+    PERIOD_START = "PERIOD_START"
+    DOWNLOADS = "DOWNLOADS"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+    TOTAL_BYTES = "TOTAL_BYTES"
+    AVG_DURATION = "AVG_DURATION"
+    P50_DURATION = "P50_DURATION"
+    P95_DURATION = "P95_DURATION"
+    MAX_DURATION = "MAX_DURATION"
+    UNIQUE_ENGINEERS = "UNIQUE_ENGINEERS"
+
+
+class StatsSource(StrEnum):
+    RAW = "RAW"
+    ROLLUP = "ROLLUP"
+
+
+# Dimension → (field on raw events, field on rollups or None when rollups do not keep it).
+DIMENSION_FIELDS: dict[Dimension, tuple[str, str | None]] = {
+    Dimension.MODEL: ("model_name", "model_name"),
+    Dimension.VERSION: ("model_version", "model_version"),
+    Dimension.PROJECT: ("project_name", "project_name"),
+    Dimension.ENGINEER: ("engineer", None),
+    Dimension.MODE: ("mode", "mode"),
+    Dimension.STATUS: ("status", None),
+}
+METRIC_FIELDS: dict[StatsMetric, str] = {
+    StatsMetric.PERIOD_START: "period_start",
+    StatsMetric.DOWNLOADS: "downloads",
+    StatsMetric.COMPLETED: "completed",
+    StatsMetric.ABORTED: "aborted",
+    StatsMetric.FAILED: "failed",
+    StatsMetric.TOTAL_BYTES: "total_bytes",
+    StatsMetric.AVG_DURATION: "avg_duration",
+    StatsMetric.P50_DURATION: "p50_duration",
+    StatsMetric.P95_DURATION: "p95_duration",
+    StatsMetric.MAX_DURATION: "max_duration",
+    StatsMetric.UNIQUE_ENGINEERS: "unique_engineers",
+}
+MAX_STATS_LIMIT = 1000
+
+
+@dataclass
+class StatsRow:
+    model_name: str | None = None
+    model_version: int | None = None
+    project_name: str | None = None
+    engineer: str | None = None
+    mode: DownloadMode | None = None
+    status: DownloadStatus | None = None
+    period_start: datetime | None = None
+    downloads: int = 0
+    completed: int = 0
+    aborted: int = 0
+    failed: int = 0
+    total_bytes: int = 0
+    avg_duration: float | None = None
+    p50_duration: float | None = None
+    p95_duration: float | None = None
+    max_duration: float | None = None
+    unique_engineers: int = 0
+    source: StatsSource = StatsSource.RAW
+
+
+@dataclass
+class StatsRequest:
+    query: EventQuery
+    group_by: list[Dimension]
+    interval: Interval | None = None
+    time_zone: str | None = None
+    order_by: StatsMetric | None = None
+    descending: bool = True
+    limit: int = 100
+    exact: bool = False
+
+    def validate(self, max_hour_range_days: int) -> None:
+        self.query.validate()
+        if not 1 <= self.limit <= MAX_STATS_LIMIT:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_STATS_LIMIT}, got {self.limit}")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise InvalidInput("groupBy", "lists a dimension twice")
+        if self.time_zone is not None:
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise InvalidInput("timeZone", f"unknown time zone {self.time_zone!r}") from exc
+        if self.interval is Interval.HOUR:
+            q = self.query
+            if q.since is None:
+                raise InvalidInput(
+                    "filter.since", f"HOUR buckets need a since at most {max_hour_range_days} days back"
+                )
+            until = q.until or datetime.now(UTC)
+            if until - q.since > timedelta(days=max_hour_range_days):
+                raise InvalidInput(
+                    "interval",
+                    f"HOUR buckets may span at most {max_hour_range_days} days; use DAY or narrow the range",
+                )
+        if self.order_by is StatsMetric.PERIOD_START and self.interval is None:
+            raise InvalidInput("orderBy", "PERIOD_START needs an interval")
+
+    @property
+    def tz(self) -> str:
+        return self.time_zone or "UTC"
+
+    def rollups_can_answer(self) -> bool:
+        """Rollups hold UTC days per (model, version, project, mode); anything finer needs raw events."""
+        q = self.query
+        if self.exact or q.engineers or q.statuses or q.min_bytes is not None:
+            return False
+        if any(DIMENSION_FIELDS[d][1] is None for d in self.group_by):
+            return False
+        if self.interval is Interval.HOUR or self.tz not in ("UTC", "Etc/UTC"):
+            return False
+        return all(t is None or t == day_of(t) for t in (q.since, q.until))
+
+
+def _trunc(date_expr: Any, interval: Interval, tz: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"date": date_expr, "unit": interval.value.lower(), "timezone": tz}
+    if interval is Interval.WEEK:
+        spec["startOfWeek"] = "monday"
+    return {"$dateTrunc": spec}
+
+
+def _count_if(status: DownloadStatus) -> dict[str, Any]:
+    return {"$sum": {"$cond": [{"$eq": ["$status", status.value]}, 1, 0]}}
+
+
+def _order_and_limit(req: StatsRequest) -> list[dict[str, Any]]:
+    metric = req.order_by or StatsMetric.DOWNLOADS
+    direction = -1 if req.descending else 1
+    sort: dict[str, int] = {METRIC_FIELDS[metric]: direction}
+    # Ties break on the group key so that equal rows come back in a stable order.
+    sort.update({f"_id.{d.value}": 1 for d in req.group_by})
+    if req.interval:
+        sort.setdefault("period_start", 1)
+    return [{"$sort": sort}, {"$limit": req.limit}]
+
+
+def raw_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
+    """The whole aggregation over raw events, percentiles included; nothing but result rows leaves Mongo."""
+    group_id: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][0]}" for d in req.group_by}
+    if req.interval:
+        group_id["period"] = _trunc("$started_at", req.interval, req.tz)
+    return [
+        {"$match": req.query.to_mongo()},
+        {
+            "$group": {
+                "_id": group_id,
+                "downloads": {"$sum": 1},
+                "completed": _count_if(DownloadStatus.COMPLETED),
+                "aborted": _count_if(DownloadStatus.ABORTED),
+                "failed": _count_if(DownloadStatus.FAILED),
+                "total_bytes": {"$sum": "$bytes_sent"},
+                "avg_duration": {"$avg": "$duration_seconds"},
+                "percentiles": {
+                    "$percentile": {"input": "$duration_seconds", "p": [0.5, 0.95], "method": "approximate"}
+                },
+                "max_duration": {"$max": "$duration_seconds"},
+                "engineers": {"$addToSet": "$engineer"},
+            }
+        },
+        {
+            "$project": {
+                "downloads": 1,
+                "completed": 1,
+                "aborted": 1,
+                "failed": 1,
+                "total_bytes": 1,
+                "avg_duration": 1,
+                "max_duration": 1,
+                "p50_duration": {"$arrayElemAt": ["$percentiles", 0]},
+                "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
+                "unique_engineers": {"$size": "$engineers"},
+                "period_start": "$_id.period",
+            }
+        },
+        *_order_and_limit(req),
+    ]
+
+
+def rollup_match(q: EventQuery) -> dict[str, Any]:
+    m: dict[str, Any] = {}
+    if q.model_names:
+        m["model_name"] = {"$in": q.model_names}
+    if q.version is not None:
+        m["model_version"] = q.version
+    if q.project_names:
+        m["project_name"] = {"$in": q.project_names}
+    if q.mode is not None:
+        m["mode"] = q.mode.value
+    if q.since or q.until:
+        rng: dict[str, Any] = {}
+        if q.since:
+            rng["$gte"] = q.since
+        if q.until:
+            rng["$lt"] = q.until
+        m["day"] = rng
+    return m
+
+
+def rollup_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
+    """The same answer from daily rollups: sums are exact; percentiles come from the merged histograms."""
+    group_id: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][1]}" for d in req.group_by}
+    if req.interval:
+        group_id["period"] = _trunc("$day", req.interval, "UTC")
+    needs_hist = req.order_by in (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION)
+    pipeline: list[dict[str, Any]] = [
+        {"$match": rollup_match(req.query)},
+        {
+            "$group": {
+                "_id": group_id,
+                "downloads": {"$sum": "$downloads"},
+                "completed": {"$sum": "$completed"},
+                "aborted": {"$sum": "$aborted"},
+                "failed": {"$sum": "$failed"},
+                "total_bytes": {"$sum": "$bytes_sent"},
+                "duration_sum": {"$sum": "$duration_sum"},
+                "duration_count": {"$sum": "$duration_count"},
+                "max_duration": {"$max": "$duration_max"},
+                "engineer_sets": {"$push": "$engineers"},
+                "hists": {"$push": "$duration_hist"},
+            }
+        },
+        {
+            "$project": {
+                "downloads": 1,
+                "completed": 1,
+                "aborted": 1,
+                "failed": 1,
+                "total_bytes": 1,
+                "max_duration": 1,
+                "hists": 1,
+                "avg_duration": {
+                    "$cond": [
+                        {"$gt": ["$duration_count", 0]},
+                        {"$divide": ["$duration_sum", "$duration_count"]},
+                        None,
+                    ]
+                },
+                "unique_engineers": {
+                    "$size": {
+                        "$reduce": {
+                            "input": "$engineer_sets",
+                            "initialValue": [],
+                            "in": {"$setUnion": ["$$value", "$$this"]},
+                        }
+                    }
+                },
+                "period_start": "$_id.period",
+            }
+        },
+    ]
+    if not needs_hist:  # percentile order needs the merged histograms first: sorted in Python then
+        pipeline += _order_and_limit(req)
+    return pipeline
+
+
+def histogram_percentile(hist: dict[int, int], p: float) -> float | None:
+    """Nearest-rank percentile read off a merged histogram: the geometric midpoint of the rank's bucket."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(p * total))
+    seen = 0
+    for index in sorted(hist):
+        seen += hist[index]
+        if seen >= rank:
+            return bucket_value(index)
+    return None  # pragma: no cover - the loop always reaches rank
+
+
+def _row(doc: dict[str, Any], req: StatsRequest, source: StatsSource) -> StatsRow:
+    key = doc["_id"] or {}
+    mode, status = key.get(Dimension.MODE.value), key.get(Dimension.STATUS.value)
+    row = StatsRow(
+        model_name=key.get(Dimension.MODEL.value),
+        model_version=key.get(Dimension.VERSION.value),
+        project_name=key.get(Dimension.PROJECT.value),
+        engineer=key.get(Dimension.ENGINEER.value),
+        mode=DownloadMode(mode) if mode else None,
+        status=DownloadStatus(status) if status else None,
+        period_start=doc.get("period_start"),
+        downloads=doc["downloads"],
+        completed=doc["completed"],
+        aborted=doc["aborted"],
+        failed=doc["failed"],
+        total_bytes=doc["total_bytes"],
+        avg_duration=doc.get("avg_duration"),
+        max_duration=doc.get("max_duration"),
+        unique_engineers=doc["unique_engineers"],
+        source=source,
+    )
+    if source is StatsSource.RAW:
+        row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
+    else:
+        merged: dict[int, int] = {}
+        for hist in doc.get("hists", []):
+            for index, count in hist.items():
+                merged[int(index)] = merged.get(int(index), 0) + count
+        row.p50_duration = histogram_percentile(merged, 0.5)
+        row.p95_duration = histogram_percentile(merged, 0.95)
+    return row
+
+
+async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> list[StatsRow]:
+    """`downloadStats`: from rollups when they can answer exactly (counts, bytes), else from raw events."""
+    req.validate(max_hour_range_days)
+    if req.rollups_can_answer():
+        docs = await DownloadRollup.get_pymongo_collection().aggregate(rollup_pipeline(req))
+        rows = [_row(d, req, StatsSource.ROLLUP) async for d in docs]
+        if req.order_by in (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION):
+            field_name = METRIC_FIELDS[req.order_by]
+            present = [r for r in rows if getattr(r, field_name) is not None]
+            missing = [r for r in rows if getattr(r, field_name) is None]
+            present.sort(key=lambda r: getattr(r, field_name), reverse=req.descending)
+            rows = (present + missing if req.descending else missing + present)[: req.limit]
+        return rows
+    docs = await DownloadEvent.get_pymongo_collection().aggregate(raw_pipeline(req), allowDiskUse=True)
+    return [_row(d, req, StatsSource.RAW) async for d in docs]
+
+
+async def completed_by_version(since: datetime | None, until: datetime | None) -> dict[tuple[str, int], int]:
+    """Completed downloads per (model name, version) started in [since, until): rollups when days align."""
+    q = EventQuery(since=since, until=until, statuses=[DownloadStatus.COMPLETED])
+    q.validate()
+    if all(t is None or t == day_of(t) for t in (since, until)):
+        pipeline: list[dict[str, Any]] = [
+            {"$match": rollup_match(q)},
+            {"$group": {"_id": {"n": "$model_name", "v": "$model_version"}, "c": {"$sum": "$completed"}}},
+        ]
+        rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    else:
+        pipeline = [
+            {"$match": q.to_mongo()},
+            {"$group": {"_id": {"n": "$model_name", "v": "$model_version"}, "c": {"$sum": 1}}},
+        ]
+        rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
+    return {(r["_id"]["n"], r["_id"]["v"]): r["c"] async for r in rows if r["c"]}
+
+
+def indexes_used(explain: Any) -> set[str]:
+    """The index names anywhere in an explain document (IXSCAN stages), for checks and the bench."""
+    found: set[str] = set()
+    if isinstance(explain, dict):
+        if explain.get("stage") == "IXSCAN" and "indexName" in explain:
+            found.add(str(explain["indexName"]))
+        for value in explain.values():
+            found |= indexes_used(value)
+    elif isinstance(explain, list):
+        for value in explain:
+            found |= indexes_used(value)
+    return found

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from beanie import Document, PydanticObjectId
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
@@ -36,6 +36,8 @@ class Model(Document):
     content_type: str
     created_at: datetime = Field(default_factory=utcnow)
     archived: bool = False
+    # Completed downloads in the window of a `models(orderBy: DOWNLOADS_DESC)` query; never stored.
+    _window_downloads: int | None = PrivateAttr(default=None)
 
     class Settings:
         name = "models"
@@ -109,10 +111,7 @@ class DownloadEvent(Document):
         name = "download_events"
         indexes = [
             IndexModel([("started_at", DESCENDING), ("_id", DESCENDING)], name="started_at"),
-            IndexModel(
-                [("model_name", ASCENDING), ("model_version", ASCENDING), ("started_at", DESCENDING)],
-                name="model_started",
-            ),
+            IndexModel([("model_name", ASCENDING), ("started_at", DESCENDING)], name="model_started"),
             IndexModel([("model_id", ASCENDING), ("status", ASCENDING)], name="model_status"),
             IndexModel([("project_name", ASCENDING), ("started_at", DESCENDING)], name="project_started"),
             IndexModel([("engineer", ASCENDING), ("started_at", DESCENDING)], name="engineer_started"),

@@ -14,9 +14,10 @@ from beanie import SortDirection
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from . import analytics
 from .documents import Model, VersionCounter
 from .errors import InvalidInput, ModelAlreadyExists, ModelNotFound
-from .pagination import Page, keyset_page
+from .pagination import Page, check_first, decode_cursor, encode_cursor, keyset_page
 from .storage import ObjectStore, validate_bucket, validate_key
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
@@ -197,6 +198,7 @@ class ModelOrder(StrEnum):
     CREATED_AT_ASC = "CREATED_AT_ASC"
     NAME_ASC = "NAME_ASC"
     NAME_DESC = "NAME_DESC"
+    DOWNLOADS_DESC = "DOWNLOADS_DESC"
 
 
 SORTS: dict[ModelOrder, list[tuple[str, SortDirection]]] = {
@@ -245,7 +247,44 @@ class ModelQuery:
         return q
 
 
+@dataclass
+class DownloadWindow:
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 async def list_models(
-    query: ModelQuery, order: ModelOrder, first: int | None, after: str | None
+    query: ModelQuery,
+    order: ModelOrder,
+    first: int | None,
+    after: str | None,
+    window: DownloadWindow | None = None,
 ) -> Page[Model]:
+    if order is ModelOrder.DOWNLOADS_DESC:
+        return await _list_by_downloads(query, window or DownloadWindow(), first, after)
     return await keyset_page(Model, query.to_mongo(), SORTS[order], order.value, first, after)
+
+
+async def _list_by_downloads(
+    query: ModelQuery, window: DownloadWindow, first: int | None, after: str | None
+) -> Page[Model]:
+    """Most completed downloads in the window first (ties by name, version); the cursor is an offset."""
+    limit = check_first(first)
+    offset = 0 if after is None else decode_cursor(after, ModelOrder.DOWNLOADS_DESC.value, 1)[0]
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidInput("after", "malformed cursor")
+    counts = await analytics.completed_by_version(window.since, window.until)
+    base = query.to_mongo()
+    keys = [
+        (d["_id"], d["name"], d["version"])
+        async for d in Model.get_pymongo_collection().find(base, {"name": 1, "version": 1})
+    ]
+    keys.sort(key=lambda k: (-counts.get((k[1], k[2]), 0), k[1], k[2]))
+    window_ids = [k[0] for k in keys[offset : offset + limit]]
+    by_id = {d.id: d for d in await Model.find({"_id": {"$in": window_ids}}).to_list()}
+    items = []
+    for i, model_id in enumerate(window_ids):
+        doc = by_id[model_id]
+        doc._window_downloads = counts.get((doc.name, doc.version), 0)
+        items.append((doc, encode_cursor(ModelOrder.DOWNLOADS_DESC.value, [offset + i + 1])))
+    return Page(items=items, has_next=offset + limit < len(keys), has_previous=offset > 0, total=len(keys))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
 import strawberry
@@ -31,6 +32,7 @@ from .errors import (
     StorageObjectNotFound,
     to_graphql_error,
 )
+from .stats import Direction, DownloadDimension, DownloadStatsRow, StatsMetric, StatsOrder, TimeInterval
 from .types import (
     ModelConnection,
     ModelEdge,
@@ -77,13 +79,23 @@ class Query:
         order_by: ModelOrder = registry.ModelOrder.CREATED_AT_DESC,
         first: int = 20,
         after: str | None = None,
+        downloads_since: Annotated[
+            datetime | None, strawberry.argument(description="Window start for DOWNLOADS_DESC (inclusive).")
+        ] = None,
+        downloads_until: Annotated[
+            datetime | None, strawberry.argument(description="Window end for DOWNLOADS_DESC (exclusive).")
+        ] = None,
     ) -> ModelConnection:
+        window = registry.DownloadWindow(downloads_since, downloads_until)
         try:
             query = (filter or ModelFilter()).to_query()
-            page = await registry.list_models(query, registry.ModelOrder(order_by), first, after)
+            page = await registry.list_models(query, registry.ModelOrder(order_by), first, after, window)
         except errors.InvalidInput as exc:
             raise BadUserInput(exc) from None
-        edges = [ModelEdge(node=ModelType.from_doc(doc), cursor=cursor) for doc, cursor in page.items]
+        edges = [
+            ModelEdge(node=ModelType.from_doc(doc), cursor=cursor, window_downloads=doc._window_downloads)
+            for doc, cursor in page.items
+        ]
         return ModelConnection(
             edges=edges,
             page_info=page_info(page.items, page.has_next, page.has_previous),
@@ -111,6 +123,41 @@ class Query:
             page_info=page_info(page.items, page.has_next, page.has_previous),
             total_count=page.total,
         )
+
+    @strawberry.field(
+        description="Download figures grouped by any dimensions and time buckets, ordered by any metric. "
+        "`limit` is 1..1000 (default 100); an empty `groupBy` gives one grand-total row."
+    )
+    async def download_stats(
+        self,
+        info: Info,
+        group_by: list[DownloadDimension],
+        filter: DownloadFilter | None = None,
+        interval: TimeInterval | None = None,
+        time_zone: Annotated[
+            str | None, strawberry.argument(description="IANA zone for the buckets, e.g. Europe/Paris.")
+        ] = None,
+        order_by: StatsOrder | None = None,
+        limit: int = 100,
+        exact: Annotated[
+            bool, strawberry.argument(description="Compute from raw events even where rollups could answer.")
+        ] = False,
+    ) -> list[DownloadStatsRow]:
+        request = analytics.StatsRequest(
+            query=(filter or DownloadFilter()).to_query(),
+            group_by=[DownloadDimension(d) for d in group_by],
+            interval=TimeInterval(interval) if interval else None,
+            time_zone=time_zone,
+            order_by=StatsMetric(order_by.metric) if order_by else None,
+            descending=order_by is None or order_by.direction == Direction.DESC,
+            limit=limit,
+            exact=exact,
+        )
+        try:
+            rows = await analytics.download_stats(request, info.context.services.settings.max_hour_range_days)
+        except errors.InvalidInput as exc:
+            raise BadUserInput(exc) from None
+        return [DownloadStatsRow.from_row(row) for row in rows]
 
 
 @strawberry.type

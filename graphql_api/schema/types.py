@@ -82,6 +82,9 @@ class PageInfo:
 class ModelEdge:
     node: ModelType
     cursor: str
+    window_downloads: int | None = strawberry.field(
+        default=None, description="Completed downloads in the window, when ordered by DOWNLOADS_DESC."
+    )
 
 
 @strawberry.type

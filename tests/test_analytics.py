@@ -1,0 +1,439 @@
+"""downloadStats, the downloads filters and DOWNLOADS_DESC, checked against plain-Python reference answers."""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from beanie import init_beanie
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from graphql_api import analytics
+from graphql_api.app import create_app
+from graphql_api.config import Settings
+from graphql_api.documents import ALL_DOCUMENTS, DownloadEvent, DownloadMode, DownloadStatus
+from tests.conftest import GraphQLClient, Stores, make_settings
+
+T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
+MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
+ENGINEERS = ["alice", "bob", "carol", "dave"]
+EDGES = [
+    T0,
+    T0 + timedelta(days=1) - timedelta(milliseconds=1),
+    T0 + timedelta(days=7),
+    T0 + timedelta(days=6),
+]
+
+
+def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
+    """A small, varied event set; the first few sit exactly on day and week edges."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        name, version, project = rng.choice(MODELS)
+        started = EDGES[i] if i < len(EDGES) else T0 + timedelta(seconds=rng.randrange(0, 20 * 86400))
+        mode = rng.choice([DownloadMode.STREAM, DownloadMode.STREAM, DownloadMode.PRESIGNED])
+        status = DownloadStatus.ISSUED
+        size = rng.choice([1_000, 2_000_000, 3_000_000_000])
+        sent, duration = 0, None
+        if mode is DownloadMode.STREAM:
+            status = rng.choice(
+                [DownloadStatus.COMPLETED] * 6
+                + [DownloadStatus.ABORTED, DownloadStatus.FAILED, DownloadStatus.ISSUED]
+            )
+            if status is not DownloadStatus.ISSUED:
+                sent = size if status is DownloadStatus.COMPLETED else rng.randrange(0, size)
+                duration = round(rng.lognormvariate(0, 1.5), 3)
+        events.append(
+            dict(
+                model_name=name, model_version=version, project_name=project, engineer=rng.choice(ENGINEERS),
+                mode=mode, status=status, size_bytes=size, bytes_sent=sent, started_at=started,
+                duration_seconds=duration,
+            )
+        )  # fmt: skip
+    return events
+
+
+async def store(events: list[dict[str, Any]]) -> None:
+    """Writes events the way the app does: insert, count as started, then count the outcome."""
+    for e in events:
+        doc = DownloadEvent(model_id=ObjectId(), **{**e, "status": DownloadStatus.ISSUED, "bytes_sent": 0})
+        await doc.insert()
+        await analytics.record_started(doc)
+        if e["status"] is not DownloadStatus.ISSUED:
+            doc.status, doc.bytes_sent, doc.duration_seconds = (
+                e["status"],
+                e["bytes_sent"],
+                e["duration_seconds"],
+            )
+            await doc.save()
+            await analytics.record_finished(doc)
+
+
+def nearest_rank(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p * len(ordered))) - 1]
+
+
+def trunc(moment: datetime, interval: str) -> datetime:
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {
+        "HOUR": moment.replace(minute=0, second=0, microsecond=0),
+        "DAY": day,
+        "WEEK": day - timedelta(days=day.weekday()),
+        "MONTH": day.replace(day=1),
+    }[interval]
+
+
+KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "MODEL": lambda e: e["model_name"],
+    "VERSION": lambda e: e["model_version"],
+    "PROJECT": lambda e: e["project_name"],
+    "ENGINEER": lambda e: e["engineer"],
+    "MODE": lambda e: e["mode"].value,
+    "STATUS": lambda e: e["status"].value,
+}
+ROW_KEYS = {
+    "MODEL": "modelName", "VERSION": "modelVersion", "PROJECT": "projectName",
+    "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status",
+}  # fmt: skip
+
+
+def reference(
+    events: Iterable[dict[str, Any]], group_by: list[str], interval: str | None
+) -> dict[Any, dict[str, Any]]:
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        key = tuple(KEYS[d](e) for d in group_by) + ((trunc(e["started_at"], interval),) if interval else ())
+        groups[key].append(e)
+    out = {}
+    for key, members in groups.items():
+        durations = [m["duration_seconds"] for m in members if m["duration_seconds"] is not None]
+        out[key] = {
+            "downloads": len(members),
+            "completed": sum(m["status"] is DownloadStatus.COMPLETED for m in members),
+            "aborted": sum(m["status"] is DownloadStatus.ABORTED for m in members),
+            "failed": sum(m["status"] is DownloadStatus.FAILED for m in members),
+            "totalBytes": sum(m["bytes_sent"] for m in members),
+            "uniqueEngineers": len({m["engineer"] for m in members}),
+            "max": max(durations) if durations else None,
+            "avg": sum(durations) / len(durations) if durations else None,
+            "p50": nearest_rank(durations, 0.5),
+            "p95": nearest_rank(durations, 0.95),
+        }
+    return out
+
+
+STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval, $o: StatsOrder, $l: Int!,
+                 $x: Boolean!, $tz: String) {
+  downloadStats(groupBy: $g, filter: $f, interval: $i, orderBy: $o, limit: $l, exact: $x, timeZone: $tz) {
+    modelName modelVersion projectName engineer mode status periodStart downloads completed aborted failed
+    totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers source
+  }
+}"""
+
+
+async def stats(gql: GraphQLClient, group_by: list[str], **kw: Any) -> list[dict[str, Any]]:
+    variables = {"g": group_by, "l": kw.pop("limit", 1000), "x": kw.pop("exact", False), **kw}
+    rows: list[dict[str, Any]] = (await gql(STATS, variables))["downloadStats"]
+    return rows
+
+
+def row_key(row: dict[str, Any], group_by: list[str], interval: str | None) -> tuple[Any, ...]:
+    key = tuple(row[ROW_KEYS[d]] for d in group_by)
+    if interval:
+        key += (datetime.fromisoformat(row["periodStart"]),)
+    return key
+
+
+def check(
+    rows: list[dict[str, Any]], ref: dict[Any, dict[str, Any]], group_by: list[str], interval: str | None
+) -> None:
+    assert len(rows) == len(ref)
+    for row in rows:
+        want = ref[row_key(row, group_by, interval)]
+        for k in ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers"):
+            assert row[k] == want[k], (k, row, want)
+        assert row["maxDurationSeconds"] == want["max"]
+        assert row["avgDurationSeconds"] == pytest.approx(want["avg"])
+        for mine, theirs in (("p50DurationSeconds", "p50"), ("p95DurationSeconds", "p95")):
+            if want[theirs] is None:
+                assert row[mine] is None
+            elif row["source"] == "RAW":
+                assert row[mine] == pytest.approx(want[theirs])
+            else:  # the documented bound: a factor sqrt(HIST_RATIO) either way (durations above HIST_MIN)
+                bound = math.sqrt(analytics.HIST_RATIO) + 1e-9
+                assert want[theirs] / bound <= row[mine] <= want[theirs] * bound, (
+                    mine,
+                    row[mine],
+                    want[theirs],
+                )
+
+
+SEEDED_DB = "analytics_" + uuid.uuid4().hex[:8]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def seeded_db(mongo_uri: str) -> AsyncIterator[str]:
+    """One database seeded once for the read-only tests of this module (seeding costs seconds)."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    await init_beanie(database=client[SEEDED_DB], document_models=ALL_DOCUMENTS)
+    await store(make_events())
+    await client.close()
+    yield SEEDED_DB
+
+
+@pytest.fixture
+def settings(seeded_db: str, mongo_uri: str, tmp_path: Path) -> Settings:
+    """The app under test reads the seeded database; tests that write get their own (see `fresh`)."""
+    return make_settings("local", mongo_uri, None, tmp_path / "data", mongo_db=seeded_db)
+
+
+@pytest.fixture
+async def seeded(app: Any) -> list[dict[str, Any]]:
+    return make_events()
+
+
+@pytest.fixture
+async def fresh_gql(mongo_uri: str, tmp_path: Path) -> AsyncIterator[GraphQLClient]:
+    """An app on an empty database of its own, for tests that write."""
+    application = create_app(make_settings("local", mongo_uri, None, tmp_path / "fresh"))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield GraphQLClient(client)
+
+
+GROUPINGS = [[], ["MODEL"], ["MODEL", "VERSION"], ["PROJECT", "MODE"], ["ENGINEER"], ["STATUS", "MODE"]]
+
+
+@pytest.mark.parametrize("group_by", GROUPINGS)
+@pytest.mark.parametrize("interval", [None, "DAY", "WEEK", "MONTH"])
+async def test_stats_match_reference(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], group_by: list[str], interval: str | None
+) -> None:
+    """Counts, sums, unique engineers, averages, maxima and percentiles equal the Python reference."""
+    rows = await stats(gql, group_by, i=interval)
+    check(rows, reference(seeded, group_by, interval), group_by, interval)
+    exact = await stats(gql, group_by, i=interval, exact=True)
+    assert all(r["source"] == "RAW" for r in exact)
+    check(exact, reference(seeded, group_by, interval), group_by, interval)
+
+
+async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
+    gql: GraphQLClient, seeded: list[dict[str, Any]]
+) -> None:
+    """By model per day, by project per day and the top models of 7 days come from rollups, equal to raw."""
+    start, end = T0 + timedelta(days=2), T0 + timedelta(days=9)
+    since, until = start.isoformat(), end.isoformat()
+    shapes = [
+        (["MODEL"], "DAY", {}),
+        (["PROJECT"], "DAY", {}),
+        (["MODEL"], None, {"since": since, "until": until}),
+    ]
+    for group_by, interval, flt in shapes:
+        fast = await stats(
+            gql, group_by, i=interval, f=flt, o={"metric": "COMPLETED"}, limit=10 if not interval else 1000
+        )
+        raw = await stats(
+            gql,
+            group_by,
+            i=interval,
+            f=flt,
+            o={"metric": "COMPLETED"},
+            limit=10 if not interval else 1000,
+            exact=True,
+        )
+        assert fast and all(r["source"] == "ROLLUP" for r in fast)
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        assert [{k: v for k, v in r.items() if k not in strip} for r in fast] == [
+            {k: v for k, v in r.items() if k not in strip} for r in raw
+        ]
+        in_range = [e for e in seeded if not flt or start <= e["started_at"] < end]
+        ref = reference(in_range, group_by, interval)
+        returned = {row_key(r, group_by, interval) for r in fast}  # top 10 of a larger set: compare those
+        check(fast, {k: v for k, v in ref.items() if k in returned}, group_by, interval)
+
+
+async def test_filters_combine(gql: GraphQLClient, seeded: list[dict[str, Any]]) -> None:
+    """modelNames, projectNames, engineers, status, mode, since/until and minBytes all narrow the groups."""
+    since, until = T0 + timedelta(days=3), T0 + timedelta(days=15, hours=5)
+    flt = {
+        "modelNames": ["bert", "yolo"], "projectNames": ["nlp", "vision"], "engineers": ["alice", "bob", "carol"],
+        "status": ["COMPLETED", "ABORTED"], "mode": "STREAM", "since": since.isoformat(), "until": until.isoformat(),
+        "minBytes": 1500,
+    }  # fmt: skip
+
+    def keep(e: dict[str, Any]) -> bool:
+        return (
+            e["model_name"] in ("bert", "yolo") and e["engineer"] != "dave" and e["mode"] is DownloadMode.STREAM
+            and e["status"] in (DownloadStatus.COMPLETED, DownloadStatus.ABORTED)
+            and since <= e["started_at"] < until and e["bytes_sent"] >= 1500
+        )  # fmt: skip
+
+    for group_by in (["MODEL", "ENGINEER"], ["STATUS"]):
+        rows = await stats(gql, group_by, f=flt, i="DAY")
+        assert all(r["source"] == "RAW" for r in rows)
+        check(rows, reference(filter(keep, seeded), group_by, "DAY"), group_by, "DAY")
+    page = await gql(
+        "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { totalCount } }", {"f": flt}
+    )
+    assert page["downloads"]["totalCount"] == sum(map(keep, seeded))
+
+
+async def test_bucket_edges_and_time_zone(gql: GraphQLClient, seeded: list[dict[str, Any]]) -> None:
+    """A download at 23:59:59.999 counts in its day, one at 00:00 in the next; time zones move the edges."""
+    rows = await stats(gql, [], i="DAY", f={"until": (T0 + timedelta(days=2)).isoformat()}, exact=True)
+    by_day = {r["periodStart"]: r["downloads"] for r in rows}
+    ref = reference([e for e in seeded if e["started_at"] < T0 + timedelta(days=2)], [], "DAY")
+    assert by_day == {k[0].isoformat(): v["downloads"] for k, v in ref.items()}
+    paris = await stats(gql, [], i="DAY", tz="Europe/Paris")
+    assert all(r["source"] == "RAW" for r in paris)
+    assert all(
+        datetime.fromisoformat(r["periodStart"]).hour in (22, 23) for r in paris
+    )  # Paris midnight in UTC
+    assert sum(r["downloads"] for r in paris) == len(seeded)
+    hourly = await stats(
+        gql, ["MODE"], i="HOUR", f={"since": T0.isoformat(), "until": (T0 + timedelta(days=2)).isoformat()}
+    )
+    check(
+        hourly,
+        reference([e for e in seeded if e["started_at"] < T0 + timedelta(days=2)], ["MODE"], "HOUR"),
+        ["MODE"],
+        "HOUR",
+    )
+
+
+async def test_ordering_and_limit(gql: GraphQLClient, seeded: list[dict[str, Any]]) -> None:
+    """Rows order by any metric in either direction, and `limit` cuts after ordering."""
+    for metric, key in [
+        ("TOTAL_BYTES", "totalBytes"),
+        ("P95_DURATION", "p95DurationSeconds"),
+        ("UNIQUE_ENGINEERS", "uniqueEngineers"),
+    ]:
+        for direction in ("ASC", "DESC"):
+            for exact in (False, True):
+                rows = await stats(
+                    gql, ["MODEL", "VERSION"], o={"metric": metric, "direction": direction}, exact=exact
+                )
+                values = [r[key] for r in rows]
+                assert values == sorted(values, reverse=direction == "DESC"), (metric, direction, exact)
+    top = await stats(gql, ["ENGINEER"], o={"metric": "DOWNLOADS"}, limit=2)
+    everyone = await stats(gql, ["ENGINEER"], o={"metric": "DOWNLOADS"})
+    assert top == everyone[:2]
+
+
+@pytest.mark.parametrize(
+    ("variables", "field"),
+    [
+        ({"l": 1001}, "limit"),
+        ({"l": 0}, "limit"),
+        ({"f": {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}}, "filter.since"),
+        ({"i": "HOUR", "f": {"since": "2025-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}}, "interval"),
+        ({"i": "HOUR"}, "filter.since"),
+        ({"tz": "Mars/Olympus"}, "timeZone"),
+        ({"g": ["MODEL", "MODEL"]}, "groupBy"),
+        ({"o": {"metric": "PERIOD_START"}}, "orderBy"),
+    ],
+)
+async def test_bad_stats_arguments(
+    gql: GraphQLClient, app: Any, variables: dict[str, Any], field: str
+) -> None:
+    """Each bad argument is a top-level INVALID_INPUT error that names it."""
+    body = await gql.raw(STATS, {"g": [], "l": 100, "x": False, **variables})
+    (error,) = body["errors"]
+    assert error["extensions"] == {"code": "INVALID_INPUT", "field": field}, error
+
+
+@pytest.mark.parametrize(("name", "value"), [("g", ["COLOR"]), ("i", "FORTNIGHT")])
+async def test_unknown_enum_values_are_rejected(gql: GraphQLClient, app: Any, name: str, value: Any) -> None:
+    """An unknown dimension or interval fails validation with an error naming the bad value."""
+    body = await gql.raw(STATS, {"g": [], "l": 100, "x": False, name: value})
+    bad = value if isinstance(value, str) else value[0]
+    assert body.get("data") is None
+    assert bad in body["errors"][0]["message"]
+
+
+async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQLClient) -> None:
+    """`downloads` orders by bytes and duration, and newest-first pages stay exact while new events arrive."""
+    gql = fresh_gql
+    await store(make_events())
+    q = """query($o: DownloadOrder!, $a: String) { downloads(orderBy: $o, first: 50, after: $a) {
+             pageInfo { hasNextPage endCursor } nodes { id bytesSent durationSeconds startedAt } } }"""
+    for order, key in [("BYTES_SENT_DESC", "bytesSent"), ("DURATION_ASC", "durationSeconds")]:
+        nodes = (await gql(q, {"o": order}))["downloads"]["nodes"]
+        values = [n[key] for n in nodes]
+        assert values == sorted(values, reverse=order.endswith("DESC"))
+    before = {str(d.id) async for d in DownloadEvent.find_all()}
+    seen: list[str] = []
+    after = None
+    while True:
+        page = (await gql(q, {"o": "STARTED_AT_DESC", "a": after}))["downloads"]
+        seen += [n["id"] for n in page["nodes"]]
+        await store(make_events(5, seed=len(seen)))  # newer events land while we page
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(seen) == len(set(seen)), "an event was served twice"
+    assert before <= set(seen), "an event that existed before paging was skipped"
+
+
+async def test_models_by_downloads_in_a_window(fresh_gql: GraphQLClient, tmp_path: Path, bucket: str) -> None:
+    """DOWNLOADS_DESC ranks models by completed downloads in the window, with zero-download models last."""
+    gql = fresh_gql
+    Stores("local", Settings(data_dir=tmp_path / "fresh")).put(bucket, "k.bin", b"x")
+    reg = """mutation($n: String!, $b: String!) {
+      registerModel(input: {name: $n, projectName: "p", bucket: $b, key: "k.bin"}) { __typename } }"""
+    for name in ("a", "b", "c"):
+        await gql(reg, {"n": name, "b": bucket})
+    events = []
+    for name, in_window, outside in (("a", 1, 5), ("b", 3, 0)):
+        for i in range(in_window + outside):
+            day = T0 + timedelta(days=3 if i < in_window else 20)
+            events.append(
+                dict(model_name=name, model_version=1, project_name="p", engineer="e", mode=DownloadMode.STREAM,
+                     status=DownloadStatus.COMPLETED, size_bytes=1, bytes_sent=1, started_at=day,
+                     duration_seconds=1.0)
+            )  # fmt: skip
+    await store(events)
+    q = """query($s: DateTime, $u: DateTime, $a: String) {
+      models(orderBy: DOWNLOADS_DESC, downloadsSince: $s, downloadsUntil: $u, first: 2, after: $a) {
+        totalCount pageInfo { hasNextPage endCursor } edges { windowDownloads node { name downloadCount } } } }"""
+    until = (T0 + timedelta(days=7)).isoformat()
+    for since in (T0, T0 + timedelta(hours=1)):  # day-aligned (rollups) and not (raw)
+        page = (await gql(q, {"s": since.isoformat(), "u": until}))["models"]
+        assert [(e["node"]["name"], e["windowDownloads"]) for e in page["edges"]] == [("b", 3), ("a", 1)]
+        assert page["totalCount"] == 3 and page["pageInfo"]["hasNextPage"]
+    rest = (await gql(q, {"s": T0.isoformat(), "u": until, "a": page["pageInfo"]["endCursor"]}))["models"]
+    assert [(e["node"]["name"], e["windowDownloads"]) for e in rest["edges"]] == [("c", 0)]
+    alltime = (await gql("{ models(orderBy: DOWNLOADS_DESC) { nodes { name } } }"))["models"]["nodes"]
+    assert [n["name"] for n in alltime] == ["a", "b", "c"]  # all time: a has 6, b 3, c none
+
+
+async def test_main_shapes_use_indexes(app: Any) -> None:
+    """The raw time-range, per-model and per-engineer matches run on our indexes (IXSCAN in explain)."""
+    coll = DownloadEvent.get_pymongo_collection()
+    db = coll.database
+    shapes = {
+        "started_at": {"started_at": {"$gte": T0}},
+        "model_started": {"model_name": "bert", "started_at": {"$gte": T0}},
+        "engineer_started": {"engineer": "alice", "started_at": {"$gte": T0}},
+    }
+    for index, match in shapes.items():
+        plan = await db.command(
+            "explain", {"aggregate": coll.name, "pipeline": [{"$match": match}, {"$count": "n"}], "cursor": {}},
+            verbosity="queryPlanner",
+        )  # fmt: skip
+        assert index in analytics.indexes_used(plan), (index, plan)
