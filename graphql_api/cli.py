@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
 from rich.console import Console
 
+from . import demo
 from .app import create_app
 from .config import Settings
+from .documents import ALL_DOCUMENTS
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
 from .schema import build_schema
 
@@ -75,6 +81,55 @@ def serve(
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+@app.command("seed-demo")
+def seed_demo(
+    models: Annotated[int, typer.Option(min=1, help="Models to register.")] = 50,
+    events: Annotated[int, typer.Option(min=0, help="Download events to create.")] = 100_000,
+    days: Annotated[int, typer.Option(min=1, help="Spread the events over this many past days.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 1,
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """Fill the configured database with realistic demo models and downloads (for GraphiQL and Grafana)."""
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    embedded: EmbeddedMongo | None = None
+    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
+    try:
+        if uri is None:
+            embedded = EmbeddedMongo(settings.data_dir)
+            uri = embedded.start()
+        objects = settings.objects_dir if settings.storage_backend == "local" else None
+        started = time.perf_counter()
+        result = asyncio.run(_seed(uri, settings.mongo_db, models, events, days, seed, objects))
+        elapsed = time.perf_counter() - started
+        console.print(
+            f"seeded {result.models} new models, {result.events} events and {result.rollups} rollup buckets "
+            f"in {elapsed:.1f} s ({result.events / max(elapsed, 1e-9):,.0f} events/s)"
+        )
+        if objects is None:
+            console.print(
+                "[yellow]note:[/yellow] artifacts are not uploaded to S3; demo downloads will fail there"
+            )
+    except EmbeddedUnavailable as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _seed(
+    uri: str, db: str, models: int, events: int, days: int, seed: int, objects: Path | None
+) -> demo.DemoResult:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        await init_beanie(database=client[db], document_models=ALL_DOCUMENTS)
+        return await demo.seed(models, events, days, seed, objects)
+    finally:
+        await client.close()
 
 
 @app.command("export-schema")

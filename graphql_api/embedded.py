@@ -46,6 +46,7 @@ class EmbeddedMongo:
     def __init__(self, data_dir: Path, startup_timeout: float = 30.0) -> None:
         self.storage = data_dir / "db"
         self.log_path = data_dir / "db.log"
+        self.uri_path = data_dir / "db.uri"
         self.startup_timeout = startup_timeout
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -82,6 +83,8 @@ class EmbeddedMongo:
             try:
                 with MongoClient[dict[str, object]](self.uri, serverSelectionTimeoutMS=300) as client:
                     client.admin.command("ping")
+                # Other commands (seed-demo) find the running server here: WiredTiger allows one per dir.
+                self.uri_path.write_text(self.uri)
                 return self.uri
             except PyMongoError:
                 if time.monotonic() > deadline:
@@ -91,7 +94,22 @@ class EmbeddedMongo:
                     ) from None
                 time.sleep(0.1)
 
+    @staticmethod
+    def running_uri(data_dir: Path) -> str | None:
+        """The URI of an embedded server that a `modelhub serve` keeps running on this data dir, if any."""
+        path = data_dir / "db.uri"
+        if not path.exists():
+            return None
+        uri = path.read_text().strip()
+        try:
+            with MongoClient[dict[str, object]](uri, serverSelectionTimeoutMS=500) as client:
+                client.admin.command("ping")
+        except PyMongoError:
+            return None
+        return uri
+
     def stop(self) -> None:
+        self.uri_path.unlink(missing_ok=True)
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -1,0 +1,189 @@
+"""Realistic demo data: models and download events with Zipf popularity, daily rhythm, KB to GB sizes."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from beanie import PydanticObjectId
+from bson import ObjectId
+
+from .analytics import RollupBuilder
+from .documents import DownloadEvent, DownloadMode, DownloadStatus, Model
+
+PROJECTS = ["vision", "nlp", "speech", "recsys", "forecasting", "robotics"]
+FAMILIES = [
+    "resnet",
+    "bert",
+    "whisper",
+    "llama",
+    "yolo",
+    "t5",
+    "clip",
+    "wav2vec",
+    "dlrm",
+    "prophet",
+    "sam",
+    "vit",
+]
+FIRST = [
+    "ana",
+    "ben",
+    "chen",
+    "dara",
+    "eli",
+    "fatima",
+    "gus",
+    "hana",
+    "ivan",
+    "jo",
+    "kai",
+    "lena",
+    "mo",
+    "nia",
+]
+AGENTS = ["modelhub-cli/0.1", "python-httpx/0.28", "curl/8.5", "aws-cli/2.15", "Mozilla/5.0"]
+
+
+@dataclass
+class DemoResult:
+    models: int
+    events: int
+    rollups: int
+
+
+def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
+    return [1 / (rank**s) for rank in range(1, n + 1)]
+
+
+def _hour_weight(moment: datetime) -> float:
+    # Busy in the (UTC) afternoon, quiet at night, lighter at weekends.
+    daily = 0.25 + math.sin(math.pi * ((moment.hour - 6) % 24) / 24) ** 2
+    return daily * (0.4 if moment.weekday() >= 5 else 1.0)
+
+
+def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "demo") -> list[Model]:
+    models = []
+    for i in range(count):
+        family = FAMILIES[i % len(FAMILIES)]
+        project = PROJECTS[(i // len(FAMILIES) + i) % len(PROJECTS)]
+        name = f"{project}/{family}-{i // len(FAMILIES) + 1}"
+        size = int(10 ** rng.uniform(4, 9.9))  # 10 KB .. 8 GB, log-uniform
+        models.append(
+            Model(
+                name=name,
+                version=1 + i % 3,
+                project_name=project,
+                owner=rng.choice(FIRST),
+                description=f"{family} fine-tuned for {project}",
+                tags=rng.sample(["prod", "staging", "experimental", "quantized", "fp16", "onnx"], 2),
+                metadata={
+                    "framework": rng.choice(["pytorch", "jax", "onnx"]),
+                    "params_m": rng.randint(5, 7000),
+                },
+                bucket=bucket,
+                key=f"{name}/v{1 + i % 3}/model.bin",
+                size_bytes=size,
+                etag=f'"demo-{i}"',
+                content_type="application/octet-stream",
+                created_at=now - timedelta(days=rng.uniform(30, 120)),
+            )
+        )
+    return models
+
+
+def build_events(
+    models: list[Model], count: int, days: int, rng: random.Random, now: datetime
+) -> list[DownloadEvent]:
+    engineers = [f"{rng.choice(FIRST)}.{chr(97 + i % 26)}{i}" for i in range(40)]
+    model_weights = _zipf_weights(len(models))
+    engineer_weights = _zipf_weights(len(engineers), 0.8)
+    start = now - timedelta(days=days)
+    events: list[DownloadEvent] = []
+    while len(events) < count:
+        moment = start + timedelta(seconds=rng.uniform(0, days * 86400))
+        if rng.random() > _hour_weight(moment):  # thinning gives the daily and weekly rhythm
+            continue
+        model = rng.choices(models, model_weights)[0]
+        mode = DownloadMode.STREAM if rng.random() < 0.7 else DownloadMode.PRESIGNED
+        status, sent, duration = DownloadStatus.ISSUED, 0, None
+        if mode is DownloadMode.STREAM:
+            roll = rng.random()
+            throughput = rng.lognormvariate(math.log(80e6), 0.8)  # bytes/s
+            full = model.size_bytes / throughput + rng.uniform(0.005, 0.05)
+            if roll < 0.92:
+                status, sent, duration = DownloadStatus.COMPLETED, model.size_bytes, full
+            elif roll < 0.97:
+                frac = rng.random()
+                status, sent, duration = DownloadStatus.ABORTED, int(model.size_bytes * frac), full * frac
+            elif roll < 0.985:
+                status, sent, duration = (
+                    DownloadStatus.FAILED,
+                    int(model.size_bytes * rng.random() * 0.5),
+                    1.0,
+                )
+        started = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        finished = started + timedelta(seconds=duration) if duration is not None else None
+        events.append(
+            DownloadEvent(
+                id=ObjectId(),
+                model_id=model.id,
+                model_name=model.name,
+                model_version=model.version,
+                project_name=model.project_name,
+                size_bytes=model.size_bytes,
+                engineer=rng.choices(engineers, engineer_weights)[0],
+                user_agent=rng.choice(AGENTS),
+                client_address=f"127.0.{rng.randint(0, 9)}.{rng.randint(1, 254)}",
+                mode=mode,
+                status=status,
+                bytes_sent=sent,
+                started_at=started,
+                transfer_started_at=started
+                if mode is DownloadMode.STREAM and status is not DownloadStatus.ISSUED
+                else None,
+                finished_at=finished,
+                duration_seconds=round(duration, 3) if duration is not None else None,
+                expires_at=started + timedelta(minutes=15),
+            )
+        )
+    return events
+
+
+async def seed(
+    models: int, events: int, days: int = 30, seed_value: int = 1, objects_dir: Path | None = None
+) -> DemoResult:
+    """Inserts demo models and events (and their rollups). With `objects_dir`, sparse artifact files too."""
+    rng = random.Random(seed_value)
+    now = datetime.now(UTC)
+    model_docs = build_models(models, rng, now)
+    existing = {(m.name, m.version) async for m in Model.find_all()}
+    fresh = [m for m in model_docs if (m.name, m.version) not in existing]
+    for m in fresh:
+        m.id = PydanticObjectId()
+    if fresh:
+        await Model.insert_many(fresh)
+    model_docs = await Model.find({"bucket": "demo"}).to_list() or model_docs
+    if objects_dir is not None:
+        for m in model_docs:
+            path = objects_dir / m.bucket / m.key
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as fh:
+                    fh.truncate(m.size_bytes)  # sparse: GB-sized artifacts that take no disk
+    total = rollups = 0
+    batch = 20_000
+    while total < events:
+        chunk = build_events(model_docs, min(batch, events - total), days, rng, now)
+        builder = RollupBuilder()
+        for e in chunk:
+            builder.add(e)
+        await DownloadEvent.get_pymongo_collection().insert_many(
+            [e.model_dump(by_alias=True) for e in chunk], ordered=False
+        )
+        rollups += await builder.save()
+        total += len(chunk)
+    return DemoResult(models=len(fresh), events=total, rollups=rollups)
