@@ -5,24 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 from beanie import init_beanie
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import mark_process_dead
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 
 from . import downloads
 from . import routes as routes_
 from .config import Settings
 from .documents import ALL_DOCUMENTS
-from .metrics import Metrics, exposition
+from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .schema import build_schema
 from .schema.context import Context
 from .services import Services
@@ -87,6 +91,10 @@ def create_app(settings: Settings) -> Starlette:
             app.state.services = Services(settings=settings, store=store, signer=signer, metrics=metrics)
             sweeper = asyncio.create_task(_sweep_forever(metrics, settings.stale_download_seconds))
             stack.callback(sweeper.cancel)
+            multiproc = multiprocess_dir()
+            if multiproc:
+                reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind
+                stack.callback(mark_process_dead, os.getpid(), multiproc)
             yield
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -107,7 +115,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/objects/{token}", routes_.local_presigned_object),
         Route("/metrics", metrics_endpoint),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(
+            PrometheusMiddleware,
+            app_name="modelhub",
+            prefix="modelhub_http",
+            group_paths=True,
+            filter_unhandled_paths=True,
+            skip_paths=["/metrics", "/healthz", "/readyz"],
+        )
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     return app
 

@@ -20,6 +20,7 @@ from .app import create_app
 from .config import Settings
 from .documents import ALL_DOCUMENTS
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
+from .metrics import prepare_multiprocess_dir
 from .schema import build_schema
 
 app = typer.Typer(help="modelhub: a GraphQL registry for ML model artifacts.", no_args_is_help=True)
@@ -64,6 +65,11 @@ def serve(
                 "MODELHUB_HOST": settings.host,
                 "MODELHUB_PORT": str(settings.port),
             }
+            # Every worker writes its samples here and /metrics adds them up (prometheus_client's multiprocess
+            # mode); emptied first, since files from an earlier run would add to the counts.
+            multiproc = settings.data_dir / "prometheus-multiproc"
+            prepare_multiprocess_dir(multiproc)
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.resolve())
             os.environ.update(env)
             uvicorn.run(
                 "graphql_api.app:create_app_from_env",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -133,3 +134,36 @@ def exposition(metrics: Metrics) -> bytes:
         return generate_latest(registry)
     # The app's own registry, plus the default one that holds starlette-exporter's HTTP metrics.
     return generate_latest(metrics.registry) + generate_latest(REGISTRY)
+
+
+def reap_dead_workers(directory: str) -> list[int]:
+    """Drops the live-gauge files of workers that have died, so in-flight gauges stop counting them.
+
+    Counters and histograms of dead workers stay: their events happened and must keep adding up.
+    """
+    from prometheus_client.multiprocess import mark_process_dead
+
+    dead: set[int] = set()
+    for path in Path(directory).glob("*.db"):
+        pid_text = path.stem.rsplit("_", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, just not ours
+            pass
+    for pid in dead:
+        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """Empties the directory before workers start: stale files from an earlier run would add to the counts."""
+    import shutil
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)

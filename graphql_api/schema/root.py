@@ -32,6 +32,7 @@ from .errors import (
     StorageObjectNotFound,
     to_graphql_error,
 )
+from .extensions import OperationMetrics
 from .stats import Direction, DownloadDimension, DownloadStatsRow, StatsMetric, StatsOrder, TimeInterval
 from .types import (
     ModelConnection,
@@ -175,10 +176,13 @@ class Mutation:
             tags=input.tags,
             metadata=input.metadata,
         )
+        registrations = info.context.services.metrics.registrations
         try:
             doc = await registry.register_model(info.context.services.store, request)
         except (errors.InvalidInput, errors.ModelAlreadyExists, errors.StorageObjectNotFound) as exc:
+            registrations.labels(exc.code.lower()).inc()
             return to_graphql_error(exc)  # type: ignore[no-any-return]
+        registrations.labels("created").inc()
         return ModelType.from_doc(doc)
 
     @strawberry.mutation(
@@ -264,6 +268,7 @@ def build_schema() -> strawberry.Schema:
         mutation=Mutation,
         extensions=[
             MaskUnexpectedErrors,
+            OperationMetrics,
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),
             lambda: QueryDepthLimiter(max_depth=12),

@@ -1,0 +1,207 @@
+"""Times the main `downloadStats` and `downloads` shapes over HTTP and the same pipelines straight in pymongo.
+
+Usage: python -m bench.analytics [--events 200000] [--data-dir DIR] [--repeat 5]
+
+It loads demo events (seed-demo's generator) into an embedded SecantusDB under --data-dir until the DB holds
+--events of them (a reused dir loads nothing), serves the app in a child process on that DB, then prints, per
+shape: where the answer came from (ROLLUP or RAW), the median end-to-end GraphQL time, the median time of the
+identical pipeline issued with pymongo, and their ratio. It also prints the indexes `explain` shows for the raw
+shapes. Figures are for the embedded SecantusDB, not MongoDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+
+from bench._common import free_port, start_app, stop
+from graphql_api import analytics, demo
+from graphql_api.documents import ALL_DOCUMENTS, DownloadEvent, DownloadRollup
+from graphql_api.pagination import keyset_page
+
+DB = "bench_analytics"
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    await fn()  # warm caches and connections
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], analytics.StatsRequest]]:
+    today = analytics.day_of(now)
+    d30, d7 = (today - timedelta(days=30)), (today - timedelta(days=7))
+    q = analytics.EventQuery
+    return [
+        (
+            "by model per day, 30 d",
+            "groupBy: [MODEL], interval: DAY, filter: {since: $s}, limit: 1000",
+            {"s": d30.isoformat()},
+            analytics.StatsRequest(
+                q(since=d30), [analytics.Dimension.MODEL], analytics.Interval.DAY, limit=1000
+            ),
+        ),
+        (
+            "by project per day, 30 d",
+            "groupBy: [PROJECT], interval: DAY, filter: {since: $s}, limit: 1000",
+            {"s": d30.isoformat()},
+            analytics.StatsRequest(
+                q(since=d30), [analytics.Dimension.PROJECT], analytics.Interval.DAY, limit=1000
+            ),
+        ),
+        (
+            "top 10 models, 7 d",
+            "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10",
+            {"s": d7.isoformat()},
+            analytics.StatsRequest(
+                q(since=d7), [analytics.Dimension.MODEL], order_by=analytics.StatsMetric.COMPLETED, limit=10
+            ),
+        ),
+        (
+            "top 10 models, 7 d, exact",
+            "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10, exact: true",
+            {"s": d7.isoformat()},
+            analytics.StatsRequest(
+                q(since=d7),
+                [analytics.Dimension.MODEL],
+                order_by=analytics.StatsMetric.COMPLETED,
+                limit=10,
+                exact=True,
+            ),
+        ),
+        (
+            "by engineer, 1 d (raw)",
+            "groupBy: [ENGINEER], filter: {since: $s}, orderBy: {metric: TOTAL_BYTES}, limit: 20",
+            {"s": (now - timedelta(days=1)).isoformat()},
+            analytics.StatsRequest(
+                q(since=now - timedelta(days=1)),
+                [analytics.Dimension.ENGINEER],
+                order_by=analytics.StatsMetric.TOTAL_BYTES,
+                limit=20,
+            ),
+        ),
+    ]
+
+
+async def load(uri: str, events: int, models: int) -> int:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
+    await init_beanie(database=client[DB], document_models=ALL_DOCUMENTS)
+    have = await DownloadEvent.get_pymongo_collection().estimated_document_count()
+    if have < events:
+        started = time.perf_counter()
+        result = await demo.seed(models, events - have, seed_value=have + 1)
+        took = time.perf_counter() - started
+        print(f"loaded {result.events} events in {took:.0f} s ({result.events / took:,.0f}/s)")
+    total = await DownloadEvent.get_pymongo_collection().estimated_document_count()
+    await client.close()
+    return int(total)
+
+
+async def run(uri: str, base: str, repeat: int) -> None:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
+    await init_beanie(database=client[DB], document_models=ALL_DOCUMENTS)
+    rollups = await DownloadRollup.get_pymongo_collection().estimated_document_count()
+    print(f"rollup buckets: {rollups}")
+    now = datetime.now(UTC)
+    rows = []
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+        for title, args, variables, req in stats_shapes(now):
+            query = (
+                f"query($s: DateTime) {{ downloadStats({args}) {{ modelName projectName engineer periodStart "
+            )
+            query += "downloads completed totalBytes p50DurationSeconds p95DurationSeconds uniqueEngineers source } }"
+
+            async def over_http(query: str = query, variables: dict[str, Any] = variables) -> list[Any]:
+                body = (await http.post("/graphql", json={"query": query, "variables": variables})).json()
+                assert "errors" not in body, body
+                return list(body["data"]["downloadStats"])
+
+            async def direct(req: analytics.StatsRequest = req) -> list[Any]:
+                return await analytics.download_stats(req)
+
+            answer = await over_http()
+            source = answer[0]["source"] if answer else "-"
+            rows.append((title, source, await timed(over_http, repeat), await timed(direct, repeat)))
+
+        for title, flt, query in [
+            ("downloads newest 100", {}, analytics.EventQuery()),
+            ("downloads of one engineer", {"engineer": "$e"}, analytics.EventQuery(engineers=["$e"])),
+        ]:
+            if flt:
+                some = await DownloadEvent.find_one({})
+                assert some is not None
+                flt, query = {"engineer": some.engineer}, analytics.EventQuery(engineers=[some.engineer])
+            gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { totalCount edges { cursor node {"
+            gql += " id modelName engineer status bytesSent startedAt durationSeconds } } } }"
+
+            async def over_http_page(gql: str = gql, flt: dict[str, Any] = flt) -> Any:
+                body = (await http.post("/graphql", json={"query": gql, "variables": {"f": flt}})).json()
+                assert "errors" not in body, body
+                return body
+
+            async def direct_page(query: analytics.EventQuery = query) -> Any:
+                order = analytics.DownloadOrder.STARTED_AT_DESC
+                sort = analytics.EVENT_SORTS[order]
+                return await keyset_page(DownloadEvent, query.to_mongo(), sort, order.value, 100, None)
+
+            rows.append((title, "RAW", await timed(over_http_page, repeat), await timed(direct_page, repeat)))
+
+        coll = DownloadEvent.get_pymongo_collection()
+        for title, _, _, req in stats_shapes(now):
+            if req.rollups_can_answer():
+                continue
+            plan = await coll.database.command(
+                "explain",
+                {"aggregate": coll.name, "pipeline": analytics.raw_pipeline(req), "cursor": {}},
+                verbosity="queryPlanner",
+            )
+            print(
+                f"explain {title}: indexes {sorted(analytics.indexes_used(plan)) or 'none (collection scan)'}"
+            )
+    await client.close()
+    print(f"{'shape':28}  source  GraphQL ms  pymongo ms  ratio")
+    for title, source, via_http, via_driver in rows:
+        print(f"{title:28}  {source:6}  {via_http:10.1f}  {via_driver:10.1f}  {via_http / via_driver:5.2f}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--data-dir", type=Path, help="keep the loaded DB here and reuse it next time")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    from graphql_api.embedded import EmbeddedMongo
+
+    with tempfile.TemporaryDirectory(prefix="modelhub-bench-") as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        with EmbeddedMongo(data_dir) as mongo:
+            total = await load(mongo.uri, args.events, args.models)
+            print(f"DB: embedded SecantusDB at {data_dir / 'db'}; {total} events")
+            port = free_port()
+            app = start_app({"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_MONGO_DB": DB}, port)
+            try:
+                await run(mongo.uri, f"http://127.0.0.1:{port}", args.repeat)
+            finally:
+                stop(app)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
