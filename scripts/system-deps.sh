@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests need (the real Prometheus and promtool) when they are missing.
+# Installs the system packages the tests need (the real Prometheus and promtool, docker-compose to validate
+# the compose file) when they are missing.
 set -euo pipefail
-if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null; then
   exit 0
 fi
 SUDO=""
@@ -13,6 +14,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
 # The Debian package may start a service on some hosts; the tests start their own Prometheus.
 $SUDO systemctl stop prometheus 2>/dev/null || true

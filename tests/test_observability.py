@@ -1,0 +1,212 @@
+"""Prometheus rules, Grafana dashboards and the compose file, checked with the real tools against a live app."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import GraphQLClient, LiveServer, Stores, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROM_DIR = ROOT / "observability" / "prometheus"
+GRAFANA_DIR = ROOT / "observability" / "grafana"
+DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, (
+        f"{name} is not installed: run `make system-deps` (Debian packages prometheus, docker-compose)"
+    )
+    return path
+
+
+def test_promtool_checks_config_and_rules() -> None:
+    """promtool accepts prometheus.yml and rules.yml, and the rule unit tests in tests.yml pass."""
+    for args in (["check", "config", "prometheus.yml"], ["test", "rules", "tests.yml"]):
+        done = subprocess.run([tool("promtool"), *args], cwd=PROM_DIR, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_file_is_valid() -> None:
+    """docker-compose validates the stack, and every long-running service has a healthcheck."""
+    done = subprocess.run(
+        [tool("docker-compose"), "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"app", "mongo", "minio", "minio-init", "prometheus", "grafana"} <= set(services)
+    assert all("healthcheck" in spec for spec in services.values())
+    assert "--workers" in services["app"]["command"] and "2" in services["app"]["command"]
+    assert "--replSet" in services["mongo"]["command"]
+
+
+def panels() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            yield path.name, panel
+
+
+def test_dashboards_use_provisioned_datasources() -> None:
+    """Every panel points at a provisioned datasource uid, and no panel groups by an unbounded label."""
+    provisioned = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )
+    uids = {ds["uid"] for ds in provisioned["datasources"]}
+    assert {p.name for p in DASHBOARDS} == {"api.json", "downloads.json"}
+    for name, panel in panels():
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] in uids, (name, panel["title"])
+            assert "engineer" not in target.get("expr", ""), (name, panel["title"])
+
+
+def prom_exprs() -> list[tuple[str, str]]:
+    """(where, expr) for every dashboard query and rule, ready to evaluate as an instant query."""
+    found = []
+    for name, panel in panels():
+        for target in panel["targets"]:
+            if "expr" in target:
+                found.append((f"{name}: {panel['title']}", target["expr"].replace("$__rate_interval", "1m")))
+    rules = yaml.safe_load((PROM_DIR / "rules.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            expr = rule["expr"]
+            if (
+                "alert" in rule
+            ):  # the alert's condition as a 0/1 sample, so a healthy system still returns data
+                expr = re.sub(r"\s(>=|<=|==|!=|>|<)\s", r" \1 bool ", expr, count=1)
+            found.append((f"rules.yml: {rule.get('record') or rule['alert']}", expr))
+    return found
+
+
+def infinity_queries(since: datetime, until: datetime) -> list[tuple[str, str, str]]:
+    found = []
+    for name, panel in panels():
+        for target in panel["targets"]:
+            if target.get("type") == "graphql":
+                query = target["url_options"]["body_graphql_query"]
+                query = query.replace("${__from:date:iso}", since.isoformat()).replace(
+                    "${__to:date:iso}", until.isoformat()
+                )
+                found.append((f"{name}: {panel['title']}", query, target["root_selector"]))
+    return found
+
+
+@pytest.fixture
+def prometheus(live: LiveServer, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(PROM_DIR / "rules.yml")],
+        "scrape_configs": [
+            {"job_name": "modelhub", "static_configs": [{"targets": [f"127.0.0.1:{live.port}"]}]}
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [
+            tool("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "prometheus did not start"
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+async def query(prom: httpx.AsyncClient, expr: str) -> list[Any]:
+    body = (await prom.get("/api/v1/query", params={"query": expr})).json()
+    assert body["status"] == "success", (expr, body)
+    result: list[Any] = body["data"]["result"]
+    return result
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+async def test_dashboards_and_rules_return_data(
+    prometheus: str, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """After a real workload, every dashboard and rule expression returns data from a real Prometheus."""
+    stores.put(bucket, "m/a.bin", b"a" * 300_000)
+    stores.put(bucket, "m/big.bin", b"b" * (24 * 1024 * 1024))
+    reg = 'mutation($k: String!, $b: String!) { registerModel(input: {name: "m", projectName: "p", bucket: $b, key: $k}) { __typename } }'
+    assert (await live_gql(reg, {"k": "m/a.bin", "b": bucket}))["registerModel"]["__typename"] == "Model"
+    assert (await live_gql(reg, {"k": "m/big.bin", "b": bucket}))["registerModel"]["__typename"] == "Model"
+    await live_gql(reg, {"k": "missing.bin", "b": bucket})  # StorageObjectNotFound
+    assert (await live_gql.raw("{ models(first: 0) { totalCount } }"))["errors"]  # a failed request
+    ticket = 'mutation($v: Int!, $m: DownloadMode!) { requestDownload(name: "m", version: $v, mode: $m) { ... on DownloadTicket { url } } }'
+    for _ in range(3):
+        url = (await live_gql(ticket, {"v": 1, "m": "STREAM"}, **{"X-Engineer-ID": "eve"}))[
+            "requestDownload"
+        ]["url"]
+        assert (await live_http.get(url)).status_code == 200
+    await live_gql(ticket, {"v": 1, "m": "PRESIGNED"})
+    url = (await live_gql(ticket, {"v": 2, "m": "STREAM"}))["requestDownload"]["url"]
+    async with httpx.AsyncClient() as client, client.stream("GET", url) as resp:  # an abort
+        async for _ in resp.aiter_raw(65536):
+            break
+    url = (await live_gql(ticket, {"v": 1, "m": "STREAM"}))["requestDownload"]["url"]
+    stores.delete(bucket, "m/a.bin")
+    assert (await live_http.get(url)).status_code == 404  # a failed download
+
+    exprs = prom_exprs()
+    assert len(exprs) >= 20
+    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as prom:
+        deadline = time.monotonic() + 60
+        missing: list[str] = []
+        while True:  # scrapes every second and rules evaluate every second; give them a few rounds
+            missing = [f"{where}: {expr}" for where, expr in exprs if not await query(prom, expr)]
+            if not missing or time.monotonic() > deadline:
+                break
+            await _sleep(1)
+        assert not missing, "no data for:\n" + "\n".join(missing)
+        rules = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
+        assert all(rule["health"] == "ok" for group in rules for rule in group["rules"]), rules
+        failed = await query(prom, "modelhub_downloads_failed_total")
+        assert sum(float(s["value"][1]) for s in failed) == 1
+
+    now = datetime.now(UTC)
+    graphql = infinity_queries(now - timedelta(hours=6), now + timedelta(minutes=1))
+    assert len(graphql) == 2
+    for where, text, root in graphql:
+        body = await live_gql.raw(text, **{"X-Engineer-ID": "grafana"})
+        assert "errors" not in body, (where, body)
+        rows: Any = body
+        for part in root.split("."):
+            rows = rows[part]
+        assert rows, f"{where} returned no rows"
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
