@@ -13,7 +13,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from beanie import SortDirection
-from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
@@ -28,15 +27,28 @@ class ModelDownloadTotals:
     last_downloaded_at: datetime | None
 
 
-async def model_download_totals(model_ids: Sequence[ObjectId]) -> list[ModelDownloadTotals]:
-    """Completed downloads and the last one's time for many models in one aggregation (a DataLoader batch)."""
-    pipeline = [
-        {"$match": {"model_id": {"$in": list(model_ids)}, "status": DownloadStatus.COMPLETED.value}},
-        {"$group": {"_id": "$model_id", "n": {"$sum": 1}, "last": {"$max": "$finished_at"}}},
+async def model_download_totals(keys: Sequence[tuple[str, int]]) -> list[ModelDownloadTotals]:
+    """Completed downloads and the last one's time per (name, version), in one aggregation over the daily
+    rollups (a DataLoader batch): a few hundred small documents per model, not one per download."""
+    pipeline: list[dict[str, Any]] = [
+        {
+            "$match": {
+                "model_name": {"$in": sorted({name for name, _ in keys})},
+                "model_version": {"$in": sorted({version for _, version in keys})},
+                "completed": {"$gt": 0},
+            }
+        },
+        {
+            "$group": {
+                "_id": {"n": "$model_name", "v": "$model_version"},
+                "n": {"$sum": "$completed"},
+                "last": {"$max": "$last_completed_at"},
+            }
+        },
     ]
-    rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
-    found = {row["_id"]: ModelDownloadTotals(row["n"], row["last"]) async for row in rows}
-    return [found.get(mid, ModelDownloadTotals(0, None)) for mid in model_ids]
+    rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    found = {(r["_id"]["n"], r["_id"]["v"]): ModelDownloadTotals(r["n"], r["last"]) async for r in rows}
+    return [found.get(key, ModelDownloadTotals(0, None)) for key in keys]
 
 
 # Duration histogram: geometric buckets of ratio HIST_RATIO from HIST_MIN seconds. A percentile read from it
@@ -96,6 +108,7 @@ _EMPTY_ROLLUP: dict[str, Any] = {
     "duration_count": 0,
     "duration_sum": 0.0,
     "duration_max": None,
+    "last_completed_at": None,
     "duration_hist": {},
     "engineers": [],
 }
@@ -110,11 +123,16 @@ async def record_finished(event: DownloadEvent) -> None:
     """Adds a terminal download's outcome, bytes and duration to its day's rollup."""
     inc: dict[str, Any] = {event.status.value.lower(): 1, "bytes_sent": event.bytes_sent}
     update: dict[str, Any] = {"$inc": inc}
+    maxima: dict[str, Any] = {}
     if event.duration_seconds is not None:
         inc["duration_count"] = 1
         inc["duration_sum"] = event.duration_seconds
         inc[f"duration_hist.{duration_bucket(event.duration_seconds)}"] = 1
-        update["$max"] = {"duration_max": event.duration_seconds}
+        maxima["duration_max"] = event.duration_seconds
+    if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
+        maxima["last_completed_at"] = event.finished_at
+    if maxima:
+        update["$max"] = maxima
     await _bump(event, update)
 
 
@@ -358,26 +376,44 @@ def _order_and_limit(req: StatsRequest) -> list[dict[str, Any]]:
 
 
 def raw_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
-    """The whole aggregation over raw events, percentiles included; nothing but result rows leaves Mongo."""
-    group_id: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][0]}" for d in req.group_by}
+    """The whole aggregation over raw events, percentiles included; nothing but result rows leaves Mongo.
+
+    Two `$group` stages: first per (group, engineer), then per group, so unique engineers are a count of
+    sub-groups. (`$addToSet` over a large group was some 8x slower on SecantusDB.)
+    """
+    key: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][0]}" for d in req.group_by}
     if req.interval:
-        group_id["period"] = _trunc("$started_at", req.interval, req.tz)
+        key["period"] = _trunc("$started_at", req.interval, req.tz)
+    is_duration = {"$isNumber": "$duration_seconds"}
     return [
         {"$match": req.query.to_mongo()},
         {
             "$group": {
-                "_id": group_id,
+                "_id": {"k": key, "engineer": "$engineer"},
                 "downloads": {"$sum": 1},
                 "completed": _count_if(DownloadStatus.COMPLETED),
                 "aborted": _count_if(DownloadStatus.ABORTED),
                 "failed": _count_if(DownloadStatus.FAILED),
                 "total_bytes": {"$sum": "$bytes_sent"},
-                "avg_duration": {"$avg": "$duration_seconds"},
-                "percentiles": {
-                    "$percentile": {"input": "$duration_seconds", "p": [0.5, 0.95], "method": "approximate"}
-                },
+                "duration_sum": {"$sum": {"$cond": [is_duration, "$duration_seconds", 0]}},
+                "duration_count": {"$sum": {"$cond": [is_duration, 1, 0]}},
                 "max_duration": {"$max": "$duration_seconds"},
-                "engineers": {"$addToSet": "$engineer"},
+                "durations": {"$push": "$duration_seconds"},
+            }
+        },
+        {
+            "$group": {
+                "_id": "$_id.k",
+                "downloads": {"$sum": "$downloads"},
+                "completed": {"$sum": "$completed"},
+                "aborted": {"$sum": "$aborted"},
+                "failed": {"$sum": "$failed"},
+                "total_bytes": {"$sum": "$total_bytes"},
+                "duration_sum": {"$sum": "$duration_sum"},
+                "duration_count": {"$sum": "$duration_count"},
+                "max_duration": {"$max": "$max_duration"},
+                "unique_engineers": {"$sum": 1},
+                "durations": {"$push": "$durations"},
             }
         },
         {
@@ -387,16 +423,38 @@ def raw_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
                 "aborted": 1,
                 "failed": 1,
                 "total_bytes": 1,
-                "avg_duration": 1,
                 "max_duration": 1,
+                "unique_engineers": 1,
+                "avg_duration": _safe_avg,
+                "percentiles": {
+                    "$percentile": {
+                        "input": {
+                            "$reduce": {
+                                "input": "$durations",
+                                "initialValue": [],
+                                "in": {"$concatArrays": ["$$value", "$$this"]},
+                            }
+                        },
+                        "p": [0.5, 0.95],
+                        "method": "approximate",
+                    }
+                },
+                "period_start": "$_id.period",
+            }
+        },
+        {
+            "$addFields": {
                 "p50_duration": {"$arrayElemAt": ["$percentiles", 0]},
                 "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
-                "unique_engineers": {"$size": "$engineers"},
-                "period_start": "$_id.period",
             }
         },
         *_order_and_limit(req),
     ]
+
+
+_safe_avg: dict[str, Any] = {
+    "$cond": [{"$gt": ["$duration_count", 0]}, {"$divide": ["$duration_sum", "$duration_count"]}, None]
+}
 
 
 def rollup_match(q: EventQuery) -> dict[str, Any]:
@@ -419,17 +477,22 @@ def rollup_match(q: EventQuery) -> dict[str, Any]:
     return m
 
 
+# Metrics that rollups can only finish in Python (merging histograms and engineer sets of many days).
+_MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetric.UNIQUE_ENGINEERS)
+
+
 def rollup_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
-    """The same answer from daily rollups: sums are exact; percentiles come from the merged histograms."""
-    group_id: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][1]}" for d in req.group_by}
+    """The same answer from daily rollups. Sums are exact and computed here; the per-day engineer sets and
+    duration histograms of each group come back to be merged (a set union, a histogram sum) by `_row`:
+    on SecantusDB a `$reduce`/`$setUnion` of them cost about 9x the whole rest of the pipeline."""
+    key: dict[str, Any] = {d.value: f"${DIMENSION_FIELDS[d][1]}" for d in req.group_by}
     if req.interval:
-        group_id["period"] = _trunc("$day", req.interval, "UTC")
-    needs_hist = req.order_by in (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION)
+        key["period"] = _trunc("$day", req.interval, "UTC")
     pipeline: list[dict[str, Any]] = [
         {"$match": rollup_match(req.query)},
         {
             "$group": {
-                "_id": group_id,
+                "_id": key,
                 "downloads": {"$sum": "$downloads"},
                 "completed": {"$sum": "$completed"},
                 "aborted": {"$sum": "$aborted"},
@@ -442,36 +505,9 @@ def rollup_pipeline(req: StatsRequest) -> list[dict[str, Any]]:
                 "hists": {"$push": "$duration_hist"},
             }
         },
-        {
-            "$project": {
-                "downloads": 1,
-                "completed": 1,
-                "aborted": 1,
-                "failed": 1,
-                "total_bytes": 1,
-                "max_duration": 1,
-                "hists": 1,
-                "avg_duration": {
-                    "$cond": [
-                        {"$gt": ["$duration_count", 0]},
-                        {"$divide": ["$duration_sum", "$duration_count"]},
-                        None,
-                    ]
-                },
-                "unique_engineers": {
-                    "$size": {
-                        "$reduce": {
-                            "input": "$engineer_sets",
-                            "initialValue": [],
-                            "in": {"$setUnion": ["$$value", "$$this"]},
-                        }
-                    }
-                },
-                "period_start": "$_id.period",
-            }
-        },
+        {"$addFields": {"avg_duration": _safe_avg, "period_start": "$_id.period"}},
     ]
-    if not needs_hist:  # percentile order needs the merged histograms first: sorted in Python then
+    if req.order_by not in _MERGED_METRICS:
         pipeline += _order_and_limit(req)
     return pipeline
 
@@ -490,7 +526,7 @@ def histogram_percentile(hist: dict[int, int], p: float) -> float | None:
     return None  # pragma: no cover - the loop always reaches rank
 
 
-def _row(doc: dict[str, Any], req: StatsRequest, source: StatsSource) -> StatsRow:
+def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
     key = doc["_id"] or {}
     mode, status = key.get(Dimension.MODE.value), key.get(Dimension.STATUS.value)
     row = StatsRow(
@@ -508,14 +544,15 @@ def _row(doc: dict[str, Any], req: StatsRequest, source: StatsSource) -> StatsRo
         total_bytes=doc["total_bytes"],
         avg_duration=doc.get("avg_duration"),
         max_duration=doc.get("max_duration"),
-        unique_engineers=doc["unique_engineers"],
         source=source,
     )
     if source is StatsSource.RAW:
+        row.unique_engineers = doc["unique_engineers"]
         row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
     else:
+        row.unique_engineers = len(set().union(*doc["engineer_sets"]))
         merged: dict[int, int] = {}
-        for hist in doc.get("hists", []):
+        for hist in doc["hists"]:
             for index, count in hist.items():
                 merged[int(index)] = merged.get(int(index), 0) + count
         row.p50_duration = histogram_percentile(merged, 0.5)
@@ -526,18 +563,33 @@ def _row(doc: dict[str, Any], req: StatsRequest, source: StatsSource) -> StatsRo
 async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> list[StatsRow]:
     """`downloadStats`: from rollups when they can answer exactly (counts, bytes), else from raw events."""
     req.validate(max_hour_range_days)
-    if req.rollups_can_answer():
-        docs = await DownloadRollup.get_pymongo_collection().aggregate(rollup_pipeline(req))
-        rows = [_row(d, req, StatsSource.ROLLUP) async for d in docs]
-        if req.order_by in (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION):
-            field_name = METRIC_FIELDS[req.order_by]
-            present = [r for r in rows if getattr(r, field_name) is not None]
-            missing = [r for r in rows if getattr(r, field_name) is None]
-            present.sort(key=lambda r: getattr(r, field_name), reverse=req.descending)
-            rows = (present + missing if req.descending else missing + present)[: req.limit]
-        return rows
-    docs = await DownloadEvent.get_pymongo_collection().aggregate(raw_pipeline(req), allowDiskUse=True)
-    return [_row(d, req, StatsSource.RAW) async for d in docs]
+    if not req.rollups_can_answer():
+        docs = await DownloadEvent.get_pymongo_collection().aggregate(raw_pipeline(req), allowDiskUse=True)
+        return [_row(d, StatsSource.RAW) async for d in docs]
+    docs = await DownloadRollup.get_pymongo_collection().aggregate(rollup_pipeline(req))
+    rows = [_row(d, StatsSource.ROLLUP) async for d in docs]
+    if req.order_by in _MERGED_METRICS:
+        name = METRIC_FIELDS[req.order_by]
+        keys = [d.value for d in req.group_by]
+        # Same order as Mongo's: nulls lowest, ties broken by the group key ascending.
+        rows.sort(key=lambda r: tuple(_sortable(getattr(r, _ROW_FIELDS[k])) for k in keys))
+        rows.sort(key=lambda r: _sortable(getattr(r, name)), reverse=req.descending)
+        rows = rows[: req.limit]
+    return rows
+
+
+_ROW_FIELDS = {
+    "MODEL": "model_name",
+    "VERSION": "model_version",
+    "PROJECT": "project_name",
+    "ENGINEER": "engineer",
+    "MODE": "mode",
+    "STATUS": "status",
+}
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    return (0, 0) if value is None else (1, value)
 
 
 async def completed_by_version(since: datetime | None, until: datetime | None) -> dict[tuple[str, int], int]:
@@ -586,7 +638,7 @@ class RollupBuilder:
         key, fields = _rollup_key(event)
         doc = self._docs.get(key)
         if doc is None:
-            doc = self._docs[key] = {"fields": fields, "inc": defaultdict(float), "max": None, "eng": set()}
+            doc = self._docs[key] = {"fields": fields, "inc": defaultdict(float), "max": {}, "eng": set()}
         inc = doc["inc"]
         inc["downloads"] += 1
         doc["eng"].add(event.engineer)
@@ -597,7 +649,10 @@ class RollupBuilder:
                 inc["duration_count"] += 1
                 inc["duration_sum"] += event.duration_seconds
                 inc[f"duration_hist.{duration_bucket(event.duration_seconds)}"] += 1
-                doc["max"] = max(doc["max"] or 0.0, event.duration_seconds)
+                doc["max"]["duration_max"] = max(doc["max"].get("duration_max", 0.0), event.duration_seconds)
+            if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
+                last = doc["max"].get("last_completed_at")
+                doc["max"]["last_completed_at"] = max(last, event.finished_at) if last else event.finished_at
 
     async def save(self) -> int:
         collection = DownloadRollup.get_pymongo_collection()
@@ -609,8 +664,8 @@ class RollupBuilder:
                 "$addToSet": {"engineers": {"$each": sorted(doc["eng"])}},
                 "$setOnInsert": doc["fields"],
             }
-            if doc["max"] is not None:
-                update["$max"] = {"duration_max": doc["max"]}
+            if doc["max"]:
+                update["$max"] = doc["max"]
             ops.append(UpdateOne({"_id": key}, update, upsert=True))
         for start in range(0, len(ops), 1000):
             await collection.bulk_write(ops[start : start + 1000], ordered=False)

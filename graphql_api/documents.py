@@ -142,6 +142,7 @@ class DownloadRollup(Document):
     duration_count: int = 0
     duration_sum: float = 0.0
     duration_max: float | None = None
+    last_completed_at: datetime | None = None
     # Sparse histogram of durations: bucket index (as a string key) → count; see analytics.duration_bucket.
     duration_hist: dict[str, int] = Field(default_factory=dict)
     engineers: list[str] = Field(default_factory=list)

@@ -84,11 +84,29 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+def _request_error_code(error: GraphQLError) -> str:
+    # Errors raised before execution carry no path: the document did not parse, did not validate against
+    # the schema (an unknown enum value, field or argument), or its variables did not coerce.
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
 class MaskUnexpectedErrors(MaskErrors):
-    """Replaces unexpected errors with a generic message; Strawberry has already logged them in full."""
+    """Replaces unexpected errors with a generic message (Strawberry has already logged them in full), and
+    gives every other error an `extensions.code` clients can branch on."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if error.path is None and not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
+        return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(

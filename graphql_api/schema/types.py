@@ -34,7 +34,6 @@ class ModelType:
     content_type: str
     created_at: datetime
     archived: bool
-    _oid: strawberry.Private[object]
 
     @strawberry.field(description="`s3://bucket/key`.")
     def storage_uri(self) -> str:
@@ -42,11 +41,11 @@ class ModelType:
 
     @strawberry.field(description="Completed downloads of this version (batched: one query per request).")
     async def download_count(self, info: Info) -> int:
-        return (await info.context.download_totals.load(self._oid)).completed
+        return (await info.context.download_totals.load((self.name, self.version))).completed
 
     @strawberry.field(description="When the last completed download of this version finished.")
     async def last_downloaded_at(self, info: Info) -> datetime | None:
-        return (await info.context.download_totals.load(self._oid)).last_downloaded_at
+        return (await info.context.download_totals.load((self.name, self.version))).last_downloaded_at
 
     @classmethod
     def from_doc(cls, doc: documents.Model) -> ModelType:
@@ -66,7 +65,6 @@ class ModelType:
             content_type=doc.content_type,
             created_at=doc.created_at,
             archived=doc.archived,
-            _oid=doc.id,
         )
 
 
