@@ -17,7 +17,9 @@ from tests.conftest import LiveServer
 nodes = schemathesis.graphql.nodes
 schemathesis.graphql.scalar("Long", st.integers(-(2**63), 2**63 - 1).map(nodes.Int))
 schemathesis.graphql.scalar("DateTime", st.datetimes().map(lambda d: nodes.String(d.isoformat() + "Z")))
-schemathesis.graphql.scalar("JSON", (st.text(max_size=8).map(nodes.String)) | st.integers(-1000, 1000).map(nodes.Int))
+schemathesis.graphql.scalar(
+    "JSON", (st.text(max_size=8).map(nodes.String)) | st.integers(-1000, 1000).map(nodes.Int)
+)
 
 SCHEMA = schemathesis.graphql.from_dict({"data": build_schema().introspect()})
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.conftest import GraphQLClient, Stores
 
 REGISTER = """
@@ -241,3 +243,31 @@ async def test_filters_combine(gql: GraphQLClient, stores: Stores, bucket: str) 
     )
     assert len(await names({"createdAfter": "2000-01-01T00:00:00Z"})) == 3
     assert await names({"namePrefix": "bert.*"}) == []  # a prefix is literal text, not a regex
+
+
+async def test_request_errors_carry_codes(gql: GraphQLClient, stores: Stores, bucket: str) -> None:
+    """Unknown fields, uncoercible variables and a malformed X-Engineer-ID get typed top-level errors."""
+    body = await gql.raw("{ nope }")
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    body = await gql.raw("query($o: ModelOrder!) { models(orderBy: $o) { totalCount } }", {"o": "SIDEWAYS"})
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    stores.put(bucket, "models/resnet.bin", b"abc")
+    body = await gql.raw(REGISTER, {"input": reg_input(bucket)}, **{"X-Engineer-ID": "no spaces allowed"})
+    assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert (await gql("{ models { totalCount } }"))["models"]["totalCount"] == 0
+
+
+async def test_unexpected_errors_are_masked(gql: GraphQLClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug inside a resolver reaches the client as `Internal server error.` with no detail or traceback."""
+    from graphql_api import registry
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret connection string mongodb://user:pw@host")
+
+    monkeypatch.setattr(registry, "get_model", broken)
+    body = await gql.raw('{ model(name: "x") { id } }')
+    (error,) = body["errors"]
+    assert error["message"] == "Internal server error." and error["extensions"] == {
+        "code": "INTERNAL_SERVER_ERROR"
+    }
+    assert "secret" not in str(body) and "Traceback" not in str(body)
