@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 import uvicorn
 from beanie import init_beanie
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from . import demo
 from .app import create_app
+from .client import ModelhubClient, ModelhubError
 from .config import Settings
 from .documents import ALL_DOCUMENTS
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
@@ -136,6 +138,62 @@ async def _seed(
         return await demo.seed(models, events, days, seed, objects)
     finally:
         await client.close()
+
+
+@app.command()
+def download(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+    url: Annotated[
+        str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
+    ] = "http://127.0.0.1:8000",
+    engineer: Annotated[
+        str | None, typer.Option(envvar="MODELHUB_ENGINEER", help="Sent as X-Engineer-ID.")
+    ] = None,
+) -> None:
+    """Download an artifact through the server, resuming a partial `.part` file if one is there."""
+    dest = output or Path(name.replace("/", "_") + (f"-v{version}" if version else ""))
+    try:
+        with ModelhubClient(url, engineer) as client:
+            result = client.download(name, dest, version)
+    except ModelhubError as exc:
+        console.print(f"[red]{exc.code}[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    rate = result.bytes_written / max(result.seconds, 1e-9) / 1e6
+    resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
+    size = result.path.stat().st_size
+    console.print(f"{result.path}: {size} bytes, sha256 {result.sha256} ({rate:.1f} MB/s{resumed})")
+
+
+@app.command("models")
+def list_models(
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    url: Annotated[
+        str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """List registered models in a table."""
+    from rich.table import Table
+
+    with ModelhubClient(url) as client:
+        rows = client.models(**({"projectName": project} if project else {}))
+    table = Table("name", "version", "project", "owner", "size", "downloads", "created")
+    for r in rows:
+        size = f"{r['sizeBytes']:,}"
+        table.add_row(
+            r["name"],
+            str(r["version"]),
+            r["projectName"],
+            r["owner"],
+            size,
+            str(r["downloadCount"]),
+            r["createdAt"],
+        )
+    Console().print(table)
 
 
 @app.command("export-schema")
