@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -86,7 +86,8 @@ class Page(Generic[T]):
     items: list[tuple[T, str]]
     has_next: bool
     has_previous: bool
-    total: int
+    # Counting can cost a scan of every matching row, so it runs only when a client asks for it.
+    count: Callable[[], Awaitable[int]]
 
 
 async def keyset_page(
@@ -103,10 +104,14 @@ async def keyset_page(
     if after is not None:
         flt = {"$and": [base, keyset_after(sort, decode_cursor(after, order, len(sort)))]}
     docs = await document.find(flt).sort(sort).limit(limit + 1).to_list()
-    total = await document.find(base).count()
+
+    async def count() -> int:
+        if not base:  # the collection's own count: no scan
+            return int(await document.get_pymongo_collection().estimated_document_count())
+        return int(await document.find(base).count())
 
     def key(doc: D) -> list[Any]:
         return [doc.id if field == "_id" else getattr(doc, field) for field, _ in sort]
 
     items = [(d, encode_cursor(order, key(d))) for d in docs[:limit]]
-    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, total=total)
+    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, count=count)

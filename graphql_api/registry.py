@@ -287,4 +287,8 @@ async def _list_by_downloads(
         doc = by_id[model_id]
         doc._window_downloads = counts.get((doc.name, doc.version), 0)
         items.append((doc, encode_cursor(ModelOrder.DOWNLOADS_DESC.value, [offset + i + 1])))
-    return Page(items=items, has_next=offset + limit < len(keys), has_previous=offset > 0, total=len(keys))
+
+    async def count() -> int:
+        return len(keys)
+
+    return Page(items=items, has_next=offset + limit < len(keys), has_previous=offset > 0, count=count)

@@ -241,6 +241,8 @@ async def test_concurrent_downloads_all_complete(
         assert doc["status"] == "COMPLETED" and doc["bytes_sent"] == len(data)
     counts = await live_gql('{ model(name: "m") { downloadCount lastDownloadedAt } }')
     assert counts["model"]["downloadCount"] == 20 and counts["model"]["lastDownloadedAt"]
+    listed = await live_gql("{ downloads(first: 5) { totalCount nodes { status } } }")  # unfiltered: no scan
+    assert listed["downloads"]["totalCount"] == 20 and len(listed["downloads"]["nodes"]) == 5
 
 
 async def test_download_count_ignores_aborted(

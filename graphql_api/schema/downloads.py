@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import strawberry
@@ -97,7 +98,13 @@ class DownloadEventEdge:
 class DownloadEventConnection:
     edges: list[DownloadEventEdge]
     page_info: PageInfo
-    total_count: int
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(
+        description="Events matching the filter, across all pages (counted only when asked for)."
+    )
+    async def total_count(self) -> int:
+        return await self.count()
 
     @strawberry.field(description="The nodes of `edges`, for clients that need no cursors.")
     def nodes(self) -> list[DownloadEventType]:

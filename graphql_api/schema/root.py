@@ -100,7 +100,7 @@ class Query:
         return ModelConnection(
             edges=edges,
             page_info=page_info(page.items, page.has_next, page.has_previous),
-            total_count=page.total,
+            count=page.count,
         )
 
     @strawberry.field(
@@ -122,7 +122,7 @@ class Query:
         return DownloadEventConnection(
             edges=edges,
             page_info=page_info(page.items, page.has_next, page.has_previous),
-            total_count=page.total,
+            count=page.count,
         )
 
     @strawberry.field(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -89,7 +89,11 @@ class ModelEdge:
 class ModelConnection:
     edges: list[ModelEdge]
     page_info: PageInfo
-    total_count: int = strawberry.field(description="Rows matching the filter, across all pages.")
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Rows matching the filter, across all pages (counted only when asked for).")
+    async def total_count(self) -> int:
+        return await self.count()
 
     @strawberry.field(description="The nodes of `edges`, for clients that need no cursors.")
     def nodes(self) -> list[ModelType]:
