@@ -121,43 +121,57 @@ async def run(uri: str, base: str, repeat: int) -> None:
     rows = []
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         for title, args, variables, req in stats_shapes(now):
-            query = (
-                f"query($s: DateTime) {{ downloadStats({args}) {{ modelName projectName engineer periodStart "
-            )
-            query += "downloads completed totalBytes p50DurationSeconds p95DurationSeconds uniqueEngineers source } }"
+            fields = "modelName projectName engineer periodStart downloads completed totalBytes"
+            fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers source"
+            query = f"query($s: DateTime) {{ downloadStats({args}) {{ {fields} }} }}"
 
             async def over_http(query: str = query, variables: dict[str, Any] = variables) -> list[Any]:
                 body = (await http.post("/graphql", json={"query": query, "variables": variables})).json()
                 assert "errors" not in body, body
                 return list(body["data"]["downloadStats"])
 
-            async def direct(req: analytics.StatsRequest = req) -> list[Any]:
-                return await analytics.download_stats(req)
+            # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
+            rollup = req.rollups_can_answer()
+            coll = (DownloadRollup if rollup else DownloadEvent).get_pymongo_collection()
+            pipeline = analytics.rollup_pipeline(req) if rollup else analytics.raw_pipeline(req)
+
+            async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
+                return list(await (await coll.aggregate(pipeline)).to_list())
 
             answer = await over_http()
             source = answer[0]["source"] if answer else "-"
             rows.append((title, source, await timed(over_http, repeat), await timed(direct, repeat)))
 
-        for title, flt, query in [
-            ("downloads newest 100", {}, analytics.EventQuery()),
-            ("downloads of one engineer", {"engineer": "$e"}, analytics.EventQuery(engineers=["$e"])),
+        some = await DownloadEvent.find_one({})
+        assert some is not None
+        node = "id modelName modelVersion engineer status mode bytesSent startedAt durationSeconds"
+        for title, flt, with_count in [
+            ("downloads newest 100", {}, False),
+            ("downloads of one engineer", {"engineer": some.engineer}, False),
+            ("  ... with totalCount", {"engineer": some.engineer}, True),
         ]:
-            if flt:
-                some = await DownloadEvent.find_one({})
-                assert some is not None
-                flt, query = {"engineer": some.engineer}, analytics.EventQuery(engineers=[some.engineer])
-            gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { totalCount edges { cursor node {"
-            gql += " id modelName engineer status bytesSent startedAt durationSeconds } } } }"
+            gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { "
+            gql += ("totalCount " if with_count else "") + f"edges {{ cursor node {{ {node} }} }} }} }}"
 
             async def over_http_page(gql: str = gql, flt: dict[str, Any] = flt) -> Any:
                 body = (await http.post("/graphql", json={"query": gql, "variables": {"f": flt}})).json()
                 assert "errors" not in body, body
                 return body
 
-            async def direct_page(query: analytics.EventQuery = query) -> Any:
-                order = analytics.DownloadOrder.STARTED_AT_DESC
-                sort = analytics.EVENT_SORTS[order]
-                return await keyset_page(DownloadEvent, query.to_mongo(), sort, order.value, 100, None)
+            query = analytics.EventQuery(engineers=[some.engineer] if flt else [])
+
+            async def direct_page(query: analytics.EventQuery = query, with_count: bool = with_count) -> Any:
+                # What the resolver sends to MongoDB (including its time windows), as raw pymongo calls.
+                page = await keyset_page(
+                    DownloadEvent,
+                    query.to_mongo(),
+                    analytics.EVENT_SORTS[order],
+                    order.value,
+                    100,
+                    None,
+                    "started_at",
+                )
+                return await page.count() if with_count else page
 
             rows.append((title, "RAW", await timed(over_http_page, repeat), await timed(direct_page, repeat)))
 

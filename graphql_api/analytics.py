@@ -215,7 +215,10 @@ async def list_events(
     base = query.to_mongo()
     if order in (DownloadOrder.DURATION_ASC, DownloadOrder.DURATION_DESC):
         base = {**base, "duration_seconds": {"$ne": None}}
-    return await keyset_page(DownloadEvent, base, EVENT_SORTS[order], order.value, first, after)
+    sort = EVENT_SORTS[order]
+    return await keyset_page(
+        DownloadEvent, base, sort, order.value, first, after, newest_first_on="started_at"
+    )
 
 
 class Dimension(StrEnum):

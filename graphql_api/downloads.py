@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -267,9 +266,10 @@ async def finish(
     *,
     mode: DownloadMode = DownloadMode.STREAM,
     model_name: str = "",
+    finished_at: datetime | None = None,
 ) -> None:
     """The one place a download reaches a terminal state: the event, its rollups and the metrics."""
-    finished = utcnow()
+    finished = finished_at or utcnow()
     duration = (finished - started).total_seconds() if started else None
     update = {
         "status": status.value,
@@ -313,6 +313,8 @@ async def sweep_stale(metrics: Metrics, older_than_seconds: float) -> int:
             event.transfer_started_at,
             "the serving process stopped",
             mode=event.mode,
+            model_name=event.model_name,
+            finished_at=event.heartbeat_at,  # the last moment it was known to be alive
         )
         count += 1
     if count:
@@ -369,7 +371,15 @@ class StreamObject:
                         pass
                     tg.cancel_scope.cancel()
 
+                async def heartbeat(on_progress: Callable[[int], Awaitable[None]]) -> None:
+                    # Its own task, so progress is recorded even while a send waits on a slow client.
+                    while True:
+                        await anyio.sleep(self.services.settings.heartbeat_seconds)
+                        await on_progress(result[1])
+
                 tg.start_soon(watch_disconnect)
+                if self.on_progress is not None:
+                    tg.start_soon(heartbeat, self.on_progress)
                 await self._send_all(send, chunks, first, result)
                 tg.cancel_scope.cancel()
         finally:
@@ -383,7 +393,6 @@ class StreamObject:
 
     async def _send_all(self, send: Send, chunks: Any, first: bytes, result: list[Any]) -> None:
         t = self.transfer
-        heartbeat = self.services.settings.heartbeat_seconds
         try:
             await send(
                 {
@@ -392,7 +401,6 @@ class StreamObject:
                     "headers": t.headers(self.extra_headers),
                 }
             )
-            last_beat = time.monotonic()
             chunk: bytes | None = first
             while chunk is not None:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -400,9 +408,6 @@ class StreamObject:
                 # watcher run and cancel us, so an abandoned download stops instead of reading to the end.
                 await anyio.lowlevel.checkpoint()
                 result[1] += len(chunk)
-                if self.on_progress and time.monotonic() - last_beat >= heartbeat:
-                    last_beat = time.monotonic()
-                    await self.on_progress(result[1])
                 chunk = await anext(chunks, None) if chunks is not None else None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             result[0] = DownloadStatus.COMPLETED

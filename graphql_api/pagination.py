@@ -7,7 +7,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from beanie import Document, SortDirection
@@ -72,7 +72,9 @@ def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str
         branch: dict[str, Any] = {f: values[j] for j, (f, _) in enumerate(sort[:i])}
         branch[field] = {"$gt" if direction > 0 else "$lt": values[i]}
         branches.append(branch)
-    return {"$or": branches}
+    # The same condition on the leading field alone, outside the $or, gives the index scan a bound.
+    first_field, first_direction = sort[0]
+    return {first_field: {"$gte" if first_direction > 0 else "$lte": values[0]}, "$or": branches}
 
 
 T = TypeVar("T")
@@ -90,6 +92,10 @@ class Page(Generic[T]):
     count: Callable[[], Awaitable[int]]
 
 
+# Time windows tried in turn for newest-first pages: most pages fill from the first one.
+WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366))
+
+
 async def keyset_page(
     document: type[D],
     base: dict[str, Any],
@@ -97,13 +103,30 @@ async def keyset_page(
     order: str,
     first: int | None,
     after: str | None,
+    newest_first_on: str | None = None,
 ) -> Page[D]:
-    """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`."""
+    """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`.
+
+    With `newest_first_on` (a datetime field leading a descending sort), the page is looked for in growing
+    time windows before the unbounded query: SecantusDB applies a limit only after scanning the whole index
+    range, so a bounded range is what keeps the first pages of a large collection fast. The answer is the
+    same: a window is used only when it holds a full page, and every row outside it sorts later.
+    """
     limit = check_first(first)
     flt = base
+    anchor = datetime.now(UTC)
     if after is not None:
-        flt = {"$and": [base, keyset_after(sort, decode_cursor(after, order, len(sort)))]}
-    docs = await document.find(flt).sort(sort).limit(limit + 1).to_list()
+        values = decode_cursor(after, order, len(sort))
+        flt = {"$and": [base, keyset_after(sort, values)]}
+        anchor = values[0] if isinstance(values[0], datetime) else anchor
+    windows: tuple[timedelta | None, ...] = (None,)
+    if newest_first_on and sort[0] == (newest_first_on, SortDirection.DESCENDING):
+        windows = (*WINDOWS, None)
+    for window in windows:
+        query = flt if window is None else {"$and": [flt, {newest_first_on: {"$gte": anchor - window}}]}
+        docs = await document.find(query).sort(sort).limit(limit + 1).to_list()
+        if len(docs) > limit:
+            break
 
     async def count() -> int:
         if not base:  # the collection's own count: no scan

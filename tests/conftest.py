@@ -226,3 +226,16 @@ def db(settings: Settings, mongo_uri: str) -> Iterator[Any]:
         yield client[settings.mongo_db]
     finally:
         client.close()
+
+
+async def eventually(probe: Any, seconds: float = 15.0) -> Any:
+    """Polls `probe()` (async) until it returns something truthy; a download's bookkeeping (event, then
+    rollup, then metrics) completes a moment after the client has its last byte."""
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await probe()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)

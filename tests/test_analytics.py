@@ -437,3 +437,24 @@ async def test_main_shapes_use_indexes(app: Any) -> None:
             verbosity="queryPlanner",
         )  # fmt: skip
         assert index in analytics.indexes_used(plan), (index, plan)
+
+
+async def test_newest_first_pages_from_time_windows_match_the_full_order(fresh_gql: GraphQLClient) -> None:
+    """Pages served from the newest time windows are exactly the pages of the full newest-first order."""
+    now = datetime.now(UTC)
+    events = make_events(40, seed=3)
+    for i, e in enumerate(events):  # 0 min .. 39 h back: some pages fill the 1-hour window, later ones do not
+        e["started_at"] = (now - timedelta(minutes=i * 60 if i % 2 else i)).replace(microsecond=0)
+    events.append({**events[0], "started_at": now + timedelta(minutes=5)})  # a clock a little ahead
+    await store(events)
+    q = """query($a: String) { downloads(first: 6, after: $a) { pageInfo { hasNextPage endCursor } nodes { id startedAt } } }"""
+    seen: list[tuple[str, str]] = []
+    after = None
+    while True:
+        page = (await fresh_gql(q, {"a": after}))["downloads"]
+        seen += [(n["startedAt"], n["id"]) for n in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert len(seen) == len(events) == len(set(seen))
+    assert seen == sorted(seen, key=lambda s: (datetime.fromisoformat(s[0]), s[1]), reverse=True)

@@ -16,8 +16,9 @@ from tests.conftest import free_port
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 
 
-def serve(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+def serve(workdir: Path, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
     proc = subprocess.Popen(
         [*MODELHUB, "serve", "--port", str(port)], cwd=workdir, env=env, stderr=subprocess.PIPE
     )
@@ -102,3 +103,52 @@ def test_export_schema_writes_the_sdl(tmp_path: Path) -> None:
     done = subprocess.run([*MODELHUB, "export-schema", "-o", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == (Path(__file__).resolve().parent.parent / "schema.graphql").read_text()
+
+
+def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> None:
+    """A server killed with SIGKILL mid-stream: after a restart its download is ABORTED with the bytes sent."""
+    from pymongo import MongoClient
+
+    artifact = tmp_path / ".modelhub" / "objects" / "bkt" / "big.bin"
+    artifact.parent.mkdir(parents=True)
+    with artifact.open("wb") as fh:
+        fh.truncate(512 * 1024 * 1024)  # sparse: far more than the socket buffers hold
+    db_name = "kill9_" + str(os.getpid())
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")},
+        "MODELHUB_MONGO_URI": mongo_uri,
+        "MODELHUB_MONGO_DB": db_name,
+        "MODELHUB_STALE_DOWNLOAD_SECONDS": "2",
+        "MODELHUB_HEARTBEAT_SECONDS": "0.2",
+    }
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(tmp_path, port, env)
+    try:
+        q = 'mutation { registerModel(input: {name: "big", projectName: "p", bucket: "bkt", key: "big.bin"}) { __typename } }'
+        assert (
+            httpx.post(f"{base}/graphql", json={"query": q}).json()["data"]["registerModel"]["__typename"]
+            == "Model"
+        )
+        received = 0
+        with httpx.stream("GET", f"{base}/models/big/download") as resp:
+            for chunk in resp.iter_raw(1024 * 1024):
+                received += len(chunk)
+                if received >= 8 * 1024 * 1024:
+                    time.sleep(0.5)  # let a heartbeat record progress
+                    proc.kill()
+                    break
+        proc.wait(timeout=10)
+        with MongoClient(mongo_uri) as client:
+            (event,) = list(client[db_name].download_events.find())
+            assert event["status"] == "IN_PROGRESS"  # the dead process could not finish it
+        proc = serve(tmp_path, port, env)
+        deadline = time.monotonic() + 20
+        with MongoClient(mongo_uri) as client:
+            while (event := client[db_name].download_events.find_one())["status"] == "IN_PROGRESS":
+                assert time.monotonic() < deadline, event
+                time.sleep(0.2)
+        assert event["status"] == "ABORTED" and 0 < event["bytes_sent"] < 512 * 1024 * 1024
+    finally:
+        if proc.poll() is None:
+            stop(proc)

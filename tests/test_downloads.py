@@ -13,7 +13,7 @@ import pytest
 
 from graphql_api.config import Settings
 from graphql_api.signing import Signer
-from tests.conftest import GraphQLClient, LiveServer, Stores
+from tests.conftest import GraphQLClient, LiveServer, Stores, eventually
 
 REGISTER = """mutation($input: RegisterModelInput!) {
   registerModel(input: $input) { __typename ... on Model { id version } ... on Error { code message } }
@@ -239,8 +239,13 @@ async def test_concurrent_downloads_all_complete(
     for t in tickets:
         doc = await wait_for_status(db, t["download"]["id"], "COMPLETED")
         assert doc["status"] == "COMPLETED" and doc["bytes_sent"] == len(data)
-    counts = await live_gql('{ model(name: "m") { downloadCount lastDownloadedAt } }')
-    assert counts["model"]["downloadCount"] == 20 and counts["model"]["lastDownloadedAt"]
+
+    async def counted() -> Any:
+        counts = await live_gql('{ model(name: "m") { downloadCount lastDownloadedAt } }')
+        return counts if counts["model"]["downloadCount"] == 20 else None
+
+    counts = await eventually(counted)
+    assert counts and counts["model"]["lastDownloadedAt"]
     listed = await live_gql("{ downloads(first: 5) { totalCount nodes { status } } }")  # unfiltered: no scan
     assert listed["downloads"]["totalCount"] == 20 and len(listed["downloads"]["nodes"]) == 5
 
@@ -262,8 +267,13 @@ async def test_download_count_ignores_aborted(
     t = await ticket(live_gql)
     assert (await live_http.get(t["url"])).status_code == 200
     await wait_for_status(db, t["download"]["id"], "COMPLETED")
-    data = await live_gql("{ models(orderBy: NAME_ASC) { nodes { name downloadCount } } }")
-    assert data["models"]["nodes"] == [{"name": "m", "downloadCount": 1}, {"name": "n", "downloadCount": 3}]
+    want = [{"name": "m", "downloadCount": 1}, {"name": "n", "downloadCount": 3}]
+
+    async def listed() -> bool:
+        data = await live_gql("{ models(orderBy: NAME_ASC) { nodes { name downloadCount } } }")
+        return bool(data["models"]["nodes"] == want)
+
+    assert await eventually(listed)
 
 
 async def test_one_step_download(
@@ -280,7 +290,7 @@ async def test_one_step_download(
     assert (await live_http.get("/models/nope/download")).status_code == 404
     bad_id = await live_http.get("/models/team/model/download", headers={"X-Engineer-ID": "bad id!"})
     assert bad_id.status_code == 401
-    await asyncio.sleep(0.2)
+    await eventually(lambda: _all_finished(db))
     events = await live_gql(
         '{ downloads(filter: {modelName: "team/model"}) { nodes { engineer status modelVersion } } }'
     )
@@ -318,15 +328,16 @@ async def test_stale_in_progress_events_are_swept_at_start(
 
     from bson import ObjectId
 
-    old = datetime.now(UTC) - timedelta(hours=1)
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fields = {"model_name": "m", "model_version": 1, "project_name": "p", "size_bytes": 10, "engineer": "e"}
     stale_id = db.download_events.insert_one(
         {**fields, "model_id": ObjectId(), "mode": "STREAM", "status": "IN_PROGRESS", "bytes_sent": 4,
-         "started_at": old, "transfer_started_at": old, "heartbeat_at": old}
+         "started_at": old, "transfer_started_at": old, "heartbeat_at": old + timedelta(seconds=10)}
     ).inserted_id  # fmt: skip
     with LiveServer(settings):
         doc = await wait_for_status(db, str(stale_id), "ABORTED")
-    assert doc["status"] == "ABORTED" and doc["bytes_sent"] == 4 and doc["finished_at"]
+    assert doc["status"] == "ABORTED" and doc["bytes_sent"] == 4
+    assert doc["finished_at"] == old + timedelta(seconds=10) and doc["duration_seconds"] == 10
 
 
 @pytest.mark.parametrize(
@@ -368,9 +379,21 @@ async def test_rollups_agree_with_raw_after_real_downloads(
     assert sorted(statuses) == ["ABORTED", "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "ISSUED"]
     q = """query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) {
       modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers source } }"""
+    await eventually(lambda: _rollups_caught_up(db))
     fast = (await live_gql(q, {"x": False}))["downloadStats"]
     raw = (await live_gql(q, {"x": True}))["downloadStats"]
     assert {r["source"] for r in fast} == {"ROLLUP"} and {r["source"] for r in raw} == {"RAW"}
     assert [{**r, "source": None} for r in fast] == [{**r, "source": None} for r in raw]
     small = next(r for r in raw if r["modelName"] == "small" and r["mode"] == "STREAM")
     assert small["completed"] == 3 and small["totalBytes"] == 3 * (200_000 - 100)
+
+
+async def _all_finished(db: Any) -> bool:
+    return db.download_events.count_documents({"status": "IN_PROGRESS"}) == 0
+
+
+async def _rollups_caught_up(db: Any) -> bool:
+    """Every finished event has reached its rollup (the rollup is written just after the event)."""
+    finished = db.download_events.count_documents({"status": {"$in": ["COMPLETED", "ABORTED", "FAILED"]}})
+    rolled = sum(r["completed"] + r["aborted"] + r["failed"] for r in db.download_rollups_daily.find())
+    return bool(finished == rolled)
