@@ -5,8 +5,8 @@ Usage: python -m bench.analytics [--events 200000] [--data-dir DIR] [--repeat 5]
 It loads demo events (seed-demo's generator) into an embedded SecantusDB under --data-dir until the DB holds
 --events of them (a reused dir loads nothing), serves the app in a child process on that DB, then prints, per
 shape: where the answer came from (ROLLUP or RAW), the median end-to-end GraphQL time, the median time of the
-identical pipeline issued with pymongo, and their ratio. It also prints the indexes `explain` shows for the raw
-shapes. Figures are for the embedded SecantusDB, not MongoDB.
+identical pipeline issued with pymongo, and their ratio. It also prints the indexes `explain` shows for the
+raw shapes. Figures are for the embedded SecantusDB, not MongoDB.
 """
 
 from __future__ import annotations
@@ -161,15 +161,11 @@ async def run(uri: str, base: str, repeat: int) -> None:
             query = analytics.EventQuery(engineers=[some.engineer] if flt else [])
 
             async def direct_page(query: analytics.EventQuery = query, with_count: bool = with_count) -> Any:
-                # What the resolver sends to MongoDB (including its time windows), as raw pymongo calls.
+                # What the resolver asks of MongoDB (time windows included), without GraphQL or HTTP.
+                order = analytics.DownloadOrder.STARTED_AT_DESC
+                sort = analytics.EVENT_SORTS[order]
                 page = await keyset_page(
-                    DownloadEvent,
-                    query.to_mongo(),
-                    analytics.EVENT_SORTS[order],
-                    order.value,
-                    100,
-                    None,
-                    "started_at",
+                    DownloadEvent, query.to_mongo(), sort, order.value, 100, None, "started_at"
                 )
                 return await page.count() if with_count else page
 
