@@ -239,3 +239,19 @@ async def eventually(probe: Any, seconds: float = 15.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+def wait_ready(url: str, proc: Any, seconds: float = 60.0) -> None:
+    """Waits until `url` answers 200, failing early (with its stderr) if the child process `proc` dies."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"{url} did not become ready: {err[-2000:]}")
+        time.sleep(0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 
@@ -22,17 +22,8 @@ def serve(workdir: Path, port: int, env: dict[str, str] | None = None) -> subpro
     proc = subprocess.Popen(
         [*MODELHUB, "serve", "--port", str(port)], cwd=workdir, env=env, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "serve did not start")
-        time.sleep(0.2)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+    return proc
 
 
 def stop(proc: subprocess.Popen[bytes]) -> str:

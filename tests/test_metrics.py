@@ -6,14 +6,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from graphql_api.metrics import SIZE_BUCKETS, Metrics, reap_dead_workers
-from tests.conftest import GraphQLClient, Stores, free_port
+from tests.conftest import GraphQLClient, Stores, free_port, wait_ready
 
 REGISTER = """mutation Reg($n: String!, $b: String!) {
   registerModel(input: {name: $n, projectName: "p", bucket: $b, key: "m.bin"}) { __typename }
@@ -99,17 +98,7 @@ def test_two_workers_add_up(mongo_uri: str, tmp_path: Path, bucket: str) -> None
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (
-                proc.stderr.read() if proc.stderr else ""
-            )
-            time.sleep(0.2)
+        wait_ready(f"{base}/readyz", proc)
         for i in range(30):  # a new connection each time, so the kernel spreads them over both workers
             r = httpx.post(
                 f"{base}/graphql", json={"query": REGISTER, "variables": {"n": f"m{i}", "b": bucket}}

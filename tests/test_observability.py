@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import GraphQLClient, LiveServer, Stores, free_port
+from tests.conftest import GraphQLClient, LiveServer, Stores, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "observability" / "prometheus"
@@ -129,15 +129,7 @@ def prometheus(live: LiveServer, tmp_path: Path) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "prometheus did not start"
-            time.sleep(0.2)
+        wait_ready(f"{base}/-/ready", proc, 30)
         yield base
     finally:
         proc.terminate()
