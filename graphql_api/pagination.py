@@ -92,6 +92,45 @@ class Page(Generic[T]):
     count: Callable[[], Awaitable[int]]
 
 
+_LOWER = {"$gt", "$gte"}
+_UPPER = {"$lt", "$lte"}
+
+
+def _tighter(op: str, a: Any, b: Any) -> Any:
+    return max(a, b) if op in _LOWER else min(a, b)
+
+
+def merge_filters(*filters: dict[str, Any]) -> dict[str, Any]:
+    """The conjunction of filters as one flat document where possible.
+
+    SecantusDB plans no index for a top-level `$and` (a 1M-event collection scan took 28 s where the flat
+    filter took 50 ms), so range conditions on one field are merged instead: `{"t": {"$gte": a}}` and
+    `{"t": {"$gte": b, "$lt": c}}` become `{"t": {"$gte": max(a, b), "$lt": c}}`.
+    """
+    merged: dict[str, Any] = {}
+    rest: list[dict[str, Any]] = []
+    for flt in filters:
+        for key, cond in flt.items():
+            if key not in merged:
+                merged[key] = cond
+                continue
+            mine = merged[key]
+            if not (_is_range(mine) and _is_range(cond)):
+                rest.append({key: cond})
+                continue
+            combined = dict(mine)
+            for op, value in cond.items():
+                combined[op] = _tighter(op, combined[op], value) if op in combined else value
+            merged[key] = combined
+    if rest:
+        merged = {"$and": [merged, *rest]}
+    return merged
+
+
+def _is_range(cond: Any) -> bool:
+    return isinstance(cond, dict) and bool(cond) and all(op in _LOWER | _UPPER for op in cond)
+
+
 # Time windows tried in turn for newest-first pages: most pages fill from the first one.
 WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366))
 
@@ -117,13 +156,14 @@ async def keyset_page(
     anchor = datetime.now(UTC)
     if after is not None:
         values = decode_cursor(after, order, len(sort))
-        flt = {"$and": [base, keyset_after(sort, values)]}
+        flt = merge_filters(base, keyset_after(sort, values))
         anchor = values[0] if isinstance(values[0], datetime) else anchor
-    windows: tuple[timedelta | None, ...] = (None,)
-    if newest_first_on and sort[0] == (newest_first_on, SortDirection.DESCENDING):
-        windows = (*WINDOWS, None)
+    windowed = newest_first_on is not None and sort[0] == (newest_first_on, SortDirection.DESCENDING)
+    windows: tuple[timedelta | None, ...] = (*WINDOWS, None) if windowed else (None,)
     for window in windows:
-        query = flt if window is None else {"$and": [flt, {newest_first_on: {"$gte": anchor - window}}]}
+        query = flt
+        if window is not None and newest_first_on is not None:
+            query = merge_filters(flt, {newest_first_on: {"$gte": anchor - window}})
         docs = await document.find(query).sort(sort).limit(limit + 1).to_list()
         if len(docs) > limit:
             break

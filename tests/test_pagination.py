@@ -1,0 +1,50 @@
+"""Cursors and filter merging used by every connection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from bson import ObjectId
+
+from graphql_api.errors import InvalidInput
+from graphql_api.pagination import decode_cursor, encode_cursor, keyset_after, merge_filters
+
+
+def test_cursor_round_trip_and_tampering() -> None:
+    """A cursor carries datetimes and ObjectIds exactly; one made for another order or shape is refused."""
+    when, oid = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC), ObjectId()
+    cursor = encode_cursor("STARTED_AT_DESC", [when, oid])
+    assert decode_cursor(cursor, "STARTED_AT_DESC", 2) == [when, oid]
+    for bad, order, arity in [
+        (cursor, "NAME_ASC", 2),
+        (cursor, "STARTED_AT_DESC", 3),
+        ("%%%", "X", 1),
+        ("e30", "X", 1),
+    ]:
+        with pytest.raises(InvalidInput) as err:
+            decode_cursor(bad, order, arity)
+        assert err.value.field == "after"
+
+
+def test_merge_filters_stays_flat() -> None:
+    """Ranges on one field merge to the tightest bounds; only a non-range clash falls back to $and."""
+    a = datetime(2026, 1, 1, tzinfo=UTC)
+    b = datetime(2026, 2, 1, tzinfo=UTC)
+    merged = merge_filters(
+        {"engineer": "x", "t": {"$gte": a, "$lt": b}}, {"t": {"$gte": b.replace(day=15, month=1)}}
+    )
+    assert merged == {"engineer": "x", "t": {"$gte": datetime(2026, 1, 15, tzinfo=UTC), "$lt": b}}
+    assert merge_filters({}, {"t": {"$gte": a}}) == {"t": {"$gte": a}}
+    assert merge_filters({"name": "m"}, {"name": {"$gte": "a"}}) == {
+        "$and": [{"name": "m"}, {"name": {"$gte": "a"}}]
+    }
+
+
+def test_keyset_after_bounds_the_leading_field() -> None:
+    """Rows after (t, id) in descending order: t below, or t equal and id below; plus a bound on t itself."""
+    t, oid = datetime(2026, 1, 1, tzinfo=UTC), ObjectId()
+    assert keyset_after([("t", -1), ("_id", -1)], [t, oid]) == {
+        "t": {"$lte": t},
+        "$or": [{"t": {"$lt": t}}, {"t": t, "_id": {"$lt": oid}}],
+    }
