@@ -217,8 +217,26 @@ async def list_events(
         base = {**base, "duration_seconds": {"$ne": None}}
     sort = EVENT_SORTS[order]
     return await keyset_page(
-        DownloadEvent, base, sort, order.value, first, after, newest_first_on="started_at"
+        DownloadEvent,
+        base,
+        sort,
+        order.value,
+        first,
+        after,
+        newest_first_on="started_at",
+        count_all=count_events,
     )
+
+
+async def count_events() -> int:
+    """All download events, summed from the daily rollups: a few thousand documents instead of a scan of
+    every event (SecantusDB counts a collection by scanning it). Each event is counted there as it is
+    recorded, a moment after its insert."""
+    rows = await DownloadRollup.get_pymongo_collection().aggregate(
+        [{"$group": {"_id": None, "n": {"$sum": "$downloads"}}}]
+    )
+    found = [row["n"] async for row in rows]
+    return int(found[0]) if found else 0
 
 
 class Dimension(StrEnum):

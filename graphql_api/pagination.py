@@ -143,8 +143,11 @@ async def keyset_page(
     first: int | None,
     after: str | None,
     newest_first_on: str | None = None,
+    count_all: Callable[[], Awaitable[int]] | None = None,
 ) -> Page[D]:
     """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`.
+
+    `count_all`, when given, counts an unfiltered collection faster than the collection itself can.
 
     With `newest_first_on` (a datetime field leading a descending sort), the page is looked for in growing
     time windows before the unbounded query: SecantusDB applies a limit only after scanning the whole index
@@ -169,7 +172,9 @@ async def keyset_page(
             break
 
     async def count() -> int:
-        if not base:  # the collection's own count: no scan
+        if not base:
+            if count_all is not None:
+                return await count_all()
             return int(await document.get_pymongo_collection().estimated_document_count())
         return int(await document.find(base).count())
 
