@@ -32,7 +32,7 @@ class DownloadResult:
 
 
 REQUEST_DOWNLOAD = """
-mutation($name: String!, $version: Int, $mode: DownloadMode!, $expiresIn: Int) {
+mutation RequestDownload($name: String!, $version: Int, $mode: DownloadMode!, $expiresIn: Int) {
   requestDownload(name: $name, version: $version, mode: $mode, expiresIn: $expiresIn) {
     __typename
     ... on DownloadTicket { url mode expiresAt download { id modelVersion sizeBytes } }
@@ -41,7 +41,7 @@ mutation($name: String!, $version: Int, $mode: DownloadMode!, $expiresIn: Int) {
 }"""
 
 REGISTER = """
-mutation($input: RegisterModelInput!) {
+mutation RegisterModel($input: RegisterModelInput!) {
   registerModel(input: $input) {
     __typename
     ... on Model { id name version sizeBytes storageUri createdAt }
@@ -50,7 +50,7 @@ mutation($input: RegisterModelInput!) {
 }"""
 
 MODELS = """
-query($first: Int!, $after: String, $filter: ModelFilter) {
+query ListModels($first: Int!, $after: String, $filter: ModelFilter) {
   models(first: $first, after: $after, filter: $filter) {
     pageInfo { hasNextPage endCursor }
     nodes { name version projectName owner sizeBytes createdAt downloadCount }

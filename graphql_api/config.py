@@ -53,7 +53,15 @@ class Settings(BaseSettings):
     max_hour_range_days: int = 31
     # Model names that may appear as a metric label value; every other name is reported as "other".
     metrics_model_allowlist: list[str] = []
-    metrics_operation_allowlist: list[str] = []
+    # Operation names that may appear as a metric label (everything else is "other"): by default the
+    # operations of modelhub's own SDK and dashboards; add your clients' names.
+    metrics_operation_allowlist: list[str] = [
+        "RegisterModel",
+        "RequestDownload",
+        "ListModels",
+        "GrafanaTopModels",
+        "GrafanaEngineerDownloads",
+    ]
 
     @property
     def storage_backend(self) -> Literal["local", "s3"]:

@@ -44,6 +44,7 @@ async def test_domain_and_graphql_metrics(gql: GraphQLClient, stores: Stores, bu
     body = await gql.raw("query Broken { models(first: 1000) { totalCount } }")
     assert body["errors"]  # HTTP 200 (checked by gql.raw) with an error inside
     await gql.raw("{ nope }")  # a validation error
+    await gql("query ListModels { models { totalCount } }")  # allowlisted by default (the SDK's name)
     text = (await gql.http.get("/metrics")).text
     assert value(text, "modelhub_registrations_total", outcome="created") == 1
     assert value(text, "modelhub_registrations_total", outcome="invalid_input") == 1
@@ -51,6 +52,9 @@ async def test_domain_and_graphql_metrics(gql: GraphQLClient, stores: Stores, bu
     assert value(text, "modelhub_graphql_operations_total", operation_name="other", outcome="error") >= 1
     assert value(text, "modelhub_graphql_operations_total", operation_type="mutation", outcome="success") == 3
     assert value(text, "modelhub_graphql_operations_total", outcome="error") == 2
+    assert (
+        value(text, "modelhub_graphql_operations_total", operation_name="ListModels", outcome="success") == 1
+    )
     assert value(text, "modelhub_build_info") == 1
     assert value(text, "modelhub_http_requests_total", path="/graphql") >= 5
     assert "secret-engineer" not in text and 'operation_name="Reg"' not in text and "Broken" not in text
