@@ -249,6 +249,8 @@ async def test_request_errors_carry_codes(gql: GraphQLClient, stores: Stores, bu
     """Unknown fields, uncoercible variables and a malformed X-Engineer-ID get typed top-level errors."""
     body = await gql.raw("{ nope }")
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    body = await gql.raw("{ models(")
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
     body = await gql.raw("query($o: ModelOrder!) { models(orderBy: $o) { totalCount } }", {"o": "SIDEWAYS"})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     stores.put(bucket, "models/resnet.bin", b"abc")

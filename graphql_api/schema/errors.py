@@ -104,9 +104,14 @@ class MaskUnexpectedErrors(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
-            if error.path is None and not (error.extensions or {}).get("code"):
-                error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
+            label_request_error(error)
         return processed
+
+
+def label_request_error(error: GraphQLError) -> None:
+    """Gives a pre-execution error (no path, no code yet) the `extensions.code` clients branch on."""
+    if error.path is None and not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(

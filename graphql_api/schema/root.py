@@ -30,6 +30,7 @@ from .errors import (
     ModelArchived,
     ModelNotFound,
     StorageObjectNotFound,
+    label_request_error,
     to_graphql_error,
 )
 from .extensions import OperationMetrics
@@ -257,6 +258,7 @@ class ModelhubSchema(strawberry.Schema):
         ]
         for error in errors:
             if error not in unexpected:
+                label_request_error(error)  # parse errors reach here without passing the extensions
                 log.info("graphql error: %s", error.message)
         if unexpected:
             super().process_errors(unexpected, execution_context)
