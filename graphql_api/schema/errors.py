@@ -107,12 +107,6 @@ class MaskUnexpectedErrors(MaskErrors):
             label_request_error(error)
         return processed
 
-
-def label_request_error(error: GraphQLError) -> None:
-    """Gives a pre-execution error (no path, no code yet) the `extensions.code` clients branch on."""
-    if error.path is None and not (error.extensions or {}).get("code"):
-        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
-
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return GraphQLError(
             message=self.error_message,
@@ -122,3 +116,9 @@ def label_request_error(error: GraphQLError) -> None:
             path=error.path,
             extensions={"code": "INTERNAL_SERVER_ERROR"},
         )
+
+
+def label_request_error(error: GraphQLError) -> None:
+    """Gives a pre-execution error (no path, no code yet) the `extensions.code` clients branch on."""
+    if error.path is None and not (error.extensions or {}).get("code"):
+        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
