@@ -656,6 +656,9 @@ class RollupBuilder:
         self._docs: dict[str, dict[str, Any]] = {}
 
     def add(self, event: DownloadEvent) -> None:
+        if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
+            event.status = DownloadStatus(event.status)
+            event.mode = DownloadMode(event.mode)
         key, fields = _rollup_key(event)
         doc = self._docs.get(key)
         if doc is None:
@@ -692,3 +695,26 @@ class RollupBuilder:
             await collection.bulk_write(ops[start : start + 1000], ordered=False)
         self._docs.clear()
         return len(ops)
+
+
+async def rebuild_rollups(since: datetime | None = None, batch: int = 10_000) -> int:
+    """Recomputes the daily rollups from the raw events (all days, or the days from `since` on).
+
+    A repair tool: rollups are written just after their event, so a crash between the two writes leaves a
+    bucket one count behind. It replays events through `RollupBuilder` (the live path's own rules) and then
+    replaces the buckets of the days it covered. Downloads finishing while it runs may be counted or not:
+    run it when the service is quiet. Returns the number of buckets written.
+    """
+    start = day_of(since) if since else None
+    match: dict[str, Any] = {"started_at": {"$gte": start}} if start else {}
+    fields = [
+        "_id", "model_id", "model_name", "model_version", "project_name", "size_bytes", "engineer", "mode",
+        "status", "bytes_sent", "started_at", "finished_at", "duration_seconds",
+    ]  # fmt: skip
+    builder = RollupBuilder()
+    cursor = DownloadEvent.get_pymongo_collection().find(match, {f: 1 for f in fields}, batch_size=batch)
+    async for doc in cursor:
+        builder.add(DownloadEvent.model_construct(**{**doc, "id": doc["_id"]}))
+    rollups = DownloadRollup.get_pymongo_collection()
+    await rollups.delete_many({"day": {"$gte": start}} if start else {})
+    return await builder.save()

@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -16,7 +18,7 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from . import demo
+from . import analytics, demo
 from .app import create_app
 from .client import ModelhubClient, ModelhubError
 from .config import Settings
@@ -24,6 +26,8 @@ from .documents import ALL_DOCUMENTS
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
 from .metrics import prepare_multiprocess_dir
 from .schema import build_schema
+
+T = TypeVar("T")
 
 app = typer.Typer(help="modelhub: a GraphQL registry for ML model artifacts.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -111,7 +115,7 @@ def seed_demo(
             uri = embedded.start()
         objects = settings.objects_dir if settings.storage_backend == "local" else None
         started = time.perf_counter()
-        result = asyncio.run(_seed(uri, settings.mongo_db, models, events, days, seed, objects))
+        result = asyncio.run(_with_db(uri, settings.mongo_db, demo.seed(models, events, days, seed, objects)))
         elapsed = time.perf_counter() - started
         console.print(
             f"seeded {result.models} new models, {result.events} events and {result.rollups} rollup buckets "
@@ -127,17 +131,6 @@ def seed_demo(
     finally:
         if embedded is not None:
             embedded.stop()
-
-
-async def _seed(
-    uri: str, db: str, models: int, events: int, days: int, seed: int, objects: Path | None
-) -> demo.DemoResult:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
-    try:
-        await init_beanie(database=client[db], document_models=ALL_DOCUMENTS)
-        return await demo.seed(models, events, days, seed, objects)
-    finally:
-        await client.close()
 
 
 @app.command()
@@ -194,6 +187,42 @@ def list_models(
             r["createdAt"],
         )
     Console().print(table)
+
+
+@app.command("rebuild-rollups")
+def rebuild_rollups(
+    since: Annotated[datetime | None, typer.Option(help="Only the days from this date on (UTC).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet)."""
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    embedded: EmbeddedMongo | None = None
+    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
+    try:
+        if uri is None:
+            embedded = EmbeddedMongo(settings.data_dir)
+            uri = embedded.start()
+        started = time.perf_counter()
+        when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+        buckets = asyncio.run(_with_db(uri, settings.mongo_db, analytics.rebuild_rollups(when)))
+        console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
+    except EmbeddedUnavailable as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
+    try:
+        await init_beanie(database=client[db], document_models=ALL_DOCUMENTS)
+        return await work
+    finally:
+        await client.close()
 
 
 @app.command("export-schema")

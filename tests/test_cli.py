@@ -75,6 +75,10 @@ def test_seed_demo_fills_the_embedded_db(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "seeded 8 new models, 500 events" in done.stderr.replace("\n", " ")
+    rebuilt = subprocess.run(
+        [*MODELHUB, "rebuild-rollups"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert rebuilt.returncode == 0 and "rebuilt" in rebuilt.stderr, rebuilt.stderr
     port = free_port()
     proc = serve(tmp_path, port)
     try:
