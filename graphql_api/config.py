@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # Object storage: "auto" picks S3 when an endpoint is configured, else the local store under the data dir.
     storage: Literal["auto", "local", "s3"] = "auto"
     s3_endpoint_url: str | None = None
+    # The endpoint put into presigned URLs, when clients reach S3 by another name than the app does
+    # (docker-compose: the app talks to http://minio:9000, browsers to http://localhost:9000).
+    s3_public_endpoint_url: str | None = None
     s3_region: str = Field(
         default="us-east-1",
         validation_alias=AliasChoices("MODELHUB_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),

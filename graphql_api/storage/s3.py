@@ -24,9 +24,10 @@ def _is_missing(exc: ClientError) -> bool:
 class S3ObjectStore:
     kind = "s3"
 
-    def __init__(self, client: Any, chunk_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, client: Any, chunk_bytes: int = 1024 * 1024, presign_client: Any = None) -> None:
         self._client = client
         self._chunk = chunk_bytes
+        self._presign = presign_client or client
 
     @classmethod
     async def open(cls, settings: Settings, stack: AsyncExitStack) -> S3ObjectStore:
@@ -47,7 +48,11 @@ class S3ObjectStore:
             kwargs["aws_access_key_id"] = settings.s3_access_key_id.get_secret_value()
             kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
         client = await stack.enter_async_context(session.client("s3", **kwargs))
-        return cls(client, settings.stream_chunk_bytes)
+        presign = None
+        if settings.s3_public_endpoint_url:  # signing needs no connection: this client never opens one
+            public = {**kwargs, "endpoint_url": settings.s3_public_endpoint_url}
+            presign = await stack.enter_async_context(session.client("s3", **public))
+        return cls(client, settings.stream_chunk_bytes, presign)
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         validate_bucket(bucket)
@@ -96,7 +101,7 @@ class S3ObjectStore:
     async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
         validate_bucket(bucket)
         validate_key(key)
-        url = await self._client.generate_presigned_url(
+        url = await self._presign.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": bucket,
