@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -104,33 +105,42 @@ def seed_demo(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Fill the configured database with realistic demo models and downloads (for GraphiQL and Grafana)."""
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    embedded: EmbeddedMongo | None = None
-    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
-    try:
-        if uri is None:
-            embedded = EmbeddedMongo(settings.data_dir)
-            uri = embedded.start()
+    with _database(data_dir) as (settings, uri):
         objects = settings.objects_dir if settings.storage_backend == "local" else None
         started = time.perf_counter()
         result = asyncio.run(_with_db(uri, settings.mongo_db, demo.seed(models, events, days, seed, objects)))
         elapsed = time.perf_counter() - started
+    console.print(
+        f"seeded {result.models} new models, {result.events} events and {result.rollups} rollup buckets "
+        f"in {elapsed:.1f} s ({result.events / max(elapsed, 1e-9):,.0f} events/s)"
+    )
+    if objects is None:
         console.print(
-            f"seeded {result.models} new models, {result.events} events and {result.rollups} rollup buckets "
-            f"in {elapsed:.1f} s ({result.events / max(elapsed, 1e-9):,.0f} events/s)"
+            "[yellow]note:[/yellow] artifacts are not uploaded to S3; demo downloads will fail there"
         )
-        if objects is None:
-            console.print(
-                "[yellow]note:[/yellow] artifacts are not uploaded to S3; demo downloads will fail there"
-            )
+
+
+@contextlib.contextmanager
+def _database(data_dir: Path | None) -> Iterator[tuple[Settings, str]]:
+    """Settings and a MongoDB URI for a one-off command: the configured one, the embedded server a running
+    `modelhub serve` keeps, or an embedded server started for the command alone."""
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
+    if uri is not None:
+        yield settings, uri
+        return
+    embedded = EmbeddedMongo(settings.data_dir)
+    try:
+        uri = embedded.start()
     except EmbeddedUnavailable as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    try:
+        yield settings, uri
     finally:
-        if embedded is not None:
-            embedded.stop()
+        embedded.stop()
 
 
 @app.command()
@@ -195,25 +205,11 @@ def rebuild_rollups(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet)."""
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    embedded: EmbeddedMongo | None = None
-    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
-    try:
-        if uri is None:
-            embedded = EmbeddedMongo(settings.data_dir)
-            uri = embedded.start()
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    with _database(data_dir) as (settings, uri):
         started = time.perf_counter()
-        when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
         buckets = asyncio.run(_with_db(uri, settings.mongo_db, analytics.rebuild_rollups(when)))
-        console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
-    except EmbeddedUnavailable as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
 
 
 async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:

@@ -255,3 +255,14 @@ def wait_ready(url: str, proc: Any, seconds: float = 60.0) -> None:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise AssertionError(f"{url} did not become ready: {err[-2000:]}")
         time.sleep(0.2)
+
+
+async def abandon(url: str, after_bytes: int = 1) -> int:
+    """GETs `url` and hangs up once at least `after_bytes` have arrived; returns how many did."""
+    received = 0
+    async with httpx.AsyncClient() as client, client.stream("GET", url) as resp:
+        async for chunk in resp.aiter_raw(64 * 1024):
+            received += len(chunk)
+            if received >= after_bytes:
+                break
+    return received

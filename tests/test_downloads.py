@@ -13,7 +13,7 @@ import pytest
 
 from graphql_api.config import Settings
 from graphql_api.signing import Signer
-from tests.conftest import GraphQLClient, LiveServer, Stores, eventually
+from tests.conftest import GraphQLClient, LiveServer, Stores, abandon, eventually
 
 REGISTER = """mutation($input: RegisterModelInput!) {
   registerModel(input: $input) { __typename ... on Model { id version } ... on Error { code message } }
@@ -150,12 +150,7 @@ async def test_client_abort_is_recorded_with_bytes_sent(
     size = 24 * 1024 * 1024
     await register(live_gql, stores, bucket, os.urandom(size))
     t = await ticket(live_gql)
-    received = 0
-    async with httpx.AsyncClient() as client, client.stream("GET", t["url"]) as resp:
-        async for chunk in resp.aiter_raw(64 * 1024):
-            received += len(chunk)
-            if received >= 1024 * 1024:
-                break
+    await abandon(t["url"], 1024 * 1024)
     doc = await wait_for_status(db, t["download"]["id"], "ABORTED", "COMPLETED")
     assert doc["status"] == "ABORTED", doc
     assert 1024 * 1024 <= doc["bytes_sent"] < size
@@ -260,9 +255,7 @@ async def test_download_count_ignores_aborted(
         t = await ticket(live_gql, name="n")
         assert (await live_http.get(t["url"])).status_code == 200
     t = await ticket(live_gql)
-    async with httpx.AsyncClient() as client, client.stream("GET", t["url"]) as resp:
-        async for _ in resp.aiter_raw(64 * 1024):
-            break
+    await abandon(t["url"])
     await wait_for_status(db, t["download"]["id"], "ABORTED")
     t = await ticket(live_gql)
     assert (await live_http.get(t["url"])).status_code == 200
@@ -362,9 +355,7 @@ async def test_rollups_agree_with_raw_after_real_downloads(
     t = await ticket(live_gql, name="small", mode="PRESIGNED")
     ids.append(t["download"]["id"])
     t = await ticket(live_gql, name="big")
-    async with httpx.AsyncClient() as client, client.stream("GET", t["url"]) as resp:
-        async for _ in resp.aiter_raw(64 * 1024):
-            break
+    await abandon(t["url"])
     ids.append(t["download"]["id"])
     t = await ticket(live_gql, name="big")
     path = settings.objects_dir / bucket / "big/weights.bin"
