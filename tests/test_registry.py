@@ -273,3 +273,24 @@ async def test_unexpected_errors_are_masked(gql: GraphQLClient, monkeypatch: pyt
         "code": "INTERNAL_SERVER_ERROR"
     }
     assert "secret" not in str(body) and "Traceback" not in str(body)
+
+
+async def test_download_counts_are_batched(
+    gql: GraphQLClient, stores: Stores, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """downloadCount and lastDownloadedAt for a page of 30 models cost one batched lookup, not 60."""
+    from graphql_api import analytics
+
+    stores.put(bucket, "models/resnet.bin", b"abc")
+    for i in range(30):
+        assert (await register(gql, reg_input(bucket, name=f"m{i}")))["__typename"] == "Model"
+    calls: list[int] = []
+    real = analytics.model_download_totals
+
+    async def counting(keys: Any) -> Any:
+        calls.append(len(keys))
+        return await real(keys)
+
+    monkeypatch.setattr(analytics, "model_download_totals", counting)
+    data = await gql("{ models(first: 30) { nodes { name downloadCount lastDownloadedAt } } }")
+    assert len(data["models"]["nodes"]) == 30 and calls == [30]
