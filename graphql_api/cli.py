@@ -42,54 +42,39 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Where embedded data and local objects live.")] = None,
 ) -> None:
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
-    settings = Settings()
-    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None}
-    settings = settings.model_copy(update=overrides)
-    embedded: EmbeddedMongo | None = None
-    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets `finally` stop the
+    overrides = {"host": host, "port": port, "data_dir": data_dir}
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        if not settings.mongo_uri:
-            embedded = EmbeddedMongo(settings.data_dir)
-            try:
-                uri = embedded.start()
-            except EmbeddedUnavailable as exc:
-                console.print(f"[red]error:[/red] {exc}")
-                raise typer.Exit(2) from None
-            settings = settings.model_copy(update={"mongo_uri": uri})
-            console.print(f"embedded database: {uri} (data in {settings.data_dir / 'db'})")
+    with _database(overrides, reuse_running=False) as (settings, uri):
+        settings = settings.model_copy(update={"mongo_uri": uri})
         if settings.storage_backend == "local":
             console.print(f"local object store: {settings.objects_dir}/<bucket>/<key>")
         settings.resolved_signing_secret()  # created once here, not raced by workers
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
         if workers == 1:
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
-        else:
-            env = {
-                "MODELHUB_MONGO_URI": settings.mongo_uri or "",
-                "MODELHUB_DATA_DIR": str(settings.data_dir),
-                "MODELHUB_HOST": settings.host,
-                "MODELHUB_PORT": str(settings.port),
-            }
-            # Every worker writes its samples here and /metrics adds them up (prometheus_client's multiprocess
-            # mode); emptied first, since files from an earlier run would add to the counts.
-            multiproc = settings.data_dir / "prometheus-multiproc"
-            prepare_multiprocess_dir(multiproc)
-            env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.resolve())
-            os.environ.update(env)
-            uvicorn.run(
-                "graphql_api.app:create_app_from_env",
-                factory=True,
-                host=settings.host,
-                port=settings.port,
-                workers=workers,
-                log_level="info",
-            )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-            console.print("embedded database stopped")
+            return
+        env = {
+            "MODELHUB_MONGO_URI": uri,
+            "MODELHUB_DATA_DIR": str(settings.data_dir),
+            "MODELHUB_HOST": settings.host,
+            "MODELHUB_PORT": str(settings.port),
+        }
+        # Every worker writes its samples here and /metrics adds them up (prometheus_client's multiprocess
+        # mode); emptied first, since files from an earlier run would add to the counts.
+        multiproc = settings.data_dir / "prometheus-multiproc"
+        prepare_multiprocess_dir(multiproc)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.resolve())
+        os.environ.update(env)
+        uvicorn.run(
+            "graphql_api.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="info",
+        )
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -105,7 +90,7 @@ def seed_demo(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Fill the configured database with realistic demo models and downloads (for GraphiQL and Grafana)."""
-    with _database(data_dir) as (settings, uri):
+    with _database({"data_dir": data_dir}) as (settings, uri):
         objects = settings.objects_dir if settings.storage_backend == "local" else None
         started = time.perf_counter()
         result = asyncio.run(_with_db(uri, settings.mongo_db, demo.seed(models, events, days, seed, objects)))
@@ -121,14 +106,12 @@ def seed_demo(
 
 
 @contextlib.contextmanager
-def _database(data_dir: Path | None) -> Iterator[tuple[Settings, str]]:
-    """Settings and a MongoDB URI for a one-off command: the configured one, the embedded server a running
-    `modelhub serve` keeps, or an embedded server started for the command alone."""
-    settings = Settings()
-    if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
-    uri = settings.mongo_uri or EmbeddedMongo.running_uri(settings.data_dir)
-    if uri is not None:
+def _database(overrides: dict[str, Any], reuse_running: bool = True) -> Iterator[tuple[Settings, str]]:
+    """Settings (with the non-None `overrides`) and a MongoDB URI: the configured one, the embedded
+    server a running `modelhub serve` keeps (if `reuse_running`), or an embedded server for this `with`."""
+    settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    uri = settings.mongo_uri or (EmbeddedMongo.running_uri(settings.data_dir) if reuse_running else None)
+    if uri:
         yield settings, uri
         return
     embedded = EmbeddedMongo(settings.data_dir)
@@ -137,10 +120,12 @@ def _database(data_dir: Path | None) -> Iterator[tuple[Settings, str]]:
     except EmbeddedUnavailable as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    console.print(f"embedded database: {uri} (data in {settings.data_dir / 'db'})")
     try:
         yield settings, uri
     finally:
         embedded.stop()
+        console.print("embedded database stopped")
 
 
 @app.command()
@@ -206,7 +191,7 @@ def rebuild_rollups(
 ) -> None:
     """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet)."""
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    with _database(data_dir) as (settings, uri):
+    with _database({"data_dir": data_dir}) as (settings, uri):
         started = time.perf_counter()
         buckets = asyncio.run(_with_db(uri, settings.mongo_db, analytics.rebuild_rollups(when)))
     console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
