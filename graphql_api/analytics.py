@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from beanie import SortDirection
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from .documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
+from .documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
 from .errors import InvalidInput
 from .pagination import Page, keyset_page
 
@@ -90,10 +89,51 @@ def _rollup_key(event: DownloadEvent) -> tuple[str, dict[str, Any]]:
     return f"{key}|{event.mode.value}", fields
 
 
-async def _bump(event: DownloadEvent, update: dict[str, Any]) -> None:
+@dataclass
+class RollupDelta:
+    """What one event adds to its day's rollup bucket, at start (`started`) or at its end (`finished`)."""
+
+    inc: dict[str, float] = field(default_factory=dict)
+    maxima: dict[str, Any] = field(default_factory=dict)
+    engineer: str | None = None
+
+    @classmethod
+    def of(cls, event: DownloadEvent, *, started: bool, finished: bool) -> RollupDelta:
+        delta = cls(engineer=event.engineer if started else None)
+        if started:
+            delta.inc["downloads"] = 1
+        if finished and event.status in TERMINAL_STATUSES:
+            delta.inc[event.status.value.lower()] = 1
+            delta.inc["bytes_sent"] = event.bytes_sent
+            if event.duration_seconds is not None:
+                delta.inc["duration_count"] = 1
+                delta.inc["duration_sum"] = event.duration_seconds
+                delta.inc[f"duration_hist.{duration_bucket(event.duration_seconds)}"] = 1
+                delta.maxima["duration_max"] = event.duration_seconds
+            if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
+                delta.maxima["last_completed_at"] = event.finished_at
+        return delta
+
+    def update(self, engineers: list[str]) -> dict[str, Any]:
+        """The Mongo update applying this delta (with `engineers` added to the bucket's set)."""
+        update: dict[str, Any] = {
+            "$inc": {k: v if k == "duration_sum" else int(v) for k, v in self.inc.items()}
+        }
+        if self.maxima:
+            update["$max"] = self.maxima
+        if engineers:
+            update["$addToSet"] = {"engineers": {"$each": engineers}}
+        return update
+
+
+async def _bump(event: DownloadEvent, delta: RollupDelta) -> None:
     key, fields = _rollup_key(event)
     collection = DownloadRollup.get_pymongo_collection()
-    # A plain insert creates the bucket (a lost race is harmless); upserts lost increments on SecantusDB 0.7.
+    update = delta.update([delta.engineer] if delta.engineer else [])
+    if (await collection.update_one({"_id": key}, update)).matched_count:
+        return
+    # The day's first event creates the bucket with a plain insert (a lost race is harmless), then updates:
+    # upserts lost increments on SecantusDB 0.7.
     with contextlib.suppress(DuplicateKeyError):
         await collection.insert_one({"_id": key, **fields, **_EMPTY_ROLLUP})
     await collection.update_one({"_id": key}, update)
@@ -116,24 +156,12 @@ _EMPTY_ROLLUP: dict[str, Any] = {
 
 async def record_started(event: DownloadEvent) -> None:
     """Counts a new download (any mode) in its day's rollup, at the moment it is recorded."""
-    await _bump(event, {"$inc": {"downloads": 1}, "$addToSet": {"engineers": event.engineer}})
+    await _bump(event, RollupDelta.of(event, started=True, finished=False))
 
 
 async def record_finished(event: DownloadEvent) -> None:
     """Adds a terminal download's outcome, bytes and duration to its day's rollup."""
-    inc: dict[str, Any] = {event.status.value.lower(): 1, "bytes_sent": event.bytes_sent}
-    update: dict[str, Any] = {"$inc": inc}
-    maxima: dict[str, Any] = {}
-    if event.duration_seconds is not None:
-        inc["duration_count"] = 1
-        inc["duration_sum"] = event.duration_seconds
-        inc[f"duration_hist.{duration_bucket(event.duration_seconds)}"] = 1
-        maxima["duration_max"] = event.duration_seconds
-    if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
-        maxima["last_completed_at"] = event.finished_at
-    if maxima:
-        update["$max"] = maxima
-    await _bump(event, update)
+    await _bump(event, RollupDelta.of(event, started=False, finished=True))
 
 
 @dataclass
@@ -653,43 +681,28 @@ class RollupBuilder:
     """
 
     def __init__(self) -> None:
-        self._docs: dict[str, dict[str, Any]] = {}
+        self._docs: dict[str, tuple[dict[str, Any], RollupDelta, set[str]]] = {}
 
     def add(self, event: DownloadEvent) -> None:
         if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
             event.status = DownloadStatus(event.status)
             event.mode = DownloadMode(event.mode)
         key, fields = _rollup_key(event)
-        doc = self._docs.get(key)
-        if doc is None:
-            doc = self._docs[key] = {"fields": fields, "inc": defaultdict(float), "max": {}, "eng": set()}
-        inc = doc["inc"]
-        inc["downloads"] += 1
-        doc["eng"].add(event.engineer)
-        if event.status in (DownloadStatus.COMPLETED, DownloadStatus.ABORTED, DownloadStatus.FAILED):
-            inc[event.status.value.lower()] += 1
-            inc["bytes_sent"] += event.bytes_sent
-            if event.duration_seconds is not None:
-                inc["duration_count"] += 1
-                inc["duration_sum"] += event.duration_seconds
-                inc[f"duration_hist.{duration_bucket(event.duration_seconds)}"] += 1
-                doc["max"]["duration_max"] = max(doc["max"].get("duration_max", 0.0), event.duration_seconds)
-            if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
-                last = doc["max"].get("last_completed_at")
-                doc["max"]["last_completed_at"] = max(last, event.finished_at) if last else event.finished_at
+        if key not in self._docs:
+            self._docs[key] = (fields, RollupDelta(), set())
+        _, total, engineers = self._docs[key]
+        delta = RollupDelta.of(event, started=True, finished=True)
+        for name, amount in delta.inc.items():
+            total.inc[name] = total.inc.get(name, 0) + amount
+        for name, value in delta.maxima.items():
+            total.maxima[name] = max(total.maxima[name], value) if name in total.maxima else value
+        engineers.add(event.engineer)
 
     async def save(self) -> int:
         collection = DownloadRollup.get_pymongo_collection()
         ops = []
-        for key, doc in self._docs.items():
-            inc = {k: (v if k == "duration_sum" else int(v)) for k, v in doc["inc"].items()}
-            update: dict[str, Any] = {
-                "$inc": inc,
-                "$addToSet": {"engineers": {"$each": sorted(doc["eng"])}},
-                "$setOnInsert": doc["fields"],
-            }
-            if doc["max"]:
-                update["$max"] = doc["max"]
+        for key, (fields, total, engineers) in self._docs.items():
+            update = {**total.update(sorted(engineers)), "$setOnInsert": fields}
             ops.append(UpdateOne({"_id": key}, update, upsert=True))
         for start in range(0, len(ops), 1000):
             await collection.bulk_write(ops[start : start + 1000], ordered=False)
