@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from beanie import Document, PydanticObjectId
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
@@ -36,8 +36,6 @@ class Model(Document):
     content_type: str
     created_at: datetime = Field(default_factory=utcnow)
     archived: bool = False
-    # Completed downloads in the window of a `models(orderBy: DOWNLOADS_DESC)` query; never stored.
-    _window_downloads: int | None = PrivateAttr(default=None)
 
     class Settings:
         name = "models"

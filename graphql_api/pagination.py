@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
@@ -68,9 +68,9 @@ def decode_cursor(cursor: str, order: str, arity: int) -> list[Any]:
 def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
     """The filter for rows strictly after `values` in the order `sort` (a lexicographic comparison)."""
     branches: list[dict[str, Any]] = []
-    for i, (field, direction) in enumerate(sort):
+    for i, (name, direction) in enumerate(sort):
         branch: dict[str, Any] = {f: values[j] for j, (f, _) in enumerate(sort[:i])}
-        branch[field] = {"$gt" if direction > 0 else "$lt": values[i]}
+        branch[name] = {"$gt" if direction > 0 else "$lt": values[i]}
         branches.append(branch)
     # The same condition on the leading field alone, outside the $or, gives the index scan a bound.
     first_field, first_direction = sort[0]
@@ -90,6 +90,8 @@ class Page(Generic[T]):
     has_previous: bool
     # Counting can cost a scan of every matching row, so it runs only when a client asks for it.
     count: Callable[[], Awaitable[int]]
+    # Per row id: completed downloads in the window of a downloads-ordered page.
+    window_downloads: dict[Any, int] = field(default_factory=dict)
 
 
 _LOWER = {"$gt", "$gte"}
@@ -179,7 +181,7 @@ async def keyset_page(
         return int(await document.find(base).count())
 
     def key(doc: D) -> list[Any]:
-        return [doc.id if field == "_id" else getattr(doc, field) for field, _ in sort]
+        return [doc.id if name == "_id" else getattr(doc, name) for name, _ in sort]
 
     items = [(d, encode_cursor(order, key(d))) for d in docs[:limit]]
     return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, count=count)

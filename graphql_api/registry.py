@@ -111,13 +111,14 @@ async def _ensure_counter(name: str) -> None:
 
 async def _next_version(name: str) -> int:
     collection = VersionCounter.get_pymongo_collection()
-    await _ensure_counter(name)
-    doc = await collection.find_one_and_update(
-        {"_id": name}, {"$inc": {"seq": 1}}, return_document=ReturnDocument.AFTER
-    )
-    if doc is None:  # pragma: no cover - the counter was inserted just above and is never deleted
-        raise RuntimeError(f"version counter for {name!r} vanished")
-    return int(doc["seq"])
+    for _ in range(2):  # the name's first registration creates its counter, then increments it
+        doc = await collection.find_one_and_update(
+            {"_id": name}, {"$inc": {"seq": 1}}, return_document=ReturnDocument.AFTER
+        )
+        if doc is not None:
+            return int(doc["seq"])
+        await _ensure_counter(name)
+    raise RuntimeError(f"version counter for {name!r} could not be created")  # pragma: no cover
 
 
 async def register_model(store: ObjectStore, req: RegisterRequest) -> Model:
@@ -282,13 +283,19 @@ async def _list_by_downloads(
     keys.sort(key=lambda k: (-counts.get((k[1], k[2]), 0), k[1], k[2]))
     window_ids = [k[0] for k in keys[offset : offset + limit]]
     by_id = {d.id: d for d in await Model.find({"_id": {"$in": window_ids}}).to_list()}
-    items = []
-    for i, model_id in enumerate(window_ids):
-        doc = by_id[model_id]
-        doc._window_downloads = counts.get((doc.name, doc.version), 0)
-        items.append((doc, encode_cursor(ModelOrder.DOWNLOADS_DESC.value, [offset + i + 1])))
+    items = [
+        (by_id[model_id], encode_cursor(ModelOrder.DOWNLOADS_DESC.value, [offset + i + 1]))
+        for i, model_id in enumerate(window_ids)
+    ]
+    in_window = {doc.id: counts.get((doc.name, doc.version), 0) for doc, _ in items}
 
     async def count() -> int:
         return len(keys)
 
-    return Page(items=items, has_next=offset + limit < len(keys), has_previous=offset > 0, count=count)
+    return Page(
+        items=items,
+        has_next=offset + limit < len(keys),
+        has_previous=offset > 0,
+        count=count,
+        window_downloads=in_window,
+    )

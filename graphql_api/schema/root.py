@@ -95,7 +95,11 @@ class Query:
         except errors.InvalidInput as exc:
             raise BadUserInput(exc) from None
         edges = [
-            ModelEdge(node=ModelType.from_doc(doc), cursor=cursor, window_downloads=doc._window_downloads)
+            ModelEdge(
+                node=ModelType.from_doc(doc),
+                cursor=cursor,
+                window_downloads=page.window_downloads.get(doc.id),
+            )
             for doc, cursor in page.items
         ]
         return ModelConnection(
