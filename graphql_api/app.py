@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -115,19 +116,50 @@ def create_app(settings: Settings) -> Starlette:
         Route("/objects/{token}", routes_.local_presigned_object),
         Route("/metrics", metrics_endpoint),
     ]
-    middleware = [
-        Middleware(
-            PrometheusMiddleware,
-            app_name="modelhub",
-            prefix="modelhub_http",
-            group_paths=True,
-            filter_unhandled_paths=True,
-            skip_paths=["/metrics", "/healthz", "/readyz"],
-        )
-    ]
+    middleware = [*_cors(settings), _prometheus_middleware()]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     return app
+
+
+# Headers a browser client may send: JSON bodies, bearer tokens, the engineer header, resumable downloads.
+CORS_REQUEST_HEADERS = [
+    "content-type",
+    "authorization",
+    "x-engineer-id",
+    "range",
+    "if-range",
+    "if-none-match",
+]
+# Headers a browser client may read from a download response.
+CORS_EXPOSED_HEADERS = ["content-disposition", "content-length", "content-range", "etag", "x-download-id"]
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Starlette's CORS middleware for the configured origins; none (no CORS headers at all) by default."""
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=settings.cors_max_age_seconds,
+        )
+    ]
+
+
+def _prometheus_middleware() -> Middleware:
+    return Middleware(
+        PrometheusMiddleware,
+        app_name="modelhub",
+        prefix="modelhub_http",
+        group_paths=True,
+        filter_unhandled_paths=True,
+        skip_paths=["/metrics", "/healthz", "/readyz"],
+    )
 
 
 def create_app_from_env() -> Starlette:

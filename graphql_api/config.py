@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     stream_chunk_bytes: int = 1024 * 1024
 
+    # Browser origins allowed to call the API (CORS), e.g. ["http://localhost:5173"]; none by default.
+    # A JSON list in MODELHUB_CORS_ORIGINS; "*" allows any origin (credentials are never sent with CORS here).
+    cors_origins: list[str] = []
+    cors_max_age_seconds: int = 600
+
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31
     # Model names that may appear as a metric label value; every other name is reported as "other".
