@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from beanie import init_beanie
-from pymongo import AsyncMongoClient
 
 from bench._common import free_port, start_app, stop
-from graphql_api import analytics, demo
-from graphql_api.documents import ALL_DOCUMENTS, DownloadEvent, DownloadRollup
-from graphql_api.pagination import keyset_page
+from graphql_api import demo, queries
+from graphql_api.db import connect
+from graphql_api.db import events as events_db
+from graphql_api.db import rollups as rollups_db
+from graphql_api.db.common import indexes_used
+from graphql_api.db.paging import keyset_page
+from graphql_api.documents import DownloadEvent, DownloadRollup
 
 DB = "bench_analytics"
 
@@ -43,43 +45,39 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median(samples) * 1000
 
 
-def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], analytics.StatsRequest]]:
-    today = analytics.day_of(now)
+def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.StatsRequest]]:
+    today = queries.day_of(now)
     d30, d7 = (today - timedelta(days=30)), (today - timedelta(days=7))
-    q = analytics.EventQuery
+    q = queries.EventQuery
     return [
         (
             "by model per day, 30 d",
             "groupBy: [MODEL], interval: DAY, filter: {since: $s}, limit: 1000",
             {"s": d30.isoformat()},
-            analytics.StatsRequest(
-                q(since=d30), [analytics.Dimension.MODEL], analytics.Interval.DAY, limit=1000
-            ),
+            queries.StatsRequest(q(since=d30), [queries.Dimension.MODEL], queries.Interval.DAY, limit=1000),
         ),
         (
             "by project per day, 30 d",
             "groupBy: [PROJECT], interval: DAY, filter: {since: $s}, limit: 1000",
             {"s": d30.isoformat()},
-            analytics.StatsRequest(
-                q(since=d30), [analytics.Dimension.PROJECT], analytics.Interval.DAY, limit=1000
-            ),
+            queries.StatsRequest(q(since=d30), [queries.Dimension.PROJECT], queries.Interval.DAY, limit=1000),
         ),
         (
             "top 10 models, 7 d",
             "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10",
             {"s": d7.isoformat()},
-            analytics.StatsRequest(
-                q(since=d7), [analytics.Dimension.MODEL], order_by=analytics.StatsMetric.COMPLETED, limit=10
+            queries.StatsRequest(
+                q(since=d7), [queries.Dimension.MODEL], order_by=queries.StatsMetric.COMPLETED, limit=10
             ),
         ),
         (
             "top 10 models, 7 d, exact",
             "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10, exact: true",
             {"s": d7.isoformat()},
-            analytics.StatsRequest(
+            queries.StatsRequest(
                 q(since=d7),
-                [analytics.Dimension.MODEL],
-                order_by=analytics.StatsMetric.COMPLETED,
+                [queries.Dimension.MODEL],
+                order_by=queries.StatsMetric.COMPLETED,
                 limit=10,
                 exact=True,
             ),
@@ -88,10 +86,10 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], analytic
             "by engineer, 1 d (raw)",
             "groupBy: [ENGINEER], filter: {since: $s}, orderBy: {metric: TOTAL_BYTES}, limit: 20",
             {"s": (now - timedelta(days=1)).isoformat()},
-            analytics.StatsRequest(
+            queries.StatsRequest(
                 q(since=now - timedelta(days=1)),
-                [analytics.Dimension.ENGINEER],
-                order_by=analytics.StatsMetric.TOTAL_BYTES,
+                [queries.Dimension.ENGINEER],
+                order_by=queries.StatsMetric.TOTAL_BYTES,
                 limit=20,
             ),
         ),
@@ -99,8 +97,11 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], analytic
 
 
 async def load(uri: str, events: int, models: int) -> int:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
-    await init_beanie(database=client[DB], document_models=ALL_DOCUMENTS)
+    async with connect(uri, DB):
+        return await _load(events, models)
+
+
+async def _load(events: int, models: int) -> int:
     have = await DownloadEvent.get_pymongo_collection().estimated_document_count()
     if have < events:
         started = time.perf_counter()
@@ -108,13 +109,18 @@ async def load(uri: str, events: int, models: int) -> int:
         took = time.perf_counter() - started
         print(f"loaded {result.events} events in {took:.0f} s ({result.events / took:,.0f}/s)")
     total = await DownloadEvent.get_pymongo_collection().estimated_document_count()
-    await client.close()
     return int(total)
 
 
 async def run(uri: str, base: str, repeat: int) -> None:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
-    await init_beanie(database=client[DB], document_models=ALL_DOCUMENTS)
+    async with connect(uri, DB):
+        rows = await _measure(base, repeat)
+    print(f"{'shape':28}  source  GraphQL ms  pymongo ms  ratio")
+    for title, source, via_http, via_driver in rows:
+        print(f"{title:28}  {source:6}  {via_http:10.1f}  {via_driver:10.1f}  {via_http / via_driver:5.2f}")
+
+
+async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]]:
     rollups = await DownloadRollup.get_pymongo_collection().estimated_document_count()
     print(f"rollup buckets: {rollups}")
     now = datetime.now(UTC)
@@ -131,9 +137,9 @@ async def run(uri: str, base: str, repeat: int) -> None:
                 return list(body["data"]["downloadStats"])
 
             # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
-            rollup = req.rollups_can_answer()
-            coll = (DownloadRollup if rollup else DownloadEvent).get_pymongo_collection()
-            pipeline = analytics.rollup_pipeline(req) if rollup else analytics.raw_pipeline(req)
+            rollup_pipeline = rollups_db.stats_pipeline(req)
+            coll = (DownloadRollup if rollup_pipeline else DownloadEvent).get_pymongo_collection()
+            pipeline = rollup_pipeline or events_db.stats_pipeline(req)
 
             async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
                 return list(await (await coll.aggregate(pipeline)).to_list())
@@ -158,14 +164,16 @@ async def run(uri: str, base: str, repeat: int) -> None:
                 assert "errors" not in body, body
                 return body
 
-            query = analytics.EventQuery(engineers=[some.engineer] if flt else [])
+            event_query = queries.EventQuery(engineers=[some.engineer] if flt else [])
 
-            async def direct_page(query: analytics.EventQuery = query, with_count: bool = with_count) -> Any:
+            async def direct_page(
+                query: queries.EventQuery = event_query, with_count: bool = with_count
+            ) -> Any:
                 # What the resolver asks of MongoDB (time windows included), without GraphQL or HTTP.
-                order = analytics.DownloadOrder.STARTED_AT_DESC
-                sort = analytics.EVENT_SORTS[order]
+                order = queries.DownloadOrder.STARTED_AT_DESC
+                sort = events_db.SORTS[order]
                 page = await keyset_page(
-                    DownloadEvent, query.to_mongo(), sort, order.value, 100, None, "started_at"
+                    DownloadEvent, events_db.event_filter(query), sort, order.value, 100, None, "started_at"
                 )
                 return await page.count() if with_count else page
 
@@ -173,20 +181,15 @@ async def run(uri: str, base: str, repeat: int) -> None:
 
         coll = DownloadEvent.get_pymongo_collection()
         for title, _, _, req in stats_shapes(now):
-            if req.rollups_can_answer():
+            if rollups_db.stats_pipeline(req) is not None:
                 continue
             plan = await coll.database.command(
                 "explain",
-                {"aggregate": coll.name, "pipeline": analytics.raw_pipeline(req), "cursor": {}},
+                {"aggregate": coll.name, "pipeline": events_db.stats_pipeline(req), "cursor": {}},
                 verbosity="queryPlanner",
             )
-            print(
-                f"explain {title}: indexes {sorted(analytics.indexes_used(plan)) or 'none (collection scan)'}"
-            )
-    await client.close()
-    print(f"{'shape':28}  source  GraphQL ms  pymongo ms  ratio")
-    for title, source, via_http, via_driver in rows:
-        print(f"{title:28}  {source:6}  {via_http:10.1f}  {via_driver:10.1f}  {via_http / via_driver:5.2f}")
+            print(f"explain {title}: indexes {sorted(indexes_used(plan)) or 'none (collection scan)'}")
+    return rows
 
 
 async def main() -> None:

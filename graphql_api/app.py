@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from beanie import init_beanie
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import mark_process_dead
-from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -24,9 +22,9 @@ from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 
 from . import downloads
-from . import routes as routes_
 from .config import Settings
-from .documents import ALL_DOCUMENTS
+from .db import connect
+from .http import routes as routes_
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .schema import build_schema
 from .schema.context import Context
@@ -76,12 +74,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            client: AsyncMongoClient[Any] = AsyncMongoClient(
-                mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
-            )
-            stack.push_async_callback(client.close)
-            db = client[settings.mongo_db]
-            await init_beanie(database=db, document_models=ALL_DOCUMENTS)
+            client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db))
             signer = Signer(settings.resolved_signing_secret())
             store = await _open_store(settings, signer, stack)
             metrics = Metrics(

@@ -15,15 +15,14 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 import uvicorn
-from beanie import init_beanie
-from pymongo import AsyncMongoClient
 from rich.console import Console
 
-from . import analytics, demo
+from . import demo
+from .analytics.rollups import rebuild_rollups as rebuild
 from .app import create_app
 from .client import ModelhubClient, ModelhubError
 from .config import Settings
-from .documents import ALL_DOCUMENTS
+from .db import connect
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
 from .metrics import prepare_multiprocess_dir
 from .schema import build_schema
@@ -193,17 +192,13 @@ def rebuild_rollups(
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with _database({"data_dir": data_dir}) as (settings, uri):
         started = time.perf_counter()
-        buckets = asyncio.run(_with_db(uri, settings.mongo_db, analytics.rebuild_rollups(when)))
+        buckets = asyncio.run(_with_db(uri, settings.mongo_db, rebuild(when)))
     console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
 
 
 async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
-    client: AsyncMongoClient[Any] = AsyncMongoClient(uri, tz_aware=True)
-    try:
-        await init_beanie(database=client[db], document_models=ALL_DOCUMENTS)
+    async with connect(uri, db):
         return await work
-    finally:
-        await client.close()
 
 
 @app.command("export-schema")

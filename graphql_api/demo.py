@@ -11,7 +11,9 @@ from pathlib import Path
 from beanie import PydanticObjectId
 from bson import ObjectId
 
-from .analytics import RollupBuilder
+from .analytics.rollups import RollupBuilder
+from .db import events as events_db
+from .db import models as models_db
 from .documents import DownloadEvent, DownloadMode, DownloadStatus, Model
 
 PROJECTS = ["vision", "nlp", "speech", "recsys", "forecasting", "robotics"]
@@ -160,13 +162,13 @@ async def seed(
     rng = random.Random(seed_value)
     now = datetime.now(UTC)
     model_docs = build_models(models, rng, now)
-    existing = {(m.name, m.version) async for m in Model.find_all()}
+    existing = await models_db.existing_keys()
     fresh = [m for m in model_docs if (m.name, m.version) not in existing]
     for m in fresh:
         m.id = PydanticObjectId()
     if fresh:
-        await Model.insert_many(fresh)
-    model_docs = await Model.find({"bucket": "demo"}).to_list() or model_docs
+        await models_db.insert_many(fresh)
+    model_docs = await models_db.in_bucket("demo") or model_docs
     if objects_dir is not None:
         for m in model_docs:
             path = objects_dir / m.bucket / m.key
@@ -181,9 +183,7 @@ async def seed(
         builder = RollupBuilder()
         for e in chunk:
             builder.add(e)
-        await DownloadEvent.get_pymongo_collection().insert_many(
-            [e.model_dump(by_alias=True) for e in chunk], ordered=False
-        )
+        await events_db.insert_many([e.model_dump(by_alias=True) for e in chunk])
         rollups += await builder.save()
         total += len(chunk)
     return DemoResult(models=len(fresh), events=total, rollups=rollups)

@@ -1,43 +1,31 @@
-"""Download use cases: issuing tickets, verifying them, streaming bytes and recording every outcome."""
+"""Download use cases: issuing tickets, verifying and claiming them, and recording every outcome."""
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-from beanie import PydanticObjectId
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ReturnDocument
 
-from . import analytics, registry
+from . import registry
+from .analytics import rollups
+from .db import events as events_db
+from .db import models as models_db
 from .documents import DownloadEvent, DownloadMode, DownloadStatus, Model, utcnow
-from .errors import (
-    InvalidInput,
-    ModelArchived,
-    RangeNotSatisfiable,
-    StorageObjectNotFound,
-    StorageUnavailable,
-    TicketInvalid,
-)
+from .errors import InvalidInput, ModelArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .services import Services
-from .storage import ObjectInfo, content_disposition
+from .storage import ObjectInfo
+from .storage.local import OBJECT_TOKEN_PURPOSE
 
 log = logging.getLogger("modelhub.downloads")
 
 TICKET_PURPOSE = "download"
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+ByteRange = tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -53,6 +41,14 @@ class Ticket:
     mode: DownloadMode
     expires_at: datetime
     event: DownloadEvent
+
+
+@dataclass(frozen=True)
+class PresignedObject:
+    bucket: str
+    key: str
+    filename: str
+    info: ObjectInfo
 
 
 def artifact_filename(model: Model) -> str:
@@ -94,7 +90,6 @@ def _new_event(model: Model, who: Requester, mode: DownloadMode, **fields: Any) 
 
 async def issue_ticket(
     services: Services,
-    metrics: Metrics,
     *,
     name: str,
     version: int | None,
@@ -104,6 +99,7 @@ async def issue_ticket(
     base_url: str,
 ) -> Ticket:
     """Checks the model and its object, records an ISSUED event, and signs a URL for it."""
+    metrics = services.metrics
     try:
         seconds = check_expires_in(services, expires_in)
         model, _ = await downloadable(services, name, version)
@@ -112,8 +108,8 @@ async def issue_ticket(
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
     event = _new_event(model, who, mode, expires_at=expires_at)
-    await event.insert()
-    await analytics.record_started(event)
+    await events_db.insert(event)
+    await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
         token = services.signer.sign(
             TICKET_PURPOSE,
@@ -130,319 +126,116 @@ async def issue_ticket(
     return Ticket(url=url, mode=mode, expires_at=expires_at, event=event)
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The inclusive byte range a `Range` header asks for, None for the whole object; 416 when unusable."""
-    if header is None:
-        return None
-    match = _RANGE.match(header.strip())
-    if not match or (not match.group(1) and not match.group(2)):
-        raise RangeNotSatisfiable(size)
-    first, last = match.group(1), match.group(2)
-    if not first:  # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            raise RangeNotSatisfiable(size)
-        return max(0, size - n), size - 1
-    start = int(first)
-    end = size - 1 if not last else min(int(last), size - 1)
-    if start >= size or (last and int(last) < start):
-        raise RangeNotSatisfiable(size)
-    return start, end
-
-
-@dataclass
-class Transfer:
-    """One response's worth of bytes: which object, which range, and the headers that describe it."""
-
-    bucket: str
-    key: str
-    info: ObjectInfo
-    byte_range: tuple[int, int] | None
-    filename: str
-
-    @property
-    def start(self) -> int:
-        return self.byte_range[0] if self.byte_range else 0
-
-    @property
-    def end(self) -> int:
-        return self.byte_range[1] if self.byte_range else self.info.size - 1
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-    @property
-    def status_code(self) -> int:
-        return 206 if self.byte_range else 200
-
-    def headers(self, extra: dict[str, str] | None = None) -> list[tuple[bytes, bytes]]:
-        h = {
-            "content-type": self.info.content_type,
-            "content-length": str(self.length),
-            "accept-ranges": "bytes",
-            "etag": self.info.etag,
-            "content-disposition": content_disposition(self.filename),
-            "cache-control": "private, no-store",
-        }
-        if self.byte_range:
-            h["content-range"] = f"bytes {self.start}-{self.end}/{self.info.size}"
-        h.update(extra or {})
-        return [(k.encode(), v.encode("latin-1", "replace")) for k, v in h.items()]
-
-
 def _object_id(value: Any) -> ObjectId:
     try:
         return ObjectId(str(value))
     except (InvalidId, TypeError) as exc:
-        raise TicketInvalid("malformed ticket", status=404) from exc
+        raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from exc
 
 
 async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Model]:
     """Verifies a STREAM ticket and finds its event and model; nothing is changed yet."""
     payload = services.signer.verify(TICKET_PURPOSE, token)
-    event = await DownloadEvent.get(_object_id(payload.get("e")))
+    event = await events_db.get(_object_id(payload.get("e")))
     if event is None:
-        raise TicketInvalid("unknown ticket", status=404)
+        raise TicketInvalid("unknown ticket", TicketProblem.UNKNOWN)
     if str(event.model_id) != payload.get("m") or event.model_version != payload.get("v"):
-        raise TicketInvalid("ticket does not belong to this download", status=403)
+        raise TicketInvalid("ticket does not belong to this download", TicketProblem.FORBIDDEN)
     if event.mode is not DownloadMode.STREAM:
-        raise TicketInvalid("not a streaming ticket", status=403)
-    model = await Model.get(event.model_id)
+        raise TicketInvalid("not a streaming ticket", TicketProblem.FORBIDDEN)
+    model = await models_db.get(event.model_id)
     if model is None:
-        raise TicketInvalid("the model of this ticket no longer exists", status=404)
+        raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
     return event, model
 
 
-async def claim(event: DownloadEvent, byte_range: tuple[int, int] | None) -> DownloadEvent:
-    """ISSUED → IN_PROGRESS, atomically: a ticket is good for one download, however many race for it."""
+def _range_fields(byte_range: ByteRange) -> dict[str, Any]:
     now = utcnow()
-    update: dict[str, Any] = {
-        "status": DownloadStatus.IN_PROGRESS.value,
+    return {
         "transfer_started_at": now,
         "heartbeat_at": now,
         "range_start": byte_range[0] if byte_range else None,
         "range_end": byte_range[1] if byte_range else None,
     }
-    doc = await DownloadEvent.get_pymongo_collection().find_one_and_update(
-        {"_id": event.id, "status": DownloadStatus.ISSUED.value},
-        {"$set": update},
-        return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:
-        raise TicketInvalid("ticket has already been used", status=410)
-    claimed: DownloadEvent = DownloadEvent.model_validate(doc)
+
+
+async def claim(event: DownloadEvent, byte_range: ByteRange) -> DownloadEvent:
+    """ISSUED → IN_PROGRESS, atomically: a ticket is good for one download, however many race for it."""
+    claimed = await events_db.claim(event.id, _range_fields(byte_range))
+    if claimed is None:
+        raise TicketInvalid("ticket has already been used", TicketProblem.USED)
     return claimed
 
 
-async def start_direct(model: Model, who: Requester, byte_range: tuple[int, int] | None) -> DownloadEvent:
+async def start_direct(
+    services: Services, model: Model, who: Requester, byte_range: ByteRange
+) -> DownloadEvent:
     """The one-step download: an event created already IN_PROGRESS (the caller streams it at once)."""
-    now = utcnow()
-    event = _new_event(
-        model,
-        who,
-        DownloadMode.STREAM,
-        status=DownloadStatus.IN_PROGRESS,
-        transfer_started_at=now,
-        heartbeat_at=now,
-        range_start=byte_range[0] if byte_range else None,
-        range_end=byte_range[1] if byte_range else None,
-    )
-    await event.insert()
-    await analytics.record_started(event)
+    fields = _range_fields(byte_range)
+    event = _new_event(model, who, DownloadMode.STREAM, status=DownloadStatus.IN_PROGRESS, **fields)
+    await events_db.insert(event)
+    await rollups.record_started(event)
+    services.metrics.download_requests.labels(DownloadMode.STREAM.value, "issued").inc()
+    services.metrics.download_size.labels(DownloadMode.STREAM.value).observe(model.size_bytes)
     return event
+
+
+def open_presigned(services: Services, token: str) -> tuple[str, str, str]:
+    """The (bucket, key, filename) a local-store presigned URL was signed for."""
+    payload = services.signer.verify(OBJECT_TOKEN_PURPOSE, token)
+    try:
+        return str(payload["b"]), str(payload["k"]), str(payload["fn"])
+    except KeyError:
+        raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from None
 
 
 async def finish(
     metrics: Metrics,
-    event_id: PydanticObjectId | None,
+    event: DownloadEvent,
     status: DownloadStatus,
     bytes_sent: int,
-    started: datetime | None,
     error: str | None = None,
     *,
-    mode: DownloadMode = DownloadMode.STREAM,
-    model_name: str = "",
     finished_at: datetime | None = None,
 ) -> None:
     """The one place a download reaches a terminal state: the event, its rollups and the metrics."""
     finished = finished_at or utcnow()
+    started = event.transfer_started_at
     duration = (finished - started).total_seconds() if started else None
-    update = {
-        "status": status.value,
-        "bytes_sent": bytes_sent,
-        "finished_at": finished,
-        "duration_seconds": duration,
-        "error": error,
-    }
-    doc = await DownloadEvent.get_pymongo_collection().find_one_and_update(
-        {"_id": event_id, "status": {"$in": [DownloadStatus.IN_PROGRESS.value, DownloadStatus.ISSUED.value]}},
-        {"$set": update},
-        return_document=ReturnDocument.AFTER,
-    )
-    if doc is None:
+    update = {"bytes_sent": bytes_sent, "finished_at": finished, "duration_seconds": duration, "error": error}
+    done = await events_db.finish(event.id, status, update)
+    if done is None:
         return  # already finished (e.g. swept): never count it twice
-    await analytics.record_finished(DownloadEvent.model_validate(doc))
+    await rollups.record_finished(done)
+    mode = event.mode.value
     counter = {
         DownloadStatus.COMPLETED: metrics.downloads_completed,
         DownloadStatus.ABORTED: metrics.downloads_aborted,
         DownloadStatus.FAILED: metrics.downloads_failed,
     }[status]
-    counter.labels(mode.value).inc()
-    metrics.download_bytes.labels(mode.value).inc(bytes_sent)
+    counter.labels(mode).inc()
+    metrics.download_bytes.labels(mode).inc(bytes_sent)
     if duration is not None:
-        metrics.download_duration.labels(mode.value, status.value).observe(duration)
-    if status is DownloadStatus.COMPLETED and model_name:
-        metrics.model_downloads.labels(metrics.model_label(model_name)).inc()
+        metrics.download_duration.labels(mode, status.value).observe(duration)
+    if status is DownloadStatus.COMPLETED:
+        metrics.model_downloads.labels(metrics.model_label(event.model_name)).inc()
+
+
+async def record_progress(event: DownloadEvent, sent: int) -> None:
+    await events_db.record_progress(event.id, sent, utcnow())
 
 
 async def sweep_stale(metrics: Metrics, older_than_seconds: float) -> int:
     """Marks IN_PROGRESS events whose heartbeat stopped (their process died) as ABORTED."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    stale = DownloadEvent.find({"status": DownloadStatus.IN_PROGRESS.value, "heartbeat_at": {"$lt": cutoff}})
     count = 0
-    async for event in stale:
+    async for event in events_db.stale(cutoff):
+        # Finished at the last moment it was known to be alive.
+        reason = "the serving process stopped"
         await finish(
-            metrics,
-            event.id,
-            DownloadStatus.ABORTED,
-            event.bytes_sent,
-            event.transfer_started_at,
-            "the serving process stopped",
-            mode=event.mode,
-            model_name=event.model_name,
-            finished_at=event.heartbeat_at,  # the last moment it was known to be alive
+            metrics, event, DownloadStatus.ABORTED, event.bytes_sent, reason, finished_at=event.heartbeat_at
         )
         count += 1
     if count:
         log.warning("swept %d stale in-progress downloads to ABORTED", count)
     return count
-
-
-class StreamObject:
-    """An ASGI response that streams one byte range from the store, chunk by chunk, in constant memory.
-
-    It counts bytes only after `send` returns, watches for the client going away, and reports the outcome
-    (COMPLETED, ABORTED with the bytes really sent, or FAILED) to `on_finish` even when cancelled.
-    """
-
-    def __init__(
-        self,
-        services: Services,
-        transfer: Transfer,
-        extra_headers: dict[str, str] | None = None,
-        on_progress: Callable[[int], Awaitable[None]] | None = None,
-        on_finish: Callable[[DownloadStatus, int, str | None], Awaitable[None]] | None = None,
-        in_flight: Any = None,
-    ) -> None:
-        self.services = services
-        self.transfer = transfer
-        self.extra_headers = extra_headers
-        self.on_progress = on_progress
-        self.on_finish = on_finish
-        self.in_flight = in_flight
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        t = self.transfer
-        result: list[Any] = [DownloadStatus.ABORTED, 0, None]  # status, bytes sent, error
-        chunks = None
-        if t.length > 0:
-            whole = t.byte_range is None
-            chunks = self.services.store.open_range(t.bucket, t.key, t.start, t.end, whole=whole)
-        if self.in_flight is not None:
-            self.in_flight.inc()
-        try:
-            try:
-                # The first chunk is read before the status line, so a vanished object is still a clean 404.
-                first = await anext(chunks) if chunks is not None else b""
-            except (StorageObjectNotFound, StorageUnavailable) as exc:
-                result[0], result[2] = DownloadStatus.FAILED, str(exc)
-                missing = isinstance(exc, StorageObjectNotFound)
-                code = "STORAGE_OBJECT_NOT_FOUND" if missing else "STORAGE_UNAVAILABLE"
-                await _json_error(send, 404 if missing else 502, code, str(exc))
-                return
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                async def heartbeat(on_progress: Callable[[int], Awaitable[None]]) -> None:
-                    # Its own task, so progress is recorded even while a send waits on a slow client.
-                    while True:
-                        await anyio.sleep(self.services.settings.heartbeat_seconds)
-                        await on_progress(result[1])
-
-                tg.start_soon(watch_disconnect)
-                if self.on_progress is not None:
-                    tg.start_soon(heartbeat, self.on_progress)
-                await self._send_all(send, chunks, first, result)
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if chunks is not None:
-                    await chunks.aclose()  # type: ignore[attr-defined]
-                if self.in_flight is not None:
-                    self.in_flight.dec()
-                if self.on_finish is not None:
-                    await self.on_finish(result[0], result[1], result[2])
-
-    async def _send_all(self, send: Send, chunks: Any, first: bytes, result: list[Any]) -> None:
-        t = self.transfer
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": t.status_code,
-                    "headers": t.headers(self.extra_headers),
-                }
-            )
-            chunk: bytes | None = first
-            while chunk is not None:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                # uvicorn's send returns silently once the client is gone; yielding here lets the disconnect
-                # watcher run and cancel us, so an abandoned download stops instead of reading to the end.
-                await anyio.lowlevel.checkpoint()
-                result[1] += len(chunk)
-                chunk = await anext(chunks, None) if chunks is not None else None
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            result[0] = DownloadStatus.COMPLETED
-        except (StorageObjectNotFound, StorageUnavailable) as exc:
-            # The status line is out: returning without finishing makes the server drop the connection,
-            # which the client sees as a short body; the event says FAILED with what was sent.
-            result[0], result[2] = DownloadStatus.FAILED, str(exc)
-            log.error("store failed after %d bytes of %s/%s: %s", result[1], t.bucket, t.key, exc)
-        except OSError:  # the client went away mid-send (uvicorn's ClientDisconnected)
-            result[0] = DownloadStatus.ABORTED
-
-
-async def _json_error(send: Send, status: int, code: str, message: str) -> None:
-    import json
-
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def record_progress(event_id: PydanticObjectId | None, sent: int) -> None:
-    await DownloadEvent.get_pymongo_collection().update_one(
-        {"_id": event_id, "status": DownloadStatus.IN_PROGRESS.value},
-        {"$set": {"bytes_sent": sent, "heartbeat_at": utcnow()}},
-    )
-
-
-async def fail_unstarted(metrics: Metrics, event: DownloadEvent, error: str) -> None:
-    """Records a download that failed before its first byte (e.g. the object vanished after registration)."""
-    await finish(
-        metrics, event.id, DownloadStatus.FAILED, 0, event.transfer_started_at, error, mode=event.mode
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from types import TracebackType
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from .net import free_port
 
 
 class EmbeddedUnavailable(RuntimeError):
@@ -28,12 +29,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:  # not Linux: the parent's own shutdown path still stops the server
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedMongo:
@@ -62,7 +57,7 @@ class EmbeddedMongo:
                 "(or set MODELHUB_MONGO_URI to use your own MongoDB)"
             )
         self.storage.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
         self._proc = subprocess.Popen(

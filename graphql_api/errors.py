@@ -1,6 +1,8 @@
-"""Domain exceptions raised by the use-case modules; free of any framework type."""
+"""Domain exceptions raised by the use-case modules; free of any framework type or protocol status."""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 
 class DomainError(Exception):
@@ -70,11 +72,25 @@ class RangeNotSatisfiable(DomainError):
         self.size = size
 
 
+class TicketProblem(StrEnum):
+    MALFORMED = "MALFORMED"
+    UNKNOWN = "UNKNOWN"
+    FORBIDDEN = "FORBIDDEN"  # signed for something else, or tampered with
+    EXPIRED = "EXPIRED"
+    USED = "USED"
+
+
 class TicketInvalid(DomainError):
     """A download ticket that is malformed, tampered, expired, unknown or already used."""
 
     code = "TICKET_INVALID"
 
-    def __init__(self, message: str, status: int = 403) -> None:
+    def __init__(self, message: str, problem: TicketProblem) -> None:
         super().__init__(message)
-        self.status = status
+        self.problem = problem
+
+
+class Unauthenticated(DomainError):
+    """The caller's identity is malformed (or, with tokens, missing or invalid)."""
+
+    code = "UNAUTHENTICATED"

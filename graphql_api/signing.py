@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from .errors import TicketInvalid
+from .errors import TicketInvalid, TicketProblem
 
 
 def _b64(data: bytes) -> str:
@@ -36,15 +36,15 @@ class Signer:
     def verify(self, purpose: str, token: str, now: float | None = None) -> dict[str, Any]:
         body, _, mac = token.partition(".")
         if not body or not mac:
-            raise TicketInvalid("malformed ticket", status=404)
+            raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED)
         if not hmac.compare_digest(mac, self._mac(purpose, body)):
-            raise TicketInvalid("ticket signature does not match", status=403)
+            raise TicketInvalid("ticket signature does not match", TicketProblem.FORBIDDEN)
         try:
             payload = json.loads(_unb64(body))
         except ValueError as exc:  # pragma: no cover - a valid MAC over bad JSON needs the secret
-            raise TicketInvalid("malformed ticket", status=404) from exc
+            raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int):
-            raise TicketInvalid("malformed ticket", status=404)
+            raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED)
         if payload["exp"] < (time.time() if now is None else now):
-            raise TicketInvalid("ticket has expired", status=403)
+            raise TicketInvalid("ticket has expired", TicketProblem.EXPIRED)
         return payload

@@ -9,7 +9,7 @@ import pytest
 from secantus import SecantusDBServer
 
 from graphql_api.app import MissingDatabase, create_app
-from tests.conftest import free_port, make_settings
+from tests.servers import free_port, make_settings
 
 
 async def test_healthz_and_readyz(http: httpx.AsyncClient) -> None:

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+from pymongo import MongoClient
 
-from tests.conftest import free_port, wait_ready
+from tests.servers import free_port, wait_ready
 
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 
@@ -102,7 +103,6 @@ def test_export_schema_writes_the_sdl(tmp_path: Path) -> None:
 
 def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> None:
     """A server killed with SIGKILL mid-stream: after a restart its download is ABORTED with the bytes sent."""
-    from pymongo import MongoClient
 
     artifact = tmp_path / ".modelhub" / "objects" / "bkt" / "big.bin"
     artifact.parent.mkdir(parents=True)
@@ -130,10 +130,10 @@ def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> N
             for chunk in resp.iter_raw(1024 * 1024):
                 received += len(chunk)
                 if received >= 8 * 1024 * 1024:
-                    time.sleep(0.5)  # let a heartbeat record progress
+                    wait_for_heartbeat(mongo_uri, db_name)
                     proc.kill()
                     break
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
         with MongoClient(mongo_uri) as client:
             (event,) = list(client[db_name].download_events.find())
             assert event["status"] == "IN_PROGRESS"  # the dead process could not finish it
@@ -147,3 +147,12 @@ def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> N
     finally:
         if proc.poll() is None:
             stop(proc)
+
+
+def wait_for_heartbeat(mongo_uri: str, db_name: str) -> None:
+    """Waits until a heartbeat has recorded some progress on the (only) in-progress download."""
+    deadline = time.monotonic() + 10
+    with MongoClient(mongo_uri) as client:
+        while not (client[db_name].download_events.find_one({"bytes_sent": {"$gt": 0}})):
+            assert time.monotonic() < deadline, "no heartbeat recorded progress"
+            time.sleep(0.05)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from graphql_api.client import ModelhubClient, ModelhubError
-from tests.conftest import LiveServer, Stores
+from tests.servers import LiveServer, Stores
 
 pytestmark = pytest.mark.parametrize("store_kind", ["local"])
 

@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from graphql_api.metrics import SIZE_BUCKETS, Metrics, reap_dead_workers
-from tests.conftest import GraphQLClient, Stores, free_port, wait_ready
+from tests.servers import GraphQLClient, Stores, free_port, wait_ready
 
 REGISTER = """mutation Reg($n: String!, $b: String!) {
   registerModel(input: {name: $n, projectName: "p", bucket: $b, key: "m.bin"}) { __typename }
@@ -120,4 +120,4 @@ def test_two_workers_add_up(mongo_uri: str, tmp_path: Path, bucket: str) -> None
             assert value(text, "modelhub_graphql_operations_total", operation_type="mutation") == 30
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # reaps it and closes its pipes

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import GraphQLClient, LiveServer, Stores, abandon, free_port, wait_ready
+from tests.servers import GraphQLClient, LiveServer, Stores, abandon, free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "observability" / "prometheus"
@@ -133,7 +133,7 @@ def prometheus(live: LiveServer, tmp_path: Path) -> Iterator[str]:
         yield base
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        proc.communicate(timeout=30)  # reaps it and closes its pipes
 
 
 async def query(prom: httpx.AsyncClient, expr: str) -> list[Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GraphQLClient, Stores
+from tests.servers import GraphQLClient, Stores
 
 REGISTER = """
 mutation Register($input: RegisterModelInput!) {
@@ -279,18 +279,18 @@ async def test_download_counts_are_batched(
     gql: GraphQLClient, stores: Stores, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """downloadCount and lastDownloadedAt for a page of 30 models cost one batched lookup, not 60."""
-    from graphql_api import analytics
+    from graphql_api.db import rollups
 
     stores.put(bucket, "models/resnet.bin", b"abc")
     for i in range(30):
         assert (await register(gql, reg_input(bucket, name=f"m{i}")))["__typename"] == "Model"
     calls: list[int] = []
-    real = analytics.model_download_totals
+    real = rollups.totals_by_version
 
     async def counting(keys: Any) -> Any:
         calls.append(len(keys))
         return await real(keys)
 
-    monkeypatch.setattr(analytics, "model_download_totals", counting)
+    monkeypatch.setattr(rollups, "totals_by_version", counting)
     data = await gql("{ models(first: 30) { nodes { name downloadCount lastDownloadedAt } } }")
     assert len(data["models"]["nodes"]) == 30 and calls == [30]

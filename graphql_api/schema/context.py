@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import GraphQLError
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
-from .. import analytics
+from ..analytics.events import ModelDownloadTotals, model_download_totals
+from ..downloads import Requester
+from ..http.caller import base_url, requester
 from ..services import Services
-
-ENGINEER_HEADER = "x-engineer-id"
-ANONYMOUS = "anonymous"
-_ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
-
-
-class Unauthenticated(GraphQLError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, extensions={"code": "UNAUTHENTICATED"})
-
-
-def request_identity(conn: HTTPConnection) -> str:
-    """The caller's engineer id: the one place that reads `X-Engineer-ID` (until tokens arrive)."""
-    raw = conn.headers.get(ENGINEER_HEADER)
-    if raw is None or raw == "":
-        return ANONYMOUS
-    if not _ENGINEER_RE.match(raw):
-        raise ValueError("X-Engineer-ID must be 1-128 letters, digits or . _ @ + -")
-    return raw
-
-
-def base_url(conn: HTTPConnection, services: Services) -> str:
-    if services.settings.public_url:
-        return services.settings.public_url.rstrip("/")
-    return str(conn.base_url).rstrip("/")
-
-
-def client_address(conn: HTTPConnection) -> str | None:
-    return conn.client.host if conn.client else None
 
 
 @dataclass
@@ -50,21 +21,23 @@ class Context:
     request: HTTPConnection
     response: Response | None
     services: Services
-    download_totals: DataLoader[Any, analytics.ModelDownloadTotals] = field(init=False)
+    download_totals: DataLoader[Any, ModelDownloadTotals] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.download_totals = DataLoader(load_fn=analytics.model_download_totals)
+        self.download_totals = DataLoader(load_fn=model_download_totals)
+
+    @property
+    def requester(self) -> Requester:
+        """The caller; a bad identity raises Unauthenticated, a top-level UNAUTHENTICATED error."""
+        return requester(self.request)
 
     @property
     def engineer(self) -> str:
-        try:
-            return request_identity(self.request)
-        except ValueError as exc:
-            raise Unauthenticated(str(exc)) from None
+        return self.requester.engineer
 
     @property
     def base_url(self) -> str:
-        return base_url(self.request, self.services)
+        return base_url(self.request)
 
 
 Info = StrawberryInfo[Context, None]

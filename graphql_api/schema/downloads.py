@@ -7,13 +7,13 @@ from datetime import datetime
 
 import strawberry
 
-from .. import analytics, documents
+from .. import documents, queries
 from .scalars import Long
 from .types import PageInfo
 
 DownloadMode = documents.DownloadMode
 DownloadStatus = documents.DownloadStatus
-DownloadOrder = analytics.DownloadOrder
+DownloadOrder = queries.DownloadOrder
 strawberry.enum(
     DownloadMode, description="STREAM: bytes flow through the server. PRESIGNED: straight from S3."
 )
@@ -126,14 +126,14 @@ class DownloadFilter:
     until: datetime | None = strawberry.field(default=None, description="startedAt < until.")
     min_bytes: Long | None = strawberry.field(default=None, description="bytesSent ≥ minBytes.")
 
-    def to_query(self) -> analytics.EventQuery:
+    def to_query(self) -> queries.EventQuery:
         def merged(one: str | None, many: list[str] | None) -> list[str]:
             return ([one] if one is not None else []) + list(many or [])
 
         models = merged(self.model_name, self.model_names)
         projects = merged(self.project_name, self.project_names)
         engineers = merged(self.engineer, self.engineers)
-        return analytics.EventQuery(
+        return queries.EventQuery(
             model_names=models,
             version=self.version,
             project_names=projects,

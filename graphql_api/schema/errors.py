@@ -1,8 +1,11 @@
-"""The `Error` interface, its members, and the translation from domain exceptions to them."""
+"""The `Error` interface, its members, the one translation from domain exceptions, and masking."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
@@ -46,42 +49,68 @@ class ModelArchived(Error):
     version: int
 
 
-def invalid_input(exc: errors.InvalidInput) -> InvalidInput:
-    return InvalidInput(code=exc.code, message=exc.message, field=exc.field)
+# Domain exception → its result-union member: the one translation, used by every mutation.
+_MEMBERS: dict[type[errors.DomainError], Callable[[Any], Error]] = {
+    errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
+    errors.ModelAlreadyExists: lambda e: ModelAlreadyExists(
+        code=e.code, message=e.message, name=e.name, version=e.version
+    ),
+    errors.StorageObjectNotFound: lambda e: StorageObjectNotFound(
+        code=e.code, message=e.message, bucket=e.bucket, key=e.key
+    ),
+    errors.ModelNotFound: lambda e: ModelNotFound(
+        code=e.code, message=e.message, name=e.name, version=e.version
+    ),
+    errors.ModelArchived: lambda e: ModelArchived(
+        code=e.code, message=e.message, name=e.name, version=e.version
+    ),
+}
 
 
-def to_graphql_error(exc: errors.DomainError) -> Any:
-    """The result-union member for a domain exception."""
-    match exc:
-        case errors.InvalidInput():
-            return invalid_input(exc)
-        case errors.ModelAlreadyExists():
-            return ModelAlreadyExists(code=exc.code, message=exc.message, name=exc.name, version=exc.version)
-        case errors.StorageObjectNotFound():
-            return StorageObjectNotFound(code=exc.code, message=exc.message, bucket=exc.bucket, key=exc.key)
-        case errors.ModelNotFound():
-            return ModelNotFound(code=exc.code, message=exc.message, name=exc.name, version=exc.version)
-        case errors.ModelArchived():
-            return ModelArchived(code=exc.code, message=exc.message, name=exc.name, version=exc.version)
-    raise exc
+def union_member(exc: errors.DomainError) -> Error | None:
+    """The result-union member for a domain exception, if it has one."""
+    build = _MEMBERS.get(type(exc))
+    return build(exc) if build is not None else None
 
 
-class BadUserInput(GraphQLError):
-    """A top-level error for bad query arguments (queries have no result unions)."""
-
-    def __init__(self, exc: errors.InvalidInput) -> None:
-        super().__init__(exc.message, extensions={"code": "INVALID_INPUT", "field": exc.field})
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class Forbidden(GraphQLError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, extensions={"code": "FORBIDDEN"})
+def expected_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turns the domain errors a mutation's result union lists into that union's members.
+
+    A domain error the union does not list stays a top-level error (UNAUTHENTICATED, INVALID_INPUT on
+    a query argument); anything else is a bug and is masked.
+    """
+    allowed: list[type[Any]] = []
+
+    @functools.wraps(resolver)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await resolver(*args, **kwargs)
+        except errors.DomainError as exc:
+            member = union_member(exc)
+            if not allowed:
+                allowed.extend(_union_members(resolver))
+            if member is None or type(member) not in allowed:
+                raise
+            return cast(R, member)
+
+    return wrapper
 
 
-def _should_mask(error: GraphQLError) -> bool:
-    # A GraphQLError raised on purpose (or a validation error) has no original error; anything else is a bug.
+def _union_members(resolver: Callable[..., Any]) -> list[type[Any]]:
+    hint = typing.get_type_hints(resolver, include_extras=True)["return"]
+    union = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+    return list(typing.get_args(union))
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    """The one masking rule: an error raised on purpose (a GraphQLError, a domain error) or by validation
+    has no original error or an expected one; anything else is a bug."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, GraphQLError | errors.DomainError)
 
 
 def _request_error_code(error: GraphQLError) -> str:
@@ -94,17 +123,30 @@ def _request_error_code(error: GraphQLError) -> str:
     return "GRAPHQL_VALIDATION_FAILED"
 
 
+def label_error(error: GraphQLError) -> None:
+    """Gives an expected top-level error the `extensions.code` clients branch on: a domain error's own
+    code (and field), or the kind of pre-execution failure."""
+    if (error.extensions or {}).get("code"):
+        return
+    original = error.original_error
+    if isinstance(original, errors.DomainError):
+        extra = {"field": original.field} if isinstance(original, errors.InvalidInput) else {}
+        error.extensions = {**(error.extensions or {}), "code": original.code, **extra}
+    elif error.path is None:
+        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
+
+
 class MaskUnexpectedErrors(MaskErrors):
     """Replaces unexpected errors with a generic message (Strawberry has already logged them in full), and
     gives every other error an `extensions.code` clients can branch on."""
 
     def __init__(self) -> None:
-        super().__init__(should_mask_error=_should_mask, error_message="Internal server error.")
+        super().__init__(should_mask_error=is_unexpected, error_message="Internal server error.")
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
-            label_request_error(error)
+            label_error(error)
         return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
@@ -116,9 +158,3 @@ class MaskUnexpectedErrors(MaskErrors):
             path=error.path,
             extensions={"code": "INTERNAL_SERVER_ERROR"},
         )
-
-
-def label_request_error(error: GraphQLError) -> None:
-    """Gives a pre-execution error (no path, no code yet) the `extensions.code` clients branch on."""
-    if error.path is None and not (error.extensions or {}).get("code"):
-        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}

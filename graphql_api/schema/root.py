@@ -9,10 +9,13 @@ from typing import Annotated
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from .. import analytics, downloads, errors, registry
-from .context import Info, client_address
+from .. import downloads, registry
+from ..analytics import events, stats
+from ..queries import DownloadWindow, StatsRequest
+from .context import Info
 from .downloads import (
     DownloadEventConnection,
     DownloadEventEdge,
@@ -23,17 +26,18 @@ from .downloads import (
     DownloadTicket,
 )
 from .errors import (
-    BadUserInput,
     InvalidInput,
     MaskUnexpectedErrors,
     ModelAlreadyExists,
     ModelArchived,
     ModelNotFound,
     StorageObjectNotFound,
-    label_request_error,
-    to_graphql_error,
+    expected_errors,
+    is_unexpected,
+    label_error,
 )
 from .extensions import OperationMetrics
+from .scalars import LONG_SCALAR, Long
 from .stats import Direction, DownloadDimension, DownloadStatsRow, StatsMetric, StatsOrder, TimeInterval
 from .types import (
     ModelConnection,
@@ -54,7 +58,6 @@ RegisterModelResult = Annotated[
 ArchiveModelResult = Annotated[
     ModelType | ModelNotFound | InvalidInput, strawberry.union("ArchiveModelResult")
 ]
-
 RequestDownloadResult = Annotated[
     DownloadTicket | ModelNotFound | ModelArchived | StorageObjectNotFound | InvalidInput,
     strawberry.union("RequestDownloadResult"),
@@ -67,10 +70,7 @@ class Query:
         description="One version of a model; the newest unarchived one when `version` is omitted."
     )
     async def model(self, name: str, version: int | None = None) -> ModelType | None:
-        try:
-            registry.validate_version(version)
-        except errors.InvalidInput as exc:
-            raise BadUserInput(exc) from None
+        registry.validate_version(version)
         doc = await registry.get_model(name, version)
         return ModelType.from_doc(doc) if doc else None
 
@@ -78,7 +78,7 @@ class Query:
     async def models(
         self,
         filter: ModelFilter | None = None,
-        order_by: ModelOrder = registry.ModelOrder.CREATED_AT_DESC,
+        order_by: ModelOrder = ModelOrder.CREATED_AT_DESC,
         first: int = 20,
         after: str | None = None,
         downloads_since: Annotated[
@@ -88,25 +88,14 @@ class Query:
             datetime | None, strawberry.argument(description="Window end for DOWNLOADS_DESC (exclusive).")
         ] = None,
     ) -> ModelConnection:
-        window = registry.DownloadWindow(downloads_since, downloads_until)
-        try:
-            query = (filter or ModelFilter()).to_query()
-            page = await registry.list_models(query, registry.ModelOrder(order_by), first, after, window)
-        except errors.InvalidInput as exc:
-            raise BadUserInput(exc) from None
+        window = DownloadWindow(downloads_since, downloads_until)
+        query = (filter or ModelFilter()).to_query()
+        page = await registry.list_models(query, ModelOrder(order_by), first, after, window)
         edges = [
-            ModelEdge(
-                node=ModelType.from_doc(doc),
-                cursor=cursor,
-                window_downloads=page.window_downloads.get(doc.id),
-            )
-            for doc, cursor in page.items
+            ModelEdge(node=ModelType.from_doc(d), cursor=c, window_downloads=page.window_downloads.get(d.id))
+            for d, c in page.items
         ]
-        return ModelConnection(
-            edges=edges,
-            page_info=page_info(page.items, page.has_next, page.has_previous),
-            count=page.count,
-        )
+        return ModelConnection(edges=edges, page_info=page_info(page), count=page.count)
 
     @strawberry.field(
         description="Raw download events, newest first by default. `first` is 1..100 (default 20)."
@@ -118,17 +107,10 @@ class Query:
         first: int = 20,
         after: str | None = None,
     ) -> DownloadEventConnection:
-        try:
-            query = (filter or DownloadFilter()).to_query()
-            page = await analytics.list_events(query, DownloadOrder(order_by), first, after)
-        except errors.InvalidInput as exc:
-            raise BadUserInput(exc) from None
+        query = (filter or DownloadFilter()).to_query()
+        page = await events.list_events(query, DownloadOrder(order_by), first, after)
         edges = [DownloadEventEdge(node=DownloadEventType.from_doc(d), cursor=c) for d, c in page.items]
-        return DownloadEventConnection(
-            edges=edges,
-            page_info=page_info(page.items, page.has_next, page.has_previous),
-            count=page.count,
-        )
+        return DownloadEventConnection(edges=edges, page_info=page_info(page), count=page.count)
 
     @strawberry.field(
         description="Download figures grouped by any dimensions and time buckets, ordered by any metric. "
@@ -149,7 +131,7 @@ class Query:
             bool, strawberry.argument(description="Compute from raw events even where rollups could answer.")
         ] = False,
     ) -> list[DownloadStatsRow]:
-        request = analytics.StatsRequest(
+        request = StatsRequest(
             query=(filter or DownloadFilter()).to_query(),
             group_by=[DownloadDimension(d) for d in group_by],
             interval=TimeInterval(interval) if interval else None,
@@ -159,16 +141,14 @@ class Query:
             limit=limit,
             exact=exact,
         )
-        try:
-            rows = await analytics.download_stats(request, info.context.services.settings.max_hour_range_days)
-        except errors.InvalidInput as exc:
-            raise BadUserInput(exc) from None
+        rows = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
         return [DownloadStatsRow.from_row(row) for row in rows]
 
 
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Registers an artifact that already sits in the object store.")
+    @expected_errors
     async def register_model(self, info: Info, input: RegisterModelInput) -> RegisterModelResult:
         request = registry.RegisterRequest(
             name=input.name,
@@ -181,28 +161,24 @@ class Mutation:
             tags=input.tags,
             metadata=input.metadata,
         )
-        registrations = info.context.services.metrics.registrations
-        try:
-            doc = await registry.register_model(info.context.services.store, request)
-        except (errors.InvalidInput, errors.ModelAlreadyExists, errors.StorageObjectNotFound) as exc:
-            registrations.labels(exc.code.lower()).inc()
-            return to_graphql_error(exc)  # type: ignore[no-any-return]
-        registrations.labels("created").inc()
-        return ModelType.from_doc(doc)
+        return ModelType.from_doc(await registry.register(info.context.services, request))
 
     @strawberry.mutation(
         description="Hides a version from `models` and `model(name)` and refuses its downloads."
     )
+    @expected_errors
     async def archive_model(self, name: str, version: int) -> ArchiveModelResult:
-        return await _set_archived(name, version, True)
+        return ModelType.from_doc(await registry.set_archived(name, version, True))
 
     @strawberry.mutation(description="Undoes `archiveModel`.")
+    @expected_errors
     async def unarchive_model(self, name: str, version: int) -> ArchiveModelResult:
-        return await _set_archived(name, version, False)
+        return ModelType.from_doc(await registry.set_archived(name, version, False))
 
     @strawberry.mutation(
         description="Issues a download: a signed, expiring URL on this server (STREAM), or presigned S3 URL."
     )
+    @expected_errors
     async def request_download(
         self,
         info: Info,
@@ -214,27 +190,15 @@ class Mutation:
         ] = None,
     ) -> RequestDownloadResult:
         ctx = info.context
-        who = downloads.Requester(
-            ctx.engineer, ctx.request.headers.get("user-agent"), client_address(ctx.request)
+        ticket = await downloads.issue_ticket(
+            ctx.services,
+            name=name,
+            version=version,
+            mode=DownloadMode(mode),
+            expires_in=expires_in,
+            who=ctx.requester,
+            base_url=ctx.base_url,
         )
-        try:
-            ticket = await downloads.issue_ticket(
-                ctx.services,
-                ctx.services.metrics,
-                name=name,
-                version=version,
-                mode=DownloadMode(mode),
-                expires_in=expires_in,
-                who=who,
-                base_url=ctx.base_url,
-            )
-        except (
-            errors.InvalidInput,
-            errors.ModelNotFound,
-            errors.ModelArchived,
-            errors.StorageObjectNotFound,
-        ) as exc:
-            return to_graphql_error(exc)  # type: ignore[no-any-return]
         return DownloadTicket(
             url=ticket.url,
             mode=ticket.mode,
@@ -243,26 +207,15 @@ class Mutation:
         )
 
 
-async def _set_archived(name: str, version: int, archived: bool) -> ArchiveModelResult:
-    try:
-        return ModelType.from_doc(await registry.set_archived(name, version, archived))
-    except (errors.InvalidInput, errors.ModelNotFound) as exc:
-        return to_graphql_error(exc)  # type: ignore[no-any-return]
-
-
 class ModelhubSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         # Errors raised on purpose (bad input, auth) are the client's business; only bugs get a traceback.
-        unexpected = [
-            e
-            for e in errors
-            if e.original_error is not None and not isinstance(e.original_error, GraphQLError)
-        ]
+        unexpected = [e for e in errors if is_unexpected(e)]
         for error in errors:
             if error not in unexpected:
-                label_request_error(error)  # parse errors reach here without passing the extensions
+                label_error(error)  # parse errors reach here without passing the extensions
                 log.info("graphql error: %s", error.message)
         if unexpected:
             super().process_errors(unexpected, execution_context)
@@ -272,6 +225,7 @@ def build_schema() -> strawberry.Schema:
     return ModelhubSchema(
         query=Query,
         mutation=Mutation,
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
             MaskUnexpectedErrors,
             OperationMetrics,

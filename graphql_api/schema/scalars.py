@@ -18,13 +18,14 @@ def _parse_long(value: Any) -> int:
     return number
 
 
+# The Python type used in annotations; `LONG_SCALAR` tells the schema how to serialise it (scalar_map).
 if TYPE_CHECKING:
-    Long = int
+    Long = int  # any int is a Long to the type checker; the schema checks the 64-bit range
 else:
-    Long = strawberry.scalar(
-        NewType("Long", int),
-        name="Long",
-        description="A 64-bit signed integer, serialised as a JSON number (exact up to 2^53).",
-        serialize=int,
-        parse_value=_parse_long,
-    )
+    Long = NewType("Long", int)
+LONG_SCALAR = strawberry.scalar(
+    name="Long",
+    description="A 64-bit signed integer, serialised as a JSON number (exact up to 2^53).",
+    serialize=int,
+    parse_value=_parse_long,
+)

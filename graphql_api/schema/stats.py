@@ -7,14 +7,15 @@ from enum import StrEnum
 
 import strawberry
 
-from .. import analytics
+from .. import queries
+from ..analytics.stats import StatsRow
 from .downloads import DownloadMode, DownloadStatus
 from .scalars import Long
 
-DownloadDimension = analytics.Dimension
-TimeInterval = analytics.Interval
-StatsMetric = analytics.StatsMetric
-StatsSource = analytics.StatsSource
+DownloadDimension = queries.Dimension
+TimeInterval = queries.Interval
+StatsMetric = queries.StatsMetric
+StatsSource = queries.StatsSource
 strawberry.enum(DownloadDimension, name="DownloadDimension", description="What `downloadStats` can group by.")
 strawberry.enum(
     TimeInterval,
@@ -63,7 +64,7 @@ class DownloadStatsRow:
     source: StatsSource
 
     @classmethod
-    def from_row(cls, row: analytics.StatsRow) -> DownloadStatsRow:
+    def from_row(cls, row: StatsRow) -> DownloadStatsRow:
         return cls(
             model_name=row.model_name,
             model_version=row.model_version,

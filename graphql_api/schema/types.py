@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
-from .. import documents, registry
+from .. import documents, queries
+from ..pagination import Page
 from .context import Info
 from .scalars import Long
 
-ModelOrder = registry.ModelOrder
+ModelOrder = queries.ModelOrder
 strawberry.enum(ModelOrder, description="How `models` sorts its rows.")
 
 
@@ -100,10 +101,11 @@ class ModelConnection:
         return [edge.node for edge in self.edges]
 
 
-def page_info(items: Sequence[tuple[object, str]], has_next: bool, has_previous: bool) -> PageInfo:
+def page_info(page: Page[Any]) -> PageInfo:
+    items = page.items
     return PageInfo(
-        has_next_page=has_next,
-        has_previous_page=has_previous,
+        has_next_page=page.has_next,
+        has_previous_page=page.has_previous,
         start_cursor=items[0][1] if items else None,
         end_cursor=items[-1][1] if items else None,
     )
@@ -132,8 +134,8 @@ class ModelFilter:
     created_before: datetime | None = None
     include_archived: bool = False
 
-    def to_query(self) -> registry.ModelQuery:
-        return registry.ModelQuery(
+    def to_query(self) -> queries.ModelQuery:
+        return queries.ModelQuery(
             name=self.name,
             name_prefix=self.name_prefix,
             project_name=self.project_name,

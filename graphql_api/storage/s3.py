@@ -17,8 +17,11 @@ from . import ObjectInfo, content_disposition, validate_bucket, validate_key
 _MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 
 
-def _is_missing(exc: ClientError) -> bool:
-    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+def _store_error(exc: ClientError | BotoCoreError, bucket: str, key: str) -> Exception:
+    """The domain error for a failed S3 call: a missing object or bucket, or the store being unavailable."""
+    if isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING:
+        return StorageObjectNotFound(bucket, key)
+    return StorageUnavailable(str(exc))
 
 
 class S3ObjectStore:
@@ -59,12 +62,8 @@ class S3ObjectStore:
         validate_key(key)
         try:
             resp = await self._client.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise StorageObjectNotFound(bucket, key) from exc
-            raise StorageUnavailable(str(exc)) from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc, bucket, key) from exc
         return ObjectInfo(
             size=int(resp["ContentLength"]),
             etag=str(resp.get("ETag", "")),
@@ -79,12 +78,8 @@ class S3ObjectStore:
         extra = {} if whole else {"Range": f"bytes={start}-{end}"}
         try:
             resp = await self._client.get_object(Bucket=bucket, Key=key, **extra)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise StorageObjectNotFound(bucket, key) from exc
-            raise StorageUnavailable(str(exc)) from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc, bucket, key) from exc
         body = resp["Body"]
         remaining = end - start + 1
         try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from graphql_api.cli import schema_sdl
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.graphql"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
 
 
 def test_schema_file_is_current() -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from graphql_api.app import create_app
-from tests.conftest import make_settings
+from tests.servers import make_settings
 
 ALLOWED = "http://localhost:5173"
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from graphql_api.schema import build_schema
-from tests.conftest import LiveServer
+from tests.servers import LiveServer
 
 nodes = schemathesis.graphql.nodes
 schemathesis.graphql.scalar("Long", st.integers(-(2**63), 2**63 - 1).map(nodes.Int))
@@ -26,7 +26,7 @@ SCHEMA = schemathesis.graphql.from_dict({"data": build_schema().introspect()})
 
 @pytest.fixture(scope="module")
 def fuzz_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.conftest import make_settings
+    from tests.servers import make_settings
 
     with LiveServer(make_settings("local", mongo_uri, None, tmp_path_factory.mktemp("fuzz"))) as server:
         yield server

@@ -15,7 +15,7 @@ from graphql_api.signing import Signer
 from graphql_api.storage import ObjectStore, content_disposition, validate_bucket, validate_key
 from graphql_api.storage.local import LocalObjectStore
 from graphql_api.storage.s3 import S3ObjectStore
-from tests.conftest import Stores
+from tests.servers import Stores
 
 
 async def open_store(settings: Settings, stack: AsyncExitStack) -> ObjectStore:

@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from beanie import init_beanie
 from bson import ObjectId
-from pymongo import AsyncMongoClient
 
-from graphql_api import analytics
+from graphql_api.analytics import histograms, rollups
 from graphql_api.app import create_app
 from graphql_api.config import Settings
-from graphql_api.documents import ALL_DOCUMENTS, DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
-from tests.conftest import GraphQLClient, Stores, make_settings
+from graphql_api.db import connect
+from graphql_api.db.common import indexes_used
+from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
+from tests.servers import GraphQLClient, Stores, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
@@ -69,7 +69,7 @@ async def store(events: list[dict[str, Any]]) -> None:
     for e in events:
         doc = DownloadEvent(model_id=ObjectId(), **{**e, "status": DownloadStatus.ISSUED, "bytes_sent": 0})
         await doc.insert()
-        await analytics.record_started(doc)
+        await rollups.record_started(doc)
         if e["status"] is not DownloadStatus.ISSUED:
             doc.status, doc.bytes_sent, doc.duration_seconds = (
                 e["status"],
@@ -77,7 +77,7 @@ async def store(events: list[dict[str, Any]]) -> None:
                 e["duration_seconds"],
             )
             await doc.save()
-            await analytics.record_finished(doc)
+            await rollups.record_finished(doc)
 
 
 def nearest_rank(values: list[float], p: float) -> float | None:
@@ -174,7 +174,7 @@ def check(
             elif row["source"] == "RAW":
                 assert row[mine] == pytest.approx(want[theirs])
             else:  # the documented bound: a factor sqrt(HIST_RATIO) either way (durations above HIST_MIN)
-                bound = math.sqrt(analytics.HIST_RATIO) + 1e-9
+                bound = math.sqrt(histograms.HIST_RATIO) + 1e-9
                 assert want[theirs] / bound <= row[mine] <= want[theirs] * bound, (
                     mine,
                     row[mine],
@@ -188,10 +188,8 @@ SEEDED_DB = "analytics_" + uuid.uuid4().hex[:8]
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def seeded_db(mongo_uri: str) -> AsyncIterator[str]:
     """One database seeded once for the read-only tests of this module (seeding costs seconds)."""
-    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
-    await init_beanie(database=client[SEEDED_DB], document_models=ALL_DOCUMENTS)
-    await store(make_events())
-    await client.close()
+    async with connect(mongo_uri, SEEDED_DB):
+        await store(make_events())
     yield SEEDED_DB
 
 
@@ -436,7 +434,7 @@ async def test_main_shapes_use_indexes(app: Any) -> None:
             "explain", {"aggregate": coll.name, "pipeline": [{"$match": match}, {"$count": "n"}], "cursor": {}},
             verbosity="queryPlanner",
         )  # fmt: skip
-        assert index in analytics.indexes_used(plan), (index, plan)
+        assert index in indexes_used(plan), (index, plan)
 
 
 async def test_newest_first_pages_from_time_windows_match_the_full_order(fresh_gql: GraphQLClient) -> None:
@@ -471,9 +469,9 @@ async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
     q = "query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } }"
     raw = (await fresh_gql(q, {"x": True}))["downloadStats"]
     assert (await fresh_gql(q, {"x": False}))["downloadStats"] != raw
-    assert await analytics.rebuild_rollups() > 0
+    assert await rollups.rebuild_rollups() > 0
     assert (await fresh_gql(q, {"x": False}))["downloadStats"] == raw
     assert (
-        await analytics.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
+        await rollups.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
     )  # a partial rebuild keeps the rest
     assert (await fresh_gql(q, {"x": False}))["downloadStats"] == raw

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
+from graphql_api.db.common import merge_filters
+from graphql_api.db.paging import keyset_after
 from graphql_api.errors import InvalidInput
-from graphql_api.pagination import decode_cursor, encode_cursor, keyset_after, merge_filters
+from graphql_api.pagination import decode_cursor, encode_cursor
 
 
 def test_cursor_round_trip_and_tampering() -> None:

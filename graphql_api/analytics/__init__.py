@@ -1,0 +1,1 @@
+"""Download analytics: the rollup write path, event queries, stats and duration histograms."""

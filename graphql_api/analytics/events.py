@@ -1,0 +1,43 @@
+"""Event queries: pages of raw download events, counts, and per-version download totals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..db import events as events_db
+from ..db import rollups as rollups_db
+from ..documents import DownloadEvent, DownloadStatus
+from ..pagination import Page
+from ..queries import DownloadOrder, EventQuery
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDownloadTotals:
+    completed: int
+    last_downloaded_at: datetime | None
+
+
+async def model_download_totals(keys: Sequence[tuple[str, int]]) -> list[ModelDownloadTotals]:
+    """Completed downloads and the last one's time per (name, version), in one aggregation over the daily
+    rollups (a DataLoader batch): a few hundred small documents per model, not one per download."""
+    found = await rollups_db.totals_by_version(keys)
+    return [ModelDownloadTotals(*found.get(key, (0, None))) for key in keys]
+
+
+async def list_events(
+    query: EventQuery, order: DownloadOrder, first: int | None, after: str | None
+) -> Page[DownloadEvent]:
+    """One keyset page of raw events; an unfiltered count is summed from the rollups."""
+    return await events_db.page(query, order, first, after, count_all=rollups_db.count_downloads)
+
+
+async def completed_by_version(since: datetime | None, until: datetime | None) -> dict[tuple[str, int], int]:
+    """Completed downloads per (model name, version) started in [since, until): rollups when they can."""
+    found = await rollups_db.completed_by_version(EventQuery(since=since, until=until))
+    if found is not None:
+        return found
+    return await events_db.completed_by_version(
+        EventQuery(since=since, until=until, statuses=[DownloadStatus.COMPLETED])
+    )

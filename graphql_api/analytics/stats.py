@@ -1,0 +1,107 @@
+"""`downloadStats`: rows from the daily rollups where they answer exactly, else from raw events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..db import events as events_db
+from ..db import rollups as rollups_db
+from ..documents import DownloadMode, DownloadStatus
+from ..queries import METRIC_FIELDS, Dimension, StatsMetric, StatsRequest, StatsSource
+from .histograms import histogram_percentile
+
+
+@dataclass
+class StatsRow:
+    model_name: str | None = None
+    model_version: int | None = None
+    project_name: str | None = None
+    engineer: str | None = None
+    mode: DownloadMode | None = None
+    status: DownloadStatus | None = None
+    period_start: datetime | None = None
+    downloads: int = 0
+    completed: int = 0
+    aborted: int = 0
+    failed: int = 0
+    total_bytes: int = 0
+    avg_duration: float | None = None
+    p50_duration: float | None = None
+    p95_duration: float | None = None
+    max_duration: float | None = None
+    unique_engineers: int = 0
+    source: StatsSource = StatsSource.RAW
+
+
+# Dimension → the StatsRow attribute holding its value.
+ROW_FIELDS: dict[Dimension, str] = {
+    Dimension.MODEL: "model_name",
+    Dimension.VERSION: "model_version",
+    Dimension.PROJECT: "project_name",
+    Dimension.ENGINEER: "engineer",
+    Dimension.MODE: "mode",
+    Dimension.STATUS: "status",
+}
+# Metrics that rollup rows can only finish here (merging histograms and engineer sets of many days), so
+# their order and limit are applied here too.
+MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetric.UNIQUE_ENGINEERS)
+
+
+def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
+    key = doc["_id"] or {}
+    mode, status = key.get(Dimension.MODE.value), key.get(Dimension.STATUS.value)
+    row = StatsRow(
+        model_name=key.get(Dimension.MODEL.value),
+        model_version=key.get(Dimension.VERSION.value),
+        project_name=key.get(Dimension.PROJECT.value),
+        engineer=key.get(Dimension.ENGINEER.value),
+        mode=DownloadMode(mode) if mode else None,
+        status=DownloadStatus(status) if status else None,
+        period_start=doc.get("period_start"),
+        downloads=doc["downloads"],
+        completed=doc["completed"],
+        aborted=doc["aborted"],
+        failed=doc["failed"],
+        total_bytes=doc["total_bytes"],
+        avg_duration=doc.get("avg_duration"),
+        max_duration=doc.get("max_duration"),
+        source=source,
+    )
+    if source is StatsSource.RAW:
+        row.unique_engineers = doc["unique_engineers"]
+        row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
+    else:
+        row.unique_engineers = len(doc["engineers"])
+        row.p50_duration = histogram_percentile(doc["hist"], 0.5)
+        row.p95_duration = histogram_percentile(doc["hist"], 0.95)
+    return row
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    return (0, 0) if value is None else (1, value)
+
+
+def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
+    """Mongo's order, in Python: by the metric (nulls lowest), ties by the group key ascending; limited."""
+    name = METRIC_FIELDS[req.sort_metric]
+    rows = sorted(rows, key=lambda r: tuple(_sortable(getattr(r, ROW_FIELDS[d])) for d in req.group_by))
+    rows.sort(key=lambda r: _sortable(getattr(r, name)), reverse=req.descending)
+    return rows[: req.limit]
+
+
+async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> list[StatsRow]:
+    """`downloadStats`: from rollups when they can answer exactly (counts, bytes), else from raw events."""
+    req.validate(max_hour_range_days)
+    merged_here = req.sort_metric in MERGED_METRICS
+    docs = await rollups_db.stats(req, sort_here=not merged_here)
+    if docs is None:
+        return [_row(d, StatsSource.RAW) for d in await events_db.stats(req)]
+    rows = [_row(d, StatsSource.ROLLUP) for d in docs]
+    return order_rows(rows, req) if merged_here else rows
+
+
+def source_for(req: StatsRequest) -> StatsSource:
+    """Where `download_stats` will answer `req` from (the rollup translation decides)."""
+    return StatsSource.RAW if rollups_db.stats_pipeline(req) is None else StatsSource.ROLLUP

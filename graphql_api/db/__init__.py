@@ -1,0 +1,25 @@
+"""The collection owners, and the one database set-up (client + Beanie) shared by app, CLI, bench, tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from beanie import init_beanie
+from pymongo import AsyncMongoClient
+
+from ..documents import ALL_DOCUMENTS
+
+
+@contextlib.asynccontextmanager
+async def connect(uri: str, db_name: str, **options: Any) -> AsyncIterator[AsyncMongoClient[Any]]:
+    """A client on `uri` with Beanie initialised on `db_name` (indexes created); closed on exit."""
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        uri, tz_aware=True, **{"serverSelectionTimeoutMS": 10_000, **options}
+    )
+    try:
+        await init_beanie(database=client[db_name], document_models=ALL_DOCUMENTS)
+        yield client
+    finally:
+        await client.close()

@@ -1,0 +1,80 @@
+"""Keyset pages over a Beanie collection, with the time windows SecantusDB needs to stop scanning early."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from beanie import Document, SortDirection
+
+from ..pagination import Page, check_first, decode_cursor, encode_cursor
+from .common import merge_filters
+
+D = TypeVar("D", bound=Document)
+Sort = list[tuple[str, SortDirection]]
+
+# Time windows tried in turn for newest-first pages: most pages fill from the first one.
+WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366))
+
+
+def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
+    """The filter for rows strictly after `values` in the order `sort` (a lexicographic comparison)."""
+    branches: list[dict[str, Any]] = []
+    for i, (name, direction) in enumerate(sort):
+        branch: dict[str, Any] = {f: values[j] for j, (f, _) in enumerate(sort[:i])}
+        branch[name] = {"$gt" if direction > 0 else "$lt": values[i]}
+        branches.append(branch)
+    # The same condition on the leading field alone, outside the $or, gives the index scan a bound.
+    first_field, first_direction = sort[0]
+    return {first_field: {"$gte" if first_direction > 0 else "$lte": values[0]}, "$or": branches}
+
+
+async def keyset_page(
+    document: type[D],
+    base: dict[str, Any],
+    sort: Sort,
+    order: str,
+    first: int | None,
+    after: str | None,
+    newest_first_on: str | None = None,
+    count_all: Callable[[], Awaitable[int]] | None = None,
+) -> Page[D]:
+    """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`.
+
+    `count_all`, when given, counts an unfiltered collection faster than the collection itself can.
+
+    With `newest_first_on` (a datetime field leading a descending sort), the page is looked for in growing
+    time windows before the unbounded query: SecantusDB applies a limit only after scanning the whole index
+    range, so a bounded range is what keeps the first pages of a large collection fast. The answer is the
+    same: a window is used only when it holds a full page, and every row outside it sorts later.
+    """
+    limit = check_first(first)
+    flt = base
+    anchor = datetime.now(UTC)
+    if after is not None:
+        values = decode_cursor(after, order, len(sort))
+        flt = merge_filters(base, keyset_after(sort, values))
+        anchor = values[0] if isinstance(values[0], datetime) else anchor
+    windowed = newest_first_on is not None and sort[0] == (newest_first_on, SortDirection.DESCENDING)
+    windows: tuple[timedelta | None, ...] = (*WINDOWS, None) if windowed else (None,)
+    for window in windows:
+        query = flt
+        if window is not None and newest_first_on is not None:
+            query = merge_filters(flt, {newest_first_on: {"$gte": anchor - window}})
+        docs = await document.find(query).sort(sort).limit(limit + 1).to_list()
+        if len(docs) > limit:
+            break
+
+    async def count() -> int:
+        if not base:
+            if count_all is not None:
+                return await count_all()
+            return int(await document.get_pymongo_collection().estimated_document_count())
+        return int(await document.find(base).count())
+
+    def key(doc: D) -> list[Any]:
+        return [doc.id if name == "_id" else getattr(doc, name) for name, _ in sort]
+
+    items = [(d, encode_cursor(order, key(d))) for d in docs[:limit]]
+    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, count=count)

@@ -1,0 +1,272 @@
+"""Owner of `download_rollups_daily`: bucket increments, bulk writes, and the stats it can answer exactly.
+
+A bucket holds one UTC day of one model version, project and mode. SecantusDB 0.7 lost increments under
+concurrent upserts, so a bucket is created by a plain insert (a lost race is a DuplicateKeyError) and every
+writer then only updates it; the bulk path does the same in two bulk calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from ..documents import DownloadEvent, DownloadRollup
+from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, on_midnight
+from .common import SAFE_AVG, Condition, Translator, any_of, equals, order_and_limit, translate, trunc
+
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True)
+class RollupBucket:
+    day: datetime
+    model_name: str
+    model_version: int
+    project_name: str
+    mode: str
+
+    @classmethod
+    def of(cls, event: DownloadEvent) -> RollupBucket:
+        mode = event.mode.value if hasattr(event.mode, "value") else str(event.mode)
+        return cls(day_of(event.started_at), event.model_name, event.model_version, event.project_name, mode)
+
+    @property
+    def key(self) -> str:
+        parts = [self.day.strftime("%Y-%m-%d"), self.model_name, str(self.model_version), self.project_name]
+        return "|".join([*parts, self.mode])
+
+    def empty_document(self) -> dict[str, Any]:
+        return {
+            "_id": self.key,
+            "day": self.day,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "project_name": self.project_name,
+            "mode": self.mode,
+            **{f: 0 for f in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")},
+            "duration_sum": 0.0,
+            "duration_max": None,
+            "last_completed_at": None,
+            "duration_hist": {},
+            "engineers": [],
+        }
+
+
+@dataclass
+class RollupDelta:
+    """What some events add to one bucket: counts, bytes, durations (with their histogram), engineers."""
+
+    downloads: int = 0
+    completed: int = 0
+    aborted: int = 0
+    failed: int = 0
+    bytes_sent: int = 0
+    duration_count: int = 0
+    duration_sum: float = 0.0
+    # Histogram bucket index (see analytics.histograms) → durations in it.
+    duration_hist: dict[int, int] = field(default_factory=dict)
+    duration_max: float | None = None
+    last_completed_at: datetime | None = None
+    engineers: set[str] = field(default_factory=set)
+
+    def add(self, other: RollupDelta) -> None:
+        for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.duration_sum += other.duration_sum
+        for index, count in other.duration_hist.items():
+            self.duration_hist[index] = self.duration_hist.get(index, 0) + count
+        self.duration_max = _max(self.duration_max, other.duration_max)
+        self.last_completed_at = _max(self.last_completed_at, other.last_completed_at)
+        self.engineers |= other.engineers
+
+    def to_update(self) -> Condition:
+        inc: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
+            if getattr(self, name)
+        }
+        if self.duration_count:
+            inc["duration_sum"] = self.duration_sum
+        inc.update({f"duration_hist.{i}": n for i, n in self.duration_hist.items()})
+        update: Condition = {"$inc": inc} if inc else {}
+        maxima = {"duration_max": self.duration_max, "last_completed_at": self.last_completed_at}
+        if any(v is not None for v in maxima.values()):
+            update["$max"] = {k: v for k, v in maxima.items() if v is not None}
+        if self.engineers:
+            update["$addToSet"] = {"engineers": {"$each": sorted(self.engineers)}}
+        return update
+
+
+def _max(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
+    """Applies `delta` to `bucket`: an update first, and an insert only for the day's first event."""
+    collection = DownloadRollup.get_pymongo_collection()
+    update = delta.to_update()
+    if not update:
+        return
+    if (await collection.update_one({"_id": bucket.key}, update)).matched_count:
+        return
+    with contextlib.suppress(DuplicateKeyError):
+        await collection.insert_one(bucket.empty_document())
+    await collection.update_one({"_id": bucket.key}, update)
+
+
+async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 1000) -> int:
+    """`bump` for many buckets in bulk: insert the missing buckets (duplicates ignored), then update."""
+    collection = DownloadRollup.get_pymongo_collection()
+    items = list(deltas.items())
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        try:
+            await collection.bulk_write([InsertOne(b.empty_document()) for b, _ in part], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+        await collection.bulk_write([UpdateOne({"_id": b.key}, d.to_update()) for b, d in part])
+    return len(items)
+
+
+async def delete_from(day: datetime | None) -> None:
+    """Deletes the buckets of `day` and later (all of them with None)."""
+    await DownloadRollup.get_pymongo_collection().delete_many({"day": {"$gte": day}} if day else {})
+
+
+async def count_downloads() -> int:
+    """All download events, summed from the buckets: a few thousand documents instead of a scan of every
+    event (SecantusDB counts a collection by scanning it)."""
+    rows = await DownloadRollup.get_pymongo_collection().aggregate(
+        [{"$group": {"_id": None, "n": {"$sum": "$downloads"}}}]
+    )
+    found = [row["n"] async for row in rows]
+    return int(found[0]) if found else 0
+
+
+async def totals_by_version(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, Any]]:
+    """(completed downloads, last completion) per (name, version) that has any, in one aggregation."""
+    pipeline: list[Condition] = [
+        {
+            "$match": {
+                "model_name": {"$in": sorted({name for name, _ in keys})},
+                "model_version": {"$in": sorted({version for _, version in keys})},
+                "completed": {"$gt": 0},
+            }
+        },
+        {
+            "$group": {
+                "_id": {"n": "$model_name", "v": "$model_version"},
+                "n": {"$sum": "$completed"},
+                "last": {"$max": "$last_completed_at"},
+            }
+        },
+    ]
+    rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    return {(r["_id"]["n"], r["_id"]["v"]): (r["n"], r["last"]) async for r in rows}
+
+
+def _day_bound(op: str) -> Translator:
+    # Buckets hold whole UTC days: only a midnight is a bound they can apply exactly.
+    return lambda moment: {"day": {op: moment}} if on_midnight(moment) else None
+
+
+# What the buckets can filter on; any other set field of the query makes them unable to answer.
+FILTERS: Mapping[str, Translator] = {
+    "model_names": any_of("model_name"),
+    "version": equals("model_version"),
+    "project_names": any_of("project_name"),
+    "mode": equals("mode"),
+    "since": _day_bound("$gte"),
+    "until": _day_bound("$lt"),
+}
+DIMENSIONS: dict[Dimension, str] = {
+    Dimension.MODEL: "model_name",
+    Dimension.VERSION: "model_version",
+    Dimension.PROJECT: "project_name",
+    Dimension.MODE: "mode",
+}
+_SUMS = {
+    "downloads": "downloads",
+    "completed": "completed",
+    "aborted": "aborted",
+    "failed": "failed",
+    "total_bytes": "bytes_sent",
+    "duration_sum": "duration_sum",
+    "duration_count": "duration_count",
+}
+
+
+def rollup_filter(q: EventQuery) -> Condition | None:
+    """The bucket filter for `q`, or None when the buckets cannot express one of its conditions."""
+    q.validate()
+    return translate(q, FILTERS)
+
+
+def stats_pipeline(req: StatsRequest) -> list[Condition] | None:
+    """The stats pipeline over the buckets, or None when they cannot answer `req` exactly.
+
+    Sums are exact and computed here; the per-day engineer sets and duration histograms of each group come
+    back to be merged by `stats` (on SecantusDB a `$reduce`/`$setUnion` of them cost about 9x the whole rest
+    of the pipeline). `sort_here=False` leaves ordering to the caller (for metrics merged afterwards).
+    """
+    match = rollup_filter(req.query)
+    unsupported_interval = req.interval is Interval.HOUR or req.tz not in ("UTC", "Etc/UTC")
+    if match is None or req.exact or unsupported_interval or any(d not in DIMENSIONS for d in req.group_by):
+        return None
+    key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
+    if req.interval:
+        key["period"] = trunc("$day", req.interval, "UTC")
+    return [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": key,
+                **{out: {"$sum": f"${src}"} for out, src in _SUMS.items()},
+                "max_duration": {"$max": "$duration_max"},
+                "engineer_sets": {"$push": "$engineers"},
+                "hists": {"$push": "$duration_hist"},
+            }
+        },
+        {"$addFields": {"avg_duration": SAFE_AVG, "period_start": "$_id.period"}},
+    ]
+
+
+async def stats(req: StatsRequest, *, sort_here: bool) -> list[dict[str, Any]] | None:
+    """Stats rows from the buckets (None when they cannot answer): like raw rows, but with the merged
+    `engineers` set and duration `hist` (index → count) of each group instead of finished figures."""
+    pipeline = stats_pipeline(req)
+    if pipeline is None:
+        return None
+    if sort_here:
+        pipeline += order_and_limit(req)
+    docs = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    rows = []
+    async for doc in docs:
+        hist: dict[int, int] = {}
+        for part in doc.pop("hists"):
+            for index, count in part.items():
+                hist[int(index)] = hist.get(int(index), 0) + count
+        doc["hist"] = hist
+        doc["engineers"] = set().union(*doc.pop("engineer_sets"))
+        rows.append(doc)
+    return rows
+
+
+async def completed_by_version(q: EventQuery) -> dict[tuple[str, int], int] | None:
+    """Completed downloads per (name, version) for `q` without its status condition, or None."""
+    match = rollup_filter(q)
+    if match is None:
+        return None
+    pipeline: list[Condition] = [
+        {"$match": match},
+        {"$group": {"_id": {"n": "$model_name", "v": "$model_version"}, "c": {"$sum": "$completed"}}},
+    ]
+    rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    return {(r["_id"]["n"], r["_id"]["v"]): r["c"] async for r in rows if r["c"]}

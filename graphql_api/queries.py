@@ -1,0 +1,195 @@
+"""The query vocabulary shared by collection owners and use cases: filters, orders, dimensions, metrics.
+
+Plain data with its own validation; how each is translated into a MongoDB filter or pipeline is the business
+of the collection owner that runs it (`db/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .documents import DownloadMode, DownloadStatus
+from .errors import InvalidInput
+
+MAX_STATS_LIMIT = 1000
+
+
+def day_of(moment: datetime) -> datetime:
+    """The UTC midnight that starts `moment`'s day."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def on_midnight(moment: datetime | None) -> bool:
+    return moment is None or moment == day_of(moment)
+
+
+class ModelOrder(StrEnum):
+    CREATED_AT_DESC = "CREATED_AT_DESC"
+    CREATED_AT_ASC = "CREATED_AT_ASC"
+    NAME_ASC = "NAME_ASC"
+    NAME_DESC = "NAME_DESC"
+    DOWNLOADS_DESC = "DOWNLOADS_DESC"
+
+
+@dataclass
+class ModelQuery:
+    """A filter over registered model versions."""
+
+    name: str | None = None
+    name_prefix: str | None = None
+    project_name: str | None = None
+    owner: str | None = None
+    tags: list[str] = field(default_factory=list)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    include_archived: bool = False
+
+    def validate(self) -> None:
+        if self.created_after and self.created_before and self.created_after > self.created_before:
+            raise InvalidInput("filter.createdAfter", "must not be later than createdBefore")
+
+
+@dataclass
+class DownloadWindow:
+    """The time window whose completed downloads order `models(orderBy: DOWNLOADS_DESC)`."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass
+class EventQuery:
+    """A filter over download events, shared by the `downloads` list and `downloadStats`.
+
+    Every field left at its empty value means "any"; a collection owner that cannot express a set field
+    must say so (rollups then fall back to raw events), never drop it.
+    """
+
+    model_names: list[str] = field(default_factory=list)
+    version: int | None = None
+    project_names: list[str] = field(default_factory=list)
+    engineers: list[str] = field(default_factory=list)
+    statuses: list[DownloadStatus] = field(default_factory=list)
+    mode: DownloadMode | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_bytes: int | None = None
+
+    def validate(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise InvalidInput("filter.since", "must not be later than filter.until")
+        if self.version is not None and self.version < 1:
+            raise InvalidInput("filter.version", "must be at least 1")
+        if self.min_bytes is not None and self.min_bytes < 0:
+            raise InvalidInput("filter.minBytes", "must not be negative")
+
+
+class DownloadOrder(StrEnum):
+    STARTED_AT_DESC = "STARTED_AT_DESC"
+    STARTED_AT_ASC = "STARTED_AT_ASC"
+    BYTES_SENT_DESC = "BYTES_SENT_DESC"
+    BYTES_SENT_ASC = "BYTES_SENT_ASC"
+    DURATION_DESC = "DURATION_DESC"
+    DURATION_ASC = "DURATION_ASC"
+
+
+class Dimension(StrEnum):
+    MODEL = "MODEL"
+    VERSION = "VERSION"
+    PROJECT = "PROJECT"
+    ENGINEER = "ENGINEER"
+    MODE = "MODE"
+    STATUS = "STATUS"
+
+
+class Interval(StrEnum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class StatsMetric(StrEnum):
+    PERIOD_START = "PERIOD_START"
+    DOWNLOADS = "DOWNLOADS"
+    COMPLETED = "COMPLETED"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+    TOTAL_BYTES = "TOTAL_BYTES"
+    AVG_DURATION = "AVG_DURATION"
+    P50_DURATION = "P50_DURATION"
+    P95_DURATION = "P95_DURATION"
+    MAX_DURATION = "MAX_DURATION"
+    UNIQUE_ENGINEERS = "UNIQUE_ENGINEERS"
+
+
+class StatsSource(StrEnum):
+    RAW = "RAW"
+    ROLLUP = "ROLLUP"
+
+
+# The name of each metric in a stats row (and in the documents a stats pipeline returns).
+METRIC_FIELDS: dict[StatsMetric, str] = {
+    StatsMetric.PERIOD_START: "period_start",
+    StatsMetric.DOWNLOADS: "downloads",
+    StatsMetric.COMPLETED: "completed",
+    StatsMetric.ABORTED: "aborted",
+    StatsMetric.FAILED: "failed",
+    StatsMetric.TOTAL_BYTES: "total_bytes",
+    StatsMetric.AVG_DURATION: "avg_duration",
+    StatsMetric.P50_DURATION: "p50_duration",
+    StatsMetric.P95_DURATION: "p95_duration",
+    StatsMetric.MAX_DURATION: "max_duration",
+    StatsMetric.UNIQUE_ENGINEERS: "unique_engineers",
+}
+
+
+@dataclass
+class StatsRequest:
+    """What `downloadStats` asks: a filter, dimensions, an optional time bucket, an order and a limit."""
+
+    query: EventQuery
+    group_by: list[Dimension]
+    interval: Interval | None = None
+    time_zone: str | None = None
+    order_by: StatsMetric | None = None
+    descending: bool = True
+    limit: int = 100
+    exact: bool = False
+
+    def validate(self, max_hour_range_days: int) -> None:
+        self.query.validate()
+        if not 1 <= self.limit <= MAX_STATS_LIMIT:
+            raise InvalidInput("limit", f"must be between 1 and {MAX_STATS_LIMIT}, got {self.limit}")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise InvalidInput("groupBy", "lists a dimension twice")
+        if self.time_zone is not None:
+            try:
+                ZoneInfo(self.time_zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise InvalidInput("timeZone", f"unknown time zone {self.time_zone!r}") from exc
+        if self.interval is Interval.HOUR:
+            self._check_hour_range(max_hour_range_days)
+        if self.order_by is StatsMetric.PERIOD_START and self.interval is None:
+            raise InvalidInput("orderBy", "PERIOD_START needs an interval")
+
+    def _check_hour_range(self, max_days: int) -> None:
+        q = self.query
+        if q.since is None:
+            raise InvalidInput("filter.since", f"HOUR buckets need a since at most {max_days} days back")
+        until = q.until or datetime.now(UTC)
+        if until - q.since > timedelta(days=max_days):
+            raise InvalidInput(
+                "interval", f"HOUR buckets may span at most {max_days} days; use DAY or narrow the range"
+            )
+
+    @property
+    def tz(self) -> str:
+        return self.time_zone or "UTC"
+
+    @property
+    def sort_metric(self) -> StatsMetric:
+        return self.order_by or StatsMetric.DOWNLOADS

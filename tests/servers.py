@@ -1,0 +1,171 @@
+"""Test helpers in one place: settings, stores, a GraphQL client, a live uvicorn server, and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import uvicorn
+
+from graphql_api.app import create_app
+from graphql_api.config import Settings
+from graphql_api.net import free_port
+
+__all__ = ["free_port"]
+
+S3_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
+
+
+@dataclass
+class Stores:
+    """Puts and deletes artifacts in whichever store the app under test uses."""
+
+    kind: str
+    settings: Settings
+
+    @contextlib.contextmanager
+    def _s3(self) -> Iterator[Any]:
+        client = boto3.client("s3", endpoint_url=self.settings.s3_endpoint_url, **S3_CREDENTIALS)
+        try:
+            yield client
+        finally:
+            client.close()  # its connection pool would otherwise leak a socket per call
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str | None = None) -> None:
+        if self.kind == "local":
+            path = self.settings.objects_dir / bucket / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            return
+        with self._s3() as s3:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=bucket)
+            extra = {"ContentType": content_type} if content_type else {}
+            s3.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+
+    def delete(self, bucket: str, key: str) -> None:
+        if self.kind == "local":
+            (self.settings.objects_dir / bucket / key).unlink()
+        else:
+            with self._s3() as s3:
+                s3.delete_object(Bucket=bucket, Key=key)
+
+
+def make_settings(
+    kind: str, mongo_uri: str, s3_endpoint: str | None, data_dir: Path, **extra: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "mongo_uri": mongo_uri,
+        "mongo_db": "t_" + uuid.uuid4().hex[:12],
+        "data_dir": data_dir,
+        "signing_secret": "test-secret",
+        "storage": kind,
+    }
+    if kind == "s3":
+        values.update(
+            s3_endpoint_url=s3_endpoint,
+            s3_access_key_id="testing",
+            s3_secret_access_key="testing",
+            s3_region="us-east-1",
+        )
+    values.update(extra)
+    return Settings(**values)
+
+
+class GraphQLClient:
+    """Posts GraphQL to the app and returns `data`, failing the test on unexpected top-level errors."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def raw(
+        self, query: str, variables: dict[str, Any] | None = None, **headers: str
+    ) -> dict[str, Any]:
+        resp = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers or None
+        )
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def __call__(self, query: str, variables: dict[str, Any] | None = None, **headers: str) -> Any:
+        body = await self.raw(query, variables, **headers)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+class LiveServer:
+    """The app under uvicorn on a loopback port, in a thread: real sockets, for streaming and disconnects."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+async def eventually(probe: Any, seconds: float = 15.0) -> Any:
+    """Polls `probe()` (async) until it returns something truthy; a download's bookkeeping (event, then
+    rollup, then metrics) completes a moment after the client has its last byte."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await probe()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+def wait_ready(url: str, proc: Any, seconds: float = 60.0) -> None:
+    """Waits until `url` answers 200, failing early (with its stderr) if the child process `proc` dies."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise AssertionError(f"{url} did not become ready: {err[-2000:]}")
+        time.sleep(0.2)
+
+
+async def abandon(url: str, after_bytes: int = 1) -> int:
+    """GETs `url` and hangs up once at least `after_bytes` have arrived; returns how many did."""
+    received = 0
+    async with httpx.AsyncClient() as client, client.stream("GET", url) as resp:
+        async for chunk in resp.aiter_raw(64 * 1024):
+            received += len(chunk)
+            if received >= after_bytes:
+                break
+    return received
