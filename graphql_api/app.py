@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 
@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", routes_.healthz),
         Route("/readyz", routes_.readyz),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql_app),
         Route("/downloads/{ticket}", routes_.download_by_ticket),
         Route("/models/{name:path}/download", routes_.download_model),
         Route("/objects/{token}", routes_.local_presigned_object),

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_max_age_seconds: int = 600
 
+    # Live feed: how many updates a subscriber may fall behind before it is told to reconnect.
+    feed_buffer_events: int = 1000
+
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31
     # Model names that may appear as a metric label value; every other name is reported as "other".

@@ -14,7 +14,7 @@ from bson import ObjectId
 from .analytics.rollups import RollupBuilder
 from .db import events as events_db
 from .db import models as models_db
-from .documents import DownloadEvent, DownloadMode, DownloadStatus, Model
+from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, RegisteredModel
 
 PROJECTS = ["vision", "nlp", "speech", "recsys", "forecasting", "robotics"]
 FAMILIES = [
@@ -67,7 +67,7 @@ def _hour_weight(moment: datetime) -> float:
     return daily * (0.4 if moment.weekday() >= 5 else 1.0)
 
 
-def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "demo") -> list[Model]:
+def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "demo") -> list[ModelVersion]:
     models = []
     for i in range(count):
         family = FAMILIES[i % len(FAMILIES)]
@@ -75,7 +75,7 @@ def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "d
         name = f"{project}/{family}-{i // len(FAMILIES) + 1}"
         size = int(10 ** rng.uniform(4, 9.9))  # 10 KB .. 8 GB, log-uniform
         models.append(
-            Model(
+            ModelVersion(
                 name=name,
                 version=1 + i % 3,
                 project_name=project,
@@ -98,7 +98,7 @@ def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "d
 
 
 def build_events(
-    models: list[Model], count: int, days: int, rng: random.Random, now: datetime
+    models: list[ModelVersion], count: int, days: int, rng: random.Random, now: datetime
 ) -> list[DownloadEvent]:
     engineers = [f"{rng.choice(FIRST)}.{chr(97 + i % 26)}{i}" for i in range(40)]
     model_weights = _zipf_weights(len(models))
@@ -162,13 +162,20 @@ async def seed(
     rng = random.Random(seed_value)
     now = datetime.now(UTC)
     model_docs = build_models(models, rng, now)
-    existing = await models_db.existing_keys()
+    existing = await models_db.existing_versions()
     fresh = [m for m in model_docs if (m.name, m.version) not in existing]
     for m in fresh:
         m.id = PydanticObjectId()
     if fresh:
-        await models_db.insert_many(fresh)
-    model_docs = await models_db.in_bucket("demo") or model_docs
+        await models_db.insert_many_versions(fresh)
+    have = await models_db.find_models(sorted({m.name for m in fresh}))
+    parents = {m.name: m for m in fresh if m.name not in have}.values()
+    new_models = [
+        RegisteredModel(name=m.name, project_name=m.project_name, owner=m.owner, tags=m.tags) for m in parents
+    ]
+    if new_models:
+        await models_db.insert_many_models(new_models)
+    model_docs = await models_db.versions_in_bucket("demo") or model_docs
     if objects_dir is not None:
         for m in model_docs:
             path = objects_dir / m.bucket / m.key

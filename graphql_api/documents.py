@@ -17,7 +17,34 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class Model(Document):
+class RegisteredModel(Document):
+    """A model as a whole: one per name, with its project, owner, aliases and versions."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    project_name: str
+    owner: str
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    # alias → version number; an alias is never all digits, so it cannot be taken for a version.
+    aliases: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "models"
+        indexes = [
+            IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+            IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)], name="created_at"),
+            IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)], name="updated_at"),
+            IndexModel([("project_name", ASCENDING), ("name", ASCENDING)], name="project_name"),
+            IndexModel([("owner", ASCENDING), ("name", ASCENDING)], name="owner_name"),
+            IndexModel([("tags", ASCENDING)], name="tags"),
+        ]
+
+
+class ModelVersion(Document):
     """One registered version of a model; its artifact is one object in a store."""
 
     model_config = ConfigDict(protected_namespaces=())
@@ -38,7 +65,7 @@ class Model(Document):
     archived: bool = False
 
     class Settings:
-        name = "models"
+        name = "model_versions"
         indexes = [
             IndexModel(
                 [("name", ASCENDING), ("version", ASCENDING)], unique=True, name="name_version_unique"
@@ -47,6 +74,25 @@ class Model(Document):
             IndexModel([("project_name", ASCENDING), ("created_at", DESCENDING)], name="project_created"),
             IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)], name="owner_created"),
             IndexModel([("tags", ASCENDING)], name="tags"),
+        ]
+
+
+class AliasChange(Document):
+    """One move of an alias: set (from None or another version), moved, or removed (to None)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    changed_by: str
+    changed_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "alias_changes"
+        indexes = [
+            IndexModel([("model_name", ASCENDING), ("changed_at", DESCENDING)], name="model_changed"),
         ]
 
 
@@ -153,4 +199,11 @@ class DownloadRollup(Document):
         ]
 
 
-ALL_DOCUMENTS: list[type[Document]] = [Model, VersionCounter, DownloadEvent, DownloadRollup]
+ALL_DOCUMENTS: list[type[Document]] = [
+    RegisteredModel,
+    ModelVersion,
+    AliasChange,
+    VersionCounter,
+    DownloadEvent,
+    DownloadRollup,
+]

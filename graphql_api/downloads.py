@@ -15,8 +15,8 @@ from . import registry
 from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
-from .documents import DownloadEvent, DownloadMode, DownloadStatus, Model, utcnow
-from .errors import InvalidInput, ModelArchived, TicketInvalid, TicketProblem
+from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
+from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .services import Services
 from .storage import ObjectInfo
@@ -51,7 +51,7 @@ class PresignedObject:
     info: ObjectInfo
 
 
-def artifact_filename(model: Model) -> str:
+def artifact_filename(model: ModelVersion) -> str:
     return PurePosixPath(model.key).name or f"{model.name.replace('/', '_')}-v{model.version}"
 
 
@@ -64,16 +64,19 @@ def check_expires_in(services: Services, expires_in: int | None) -> int:
     return expires_in
 
 
-async def downloadable(services: Services, name: str, version: int | None) -> tuple[Model, ObjectInfo]:
-    """The model version and its object, or the reason it cannot be downloaded now."""
-    model = await registry.require_model(name, version)
+async def downloadable(
+    services: Services, name: str, version: int | None, alias: str | None = None
+) -> tuple[ModelVersion, ObjectInfo]:
+    """The version (by number, by alias resolved now, or the latest) and its object, or the reason it
+    cannot be downloaded now."""
+    model = await registry.require_version(name, version, alias)
     if model.archived:
-        raise ModelArchived(model.name, model.version)
+        raise ModelVersionArchived(model.name, model.version)
     info = await services.store.head(model.bucket, model.key)
     return model, info
 
 
-def _new_event(model: Model, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:
+def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:
     return DownloadEvent(
         model_id=model.id,
         model_name=model.name,
@@ -93,6 +96,7 @@ async def issue_ticket(
     *,
     name: str,
     version: int | None,
+    alias: str | None = None,
     mode: DownloadMode,
     expires_in: int | None,
     who: Requester,
@@ -102,7 +106,7 @@ async def issue_ticket(
     metrics = services.metrics
     try:
         seconds = check_expires_in(services, expires_in)
-        model, _ = await downloadable(services, name, version)
+        model, _ = await downloadable(services, name, version, alias)
     except Exception as exc:
         metrics.download_requests.labels(mode.value, getattr(exc, "code", "error").lower()).inc()
         raise
@@ -133,7 +137,7 @@ def _object_id(value: Any) -> ObjectId:
         raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from exc
 
 
-async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Model]:
+async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, ModelVersion]:
     """Verifies a STREAM ticket and finds its event and model; nothing is changed yet."""
     payload = services.signer.verify(TICKET_PURPOSE, token)
     event = await events_db.get(_object_id(payload.get("e")))
@@ -143,7 +147,7 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
         raise TicketInvalid("ticket does not belong to this download", TicketProblem.FORBIDDEN)
     if event.mode is not DownloadMode.STREAM:
         raise TicketInvalid("not a streaming ticket", TicketProblem.FORBIDDEN)
-    model = await models_db.get(event.model_id)
+    model = await models_db.get_version(event.model_id)
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
     return event, model
@@ -168,7 +172,7 @@ async def claim(event: DownloadEvent, byte_range: ByteRange) -> DownloadEvent:
 
 
 async def start_direct(
-    services: Services, model: Model, who: Requester, byte_range: ByteRange
+    services: Services, model: ModelVersion, who: Requester, byte_range: ByteRange
 ) -> DownloadEvent:
     """The one-step download: an event created already IN_PROGRESS (the caller streams it at once)."""
     fields = _range_fields(byte_range)

@@ -23,8 +23,14 @@ class InvalidInput(DomainError):
         self.field = field
 
 
-class ModelAlreadyExists(DomainError):
-    code = "MODEL_ALREADY_EXISTS"
+class Forbidden(DomainError):
+    """The caller may not do this (not the model's owner); a top-level error, not a union member."""
+
+    code = "FORBIDDEN"
+
+
+class ModelVersionAlreadyExists(DomainError):
+    code = "MODEL_VERSION_ALREADY_EXISTS"
 
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"model {name!r} version {version} already exists")
@@ -35,20 +41,38 @@ class ModelAlreadyExists(DomainError):
 class ModelNotFound(DomainError):
     code = "MODEL_NOT_FOUND"
 
-    def __init__(self, name: str, version: int | None) -> None:
-        what = f"model {name!r}" + (f" version {version}" if version is not None else "")
-        super().__init__(f"{what} does not exist")
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} does not exist")
+        self.name = name
+
+
+class ModelVersionNotFound(DomainError):
+    code = "MODEL_VERSION_NOT_FOUND"
+
+    def __init__(self, name: str, version: int | None = None, alias: str | None = None) -> None:
+        what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
+        super().__init__(f"model {name!r} has no {what}")
         self.name = name
         self.version = version
+        self.alias = alias
 
 
-class ModelArchived(DomainError):
-    code = "MODEL_ARCHIVED"
+class ModelVersionArchived(DomainError):
+    code = "MODEL_VERSION_ARCHIVED"
 
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"model {name!r} version {version} is archived")
         self.name = name
         self.version = version
+
+
+class AliasNotFound(DomainError):
+    code = "ALIAS_NOT_FOUND"
+
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"model {name!r} has no alias {alias!r}")
+        self.name = name
+        self.alias = alias
 
 
 class StorageObjectNotFound(DomainError):

@@ -18,12 +18,38 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 
-def check_first(first: int | None) -> int:
+def check_first(first: int | None, field: str = "first") -> int:
     if first is None:
         return DEFAULT_PAGE
     if first < 1 or first > MAX_PAGE:
-        raise InvalidInput("first", f"must be between 1 and {MAX_PAGE}, got {first}")
+        raise InvalidInput(field, f"must be between 1 and {MAX_PAGE}, got {first}")
     return first
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a connection: forward (`first` after `after`) or backward (`last` before `before`)."""
+
+    first: int | None = None
+    after: str | None = None
+    last: int | None = None
+    before: str | None = None
+
+    @property
+    def backward(self) -> bool:
+        return self.last is not None or self.before is not None
+
+    @property
+    def size(self) -> int:
+        if self.backward:
+            if self.first is not None or self.after is not None:
+                raise InvalidInput("last", "page forward (first/after) or backward (last/before), not both")
+            return check_first(self.last, "last")
+        return check_first(self.first)
+
+    @property
+    def cursor(self) -> str | None:
+        return self.before if self.backward else self.after
 
 
 def _enc(value: Any) -> Any:
@@ -78,3 +104,23 @@ class Page(Generic[T]):
     count: Callable[[], Awaitable[int]]
     # Per row id: completed downloads in the window of a downloads-ordered page.
     window_downloads: dict[Any, int] = field(default_factory=dict)
+
+
+def offset_page(rows: list[T], order: str, request: PageRequest) -> Page[T]:
+    """A page of an in-memory ordered list whose cursors are positions (rows 1..n)."""
+    limit = request.size
+    position = 0 if request.cursor is None else decode_cursor(request.cursor, order, 1)[0]
+    if not isinstance(position, int) or not 0 <= position <= len(rows):
+        raise InvalidInput("before" if request.backward else "after", "malformed cursor")
+    if request.backward:
+        end = position - 1 if request.cursor is not None else len(rows)
+        start = max(0, end - limit)
+    else:
+        start = position
+        end = min(len(rows), start + limit)
+    items = [(rows[i], encode_cursor(order, [i + 1])) for i in range(start, end)]
+
+    async def count() -> int:
+        return len(rows)
+
+    return Page(items=items, has_next=end < len(rows), has_previous=start > 0, count=count)

@@ -26,30 +26,53 @@ def on_midnight(moment: datetime | None) -> bool:
     return moment is None or moment == day_of(moment)
 
 
-class ModelOrder(StrEnum):
-    CREATED_AT_DESC = "CREATED_AT_DESC"
-    CREATED_AT_ASC = "CREATED_AT_ASC"
-    NAME_ASC = "NAME_ASC"
-    NAME_DESC = "NAME_DESC"
-    DOWNLOADS_DESC = "DOWNLOADS_DESC"
+class ModelOrderField(StrEnum):
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+    NAME = "NAME"
+    DOWNLOADS = "DOWNLOADS"
+
+
+@dataclass(frozen=True)
+class ModelOrder:
+    field: ModelOrderField = ModelOrderField.CREATED_AT
+    descending: bool = True
 
 
 @dataclass
 class ModelQuery:
-    """A filter over registered model versions."""
+    """A filter over models (one per name)."""
 
-    name: str | None = None
+    names: list[str] = field(default_factory=list)
     name_prefix: str | None = None
-    project_name: str | None = None
-    owner: str | None = None
+    project_names: list[str] = field(default_factory=list)
+    owners: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     created_after: datetime | None = None
     created_before: datetime | None = None
-    include_archived: bool = False
 
     def validate(self) -> None:
         if self.created_after and self.created_before and self.created_after > self.created_before:
             raise InvalidInput("filter.createdAfter", "must not be later than createdBefore")
+
+
+class VersionOrderField(StrEnum):
+    VERSION = "VERSION"
+    CREATED_AT = "CREATED_AT"
+
+
+@dataclass(frozen=True)
+class VersionOrder:
+    field: VersionOrderField = VersionOrderField.VERSION
+    descending: bool = True
+
+
+@dataclass
+class VersionQuery:
+    """A filter over the versions of one model."""
+
+    name: str
+    include_archived: bool = False
 
 
 @dataclass
@@ -69,11 +92,11 @@ class EventQuery:
     """
 
     model_names: list[str] = field(default_factory=list)
-    version: int | None = None
+    versions: list[int] = field(default_factory=list)
     project_names: list[str] = field(default_factory=list)
     engineers: list[str] = field(default_factory=list)
     statuses: list[DownloadStatus] = field(default_factory=list)
-    mode: DownloadMode | None = None
+    modes: list[DownloadMode] = field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
     min_bytes: int | None = None
@@ -81,19 +104,27 @@ class EventQuery:
     def validate(self) -> None:
         if self.since and self.until and self.since > self.until:
             raise InvalidInput("filter.since", "must not be later than filter.until")
-        if self.version is not None and self.version < 1:
-            raise InvalidInput("filter.version", "must be at least 1")
+        if any(v < 1 for v in self.versions):
+            raise InvalidInput("filter.versions", "must be at least 1")
         if self.min_bytes is not None and self.min_bytes < 0:
             raise InvalidInput("filter.minBytes", "must not be negative")
 
 
-class DownloadOrder(StrEnum):
-    STARTED_AT_DESC = "STARTED_AT_DESC"
-    STARTED_AT_ASC = "STARTED_AT_ASC"
-    BYTES_SENT_DESC = "BYTES_SENT_DESC"
-    BYTES_SENT_ASC = "BYTES_SENT_ASC"
-    DURATION_DESC = "DURATION_DESC"
-    DURATION_ASC = "DURATION_ASC"
+class DownloadOrderField(StrEnum):
+    STARTED_AT = "STARTED_AT"
+    BYTES_SENT = "BYTES_SENT"
+    DURATION = "DURATION"
+
+
+@dataclass(frozen=True)
+class DownloadOrder:
+    field: DownloadOrderField = DownloadOrderField.STARTED_AT
+    descending: bool = True
+
+    @property
+    def key(self) -> str:
+        """A short name for cursors: a cursor made for one order is refused by another."""
+        return f"{self.field.value}_{'DESC' if self.descending else 'ASC'}"
 
 
 class Dimension(StrEnum):
@@ -159,11 +190,14 @@ class StatsRequest:
     descending: bool = True
     limit: int = 100
     exact: bool = False
+    offset: int = 0
 
     def validate(self, max_hour_range_days: int) -> None:
         self.query.validate()
         if not 1 <= self.limit <= MAX_STATS_LIMIT:
             raise InvalidInput("limit", f"must be between 1 and {MAX_STATS_LIMIT}, got {self.limit}")
+        if self.offset < 0:
+            raise InvalidInput("after", "malformed cursor")
         if len(set(self.group_by)) != len(self.group_by):
             raise InvalidInput("groupBy", "lists a dimension twice")
         if self.time_zone is not None:

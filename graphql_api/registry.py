@@ -1,77 +1,35 @@
-"""Registering, finding, listing and archiving models: the registry's use cases."""
+"""Registering, finding, updating, listing and archiving models and their versions."""
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from .analytics import events
+from .auth import Principal
 from .db import counters as counters_db
 from .db import models as models_db
-from .documents import Model
-from .errors import DomainError, InvalidInput, ModelAlreadyExists, ModelNotFound
-from .pagination import Page, check_first, decode_cursor, encode_cursor
-from .queries import DownloadWindow, ModelOrder, ModelQuery
+from .documents import ModelVersion, RegisteredModel, utcnow
+from .errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    ModelNotFound,
+    ModelVersionAlreadyExists,
+    ModelVersionNotFound,
+)
+from .pagination import Page, PageRequest, offset_page
+from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
 from .services import Services
-from .storage import ObjectStore, validate_bucket, validate_key
-
-NAME_RE = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
-MAX_METADATA_BYTES = 64 * 1024
-MAX_TAGS = 64
-MAX_DESCRIPTION = 10_000
-
-
-def validate_name(value: str, field: str = "name") -> None:
-    if not value:
-        raise InvalidInput(field, "must not be empty")
-    if len(value) > 128:
-        raise InvalidInput(field, f"must be at most 128 characters, got {len(value)}")
-    if not NAME_RE.match(value):
-        raise InvalidInput(field, "may use only letters, digits and . _ - /")
-
-
-def validate_version(version: int | None, field: str = "version") -> None:
-    if version is not None and not 1 <= version <= 2**31 - 1:
-        raise InvalidInput(field, f"must be at least 1, got {version}")
-
-
-def _check_keys(value: Any, path: str) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k.startswith("$") or "\x00" in k:
-                raise InvalidInput(path, f"key {k!r} must not start with $ or contain NUL")
-            _check_keys(v, path)
-    elif isinstance(value, list):
-        for v in value:
-            _check_keys(v, path)
-
-
-def validate_metadata(metadata: Any) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidInput("metadata", "must be a JSON object")
-    try:
-        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
-    except ValueError as exc:
-        raise InvalidInput("metadata", "must be valid JSON (no NaN or Infinity)") from exc
-    if size > MAX_METADATA_BYTES:
-        raise InvalidInput("metadata", f"must be at most 64 KB as JSON, got {size} bytes")
-    _check_keys(metadata, "metadata")
-    return metadata
-
-
-def validate_tags(tags: list[str] | None) -> list[str]:
-    if not tags:
-        return []
-    if len(tags) > MAX_TAGS:
-        raise InvalidInput("tags", f"at most {MAX_TAGS} tags")
-    for tag in tags:
-        if not tag or len(tag) > 64 or any(ord(ch) < 32 for ch in tag):
-            raise InvalidInput("tags", f"tag {tag!r} must be 1 to 64 printable characters")
-    return list(dict.fromkeys(tags))
+from .storage import ObjectInfo, ObjectStore, validate_bucket, validate_key
+from .validation import (
+    validate_alias,
+    validate_description,
+    validate_metadata,
+    validate_name,
+    validate_tags,
+    validate_version,
+)
 
 
 @dataclass
@@ -92,121 +50,216 @@ class RegisterRequest:
         validate_name(self.project_name, "projectName")
         validate_bucket(self.bucket)
         validate_key(self.key)
-        if self.description is not None and len(self.description) > MAX_DESCRIPTION:
-            raise InvalidInput("description", f"must be at most {MAX_DESCRIPTION} characters")
+        validate_description(self.description)
         self.tags = validate_tags(self.tags)
         self.metadata = validate_metadata(self.metadata)
 
-
-async def register_model(store: ObjectStore, req: RegisterRequest) -> Model:
-    """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race."""
-    req.validate()
-    info = await store.head(req.bucket, req.key)
-
-    def build(version: int) -> Model:
-        return Model(
-            name=req.name,
+    def version_doc(self, version: int, info: ObjectInfo) -> ModelVersion:
+        return ModelVersion(
+            name=self.name,
             version=version,
-            project_name=req.project_name,
-            owner=req.owner,
-            description=req.description,
-            tags=req.tags or [],
-            metadata=req.metadata or {},
-            bucket=req.bucket,
-            key=req.key,
+            project_name=self.project_name,
+            owner=self.owner,
+            description=self.description,
+            tags=self.tags or [],
+            metadata=self.metadata or {},
+            bucket=self.bucket,
+            key=self.key,
             size_bytes=info.size,
             etag=info.etag,
             content_type=info.content_type,
         )
 
+
+def require_owner(model: RegisteredModel, who: Principal) -> None:
+    """Only a model's owner changes it (admins too, once roles exist)."""
+    if who.engineer != model.owner:
+        raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) may change it")
+
+
+async def _model_for(req: RegisterRequest) -> RegisteredModel:
+    """The model a new version joins: created by its first registration, else checked against it."""
+    model = await models_db.find_model(req.name)
+    if model is None:
+        fresh = RegisteredModel(
+            name=req.name,
+            project_name=req.project_name,
+            owner=req.owner,
+            description=req.description,
+            tags=req.tags or [],
+        )
+        if await models_db.insert_model(fresh):
+            return fresh
+        model = await models_db.find_model(req.name)  # a concurrent first registration won
+        assert model is not None
+    if model.project_name != req.project_name:
+        raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
+    require_owner(model, Principal(req.owner))
+    return model
+
+
+async def register_model(store: ObjectStore, req: RegisterRequest) -> ModelVersion:
+    """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race."""
+    req.validate()
+    info = await store.head(req.bucket, req.key)
+    await _model_for(req)
     if req.version is not None:
-        doc = build(req.version)
-        if not await models_db.insert(doc):
-            raise ModelAlreadyExists(req.name, req.version)
+        doc = req.version_doc(req.version, info)
+        if not await models_db.insert_version(doc):
+            raise ModelVersionAlreadyExists(req.name, req.version)
         await counters_db.raise_to(req.name, req.version)
-        return doc
-    while True:
-        doc = build(await counters_db.next_version(req.name))
-        if await models_db.insert(doc):
-            return doc
-        # an explicit registration took this number: take the next one
+    else:
+        while True:
+            doc = req.version_doc(await counters_db.next_version(req.name), info)
+            if await models_db.insert_version(doc):
+                break
+            # an explicit registration took this number: take the next one
+    await models_db.touch(req.name, doc.created_at)
+    return doc
 
 
-async def register(services: Services, req: RegisterRequest) -> Model:
+async def register(services: Services, req: RegisterRequest) -> ModelVersion:
     """`register_model`, counted in the registrations metric by outcome."""
     counter = services.metrics.registrations
     try:
-        model = await register_model(services.store, req)
+        version = await register_model(services.store, req)
     except DomainError as exc:
         counter.labels(exc.code.lower()).inc()
         raise
     counter.labels("created").inc()
+    return version
+
+
+async def get_model(name: str) -> RegisteredModel | None:
+    validate_name(name)
+    return await models_db.find_model(name)
+
+
+async def require_model(name: str) -> RegisteredModel:
+    model = await get_model(name)
+    if model is None:
+        raise ModelNotFound(name)
     return model
 
 
-async def get_model(name: str, version: int | None = None) -> Model | None:
-    """One version, or the newest unarchived one when `version` is None."""
+async def find_version(
+    name: str, version: int | None = None, alias: str | None = None
+) -> ModelVersion | None:
+    """A version by number or alias (exactly one may be given), or the newest unarchived one."""
+    validate_name(name)
+    validate_version(version)
+    if version is not None and alias is not None:
+        raise InvalidInput("alias", "give a version or an alias, not both")
+    if alias is not None:
+        validate_alias(alias)
+        model = await models_db.find_model(name)
+        if model is None or alias not in model.aliases:
+            return None
+        version = model.aliases[alias]
     if version is not None:
         return await models_db.find_version(name, version)
     return await models_db.find_latest(name)
 
 
-async def require_model(name: str, version: int | None = None) -> Model:
-    validate_name(name)
-    validate_version(version)
-    model = await get_model(name, version)
-    if model is None:
-        raise ModelNotFound(name, version)
-    return model
+async def require_version(name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
+    found = await find_version(name, version, alias)
+    if found is not None:
+        return found
+    if await models_db.find_model(name) is None:
+        raise ModelNotFound(name)
+    raise ModelVersionNotFound(name, version, alias)
 
 
-async def set_archived(name: str, version: int, archived: bool) -> Model:
-    validate_name(name)
+async def update_model(
+    name: str, who: Principal, description: str | None, tags: list[str] | None
+) -> RegisteredModel:
+    """Changes a model's description and tags (only those: nothing that locates an artifact)."""
+    model = await require_model(name)
+    require_owner(model, who)
+    fields: dict[str, Any] = {"updated_at": utcnow()}
+    if description is not None:
+        validate_description(description)
+        fields["description"] = description
+    if tags is not None:
+        fields["tags"] = validate_tags(tags)
+    updated = await models_db.update_model(name, fields)
+    if updated is None:
+        raise ModelNotFound(name)
+    return updated
+
+
+async def update_version(
+    name: str, version: int, who: Principal, description: str | None, tags: list[str] | None, metadata: Any
+) -> ModelVersion:
+    """Changes a version's description, tags and metadata; its artifact, checksum and number are immutable."""
     validate_version(version)
-    model = await models_db.set_archived(name, version, archived)
-    if model is None:
-        raise ModelNotFound(name, version)
-    return model
+    require_owner(await require_model(name), who)
+    fields: dict[str, Any] = {}
+    if description is not None:
+        validate_description(description)
+        fields["description"] = description
+    if tags is not None:
+        fields["tags"] = validate_tags(tags)
+    if metadata is not None:
+        fields["metadata"] = validate_metadata(metadata)
+    if not fields:
+        raise InvalidInput("input", "give at least one of description, tags or metadata")
+    updated = await models_db.update_version(name, version, fields)
+    if updated is None:
+        raise ModelVersionNotFound(name, version)
+    await models_db.touch(name, utcnow())
+    return updated
+
+
+async def set_archived(name: str, version: int, who: Principal, archived: bool) -> ModelVersion:
+    """Archives (or restores) a version: hidden by default, no downloads, history and stats kept."""
+    validate_version(version)
+    require_owner(await require_model(name), who)
+    updated = await models_db.update_version(name, version, {"archived": archived})
+    if updated is None:
+        raise ModelVersionNotFound(name, version)
+    return updated
 
 
 async def list_models(
-    query: ModelQuery,
-    order: ModelOrder,
-    first: int | None,
-    after: str | None,
-    window: DownloadWindow | None = None,
-) -> Page[Model]:
-    if order is ModelOrder.DOWNLOADS_DESC:
-        return await _list_by_downloads(query, window or DownloadWindow(), first, after)
-    return await models_db.page(query, order, first, after)
+    query: ModelQuery, order: ModelOrder, request: PageRequest, window: DownloadWindow | None = None
+) -> Page[RegisteredModel]:
+    if order.field is ModelOrderField.DOWNLOADS:
+        return await _list_by_downloads(query, order, window or DownloadWindow(), request)
+    return await models_db.page_models(query, order, request)
 
 
 async def _list_by_downloads(
-    query: ModelQuery, window: DownloadWindow, first: int | None, after: str | None
-) -> Page[Model]:
-    """Most completed downloads in the window first (ties by name, version); the cursor is an offset."""
-    limit = check_first(first)
-    offset = 0 if after is None else decode_cursor(after, ModelOrder.DOWNLOADS_DESC.value, 1)[0]
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidInput("after", "malformed cursor")
-    counts = await events.completed_by_version(window.since, window.until)
-    keys = await models_db.name_versions(query)
-    keys.sort(key=lambda k: (-counts.get((k[1], k[2]), 0), k[1], k[2]))
-    window_ids = [k[0] for k in keys[offset : offset + limit]]
-    by_id = await models_db.get_many(window_ids)
-    items = [
-        (by_id[model_id], encode_cursor(ModelOrder.DOWNLOADS_DESC.value, [offset + i + 1]))
-        for i, model_id in enumerate(window_ids)
-    ]
-    in_window = {doc.id: counts.get((doc.name, doc.version), 0) for doc, _ in items}
-
-    async def count() -> int:
-        return len(keys)
-
+    query: ModelQuery, order: ModelOrder, window: DownloadWindow, request: PageRequest
+) -> Page[RegisteredModel]:
+    """Most (or least) completed downloads in the window first, ties by name; the cursor is an offset."""
+    counts = await events.completed_by_model(window.since, window.until)
+    names = await models_db.model_names(query)
+    sign = -1 if order.descending else 1
+    names.sort(key=lambda n: (sign * counts.get(n, 0), n))
+    page = offset_page(names, "DOWNLOADS_" + ("DESC" if order.descending else "ASC"), request)
+    by_name = await models_db.find_models([n for n, _ in page.items])
     return Page(
-        items=items,
-        has_next=offset + limit < len(keys),
-        has_previous=offset > 0,
-        count=count,
-        window_downloads=in_window,
+        items=[(by_name[n], c) for n, c in page.items if n in by_name],
+        has_next=page.has_next,
+        has_previous=page.has_previous,
+        count=page.count,
+        window_downloads={by_name[n].id: counts.get(n, 0) for n, _ in page.items if n in by_name},
     )
+
+
+async def list_versions(query: VersionQuery, order: VersionOrder, request: PageRequest) -> Page[ModelVersion]:
+    return await models_db.page_versions(query, order, request)
+
+
+async def model_by_id(model_id: Any) -> RegisteredModel | None:
+    return await models_db.get_model(model_id)
+
+
+async def version_by_id(version_id: Any) -> tuple[ModelVersion, RegisteredModel] | None:
+    """A version and its model, by the version's id."""
+    version = await models_db.get_version(version_id)
+    if version is None:
+        return None
+    model = await models_db.find_model(version.name)
+    return (version, model) if model is not None else None

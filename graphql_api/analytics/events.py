@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadEvent, DownloadStatus
-from ..pagination import Page
+from ..pagination import Page, PageRequest
 from ..queries import DownloadOrder, EventQuery
 
 
@@ -26,18 +27,26 @@ async def model_download_totals(keys: Sequence[tuple[str, int]]) -> list[ModelDo
     return [ModelDownloadTotals(*found.get(key, (0, None))) for key in keys]
 
 
-async def list_events(
-    query: EventQuery, order: DownloadOrder, first: int | None, after: str | None
-) -> Page[DownloadEvent]:
+async def list_events(query: EventQuery, order: DownloadOrder, request: PageRequest) -> Page[DownloadEvent]:
     """One keyset page of raw events; an unfiltered count is summed from the rollups."""
-    return await events_db.page(query, order, first, after, count_all=rollups_db.count_downloads)
+    return await events_db.page(query, order, request, count_all=rollups_db.count_downloads)
 
 
-async def completed_by_version(since: datetime | None, until: datetime | None) -> dict[tuple[str, int], int]:
-    """Completed downloads per (model name, version) started in [since, until): rollups when they can."""
-    found = await rollups_db.completed_by_version(EventQuery(since=since, until=until))
+async def model_totals(names: Sequence[str]) -> list[ModelDownloadTotals]:
+    """Completed downloads across all versions and the last one's time, per model name (DataLoader batch)."""
+    found = await rollups_db.totals_by_model(names)
+    return [ModelDownloadTotals(*found.get(name, (0, None))) for name in names]
+
+
+async def completed_by_model(since: datetime | None, until: datetime | None) -> dict[str, int]:
+    """Completed downloads per model name started in [since, until): rollups when they can answer."""
+    found = await rollups_db.completed_by_model(EventQuery(since=since, until=until))
     if found is not None:
         return found
-    return await events_db.completed_by_version(
+    return await events_db.count_by_model(
         EventQuery(since=since, until=until, statuses=[DownloadStatus.COMPLETED])
     )
+
+
+async def event_by_id(event_id: Any) -> DownloadEvent | None:
+    return await events_db.get(event_id)

@@ -83,23 +83,44 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (0, 0) if value is None else (1, value)
 
 
+@dataclass
+class StatsPage:
+    """One page of stats rows, how many rows there are in all, and where they came from."""
+
+    rows: list[StatsRow]
+    total: int
+    source: StatsSource
+    offset: int = 0
+
+    @property
+    def next_offset(self) -> int:
+        return self.offset + len(self.rows)
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_offset < self.total
+
+
 def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
-    """Mongo's order, in Python: by the metric (nulls lowest), ties by the group key ascending; limited."""
+    """Mongo's order, in Python: by the metric (nulls lowest), ties by the group key ascending; one page."""
     name = METRIC_FIELDS[req.sort_metric]
     rows = sorted(rows, key=lambda r: tuple(_sortable(getattr(r, ROW_FIELDS[d])) for d in req.group_by))
     rows.sort(key=lambda r: _sortable(getattr(r, name)), reverse=req.descending)
-    return rows[: req.limit]
+    return rows[req.offset : req.offset + req.limit]
 
 
-async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> list[StatsRow]:
+async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> StatsPage:
     """`downloadStats`: from rollups when they can answer exactly (counts, bytes), else from raw events."""
     req.validate(max_hour_range_days)
     merged_here = req.sort_metric in MERGED_METRICS
-    docs = await rollups_db.stats(req, sort_here=not merged_here)
-    if docs is None:
-        return [_row(d, StatsSource.RAW) for d in await events_db.stats(req)]
+    found = await rollups_db.stats(req, sort_here=not merged_here)
+    if found is None:
+        docs, total = await events_db.stats(req)
+        return StatsPage([_row(d, StatsSource.RAW) for d in docs], total, StatsSource.RAW, req.offset)
+    docs, total = found
     rows = [_row(d, StatsSource.ROLLUP) for d in docs]
-    return order_rows(rows, req) if merged_here else rows
+    rows = order_rows(rows, req) if merged_here else rows
+    return StatsPage(rows, total, StatsSource.ROLLUP, req.offset)
 
 
 def source_for(req: StatsRequest) -> StatsSource:

@@ -10,15 +10,18 @@ from beanie import init_beanie
 from pymongo import AsyncMongoClient
 
 from ..documents import ALL_DOCUMENTS
+from . import migrations
 
 
 @contextlib.asynccontextmanager
 async def connect(uri: str, db_name: str, **options: Any) -> AsyncIterator[AsyncMongoClient[Any]]:
-    """A client on `uri` with Beanie initialised on `db_name` (indexes created); closed on exit."""
+    """A client on `uri` with the data migrated and Beanie initialised on `db_name` (indexes created);
+    closed on exit."""
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         uri, tz_aware=True, **{"serverSelectionTimeoutMS": 10_000, **options}
     )
     try:
+        await migrations.run(client[db_name])
         await init_beanie(database=client[db_name], document_models=ALL_DOCUMENTS)
         yield client
     finally:

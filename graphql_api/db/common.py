@@ -111,14 +111,23 @@ SAFE_AVG: Condition = {
 }
 
 
-def order_and_limit(req: StatsRequest) -> list[Condition]:
-    """Sort by the requested metric, ties broken on the group key (a stable order), then the limit."""
+def ordered_page(req: StatsRequest) -> list[Condition]:
+    """Sort by the requested metric, ties broken on the group key (a stable order), then one page of
+    `req.limit` rows from `req.offset`, beside the number of all rows: `{rows: [...], total: [{n}]}`."""
     direction = -1 if req.descending else 1
     sort: dict[str, int] = {METRIC_FIELDS[req.sort_metric]: direction}
     sort.update({f"_id.{d.value}": 1 for d in req.group_by})
     if req.interval:
         sort.setdefault("period_start", 1)
-    return [{"$sort": sort}, {"$limit": req.limit}]
+    rows: list[Condition] = [{"$sort": sort}, {"$skip": req.offset}, {"$limit": req.limit}]
+    return [{"$facet": {"rows": rows, "total": [{"$count": "n"}]}}]
+
+
+async def read_page(cursor: Any) -> tuple[list[dict[str, Any]], int]:
+    """The rows and the total of an aggregation that ended in `ordered_page`."""
+    (out,) = await cursor.to_list()
+    total = out["total"][0]["n"] if out["total"] else 0
+    return list(out["rows"]), int(total)
 
 
 def time_window(field: str, since: datetime | None, until: datetime | None) -> Condition:

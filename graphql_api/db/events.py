@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -10,17 +11,17 @@ from beanie import PydanticObjectId, SortDirection
 from beanie.odm.queries.update import UpdateResponse
 
 from ..documents import DownloadEvent, DownloadStatus
-from ..pagination import Page
-from ..queries import Dimension, DownloadOrder, EventQuery, StatsRequest
+from ..pagination import Page, PageRequest
+from ..queries import Dimension, DownloadOrder, DownloadOrderField, EventQuery, StatsRequest
 from .common import (
     SAFE_AVG,
     Condition,
     Translator,
     any_of,
     bound,
-    equals,
     merge_filters,
-    order_and_limit,
+    ordered_page,
+    read_page,
     translate,
     trunc,
 )
@@ -28,11 +29,11 @@ from .paging import Sort, keyset_page
 
 FILTERS: Mapping[str, Translator] = {
     "model_names": any_of("model_name"),
-    "version": equals("model_version"),
+    "versions": any_of("model_version"),
     "project_names": any_of("project_name"),
     "engineers": any_of("engineer"),
     "statuses": any_of("status"),
-    "mode": equals("mode"),
+    "modes": any_of("mode"),
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
@@ -47,15 +48,17 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.STATUS: "status",
 }
 
-_ASC, _DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
-SORTS: dict[DownloadOrder, Sort] = {
-    DownloadOrder.STARTED_AT_DESC: [("started_at", _DESC), ("_id", _DESC)],
-    DownloadOrder.STARTED_AT_ASC: [("started_at", _ASC), ("_id", _ASC)],
-    DownloadOrder.BYTES_SENT_DESC: [("bytes_sent", _DESC), ("_id", _DESC)],
-    DownloadOrder.BYTES_SENT_ASC: [("bytes_sent", _ASC), ("_id", _ASC)],
-    DownloadOrder.DURATION_DESC: [("duration_seconds", _DESC), ("_id", _DESC)],
-    DownloadOrder.DURATION_ASC: [("duration_seconds", _ASC), ("_id", _ASC)],
+SORT_FIELDS: dict[DownloadOrderField, str] = {
+    DownloadOrderField.STARTED_AT: "started_at",
+    DownloadOrderField.BYTES_SENT: "bytes_sent",
+    DownloadOrderField.DURATION: "duration_seconds",
 }
+
+
+def sort_of(order: DownloadOrder) -> Sort:
+    direction = SortDirection.DESCENDING if order.descending else SortDirection.ASCENDING
+    return [(SORT_FIELDS[order.field], direction), ("_id", direction)]
+
 
 _OPEN = [DownloadStatus.IN_PROGRESS.value, DownloadStatus.ISSUED.value]
 
@@ -118,35 +121,31 @@ def stale(cutoff: datetime) -> AsyncIterator[DownloadEvent]:
 
 
 async def page(
-    q: EventQuery,
-    order: DownloadOrder,
-    first: int | None,
-    after: str | None,
-    count_all: Any = None,
+    q: EventQuery, order: DownloadOrder, request: PageRequest, count_all: Any = None
 ) -> Page[DownloadEvent]:
     """One keyset page. Ordering by duration lists only finished downloads."""
     flt = event_filter(q)
-    if order in (DownloadOrder.DURATION_ASC, DownloadOrder.DURATION_DESC):
+    if order.field is DownloadOrderField.DURATION:
         flt = merge_filters(flt, {"duration_seconds": {"$ne": None}})
     return await keyset_page(
         DownloadEvent,
         flt,
-        SORTS[order],
-        order.value,
-        first,
-        after,
+        sort_of(order),
+        order.key,
+        request,
         newest_first_on="started_at",
         count_all=count_all,
     )
 
 
-async def completed_by_version(q: EventQuery) -> dict[tuple[str, int], int]:
+async def count_by_model(q: EventQuery) -> dict[str, int]:
+    """Matching events per model name."""
     pipeline: list[Condition] = [
         {"$match": event_filter(q)},
-        {"$group": {"_id": {"n": "$model_name", "v": "$model_version"}, "c": {"$sum": 1}}},
+        {"$group": {"_id": "$model_name", "c": {"$sum": 1}}},
     ]
     rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
-    return {(r["_id"]["n"], r["_id"]["v"]): r["c"] async for r in rows if r["c"]}
+    return {r["_id"]: r["c"] async for r in rows if r["c"]}
 
 
 def _count_if(status: DownloadStatus) -> Condition:
@@ -203,14 +202,14 @@ def stats_pipeline(req: StatsRequest) -> list[Condition]:
                 "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
             }
         },
-        *order_and_limit(req),
+        *ordered_page(req),
     ]
 
 
-async def stats(req: StatsRequest) -> list[dict[str, Any]]:
+async def stats(req: StatsRequest) -> tuple[list[dict[str, Any]], int]:
     """Stats rows from raw events: `_id` holds the group key; metrics as named in `METRIC_FIELDS`."""
     docs = await DownloadEvent.get_pymongo_collection().aggregate(stats_pipeline(req), allowDiskUse=True)
-    return [d async for d in docs]
+    return await read_page(docs)
 
 
 REBUILD_FIELDS = (
@@ -227,3 +226,40 @@ async def scan_since(since: datetime | None, batch: int = 10_000) -> AsyncIterat
     )
     async for doc in cursor:
         yield DownloadEvent.model_construct(**{**doc, "id": doc["_id"]})
+
+
+# Inserts, and updates that change the status: the transitions a live feed publishes (not heartbeats).
+_TRANSITIONS: Condition = {
+    "$match": {
+        "$or": [
+            {"operationType": "insert"},
+            {"operationType": "update", "updateDescription.updatedFields.status": {"$exists": True}},
+        ]
+    }
+}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One status transition of an event, with the change stream's resume token."""
+
+    token: dict[str, Any]
+    status: DownloadStatus
+    event: DownloadEvent
+
+
+async def watch_transitions(resume_after: dict[str, Any] | None) -> AsyncIterator[Transition]:
+    """Status transitions of download events from a MongoDB change stream (every writer, every instance),
+    from now or from just after `resume_after`. `fullDocument` is looked up when the change is read, so
+    it may be further along; `status` is the transition itself."""
+    collection = DownloadEvent.get_pymongo_collection()
+    async with await collection.watch(
+        [_TRANSITIONS], full_document="updateLookup", resume_after=resume_after
+    ) as stream:
+        async for change in stream:
+            doc = change.get("fullDocument")
+            if doc is None:  # deleted since
+                continue
+            fields = change.get("updateDescription", {}).get("updatedFields", {})
+            status = DownloadStatus(fields.get("status", doc["status"]))
+            yield Transition(change["_id"], status, DownloadEvent.model_validate(doc))

@@ -1,51 +1,56 @@
-"""Owner of `models`: every query and update of registered model versions, and their filter translation."""
+"""Owner of `models` (one per name) and `model_versions`: lookups, inserts, updates, aliases and pages."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any, cast
 
 from beanie import PydanticObjectId, SortDirection
 from beanie.odm.queries.update import UpdateResponse
 from pymongo.errors import DuplicateKeyError
 
-from ..documents import Model
-from ..pagination import Page
-from ..queries import ModelOrder, ModelQuery
+from ..documents import AliasChange, ModelVersion, RegisteredModel
+from ..pagination import Page, PageRequest
+from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
 from .common import Condition, time_window
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
-SORTS: dict[ModelOrder, Sort] = {
-    ModelOrder.CREATED_AT_DESC: [("created_at", DESC), ("_id", DESC)],
-    ModelOrder.CREATED_AT_ASC: [("created_at", ASC), ("_id", ASC)],
-    ModelOrder.NAME_ASC: [("name", ASC), ("version", ASC)],
-    ModelOrder.NAME_DESC: [("name", DESC), ("version", DESC)],
-}
+
+
+def _direction(descending: bool) -> SortDirection:
+    return DESC if descending else ASC
+
+
+def model_sort(order: ModelOrder) -> Sort:
+    d = _direction(order.descending)
+    return {
+        ModelOrderField.CREATED_AT: [("created_at", d), ("_id", d)],
+        ModelOrderField.UPDATED_AT: [("updated_at", d), ("_id", d)],
+        ModelOrderField.NAME: [("name", d)],
+    }[order.field]
 
 
 def model_filter(q: ModelQuery) -> Condition:
     q.validate()
     flt: Condition = {}
-    if q.name is not None:
-        matches = not q.name_prefix or q.name.startswith(q.name_prefix)
-        flt["name"] = q.name if matches else {"$in": []}
+    if q.names:
+        flt["name"] = {"$in": [n for n in q.names if n.startswith(q.name_prefix or "")]}
     elif q.name_prefix:
         flt["name"] = {"$regex": "^" + re.escape(q.name_prefix)}
-    if q.project_name is not None:
-        flt["project_name"] = q.project_name
-    if q.owner is not None:
-        flt["owner"] = q.owner
+    if q.project_names:
+        flt["project_name"] = {"$in": q.project_names}
+    if q.owners:
+        flt["owner"] = {"$in": q.owners}
     if q.tags:
         flt["tags"] = {"$all": q.tags}
     flt.update(time_window("created_at", q.created_after, q.created_before))
-    if not q.include_archived:
-        flt["archived"] = False
     return flt
 
 
-async def insert(model: Model) -> bool:
-    """Inserts a new version; False when (name, version) is taken (the unique index decides every race)."""
+async def insert_model(model: RegisteredModel) -> bool:
+    """Inserts a new model; False when the name is taken (the unique index decides every race)."""
     try:
         await model.insert()
     except DuplicateKeyError:
@@ -53,53 +58,138 @@ async def insert(model: Model) -> bool:
     return True
 
 
-async def find_version(name: str, version: int) -> Model | None:
-    return await Model.find_one(Model.name == name, Model.version == version)
+async def find_model(name: str) -> RegisteredModel | None:
+    return await RegisteredModel.find_one(RegisteredModel.name == name)
 
 
-async def find_latest(name: str) -> Model | None:
+async def get_model(model_id: PydanticObjectId) -> RegisteredModel | None:
+    return await RegisteredModel.get(model_id)
+
+
+async def find_models(names: list[str]) -> dict[str, RegisteredModel]:
+    found = await RegisteredModel.find({"name": {"$in": names}}).to_list()
+    return {m.name: m for m in found}
+
+
+async def update_model(name: str, fields: Condition) -> RegisteredModel | None:
+    """Sets `fields` (and updated_at) on the model `name`; None when it does not exist."""
+    found = await RegisteredModel.find_one(RegisteredModel.name == name).update(
+        {"$set": fields}, response_type=UpdateResponse.NEW_DOCUMENT
+    )
+    return cast(RegisteredModel | None, found)
+
+
+async def touch(name: str, when: datetime) -> None:
+    await RegisteredModel.find_one(RegisteredModel.name == name).update({"$max": {"updated_at": when}})
+
+
+async def move_alias(
+    name: str, alias: str, version: int | None, expected: int | None
+) -> RegisteredModel | None:
+    """Points `alias` at `version` (None removes it) if it still points at `expected`: a compare-and-set,
+    so two concurrent moves cannot both record the same `from`. None when it moved meanwhile."""
+    field = f"aliases.{alias}"
+    flt: Condition = {"name": name, field: expected if expected is not None else {"$exists": False}}
+    update: Condition = {"$unset": {field: ""}} if version is None else {"$set": {field: version}}
+    found = await RegisteredModel.find_one(flt).update(update, response_type=UpdateResponse.NEW_DOCUMENT)
+    return cast(RegisteredModel | None, found)
+
+
+async def record_alias_change(change: AliasChange) -> None:
+    await change.insert()
+
+
+async def alias_changes(name: str, request: PageRequest) -> Page[AliasChange]:
+    sort: Sort = [("changed_at", DESC), ("_id", DESC)]
+    return await keyset_page(AliasChange, {"model_name": name}, sort, "ALIAS_CHANGED_DESC", request)
+
+
+async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:
+    return await AliasChange.get(change_id)
+
+
+async def page_models(query: ModelQuery, order: ModelOrder, request: PageRequest) -> Page[RegisteredModel]:
+    key = f"{order.field.value}_{'DESC' if order.descending else 'ASC'}"
+    return await keyset_page(RegisteredModel, model_filter(query), model_sort(order), key, request)
+
+
+async def model_names(query: ModelQuery) -> list[str]:
+    """Every matching model's name: the keys a downloads-ordered listing sorts."""
+    cursor = RegisteredModel.get_pymongo_collection().find(model_filter(query), {"name": 1})
+    return [d["name"] async for d in cursor]
+
+
+async def insert_many_models(models: list[RegisteredModel]) -> None:
+    await RegisteredModel.insert_many(models)
+
+
+async def insert_version(version: ModelVersion) -> bool:
+    """Inserts a new version; False when (name, version) is taken (the unique index decides every race)."""
+    try:
+        await version.insert()
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def find_version(name: str, version: int) -> ModelVersion | None:
+    return await ModelVersion.find_one(ModelVersion.name == name, ModelVersion.version == version)
+
+
+async def find_latest(name: str) -> ModelVersion | None:
     """The newest unarchived version of `name`."""
     return (
-        await Model.find(Model.name == name, Model.archived == False)  # noqa: E712 - a query, not a test
+        await ModelVersion.find(ModelVersion.name == name, ModelVersion.archived == False)  # noqa: E712
         .sort([("version", DESC)])
         .first_or_none()
     )
 
 
-async def get(model_id: PydanticObjectId) -> Model | None:
-    return await Model.get(model_id)
+async def latest_versions(names: list[str]) -> dict[str, ModelVersion]:
+    """The newest unarchived version of each of `names` (a DataLoader batch)."""
+    found: dict[str, ModelVersion] = {}
+    for doc in await ModelVersion.find({"name": {"$in": names}, "archived": False}).to_list():
+        if doc.name not in found or doc.version > found[doc.name].version:
+            found[doc.name] = doc
+    return found
 
 
-async def get_many(ids: list[Any]) -> dict[Any, Model]:
-    return {d.id: d for d in await Model.find({"_id": {"$in": ids}}).to_list()}
+async def get_version(version_id: Any) -> ModelVersion | None:
+    return await ModelVersion.get(version_id)
 
 
-async def set_archived(name: str, version: int, archived: bool) -> Model | None:
-    found = await Model.find_one(Model.name == name, Model.version == version).update(
-        {"$set": {"archived": archived}}, response_type=UpdateResponse.NEW_DOCUMENT
+async def get_versions(ids: list[Any]) -> dict[Any, ModelVersion]:
+    return {d.id: d for d in await ModelVersion.find({"_id": {"$in": ids}}).to_list()}
+
+
+async def update_version(name: str, version: int, fields: Condition) -> ModelVersion | None:
+    found = await ModelVersion.find_one(ModelVersion.name == name, ModelVersion.version == version).update(
+        {"$set": fields}, response_type=UpdateResponse.NEW_DOCUMENT
     )
-    return cast(Model | None, found)
+    return cast(ModelVersion | None, found)
 
 
-async def page(query: ModelQuery, order: ModelOrder, first: int | None, after: str | None) -> Page[Model]:
-    return await keyset_page(Model, model_filter(query), SORTS[order], order.value, first, after)
+async def page_versions(query: VersionQuery, order: VersionOrder, request: PageRequest) -> Page[ModelVersion]:
+    flt: Condition = {"name": query.name}
+    if not query.include_archived:
+        flt["archived"] = False
+    d = _direction(order.descending)
+    sort: Sort = (
+        [("version", d)] if order.field is VersionOrderField.VERSION else [("created_at", d), ("_id", d)]
+    )
+    key = f"{order.field.value}_{'DESC' if order.descending else 'ASC'}"
+    return await keyset_page(ModelVersion, flt, sort, key, request)
 
 
-async def name_versions(query: ModelQuery) -> list[tuple[Any, str, int]]:
-    """(id, name, version) of every matching model: the keys a downloads-ordered listing sorts."""
-    cursor = Model.get_pymongo_collection().find(model_filter(query), {"name": 1, "version": 1})
-    return [(d["_id"], d["name"], d["version"]) async for d in cursor]
+async def insert_many_versions(versions: list[ModelVersion]) -> None:
+    await ModelVersion.insert_many(versions)
 
 
-async def insert_many(models: list[Model]) -> None:
-    await Model.insert_many(models)
-
-
-async def existing_keys() -> set[tuple[str, int]]:
-    """(name, version) of every registered model."""
-    cursor = Model.get_pymongo_collection().find({}, {"name": 1, "version": 1})
+async def existing_versions() -> set[tuple[str, int]]:
+    """(name, version) of every registered version."""
+    cursor = ModelVersion.get_pymongo_collection().find({}, {"name": 1, "version": 1})
     return {(d["name"], d["version"]) async for d in cursor}
 
 
-async def in_bucket(bucket: str) -> list[Model]:
-    return await Model.find(Model.bucket == bucket).to_list()
+async def versions_in_bucket(bucket: str) -> list[ModelVersion]:
+    return await ModelVersion.find(ModelVersion.bucket == bucket).to_list()

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from beanie import Document, SortDirection
 
-from ..pagination import Page, check_first, decode_cursor, encode_cursor
+from ..pagination import Page, PageRequest, decode_cursor, encode_cursor
 from .common import merge_filters
 
 D = TypeVar("D", bound=Document)
@@ -30,39 +30,48 @@ def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str
     return {first_field: {"$gte" if first_direction > 0 else "$lte": values[0]}, "$or": branches}
 
 
+def _inverted(sort: Sort) -> Sort:
+    flip = {
+        SortDirection.ASCENDING: SortDirection.DESCENDING,
+        SortDirection.DESCENDING: SortDirection.ASCENDING,
+    }
+    return [(name, flip[direction]) for name, direction in sort]
+
+
 async def keyset_page(
     document: type[D],
     base: dict[str, Any],
     sort: Sort,
     order: str,
-    first: int | None,
-    after: str | None,
+    request: PageRequest,
     newest_first_on: str | None = None,
     count_all: Callable[[], Awaitable[int]] | None = None,
 ) -> Page[D]:
-    """One page of `document` rows matching `base`, in `sort` order, after the cursor `after`.
+    """One page of `document` rows matching `base` in `sort` order: `first` rows after a cursor, or the
+    `last` rows before one (read in the inverted order, then turned round).
 
     `count_all`, when given, counts an unfiltered collection faster than the collection itself can.
 
-    With `newest_first_on` (a datetime field leading a descending sort), the page is looked for in growing
+    With `newest_first_on` (a datetime field leading a descending scan), the page is looked for in growing
     time windows before the unbounded query: SecantusDB applies a limit only after scanning the whole index
     range, so a bounded range is what keeps the first pages of a large collection fast. The answer is the
     same: a window is used only when it holds a full page, and every row outside it sorts later.
     """
-    limit = check_first(first)
+    limit, cursor = request.size, request.cursor
+    scan = _inverted(sort) if request.backward else sort
     flt = base
     anchor = datetime.now(UTC)
-    if after is not None:
-        values = decode_cursor(after, order, len(sort))
-        flt = merge_filters(base, keyset_after(sort, values))
+    if cursor is not None:
+        values = decode_cursor(cursor, order, len(sort))
+        flt = merge_filters(base, keyset_after(scan, values))
         anchor = values[0] if isinstance(values[0], datetime) else anchor
-    windowed = newest_first_on is not None and sort[0] == (newest_first_on, SortDirection.DESCENDING)
+    windowed = newest_first_on is not None and scan[0] == (newest_first_on, SortDirection.DESCENDING)
     windows: tuple[timedelta | None, ...] = (*WINDOWS, None) if windowed else (None,)
     for window in windows:
         query = flt
         if window is not None and newest_first_on is not None:
             query = merge_filters(flt, {newest_first_on: {"$gte": anchor - window}})
-        docs = await document.find(query).sort(sort).limit(limit + 1).to_list()
+        docs = await document.find(query).sort(scan).limit(limit + 1).to_list()
         if len(docs) > limit:
             break
 
@@ -76,5 +85,11 @@ async def keyset_page(
     def key(doc: D) -> list[Any]:
         return [doc.id if name == "_id" else getattr(doc, name) for name, _ in sort]
 
-    items = [(d, encode_cursor(order, key(d))) for d in docs[:limit]]
-    return Page(items=items, has_next=len(docs) > limit, has_previous=after is not None, count=count)
+    rows = docs[:limit]
+    more = len(docs) > limit
+    if request.backward:
+        rows.reverse()
+    items = [(d, encode_cursor(order, key(d))) for d in rows]
+    if request.backward:
+        return Page(items=items, has_next=cursor is not None, has_previous=more, count=count)
+    return Page(items=items, has_next=more, has_previous=cursor is not None, count=count)

@@ -18,7 +18,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..documents import DownloadEvent, DownloadRollup
 from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, on_midnight
-from .common import SAFE_AVG, Condition, Translator, any_of, equals, order_and_limit, translate, trunc
+from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 
 DUPLICATE_KEY = 11000
 
@@ -150,26 +150,29 @@ async def count_downloads() -> int:
     return int(found[0]) if found else 0
 
 
-async def totals_by_version(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, Any]]:
-    """(completed downloads, last completion) per (name, version) that has any, in one aggregation."""
+async def _totals(match: Condition, key: Any) -> list[dict[str, Any]]:
     pipeline: list[Condition] = [
-        {
-            "$match": {
-                "model_name": {"$in": sorted({name for name, _ in keys})},
-                "model_version": {"$in": sorted({version for _, version in keys})},
-                "completed": {"$gt": 0},
-            }
-        },
-        {
-            "$group": {
-                "_id": {"n": "$model_name", "v": "$model_version"},
-                "n": {"$sum": "$completed"},
-                "last": {"$max": "$last_completed_at"},
-            }
-        },
+        {"$match": {**match, "completed": {"$gt": 0}}},
+        {"$group": {"_id": key, "n": {"$sum": "$completed"}, "last": {"$max": "$last_completed_at"}}},
     ]
     rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
-    return {(r["_id"]["n"], r["_id"]["v"]): (r["n"], r["last"]) async for r in rows}
+    return [r async for r in rows]
+
+
+async def totals_by_version(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, Any]]:
+    """(completed downloads, last completion) per (name, version) that has any, in one aggregation."""
+    match = {
+        "model_name": {"$in": sorted({name for name, _ in keys})},
+        "model_version": {"$in": sorted({version for _, version in keys})},
+    }
+    rows = await _totals(match, {"n": "$model_name", "v": "$model_version"})
+    return {(r["_id"]["n"], r["_id"]["v"]): (r["n"], r["last"]) for r in rows}
+
+
+async def totals_by_model(names: Sequence[str]) -> dict[str, tuple[int, Any]]:
+    """(completed downloads, last completion) per model name across its versions, in one aggregation."""
+    rows = await _totals({"model_name": {"$in": sorted(set(names))}}, "$model_name")
+    return {r["_id"]: (r["n"], r["last"]) for r in rows}
 
 
 def _day_bound(op: str) -> Translator:
@@ -180,9 +183,9 @@ def _day_bound(op: str) -> Translator:
 # What the buckets can filter on; any other set field of the query makes them unable to answer.
 FILTERS: Mapping[str, Translator] = {
     "model_names": any_of("model_name"),
-    "version": equals("model_version"),
+    "versions": any_of("model_version"),
     "project_names": any_of("project_name"),
-    "mode": equals("mode"),
+    "modes": any_of("mode"),
     "since": _day_bound("$gte"),
     "until": _day_bound("$lt"),
 }
@@ -238,35 +241,37 @@ def stats_pipeline(req: StatsRequest) -> list[Condition] | None:
     ]
 
 
-async def stats(req: StatsRequest, *, sort_here: bool) -> list[dict[str, Any]] | None:
-    """Stats rows from the buckets (None when they cannot answer): like raw rows, but with the merged
-    `engineers` set and duration `hist` (index → count) of each group instead of finished figures."""
+async def stats(req: StatsRequest, *, sort_here: bool) -> tuple[list[dict[str, Any]], int] | None:
+    """Stats rows from the buckets and the number of all rows (None when they cannot answer): like raw
+    rows, but with the merged `engineers` set and duration `hist` (index → count) of each group instead of
+    finished figures. With `sort_here` False every row comes back unordered (the caller orders them)."""
     pipeline = stats_pipeline(req)
     if pipeline is None:
         return None
+    collection = DownloadRollup.get_pymongo_collection()
     if sort_here:
-        pipeline += order_and_limit(req)
-    docs = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
-    rows = []
-    async for doc in docs:
+        docs, total = await read_page(await collection.aggregate([*pipeline, *ordered_page(req)]))
+    else:
+        docs = await (await collection.aggregate(pipeline)).to_list()
+        total = len(docs)
+    for doc in docs:
         hist: dict[int, int] = {}
         for part in doc.pop("hists"):
             for index, count in part.items():
                 hist[int(index)] = hist.get(int(index), 0) + count
         doc["hist"] = hist
         doc["engineers"] = set().union(*doc.pop("engineer_sets"))
-        rows.append(doc)
-    return rows
+    return docs, total
 
 
-async def completed_by_version(q: EventQuery) -> dict[tuple[str, int], int] | None:
-    """Completed downloads per (name, version) for `q` without its status condition, or None."""
+async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
+    """Completed downloads per model name for `q` (without its status condition), or None."""
     match = rollup_filter(q)
     if match is None:
         return None
     pipeline: list[Condition] = [
         {"$match": match},
-        {"$group": {"_id": {"n": "$model_name", "v": "$model_version"}, "c": {"$sum": "$completed"}}},
+        {"$group": {"_id": "$model_name", "c": {"$sum": "$completed"}}},
     ]
     rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
-    return {(r["_id"]["n"], r["_id"]["v"]): r["c"] async for r in rows if r["c"]}
+    return {r["_id"]: r["c"] async for r in rows if r["c"]}

@@ -7,10 +7,13 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from ..errors import (
+    AliasNotFound,
     DomainError,
+    Forbidden,
     InvalidInput,
-    ModelArchived,
     ModelNotFound,
+    ModelVersionArchived,
+    ModelVersionNotFound,
     RangeNotSatisfiable,
     StorageObjectNotFound,
     TicketInvalid,
@@ -21,9 +24,12 @@ from ..errors import (
 STATUS: dict[type[DomainError], int] = {
     InvalidInput: 400,
     Unauthenticated: 401,
+    Forbidden: 403,
     ModelNotFound: 404,
+    ModelVersionNotFound: 404,
+    AliasNotFound: 404,
     StorageObjectNotFound: 404,
-    ModelArchived: 410,
+    ModelVersionArchived: 410,
     RangeNotSatisfiable: 416,
 }
 TICKET_STATUS: dict[TicketProblem, int] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,10 +11,28 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
-from ..analytics.events import ModelDownloadTotals, model_download_totals
+from ..analytics.events import ModelDownloadTotals, model_download_totals, model_totals
+from ..auth import Principal
+from ..db import models as models_db
+from ..documents import ModelVersion, RegisteredModel
 from ..downloads import Requester
 from ..http.caller import base_url, requester
 from ..services import Services
+
+
+async def _versions_by_id(ids: Sequence[Any]) -> list[ModelVersion | None]:
+    found = await models_db.get_versions(list(ids))
+    return [found.get(i) for i in ids]
+
+
+async def _models_by_name(names: Sequence[str]) -> list[RegisteredModel]:
+    found = await models_db.find_models(list(names))
+    return [found[n] for n in names]
+
+
+async def _latest_versions(names: Sequence[str]) -> list[ModelVersion | None]:
+    found = await models_db.latest_versions(list(names))
+    return [found.get(n) for n in names]
 
 
 @dataclass
@@ -21,10 +40,18 @@ class Context:
     request: HTTPConnection
     response: Response | None
     services: Services
-    download_totals: DataLoader[Any, ModelDownloadTotals] = field(init=False)
+    version_totals: DataLoader[Any, ModelDownloadTotals] = field(init=False)
+    model_totals: DataLoader[str, ModelDownloadTotals] = field(init=False)
+    versions_by_id: DataLoader[Any, ModelVersion | None] = field(init=False)
+    models_by_name: DataLoader[str, RegisteredModel] = field(init=False)
+    latest_versions: DataLoader[str, ModelVersion | None] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.download_totals = DataLoader(load_fn=model_download_totals)
+        self.version_totals = DataLoader(load_fn=model_download_totals)
+        self.model_totals = DataLoader(load_fn=model_totals)
+        self.versions_by_id = DataLoader(load_fn=_versions_by_id)
+        self.models_by_name = DataLoader(load_fn=_models_by_name)
+        self.latest_versions = DataLoader(load_fn=_latest_versions)
 
     @property
     def requester(self) -> Requester:
@@ -32,8 +59,8 @@ class Context:
         return requester(self.request)
 
     @property
-    def engineer(self) -> str:
-        return self.requester.engineer
+    def principal(self) -> Principal:
+        return Principal(self.requester.engineer)
 
     @property
     def base_url(self) -> str:

@@ -1,52 +1,64 @@
-"""Strawberry types, inputs and resolvers for downloads: tickets, raw events and their filter."""
+"""Strawberry types of downloads: tickets, events, their connection, filter and order."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import Enum
+from typing import Any
 
 import strawberry
 
 from .. import documents, queries
+from .context import Info
+from .node import Node, global_id
 from .scalars import Long
-from .types import PageInfo
-
-DownloadMode = documents.DownloadMode
-DownloadStatus = documents.DownloadStatus
-DownloadOrder = queries.DownloadOrder
-strawberry.enum(
-    DownloadMode, description="STREAM: bytes flow through the server. PRESIGNED: straight from S3."
-)
-strawberry.enum(DownloadStatus, description="ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.")
-strawberry.enum(
-    DownloadOrder, description="How `downloads` sorts; duration orders list finished downloads only."
-)
+from .types import ModelVersion, OrderDirection, PageInfo
 
 
-@strawberry.type(name="DownloadEvent", description="One download of one model version.")
-class DownloadEventType:
-    id: strawberry.ID
-    model_id: strawberry.ID
-    model_name: str
-    model_version: int
-    project_name: str
-    size_bytes: Long
-    engineer: str
-    user_agent: str | None
-    client_address: str | None
-    mode: DownloadMode
-    status: DownloadStatus
-    bytes_sent: Long
+@strawberry.enum(description="How the bytes reach the client.")
+class DownloadMode(Enum):
+    STREAM = strawberry.enum_value("STREAM", description="Through this server, from a signed single-use URL.")
+    PRESIGNED = strawberry.enum_value(
+        "PRESIGNED",
+        description="Straight from the store by a short-lived presigned URL (not tracked further).",
+    )
+
+
+@strawberry.enum(description="Where a download is: ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.")
+class DownloadStatus(Enum):
+    ISSUED = strawberry.enum_value("ISSUED", description="A URL was handed out; no byte has flowed yet.")
+    IN_PROGRESS = strawberry.enum_value("IN_PROGRESS", description="Bytes are flowing.")
+    COMPLETED = strawberry.enum_value("COMPLETED", description="Every byte asked for was sent.")
+    ABORTED = strawberry.enum_value("ABORTED", description="The client went away (or its server died).")
+    FAILED = strawberry.enum_value("FAILED", description="The store failed; `failureReason` says how.")
+
+
+@strawberry.type(description="One download of one model version.")
+class DownloadEvent(Node):
+    model_name: str = strawberry.field(description="The model's name.")
+    version: int = strawberry.field(
+        description="The version number downloaded (an alias is resolved at issue)."
+    )
+    project_name: str = strawberry.field(description="The model's project.")
+    size_bytes: Long = strawberry.field(description="The artifact's size.")
+    engineer: str = strawberry.field(description="Who downloaded.")
+    user_agent: str | None = strawberry.field(description="The client's User-Agent, if sent.")
+    client_address: str | None = strawberry.field(description="The client's address.")
+    mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
+    status: DownloadStatus = strawberry.field(description="Where the download is.")
+    bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
     range_start: Long | None = strawberry.field(description="First byte asked for with Range, if any.")
     range_end: Long | None = strawberry.field(
         description="Last byte (inclusive) asked for with Range, if any."
     )
     started_at: datetime = strawberry.field(description="When the download was requested.")
     transfer_started_at: datetime | None = strawberry.field(description="When bytes began to flow (STREAM).")
-    finished_at: datetime | None
+    finished_at: datetime | None = strawberry.field(description="When it reached its final status.")
     duration_seconds: float | None = strawberry.field(description="From the first byte to the end.")
     expires_at: datetime | None = strawberry.field(description="When the ticket stops working.")
-    failure_reason: str | None
+    failure_reason: str | None = strawberry.field(description="Why it FAILED (or was ABORTED by a sweep).")
+    version_db_id: strawberry.Private[Any]
 
     @strawberry.field(description="bytesSent / durationSeconds, once finished.")
     def bytes_per_second(self) -> float | None:
@@ -54,20 +66,25 @@ class DownloadEventType:
             return None
         return float(self.bytes_sent) / self.duration_seconds
 
+    @strawberry.field(description="The version downloaded (batched: one lookup per request).")
+    async def model_version(self, info: Info) -> ModelVersion | None:
+        doc = await info.context.versions_by_id.load(self.version_db_id)
+        return ModelVersion.from_doc(doc) if doc else None
+
     @classmethod
-    def from_doc(cls, doc: documents.DownloadEvent) -> DownloadEventType:
+    def from_doc(cls, doc: documents.DownloadEvent) -> DownloadEvent:
         return cls(
-            id=strawberry.ID(str(doc.id)),
-            model_id=strawberry.ID(str(doc.model_id)),
+            id=global_id("DownloadEvent", doc.id),
+            version_db_id=doc.model_id,
             model_name=doc.model_name,
-            model_version=doc.model_version,
+            version=doc.model_version,
             project_name=doc.project_name,
             size_bytes=doc.size_bytes,
             engineer=doc.engineer,
             user_agent=doc.user_agent,
             client_address=doc.client_address,
-            mode=doc.mode,
-            status=doc.status,
+            mode=DownloadMode(doc.mode.value),
+            status=DownloadStatus(doc.status.value),
             bytes_sent=doc.bytes_sent,
             range_start=doc.range_start,
             range_end=doc.range_end,
@@ -82,22 +99,24 @@ class DownloadEventType:
 
 @strawberry.type(description="Where to fetch the artifact, until `expiresAt`.")
 class DownloadTicket:
-    url: str
-    mode: DownloadMode
-    expires_at: datetime
-    download: DownloadEventType
+    url: str = strawberry.field(description="GET this URL (STREAM: once) to receive the bytes.")
+    mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
+    expires_at: datetime = strawberry.field(description="When the URL stops working.")
+    download: DownloadEvent = strawberry.field(description="The download event this ticket records.")
 
 
-@strawberry.type
+@strawberry.type(description="One download event and its cursor.")
 class DownloadEventEdge:
-    node: DownloadEventType
-    cursor: str
+    node: DownloadEvent = strawberry.field(description="The event.")
+    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
 
 
-@strawberry.type
+@strawberry.type(description="A page of download events.")
 class DownloadEventConnection:
-    edges: list[DownloadEventEdge]
-    page_info: PageInfo
+    edges: list[DownloadEventEdge] = strawberry.field(
+        description="The events of this page with their cursors."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
     count: strawberry.Private[Callable[[], Awaitable[int]]]
 
     @strawberry.field(
@@ -106,40 +125,51 @@ class DownloadEventConnection:
     async def total_count(self) -> int:
         return await self.count()
 
-    @strawberry.field(description="The nodes of `edges`, for clients that need no cursors.")
-    def nodes(self) -> list[DownloadEventType]:
+    @strawberry.field(description="The events of this page, for clients that need no cursors.")
+    def nodes(self) -> list[DownloadEvent]:
         return [edge.node for edge in self.edges]
+
+
+@strawberry.enum(description="What download events can be ordered by.")
+class DownloadOrderField(Enum):
+    STARTED_AT = strawberry.enum_value("STARTED_AT", description="When the download was requested.")
+    BYTES_SENT = strawberry.enum_value("BYTES_SENT", description="Bytes sent.")
+    DURATION = strawberry.enum_value("DURATION", description="Duration (lists finished downloads only).")
+
+
+@strawberry.input(description="How to order download events.")
+class DownloadOrder:
+    field: DownloadOrderField = strawberry.field(description="What to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
+
+    def to_order(self) -> queries.DownloadOrder:
+        return queries.DownloadOrder(
+            queries.DownloadOrderField(self.field.name), self.direction is OrderDirection.DESC
+        )
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")
 class DownloadFilter:
-    model_name: str | None = None
-    model_names: list[str] | None = None
-    version: int | None = None
-    project_name: str | None = None
-    project_names: list[str] | None = None
-    engineer: str | None = None
-    engineers: list[str] | None = None
-    status: list[DownloadStatus] | None = None
-    mode: DownloadMode | None = None
+    model_names: list[str] | None = strawberry.field(default=None, description="Any of these models.")
+    versions: list[int] | None = strawberry.field(default=None, description="Any of these version numbers.")
+    project_names: list[str] | None = strawberry.field(default=None, description="Any of these projects.")
+    engineers: list[str] | None = strawberry.field(default=None, description="Downloaded by any of these.")
+    statuses: list[DownloadStatus] | None = strawberry.field(
+        default=None, description="In any of these statuses."
+    )
+    modes: list[DownloadMode] | None = strawberry.field(default=None, description="In any of these modes.")
     since: datetime | None = strawberry.field(default=None, description="startedAt ≥ since.")
     until: datetime | None = strawberry.field(default=None, description="startedAt < until.")
     min_bytes: Long | None = strawberry.field(default=None, description="bytesSent ≥ minBytes.")
 
     def to_query(self) -> queries.EventQuery:
-        def merged(one: str | None, many: list[str] | None) -> list[str]:
-            return ([one] if one is not None else []) + list(many or [])
-
-        models = merged(self.model_name, self.model_names)
-        projects = merged(self.project_name, self.project_names)
-        engineers = merged(self.engineer, self.engineers)
         return queries.EventQuery(
-            model_names=models,
-            version=self.version,
-            project_names=projects,
-            engineers=engineers,
-            statuses=list(self.status or []),
-            mode=self.mode,
+            model_names=list(self.model_names or []),
+            versions=list(self.versions or []),
+            project_names=list(self.project_names or []),
+            engineers=list(self.engineers or []),
+            statuses=[documents.DownloadStatus(s.name) for s in self.statuses or []],
+            modes=[documents.DownloadMode(m.name) for m in self.modes or []],
             since=self.since,
             until=self.until,
             min_bytes=self.min_bytes,

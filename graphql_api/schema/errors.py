@@ -1,4 +1,4 @@
-"""The `Error` interface, its members, the one translation from domain exceptions, and masking."""
+"""The `UserError` interface, its members, the one translation from domain exceptions, and masking."""
 
 from __future__ import annotations
 
@@ -14,60 +14,80 @@ from strawberry.extensions import MaskErrors
 from .. import errors
 
 
-@strawberry.interface(description="An expected failure, returned as data in a mutation's result union.")
-class Error:
-    code: str
-    message: str
+@strawberry.interface(
+    description="An expected failure of the request, returned as data in a mutation's result union (named "
+    "so that generated TypeScript does not shadow the global `Error`). Outages and authentication or "
+    "permission failures are top-level errors with `extensions.code` instead."
+)
+class UserError:
+    code: str = strawberry.field(description="A stable, machine-readable code, e.g. `INVALID_INPUT`.")
+    message: str = strawberry.field(description="A human-readable explanation.")
 
 
 @strawberry.type(description="An argument or input field is invalid; `field` names it. Nothing was written.")
-class InvalidInput(Error):
-    field: str
+class InvalidInput(UserError):
+    field: str = strawberry.field(description="The argument or input field at fault, e.g. `input.name`.")
 
 
-@strawberry.type(description="A model with this name and version is already registered.")
-class ModelAlreadyExists(Error):
-    name: str
-    version: int
+@strawberry.type(description="A version with this number is already registered for the model.")
+class ModelVersionAlreadyExists(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int = strawberry.field(description="The version number that is taken.")
 
 
 @strawberry.type(description="No object exists at the given bucket and key.")
-class StorageObjectNotFound(Error):
-    bucket: str
-    key: str
+class StorageObjectNotFound(UserError):
+    bucket: str = strawberry.field(description="The bucket that was looked in.")
+    key: str = strawberry.field(description="The key that was not found.")
 
 
-@strawberry.type(description="No such model (or version).")
-class ModelNotFound(Error):
-    name: str
-    version: int | None
+@strawberry.type(description="No model has this name.")
+class ModelNotFound(UserError):
+    name: str = strawberry.field(description="The name that was looked for.")
 
 
-@strawberry.type(description="The model version is archived and cannot be downloaded.")
-class ModelArchived(Error):
-    name: str
-    version: int
+@strawberry.type(description="The model exists but has no such version (or alias).")
+class ModelVersionNotFound(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int | None = strawberry.field(description="The version number asked for, if any.")
+    alias: str | None = strawberry.field(description="The alias asked for, if any.")
+
+
+@strawberry.type(
+    description="The version is archived: it keeps its history and stats but cannot be downloaded."
+)
+class ModelVersionArchived(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int = strawberry.field(description="The archived version.")
+
+
+@strawberry.type(description="The model has no alias with this name.")
+class AliasNotFound(UserError):
+    name: str = strawberry.field(description="The model name.")
+    alias: str = strawberry.field(description="The alias that does not exist.")
 
 
 # Domain exception → its result-union member: the one translation, used by every mutation.
-_MEMBERS: dict[type[errors.DomainError], Callable[[Any], Error]] = {
+_MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
-    errors.ModelAlreadyExists: lambda e: ModelAlreadyExists(
+    errors.ModelVersionAlreadyExists: lambda e: ModelVersionAlreadyExists(
         code=e.code, message=e.message, name=e.name, version=e.version
     ),
     errors.StorageObjectNotFound: lambda e: StorageObjectNotFound(
         code=e.code, message=e.message, bucket=e.bucket, key=e.key
     ),
-    errors.ModelNotFound: lambda e: ModelNotFound(
+    errors.ModelNotFound: lambda e: ModelNotFound(code=e.code, message=e.message, name=e.name),
+    errors.ModelVersionNotFound: lambda e: ModelVersionNotFound(
+        code=e.code, message=e.message, name=e.name, version=e.version, alias=e.alias
+    ),
+    errors.ModelVersionArchived: lambda e: ModelVersionArchived(
         code=e.code, message=e.message, name=e.name, version=e.version
     ),
-    errors.ModelArchived: lambda e: ModelArchived(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
+    errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),
 }
 
 
-def union_member(exc: errors.DomainError) -> Error | None:
+def union_member(exc: errors.DomainError) -> UserError | None:
     """The result-union member for a domain exception, if it has one."""
     build = _MEMBERS.get(type(exc))
     return build(exc) if build is not None else None

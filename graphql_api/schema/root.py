@@ -12,198 +12,334 @@ from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimi
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from .. import downloads, registry
+from .. import aliases, documents, downloads, queries, registry
 from ..analytics import events, stats
-from ..queries import DownloadWindow, StatsRequest
+from ..errors import InvalidInput as InvalidIds
+from ..queries import DownloadWindow
 from .context import Info
 from .downloads import (
+    DownloadEvent,
     DownloadEventConnection,
     DownloadEventEdge,
-    DownloadEventType,
     DownloadFilter,
-    DownloadMode,
     DownloadOrder,
     DownloadTicket,
 )
 from .errors import (
+    AliasNotFound,
     InvalidInput,
     MaskUnexpectedErrors,
-    ModelAlreadyExists,
-    ModelArchived,
     ModelNotFound,
+    ModelVersionAlreadyExists,
+    ModelVersionArchived,
+    ModelVersionNotFound,
     StorageObjectNotFound,
     expected_errors,
     is_unexpected,
     label_error,
 )
 from .extensions import OperationMetrics
+from .inputs import (
+    ModelVersionInput,
+    RegisterModelInput,
+    RemoveAliasInput,
+    RequestDownloadInput,
+    SetAliasInput,
+    UpdateModelInput,
+    UpdateModelVersionInput,
+)
+from .node import Node, parse_global_id
 from .scalars import LONG_SCALAR, Long
-from .stats import Direction, DownloadDimension, DownloadStatsRow, StatsMetric, StatsOrder, TimeInterval
+from .stats import DownloadDimension, DownloadStatsResult, StatsOrder, TimeInterval, stats_request
+from .subscriptions import Subscription
 from .types import (
+    AFTER,
+    BEFORE,
+    FIRST,
+    LAST,
+    AliasChange,
+    Model,
     ModelConnection,
     ModelEdge,
     ModelFilter,
     ModelOrder,
-    ModelType,
-    RegisterModelInput,
+    ModelVersion,
     page_info,
+    page_request,
 )
 
 log = logging.getLogger("modelhub.graphql")
+INPUT = strawberry.argument(description="What to do; see the input type.")
 
 RegisterModelResult = Annotated[
-    ModelType | ModelAlreadyExists | StorageObjectNotFound | InvalidInput,
-    strawberry.union("RegisterModelResult"),
+    ModelVersion | ModelVersionAlreadyExists | StorageObjectNotFound | InvalidInput,
+    strawberry.union("RegisterModelResult", description="The new version, or why it was not registered."),
 ]
-ArchiveModelResult = Annotated[
-    ModelType | ModelNotFound | InvalidInput, strawberry.union("ArchiveModelResult")
+UpdateModelResult = Annotated[
+    Model | ModelNotFound | InvalidInput,
+    strawberry.union("UpdateModelResult", description="The changed model, or why it was not changed."),
+]
+ModelVersionResult = Annotated[
+    ModelVersion | ModelNotFound | ModelVersionNotFound | InvalidInput,
+    strawberry.union("ModelVersionResult", description="The changed version, or why it was not changed."),
+]
+SetAliasResult = Annotated[
+    Model | ModelNotFound | ModelVersionNotFound | ModelVersionArchived | InvalidInput,
+    strawberry.union(
+        "SetAliasResult", description="The model with its aliases, or why the alias did not move."
+    ),
+]
+RemoveAliasResult = Annotated[
+    Model | ModelNotFound | AliasNotFound | InvalidInput,
+    strawberry.union(
+        "RemoveAliasResult", description="The model with its aliases, or why nothing was removed."
+    ),
 ]
 RequestDownloadResult = Annotated[
-    DownloadTicket | ModelNotFound | ModelArchived | StorageObjectNotFound | InvalidInput,
-    strawberry.union("RequestDownloadResult"),
+    DownloadTicket
+    | ModelNotFound
+    | ModelVersionNotFound
+    | ModelVersionArchived
+    | StorageObjectNotFound
+    | InvalidInput,
+    strawberry.union("RequestDownloadResult", description="A ticket, or why the download cannot start."),
 ]
 
 
-@strawberry.type
-class Query:
-    @strawberry.field(
-        description="One version of a model; the newest unarchived one when `version` is omitted."
-    )
-    async def model(self, name: str, version: int | None = None) -> ModelType | None:
-        registry.validate_version(version)
-        doc = await registry.get_model(name, version)
-        return ModelType.from_doc(doc) if doc else None
+async def _node(id: str) -> Node | None:
+    type_name, key = parse_global_id(id)
+    if type_name == "Model":
+        model = await registry.model_by_id(key)
+        return Model.from_doc(model) if model else None
+    if type_name == "ModelVersion":
+        found = await registry.version_by_id(key)
+        return Model.from_doc(found[1]).version_type(found[0]) if found else None
+    if type_name == "DownloadEvent":
+        event = await events.event_by_id(key)
+        return DownloadEvent.from_doc(event) if event else None
+    if type_name == "AliasChange":
+        change = await aliases.change_by_id(key)
+        return AliasChange.from_doc(change) if change else None
+    return None
 
-    @strawberry.field(description="Registered models, as a Relay connection. `first` is 1..100 (default 20).")
+
+async def _version_type(doc: documents.ModelVersion) -> ModelVersion:
+    model = await registry.require_model(doc.name)
+    return Model.from_doc(model).version_type(doc)
+
+
+@strawberry.type(description="Everything that can be read.")
+class Query:
+    @strawberry.field(description="Any object by its global id (Relay), or null.")
+    async def node(
+        self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
+    ) -> Node | None:
+        return await _node(id)
+
+    @strawberry.field(description="Objects by their global ids, in order; null where one does not exist.")
+    async def nodes(
+        self, ids: Annotated[list[strawberry.ID], strawberry.argument(description="Up to 100 global ids.")]
+    ) -> list[Node | None]:
+        if len(ids) > 100:
+            raise InvalidIds("ids", "at most 100 ids")
+        return [await _node(i) for i in ids]
+
+    @strawberry.field(description="A model by name, or null.")
+    async def model(
+        self, name: Annotated[str, strawberry.argument(description="The model name.")]
+    ) -> Model | None:
+        doc = await registry.get_model(name)
+        return Model.from_doc(doc) if doc else None
+
+    @strawberry.field(
+        description="One version by number or alias (give at most one), or the newest unarchived one; "
+        "null if there is none."
+    )
+    async def model_version(
+        self,
+        name: Annotated[str, strawberry.argument(description="The model name.")],
+        version: Annotated[int | None, strawberry.argument(description="A version number.")] = None,
+        alias: Annotated[str | None, strawberry.argument(description="An alias, e.g. `prod`.")] = None,
+    ) -> ModelVersion | None:
+        doc = await registry.find_version(name, version, alias)
+        return await _version_type(doc) if doc else None
+
+    @strawberry.field(description="Models (one per name), newest first by default.")
     async def models(
         self,
-        filter: ModelFilter | None = None,
-        order_by: ModelOrder = ModelOrder.CREATED_AT_DESC,
-        first: int = 20,
-        after: str | None = None,
+        filter: Annotated[ModelFilter | None, strawberry.argument(description="Which models.")] = None,
+        order_by: Annotated[
+            ModelOrder | None, strawberry.argument(description="Default: CREATED_AT DESC.")
+        ] = None,
+        first: FIRST = None,
+        after: AFTER = None,
+        last: LAST = None,
+        before: BEFORE = None,
         downloads_since: Annotated[
-            datetime | None, strawberry.argument(description="Window start for DOWNLOADS_DESC (inclusive).")
+            datetime | None, strawberry.argument(description="Window start for DOWNLOADS (inclusive).")
         ] = None,
         downloads_until: Annotated[
-            datetime | None, strawberry.argument(description="Window end for DOWNLOADS_DESC (exclusive).")
+            datetime | None, strawberry.argument(description="Window end for DOWNLOADS (exclusive).")
         ] = None,
     ) -> ModelConnection:
         window = DownloadWindow(downloads_since, downloads_until)
         query = (filter or ModelFilter()).to_query()
-        page = await registry.list_models(query, ModelOrder(order_by), first, after, window)
+        order = order_by.to_order() if order_by else queries.ModelOrder()
+        page = await registry.list_models(query, order, page_request(first, after, last, before), window)
         edges = [
-            ModelEdge(node=ModelType.from_doc(d), cursor=c, window_downloads=page.window_downloads.get(d.id))
+            ModelEdge(node=Model.from_doc(d), cursor=c, window_downloads=page.window_downloads.get(d.id))
             for d, c in page.items
         ]
         return ModelConnection(edges=edges, page_info=page_info(page), count=page.count)
 
-    @strawberry.field(
-        description="Raw download events, newest first by default. `first` is 1..100 (default 20)."
-    )
+    @strawberry.field(description="Download events, newest first by default.")
     async def downloads(
         self,
-        filter: DownloadFilter | None = None,
-        order_by: DownloadOrder = DownloadOrder.STARTED_AT_DESC,
-        first: int = 20,
-        after: str | None = None,
+        filter: Annotated[DownloadFilter | None, strawberry.argument(description="Which events.")] = None,
+        order_by: Annotated[
+            DownloadOrder | None, strawberry.argument(description="Default: STARTED_AT DESC.")
+        ] = None,
+        first: FIRST = None,
+        after: AFTER = None,
+        last: LAST = None,
+        before: BEFORE = None,
     ) -> DownloadEventConnection:
         query = (filter or DownloadFilter()).to_query()
-        page = await events.list_events(query, DownloadOrder(order_by), first, after)
-        edges = [DownloadEventEdge(node=DownloadEventType.from_doc(d), cursor=c) for d, c in page.items]
+        order = order_by.to_order() if order_by else queries.DownloadOrder()
+        page = await events.list_events(query, order, page_request(first, after, last, before))
+        edges = [DownloadEventEdge(node=DownloadEvent.from_doc(d), cursor=c) for d, c in page.items]
         return DownloadEventConnection(edges=edges, page_info=page_info(page), count=page.count)
 
     @strawberry.field(
-        description="Download figures grouped by any dimensions and time buckets, ordered by any metric. "
-        "`limit` is 1..1000 (default 100); an empty `groupBy` gives one grand-total row."
+        description="Download figures grouped by any dimensions and time buckets, ordered by any metric, a "
+        "page of `limit` (1..1000, default 100) rows at a time. An empty `groupBy` gives one grand-total row."
     )
     async def download_stats(
         self,
         info: Info,
-        group_by: list[DownloadDimension],
-        filter: DownloadFilter | None = None,
-        interval: TimeInterval | None = None,
+        group_by: Annotated[
+            list[DownloadDimension], strawberry.argument(description="Dimensions to group by.")
+        ],
+        filter: Annotated[
+            DownloadFilter | None, strawberry.argument(description="Which events count.")
+        ] = None,
+        interval: Annotated[
+            TimeInterval | None, strawberry.argument(description="Time buckets, if any.")
+        ] = None,
         time_zone: Annotated[
             str | None, strawberry.argument(description="IANA zone for the buckets, e.g. Europe/Paris.")
         ] = None,
-        order_by: StatsOrder | None = None,
-        limit: int = 100,
+        order_by: Annotated[
+            StatsOrder | None, strawberry.argument(description="Default: DOWNLOADS DESC.")
+        ] = None,
+        limit: Annotated[int, strawberry.argument(description="Rows per page: 1..1000.")] = 100,
+        after: Annotated[
+            str | None, strawberry.argument(description="`pageInfo.endCursor` of the last page.")
+        ] = None,
         exact: Annotated[
             bool, strawberry.argument(description="Compute from raw events even where rollups could answer.")
         ] = False,
-    ) -> list[DownloadStatsRow]:
-        request = StatsRequest(
-            query=(filter or DownloadFilter()).to_query(),
-            group_by=[DownloadDimension(d) for d in group_by],
-            interval=TimeInterval(interval) if interval else None,
-            time_zone=time_zone,
-            order_by=StatsMetric(order_by.metric) if order_by else None,
-            descending=order_by is None or order_by.direction == Direction.DESC,
-            limit=limit,
-            exact=exact,
-        )
-        rows = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
-        return [DownloadStatsRow.from_row(row) for row in rows]
+    ) -> DownloadStatsResult:
+        query = (filter or DownloadFilter()).to_query()
+        request = stats_request(group_by, query, interval, time_zone, order_by, limit, exact, after)
+        page = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
+        return DownloadStatsResult.from_page(page)
 
 
-@strawberry.type
+@strawberry.type(
+    description="Everything that changes state; each takes one `input` and returns a result union."
+)
 class Mutation:
-    @strawberry.mutation(description="Registers an artifact that already sits in the object store.")
+    @strawberry.mutation(
+        description="Registers a new version of a model from an artifact already in the object store; the "
+        "first version creates the model. Only the model's owner adds versions."
+    )
     @expected_errors
-    async def register_model(self, info: Info, input: RegisterModelInput) -> RegisterModelResult:
+    async def register_model(
+        self, info: Info, input: Annotated[RegisterModelInput, INPUT]
+    ) -> RegisterModelResult:
         request = registry.RegisterRequest(
             name=input.name,
             project_name=input.project_name,
             bucket=input.bucket,
             key=input.key,
-            owner=info.context.engineer,
+            owner=info.context.principal.engineer,
             version=input.version,
             description=input.description,
             tags=input.tags,
             metadata=input.metadata,
         )
-        return ModelType.from_doc(await registry.register(info.context.services, request))
+        return ModelVersion.from_doc(await registry.register(info.context.services, request))
+
+    @strawberry.mutation(description="Changes a model's description and tags (owner only).")
+    @expected_errors
+    async def update_model(self, info: Info, input: Annotated[UpdateModelInput, INPUT]) -> UpdateModelResult:
+        model = await registry.update_model(input.name, info.context.principal, input.description, input.tags)
+        return Model.from_doc(model)
+
+    @strawberry.mutation(description="Changes a version's description, tags and metadata (owner only).")
+    @expected_errors
+    async def update_model_version(
+        self, info: Info, input: Annotated[UpdateModelVersionInput, INPUT]
+    ) -> ModelVersionResult:
+        doc = await registry.update_version(
+            input.name, input.version, info.context.principal, input.description, input.tags, input.metadata
+        )
+        return await _version_type(doc)
 
     @strawberry.mutation(
-        description="Hides a version from `models` and `model(name)` and refuses its downloads."
+        description="Archives a version: hidden by default, downloads refused, history and stats kept "
+        "(owner only)."
     )
     @expected_errors
-    async def archive_model(self, name: str, version: int) -> ArchiveModelResult:
-        return ModelType.from_doc(await registry.set_archived(name, version, True))
+    async def archive_model_version(
+        self, info: Info, input: Annotated[ModelVersionInput, INPUT]
+    ) -> ModelVersionResult:
+        doc = await registry.set_archived(input.name, input.version, info.context.principal, True)
+        return await _version_type(doc)
 
-    @strawberry.mutation(description="Undoes `archiveModel`.")
+    @strawberry.mutation(description="Undoes `archiveModelVersion` (owner only).")
     @expected_errors
-    async def unarchive_model(self, name: str, version: int) -> ArchiveModelResult:
-        return ModelType.from_doc(await registry.set_archived(name, version, False))
+    async def unarchive_model_version(
+        self, info: Info, input: Annotated[ModelVersionInput, INPUT]
+    ) -> ModelVersionResult:
+        doc = await registry.set_archived(input.name, input.version, info.context.principal, False)
+        return await _version_type(doc)
+
+    @strawberry.mutation(description="Points an alias at a version; the move is recorded (owner only).")
+    @expected_errors
+    async def set_alias(self, info: Info, input: Annotated[SetAliasInput, INPUT]) -> SetAliasResult:
+        model = await aliases.set_alias(input.name, input.alias, input.version, info.context.principal)
+        return Model.from_doc(model)
+
+    @strawberry.mutation(description="Removes an alias; the removal is recorded (owner only).")
+    @expected_errors
+    async def remove_alias(self, info: Info, input: Annotated[RemoveAliasInput, INPUT]) -> RemoveAliasResult:
+        return Model.from_doc(await aliases.remove_alias(input.name, input.alias, info.context.principal))
 
     @strawberry.mutation(
-        description="Issues a download: a signed, expiring URL on this server (STREAM), or presigned S3 URL."
+        description="Issues a download: a signed, single-use URL on this server (STREAM) or a presigned URL."
     )
     @expected_errors
     async def request_download(
-        self,
-        info: Info,
-        name: str,
-        version: int | None = None,
-        mode: DownloadMode = DownloadMode.STREAM,
-        expires_in: Annotated[
-            int | None, strawberry.argument(description="Seconds the URL stays valid: 1..86400, default 900.")
-        ] = None,
+        self, info: Info, input: Annotated[RequestDownloadInput, INPUT]
     ) -> RequestDownloadResult:
         ctx = info.context
         ticket = await downloads.issue_ticket(
             ctx.services,
-            name=name,
-            version=version,
-            mode=DownloadMode(mode),
-            expires_in=expires_in,
+            name=input.name,
+            version=input.version,
+            alias=input.alias,
+            mode=documents.DownloadMode(input.mode.name),
+            expires_in=input.expires_in,
             who=ctx.requester,
             base_url=ctx.base_url,
         )
         return DownloadTicket(
             url=ticket.url,
-            mode=ticket.mode,
+            mode=input.mode,
             expires_at=ticket.expires_at,
-            download=DownloadEventType.from_doc(ticket.event),
+            download=DownloadEvent.from_doc(ticket.event),
         )
 
 
@@ -225,6 +361,8 @@ def build_schema() -> strawberry.Schema:
     return ModelhubSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
+        types=[Model, ModelVersion, DownloadEvent, AliasChange],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[
             MaskUnexpectedErrors,

@@ -3,75 +3,98 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum
 
 import strawberry
 
 from .. import queries
-from ..analytics.stats import StatsRow
+from ..analytics.stats import StatsPage, StatsRow
+from ..pagination import decode_cursor, encode_cursor
 from .downloads import DownloadMode, DownloadStatus
 from .scalars import Long
-
-DownloadDimension = queries.Dimension
-TimeInterval = queries.Interval
-StatsMetric = queries.StatsMetric
-StatsSource = queries.StatsSource
-strawberry.enum(DownloadDimension, name="DownloadDimension", description="What `downloadStats` can group by.")
-strawberry.enum(
-    TimeInterval,
-    name="TimeInterval",
-    description="Time buckets (UTC unless `timeZone` says otherwise); weeks start Monday.",
-)
-strawberry.enum(StatsMetric, description="What `downloadStats` rows can be ordered by.")
-strawberry.enum(
-    StatsSource,
-    description="RAW: computed from events. ROLLUP: from daily rollups (exact counts and bytes; "
-    "percentiles within about 5%; pass `exact: true` for raw percentiles).",
-)
+from .types import OrderDirection, PageInfo
 
 
-@strawberry.enum
-class Direction(StrEnum):
-    ASC = "ASC"
-    DESC = "DESC"
+@strawberry.enum(description="What `downloadStats` can group by.")
+class DownloadDimension(Enum):
+    MODEL = strawberry.enum_value("MODEL", description="The model name.")
+    VERSION = strawberry.enum_value("VERSION", description="The version number (group by MODEL too).")
+    PROJECT = strawberry.enum_value("PROJECT", description="The project.")
+    ENGINEER = strawberry.enum_value("ENGINEER", description="Who downloaded (raw events only).")
+    MODE = strawberry.enum_value("MODE", description="STREAM or PRESIGNED.")
+    STATUS = strawberry.enum_value("STATUS", description="The download's status (raw events only).")
 
 
-@strawberry.input
+@strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
+class TimeInterval(Enum):
+    HOUR = strawberry.enum_value("HOUR", description="Hours (raw events; a range of at most 31 days).")
+    DAY = strawberry.enum_value("DAY", description="Days.")
+    WEEK = strawberry.enum_value("WEEK", description="Weeks from Monday.")
+    MONTH = strawberry.enum_value("MONTH", description="Calendar months.")
+
+
+@strawberry.enum(description="What `downloadStats` rows can be ordered by.")
+class StatsMetric(Enum):
+    PERIOD_START = strawberry.enum_value(
+        "PERIOD_START", description="The bucket's start (needs an interval)."
+    )
+    DOWNLOADS = strawberry.enum_value("DOWNLOADS", description="Download events of any status.")
+    COMPLETED = strawberry.enum_value("COMPLETED", description="Completed downloads.")
+    ABORTED = strawberry.enum_value("ABORTED", description="Aborted downloads.")
+    FAILED = strawberry.enum_value("FAILED", description="Failed downloads.")
+    TOTAL_BYTES = strawberry.enum_value("TOTAL_BYTES", description="Bytes sent.")
+    AVG_DURATION = strawberry.enum_value("AVG_DURATION", description="Mean duration.")
+    P50_DURATION = strawberry.enum_value("P50_DURATION", description="Median duration.")
+    P95_DURATION = strawberry.enum_value("P95_DURATION", description="95th percentile duration.")
+    MAX_DURATION = strawberry.enum_value("MAX_DURATION", description="Longest duration.")
+    UNIQUE_ENGINEERS = strawberry.enum_value("UNIQUE_ENGINEERS", description="Distinct engineers.")
+
+
+@strawberry.enum(description="Where `downloadStats` computed its answer.")
+class StatsSource(Enum):
+    RAW = strawberry.enum_value("RAW", description="From raw events: exact, slower on long ranges.")
+    ROLLUP = strawberry.enum_value(
+        "ROLLUP",
+        description="From daily rollups: exact counts and bytes; percentiles within about 5% "
+        "(pass `exact: true` for raw percentiles).",
+    )
+
+
+@strawberry.input(description="How to order `downloadStats` rows.")
 class StatsOrder:
-    metric: StatsMetric
-    direction: Direction = Direction.DESC
+    field: StatsMetric = strawberry.field(description="The metric to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
 
 
 @strawberry.type(description="One group of downloads: its key (null where not grouped) and its figures.")
 class DownloadStatsRow:
-    model_name: str | None
-    model_version: int | None
-    project_name: str | None
-    engineer: str | None
-    mode: DownloadMode | None
-    status: DownloadStatus | None
+    model_name: str | None = strawberry.field(description="The model, when grouped by MODEL.")
+    version: int | None = strawberry.field(description="The version, when grouped by VERSION.")
+    project_name: str | None = strawberry.field(description="The project, when grouped by PROJECT.")
+    engineer: str | None = strawberry.field(description="The engineer, when grouped by ENGINEER.")
+    mode: DownloadMode | None = strawberry.field(description="The mode, when grouped by MODE.")
+    status: DownloadStatus | None = strawberry.field(description="The status, when grouped by STATUS.")
     period_start: datetime | None = strawberry.field(description="Start of the time bucket, with `interval`.")
     downloads: int = strawberry.field(description="Download events (any status) started in the group.")
-    completed: int
-    aborted: int
-    failed: int
+    completed: int = strawberry.field(description="Completed downloads.")
+    aborted: int = strawberry.field(description="Aborted downloads.")
+    failed: int = strawberry.field(description="Failed downloads.")
     total_bytes: Long = strawberry.field(description="Bytes actually sent.")
-    avg_duration_seconds: float | None
-    p50_duration_seconds: float | None
-    p95_duration_seconds: float | None
-    max_duration_seconds: float | None
-    unique_engineers: int
-    source: StatsSource
+    avg_duration_seconds: float | None = strawberry.field(description="Mean duration of finished downloads.")
+    p50_duration_seconds: float | None = strawberry.field(description="Median duration.")
+    p95_duration_seconds: float | None = strawberry.field(description="95th percentile duration.")
+    max_duration_seconds: float | None = strawberry.field(description="Longest duration.")
+    unique_engineers: int = strawberry.field(description="Distinct engineers who downloaded.")
 
     @classmethod
     def from_row(cls, row: StatsRow) -> DownloadStatsRow:
         return cls(
             model_name=row.model_name,
-            model_version=row.model_version,
+            version=row.model_version,
             project_name=row.project_name,
             engineer=row.engineer,
-            mode=row.mode,
-            status=row.status,
+            mode=DownloadMode(row.mode.value) if row.mode else None,
+            status=DownloadStatus(row.status.value) if row.status else None,
             period_start=row.period_start,
             downloads=row.downloads,
             completed=row.completed,
@@ -83,5 +106,62 @@ class DownloadStatsRow:
             p95_duration_seconds=row.p95_duration,
             max_duration_seconds=row.max_duration,
             unique_engineers=row.unique_engineers,
-            source=row.source,
         )
+
+
+STATS_CURSOR = "STATS"
+
+
+def stats_offset(after: str | None) -> int:
+    if after is None:
+        return 0
+    offset = decode_cursor(after, STATS_CURSOR, 1)[0]
+    return offset if isinstance(offset, int) else -1
+
+
+@strawberry.type(description="A page of `downloadStats` rows, how many there are in all, and their source.")
+class DownloadStatsResult:
+    rows: list[DownloadStatsRow] = strawberry.field(description="This page's rows, in the requested order.")
+    total_rows: int = strawberry.field(description="Rows (groups) in all; more than `rows` when it was cut.")
+    page_info: PageInfo = strawberry.field(
+        description="`hasNextPage` says rows were cut; pass `endCursor` as `after` for the next page."
+    )
+    source: StatsSource = strawberry.field(description="Where the answer was computed.")
+
+    @classmethod
+    def from_page(cls, page: StatsPage) -> DownloadStatsResult:
+        info = PageInfo(
+            has_next_page=page.has_more,
+            has_previous_page=page.offset > 0,
+            start_cursor=encode_cursor(STATS_CURSOR, [page.offset]) if page.rows else None,
+            end_cursor=encode_cursor(STATS_CURSOR, [page.next_offset]) if page.rows else None,
+        )
+        return cls(
+            rows=[DownloadStatsRow.from_row(r) for r in page.rows],
+            total_rows=page.total,
+            page_info=info,
+            source=StatsSource(page.source.value),
+        )
+
+
+def stats_request(
+    group_by: list[DownloadDimension],
+    query: queries.EventQuery,
+    interval: TimeInterval | None,
+    time_zone: str | None,
+    order_by: StatsOrder | None,
+    limit: int,
+    exact: bool,
+    after: str | None,
+) -> queries.StatsRequest:
+    return queries.StatsRequest(
+        query=query,
+        group_by=[queries.Dimension(d.name) for d in group_by],
+        interval=queries.Interval(interval.name) if interval else None,
+        time_zone=time_zone,
+        order_by=queries.StatsMetric(order_by.field.name) if order_by else None,
+        descending=order_by is None or order_by.direction is OrderDirection.DESC,
+        limit=limit,
+        exact=exact,
+        offset=stats_offset(after),
+    )

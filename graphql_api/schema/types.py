@@ -1,57 +1,100 @@
-"""Strawberry output types and inputs of the registry."""
+"""Strawberry types of the registry: models, versions, aliases, their connections, filters and orders."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, cast
+from enum import Enum
+from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
-from .. import documents, queries
-from ..pagination import Page
+from .. import aliases, documents, queries, registry
+from ..pagination import Page, PageRequest
 from .context import Info
+from .node import Node, global_id
 from .scalars import Long
 
-ModelOrder = queries.ModelOrder
-strawberry.enum(ModelOrder, description="How `models` sorts its rows.")
+FIRST = Annotated[int | None, strawberry.argument(description="Page forward: at most this many (1..100).")]
+AFTER = Annotated[str | None, strawberry.argument(description="Page forward from this cursor.")]
+LAST = Annotated[int | None, strawberry.argument(description="Page backward: at most this many (1..100).")]
+BEFORE = Annotated[str | None, strawberry.argument(description="Page backward from this cursor.")]
 
 
-@strawberry.type(name="Model", description="One registered version of a model.")
-class ModelType:
-    id: strawberry.ID
-    name: str
-    version: int
-    project_name: str
-    owner: str
-    description: str | None
-    tags: list[str]
-    metadata: JSON
-    bucket: str
-    key: str
-    size_bytes: Long
-    etag: str
-    content_type: str
-    created_at: datetime
-    archived: bool
+@strawberry.enum(description="Which way an ordering runs.")
+class OrderDirection(Enum):
+    ASC = strawberry.enum_value("ASC", description="Smallest, oldest or A first.")
+    DESC = strawberry.enum_value("DESC", description="Largest, newest or Z first.")
+
+
+@strawberry.type(description="Where a page sits in its connection (Relay).")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="More rows follow `endCursor`.")
+    has_previous_page: bool = strawberry.field(description="More rows precede `startCursor`.")
+    start_cursor: str | None = strawberry.field(description="The cursor of the first row of this page.")
+    end_cursor: str | None = strawberry.field(description="The cursor of the last row of this page.")
+
+
+def page_info(page: Page[Any]) -> PageInfo:
+    items = page.items
+    return PageInfo(
+        has_next_page=page.has_next,
+        has_previous_page=page.has_previous,
+        start_cursor=items[0][1] if items else None,
+        end_cursor=items[-1][1] if items else None,
+    )
+
+
+def page_request(first: int | None, after: str | None, last: int | None, before: str | None) -> PageRequest:
+    return PageRequest(first=first, after=after, last=last, before=before)
+
+
+@strawberry.type(description="One registered version of a model: an immutable artifact plus editable notes.")
+class ModelVersion(Node):
+    name: str = strawberry.field(description="The model's name.")
+    version: int = strawberry.field(description="The version number (1, 2, ...), immutable.")
+    project_name: str = strawberry.field(description="The model's project.")
+    owner: str = strawberry.field(description="Who registered this version.")
+    description: str | None = strawberry.field(description="Free text about this version.")
+    tags: list[str] = strawberry.field(description="Labels of this version.")
+    metadata: JSON = strawberry.field(description="A JSON object of at most 64 KB (metrics, parameters...).")
+    bucket: str = strawberry.field(description="The artifact's bucket, immutable.")
+    key: str = strawberry.field(description="The artifact's key, immutable.")
+    size_bytes: Long = strawberry.field(description="The artifact's size in bytes.")
+    etag: str = strawberry.field(description="The artifact's ETag when it was registered.")
+    content_type: str = strawberry.field(description="The artifact's media type.")
+    created_at: datetime = strawberry.field(description="When the version was registered.")
+    archived: bool = strawberry.field(
+        description="Archived versions are hidden by default and refuse downloads."
+    )
+    aliases: list[str] = strawberry.field(description="The aliases that point at this version now.")
+    db_id: strawberry.Private[Any]
 
     @strawberry.field(description="`s3://bucket/key`.")
     def storage_uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
-    @strawberry.field(description="Completed downloads of this version (batched: one query per request).")
-    async def download_count(self, info: Info) -> int:
-        return (await info.context.download_totals.load((self.name, self.version))).completed
+    @strawberry.field(description="The model this version belongs to.")
+    async def model(self, info: Info) -> Model:
+        found = await info.context.models_by_name.load(self.name)
+        return Model.from_doc(found)
 
-    @strawberry.field(description="When the last completed download of this version finished.")
+    @strawberry.field(
+        description="Complete downloads of this version (partial Range fetches are not counted; batched)."
+    )
+    async def download_count(self, info: Info) -> int:
+        return (await info.context.version_totals.load((self.name, self.version))).completed
+
+    @strawberry.field(description="When the last complete download of this version finished.")
     async def last_downloaded_at(self, info: Info) -> datetime | None:
-        return (await info.context.download_totals.load((self.name, self.version))).last_downloaded_at
+        return (await info.context.version_totals.load((self.name, self.version))).last_downloaded_at
 
     @classmethod
-    def from_doc(cls, doc: documents.Model) -> ModelType:
+    def from_doc(cls, doc: documents.ModelVersion, alias_names: list[str] | None = None) -> ModelVersion:
         return cls(
-            id=strawberry.ID(str(doc.id)),
+            id=global_id("ModelVersion", doc.id),
+            db_id=doc.id,
             name=doc.name,
             version=doc.version,
             project_name=doc.project_name,
@@ -66,82 +109,238 @@ class ModelType:
             content_type=doc.content_type,
             created_at=doc.created_at,
             archived=doc.archived,
+            aliases=alias_names or [],
         )
 
 
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+@strawberry.type(description="An alias and the version it points at.")
+class ModelAlias:
+    alias: str = strawberry.field(description="The alias, e.g. `prod`; never all digits.")
+    version: int = strawberry.field(description="The version number it points at.")
 
 
-@strawberry.type
-class ModelEdge:
-    node: ModelType
-    cursor: str
-    window_downloads: int | None = strawberry.field(
-        default=None, description="Completed downloads in the window, when ordered by DOWNLOADS_DESC."
-    )
+@strawberry.type(description="One move of an alias: set, moved from one version to another, or removed.")
+class AliasChange(Node):
+    model_name: str = strawberry.field(description="The model whose alias moved.")
+    alias: str = strawberry.field(description="The alias that moved.")
+    from_version: int | None = strawberry.field(description="Where it pointed before; null when it was new.")
+    to_version: int | None = strawberry.field(description="Where it points after; null when it was removed.")
+    changed_by: str = strawberry.field(description="Who moved it.")
+    changed_at: datetime = strawberry.field(description="When it moved.")
+
+    @classmethod
+    def from_doc(cls, doc: documents.AliasChange) -> AliasChange:
+        return cls(
+            id=global_id("AliasChange", doc.id),
+            model_name=doc.model_name,
+            alias=doc.alias,
+            from_version=doc.from_version,
+            to_version=doc.to_version,
+            changed_by=doc.changed_by,
+            changed_at=doc.changed_at,
+        )
 
 
-@strawberry.type
-class ModelConnection:
-    edges: list[ModelEdge]
-    page_info: PageInfo
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
+@strawberry.type(description="A page of alias moves.")
+class AliasChangeConnection:
+    edges: list[AliasChangeEdge] = strawberry.field(description="The moves of this page with their cursors.")
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
 
-    @strawberry.field(description="Rows matching the filter, across all pages (counted only when asked for).")
-    async def total_count(self) -> int:
-        return await self.count()
-
-    @strawberry.field(description="The nodes of `edges`, for clients that need no cursors.")
-    def nodes(self) -> list[ModelType]:
+    @strawberry.field(description="The moves of this page, for clients that need no cursors.")
+    def nodes(self) -> list[AliasChange]:
         return [edge.node for edge in self.edges]
 
 
-def page_info(page: Page[Any]) -> PageInfo:
-    items = page.items
-    return PageInfo(
-        has_next_page=page.has_next,
-        has_previous_page=page.has_previous,
-        start_cursor=items[0][1] if items else None,
-        end_cursor=items[-1][1] if items else None,
+@strawberry.type(description="One alias move and its cursor.")
+class AliasChangeEdge:
+    node: AliasChange = strawberry.field(description="The move.")
+    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
+
+
+@strawberry.type(description="A page of model versions.")
+class ModelVersionConnection:
+    edges: list[ModelVersionEdge] = strawberry.field(
+        description="The versions of this page with their cursors."
+    )
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Versions matching, across all pages (counted only when asked for).")
+    async def total_count(self) -> int:
+        return await self.count()
+
+    @strawberry.field(description="The versions of this page, for clients that need no cursors.")
+    def nodes(self) -> list[ModelVersion]:
+        return [edge.node for edge in self.edges]
+
+
+@strawberry.type(description="One version and its cursor.")
+class ModelVersionEdge:
+    node: ModelVersion = strawberry.field(description="The version.")
+    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
+
+
+@strawberry.enum(description="What versions can be ordered by.")
+class ModelVersionOrderField(Enum):
+    VERSION = strawberry.enum_value("VERSION", description="The version number.")
+    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the version was registered.")
+
+
+@strawberry.input(description="How to order versions.")
+class ModelVersionOrder:
+    field: ModelVersionOrderField = strawberry.field(description="What to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
+
+    def to_order(self) -> queries.VersionOrder:
+        return queries.VersionOrder(
+            queries.VersionOrderField(self.field.name), self.direction is OrderDirection.DESC
+        )
+
+
+@strawberry.type(description="A model: one name, its project and owner, its versions and aliases.")
+class Model(Node):
+    name: str = strawberry.field(description="Unique name: letters, digits and . _ - /.")
+    project_name: str = strawberry.field(description="The project every version belongs to.")
+    owner: str = strawberry.field(description="Who registered the first version; only they add versions.")
+    description: str | None = strawberry.field(description="Free text about the model.")
+    tags: list[str] = strawberry.field(description="Labels of the model.")
+    created_at: datetime = strawberry.field(description="When its first version was registered.")
+    updated_at: datetime = strawberry.field(description="When a version, alias or note last changed.")
+    aliases: list[ModelAlias] = strawberry.field(description="Its aliases, by name.")
+    alias_map: strawberry.Private[dict[str, int]]
+
+    @strawberry.field(description="The newest unarchived version, if any.")
+    async def latest_version(self, info: Info) -> ModelVersion | None:
+        doc = await info.context.latest_versions.load(self.name)
+        return self.version_type(doc) if doc else None
+
+    @strawberry.field(description="Its versions, newest first by default; archived ones only when asked for.")
+    async def versions(
+        self,
+        first: FIRST = None,
+        after: AFTER = None,
+        last: LAST = None,
+        before: BEFORE = None,
+        include_archived: Annotated[
+            bool, strawberry.argument(description="Include archived versions.")
+        ] = False,
+        order_by: Annotated[
+            ModelVersionOrder | None, strawberry.argument(description="Default: VERSION DESC.")
+        ] = None,
+    ) -> ModelVersionConnection:
+        query = queries.VersionQuery(self.name, include_archived)
+        order = order_by.to_order() if order_by else queries.VersionOrder()
+        page = await registry.list_versions(query, order, page_request(first, after, last, before))
+        edges = [ModelVersionEdge(node=self.version_type(d), cursor=c) for d, c in page.items]
+        return ModelVersionConnection(edges=edges, page_info=page_info(page), count=page.count)
+
+    @strawberry.field(description="Every move of its aliases, newest first.")
+    async def alias_history(
+        self, first: FIRST = None, after: AFTER = None, last: LAST = None, before: BEFORE = None
+    ) -> AliasChangeConnection:
+        page = await aliases.history(self.name, page_request(first, after, last, before))
+        edges = [AliasChangeEdge(node=AliasChange.from_doc(d), cursor=c) for d, c in page.items]
+        return AliasChangeConnection(edges=edges, page_info=page_info(page))
+
+    @strawberry.field(description="Complete downloads across all its versions (batched).")
+    async def download_count(self, info: Info) -> int:
+        return (await info.context.model_totals.load(self.name)).completed
+
+    @strawberry.field(description="When the last complete download of any version finished.")
+    async def last_downloaded_at(self, info: Info) -> datetime | None:
+        return (await info.context.model_totals.load(self.name)).last_downloaded_at
+
+    def version_type(self, doc: documents.ModelVersion) -> ModelVersion:
+        names = sorted(a for a, v in self.alias_map.items() if v == doc.version)
+        return ModelVersion.from_doc(doc, names)
+
+    @classmethod
+    def from_doc(cls, doc: documents.RegisteredModel) -> Model:
+        return cls(
+            id=global_id("Model", doc.id),
+            name=doc.name,
+            project_name=doc.project_name,
+            owner=doc.owner,
+            description=doc.description,
+            tags=doc.tags,
+            created_at=doc.created_at,
+            updated_at=doc.updated_at,
+            aliases=[ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())],
+            alias_map=dict(doc.aliases),
+        )
+
+
+@strawberry.type(description="One model and its cursor.")
+class ModelEdge:
+    node: Model = strawberry.field(description="The model.")
+    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
+    window_downloads: int | None = strawberry.field(
+        default=None, description="Complete downloads in the window, when ordered by DOWNLOADS."
     )
 
 
-@strawberry.input
-class RegisterModelInput:
-    name: str = strawberry.field(description="Letters, digits and . _ - /; at most 128 characters.")
-    project_name: str
-    bucket: str
-    key: str
-    version: int | None = strawberry.field(default=None, description="Omit to take the next free version.")
-    description: str | None = None
-    tags: list[str] | None = None
-    metadata: JSON | None = strawberry.field(default=None, description="A JSON object of at most 64 KB.")
+@strawberry.type(description="A page of models.")
+class ModelConnection:
+    edges: list[ModelEdge] = strawberry.field(description="The models of this page with their cursors.")
+    page_info: PageInfo = strawberry.field(description="Where this page sits.")
+    count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(
+        description="Models matching the filter, across all pages (counted only when asked for)."
+    )
+    async def total_count(self) -> int:
+        return await self.count()
+
+    @strawberry.field(description="The models of this page, for clients that need no cursors.")
+    def nodes(self) -> list[Model]:
+        return [edge.node for edge in self.edges]
 
 
-@strawberry.input
+@strawberry.enum(description="What models can be ordered by.")
+class ModelOrderField(Enum):
+    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the first version was registered.")
+    UPDATED_AT = strawberry.enum_value(
+        "UPDATED_AT", description="When anything about the model last changed."
+    )
+    NAME = strawberry.enum_value("NAME", description="The name.")
+    DOWNLOADS = strawberry.enum_value(
+        "DOWNLOADS",
+        description="Complete downloads in `downloadsSince`..`downloadsUntil` (all time by default).",
+    )
+
+
+@strawberry.input(description="How to order models.")
+class ModelOrder:
+    field: ModelOrderField = strawberry.field(description="What to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
+
+    def to_order(self) -> queries.ModelOrder:
+        return queries.ModelOrder(
+            queries.ModelOrderField(self.field.name), self.direction is OrderDirection.DESC
+        )
+
+
+@strawberry.input(description="Every given condition must hold; list conditions match any of their values.")
 class ModelFilter:
-    name: str | None = None
-    name_prefix: str | None = None
-    project_name: str | None = None
-    owner: str | None = None
+    names: list[str] | None = strawberry.field(default=None, description="Models with any of these names.")
+    name_prefix: str | None = strawberry.field(
+        default=None, description="Models whose name starts with this."
+    )
+    project_names: list[str] | None = strawberry.field(
+        default=None, description="Models of any of these projects."
+    )
+    owners: list[str] | None = strawberry.field(default=None, description="Models owned by any of these.")
     tags: list[str] | None = strawberry.field(default=None, description="Models carrying all of these tags.")
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    include_archived: bool = False
+    created_after: datetime | None = strawberry.field(default=None, description="createdAt ≥ this.")
+    created_before: datetime | None = strawberry.field(default=None, description="createdAt < this.")
 
     def to_query(self) -> queries.ModelQuery:
         return queries.ModelQuery(
-            name=self.name,
+            names=self.names or [],
             name_prefix=self.name_prefix,
-            project_name=self.project_name,
-            owner=self.owner,
+            project_names=self.project_names or [],
+            owners=self.owners or [],
             tags=self.tags or [],
             created_after=self.created_after,
             created_before=self.created_before,
-            include_archived=self.include_archived,
         )

@@ -14,8 +14,8 @@ def test_schema_file_is_current() -> None:
     assert SCHEMA_FILE.read_text() == schema_sdl(), "schema.graphql is stale: run `modelhub export-schema`"
 
 
-def test_schema_has_the_error_interface_and_long_scalar() -> None:
-    """The contract keeps `interface Error` and the 64-bit `Long` scalar for byte counts."""
+def test_schema_has_the_user_error_interface_and_long_scalar() -> None:
+    """The contract has `interface UserError` (not `Error`, which shadows TypeScript's) and `Long` byte counts."""
     sdl = schema_sdl()
-    assert "interface Error {\n  code: String!\n  message: String!\n}" in sdl
+    assert "interface UserError {" in sdl and "interface Error " not in sdl
     assert "sizeBytes: Long!" in sdl

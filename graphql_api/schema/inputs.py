@@ -1,0 +1,75 @@
+"""The `input` of every mutation."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+
+from .downloads import DownloadMode
+
+
+@strawberry.input(description="A new version of a model whose artifact already sits in the object store.")
+class RegisterModelInput:
+    name: str = strawberry.field(description="Letters, digits and . _ - /; at most 128 characters.")
+    project_name: str = strawberry.field(description="The model's project; a model keeps its first project.")
+    bucket: str = strawberry.field(description="The artifact's bucket.")
+    key: str = strawberry.field(description="The artifact's key.")
+    version: int | None = strawberry.field(default=None, description="Omit to take the next free version.")
+    description: str | None = strawberry.field(default=None, description="Free text (10,000 characters).")
+    tags: list[str] | None = strawberry.field(default=None, description="Up to 64 labels.")
+    metadata: JSON | None = strawberry.field(default=None, description="A JSON object of at most 64 KB.")
+
+
+@strawberry.input(description="New notes for a model; omitted fields stay as they are.")
+class UpdateModelInput:
+    name: str = strawberry.field(description="The model to change.")
+    description: str | None = strawberry.field(default=None, description="The new description.")
+    tags: list[str] | None = strawberry.field(default=None, description="The new tags (replacing the old).")
+
+
+@strawberry.input(
+    description="New notes for a version; omitted fields stay as they are. The artifact, its checksum and "
+    "the version number cannot change."
+)
+class UpdateModelVersionInput:
+    name: str = strawberry.field(description="The model.")
+    version: int = strawberry.field(description="The version to change.")
+    description: str | None = strawberry.field(default=None, description="The new description.")
+    tags: list[str] | None = strawberry.field(default=None, description="The new tags (replacing the old).")
+    metadata: JSON | None = strawberry.field(
+        default=None, description="The new metadata (replacing the old)."
+    )
+
+
+@strawberry.input(description="One version of one model.")
+class ModelVersionInput:
+    name: str = strawberry.field(description="The model.")
+    version: int = strawberry.field(description="The version number.")
+
+
+@strawberry.input(description="Point an alias at a version (creating or moving it).")
+class SetAliasInput:
+    name: str = strawberry.field(description="The model.")
+    alias: str = strawberry.field(description="1 to 64 letters, digits or . _ -, never all digits.")
+    version: int = strawberry.field(description="The unarchived version it should point at.")
+
+
+@strawberry.input(description="Remove an alias.")
+class RemoveAliasInput:
+    name: str = strawberry.field(description="The model.")
+    alias: str = strawberry.field(description="The alias to remove.")
+
+
+@strawberry.input(
+    description="What to download and how; give `version` or `alias` (or neither for the latest)."
+)
+class RequestDownloadInput:
+    name: str = strawberry.field(description="The model.")
+    version: int | None = strawberry.field(default=None, description="A version number.")
+    alias: str | None = strawberry.field(
+        default=None, description="An alias, resolved to its version when the ticket is issued."
+    )
+    mode: DownloadMode = strawberry.field(default=DownloadMode.STREAM, description="STREAM or PRESIGNED.")
+    expires_in: int | None = strawberry.field(
+        default=None, description="Seconds the URL stays valid: 1..86400, default 900."
+    )
