@@ -256,10 +256,5 @@ async def model_by_id(model_id: Any) -> RegisteredModel | None:
     return await models_db.get_model(model_id)
 
 
-async def version_by_id(version_id: Any) -> tuple[ModelVersion, RegisteredModel] | None:
-    """A version and its model, by the version's id."""
-    version = await models_db.get_version(version_id)
-    if version is None:
-        return None
-    model = await models_db.find_model(version.name)
-    return (version, model) if model is not None else None
+async def version_by_id(version_id: Any) -> ModelVersion | None:
+    return await models_db.get_version(version_id)

@@ -13,7 +13,7 @@ from pymongo.errors import DuplicateKeyError
 from ..documents import AliasChange, ModelVersion, RegisteredModel
 from ..pagination import Page, PageRequest
 from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
-from .common import Condition, time_window
+from .common import Condition, in_list, time_window
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -36,13 +36,13 @@ def model_filter(q: ModelQuery) -> Condition:
     q.validate()
     flt: Condition = {}
     if q.names:
-        flt["name"] = {"$in": [n for n in q.names if n.startswith(q.name_prefix or "")]}
+        flt["name"] = {"$in": sorted({n for n in q.names if n.startswith(q.name_prefix or "")})}
     elif q.name_prefix:
         flt["name"] = {"$regex": "^" + re.escape(q.name_prefix)}
     if q.project_names:
-        flt["project_name"] = {"$in": q.project_names}
+        flt["project_name"] = in_list(q.project_names)
     if q.owners:
-        flt["owner"] = {"$in": q.owners}
+        flt["owner"] = in_list(q.owners)
     if q.tags:
         flt["tags"] = {"$all": q.tags}
     flt.update(time_window("created_at", q.created_after, q.created_before))
@@ -67,7 +67,7 @@ async def get_model(model_id: PydanticObjectId) -> RegisteredModel | None:
 
 
 async def find_models(names: list[str]) -> dict[str, RegisteredModel]:
-    found = await RegisteredModel.find({"name": {"$in": names}}).to_list()
+    found = await RegisteredModel.find({"name": {"$in": sorted(set(names))}}).to_list()
     return {m.name: m for m in found}
 
 

@@ -112,8 +112,8 @@ async def _node(id: str) -> Node | None:
         model = await registry.model_by_id(key)
         return Model.from_doc(model) if model else None
     if type_name == "ModelVersion":
-        found = await registry.version_by_id(key)
-        return Model.from_doc(found[1]).version_type(found[0]) if found else None
+        version = await registry.version_by_id(key)
+        return ModelVersion.from_doc(version) if version else None
     if type_name == "DownloadEvent":
         event = await events.event_by_id(key)
         return DownloadEvent.from_doc(event) if event else None
@@ -121,11 +121,6 @@ async def _node(id: str) -> Node | None:
         change = await aliases.change_by_id(key)
         return AliasChange.from_doc(change) if change else None
     return None
-
-
-async def _version_type(doc: documents.ModelVersion) -> ModelVersion:
-    model = await registry.require_model(doc.name)
-    return Model.from_doc(model).version_type(doc)
 
 
 @strawberry.type(description="Everything that can be read.")
@@ -162,7 +157,7 @@ class Query:
         alias: Annotated[str | None, strawberry.argument(description="An alias, e.g. `prod`.")] = None,
     ) -> ModelVersion | None:
         doc = await registry.find_version(name, version, alias)
-        return await _version_type(doc) if doc else None
+        return ModelVersion.from_doc(doc) if doc else None
 
     @strawberry.field(description="Models (one per name), newest first by default.")
     async def models(
@@ -285,7 +280,7 @@ class Mutation:
         doc = await registry.update_version(
             input.name, input.version, info.context.principal, input.description, input.tags, input.metadata
         )
-        return await _version_type(doc)
+        return ModelVersion.from_doc(doc)
 
     @strawberry.mutation(
         description="Archives a version: hidden by default, downloads refused, history and stats kept "
@@ -296,7 +291,7 @@ class Mutation:
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
         doc = await registry.set_archived(input.name, input.version, info.context.principal, True)
-        return await _version_type(doc)
+        return ModelVersion.from_doc(doc)
 
     @strawberry.mutation(description="Undoes `archiveModelVersion` (owner only).")
     @expected_errors
@@ -304,7 +299,7 @@ class Mutation:
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
         doc = await registry.set_archived(input.name, input.version, info.context.principal, False)
-        return await _version_type(doc)
+        return ModelVersion.from_doc(doc)
 
     @strawberry.mutation(description="Points an alias at a version; the move is recorded (owner only).")
     @expected_errors

@@ -68,8 +68,12 @@ class ModelVersion(Node):
     archived: bool = strawberry.field(
         description="Archived versions are hidden by default and refuse downloads."
     )
-    aliases: list[str] = strawberry.field(description="The aliases that point at this version now.")
     db_id: strawberry.Private[Any]
+
+    @strawberry.field(description="The aliases that point at this version now.")
+    async def aliases(self, info: Info) -> list[str]:
+        model = await info.context.models_by_name.load(self.name)
+        return sorted(a for a, v in model.aliases.items() if v == self.version)
 
     @strawberry.field(description="`s3://bucket/key`.")
     def storage_uri(self) -> str:
@@ -91,7 +95,7 @@ class ModelVersion(Node):
         return (await info.context.version_totals.load((self.name, self.version))).last_downloaded_at
 
     @classmethod
-    def from_doc(cls, doc: documents.ModelVersion, alias_names: list[str] | None = None) -> ModelVersion:
+    def from_doc(cls, doc: documents.ModelVersion) -> ModelVersion:
         return cls(
             id=global_id("ModelVersion", doc.id),
             db_id=doc.id,
@@ -109,7 +113,6 @@ class ModelVersion(Node):
             content_type=doc.content_type,
             created_at=doc.created_at,
             archived=doc.archived,
-            aliases=alias_names or [],
         )
 
 
@@ -207,12 +210,11 @@ class Model(Node):
     created_at: datetime = strawberry.field(description="When its first version was registered.")
     updated_at: datetime = strawberry.field(description="When a version, alias or note last changed.")
     aliases: list[ModelAlias] = strawberry.field(description="Its aliases, by name.")
-    alias_map: strawberry.Private[dict[str, int]]
 
     @strawberry.field(description="The newest unarchived version, if any.")
     async def latest_version(self, info: Info) -> ModelVersion | None:
         doc = await info.context.latest_versions.load(self.name)
-        return self.version_type(doc) if doc else None
+        return ModelVersion.from_doc(doc) if doc else None
 
     @strawberry.field(description="Its versions, newest first by default; archived ones only when asked for.")
     async def versions(
@@ -231,7 +233,7 @@ class Model(Node):
         query = queries.VersionQuery(self.name, include_archived)
         order = order_by.to_order() if order_by else queries.VersionOrder()
         page = await registry.list_versions(query, order, page_request(first, after, last, before))
-        edges = [ModelVersionEdge(node=self.version_type(d), cursor=c) for d, c in page.items]
+        edges = [ModelVersionEdge(node=ModelVersion.from_doc(d), cursor=c) for d, c in page.items]
         return ModelVersionConnection(edges=edges, page_info=page_info(page), count=page.count)
 
     @strawberry.field(description="Every move of its aliases, newest first.")
@@ -250,10 +252,6 @@ class Model(Node):
     async def last_downloaded_at(self, info: Info) -> datetime | None:
         return (await info.context.model_totals.load(self.name)).last_downloaded_at
 
-    def version_type(self, doc: documents.ModelVersion) -> ModelVersion:
-        names = sorted(a for a, v in self.alias_map.items() if v == doc.version)
-        return ModelVersion.from_doc(doc, names)
-
     @classmethod
     def from_doc(cls, doc: documents.RegisteredModel) -> Model:
         return cls(
@@ -266,7 +264,6 @@ class Model(Node):
             created_at=doc.created_at,
             updated_at=doc.updated_at,
             aliases=[ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())],
-            alias_map=dict(doc.aliases),
         )
 
 
