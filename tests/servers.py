@@ -169,3 +169,16 @@ async def abandon(url: str, after_bytes: int = 1) -> int:
             if received >= after_bytes:
                 break
     return received
+
+
+def db_id(global_id: str) -> Any:
+    """The database ObjectId inside a GraphQL global id (or a plain ObjectId string), for checking what the
+    app wrote."""
+    import base64
+
+    from bson import ObjectId
+
+    if ObjectId.is_valid(global_id):
+        return ObjectId(global_id)
+    raw = base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
+    return ObjectId(raw.partition(":")[2])

@@ -12,19 +12,20 @@ from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from graphql_api.config import Settings
 from graphql_api.signing import Signer
-from tests.servers import GraphQLClient, LiveServer, Stores, abandon, eventually
+from tests.servers import GraphQLClient, LiveServer, Stores, abandon, db_id, eventually
 
 REGISTER = """mutation($input: RegisterModelInput!) {
-  registerModel(input: $input) { __typename ... on Model { id version } ... on Error { code message } }
+  registerModel(input: $input) { __typename ... on ModelVersion { id version } ... on UserError { code message } }
 }"""
-REQUEST = """mutation($name: String!, $version: Int, $mode: DownloadMode!, $expiresIn: Int) {
-  requestDownload(name: $name, version: $version, mode: $mode, expiresIn: $expiresIn) {
+REQUEST = """mutation($input: RequestDownloadInput!) {
+  requestDownload(input: $input) {
     __typename
-    ... on DownloadTicket { url mode expiresAt download { id status mode engineer modelVersion sizeBytes } }
-    ... on Error { code message }
+    ... on DownloadTicket { url mode expiresAt download { id status mode engineer version sizeBytes } }
+    ... on UserError { code message }
     ... on InvalidInput { field }
   }
 }"""
@@ -37,20 +38,18 @@ async def register(
     variables = {"name": name, "projectName": "p", "bucket": bucket, "key": f"{name}/{key}"}
     r = await gql(REGISTER, {"input": variables})
     result: dict[str, Any] = r["registerModel"]
-    assert result["__typename"] == "Model", result
+    assert result["__typename"] == "ModelVersion", result
     return result
 
 
 async def ticket(gql: GraphQLClient, name: str = "m", mode: str = "STREAM", **kw: Any) -> dict[str, Any]:
-    data = await gql(REQUEST, {"name": name, "mode": mode, **kw}, **{"X-Engineer-ID": "alice"})
+    data = await gql(REQUEST, {"input": {"name": name, "mode": mode, **kw}}, **{"X-Engineer-ID": "alice"})
     result: dict[str, Any] = data["requestDownload"]
     return result
 
 
 def event(db: Any, event_id: str) -> dict[str, Any]:
-    from bson import ObjectId
-
-    doc: dict[str, Any] = db.download_events.find_one({"_id": ObjectId(event_id)})
+    doc: dict[str, Any] = db.download_events.find_one({"_id": db_id(event_id)})
     return doc
 
 
@@ -183,9 +182,9 @@ async def test_tickets_are_single_use_signed_and_expiring(
     assert (await live_http.get("/downloads/garbage")).status_code == 404
 
     signer = Signer(settings.resolved_signing_secret())
-    other = db.models.find_one({"name": "other"})
+    other = db.model_versions.find_one({"name": "other"})
     forged = signer.sign(
-        "download", {"e": t2["download"]["id"], "m": str(other["_id"]), "v": 1}, time.time() + 60
+        "download", {"e": str(db_id(t2["download"]["id"])), "m": str(other["_id"]), "v": 1}, time.time() + 60
     )
     assert (await live_http.get(f"/downloads/{forged}")).status_code == 403
 
@@ -206,9 +205,9 @@ async def test_request_errors_are_typed(live_gql: GraphQLClient, stores: Stores,
     for bad in (0, 86401, -5):
         r = await ticket(live_gql, expiresIn=bad)
         assert r["__typename"] == "InvalidInput" and r["field"] == "expiresIn", r
-    await live_gql('mutation { archiveModel(name: "m", version: 1) { __typename } }')
-    assert (await ticket(live_gql, version=1))["__typename"] == "ModelArchived"
-    await live_gql('mutation { unarchiveModel(name: "m", version: 1) { __typename } }')
+    await live_gql('mutation { archiveModelVersion(input: {name: "m", version: 1}) { __typename } }')
+    assert (await ticket(live_gql, version=1))["__typename"] == "ModelVersionArchived"
+    await live_gql('mutation { unarchiveModelVersion(input: {name: "m", version: 1}) { __typename } }')
     stores.delete(bucket, "m/weights.bin")
     r = await ticket(live_gql)
     assert r["__typename"] == "StorageObjectNotFound" and r["code"] == "STORAGE_OBJECT_NOT_FOUND"
@@ -267,7 +266,9 @@ async def test_download_count_ignores_aborted(
     want = [{"name": "m", "downloadCount": 1}, {"name": "n", "downloadCount": 3}]
 
     async def listed() -> bool:
-        data = await live_gql("{ models(orderBy: NAME_ASC) { nodes { name downloadCount } } }")
+        data = await live_gql(
+            "{ models(orderBy: {field: NAME, direction: ASC}) { nodes { name downloadCount } } }"
+        )
         return bool(data["models"]["nodes"] == want)
 
     assert await eventually(listed)
@@ -289,11 +290,11 @@ async def test_one_step_download(
     assert bad_id.status_code == 401
     await eventually(lambda: _all_finished(db))
     events = await live_gql(
-        '{ downloads(filter: {modelName: "team/model"}) { nodes { engineer status modelVersion } } }'
+        '{ downloads(filter: {modelNames: ["team/model"]}) { nodes { engineer status version } } }'
     )
     assert events["downloads"]["nodes"] == [
-        {"engineer": "anonymous", "status": "COMPLETED", "modelVersion": 1},
-        {"engineer": "carol", "status": "COMPLETED", "modelVersion": 2},
+        {"engineer": "anonymous", "status": "COMPLETED", "version": 1},
+        {"engineer": "carol", "status": "COMPLETED", "version": 2},
     ]
 
 
@@ -322,8 +323,6 @@ async def test_stale_in_progress_events_are_swept_at_start(
 ) -> None:
     """An IN_PROGRESS event left by a killed process (stale heartbeat) is ABORTED when the app starts."""
     from datetime import UTC, datetime, timedelta
-
-    from bson import ObjectId
 
     old = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fields = {"model_name": "m", "model_version": 1, "project_name": "p", "size_bytes": 10, "engineer": "e"}
@@ -372,13 +371,14 @@ async def test_rollups_agree_with_raw_after_real_downloads(
         (await wait_for_status(db, i, "COMPLETED", "ABORTED", "FAILED", "ISSUED"))["status"] for i in ids
     ]
     assert sorted(statuses) == ["ABORTED", "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "ISSUED"]
-    q = """query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) {
-      modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers source } }"""
+    q = """query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { source rows {
+      modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } } }"""
     await eventually(lambda: _rollups_caught_up(db))
-    fast = (await live_gql(q, {"x": False}))["downloadStats"]
-    raw = (await live_gql(q, {"x": True}))["downloadStats"]
-    assert {r["source"] for r in fast} == {"ROLLUP"} and {r["source"] for r in raw} == {"RAW"}
-    assert [{**r, "source": None} for r in fast] == [{**r, "source": None} for r in raw]
+    fast_result = (await live_gql(q, {"x": False}))["downloadStats"]
+    raw_result = (await live_gql(q, {"x": True}))["downloadStats"]
+    assert fast_result["source"] == "ROLLUP" and raw_result["source"] == "RAW"
+    fast, raw = fast_result["rows"], raw_result["rows"]
+    assert fast == raw
     small = next(r for r in raw if r["modelName"] == "small" and r["mode"] == "STREAM")
     assert small["completed"] == 3 and small["totalBytes"] == 3 * (200_000 - 100)
 
