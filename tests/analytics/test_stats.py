@@ -22,7 +22,7 @@ from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db.common import indexes_used
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
-from tests.servers import GraphQLClient, Stores, make_settings
+from tests.servers import GraphQLClient, Stores, db_id, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
@@ -106,7 +106,7 @@ KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "STATUS": lambda e: e["status"].value,
 }
 ROW_KEYS = {
-    "MODEL": "modelName", "VERSION": "modelVersion", "PROJECT": "projectName",
+    "MODEL": "modelName", "VERSION": "version", "PROJECT": "projectName",
     "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status",
 }  # fmt: skip
 
@@ -137,18 +137,27 @@ def reference(
 
 
 STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval, $o: StatsOrder, $l: Int!,
-                 $x: Boolean!, $tz: String) {
-  downloadStats(groupBy: $g, filter: $f, interval: $i, orderBy: $o, limit: $l, exact: $x, timeZone: $tz) {
-    modelName modelVersion projectName engineer mode status periodStart downloads completed aborted failed
-    totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers source
+                 $x: Boolean!, $tz: String, $a: String) {
+  downloadStats(groupBy: $g, filter: $f, interval: $i, orderBy: $o, limit: $l, exact: $x, timeZone: $tz, after: $a) {
+    source totalRows pageInfo { hasNextPage endCursor }
+    rows {
+      modelName version projectName engineer mode status periodStart downloads completed aborted failed
+      totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers
+    }
   }
 }"""
 
 
-async def stats(gql: GraphQLClient, group_by: list[str], **kw: Any) -> list[dict[str, Any]]:
+async def stats_result(gql: GraphQLClient, group_by: list[str], **kw: Any) -> dict[str, Any]:
     variables = {"g": group_by, "l": kw.pop("limit", 1000), "x": kw.pop("exact", False), **kw}
-    rows: list[dict[str, Any]] = (await gql(STATS, variables))["downloadStats"]
-    return rows
+    result: dict[str, Any] = (await gql(STATS, variables))["downloadStats"]
+    return result
+
+
+async def stats(gql: GraphQLClient, group_by: list[str], **kw: Any) -> list[dict[str, Any]]:
+    """The rows, each with the answer's source beside its figures (for `check`)."""
+    result = await stats_result(gql, group_by, **kw)
+    return [{**row, "source": result["source"]} for row in result["rows"]]
 
 
 def row_key(row: dict[str, Any], group_by: list[str], interval: str | None) -> tuple[Any, ...]:
@@ -243,14 +252,14 @@ async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
     ]
     for group_by, interval, flt in shapes:
         fast = await stats(
-            gql, group_by, i=interval, f=flt, o={"metric": "COMPLETED"}, limit=10 if not interval else 1000
+            gql, group_by, i=interval, f=flt, o={"field": "COMPLETED"}, limit=10 if not interval else 1000
         )
         raw = await stats(
             gql,
             group_by,
             i=interval,
             f=flt,
-            o={"metric": "COMPLETED"},
+            o={"field": "COMPLETED"},
             limit=10 if not interval else 1000,
             exact=True,
         )
@@ -270,7 +279,7 @@ async def test_filters_combine(gql: GraphQLClient, seeded: list[dict[str, Any]])
     since, until = T0 + timedelta(days=3), T0 + timedelta(days=15, hours=5)
     flt = {
         "modelNames": ["bert", "yolo"], "projectNames": ["nlp", "vision"], "engineers": ["alice", "bob", "carol"],
-        "status": ["COMPLETED", "ABORTED"], "mode": "STREAM", "since": since.isoformat(), "until": until.isoformat(),
+        "statuses": ["COMPLETED", "ABORTED"], "modes": ["STREAM"], "since": since.isoformat(), "until": until.isoformat(),
         "minBytes": 1500,
     }  # fmt: skip
 
@@ -324,13 +333,35 @@ async def test_ordering_and_limit(gql: GraphQLClient, seeded: list[dict[str, Any
         for direction in ("ASC", "DESC"):
             for exact in (False, True):
                 rows = await stats(
-                    gql, ["MODEL", "VERSION"], o={"metric": metric, "direction": direction}, exact=exact
+                    gql, ["MODEL", "VERSION"], o={"field": metric, "direction": direction}, exact=exact
                 )
                 values = [r[key] for r in rows]
                 assert values == sorted(values, reverse=direction == "DESC"), (metric, direction, exact)
-    top = await stats(gql, ["ENGINEER"], o={"metric": "DOWNLOADS"}, limit=2)
-    everyone = await stats(gql, ["ENGINEER"], o={"metric": "DOWNLOADS"})
+    top = await stats(gql, ["ENGINEER"], o={"field": "DOWNLOADS"}, limit=2)
+    everyone = await stats(gql, ["ENGINEER"], o={"field": "DOWNLOADS"})
     assert top == everyone[:2]
+
+
+@pytest.mark.parametrize("exact", [False, True])
+@pytest.mark.parametrize("metric", ["COMPLETED", "UNIQUE_ENGINEERS"])
+async def test_rows_cut_by_limit_are_said_and_pageable(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], exact: bool, metric: str
+) -> None:
+    """A cut answer says so (totalRows, hasNextPage), and paging with `after` walks every row once, in order."""
+    whole = await stats_result(gql, ["MODEL", "VERSION"], i="DAY", o={"field": metric}, exact=exact)
+    assert not whole["pageInfo"]["hasNextPage"] and whole["totalRows"] == len(whole["rows"]) > 20
+    walked: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = await stats_result(
+            gql, ["MODEL", "VERSION"], i="DAY", o={"field": metric}, exact=exact, limit=7, a=after
+        )
+        assert page["totalRows"] == whole["totalRows"] and len(page["rows"]) <= 7
+        walked += page["rows"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert walked == whole["rows"]
 
 
 @pytest.mark.parametrize(
@@ -343,7 +374,8 @@ async def test_ordering_and_limit(gql: GraphQLClient, seeded: list[dict[str, Any
         ({"i": "HOUR"}, "filter.since"),
         ({"tz": "Mars/Olympus"}, "timeZone"),
         ({"g": ["MODEL", "MODEL"]}, "groupBy"),
-        ({"o": {"metric": "PERIOD_START"}}, "orderBy"),
+        ({"o": {"field": "PERIOD_START"}}, "orderBy"),
+        ({"a": "bm90LWEtY3Vyc29y"}, "after"),
     ],
 )
 async def test_bad_stats_arguments(
@@ -370,16 +402,19 @@ async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQL
     await store(make_events())
     q = """query($o: DownloadOrder!, $a: String) { downloads(orderBy: $o, first: 50, after: $a) {
              pageInfo { hasNextPage endCursor } nodes { id bytesSent durationSeconds startedAt } } }"""
-    for order, key in [("BYTES_SENT_DESC", "bytesSent"), ("DURATION_ASC", "durationSeconds")]:
-        nodes = (await gql(q, {"o": order}))["downloads"]["nodes"]
+    for field, direction, key in [
+        ("BYTES_SENT", "DESC", "bytesSent"),
+        ("DURATION", "ASC", "durationSeconds"),
+    ]:
+        nodes = (await gql(q, {"o": {"field": field, "direction": direction}}))["downloads"]["nodes"]
         values = [n[key] for n in nodes]
-        assert values == sorted(values, reverse=order.endswith("DESC"))
+        assert values == sorted(values, reverse=direction == "DESC")
     before = {str(d.id) async for d in DownloadEvent.find_all()}
     seen: list[str] = []
     after = None
     while True:
-        page = (await gql(q, {"o": "STARTED_AT_DESC", "a": after}))["downloads"]
-        seen += [n["id"] for n in page["nodes"]]
+        page = (await gql(q, {"o": {"field": "STARTED_AT"}, "a": after}))["downloads"]
+        seen += [str(db_id(n["id"])) for n in page["nodes"]]
         await store(make_events(5, seed=len(seen)))  # newer events land while we page
         if not page["pageInfo"]["hasNextPage"]:
             break
@@ -389,7 +424,7 @@ async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQL
 
 
 async def test_models_by_downloads_in_a_window(fresh_gql: GraphQLClient, tmp_path: Path, bucket: str) -> None:
-    """DOWNLOADS_DESC ranks models by completed downloads in the window, with zero-download models last."""
+    """DOWNLOADS ranks models by completed downloads in the window, with zero-download models last."""
     gql = fresh_gql
     Stores("local", Settings(data_dir=tmp_path / "fresh")).put(bucket, "k.bin", b"x")
     reg = """mutation($n: String!, $b: String!) {
@@ -407,7 +442,7 @@ async def test_models_by_downloads_in_a_window(fresh_gql: GraphQLClient, tmp_pat
             )  # fmt: skip
     await store(events)
     q = """query($s: DateTime, $u: DateTime, $a: String) {
-      models(orderBy: DOWNLOADS_DESC, downloadsSince: $s, downloadsUntil: $u, first: 2, after: $a) {
+      models(orderBy: {field: DOWNLOADS}, downloadsSince: $s, downloadsUntil: $u, first: 2, after: $a) {
         totalCount pageInfo { hasNextPage endCursor } edges { windowDownloads node { name downloadCount } } } }"""
     until = (T0 + timedelta(days=7)).isoformat()
     for since in (T0, T0 + timedelta(hours=1)):  # day-aligned (rollups) and not (raw)
@@ -416,7 +451,7 @@ async def test_models_by_downloads_in_a_window(fresh_gql: GraphQLClient, tmp_pat
         assert page["totalCount"] == 3 and page["pageInfo"]["hasNextPage"]
     rest = (await gql(q, {"s": T0.isoformat(), "u": until, "a": page["pageInfo"]["endCursor"]}))["models"]
     assert [(e["node"]["name"], e["windowDownloads"]) for e in rest["edges"]] == [("c", 0)]
-    alltime = (await gql("{ models(orderBy: DOWNLOADS_DESC) { nodes { name } } }"))["models"]["nodes"]
+    alltime = (await gql("{ models(orderBy: {field: DOWNLOADS}) { nodes { name } } }"))["models"]["nodes"]
     assert [n["name"] for n in alltime] == ["a", "b", "c"]  # all time: a has 6, b 3, c none
 
 
@@ -466,12 +501,12 @@ async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
     assert some is not None
     await coll.delete_one({"_id": some["_id"]})  # a lost bucket
     await coll.update_many({}, {"$inc": {"completed": 1}})  # and drift everywhere else
-    q = "query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } }"
-    raw = (await fresh_gql(q, {"x": True}))["downloadStats"]
-    assert (await fresh_gql(q, {"x": False}))["downloadStats"] != raw
+    q = "query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { rows { modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } } }"
+    raw = (await fresh_gql(q, {"x": True}))["downloadStats"]["rows"]
+    assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] != raw
     assert await rollups.rebuild_rollups() > 0
-    assert (await fresh_gql(q, {"x": False}))["downloadStats"] == raw
+    assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
     assert (
         await rollups.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
     )  # a partial rebuild keeps the rest
-    assert (await fresh_gql(q, {"x": False}))["downloadStats"] == raw
+    assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
