@@ -25,12 +25,14 @@ import httpx
 
 from bench._common import free_port, start_app, stop
 from graphql_api import demo, queries
+from graphql_api.analytics import stats
 from graphql_api.db import connect
 from graphql_api.db import events as events_db
 from graphql_api.db import rollups as rollups_db
-from graphql_api.db.common import indexes_used
+from graphql_api.db.common import indexes_used, ordered_page
 from graphql_api.db.paging import keyset_page
 from graphql_api.documents import DownloadEvent, DownloadRollup
+from graphql_api.pagination import PageRequest
 
 DB = "bench_analytics"
 
@@ -64,7 +66,7 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
         ),
         (
             "top 10 models, 7 d",
-            "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10",
+            "groupBy: [MODEL], filter: {since: $s}, orderBy: {field: COMPLETED}, limit: 10",
             {"s": d7.isoformat()},
             queries.StatsRequest(
                 q(since=d7), [queries.Dimension.MODEL], order_by=queries.StatsMetric.COMPLETED, limit=10
@@ -72,7 +74,7 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
         ),
         (
             "top 10 models, 7 d, exact",
-            "groupBy: [MODEL], filter: {since: $s}, orderBy: {metric: COMPLETED}, limit: 10, exact: true",
+            "groupBy: [MODEL], filter: {since: $s}, orderBy: {field: COMPLETED}, limit: 10, exact: true",
             {"s": d7.isoformat()},
             queries.StatsRequest(
                 q(since=d7),
@@ -84,7 +86,7 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
         ),
         (
             "by engineer, 1 d (raw)",
-            "groupBy: [ENGINEER], filter: {since: $s}, orderBy: {metric: TOTAL_BYTES}, limit: 20",
+            "groupBy: [ENGINEER], filter: {since: $s}, orderBy: {field: TOTAL_BYTES}, limit: 20",
             {"s": (now - timedelta(days=1)).isoformat()},
             queries.StatsRequest(
                 q(since=now - timedelta(days=1)),
@@ -128,33 +130,34 @@ async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         for title, args, variables, req in stats_shapes(now):
             fields = "modelName projectName engineer periodStart downloads completed totalBytes"
-            fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers source"
-            query = f"query($s: DateTime) {{ downloadStats({args}) {{ {fields} }} }}"
+            fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers"
+            query = f"query($s: DateTime) {{ downloadStats({args}) {{ source rows {{ {fields} }} }} }}"
 
-            async def over_http(query: str = query, variables: dict[str, Any] = variables) -> list[Any]:
+            async def over_http(query: str = query, variables: dict[str, Any] = variables) -> dict[str, Any]:
                 body = (await http.post("/graphql", json={"query": query, "variables": variables})).json()
                 assert "errors" not in body, body
-                return list(body["data"]["downloadStats"])
+                return dict(body["data"]["downloadStats"])
 
             # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
             rollup_pipeline = rollups_db.stats_pipeline(req)
             coll = (DownloadRollup if rollup_pipeline else DownloadEvent).get_pymongo_collection()
+            if rollup_pipeline is not None and req.sort_metric not in stats.MERGED_METRICS:
+                rollup_pipeline += ordered_page(req)
             pipeline = rollup_pipeline or events_db.stats_pipeline(req)
 
             async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
                 return list(await (await coll.aggregate(pipeline)).to_list())
 
-            answer = await over_http()
-            source = answer[0]["source"] if answer else "-"
+            source = (await over_http())["source"]
             rows.append((title, source, await timed(over_http, repeat), await timed(direct, repeat)))
 
         some = await DownloadEvent.find_one({})
         assert some is not None
-        node = "id modelName modelVersion engineer status mode bytesSent startedAt durationSeconds"
+        node = "id modelName version engineer status mode bytesSent startedAt durationSeconds"
         for title, flt, with_count in [
             ("downloads newest 100", {}, False),
-            ("downloads of one engineer", {"engineer": some.engineer}, False),
-            ("  ... with totalCount", {"engineer": some.engineer}, True),
+            ("downloads of one engineer", {"engineers": [some.engineer]}, False),
+            ("  ... with totalCount", {"engineers": [some.engineer]}, True),
         ]:
             gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { "
             gql += ("totalCount " if with_count else "") + f"edges {{ cursor node {{ {node} }} }} }} }}"
@@ -170,10 +173,11 @@ async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]
                 query: queries.EventQuery = event_query, with_count: bool = with_count
             ) -> Any:
                 # What the resolver asks of MongoDB (time windows included), without GraphQL or HTTP.
-                order = queries.DownloadOrder.STARTED_AT_DESC
-                sort = events_db.SORTS[order]
+                order = queries.DownloadOrder()
+                flt = events_db.event_filter(query)
+                request = PageRequest(first=100)
                 page = await keyset_page(
-                    DownloadEvent, events_db.event_filter(query), sort, order.value, 100, None, "started_at"
+                    DownloadEvent, flt, events_db.sort_of(order), order.key, request, "started_at"
                 )
                 return await page.count() if with_count else page
 

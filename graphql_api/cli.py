@@ -167,16 +167,18 @@ def list_models(
     from rich.table import Table
 
     with ModelhubClient(url) as client:
-        rows = client.models(**({"projectName": project} if project else {}))
-    table = Table("name", "version", "project", "owner", "size", "downloads", "created")
+        rows = client.models(**({"projectNames": [project]} if project else {}))
+    table = Table("name", "latest", "aliases", "project", "owner", "size", "downloads", "created")
     for r in rows:
-        size = f"{r['sizeBytes']:,}"
+        latest = r["latestVersion"] or {}
+        aliases = ", ".join(f"{a['alias']}→{a['version']}" for a in r["aliases"])
         table.add_row(
             r["name"],
-            str(r["version"]),
+            str(latest.get("version", "-")),
+            aliases,
             r["projectName"],
             r["owner"],
-            size,
+            f"{latest['sizeBytes']:,}" if latest else "-",
             str(r["downloadCount"]),
             r["createdAt"],
         )

@@ -32,11 +32,11 @@ class DownloadResult:
 
 
 REQUEST_DOWNLOAD = """
-mutation RequestDownload($name: String!, $version: Int, $mode: DownloadMode!, $expiresIn: Int) {
-  requestDownload(name: $name, version: $version, mode: $mode, expiresIn: $expiresIn) {
+mutation RequestDownload($input: RequestDownloadInput!) {
+  requestDownload(input: $input) {
     __typename
-    ... on DownloadTicket { url mode expiresAt download { id modelVersion sizeBytes } }
-    ... on Error { code message }
+    ... on DownloadTicket { url mode expiresAt download { id version sizeBytes } }
+    ... on UserError { code message }
   }
 }"""
 
@@ -44,8 +44,8 @@ REGISTER = """
 mutation RegisterModel($input: RegisterModelInput!) {
   registerModel(input: $input) {
     __typename
-    ... on Model { id name version sizeBytes storageUri createdAt }
-    ... on Error { code message }
+    ... on ModelVersion { id name version sizeBytes storageUri createdAt }
+    ... on UserError { code message }
   }
 }"""
 
@@ -53,7 +53,11 @@ MODELS = """
 query ListModels($first: Int!, $after: String, $filter: ModelFilter) {
   models(first: $first, after: $after, filter: $filter) {
     pageInfo { hasNextPage endCursor }
-    nodes { name version projectName owner sizeBytes createdAt downloadCount }
+    nodes {
+      name projectName owner createdAt downloadCount
+      latestVersion { version sizeBytes }
+      aliases { alias version }
+    }
   }
 }"""
 
@@ -98,7 +102,8 @@ class ModelhubClient:
         return self._result(self.graphql(REGISTER, variables)["registerModel"])
 
     def models(self, **filter: Any) -> list[dict[str, Any]]:
-        """Every model matching `filter`, following the pages."""
+        """Every model matching `filter` (a ModelFilter: names, namePrefix, projectNames, owners, tags...),
+        following the pages."""
         rows: list[dict[str, Any]] = []
         after = None
         while True:
@@ -109,9 +114,15 @@ class ModelhubClient:
             after = page["pageInfo"]["endCursor"]
 
     def request_download(
-        self, name: str, version: int | None = None, mode: str = "STREAM", expires_in: int | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        mode: str = "STREAM",
+        expires_in: int | None = None,
+        alias: str | None = None,
     ) -> dict[str, Any]:
-        variables = {"name": name, "version": version, "mode": mode, "expiresIn": expires_in}
+        request = {"name": name, "version": version, "alias": alias, "mode": mode, "expiresIn": expires_in}
+        variables = {"input": {k: v for k, v in request.items() if v is not None}}
         return self._result(self.graphql(REQUEST_DOWNLOAD, variables)["requestDownload"])
 
     def download(

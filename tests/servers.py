@@ -182,3 +182,80 @@ def db_id(global_id: str) -> Any:
         return ObjectId(global_id)
     raw = base64.urlsafe_b64decode(global_id + "=" * (-len(global_id) % 4)).decode()
     return ObjectId(raw.partition(":")[2])
+
+
+class Subscriber:
+    """A graphql-transport-ws client for one subscription on a live server."""
+
+    def __init__(self, url: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        self.url = url.replace("http://", "ws://") + "/graphql"
+        self.query = query
+        self.variables = variables or {}
+        self.ws: Any = None
+
+    async def __aenter__(self) -> Subscriber:
+        import json
+
+        from websockets.asyncio.client import connect
+
+        self.ws = await connect(self.url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+        await self.ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        ack = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+        assert ack["type"] == "connection_ack", ack
+        payload = {"query": self.query, "variables": self.variables}
+        await self.ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        return self
+
+    async def next(self, seconds: float = 10) -> dict[str, Any]:
+        """The next message for the subscription (`next`, `error` or `complete`), skipping pings."""
+        import json
+
+        while True:
+            message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), seconds))
+            if message["type"] == "ping":
+                await self.ws.send(json.dumps({"type": "pong"}))
+                continue
+            return message
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+
+class ServeProcess:
+    """`modelhub serve` in its own process on the same database and store as `settings` (a second instance,
+    as another replica would be: Beanie binds its documents to one client per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        import os
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+        self.env.update(
+            {
+                "MODELHUB_MONGO_URI": str(settings.mongo_uri),
+                "MODELHUB_MONGO_DB": settings.mongo_db,
+                "MODELHUB_STORAGE": settings.storage_backend,
+                "MODELHUB_SIGNING_SECRET": settings.resolved_signing_secret().decode(),
+            }
+        )
+        self.data_dir = settings.data_dir
+        self.proc: Any = None
+
+    def __enter__(self) -> ServeProcess:
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "graphql_api.cli", "serve", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*cmd, "--data-dir", str(self.data_dir)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_ready(f"{self.url}/readyz", self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=30)

@@ -44,9 +44,9 @@ def test_serve_embedded_default_keeps_data(tmp_path: Path) -> None:
     try:
         page = httpx.get(f"{base}/graphql", headers={"Accept": "text/html"})
         assert page.status_code == 200 and "graphiql" in page.text.lower()
-        q = 'mutation { registerModel(input: {name: "resnet", projectName: "vision", bucket: "demo", key: "resnet/model.bin"}) { __typename ... on Model { sizeBytes } } }'
+        q = 'mutation { registerModel(input: {name: "resnet", projectName: "vision", bucket: "demo", key: "resnet/model.bin"}) { __typename ... on ModelVersion { sizeBytes } } }'
         made = httpx.post(f"{base}/graphql", json={"query": q}).json()["data"]["registerModel"]
-        assert made == {"__typename": "Model", "sizeBytes": 7000}
+        assert made == {"__typename": "ModelVersion", "sizeBytes": 7000}
     finally:
         err = stop(proc)
     assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in err.replace("\n", "")
@@ -55,9 +55,13 @@ def test_serve_embedded_default_keeps_data(tmp_path: Path) -> None:
     proc = serve(tmp_path, port)
     try:
         listed = httpx.post(
-            f"{base}/graphql", json={"query": "{ models { totalCount nodes { name sizeBytes } } }"}
+            f"{base}/graphql",
+            json={"query": "{ models { totalCount nodes { name latestVersion { sizeBytes } } } }"},
         ).json()
-        assert listed["data"]["models"] == {"totalCount": 1, "nodes": [{"name": "resnet", "sizeBytes": 7000}]}
+        assert listed["data"]["models"] == {
+            "totalCount": 1,
+            "nodes": [{"name": "resnet", "latestVersion": {"sizeBytes": 7000}}],
+        }
         resp = httpx.get(f"{base}/models/resnet/download")
         assert resp.status_code == 200 and resp.content == b"weights" * 1000
     finally:
@@ -83,10 +87,11 @@ def test_seed_demo_fills_the_embedded_db(tmp_path: Path) -> None:
     port = free_port()
     proc = serve(tmp_path, port)
     try:
-        q = "{ downloadStats(groupBy: [PROJECT]) { projectName downloads aborted source } models { totalCount } }"
+        q = "{ downloadStats(groupBy: [PROJECT]) { rows { projectName downloads aborted } } models { totalCount } }"
         data = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": q}).json()["data"]
-        assert sum(r["downloads"] for r in data["downloadStats"]) == 500 and len(data["downloadStats"]) >= 3
-        assert any(r["aborted"] for r in data["downloadStats"]) and data["models"]["totalCount"] == 8
+        rows = data["downloadStats"]["rows"]
+        assert sum(r["downloads"] for r in rows) == 500 and len(rows) >= 3
+        assert any(r["aborted"] for r in rows) and data["models"]["totalCount"] == 8
         sizes = [p.stat().st_size for p in (tmp_path / ".modelhub" / "objects").rglob("*.bin")]
         assert len(sizes) == 8 and max(sizes) > 1000 * min(sizes)  # sparse artifacts from KB to GB
     finally:
@@ -123,7 +128,7 @@ def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> N
         q = 'mutation { registerModel(input: {name: "big", projectName: "p", bucket: "bkt", key: "big.bin"}) { __typename } }'
         assert (
             httpx.post(f"{base}/graphql", json={"query": q}).json()["data"]["registerModel"]["__typename"]
-            == "Model"
+            == "ModelVersion"
         )
         received = 0
         with httpx.stream("GET", f"{base}/models/big/download") as resp:

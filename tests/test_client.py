@@ -21,7 +21,7 @@ def test_register_list_download_resume(live: LiveServer, stores: Stores, bucket:
     with ModelhubClient(live.url, engineer="sdk") as client:
         made = client.register("sdk/model", "p", bucket, "w.bin", tags=["x"])
         assert made["version"] == 1 and made["sizeBytes"] == len(data)
-        assert [m["name"] for m in client.models(projectName="p")] == ["sdk/model"]
+        assert [m["name"] for m in client.models(projectNames=["p"])] == ["sdk/model"]
         result = client.download("sdk/model", tmp_path / "a.bin")
         assert result.sha256 == hashlib.sha256(data).hexdigest() and result.resumed_from == 0
         part = tmp_path / "b.bin.part"

@@ -107,7 +107,7 @@ def test_two_workers_add_up(mongo_uri: str, tmp_path: Path, bucket: str) -> None
             r = httpx.post(
                 f"{base}/graphql", json={"query": REGISTER, "variables": {"n": f"m{i}", "b": bucket}}
             )
-            assert r.json()["data"]["registerModel"]["__typename"] == "Model"
+            assert r.json()["data"]["registerModel"]["__typename"] == "ModelVersion"
         pids = {
             int(m)
             for p in (data_dir / "prometheus-multiproc").iterdir()

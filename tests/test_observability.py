@@ -151,11 +151,15 @@ async def test_dashboards_and_rules_return_data(
     stores.put(bucket, "m/a.bin", b"a" * 300_000)
     stores.put(bucket, "m/big.bin", b"b" * (24 * 1024 * 1024))
     reg = 'mutation($k: String!, $b: String!) { registerModel(input: {name: "m", projectName: "p", bucket: $b, key: $k}) { __typename } }'
-    assert (await live_gql(reg, {"k": "m/a.bin", "b": bucket}))["registerModel"]["__typename"] == "Model"
-    assert (await live_gql(reg, {"k": "m/big.bin", "b": bucket}))["registerModel"]["__typename"] == "Model"
+    assert (await live_gql(reg, {"k": "m/a.bin", "b": bucket}))["registerModel"][
+        "__typename"
+    ] == "ModelVersion"
+    assert (await live_gql(reg, {"k": "m/big.bin", "b": bucket}))["registerModel"][
+        "__typename"
+    ] == "ModelVersion"
     await live_gql(reg, {"k": "missing.bin", "b": bucket})  # StorageObjectNotFound
     assert (await live_gql.raw("{ models(first: 0) { totalCount } }"))["errors"]  # a failed request
-    ticket = 'mutation($v: Int!, $m: DownloadMode!) { requestDownload(name: "m", version: $v, mode: $m) { ... on DownloadTicket { url } } }'
+    ticket = 'mutation($v: Int!, $m: DownloadMode!) { requestDownload(input: {name: "m", version: $v, mode: $m}) { ... on DownloadTicket { url } } }'
     for _ in range(3):
         url = (await live_gql(ticket, {"v": 1, "m": "STREAM"}, **{"X-Engineer-ID": "eve"}))[
             "requestDownload"

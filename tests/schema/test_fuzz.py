@@ -28,16 +28,21 @@ SCHEMA = schemathesis.graphql.from_dict({"data": build_schema().introspect()})
 def fuzz_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tests.servers import make_settings
 
-    with LiveServer(make_settings("local", mongo_uri, None, tmp_path_factory.mktemp("fuzz"))) as server:
-        yield server
+    with (
+        LiveServer(make_settings("local", mongo_uri, None, tmp_path_factory.mktemp("fuzz"))) as server,
+        httpx.Client(
+            base_url=server.url, timeout=30
+        ) as client,  # one client: a new one per case costs ~10 ms
+    ):
+        yield client
 
 
 @SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_input_breaks_the_server(case: Any, fuzz_server: LiveServer) -> None:
+def test_no_input_breaks_the_server(case: Any, fuzz_server: httpx.Client) -> None:
     """Whatever the arguments, the answer is data or a typed error: never a 5xx, a masked bug or a traceback."""
     body = {"query": case.body} if isinstance(case.body, str) else case.body
-    resp = httpx.post(f"{fuzz_server.url}/graphql", json=body, timeout=30)
+    resp = fuzz_server.post("/graphql", json=body)
     assert resp.status_code in (200, 400), resp.text
     assert "Traceback" not in resp.text
     for error in resp.json().get("errors") or []:
