@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .auth import Principal
@@ -20,39 +21,48 @@ async def set_alias(name: str, alias: str, version: int, who: Principal) -> Regi
     """Points `alias` at `version` (an unarchived version of the model) and records the move."""
     validate_alias(alias)
     validate_version(version)
-    model = await require_model(name)
-    require_owner(model, who)
     target = await models_db.find_version(name, version)
     if target is None:
+        await require_model(name)  # ModelNotFound before ModelVersionNotFound
         raise ModelVersionNotFound(name, version)
     if target.archived:
         raise ModelVersionArchived(name, version)
-    for _ in range(_ATTEMPTS):
-        current = model.aliases.get(alias)
-        if current == version:
-            return model
+
+    def to(model: RegisteredModel, current: int | None) -> int | None:
         if current is None and len(model.aliases) >= MAX_ALIASES:
             raise InvalidInput("alias", f"a model has at most {MAX_ALIASES} aliases")
-        moved = await models_db.move_alias(name, alias, version, current)
-        if moved is not None:
-            await _record(name, alias, current, version, who)
-            return moved
-        model = await require_model(name)
-    raise InvalidInput("alias", "the alias is being moved concurrently; try again")
+        return version
+
+    return await _move(name, alias, who, to)
 
 
 async def remove_alias(name: str, alias: str, who: Principal) -> RegisteredModel:
     """Removes `alias` and records the removal; AliasNotFound when the model has no such alias."""
     validate_alias(alias)
+
+    def to(model: RegisteredModel, current: int | None) -> int | None:
+        if current is None:
+            raise AliasNotFound(name, alias)
+        return None
+
+    return await _move(name, alias, who, to)
+
+
+async def _move(
+    name: str, alias: str, who: Principal, to: Callable[[RegisteredModel, int | None], int | None]
+) -> RegisteredModel:
+    """Moves `alias` to `to(model, current)` (None removes it) by compare-and-set, retried while other
+    moves land in between, and records the move; a move to where it already points records nothing."""
     model = await require_model(name)
     require_owner(model, who)
     for _ in range(_ATTEMPTS):
         current = model.aliases.get(alias)
-        if current is None:
-            raise AliasNotFound(name, alias)
-        moved = await models_db.move_alias(name, alias, None, current)
+        target = to(model, current)
+        if target == current:
+            return model
+        moved = await models_db.move_alias(name, alias, target, current)
         if moved is not None:
-            await _record(name, alias, current, None, who)
+            await _record(name, alias, current, target, who)
             return moved
         model = await require_model(name)
     raise InvalidInput("alias", "the alias is being moved concurrently; try again")

@@ -55,15 +55,16 @@ async def download_by_ticket(request: Request) -> Any:
 
 
 async def download_model(request: Request) -> Any:
-    """GET /models/{name}/download?version=N: the one-step download for curl and scripts."""
+    """GET /models/{name}/download[?version=N | ?alias=A]: the one-step download for curl and scripts."""
     services = services_of(request)
     raw_version = request.query_params.get("version")
+    alias = request.query_params.get("alias")
     try:
         who = requester(request)
         if raw_version is not None and not raw_version.isdigit():
             raise InvalidInput("version", "must be a positive integer")
         version = int(raw_version) if raw_version is not None else None
-        model, info = await downloads.downloadable(services, request.path_params["name"], version)
+        model, info = await downloads.downloadable(services, request.path_params["name"], version, alias)
         byte_range = parse_range(request.headers.get("range"), info.size)
     except DomainError as exc:
         services.metrics.download_requests.labels(DownloadMode.STREAM.value, exc.code.lower()).inc()

@@ -285,6 +285,11 @@ async def test_one_step_download(
     resp = await live_http.get("/models/team/model/download?version=1", headers={"Range": "bytes=1-"})
     assert resp.status_code == 206 and resp.content == b"ne"
     assert (await live_http.get("/models/team/model/download?version=x")).status_code == 400
+    await live_gql(
+        'mutation { setAlias(input: {name: "team/model", alias: "prod", version: 1}) { __typename } }'
+    )
+    assert (await live_http.get("/models/team/model/download?alias=prod")).content == b"one"
+    assert (await live_http.get("/models/team/model/download?alias=dev")).status_code == 404
     assert (await live_http.get("/models/nope/download")).status_code == 404
     bad_id = await live_http.get("/models/team/model/download", headers={"X-Engineer-ID": "bad id!"})
     assert bad_id.status_code == 401
@@ -293,6 +298,7 @@ async def test_one_step_download(
         '{ downloads(filter: {modelNames: ["team/model"]}) { nodes { engineer status version } } }'
     )
     assert events["downloads"]["nodes"] == [
+        {"engineer": "anonymous", "status": "COMPLETED", "version": 1},
         {"engineer": "anonymous", "status": "COMPLETED", "version": 1},
         {"engineer": "carol", "status": "COMPLETED", "version": 2},
     ]
