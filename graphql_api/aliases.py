@@ -62,15 +62,22 @@ async def _move(
             return model
         moved = await models_db.move_alias(name, alias, target, current)
         if moved is not None:
-            await _record(name, alias, current, target, who)
+            await _record(name, alias, current, target, who, moved.alias_moves)
             return moved
         model = await require_model(name)
     raise InvalidInput("alias", "the alias is being moved concurrently; try again")
 
 
-async def _record(name: str, alias: str, before: int | None, after: int | None, who: Principal) -> None:
+async def _record(
+    name: str, alias: str, before: int | None, after: int | None, who: Principal, sequence: int
+) -> None:
     change = AliasChange(
-        model_name=name, alias=alias, from_version=before, to_version=after, changed_by=who.engineer
+        model_name=name,
+        alias=alias,
+        from_version=before,
+        to_version=after,
+        changed_by=who.engineer,
+        sequence=sequence,
     )
     await models_db.record_alias_change(change)
     await models_db.touch(name, utcnow())

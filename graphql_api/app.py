@@ -15,18 +15,24 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET, UnsetType
 
 from . import downloads
+from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
 from .http import routes as routes_
+from .http.middleware import BodyLimit, install_log_redaction
+from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
-from .schema import build_schema
+from .schema import SchemaLimits, build_schema
 from .schema.context import Context
 from .services import Services
 from .signing import Signer
@@ -44,7 +50,20 @@ class MissingDatabase(RuntimeError):
 class ModelhubGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.app.state.services
-        return Context(request=request, response=response, services=services)
+        context = Context(request=request, response=response, services=services)
+        await context.authenticate(request.headers)
+        return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """WebSocket clients authenticate in `connection_init` ({"Authorization": "Bearer …"}), since
+        browsers cannot set headers on a WebSocket; a caller that cannot be identified is refused."""
+        params = {str(k).lower(): str(v) for k, v in (context.connection_params or {}).items()}
+        headers = {**{k.lower(): v for k, v in context.request.headers.items()}, **params}
+        await context.authenticate(headers)
+        if context.identity is None:
+            raise ConnectionRejectionError({"reason": "authenticate in connection_init"})
+        accepted: UnsetType = UNSET
+        return accepted
 
 
 async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack) -> ObjectStore:
@@ -70,6 +89,8 @@ def create_app(settings: Settings) -> Starlette:
             "no MongoDB URI: set MODELHUB_MONGO_URI, or run `modelhub serve` for the embedded DB"
         )
     mongo_uri = settings.mongo_uri
+    auth_mode = settings.auth or "token"
+    install_log_redaction()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,7 +103,19 @@ def create_app(settings: Settings) -> Starlette:
                 model_allowlist=settings.metrics_model_allowlist,
             )
             app.state.mongo = client
-            app.state.services = Services(settings=settings, store=store, signer=signer, metrics=metrics)
+            auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
+            app.state.services = Services(
+                settings=settings,
+                store=store,
+                signer=signer,
+                metrics=metrics,
+                auth=auth,
+                scope=settings.storage_scope,
+                limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            )
+            if auth_mode == "token" and (token := await bootstrap_admin()):
+                # Printed once, on the first start with no token at all; only its hash is kept.
+                log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweeper = asyncio.create_task(_sweep_forever(metrics, settings.stale_download_seconds))
             stack.callback(sweeper.cancel)
             multiproc = multiprocess_dir()
@@ -98,7 +131,8 @@ def create_app(settings: Settings) -> Starlette:
     async def index(request: Request) -> Response:
         return RedirectResponse("/graphql")
 
-    graphql_app = ModelhubGraphQL(build_schema(), graphql_ide="graphiql")
+    limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
+    graphql_app = ModelhubGraphQL(build_schema(limits), graphql_ide="graphiql" if settings.graphiql else None)
     routes = [
         Route("/", index),
         Route("/healthz", routes_.healthz),
@@ -110,7 +144,12 @@ def create_app(settings: Settings) -> Starlette:
         Route("/objects/{token}", routes_.local_presigned_object),
         Route("/metrics", metrics_endpoint),
     ]
-    middleware = [*_cors(settings), _prometheus_middleware()]
+    middleware = [
+        *_hosts(settings),
+        *_cors(settings),
+        _prometheus_middleware(),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings
     return app
@@ -143,6 +182,13 @@ def _cors(settings: Settings) -> list[Middleware]:
             max_age=settings.cors_max_age_seconds,
         )
     ]
+
+
+def _hosts(settings: Settings) -> list[Middleware]:
+    """Unknown Host headers are refused (400) when allowed hosts are configured."""
+    if not settings.allowed_hosts:
+        return []
+    return [Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)]
 
 
 def _prometheus_middleware() -> Middleware:

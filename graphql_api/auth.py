@@ -1,30 +1,195 @@
-"""Who is calling: the one framework-free place that turns request headers into a `Principal`."""
+"""Who is calling: bearer tokens (or, in header mode, `X-Engineer-ID`) → a `Principal` with a role.
+
+Framework-free: the edges hand it a mapping of headers (or a WebSocket's `connection_init` payload).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
 
-from .errors import Unauthenticated
+from .db import tokens as tokens_db
+from .documents import ApiToken, Role, utcnow
+from .errors import Forbidden, InvalidInput, Unauthenticated
+from .validation import validate_name
 
 ENGINEER_HEADER = "x-engineer-id"
 ANONYMOUS = "anonymous"
+TOKEN_PREFIX = "mh_"
 _ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
+AuthMode = Literal["header", "token"]
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller as recorded on registrations and download events."""
+    """The caller as recorded on registrations and download events, with what it may do."""
 
     engineer: str
+    role: Role = Role.ENGINEER
+    token_name: str | None = None
+
+    def require(self, role: Role, action: str) -> None:
+        """Forbidden unless this principal's role is at least `role`."""
+        if RANK[self.role] < RANK[role]:
+            raise Forbidden(f"{action} needs the {role.value} role; {self.engineer} is {self.role.value}")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
 
 
-def principal_from_headers(headers: Mapping[str, str]) -> Principal:
-    """The caller named by `X-Engineer-ID` (until tokens arrive); anonymous when the header is absent."""
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a plain SHA-256 cannot be brute-forced; no salt or KDF needed.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def bearer(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer …` header, if there is one."""
+    value = headers.get("authorization") or headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be `Bearer <token>`")
+    return token.strip()
+
+
+def header_principal(headers: Mapping[str, str]) -> Principal:
+    """Header mode: the caller named by `X-Engineer-ID` (anonymous when absent), as an ENGINEER."""
     raw = headers.get(ENGINEER_HEADER)
     if raw is None or raw == "":
         return Principal(ANONYMOUS)
     if not _ENGINEER_RE.match(raw):
         raise Unauthenticated("X-Engineer-ID must be 1-128 letters, digits or . _ @ + -")
     return Principal(raw)
+
+
+@dataclass
+class _Cached:
+    principal: Principal | None  # None: no such token (or revoked, or expired)
+    until: float
+
+
+@dataclass
+class Authenticator:
+    """Resolves callers. Token lookups are cached for `cache_seconds` (a revocation takes at most that long
+    to bite) and `lastUsedAt` is written at most once per `touch_seconds`: no DB write per request."""
+
+    mode: AuthMode
+    cache_seconds: float = 30.0
+    touch_seconds: float = 60.0
+    _cache: dict[str, _Cached] = field(default_factory=dict)
+    _touched: dict[str, float] = field(default_factory=dict)
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        """The caller, or None for an anonymous one in token mode (refused by whatever needs a principal)."""
+        token = bearer(headers)
+        if token is not None:
+            return await self.from_token(token)
+        if self.mode == "header":
+            return header_principal(headers)
+        return None
+
+    async def from_token(self, token: str) -> Principal:
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is None or cached.until < now:
+            found = await tokens_db.by_hash(digest)
+            cached = _Cached(_principal_of(found), now + self.cache_seconds)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = cached
+        if cached.principal is None:
+            raise Unauthenticated("the token is unknown, revoked or expired")
+        if now - self._touched.get(digest, -1e9) >= self.touch_seconds:
+            self._touched[digest] = now
+            await tokens_db.touch(digest, utcnow())
+        return cached.principal
+
+    def forget(self) -> None:
+        """Drops the cache (after a revocation through this instance)."""
+        self._cache.clear()
+
+
+def _principal_of(token: ApiToken | None) -> Principal | None:
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and token.expires_at <= utcnow():
+        return None
+    return Principal(token.principal, token.role, token.name)
+
+
+def require_principal(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise Unauthenticated("send `Authorization: Bearer <token>`")
+    return principal
+
+
+async def create_token(
+    name: str,
+    principal: str,
+    role: Role,
+    created_by: str,
+    expires_in_days: int | None = None,
+    token: str | None = None,
+) -> tuple[str, ApiToken]:
+    """A new token (returned once, never stored) and its record. `token` sets the value (for provisioning)."""
+    validate_name(name, "name")
+    if not _ENGINEER_RE.match(principal):
+        raise InvalidInput("principal", "must be 1-128 letters, digits or . _ @ + -")
+    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+        raise InvalidInput("expiresInDays", "must be between 1 and 3650")
+    value = token or new_token()
+    if len(value) < 32:
+        raise InvalidInput("token", "must be at least 32 characters")
+    expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    record = ApiToken(
+        name=name,
+        principal=principal,
+        role=role,
+        token_hash=hash_token(value),
+        created_by=created_by,
+        expires_at=expires,
+    )
+    if not await tokens_db.insert(record):
+        raise InvalidInput("name", f"a token named {name!r} exists already")
+    return value, record
+
+
+async def list_tokens() -> list[ApiToken]:
+    return await tokens_db.all_tokens()
+
+
+async def revoke_token(name: str) -> ApiToken:
+    revoked = await tokens_db.revoke(name, utcnow())
+    if revoked is None:
+        raise InvalidInput("name", f"no active token named {name!r}")
+    return revoked
+
+
+async def bootstrap_admin() -> str | None:
+    """On a database with no token at all, one ADMIN token (returned once to be printed); else None.
+    Its fixed name makes a race between workers create at most one."""
+    if await tokens_db.any_token():
+        return None
+    try:
+        value, _ = await create_token("bootstrap-admin", "admin", Role.ADMIN, "modelhub serve")
+    except InvalidInput:
+        return None  # another worker created it
+    return value
+
+
+def expires_label(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "never"

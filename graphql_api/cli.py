@@ -20,10 +20,13 @@ from rich.console import Console
 from . import demo
 from .analytics.rollups import rebuild_rollups as rebuild
 from .app import create_app
+from .auth import create_token, expires_label, list_tokens, revoke_token
 from .client import ModelhubClient, ModelhubError
 from .config import Settings
 from .db import connect
+from .documents import Role
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
+from .errors import DomainError
 from .metrics import prepare_multiprocess_dir
 from .schema import build_schema
 
@@ -46,15 +49,29 @@ def serve(
     # embedded database instead of the process dying with the database still running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with _database(overrides, reuse_running=False) as (settings, uri):
-        settings = settings.model_copy(update={"mongo_uri": uri})
+        # Header identities are for the embedded quick start only; a configured database means tokens.
+        auth = settings.auth or ("header" if settings.mongo_uri is None else "token")
+        settings = settings.model_copy(update={"mongo_uri": uri, "auth": auth})
         if settings.storage_backend == "local":
             console.print(f"local object store: {settings.objects_dir}/<bucket>/<key>")
         settings.resolved_signing_secret()  # created once here, not raced by workers
+        if auth == "header":
+            console.print(
+                "auth: [yellow]header mode[/yellow]: X-Engineer-ID is trusted as given (local development "
+                "only; set MODELHUB_AUTH=token for bearer tokens)"
+            )
+        else:
+            console.print("auth: token mode: send `Authorization: Bearer <token>` (`modelhub token create`)")
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
+        proxies = ",".join(settings.trusted_proxies) or None
+        server = {"host": settings.host, "port": settings.port, "log_level": "info"}
+        # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
+        server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:
-            uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+            uvicorn.run(create_app(settings), **server)  # type: ignore[arg-type]
             return
         env = {
+            "MODELHUB_AUTH": auth,
             "MODELHUB_MONGO_URI": uri,
             "MODELHUB_DATA_DIR": str(settings.data_dir),
             "MODELHUB_HOST": settings.host,
@@ -66,14 +83,7 @@ def serve(
         prepare_multiprocess_dir(multiproc)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.resolve())
         os.environ.update(env)
-        uvicorn.run(
-            "graphql_api.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level="info",
-        )
+        uvicorn.run("graphql_api.app:create_app_from_env", factory=True, workers=workers, **server)  # type: ignore[arg-type]
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -201,6 +211,80 @@ def rebuild_rollups(
 async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
     async with connect(uri, db):
         return await work
+
+
+tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke (straight on the database).")
+app.add_typer(tokens_app, name="token")
+
+
+@tokens_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="A unique name for the token, e.g. grafana.")],
+    principal: Annotated[str, typer.Option(help="Who the token acts as (recorded on downloads).")],
+    role: Annotated[
+        Role, typer.Option(case_sensitive=False, help="READER, ENGINEER or ADMIN.")
+    ] = Role.READER,
+    expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
+    value_from_env: Annotated[
+        str | None, typer.Option(help="Take the token's value from this environment variable (provisioning).")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    value = os.environ.get(value_from_env) if value_from_env else None
+    if value_from_env and not value:
+        console.print(f"[red]error:[/red] ${value_from_env} is empty")
+        raise typer.Exit(2)
+    with _database({"data_dir": data_dir}) as (settings, uri):
+        try:
+            token, _ = asyncio.run(
+                _with_db(
+                    uri, settings.mongo_db, create_token(name, principal, role, "cli", expires_in_days, value)
+                )
+            )
+        except DomainError as exc:
+            console.print(f"[red]{exc.code}[/red] {exc.message}")
+            raise typer.Exit(1) from None
+    console.print(f"created {role.value} token {name!r} for {principal}")
+    print(token)
+
+
+@tokens_app.command("list")
+def token_list(
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """List tokens (never their values)."""
+    from rich.table import Table
+
+    with _database({"data_dir": data_dir}) as (settings, uri):
+        found = asyncio.run(_with_db(uri, settings.mongo_db, list_tokens()))
+    table = Table("name", "principal", "role", "created", "expires", "last used", "revoked")
+    for t in found:
+        table.add_row(
+            t.name,
+            t.principal,
+            t.role.value,
+            t.created_at.isoformat(),
+            expires_label(t.expires_at),
+            t.last_used_at.isoformat() if t.last_used_at else "-",
+            t.revoked_at.isoformat() if t.revoked_at else "-",
+        )
+    Console().print(table)
+
+
+@tokens_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """Revoke a token (running servers stop accepting it within MODELHUB_TOKEN_CACHE_SECONDS)."""
+    with _database({"data_dir": data_dir}) as (settings, uri):
+        try:
+            asyncio.run(_with_db(uri, settings.mongo_db, revoke_token(name)))
+        except DomainError as exc:
+            console.print(f"[red]{exc.code}[/red] {exc.message}")
+            raise typer.Exit(1) from None
+    console.print(f"revoked {name!r}")
 
 
 @app.command("export-schema")

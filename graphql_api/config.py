@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .storage import StorageScope
+
+MIN_SECRET_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -57,6 +62,29 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_max_age_seconds: int = 600
 
+    # Identity: "token" (Authorization: Bearer) or "header" (X-Engineer-ID is trusted; local development).
+    # Unset: `modelhub serve` picks "header" when it started the embedded DB itself, "token" otherwise.
+    auth: Literal["header", "token"] | None = None
+    token_cache_seconds: float = 30.0
+    token_touch_seconds: float = 60.0
+    # Where models may be registered: a JSON list of "bucket" or "bucket/prefix" ("*": anywhere). Unset: the
+    # local store allows anywhere under its root; S3 allows nothing until configured.
+    allowed_storage: list[str] | None = None
+
+    # Abuse limits.
+    max_body_bytes: int = 1_000_000
+    max_query_tokens: int = 5_000
+    max_query_cost: int = 5_000
+    request_timeout_seconds: float = 15.0
+    rate_limit_per_minute: int = 600
+    rate_limit_burst: int = 100
+    introspection: bool = True
+    graphiql: bool = True
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs); none by default.
+    trusted_proxies: list[str] = []
+    # Host header values this server answers to (e.g. ["models.example.com"]); any when empty.
+    allowed_hosts: list[str] = []
+
     # Live feed: how many updates a subscriber may fall behind before it is told to reconnect.
     feed_buffer_events: int = 1000
 
@@ -84,14 +112,48 @@ class Settings(BaseSettings):
     def objects_dir(self) -> Path:
         return self.data_dir / "objects"
 
+    @field_validator("signing_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"MODELHUB_SIGNING_SECRET must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @property
+    def storage_scope(self) -> StorageScope:
+        if self.allowed_storage is None:
+            return StorageScope(None if self.storage_backend == "local" else ())
+        return StorageScope.parse(self.allowed_storage)
+
+    def private_data_dir(self) -> Path:
+        """The data dir, created readable by this user only (0700)."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        return self.data_dir
+
     def resolved_signing_secret(self) -> bytes:
-        """The configured secret, or one generated once and kept (mode 0600) in the data dir."""
+        """The configured secret, or one generated once and kept (mode 0600) in the data dir. Created
+        atomically: written under a temporary name, then linked into place, so that concurrent workers
+        all read the one complete key."""
         if self.signing_secret is not None:
             return self.signing_secret.get_secret_value().encode()
-        path = self.data_dir / "signing.key"
+        path = self.private_data_dir() / "signing.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            temp = path.with_name(f".signing.key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(os.urandom(32).hex())
-        return path.read_text().strip().encode()
+                fh.write(secrets.token_hex(32))
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass  # another process won; use its key
+            finally:
+                temp.unlink()
+        secret = path.read_text().strip()
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"{path.name} in the data dir holds a key shorter than {MIN_SECRET_CHARS} characters"
+            )
+        return secret.encode()

@@ -29,6 +29,8 @@ class RegisteredModel(Document):
     tags: list[str] = Field(default_factory=list)
     # alias → version number; an alias is never all digits, so it cannot be taken for a version.
     aliases: dict[str, int] = Field(default_factory=dict)
+    # Bumped by every alias move in the same update: orders the moves exactly, however they race.
+    alias_moves: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -87,12 +89,14 @@ class AliasChange(Document):
     from_version: int | None
     to_version: int | None
     changed_by: str
+    # The model's `alias_moves` after this move: the order of moves, whatever order the records land in.
+    sequence: int = 0
     changed_at: datetime = Field(default_factory=utcnow)
 
     class Settings:
         name = "alias_changes"
         indexes = [
-            IndexModel([("model_name", ASCENDING), ("changed_at", DESCENDING)], name="model_changed"),
+            IndexModel([("model_name", ASCENDING), ("sequence", DESCENDING)], name="model_sequence"),
         ]
 
 
@@ -104,6 +108,36 @@ class VersionCounter(Document):
 
     class Settings:
         name = "model_version_counters"
+
+
+class Role(StrEnum):
+    """What a token may do: READER reads and downloads, ENGINEER also registers, ADMIN also manages others'
+    models and tokens."""
+
+    READER = "READER"
+    ENGINEER = "ENGINEER"
+    ADMIN = "ADMIN"
+
+
+class ApiToken(Document):
+    """A bearer token, kept only as its SHA-256: the token itself is shown once, when it is created."""
+
+    name: str
+    principal: str
+    role: Role
+    token_hash: str
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    class Settings:
+        name = "api_tokens"
+        indexes = [
+            IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
+            IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+        ]
 
 
 class DownloadMode(StrEnum):
@@ -203,6 +237,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     RegisteredModel,
     ModelVersion,
     AliasChange,
+    ApiToken,
     VersionCounter,
     DownloadEvent,
     DownloadRollup,

@@ -117,7 +117,7 @@ async def issue_ticket(
     if mode is DownloadMode.STREAM:
         token = services.signer.sign(
             TICKET_PURPOSE,
-            {"e": str(event.id), "m": str(model.id), "v": model.version},
+            {"e": str(event.id), "m": str(model.id), "v": model.version, "p": who.engineer},
             expires_at.timestamp(),
         )
         url = f"{base_url}/downloads/{token}"
@@ -143,13 +143,19 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
     event = await events_db.get(_object_id(payload.get("e")))
     if event is None:
         raise TicketInvalid("unknown ticket", TicketProblem.UNKNOWN)
-    if str(event.model_id) != payload.get("m") or event.model_version != payload.get("v"):
+    if (
+        str(event.model_id) != payload.get("m")
+        or event.model_version != payload.get("v")
+        or event.engineer != payload.get("p")
+    ):
         raise TicketInvalid("ticket does not belong to this download", TicketProblem.FORBIDDEN)
     if event.mode is not DownloadMode.STREAM:
         raise TicketInvalid("not a streaming ticket", TicketProblem.FORBIDDEN)
     model = await models_db.get_version(event.model_id)
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
+    if model.archived:  # archived after the ticket was issued: the ticket dies with it
+        raise ModelVersionArchived(model.name, model.version)
     return event, model
 
 

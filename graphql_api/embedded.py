@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -56,9 +57,13 @@ class EmbeddedMongo:
                 "the embedded database needs the optional extra: pip install 'modelhub[embedded]' "
                 "(or set MODELHUB_MONGO_URI to use your own MongoDB)"
             )
-        self.storage.mkdir(parents=True, exist_ok=True)
+        # Only this user may read the database or learn its port.
+        self.storage.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.storage.mkdir(mode=0o700, exist_ok=True)
+        for directory in (self.storage.parent, self.storage):
+            os.chmod(directory, 0o700)
         self.port = free_port()
-        log = self.log_path.open("ab")
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
         self._proc = subprocess.Popen(
             # --sync-on-commit: an acknowledged write survives kill -9 (without it the last ~second is lost).
@@ -79,7 +84,9 @@ class EmbeddedMongo:
                 with MongoClient[dict[str, object]](self.uri, serverSelectionTimeoutMS=300) as client:
                     client.admin.command("ping")
                 # Other commands (seed-demo) find the running server here: WiredTiger allows one per dir.
-                self.uri_path.write_text(self.uri)
+                fd = os.open(self.uri_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self.uri)
                 return self.uri
             except PyMongoError:
                 if time.monotonic() > deadline:

@@ -9,7 +9,7 @@ from .analytics import events
 from .auth import Principal
 from .db import counters as counters_db
 from .db import models as models_db
-from .documents import ModelVersion, RegisteredModel, utcnow
+from .documents import ModelVersion, RegisteredModel, Role, utcnow
 from .errors import (
     DomainError,
     Forbidden,
@@ -21,7 +21,7 @@ from .errors import (
 from .pagination import Page, PageRequest, offset_page
 from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
 from .services import Services
-from .storage import ObjectInfo, ObjectStore, validate_bucket, validate_key
+from .storage import ObjectInfo, ObjectStore, StorageScope, validate_bucket, validate_key
 from .validation import (
     validate_alias,
     validate_description,
@@ -72,12 +72,13 @@ class RegisterRequest:
 
 
 def require_owner(model: RegisteredModel, who: Principal) -> None:
-    """Only a model's owner changes it (admins too, once roles exist)."""
-    if who.engineer != model.owner:
-        raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) may change it")
+    """Only a model's owner (an ENGINEER at least) or an ADMIN changes it."""
+    who.require(Role.ENGINEER, f"changing model {model.name!r}")
+    if who.engineer != model.owner and not who.is_admin:
+        raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) or an admin may change it")
 
 
-async def _model_for(req: RegisterRequest) -> RegisteredModel:
+async def _model_for(req: RegisterRequest, who: Principal) -> RegisteredModel:
     """The model a new version joins: created by its first registration, else checked against it."""
     model = await models_db.find_model(req.name)
     if model is None:
@@ -94,15 +95,20 @@ async def _model_for(req: RegisterRequest) -> RegisteredModel:
         assert model is not None
     if model.project_name != req.project_name:
         raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
-    require_owner(model, Principal(req.owner))
+    require_owner(model, who)
     return model
 
 
-async def register_model(store: ObjectStore, req: RegisterRequest) -> ModelVersion:
-    """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race."""
+async def register_model(
+    store: ObjectStore, req: RegisterRequest, who: Principal, scope: StorageScope
+) -> ModelVersion:
+    """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
+    A location outside `scope` is refused before the store is asked anything, so nothing leaks about it."""
+    who.require(Role.ENGINEER, "registering a model")
     req.validate()
+    scope.check(req.bucket, req.key)
     info = await store.head(req.bucket, req.key)
-    await _model_for(req)
+    await _model_for(req, who)
     if req.version is not None:
         doc = req.version_doc(req.version, info)
         if not await models_db.insert_version(doc):
@@ -118,11 +124,11 @@ async def register_model(store: ObjectStore, req: RegisterRequest) -> ModelVersi
     return doc
 
 
-async def register(services: Services, req: RegisterRequest) -> ModelVersion:
+async def register(services: Services, req: RegisterRequest, who: Principal) -> ModelVersion:
     """`register_model`, counted in the registrations metric by outcome."""
     counter = services.metrics.registrations
     try:
-        version = await register_model(services.store, req)
+        version = await register_model(services.store, req, who, services.scope)
     except DomainError as exc:
         counter.labels(exc.code.lower()).inc()
         raise

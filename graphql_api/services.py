@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .auth import Authenticator
 from .config import Settings
+from .limits import RateLimiter
 from .metrics import Metrics
 from .signing import Signer
-from .storage import ObjectStore
+from .storage import ObjectStore, StorageScope
 
 
 @dataclass(frozen=True)
@@ -16,3 +18,6 @@ class Services:
     store: ObjectStore
     signer: Signer
     metrics: Metrics
+    auth: Authenticator
+    scope: StorageScope
+    limiter: RateLimiter

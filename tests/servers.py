@@ -71,7 +71,8 @@ def make_settings(
         "mongo_uri": mongo_uri,
         "mongo_db": "t_" + uuid.uuid4().hex[:12],
         "data_dir": data_dir,
-        "signing_secret": "test-secret",
+        "signing_secret": "test-secret-of-at-least-32-characters",
+        "auth": "header",
         "storage": kind,
     }
     if kind == "s3":
@@ -80,6 +81,7 @@ def make_settings(
             s3_access_key_id="testing",
             s3_secret_access_key="testing",
             s3_region="us-east-1",
+            allowed_storage=["*"],  # tests use a fresh bucket each; scoping has its own tests
         )
     values.update(extra)
     return Settings(**values)

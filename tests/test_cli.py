@@ -120,6 +120,7 @@ def test_kill_9_mid_download_leaves_aborted(tmp_path: Path, mongo_uri: str) -> N
         "MODELHUB_MONGO_DB": db_name,
         "MODELHUB_STALE_DOWNLOAD_SECONDS": "2",
         "MODELHUB_HEARTBEAT_SECONDS": "0.2",
+        "MODELHUB_AUTH": "header",
     }
     port = free_port()
     base = f"http://127.0.0.1:{port}"

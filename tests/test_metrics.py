@@ -94,7 +94,8 @@ def test_two_workers_add_up(mongo_uri: str, tmp_path: Path, bucket: str) -> None
         **os.environ,
         "MODELHUB_MONGO_URI": mongo_uri,
         "MODELHUB_MONGO_DB": "workers_" + bucket.replace("-", "_"),
-        "MODELHUB_SIGNING_SECRET": "s",
+        "MODELHUB_SIGNING_SECRET": "s" * 32,
+        "MODELHUB_AUTH": "header",
     }
     cmd = [sys.executable, "-m", "graphql_api.cli", "serve", "--workers", "2", "--port", str(port)]
     proc = subprocess.Popen(

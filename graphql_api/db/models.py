@@ -91,6 +91,7 @@ async def move_alias(
     field = f"aliases.{alias}"
     flt: Condition = {"name": name, field: expected if expected is not None else {"$exists": False}}
     update: Condition = {"$unset": {field: ""}} if version is None else {"$set": {field: version}}
+    update["$inc"] = {"alias_moves": 1}
     found = await RegisteredModel.find_one(flt).update(update, response_type=UpdateResponse.NEW_DOCUMENT)
     return cast(RegisteredModel | None, found)
 
@@ -100,8 +101,8 @@ async def record_alias_change(change: AliasChange) -> None:
 
 
 async def alias_changes(name: str, request: PageRequest) -> Page[AliasChange]:
-    sort: Sort = [("changed_at", DESC), ("_id", DESC)]
-    return await keyset_page(AliasChange, {"model_name": name}, sort, "ALIAS_CHANGED_DESC", request)
+    sort: Sort = [("sequence", DESC)]
+    return await keyset_page(AliasChange, {"model_name": name}, sort, "ALIAS_SEQUENCE_DESC", request)
 
 
 async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-from ..auth import principal_from_headers
+from ..auth import Principal, require_principal
 from ..downloads import Requester
 from ..services import Services
 
@@ -14,11 +14,20 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
-def requester(conn: HTTPConnection) -> Requester:
-    """The caller as recorded on a download event; raises Unauthenticated for a bad identity."""
-    principal = principal_from_headers(conn.headers)
-    address = conn.client.host if conn.client else None
-    return Requester(principal.engineer, conn.headers.get("user-agent"), address)
+async def principal_of(conn: HTTPConnection) -> Principal | None:
+    """The caller (None: anonymous in token mode); raises Unauthenticated for a bad token or identity."""
+    return await services_of(conn).auth.authenticate(conn.headers)
+
+
+def client_address(conn: HTTPConnection) -> str | None:
+    """The peer's address; uvicorn replaces it from X-Forwarded-For only for MODELHUB_TRUSTED_PROXIES."""
+    return conn.client.host if conn.client else None
+
+
+def requester(conn: HTTPConnection, principal: Principal | None) -> Requester:
+    """The caller as recorded on a download event; Unauthenticated without a principal."""
+    who = require_principal(principal)
+    return Requester(who.engineer, conn.headers.get("user-agent"), client_address(conn))
 
 
 def base_url(conn: HTTPConnection) -> str:

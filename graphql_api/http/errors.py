@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -20,6 +21,7 @@ from ..errors import (
     TicketProblem,
     Unauthenticated,
 )
+from ..limits import RateLimited
 
 STATUS: dict[type[DomainError], int] = {
     InvalidInput: 400,
@@ -31,6 +33,7 @@ STATUS: dict[type[DomainError], int] = {
     StorageObjectNotFound: 404,
     ModelVersionArchived: 410,
     RangeNotSatisfiable: 416,
+    RateLimited: 429,
 }
 TICKET_STATUS: dict[TicketProblem, int] = {
     TicketProblem.MALFORMED: 404,
@@ -61,4 +64,6 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     response = error_response(status_of(exc), exc.code, exc.message, **extra)
     if isinstance(exc, RangeNotSatisfiable):
         response.headers["content-range"] = f"bytes */{exc.size}"
+    if isinstance(exc, RateLimited):
+        response.headers["retry-after"] = str(math.ceil(exc.retry_after))
     return response

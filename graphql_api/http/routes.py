@@ -13,7 +13,7 @@ from .. import downloads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound
 from ..services import Services
-from .caller import requester, services_of
+from .caller import principal_of, requester, services_of
 from .errors import domain_error_response
 from .ranges import parse_range
 from .streaming import StreamObject, Transfer
@@ -60,7 +60,8 @@ async def download_model(request: Request) -> Any:
     raw_version = request.query_params.get("version")
     alias = request.query_params.get("alias")
     try:
-        who = requester(request)
+        who = requester(request, await principal_of(request))
+        services.limiter.take(who.engineer)
         if raw_version is not None and not raw_version.isdigit():
             raise InvalidInput("version", "must be a positive integer")
         version = int(raw_version) if raw_version is not None else None

@@ -1,5 +1,5 @@
 """The Strawberry schema: types, inputs, result unions, queries, mutations and the request context."""
 
-from .root import build_schema
+from .build import SchemaLimits, build_schema
 
-__all__ = ["build_schema"]
+__all__ = ["SchemaLimits", "build_schema"]

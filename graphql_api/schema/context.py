@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +12,11 @@ from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
 from ..analytics.events import ModelDownloadTotals, model_download_totals, model_totals
-from ..auth import Principal
+from ..auth import Principal, require_principal
 from ..db import models as models_db
 from ..documents import ModelVersion, RegisteredModel
 from ..downloads import Requester
+from ..errors import DomainError
 from ..http.caller import base_url, requester
 from ..services import Services
 
@@ -40,6 +41,10 @@ class Context:
     request: HTTPConnection
     response: Response | None
     services: Services
+    identity: Principal | None = None
+    identity_error: DomainError | None = None
+    # A WebSocket's `connection_init` payload (browsers cannot set headers on a WebSocket).
+    connection_params: dict[str, object] | None = None
     version_totals: DataLoader[Any, ModelDownloadTotals] = field(init=False)
     model_totals: DataLoader[str, ModelDownloadTotals] = field(init=False)
     versions_by_id: DataLoader[Any, ModelVersion | None] = field(init=False)
@@ -53,14 +58,24 @@ class Context:
         self.models_by_name = DataLoader(load_fn=_models_by_name)
         self.latest_versions = DataLoader(load_fn=_latest_versions)
 
-    @property
-    def requester(self) -> Requester:
-        """The caller; a bad identity raises Unauthenticated, a top-level UNAUTHENTICATED error."""
-        return requester(self.request)
+    async def authenticate(self, headers: Mapping[str, str]) -> None:
+        """Resolves the caller once; a failure is kept and raised where a principal is needed."""
+        try:
+            self.identity = await self.services.auth.authenticate(headers)
+            self.identity_error = None
+        except DomainError as exc:
+            self.identity, self.identity_error = None, exc
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.requester.engineer)
+        """The caller; UNAUTHENTICATED (top-level) when there is none or it is invalid."""
+        if self.identity_error is not None:
+            raise self.identity_error
+        return require_principal(self.identity)
+
+    @property
+    def requester(self) -> Requester:
+        return requester(self.request, self.principal)
 
     @property
     def base_url(self) -> str:

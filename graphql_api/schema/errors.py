@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 import strawberry
 from graphql import GraphQLError
+from pymongo.errors import ConnectionFailure, PyMongoError
 from strawberry.extensions import MaskErrors
 
 from .. import errors
+
+log = logging.getLogger("modelhub.graphql")
 
 
 @strawberry.interface(
@@ -126,11 +130,31 @@ def _union_members(resolver: Callable[..., Any]) -> list[type[Any]]:
     return list(typing.get_args(union))
 
 
+OUTAGE_MESSAGES = {
+    "DATABASE_TIMEOUT": "the database did not answer within the request's deadline; try again",
+    "DATABASE_UNAVAILABLE": "the database is unavailable; try again shortly",
+    "STORAGE_UNAVAILABLE": "the object store is unavailable; try again shortly",
+}
+
+
+def outage_code(exc: BaseException | None) -> str | None:
+    """The code of a dependency outage (an expected failure, reported as such), or None."""
+    if isinstance(exc, errors.StorageUnavailable):
+        return "STORAGE_UNAVAILABLE"
+    if isinstance(exc, PyMongoError) and exc.timeout:
+        return "DATABASE_TIMEOUT"
+    if isinstance(exc, ConnectionFailure):
+        return "DATABASE_UNAVAILABLE"
+    return None
+
+
 def is_unexpected(error: GraphQLError) -> bool:
-    """The one masking rule: an error raised on purpose (a GraphQLError, a domain error) or by validation
-    has no original error or an expected one; anything else is a bug."""
+    """The one masking rule: an error raised on purpose (a GraphQLError, a domain error), a dependency
+    outage, or a validation error is expected; anything else is a bug."""
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError | errors.DomainError)
+    if original is None or isinstance(original, GraphQLError | errors.DomainError):
+        return False
+    return outage_code(original) is None
 
 
 def _request_error_code(error: GraphQLError) -> str:
@@ -152,6 +176,10 @@ def label_error(error: GraphQLError) -> None:
     if isinstance(original, errors.DomainError):
         extra = {"field": original.field} if isinstance(original, errors.InvalidInput) else {}
         error.extensions = {**(error.extensions or {}), "code": original.code, **extra}
+    elif (code := outage_code(original)) is not None:
+        log.warning("dependency outage (%s): %r", code, original)
+        error.message = OUTAGE_MESSAGES[code]  # the driver's text names hosts and paths: never sent
+        error.extensions = {**(error.extensions or {}), "code": code}
     elif error.path is None:
         error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
 

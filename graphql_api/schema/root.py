@@ -1,4 +1,4 @@
-"""The root Query and Mutation types and `build_schema`."""
+"""The root Query and Mutation types."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from datetime import datetime
 from typing import Annotated
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
-from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
 
 from .. import aliases, documents, downloads, queries, registry
 from ..analytics import events, stats
@@ -28,17 +24,13 @@ from .downloads import (
 from .errors import (
     AliasNotFound,
     InvalidInput,
-    MaskUnexpectedErrors,
     ModelNotFound,
     ModelVersionAlreadyExists,
     ModelVersionArchived,
     ModelVersionNotFound,
     StorageObjectNotFound,
     expected_errors,
-    is_unexpected,
-    label_error,
 )
-from .extensions import OperationMetrics
 from .inputs import (
     ModelVersionInput,
     RegisterModelInput,
@@ -49,9 +41,8 @@ from .inputs import (
     UpdateModelVersionInput,
 )
 from .node import Node, parse_global_id
-from .scalars import LONG_SCALAR, Long
 from .stats import DownloadDimension, DownloadStatsResult, StatsOrder, TimeInterval, stats_request
-from .subscriptions import Subscription
+from .tokens import TokenMutations, TokenQueries
 from .types import (
     AFTER,
     BEFORE,
@@ -124,7 +115,7 @@ async def _node(id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query:
+class Query(TokenQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -244,7 +235,7 @@ class Query:
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
-class Mutation:
+class Mutation(TokenMutations):
     @strawberry.mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."
@@ -264,7 +255,8 @@ class Mutation:
             tags=input.tags,
             metadata=input.metadata,
         )
-        return ModelVersion.from_doc(await registry.register(info.context.services, request))
+        ctx = info.context
+        return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal))
 
     @strawberry.mutation(description="Changes a model's description and tags (owner only).")
     @expected_errors
@@ -336,35 +328,3 @@ class Mutation:
             expires_at=ticket.expires_at,
             download=DownloadEvent.from_doc(ticket.event),
         )
-
-
-class ModelhubSchema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
-        # Errors raised on purpose (bad input, auth) are the client's business; only bugs get a traceback.
-        unexpected = [e for e in errors if is_unexpected(e)]
-        for error in errors:
-            if error not in unexpected:
-                label_error(error)  # parse errors reach here without passing the extensions
-                log.info("graphql error: %s", error.message)
-        if unexpected:
-            super().process_errors(unexpected, execution_context)
-
-
-def build_schema() -> strawberry.Schema:
-    return ModelhubSchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        types=[Model, ModelVersion, DownloadEvent, AliasChange],
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
-        extensions=[
-            MaskUnexpectedErrors,
-            OperationMetrics,
-            lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
-            lambda: QueryDepthLimiter(max_depth=12),
-            lambda: MaxAliasesLimiter(max_alias_count=50),
-        ],
-    )

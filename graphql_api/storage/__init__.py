@@ -53,9 +53,41 @@ def validate_key(key: str, field: str = "key") -> None:
         raise InvalidInput(field, "must be 1 to 1024 bytes of UTF-8")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise InvalidInput(field, "must not contain control characters")
-    if key.startswith("/") or any(part in (".", "..") for part in key.split("/")):
-        # Legal in S3 but ambiguous as a path; refused so that both stores accept exactly the same keys.
-        raise InvalidInput(field, "must not start with / or contain . or .. path segments")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        # Legal in S3 but ambiguous as a path (`a//b` and `a/b/` would be one file where S3 sees two objects);
+        # refused so that both stores accept exactly the same keys and mean the same objects by them.
+        raise InvalidInput(field, "must not start or end with /, nor contain empty, . or .. path segments")
+
+
+@dataclass(frozen=True)
+class StorageScope:
+    """Where artifacts may be registered or uploaded: anywhere (`allowed` None), or only in the listed
+    buckets and bucket/prefix pairs (a prefix matches whole path segments: `models/a` allows `a/x`, not
+    `ab/x`)."""
+
+    allowed: tuple[tuple[str, str], ...] | None
+
+    @classmethod
+    def parse(cls, entries: list[str] | None) -> StorageScope:
+        if entries is None or "*" in entries:
+            return cls(None)
+        pairs = []
+        for entry in entries:
+            bucket, _, prefix = entry.strip().partition("/")
+            validate_bucket(bucket, "allowed_storage")
+            pairs.append((bucket, prefix.strip("/")))
+        return cls(tuple(pairs))
+
+    def permits(self, bucket: str, key: str) -> bool:
+        if self.allowed is None:
+            return True
+        return any(b == bucket and (not p or key.startswith(p + "/")) for b, p in self.allowed)
+
+    def check(self, bucket: str, key: str) -> None:
+        if not self.permits(bucket, key):
+            raise InvalidInput(
+                "bucket", "is not an allowed storage location for models (MODELHUB_ALLOWED_STORAGE)"
+            )
 
 
 def content_disposition(filename: str) -> str:

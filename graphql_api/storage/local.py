@@ -31,8 +31,16 @@ class LocalObjectStore:
         validate_key(key)
         return self.root / bucket / key
 
-    async def head(self, bucket: str, key: str) -> ObjectInfo:
+    def _inside(self, bucket: str, key: str) -> Path:
+        """The object's file, refusing (as not found) a path that symlinks lead out of the store's root."""
         path = self.path_of(bucket, key)
+        real = path.resolve()
+        if not real.is_relative_to(self.root.resolve()):
+            raise StorageObjectNotFound(bucket, key)
+        return real
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        path = self._inside(bucket, key)
         try:
             st = await anyio.to_thread.run_sync(os.stat, path)
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -46,7 +54,7 @@ class LocalObjectStore:
     async def open_range(
         self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
     ) -> AsyncIterator[bytes]:
-        path = self.path_of(bucket, key)
+        path = self._inside(bucket, key)
         try:
             fh = await anyio.to_thread.run_sync(open, path, "rb")
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -58,9 +66,11 @@ class LocalObjectStore:
                 try:
                     chunk = await anyio.to_thread.run_sync(fh.read, min(self._chunk, remaining))
                 except OSError as exc:
-                    raise StorageUnavailable(f"reading {path}: {exc}") from exc
+                    raise StorageUnavailable(
+                        f"reading s3://{bucket}/{key} from the local store failed"
+                    ) from exc
                 if not chunk:
-                    raise StorageUnavailable(f"{path} ended {remaining} bytes early")
+                    raise StorageUnavailable(f"s3://{bucket}/{key} ended {remaining} bytes early")
                 remaining -= len(chunk)
                 yield chunk
         finally:
@@ -76,4 +86,4 @@ class LocalObjectStore:
     async def ping(self) -> None:
         await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
         if not os.access(self.root, os.R_OK):
-            raise StorageUnavailable(f"{self.root} is not readable")
+            raise StorageUnavailable("the local object store is not readable")

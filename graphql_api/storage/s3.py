@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -14,6 +15,7 @@ from ..config import Settings
 from ..errors import StorageObjectNotFound, StorageUnavailable
 from . import ObjectInfo, content_disposition, validate_bucket, validate_key
 
+log = logging.getLogger("modelhub.storage")
 _MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 
 
@@ -21,7 +23,9 @@ def _store_error(exc: ClientError | BotoCoreError, bucket: str, key: str) -> Exc
     """The domain error for a failed S3 call: a missing object or bucket, or the store being unavailable."""
     if isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING:
         return StorageObjectNotFound(bucket, key)
-    return StorageUnavailable(str(exc))
+    log.warning("S3 call for s3://%s/%s failed: %s", bucket, key, exc)
+    # The driver's text names the endpoint: it stays in the server log, not in what clients see.
+    return StorageUnavailable(f"the object store failed ({type(exc).__name__})")
 
 
 class S3ObjectStore:
@@ -91,7 +95,8 @@ class S3ObjectStore:
                     remaining -= len(chunk)
                     yield chunk
         except (BotoCoreError, OSError, ClientError) as exc:
-            raise StorageUnavailable(f"reading s3://{bucket}/{key}: {exc}") from exc
+            log.warning("reading s3://%s/%s failed: %s", bucket, key, exc)
+            raise StorageUnavailable(f"reading s3://{bucket}/{key} failed ({type(exc).__name__})") from exc
 
     async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
         validate_bucket(bucket)
@@ -111,4 +116,4 @@ class S3ObjectStore:
         try:
             await self._client.list_buckets()
         except (ClientError, BotoCoreError) as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise StorageUnavailable(f"the object store failed ({type(exc).__name__})") from exc

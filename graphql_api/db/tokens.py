@@ -1,0 +1,43 @@
+"""Owner of `api_tokens`: bearer tokens by hash, their creation, listing, revocation and last use."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from beanie import SortDirection
+from beanie.odm.queries.update import UpdateResponse
+from pymongo.errors import DuplicateKeyError
+
+from ..documents import ApiToken
+
+
+async def insert(token: ApiToken) -> bool:
+    """False when the name (or, astronomically unlikely, the hash) is taken."""
+    try:
+        await token.insert()
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def by_hash(token_hash: str) -> ApiToken | None:
+    return await ApiToken.find_one(ApiToken.token_hash == token_hash)
+
+
+async def all_tokens() -> list[ApiToken]:
+    return await ApiToken.find_all().sort([("created_at", SortDirection.ASCENDING)]).to_list()
+
+
+async def any_token() -> bool:
+    return await ApiToken.find_one({}) is not None
+
+
+async def revoke(name: str, when: datetime) -> ApiToken | None:
+    found = await ApiToken.find_one(ApiToken.name == name, ApiToken.revoked_at == None).update(  # noqa: E711
+        {"$set": {"revoked_at": when}}, response_type=UpdateResponse.NEW_DOCUMENT
+    )
+    return found if isinstance(found, ApiToken) else None
+
+
+async def touch(token_hash: str, when: datetime) -> None:
+    await ApiToken.find_one(ApiToken.token_hash == token_hash).update({"$max": {"last_used_at": when}})

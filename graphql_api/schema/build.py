@@ -1,0 +1,113 @@
+"""`build_schema`: the root types, the scalar map, and the extensions every operation passes through."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import strawberry
+from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from .downloads import DownloadEvent
+from .errors import MaskUnexpectedErrors, is_unexpected, label_error
+from .extensions import OperationMetrics
+from .guards import RequestGuards
+from .root import Mutation, Query
+from .scalars import LONG_SCALAR, Long
+from .subscriptions import Subscription
+from .types import AliasChange, Model, ModelVersion
+
+log = logging.getLogger("modelhub.graphql")
+
+
+class ModelhubSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Errors raised on purpose (bad input, auth) are the client's business; only bugs get a traceback.
+        unexpected = [e for e in errors if is_unexpected(e)]
+        for error in errors:
+            if error not in unexpected:
+                label_error(error)  # parse errors reach here without passing the extensions
+                log.info("graphql error: %s", error.message)
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+@dataclass(frozen=True)
+class SchemaLimits:
+    """Document limits enforced while parsing and validating (the cost budget is checked per request)."""
+
+    max_depth: int = 12
+    max_aliases: int = 50
+    max_tokens: int = 5_000
+    introspection: bool = True
+
+
+def _rules_extension(limits: SchemaLimits) -> type[SchemaExtension]:
+    """One AddValidationRules with rule classes built once: per-request rule classes (the extensions'
+    usual lambdas) would give ValidationCache a new key every time, so it would never hit."""
+    rules = [
+        *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
+    ]
+    if not limits.introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
+
+    class DocumentLimits(AddValidationRules):
+        def __init__(self) -> None:
+            super().__init__(rules)
+
+    return DocumentLimits
+
+
+def _tokens_extension(limits: SchemaLimits) -> type[SchemaExtension]:
+    class TokenLimit(MaxTokensLimiter):
+        """No document may hold more tokens than this (checked while parsing, before any work)."""
+
+        def __init__(self) -> None:
+            super().__init__(max_token_count=limits.max_tokens)
+
+    return TokenLimit
+
+
+class _Parsers(ParserCache):
+    def __init__(self) -> None:
+        super().__init__(maxsize=256)
+
+
+class _Validations(ValidationCache):
+    def __init__(self) -> None:
+        super().__init__(maxsize=256)
+
+
+def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
+    limits = limits or SchemaLimits()
+    return ModelhubSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[Model, ModelVersion, DownloadEvent, AliasChange],
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+        extensions=[
+            MaskUnexpectedErrors,
+            OperationMetrics,
+            _tokens_extension(limits),
+            _Parsers,
+            _rules_extension(limits),
+            _Validations,
+            RequestGuards,
+        ],
+    )

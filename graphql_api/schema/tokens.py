@@ -1,0 +1,109 @@
+"""Token administration in GraphQL (ADMIN only): list, create, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from .. import auth, documents
+from .context import Info
+from .errors import InvalidInput, expected_errors
+
+
+@strawberry.enum(description="What a token may do.")
+class Role(Enum):
+    READER = strawberry.enum_value("READER", description="Queries, the live feed and downloads.")
+    ENGINEER = strawberry.enum_value(
+        "ENGINEER", description="READER, plus registering and changing own models."
+    )
+    ADMIN = strawberry.enum_value("ADMIN", description="ENGINEER, plus any model and token administration.")
+
+
+@strawberry.type(description="A bearer token's record; the token itself is shown only when it is created.")
+class ApiToken:
+    name: str = strawberry.field(description="Its unique name.")
+    principal: str = strawberry.field(description="Who it acts as (recorded on registrations and downloads).")
+    role: Role = strawberry.field(description="What it may do.")
+    created_by: str = strawberry.field(description="Who created it.")
+    created_at: datetime = strawberry.field(description="When it was created.")
+    expires_at: datetime | None = strawberry.field(description="When it stops working, if ever.")
+    last_used_at: datetime | None = strawberry.field(description="Its last use, to within a minute.")
+    revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+
+    @classmethod
+    def from_doc(cls, doc: documents.ApiToken) -> ApiToken:
+        return cls(
+            name=doc.name,
+            principal=doc.principal,
+            role=Role(doc.role.value),
+            created_by=doc.created_by,
+            created_at=doc.created_at,
+            expires_at=doc.expires_at,
+            last_used_at=doc.last_used_at,
+            revoked_at=doc.revoked_at,
+        )
+
+
+@strawberry.type(description="A new token: `token` is shown this once and never again.")
+class CreatedToken:
+    token: str = strawberry.field(description="Send it as `Authorization: Bearer <token>`.")
+    api_token: ApiToken = strawberry.field(description="Its record.")
+
+
+@strawberry.input(description="A new bearer token.")
+class CreateTokenInput:
+    name: str = strawberry.field(description="A unique name, e.g. `grafana` or `ci-alice`.")
+    principal: str = strawberry.field(description="Who the token acts as.")
+    role: Role = strawberry.field(default=Role.READER, description="What it may do.")
+    expires_in_days: int | None = strawberry.field(default=None, description="1..3650; never when omitted.")
+
+
+@strawberry.input(description="The token to revoke.")
+class RevokeTokenInput:
+    name: str = strawberry.field(description="Its name.")
+
+
+CreateTokenResult = Annotated[
+    CreatedToken | InvalidInput, strawberry.union("CreateTokenResult", description="The token, or why not.")
+]
+RevokeTokenResult = Annotated[
+    ApiToken | InvalidInput,
+    strawberry.union("RevokeTokenResult", description="The revoked token, or why not."),
+]
+INPUT = strawberry.argument(description="What to do; see the input type.")
+
+
+@strawberry.type
+class TokenQueries:
+    @strawberry.field(description="Every token's record (ADMIN only).")
+    async def tokens(self, info: Info) -> list[ApiToken]:
+        info.context.principal.require(documents.Role.ADMIN, "listing tokens")
+        return [ApiToken.from_doc(t) for t in await auth.list_tokens()]
+
+
+@strawberry.type
+class TokenMutations:
+    @strawberry.mutation(description="Creates a bearer token (ADMIN only); its value is returned once.")
+    @expected_errors
+    async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
+        who = info.context.principal
+        who.require(documents.Role.ADMIN, "creating tokens")
+        role = documents.Role(input.role.name)
+        value, record = await auth.create_token(
+            input.name, input.principal, role, who.engineer, input.expires_in_days
+        )
+        return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
+
+    @strawberry.mutation(
+        description="Revokes a bearer token (ADMIN only); it stops working at once here, "
+        "within MODELHUB_TOKEN_CACHE_SECONDS elsewhere."
+    )
+    @expected_errors
+    async def revoke_token(self, info: Info, input: Annotated[RevokeTokenInput, INPUT]) -> RevokeTokenResult:
+        info.context.principal.require(documents.Role.ADMIN, "revoking tokens")
+        revoked = await auth.revoke_token(input.name)
+        info.context.services.auth.forget()
+        return ApiToken.from_doc(revoked)
