@@ -146,13 +146,17 @@ def download(
         str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
     ] = "http://127.0.0.1:8000",
     engineer: Annotated[
-        str | None, typer.Option(envvar="MODELHUB_ENGINEER", help="Sent as X-Engineer-ID.")
+        str | None, typer.Option(envvar="MODELHUB_ENGINEER", help="Sent as X-Engineer-ID (header mode).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="MODELHUB_TOKEN", help="Bearer token (token mode).", show_default=False),
     ] = None,
 ) -> None:
     """Download an artifact through the server, resuming a partial `.part` file if one is there."""
     dest = output or Path(name.replace("/", "_") + (f"-v{version}" if version else ""))
     try:
-        with ModelhubClient(url, engineer) as client:
+        with ModelhubClient(url, engineer, token=token) as client:
             result = client.download(name, dest, version)
     except ModelhubError as exc:
         console.print(f"[red]{exc.code}[/red] {exc.message}")
@@ -172,11 +176,15 @@ def list_models(
     url: Annotated[
         str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
     ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="MODELHUB_TOKEN", help="Bearer token (token mode).", show_default=False),
+    ] = None,
 ) -> None:
     """List registered models in a table."""
     from rich.table import Table
 
-    with ModelhubClient(url) as client:
+    with ModelhubClient(url, token=token) as client:
         rows = client.models(**({"projectNames": [project]} if project else {}))
     table = Table("name", "latest", "aliases", "project", "owner", "size", "downloads", "created")
     for r in rows:
@@ -228,6 +236,7 @@ def token_create(
     value_from_env: Annotated[
         str | None, typer.Option(help="Take the token's value from this environment variable (provisioning).")
     ] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Succeed quietly if a token of this name exists.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Create a token and print it once (only its hash is stored)."""
@@ -236,6 +245,11 @@ def token_create(
         console.print(f"[red]error:[/red] ${value_from_env} is empty")
         raise typer.Exit(2)
     with _database({"data_dir": data_dir}) as (settings, uri):
+        if exist_ok and name in {
+            t.name for t in asyncio.run(_with_db(uri, settings.mongo_db, list_tokens()))
+        }:
+            console.print(f"token {name!r} exists; kept")
+            return
         try:
             token, _ = asyncio.run(
                 _with_db(

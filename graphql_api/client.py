@@ -63,10 +63,15 @@ query ListModels($first: Int!, $after: String, $filter: ModelFilter) {
 
 
 class ModelhubClient:
-    """Talks to one modelhub server. `engineer` is sent as X-Engineer-ID."""
+    """Talks to one modelhub server with a bearer `token` (token mode) or an `engineer` name sent as
+    X-Engineer-ID (header mode)."""
 
-    def __init__(self, base_url: str, engineer: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, engineer: str | None = None, timeout: float = 60.0, token: str | None = None
+    ) -> None:
         headers = {"X-Engineer-ID": engineer} if engineer else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
 
     def __enter__(self) -> ModelhubClient:

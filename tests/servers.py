@@ -189,10 +189,17 @@ def db_id(global_id: str) -> Any:
 class Subscriber:
     """A graphql-transport-ws client for one subscription on a live server."""
 
-    def __init__(self, url: str, query: str, variables: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        connection_params: dict[str, Any] | None = None,
+    ) -> None:
         self.url = url.replace("http://", "ws://") + "/graphql"
         self.query = query
         self.variables = variables or {}
+        self.connection_params = connection_params or {}
         self.ws: Any = None
 
     async def __aenter__(self) -> Subscriber:
@@ -201,7 +208,7 @@ class Subscriber:
         from websockets.asyncio.client import connect
 
         self.ws = await connect(self.url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
-        await self.ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await self.ws.send(json.dumps({"type": "connection_init", "payload": self.connection_params}))
         ack = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
         assert ack["type"] == "connection_ack", ack
         payload = {"query": self.query, "variables": self.variables}
@@ -238,6 +245,7 @@ class ServeProcess:
                 "MODELHUB_MONGO_URI": str(settings.mongo_uri),
                 "MODELHUB_MONGO_DB": settings.mongo_db,
                 "MODELHUB_STORAGE": settings.storage_backend,
+                "MODELHUB_AUTH": settings.auth or "token",
                 "MODELHUB_SIGNING_SECRET": settings.resolved_signing_secret().decode(),
             }
         )

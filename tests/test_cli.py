@@ -162,3 +162,45 @@ def wait_for_heartbeat(mongo_uri: str, db_name: str) -> None:
         while not (client[db_name].download_events.find_one({"bytes_sent": {"$gt": 0}})):
             assert time.monotonic() < deadline, "no heartbeat recorded progress"
             time.sleep(0.05)
+
+
+def test_token_commands_and_first_admin_token(tmp_path: Path) -> None:
+    """`modelhub token create|list|revoke` manage tokens; a token-mode server's first start prints one ADMIN
+    token, which then works, while an anonymous request is refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*MODELHUB, "token", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    made = run("create", "--name", "ci", "--principal", "ci-bot", "--role", "engineer")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("mh_") and "created ENGINEER token 'ci'" in made.stderr
+    assert run("create", "--name", "ci", "--principal", "x").returncode == 1  # the name is taken
+    assert run("create", "--name", "ci", "--principal", "x", "--exist-ok").returncode == 0
+    listed = run("list")
+    assert "ci-bot" in listed.stdout and token not in listed.stdout
+    assert run("revoke", "ci").returncode == 0 and run("revoke", "ci").returncode == 1
+
+    port = free_port()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    proc = serve(fresh, port, {**env, "MODELHUB_AUTH": "token"})
+    try:
+        base = f"http://127.0.0.1:{port}/graphql"
+        anonymous = httpx.post(base, json={"query": "{ models { totalCount } }"}).json()
+        assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    finally:
+        err = stop(proc)
+    admin = err.split("created the first ADMIN token (shown once, keep it): ")[1].split()[0]
+    proc = serve(fresh, port, {**env, "MODELHUB_AUTH": "token"})
+    try:
+        listed_tokens = httpx.post(
+            base, json={"query": "{ tokens { name role } }"}, headers={"Authorization": f"Bearer {admin}"}
+        ).json()
+        assert listed_tokens["data"]["tokens"] == [{"name": "bootstrap-admin", "role": "ADMIN"}]
+    finally:
+        err = stop(proc)
+    assert "created the first ADMIN token" not in err  # printed once, on the first start only

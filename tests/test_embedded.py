@@ -27,3 +27,14 @@ def test_data_survive_restart_and_kill(tmp_path: Path) -> None:
     with db, MongoClient(db.uri) as client:
         assert sorted(d["name"] for d in client.modelhub.models.find()) == ["crash", "kept"]
     assert (tmp_path / "db").is_dir()
+
+
+def test_embedded_files_are_private(tmp_path: Path) -> None:
+    """The data dir and the database files are readable by their user only (0700 dirs, 0600 files)."""
+    data = tmp_path / "data"
+    with EmbeddedMongo(data) as db:
+        for path in (data, data / "db"):
+            assert path.stat().st_mode & 0o777 == 0o700, path
+        for path in (data / "db.uri", data / "db.log"):
+            assert path.stat().st_mode & 0o777 == 0o600, path
+        assert db.uri

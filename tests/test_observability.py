@@ -53,6 +53,11 @@ def test_compose_file_is_valid() -> None:
     assert all("healthcheck" in spec for spec in services.values())
     assert "--workers" in services["app"]["command"] and "2" in services["app"]["command"]
     assert "--replSet" in services["mongo"]["command"]
+    # Token mode, with Grafana reading the API through the READER token that token-init provisions.
+    assert services["app"]["environment"]["MODELHUB_AUTH"] == "token"
+    token = services["token-init"]["environment"]["MODELHUB_GRAFANA_TOKEN"]
+    assert services["grafana"]["environment"]["MODELHUB_GRAFANA_TOKEN"] == token and len(token) >= 32
+    assert "READER" in services["token-init"]["command"]
 
 
 def panels() -> Iterator[tuple[str, dict[str, Any]]]:

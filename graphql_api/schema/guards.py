@@ -10,6 +10,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from ..errors import DomainError
+from .context import Context
 from .cost import operation_cost
 
 
@@ -31,6 +32,9 @@ class RequestGuards(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         context = ctx.context
+        if not isinstance(context, Context):  # executed in-process (schema.introspect()), not for a client
+            yield
+            return
         services = context.services
         settings = services.settings
         operation = ctx.operation_type

@@ -86,3 +86,27 @@ def test_local_store_stays_inside_its_root(tmp_path: Path) -> None:
     assert store.path_of("bkt", "a/b.bin") == tmp_path / "bkt" / "a" / "b.bin"
     with pytest.raises(InvalidInput):
         store.path_of("bkt", "../../etc/passwd")
+
+
+async def test_local_store_refuses_symlinks_out_of_its_root(tmp_path: Path) -> None:
+    """A symlink planted under objects/ that leads outside the store's root reads as a missing object."""
+    root = tmp_path / "objects"
+    (root / "bkt").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("payroll")
+    (root / "bkt" / "leak.bin").symlink_to(secret)
+    (root / "bkt" / "real.bin").write_bytes(b"ok")
+    (root / "bkt" / "alias.bin").symlink_to(root / "bkt" / "real.bin")  # inside the root: fine
+    store = LocalObjectStore(root, Signer(b"k" * 32))
+    with pytest.raises(StorageObjectNotFound):
+        await store.head("bkt", "leak.bin")
+    with pytest.raises(StorageObjectNotFound):
+        await anext(store.open_range("bkt", "leak.bin", 0, 3))
+    assert (await store.head("bkt", "alias.bin")).size == 2
+
+
+@pytest.mark.parametrize("key", ["a//b", "a/b/", "/a", "a/./b", "a/../b", ""])
+def test_keys_the_stores_would_read_differently_are_refused(key: str) -> None:
+    """Keys S3 treats as distinct objects but a filesystem would merge (a//b, a/b/) are refused everywhere."""
+    with pytest.raises(InvalidInput):
+        validate_key(key)
