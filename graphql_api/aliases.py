@@ -14,7 +14,7 @@ from .registry import require_model, require_owner
 from .validation import validate_alias, validate_version
 
 MAX_ALIASES = 100
-_ATTEMPTS = 5  # compare-and-set retries when another move of the same alias lands in between
+_ATTEMPTS = 20  # compare-and-set retries when another move of the same alias lands in between
 
 
 async def set_alias(name: str, alias: str, version: int, who: Principal) -> RegisteredModel:
@@ -60,10 +60,9 @@ async def _move(
         target = to(model, current)
         if target == current:
             return model
-        moved = await models_db.move_alias(name, alias, target, current)
-        if moved is not None:
-            await _record(name, alias, current, target, who, moved.alias_moves)
-            return moved
+        if await models_db.move_alias(name, alias, target, model.alias_moves):
+            await _record(name, alias, current, target, who, model.alias_moves + 1)
+            return await require_model(name)
         model = await require_model(name)
     raise InvalidInput("alias", "the alias is being moved concurrently; try again")
 

@@ -100,16 +100,6 @@ class AliasChange(Document):
         ]
 
 
-class VersionCounter(Document):
-    """The last version handed out per model name; `$inc` on it serialises auto-numbering without a lock."""
-
-    id: str  # type: ignore[assignment]  # the model name is the key
-    seq: int = 0
-
-    class Settings:
-        name = "model_version_counters"
-
-
 class Role(StrEnum):
     """What a token may do: READER reads and downloads, ENGINEER also registers, ADMIN also manages others'
     models and tokens."""
@@ -238,7 +228,6 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ModelVersion,
     AliasChange,
     ApiToken,
-    VersionCounter,
     DownloadEvent,
     DownloadRollup,
 ]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from .analytics import events
 from .auth import Principal
-from .db import counters as counters_db
 from .db import models as models_db
 from .documents import ModelVersion, RegisteredModel, Role, utcnow
 from .errors import (
@@ -78,8 +78,9 @@ def require_owner(model: RegisteredModel, who: Principal) -> None:
         raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) or an admin may change it")
 
 
-async def _model_for(req: RegisterRequest, who: Principal) -> RegisteredModel:
-    """The model a new version joins: created by its first registration, else checked against it."""
+async def _model_for(req: RegisterRequest, who: Principal) -> tuple[RegisteredModel, bool]:
+    """The model a new version joins, and whether this registration created it: created by its first
+    registration, else checked against it (same project; the owner or an admin)."""
     model = await models_db.find_model(req.name)
     if model is None:
         fresh = RegisteredModel(
@@ -90,38 +91,54 @@ async def _model_for(req: RegisterRequest, who: Principal) -> RegisteredModel:
             tags=req.tags or [],
         )
         if await models_db.insert_model(fresh):
-            return fresh
+            return fresh, True
         model = await models_db.find_model(req.name)  # a concurrent first registration won
         assert model is not None
     if model.project_name != req.project_name:
         raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
     require_owner(model, who)
-    return model
+    return model, False
 
 
 async def register_model(
     store: ObjectStore, req: RegisterRequest, who: Principal, scope: StorageScope
 ) -> ModelVersion:
     """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
-    A location outside `scope` is refused before the store is asked anything, so nothing leaks about it."""
+    A location outside `scope` is refused before the store is asked anything, so nothing leaks about it.
+
+    Three sequential DB round trips on the common paths: the model (found, or inserted after a miss),
+    the highest version off the (name, version) index (skipped for a model just created, and sent
+    alongside the model's updatedAt), and the version's insert. Concurrent auto-numbered registrations
+    retry on the unique index, so 50 at once still get 1..50 with no gap."""
     who.require(Role.ENGINEER, "registering a model")
     req.validate()
     scope.check(req.bucket, req.key)
     info = await store.head(req.bucket, req.key)
-    await _model_for(req, who)
+    _, created = await _model_for(req, who)
     if req.version is not None:
         doc = req.version_doc(req.version, info)
         if not await models_db.insert_version(doc):
             raise ModelVersionAlreadyExists(req.name, req.version)
-        await counters_db.raise_to(req.name, req.version)
-    else:
-        while True:
-            doc = req.version_doc(await counters_db.next_version(req.name), info)
-            if await models_db.insert_version(doc):
-                break
-            # an explicit registration took this number: take the next one
-    await models_db.touch(req.name, doc.created_at)
-    return doc
+        if not created:
+            await models_db.touch(req.name, doc.created_at)
+        return doc
+    if created:
+        doc = req.version_doc(1, info)
+        if await models_db.insert_version(doc):
+            return doc
+    touched = False
+    while True:
+        if touched:
+            latest = await models_db.max_version(req.name)
+        else:
+            latest, _ = await asyncio.gather(
+                models_db.max_version(req.name), models_db.touch(req.name, utcnow())
+            )
+            touched = True
+        doc = req.version_doc(latest + 1, info)
+        if await models_db.insert_version(doc):
+            return doc
+        # another registration took this number: read the new highest and take the next one
 
 
 async def register(services: Services, req: RegisterRequest, who: Principal) -> ModelVersion:

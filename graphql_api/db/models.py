@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
-from beanie.odm.queries.update import UpdateResponse
 from pymongo.errors import DuplicateKeyError
 
 from ..documents import AliasChange, ModelVersion, RegisteredModel
@@ -38,7 +37,7 @@ def model_filter(q: ModelQuery) -> Condition:
     if q.names:
         flt["name"] = {"$in": sorted({n for n in q.names if n.startswith(q.name_prefix or "")})}
     elif q.name_prefix:
-        flt["name"] = {"$regex": "^" + re.escape(q.name_prefix)}
+        flt["name"] = prefix_range(q.name_prefix)
     if q.project_names:
         flt["project_name"] = in_list(q.project_names)
     if q.owners:
@@ -47,6 +46,15 @@ def model_filter(q: ModelQuery) -> Condition:
         flt["tags"] = {"$all": q.tags}
     flt.update(time_window("created_at", q.created_after, q.created_before))
     return flt
+
+
+def prefix_range(prefix: str) -> Condition:
+    """Names starting with `prefix` as an index range ([prefix, next prefix)), not a `$regex`, which
+    SecantusDB checks document by document (82 ms against 8.6 ms for a page at 3,000 names)."""
+    last = prefix[-1]
+    if ord(last) >= 0x10FFFF:
+        return {"$regex": "^" + re.escape(prefix)}
+    return {"$gte": prefix, "$lt": prefix[:-1] + chr(ord(last) + 1)}
 
 
 async def insert_model(model: RegisteredModel) -> bool:
@@ -72,28 +80,26 @@ async def find_models(names: list[str]) -> dict[str, RegisteredModel]:
 
 
 async def update_model(name: str, fields: Condition) -> RegisteredModel | None:
-    """Sets `fields` (and updated_at) on the model `name`; None when it does not exist."""
-    found = await RegisteredModel.find_one(RegisteredModel.name == name).update(
-        {"$set": fields}, response_type=UpdateResponse.NEW_DOCUMENT
-    )
-    return cast(RegisteredModel | None, found)
+    """Sets `fields` on the model `name`; None when it does not exist."""
+    # update_one + find_one, not a findAndModify: SecantusDB 0.7 scans the collection for those.
+    result = await RegisteredModel.get_pymongo_collection().update_one({"name": name}, {"$set": fields})
+    return await find_model(name) if result.matched_count else None
 
 
 async def touch(name: str, when: datetime) -> None:
     await RegisteredModel.find_one(RegisteredModel.name == name).update({"$max": {"updated_at": when}})
 
 
-async def move_alias(
-    name: str, alias: str, version: int | None, expected: int | None
-) -> RegisteredModel | None:
-    """Points `alias` at `version` (None removes it) if it still points at `expected`: a compare-and-set,
-    so two concurrent moves cannot both record the same `from`. None when it moved meanwhile."""
+async def move_alias(name: str, alias: str, version: int | None, moves: int) -> bool:
+    """Points `alias` at `version` (None removes it) if no alias of the model has moved since the model
+    was read with `alias_moves == moves`: a compare-and-set, so concurrent moves never record the same
+    `from`, and this move's sequence number is exactly `moves + 1`. False when another move came first."""
     field = f"aliases.{alias}"
-    flt: Condition = {"name": name, field: expected if expected is not None else {"$exists": False}}
     update: Condition = {"$unset": {field: ""}} if version is None else {"$set": {field: version}}
     update["$inc"] = {"alias_moves": 1}
-    found = await RegisteredModel.find_one(flt).update(update, response_type=UpdateResponse.NEW_DOCUMENT)
-    return cast(RegisteredModel | None, found)
+    flt = {"name": name, "alias_moves": moves}
+    result = await RegisteredModel.get_pymongo_collection().update_one(flt, update)
+    return result.modified_count == 1
 
 
 async def record_alias_change(change: AliasChange) -> None:
@@ -164,10 +170,16 @@ async def get_versions(ids: list[Any]) -> dict[Any, ModelVersion]:
 
 
 async def update_version(name: str, version: int, fields: Condition) -> ModelVersion | None:
-    found = await ModelVersion.find_one(ModelVersion.name == name, ModelVersion.version == version).update(
-        {"$set": fields}, response_type=UpdateResponse.NEW_DOCUMENT
-    )
-    return cast(ModelVersion | None, found)
+    collection = ModelVersion.get_pymongo_collection()
+    result = await collection.update_one({"name": name, "version": version}, {"$set": fields})
+    return await find_version(name, version) if result.matched_count else None
+
+
+async def max_version(name: str) -> int:
+    """The highest version number of `name` (0 when it has none), read off the (name, version) index."""
+    cursor = ModelVersion.get_pymongo_collection().find({"name": name}, {"version": 1, "_id": 0})
+    found = await cursor.sort([("version", -1)]).limit(1).to_list()
+    return int(found[0]["version"]) if found else 0
 
 
 async def page_versions(query: VersionQuery, order: VersionOrder, request: PageRequest) -> Page[ModelVersion]:
