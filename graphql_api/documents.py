@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from beanie import Document, PydanticObjectId
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 
@@ -187,17 +187,11 @@ class DownloadEvent(Document):
         ]
 
 
-class DownloadRollup(Document):
-    """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time.
-
-    `_id` is the bucket key itself, so the first writer can create it with a plain insert (a lost race is a
-    DuplicateKeyError) and every writer then only `$inc`s: no upsert races.
-    """
+class RollupFigures(BaseModel):
+    """What a rollup bucket holds about its downloads, whatever the bucket's length."""
 
     model_config = ConfigDict(protected_namespaces=())
 
-    id: str  # type: ignore[assignment]
-    day: datetime
     model_name: str
     model_version: int
     project_name: str
@@ -211,15 +205,41 @@ class DownloadRollup(Document):
     duration_sum: float = 0.0
     duration_max: float | None = None
     last_completed_at: datetime | None = None
-    # Sparse histogram of durations: bucket index (as a string key) → count; see analytics.duration_bucket.
+    # Sparse histogram of durations: bucket index (as a string key) → count; see analytics.histograms.
     duration_hist: dict[str, int] = Field(default_factory=dict)
     engineers: list[str] = Field(default_factory=list)
+
+
+class DownloadRollup(Document, RollupFigures):
+    """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time.
+
+    `_id` is the bucket key itself, so the first writer can create it with a plain insert (a lost race is a
+    DuplicateKeyError) and every writer then only `$inc`s: no upsert races.
+    """
+
+    id: str  # type: ignore[assignment]
+    day: datetime
 
     class Settings:
         name = "download_rollups_daily"
         indexes = [
             IndexModel([("day", ASCENDING), ("model_name", ASCENDING)], name="day_model"),
             IndexModel([("project_name", ASCENDING), ("day", ASCENDING)], name="project_day"),
+        ]
+
+
+class HourlyRollup(Document, RollupFigures):
+    """The same figures per UTC hour: a range that does not start and end on midnights is answered from
+    the days and hours inside it, and raw events only for the minutes at its edges."""
+
+    id: str  # type: ignore[assignment]
+    hour: datetime
+
+    class Settings:
+        name = "download_rollups_hourly"
+        indexes = [
+            IndexModel([("hour", ASCENDING), ("model_name", ASCENDING)], name="hour_model"),
+            IndexModel([("project_name", ASCENDING), ("hour", ASCENDING)], name="project_hour"),
         ]
 
 
@@ -230,4 +250,5 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ApiToken,
     DownloadEvent,
     DownloadRollup,
+    HourlyRollup,
 ]

@@ -22,6 +22,11 @@ def day_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def hour_of(moment: datetime) -> datetime:
+    """The start of `moment`'s UTC hour."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def on_midnight(moment: datetime | None) -> bool:
     return moment is None or moment == day_of(moment)
 
@@ -160,6 +165,7 @@ class StatsMetric(StrEnum):
 class StatsSource(StrEnum):
     RAW = "RAW"
     ROLLUP = "ROLLUP"
+    HYBRID = "HYBRID"
 
 
 # The name of each metric in a stats row (and in the documents a stats pipeline returns).

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..db.rollups import RollupBucket, RollupDelta
+from ..db.rollups import GRAINS, RollupBucket, RollupDelta
 from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus
-from ..queries import day_of
+from ..queries import EventQuery, day_of
 from .histograms import duration_bucket
 
 
@@ -31,14 +32,19 @@ def delta_of(event: DownloadEvent, *, started: bool, finished: bool) -> RollupDe
     return delta
 
 
+async def _bump_all(event: DownloadEvent, delta: RollupDelta) -> None:
+    # The day's and the hour's bucket, side by side: one round trip of latency for both.
+    await asyncio.gather(*(rollups_db.bump(RollupBucket.of(event, grain), delta) for grain in GRAINS))
+
+
 async def record_started(event: DownloadEvent) -> None:
-    """Counts a new download (any mode) in its day's bucket, at the moment it is recorded."""
-    await rollups_db.bump(RollupBucket.of(event), delta_of(event, started=True, finished=False))
+    """Counts a new download (any mode) in its day's and hour's buckets, at the moment it is recorded."""
+    await _bump_all(event, delta_of(event, started=True, finished=False))
 
 
 async def record_finished(event: DownloadEvent) -> None:
-    """Adds a terminal download's outcome, bytes and duration to its day's bucket."""
-    await rollups_db.bump(RollupBucket.of(event), delta_of(event, started=False, finished=True))
+    """Adds a terminal download's outcome, bytes and duration to its day's and hour's buckets."""
+    await _bump_all(event, delta_of(event, started=False, finished=True))
 
 
 class RollupBuilder:
@@ -54,9 +60,9 @@ class RollupBuilder:
         if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
             event.status = DownloadStatus(event.status)
             event.mode = DownloadMode(event.mode)
-        bucket = RollupBucket.of(event)
-        total = self._deltas.setdefault(bucket, RollupDelta())
-        total.add(delta_of(event, started=True, finished=True))
+        delta = delta_of(event, started=True, finished=True)
+        for grain in GRAINS:
+            self._deltas.setdefault(RollupBucket.of(event, grain), RollupDelta()).add(delta)
 
     async def save(self) -> int:
         written = await rollups_db.bump_many(self._deltas)
@@ -74,7 +80,7 @@ async def rebuild_rollups(since: datetime | None = None, batch: int = 10_000) ->
     """
     start = day_of(since) if since else None
     builder = RollupBuilder()
-    async for event in events_db.scan_since(start, batch):
+    async for event in events_db.scan(EventQuery(since=start), batch):
         builder.add(event)
     await rollups_db.delete_from(start)
     return await builder.save()

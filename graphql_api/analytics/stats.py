@@ -10,6 +10,7 @@ from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadMode, DownloadStatus
 from ..queries import METRIC_FIELDS, Dimension, StatsMetric, StatsRequest, StatsSource
+from . import hybrid
 from .histograms import histogram_percentile
 
 
@@ -104,7 +105,11 @@ class StatsPage:
 def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
     """Mongo's order, in Python: by the metric (nulls lowest), ties by the group key ascending; one page."""
     name = METRIC_FIELDS[req.sort_metric]
-    rows = sorted(rows, key=lambda r: tuple(_sortable(getattr(r, ROW_FIELDS[d])) for d in req.group_by))
+    def tie_break(r: StatsRow) -> tuple[Any, ...]:
+        key = tuple(_sortable(getattr(r, ROW_FIELDS[d])) for d in req.group_by)
+        return (*key, _sortable(r.period_start)) if req.interval else key
+
+    rows = sorted(rows, key=tie_break)
     rows.sort(key=lambda r: _sortable(getattr(r, name)), reverse=req.descending)
     return rows[req.offset : req.offset + req.limit]
 
@@ -114,6 +119,9 @@ async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> St
     req.validate(max_hour_range_days)
     merged_here = req.sort_metric in MERGED_METRICS
     found = await rollups_db.stats(req, sort_here=not merged_here)
+    if found is None and hybrid.can_answer(req):
+        rows = [_row(d, StatsSource.HYBRID) for d in await hybrid.hybrid_docs(req)]
+        return StatsPage(order_rows(rows, req), len(rows), StatsSource.HYBRID, req.offset)
     if found is None:
         docs, total = await events_db.stats(req)
         return StatsPage([_row(d, StatsSource.RAW) for d in docs], total, StatsSource.RAW, req.offset)
@@ -125,4 +133,6 @@ async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> St
 
 def source_for(req: StatsRequest) -> StatsSource:
     """Where `download_stats` will answer `req` from (the rollup translation decides)."""
-    return StatsSource.RAW if rollups_db.stats_pipeline(req) is None else StatsSource.ROLLUP
+    if rollups_db.stats_pipeline(req) is not None:
+        return StatsSource.ROLLUP
+    return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW

@@ -221,11 +221,10 @@ REBUILD_FIELDS = (
 )  # fmt: skip
 
 
-async def scan_since(since: datetime | None, batch: int = 10_000) -> AsyncIterator[DownloadEvent]:
-    """Every event started from `since` on, lightly built (the fields the rollups need), in batches."""
-    match: Condition = {"started_at": {"$gte": since}} if since else {}
+async def scan(q: EventQuery, batch: int = 10_000) -> AsyncIterator[DownloadEvent]:
+    """Every event matching `q`, lightly built (the fields rollups need), in batches."""
     cursor = DownloadEvent.get_pymongo_collection().find(
-        match, dict.fromkeys(REBUILD_FIELDS, 1), batch_size=batch
+        event_filter(q), dict.fromkeys(REBUILD_FIELDS, 1), batch_size=batch
     )
     async for doc in cursor:
         yield DownloadEvent.model_construct(**{**doc, "id": doc["_id"]})

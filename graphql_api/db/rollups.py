@@ -8,43 +8,66 @@ writer then only updates it; the bulk path does the same in two bulk calls.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from beanie import Document
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from ..documents import DownloadEvent, DownloadRollup
-from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, on_midnight
+from ..documents import DownloadEvent, DownloadRollup, HourlyRollup
+from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, hour_of
 from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 
 DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
+class Grain:
+    """A bucket length: its collection, the field holding the bucket's start, and how to find the start."""
+
+    name: str
+    document: type[Document]
+    field: str
+    key_format: str
+    start_of: Callable[[datetime], datetime]
+
+    @property
+    def collection(self) -> Any:
+        return self.document.get_pymongo_collection()
+
+
+DAY = Grain("day", DownloadRollup, "day", "%Y-%m-%d", day_of)
+HOUR = Grain("hour", HourlyRollup, "hour", "%Y-%m-%dT%H", hour_of)
+GRAINS = (DAY, HOUR)
+
+
+@dataclass(frozen=True)
 class RollupBucket:
-    day: datetime
+    start: datetime
     model_name: str
     model_version: int
     project_name: str
     mode: str
+    grain: Grain = DAY
 
     @classmethod
-    def of(cls, event: DownloadEvent) -> RollupBucket:
+    def of(cls, event: DownloadEvent, grain: Grain = DAY) -> RollupBucket:
         mode = event.mode.value if hasattr(event.mode, "value") else str(event.mode)
-        return cls(day_of(event.started_at), event.model_name, event.model_version, event.project_name, mode)
+        start = grain.start_of(event.started_at)
+        return cls(start, event.model_name, event.model_version, event.project_name, mode, grain)
 
     @property
     def key(self) -> str:
-        parts = [self.day.strftime("%Y-%m-%d"), self.model_name, str(self.model_version), self.project_name]
-        return "|".join([*parts, self.mode])
+        parts = [self.start.strftime(self.grain.key_format), self.model_name, str(self.model_version)]
+        return "|".join([*parts, self.project_name, self.mode])
 
     def empty_document(self) -> dict[str, Any]:
         return {
             "_id": self.key,
-            "day": self.day,
+            self.grain.field: self.start,
             "model_name": self.model_name,
             "model_version": self.model_version,
             "project_name": self.project_name,
@@ -108,8 +131,8 @@ def _max(a: Any, b: Any) -> Any:
 
 
 async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
-    """Applies `delta` to `bucket`: an update first, and an insert only for the day's first event."""
-    collection = DownloadRollup.get_pymongo_collection()
+    """Applies `delta` to `bucket`: an update first, and an insert only for the bucket's first event."""
+    collection = bucket.grain.collection
     update = delta.to_update()
     if not update:
         return
@@ -122,22 +145,25 @@ async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
 
 async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 1000) -> int:
     """`bump` for many buckets in bulk: insert the missing buckets (duplicates ignored), then update."""
-    collection = DownloadRollup.get_pymongo_collection()
     items = list(deltas.items())
-    for start in range(0, len(items), chunk):
-        part = items[start : start + chunk]
-        try:
-            await collection.bulk_write([InsertOne(b.empty_document()) for b, _ in part], ordered=False)
-        except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
-        await collection.bulk_write([UpdateOne({"_id": b.key}, d.to_update()) for b, d in part])
+    for grain in GRAINS:
+        mine = [(b, d) for b, d in items if b.grain is grain]
+        for start in range(0, len(mine), chunk):
+            part = mine[start : start + chunk]
+            inserts = [InsertOne(b.empty_document()) for b, _ in part]
+            try:
+                await grain.collection.bulk_write(inserts, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
+            await grain.collection.bulk_write([UpdateOne({"_id": b.key}, d.to_update()) for b, d in part])
     return len(items)
 
 
 async def delete_from(day: datetime | None) -> None:
-    """Deletes the buckets of `day` and later (all of them with None)."""
-    await DownloadRollup.get_pymongo_collection().delete_many({"day": {"$gte": day}} if day else {})
+    """Deletes the buckets (of every length) from `day` on (all of them with None)."""
+    for grain in GRAINS:
+        await grain.collection.delete_many({grain.field: {"$gte": day}} if day else {})
 
 
 async def count_downloads() -> int:
@@ -175,20 +201,23 @@ async def totals_by_model(names: Sequence[str]) -> dict[str, tuple[int, Any]]:
     return {r["_id"]: (r["n"], r["last"]) for r in rows}
 
 
-def _day_bound(op: str) -> Translator:
-    # Buckets hold whole UTC days: only a midnight is a bound they can apply exactly.
-    return lambda moment: {"day": {op: moment}} if on_midnight(moment) else None
+def _bound(grain: Grain, op: str) -> Translator:
+    # Buckets hold whole days (hours): only a bucket edge is a bound they can apply exactly.
+    return lambda moment: {grain.field: {op: moment}} if grain.start_of(moment) == moment else None
 
 
-# What the buckets can filter on; any other set field of the query makes them unable to answer.
-FILTERS: Mapping[str, Translator] = {
-    "model_names": any_of("model_name"),
-    "versions": any_of("model_version"),
-    "project_names": any_of("project_name"),
-    "modes": any_of("mode"),
-    "since": _day_bound("$gte"),
-    "until": _day_bound("$lt"),
-}
+def filters(grain: Grain) -> Mapping[str, Translator]:
+    """What the buckets can filter on; any other set field of the query makes them unable to answer."""
+    return {
+        "model_names": any_of("model_name"),
+        "versions": any_of("model_version"),
+        "project_names": any_of("project_name"),
+        "modes": any_of("mode"),
+        "since": _bound(grain, "$gte"),
+        "until": _bound(grain, "$lt"),
+    }
+
+
 DIMENSIONS: dict[Dimension, str] = {
     Dimension.MODEL: "model_name",
     Dimension.VERSION: "model_version",
@@ -206,26 +235,26 @@ _SUMS = {
 }
 
 
-def rollup_filter(q: EventQuery) -> Condition | None:
+def rollup_filter(q: EventQuery, grain: Grain = DAY) -> Condition | None:
     """The bucket filter for `q`, or None when the buckets cannot express one of its conditions."""
     q.validate()
-    return translate(q, FILTERS)
+    return translate(q, filters(grain))
 
 
-def stats_pipeline(req: StatsRequest) -> list[Condition] | None:
+def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | None:
     """The stats pipeline over the buckets, or None when they cannot answer `req` exactly.
 
     Sums are exact and computed here; the per-day engineer sets and duration histograms of each group come
     back to be merged by `stats` (on SecantusDB a `$reduce`/`$setUnion` of them cost about 9x the whole rest
     of the pipeline). `sort_here=False` leaves ordering to the caller (for metrics merged afterwards).
     """
-    match = rollup_filter(req.query)
+    match = rollup_filter(req.query, grain)
     unsupported_interval = req.interval is Interval.HOUR or req.tz not in ("UTC", "Etc/UTC")
     if match is None or req.exact or unsupported_interval or any(d not in DIMENSIONS for d in req.group_by):
         return None
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
-        key["period"] = trunc("$day", req.interval, "UTC")
+        key["period"] = trunc(f"${grain.field}", req.interval, "UTC")
     return [
         {"$match": match},
         {
@@ -241,14 +270,16 @@ def stats_pipeline(req: StatsRequest) -> list[Condition] | None:
     ]
 
 
-async def stats(req: StatsRequest, *, sort_here: bool) -> tuple[list[dict[str, Any]], int] | None:
+async def stats(
+    req: StatsRequest, *, sort_here: bool, grain: Grain = DAY
+) -> tuple[list[dict[str, Any]], int] | None:
     """Stats rows from the buckets and the number of all rows (None when they cannot answer): like raw
     rows, but with the merged `engineers` set and duration `hist` (index → count) of each group instead of
     finished figures. With `sort_here` False every row comes back unordered (the caller orders them)."""
-    pipeline = stats_pipeline(req)
+    pipeline = stats_pipeline(req, grain)
     if pipeline is None:
         return None
-    collection = DownloadRollup.get_pymongo_collection()
+    collection = grain.collection
     if sort_here:
         docs, total = await read_page(await collection.aggregate([*pipeline, *ordered_page(req)]))
     else:

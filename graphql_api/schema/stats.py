@@ -58,6 +58,11 @@ class StatsSource(Enum):
         description="From daily rollups: exact counts and bytes; percentiles within about 5% "
         "(pass `exact: true` for raw percentiles).",
     )
+    HYBRID = strawberry.enum_value(
+        "HYBRID",
+        description="A range off midnights: whole days and hours from rollups, raw events for the minutes at "
+        "each edge; exact like ROLLUP.",
+    )
 
 
 @strawberry.input(description="How to order `downloadStats` rows.")

@@ -239,6 +239,31 @@ async def test_stats_match_reference(
     check(exact, reference(seeded, group_by, interval), group_by, interval)
 
 
+@pytest.mark.parametrize("seed", range(4))
+async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], seed: int
+) -> None:
+    """Random ranges that start and end anywhere are answered HYBRID (days, hours, raw minutes at the edges)
+    and equal the raw answer: counts, bytes, maxima, unique engineers; percentiles within the bound."""
+    rng = random.Random(seed)
+    for _ in range(3):
+        since = T0 + timedelta(seconds=rng.randrange(0, 19 * 86400))
+        until = since + timedelta(seconds=rng.choice([600, 5000, 86400 + 7, rng.randrange(1, 12 * 86400)]))
+        flt = {"since": since.isoformat(), "until": until.isoformat()}
+        group_by, interval = rng.choice(
+            [(["MODEL"], "DAY"), (["PROJECT", "MODE"], None), ([], "WEEK"), (["VERSION", "MODEL"], "MONTH")]
+        )
+        hybrid = await stats(gql, group_by, i=interval, f=flt)
+        assert {r["source"] for r in hybrid} <= {"HYBRID"}, hybrid
+        in_range = [e for e in seeded if since <= e["started_at"] < until]
+        check(hybrid, reference(in_range, group_by, interval), group_by, interval)
+        raw = await stats(gql, group_by, i=interval, f=flt, exact=True)
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        assert [{k: v for k, v in r.items() if k not in strip} for r in hybrid] == [
+            {k: v for k, v in r.items() if k not in strip} for r in raw
+        ]
+
+
 async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
     gql: GraphQLClient, seeded: list[dict[str, Any]]
 ) -> None:

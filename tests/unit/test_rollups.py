@@ -75,7 +75,7 @@ def test_deltas_add_up_like_separate_bumps() -> None:
 def test_an_event_belongs_to_its_utc_day_bucket() -> None:
     """The bucket key is the UTC day, model, version, project and mode."""
     bucket = RollupBucket.of(make_event(DownloadStatus.ISSUED))
-    assert bucket.key == "2026-03-02|m|2|p|STREAM" and bucket.day == T0
+    assert bucket.key == "2026-03-02|m|2|p|STREAM" and bucket.start == T0
 
 
 def test_rollups_translate_only_what_they_keep() -> None:
@@ -136,3 +136,38 @@ def test_stats_shapes_rollups_cannot_answer() -> None:
         {"time_zone": "Europe/Paris"},
     ):
         assert source_for(StatsRequest(**{**base, **extra})) is StatsSource.RAW, extra  # type: ignore[arg-type]
+
+
+def test_a_range_splits_into_raw_minutes_whole_hours_and_whole_days() -> None:
+    """[since, until) is cut at hour and day edges; the pieces cover it exactly, each source its own part."""
+    from graphql_api.analytics.hybrid import split
+
+    since, until = T0 + timedelta(hours=5, minutes=7), T0 + timedelta(days=3, hours=2, minutes=30)
+    pieces = split(since, until)
+    assert pieces.raw == [(since, T0 + timedelta(hours=6)), (T0 + timedelta(days=3, hours=2), until)]
+    assert pieces.hours == [
+        (T0 + timedelta(hours=6), T0 + timedelta(days=1)),
+        (T0 + timedelta(days=3), T0 + timedelta(days=3, hours=2)),
+    ]
+    assert pieces.days == [(T0 + timedelta(days=1), T0 + timedelta(days=3))]
+    inside = split(T0 + timedelta(minutes=5), T0 + timedelta(hours=3, minutes=1))
+    assert inside.days == [] and inside.hours == [(T0 + timedelta(hours=1), T0 + timedelta(hours=3))]
+    assert split(T0 + timedelta(minutes=5), T0 + timedelta(minutes=9)).raw == [
+        (T0 + timedelta(minutes=5), T0 + timedelta(minutes=9))
+    ]
+    open_ended = split(since, None)
+    assert open_ended.days == [(T0 + timedelta(days=1), None)] and open_ended.raw == [
+        (since, T0 + timedelta(hours=6))
+    ]
+
+
+def test_ranges_off_midnights_go_hybrid_unless_something_else_needs_raw() -> None:
+    """A range off midnights is HYBRID; with an engineer filter, HOUR buckets or exact it stays RAW."""
+    since = T0 + timedelta(hours=3)
+    base = StatsRequest(query=EventQuery(since=since), group_by=[Dimension.MODEL], interval=Interval.DAY)
+    assert source_for(base) is StatsSource.HYBRID
+    assert (
+        source_for(StatsRequest(query=EventQuery(since=since, engineers=["a"]), group_by=[]))
+        is StatsSource.RAW
+    )
+    assert source_for(StatsRequest(query=EventQuery(since=since), group_by=[], exact=True)) is StatsSource.RAW

@@ -1,0 +1,193 @@
+"""Stats for a range that does not start and end on midnights: whole days from the daily rollups, whole
+hours from the hourly ones, and raw events only for the minutes at each edge, merged into exact rows.
+
+Counts, bytes, maxima and unique engineers equal the raw answer; percentiles come from the merged
+histograms (within sqrt(HIST_RATIO), as for any rollup answer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..db import events as events_db
+from ..db import rollups as rollups_db
+from ..documents import DownloadEvent, DownloadStatus
+from ..queries import Dimension, Interval, StatsRequest, day_of, hour_of
+from .histograms import duration_bucket
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+Window = tuple[datetime | None, datetime | None]
+
+
+@dataclass
+class Pieces:
+    """A range cut at hour and day edges: what each source answers."""
+
+    days: list[Window] = field(default_factory=list)
+    hours: list[Window] = field(default_factory=list)
+    raw: list[Window] = field(default_factory=list)
+
+
+def _ceil(moment: datetime, start_of: Any, step: timedelta) -> datetime:
+    start: datetime = start_of(moment)
+    return start if start == moment else start + step
+
+
+def split(since: datetime | None, until: datetime | None) -> Pieces:
+    """[since, until) as raw minutes, whole hours and whole days (an open end stays open on days)."""
+    pieces = Pieces()
+    if since is None:
+        d1: datetime | None = None
+        head: list[Window] = []
+    else:
+        h1, d1 = _ceil(since, hour_of, HOUR), _ceil(since, day_of, DAY)
+        head = [(since, h1), (h1, d1)]
+    if until is None:
+        d2: datetime | None = None
+        tail: list[Window] = []
+    else:
+        d2, h2 = day_of(until), hour_of(until)
+        tail = [(d2, h2), (h2, until)]
+    if d1 is not None and d2 is not None and d1 > d2:  # within one day: no whole day at all
+        assert since is not None and until is not None
+        h1, h2 = _ceil(since, hour_of, HOUR), hour_of(until)
+        if h1 > h2:
+            pieces.raw.append((since, until))
+        else:
+            pieces.raw += [(since, h1), (h2, until)]
+            pieces.hours.append((h1, h2))
+    else:
+        pieces.days.append((d1, d2))
+        if head:
+            pieces.raw.append(head[0])
+            pieces.hours.append(head[1])
+        if tail:
+            pieces.hours.append(tail[0])
+            pieces.raw.append(tail[1])
+    pieces.raw = [w for w in pieces.raw if _nonempty(w)]
+    pieces.hours = [w for w in pieces.hours if _nonempty(w)]
+    pieces.days = [w for w in pieces.days if _nonempty(w)]
+    return pieces
+
+
+def _nonempty(window: Window) -> bool:
+    return window[0] is None or window[1] is None or window[0] < window[1]
+
+
+def can_answer(req: StatsRequest) -> bool:
+    """Whether the rollups can answer `req` once its range is cut at bucket edges."""
+    if req.interval is Interval.HOUR:
+        return False
+    unbounded = dataclasses.replace(req, query=dataclasses.replace(req.query, since=None, until=None))
+    return rollups_db.stats_pipeline(unbounded) is not None
+
+
+@dataclass
+class Group:
+    """One row being merged from buckets and raw events."""
+
+    downloads: int = 0
+    completed: int = 0
+    aborted: int = 0
+    failed: int = 0
+    total_bytes: int = 0
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    max_duration: float | None = None
+    engineers: set[str] = field(default_factory=set)
+    hist: dict[int, int] = field(default_factory=dict)
+
+    def add_bucket_row(self, doc: dict[str, Any]) -> None:
+        for name in ("downloads", "completed", "aborted", "failed", "total_bytes", "duration_count"):
+            setattr(self, name, getattr(self, name) + doc[name])
+        self.duration_sum += doc["duration_sum"]
+        self._max(doc.get("max_duration"))
+        self.engineers |= doc["engineers"]
+        for index, count in doc["hist"].items():
+            self.hist[index] = self.hist.get(index, 0) + count
+
+    def add_event(self, event: DownloadEvent) -> None:
+        self.downloads += 1
+        self.engineers.add(event.engineer)
+        status = DownloadStatus(event.status)
+        if status in (DownloadStatus.COMPLETED, DownloadStatus.ABORTED, DownloadStatus.FAILED):
+            name = status.value.lower()
+            setattr(self, name, getattr(self, name) + 1)
+            self.total_bytes += event.bytes_sent
+            if event.duration_seconds is not None:
+                self.duration_count += 1
+                self.duration_sum += event.duration_seconds
+                self._max(event.duration_seconds)
+                index = duration_bucket(event.duration_seconds)
+                self.hist[index] = self.hist.get(index, 0) + 1
+
+    def _max(self, value: float | None) -> None:
+        if value is not None and (self.max_duration is None or value > self.max_duration):
+            self.max_duration = value
+
+    def as_doc(self, key: dict[str, Any]) -> dict[str, Any]:
+        """The row in the shape the rollup pipeline returns (finished by `stats._row`)."""
+        avg = self.duration_sum / self.duration_count if self.duration_count else None
+        return {
+            "_id": key,
+            "period_start": key.get("period"),
+            **{n: getattr(self, n) for n in ("downloads", "completed", "aborted", "failed", "total_bytes")},
+            "max_duration": self.max_duration,
+            "avg_duration": avg,
+            "engineers": self.engineers,
+            "hist": self.hist,
+        }
+
+
+def truncate(moment: datetime, interval: Interval) -> datetime:
+    """Python's $dateTrunc in UTC (weeks start on Monday)."""
+    day = day_of(moment)
+    if interval is Interval.DAY:
+        return day
+    if interval is Interval.WEEK:
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+EVENT_KEYS = {
+    Dimension.MODEL: lambda e: e.model_name,
+    Dimension.VERSION: lambda e: e.model_version,
+    Dimension.PROJECT: lambda e: e.project_name,
+    Dimension.MODE: lambda e: getattr(e.mode, "value", e.mode),
+}
+
+
+def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted(key.items()))
+
+
+async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
+    """Every group's merged row (unordered) for `req`, from days, hours and raw minutes."""
+    pieces = split(req.query.since, req.query.until)
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], Group]] = {}
+
+    def group_for(key: dict[str, Any]) -> Group:
+        return groups.setdefault(_freeze(key), (key, Group()))[1]
+
+    for grain, windows in ((rollups_db.DAY, pieces.days), (rollups_db.HOUR, pieces.hours)):
+        for since, until in windows:
+            piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
+            found = await rollups_db.stats(piece, sort_here=False, grain=grain)
+            assert found is not None, "bucket edges always translate"
+            for doc in found[0]:
+                key = dict(doc["_id"] or {})
+                if "period" in key and key["period"] is not None:
+                    key["period"] = key["period"].astimezone(UTC)
+                group_for(key).add_bucket_row(doc)
+    for since, until in pieces.raw:
+        edge = dataclasses.replace(req.query, since=since, until=until)
+        async for event in events_db.scan(edge):
+            event_key: dict[str, Any] = {d.value: EVENT_KEYS[d](event) for d in req.group_by}
+            if req.interval:
+                event_key["period"] = truncate(event.started_at, req.interval)
+            group_for(event_key).add_event(event)
+    return [group.as_doc(key) for key, group in groups.values()]
