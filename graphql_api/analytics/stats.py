@@ -105,6 +105,7 @@ class StatsPage:
 def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
     """Mongo's order, in Python: by the metric (nulls lowest), ties by the group key ascending; one page."""
     name = METRIC_FIELDS[req.sort_metric]
+
     def tie_break(r: StatsRow) -> tuple[Any, ...]:
         key = tuple(_sortable(getattr(r, ROW_FIELDS[d])) for d in req.group_by)
         return (*key, _sortable(r.period_start)) if req.interval else key

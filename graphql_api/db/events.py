@@ -18,6 +18,7 @@ from .common import (
     Translator,
     any_of,
     bound,
+    find_one,
     merge_filters,
     ordered_page,
     read_page,
@@ -81,7 +82,7 @@ async def insert_many(events: list[dict[str, Any]]) -> None:
 
 
 async def get(event_id: Any) -> DownloadEvent | None:
-    return await DownloadEvent.get(event_id)
+    return await find_one(DownloadEvent, {"_id": event_id})
 
 
 async def _transition(flt: Condition, update: Condition) -> DownloadEvent | None:
@@ -93,7 +94,7 @@ async def _transition(flt: Condition, update: Condition) -> DownloadEvent | None
     collection = DownloadEvent.get_pymongo_collection()
     if (await collection.update_one(flt, {"$set": update})).modified_count == 0:
         return None
-    return await DownloadEvent.get(flt["_id"])
+    return await find_one(DownloadEvent, {"_id": flt["_id"]})
 
 
 async def claim(event_id: PydanticObjectId | None, fields: Condition) -> DownloadEvent | None:

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from ..documents import AliasChange, ModelVersion, RegisteredModel
 from ..pagination import Page, PageRequest
 from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
-from .common import Condition, in_list, time_window
+from .common import Condition, find_one, in_list, time_window
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -67,11 +67,11 @@ async def insert_model(model: RegisteredModel) -> bool:
 
 
 async def find_model(name: str) -> RegisteredModel | None:
-    return await RegisteredModel.find_one(RegisteredModel.name == name)
+    return await find_one(RegisteredModel, {"name": name})
 
 
 async def get_model(model_id: PydanticObjectId) -> RegisteredModel | None:
-    return await RegisteredModel.get(model_id)
+    return await find_one(RegisteredModel, {"_id": model_id})
 
 
 async def find_models(names: list[str]) -> dict[str, RegisteredModel]:
@@ -140,7 +140,7 @@ async def insert_version(version: ModelVersion) -> bool:
 
 
 async def find_version(name: str, version: int) -> ModelVersion | None:
-    return await ModelVersion.find_one(ModelVersion.name == name, ModelVersion.version == version)
+    return await find_one(ModelVersion, {"name": name, "version": version})
 
 
 async def find_latest(name: str) -> ModelVersion | None:
@@ -162,7 +162,7 @@ async def latest_versions(names: list[str]) -> dict[str, ModelVersion]:
 
 
 async def get_version(version_id: Any) -> ModelVersion | None:
-    return await ModelVersion.get(version_id)
+    return await find_one(ModelVersion, {"_id": version_id})
 
 
 async def get_versions(ids: list[Any]) -> dict[Any, ModelVersion]:

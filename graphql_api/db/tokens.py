@@ -9,6 +9,7 @@ from beanie.odm.queries.update import UpdateResponse
 from pymongo.errors import DuplicateKeyError
 
 from ..documents import ApiToken
+from .common import find_one
 
 
 async def insert(token: ApiToken) -> bool:
@@ -21,7 +22,7 @@ async def insert(token: ApiToken) -> bool:
 
 
 async def by_hash(token_hash: str) -> ApiToken | None:
-    return await ApiToken.find_one(ApiToken.token_hash == token_hash)
+    return await find_one(ApiToken, {"token_hash": token_hash})
 
 
 async def all_tokens() -> list[ApiToken]:
