@@ -14,9 +14,10 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
+from ..db.rollups import RollupDelta
 from ..documents import DownloadEvent, DownloadStatus
 from ..queries import Dimension, Interval, StatsRequest, day_of, hour_of
-from .histograms import duration_bucket
+from .rollups import delta_of
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -86,61 +87,35 @@ def can_answer(req: StatsRequest) -> bool:
     return rollups_db.stats_pipeline(unbounded) is not None
 
 
-@dataclass
-class Group:
-    """One row being merged from buckets and raw events."""
+def _bucket_delta(doc: dict[str, Any]) -> RollupDelta:
+    """A rollup stats row (already merged over its buckets) as a delta, to add to other pieces."""
+    return RollupDelta(
+        downloads=doc["downloads"],
+        completed=doc["completed"],
+        aborted=doc["aborted"],
+        failed=doc["failed"],
+        bytes_sent=doc["total_bytes"],
+        duration_count=doc["duration_count"],
+        duration_sum=doc["duration_sum"],
+        duration_hist=dict(doc["hist"]),
+        duration_max=doc.get("max_duration"),
+        engineers=set(doc["engineers"]),
+    )
 
-    downloads: int = 0
-    completed: int = 0
-    aborted: int = 0
-    failed: int = 0
-    total_bytes: int = 0
-    duration_sum: float = 0.0
-    duration_count: int = 0
-    max_duration: float | None = None
-    engineers: set[str] = field(default_factory=set)
-    hist: dict[int, int] = field(default_factory=dict)
 
-    def add_bucket_row(self, doc: dict[str, Any]) -> None:
-        for name in ("downloads", "completed", "aborted", "failed", "total_bytes", "duration_count"):
-            setattr(self, name, getattr(self, name) + doc[name])
-        self.duration_sum += doc["duration_sum"]
-        self._max(doc.get("max_duration"))
-        self.engineers |= doc["engineers"]
-        for index, count in doc["hist"].items():
-            self.hist[index] = self.hist.get(index, 0) + count
-
-    def add_event(self, event: DownloadEvent) -> None:
-        self.downloads += 1
-        self.engineers.add(event.engineer)
-        status = DownloadStatus(event.status)
-        if status in (DownloadStatus.COMPLETED, DownloadStatus.ABORTED, DownloadStatus.FAILED):
-            name = status.value.lower()
-            setattr(self, name, getattr(self, name) + 1)
-            self.total_bytes += event.bytes_sent
-            if event.duration_seconds is not None:
-                self.duration_count += 1
-                self.duration_sum += event.duration_seconds
-                self._max(event.duration_seconds)
-                index = duration_bucket(event.duration_seconds)
-                self.hist[index] = self.hist.get(index, 0) + 1
-
-    def _max(self, value: float | None) -> None:
-        if value is not None and (self.max_duration is None or value > self.max_duration):
-            self.max_duration = value
-
-    def as_doc(self, key: dict[str, Any]) -> dict[str, Any]:
-        """The row in the shape the rollup pipeline returns (finished by `stats._row`)."""
-        avg = self.duration_sum / self.duration_count if self.duration_count else None
-        return {
-            "_id": key,
-            "period_start": key.get("period"),
-            **{n: getattr(self, n) for n in ("downloads", "completed", "aborted", "failed", "total_bytes")},
-            "max_duration": self.max_duration,
-            "avg_duration": avg,
-            "engineers": self.engineers,
-            "hist": self.hist,
-        }
+def _as_doc(key: dict[str, Any], total: RollupDelta) -> dict[str, Any]:
+    """The merged row in the shape the rollup pipeline returns (finished by `stats._row`)."""
+    avg = total.duration_sum / total.duration_count if total.duration_count else None
+    return {
+        "_id": key,
+        "period_start": key.get("period"),
+        **{n: getattr(total, n) for n in ("downloads", "completed", "aborted", "failed")},
+        "total_bytes": total.bytes_sent,
+        "max_duration": total.duration_max,
+        "avg_duration": avg,
+        "engineers": total.engineers,
+        "hist": total.duration_hist,
+    }
 
 
 def truncate(moment: datetime, interval: Interval) -> datetime:
@@ -168,10 +143,10 @@ def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
 async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     """Every group's merged row (unordered) for `req`, from days, hours and raw minutes."""
     pieces = split(req.query.since, req.query.until)
-    groups: dict[tuple[Any, ...], tuple[dict[str, Any], Group]] = {}
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], RollupDelta]] = {}
 
-    def group_for(key: dict[str, Any]) -> Group:
-        return groups.setdefault(_freeze(key), (key, Group()))[1]
+    def group_for(key: dict[str, Any]) -> RollupDelta:
+        return groups.setdefault(_freeze(key), (key, RollupDelta()))[1]
 
     for grain, windows in ((rollups_db.DAY, pieces.days), (rollups_db.HOUR, pieces.hours)):
         for since, until in windows:
@@ -182,12 +157,19 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
                 key = dict(doc["_id"] or {})
                 if "period" in key and key["period"] is not None:
                     key["period"] = key["period"].astimezone(UTC)
-                group_for(key).add_bucket_row(doc)
+                group_for(key).add(_bucket_delta(doc))
     for since, until in pieces.raw:
         edge = dataclasses.replace(req.query, since=since, until=until)
         async for event in events_db.scan(edge):
             event_key: dict[str, Any] = {d.value: EVENT_KEYS[d](event) for d in req.group_by}
             if req.interval:
                 event_key["period"] = truncate(event.started_at, req.interval)
-            group_for(event_key).add_event(event)
-    return [group.as_doc(key) for key, group in groups.values()]
+            # The write path's own rule for what an event adds to a bucket: edges and buckets agree.
+            group_for(event_key).add(delta_of(_typed(event), started=True, finished=True))
+    return [_as_doc(key, total) for key, total in groups.values()]
+
+
+def _typed(event: DownloadEvent) -> DownloadEvent:
+    if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
+        event.status = DownloadStatus(event.status)
+    return event
