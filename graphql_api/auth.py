@@ -33,7 +33,6 @@ class Principal:
 
     engineer: str
     role: Role = Role.ENGINEER
-    token_name: str | None = None
 
     def require(self, role: Role, action: str) -> None:
         """Forbidden unless this principal's role is at least `role`."""
@@ -128,7 +127,7 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
-    return Principal(token.principal, token.role, token.name)
+    return Principal(token.principal, token.role)
 
 
 def require_principal(principal: Principal | None) -> Principal:

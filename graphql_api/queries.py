@@ -27,10 +27,6 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def on_midnight(moment: datetime | None) -> bool:
-    return moment is None or moment == day_of(moment)
-
-
 class ModelOrderField(StrEnum):
     CREATED_AT = "CREATED_AT"
     UPDATED_AT = "UPDATED_AT"

@@ -115,25 +115,27 @@ def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
     return rows[req.offset : req.offset + req.limit]
 
 
-async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> StatsPage:
-    """`downloadStats`: from rollups when they can answer exactly (counts, bytes), else from raw events."""
-    req.validate(max_hour_range_days)
-    merged_here = req.sort_metric in MERGED_METRICS
-    found = await rollups_db.stats(req, sort_here=not merged_here)
-    if found is None and hybrid.can_answer(req):
-        rows = [_row(d, StatsSource.HYBRID) for d in await hybrid.hybrid_docs(req)]
-        return StatsPage(order_rows(rows, req), len(rows), StatsSource.HYBRID, req.offset)
-    if found is None:
-        docs, total = await events_db.stats(req)
-        return StatsPage([_row(d, StatsSource.RAW) for d in docs], total, StatsSource.RAW, req.offset)
-    docs, total = found
-    rows = [_row(d, StatsSource.ROLLUP) for d in docs]
-    rows = order_rows(rows, req) if merged_here else rows
-    return StatsPage(rows, total, StatsSource.ROLLUP, req.offset)
-
-
 def source_for(req: StatsRequest) -> StatsSource:
-    """Where `download_stats` will answer `req` from (the rollup translation decides)."""
+    """Where `download_stats` answers `req` from: the rollup translation decides, in this one place."""
     if rollups_db.stats_pipeline(req) is not None:
         return StatsSource.ROLLUP
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW
+
+
+async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> StatsPage:
+    """`downloadStats`: from rollups when they can answer exactly (counts, bytes), from rollups and the raw
+    edges for a range off midnights, else from raw events."""
+    req.validate(max_hour_range_days)
+    source = source_for(req)
+    if source is StatsSource.RAW:
+        docs, total = await events_db.stats(req)
+        return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
+    if source is StatsSource.HYBRID:
+        rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]
+        return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
+    merged_here = req.sort_metric in MERGED_METRICS
+    found = await rollups_db.stats(req, sort_here=not merged_here)
+    assert found is not None, "source_for said the rollups can answer"
+    docs, total = found
+    rows = [_row(d, source) for d in docs]
+    return StatsPage(order_rows(rows, req) if merged_here else rows, total, source, req.offset)
