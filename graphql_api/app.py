@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
+import pymongo
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
@@ -28,8 +29,9 @@ from . import downloads
 from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
+from .health import Health, Watch
 from .http import routes as routes_
-from .http.middleware import BodyLimit, install_log_redaction
+from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .schema import SchemaLimits, build_schema
@@ -37,6 +39,7 @@ from .schema.context import Context
 from .services import Services
 from .signing import Signer
 from .storage import ObjectStore
+from .storage.guarded import GuardedStore
 from .storage.local import LocalObjectStore
 from .storage.s3 import S3ObjectStore
 
@@ -66,6 +69,24 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         return accepted
 
 
+def _watches(settings: Settings, client: Any, store: ObjectStore) -> Health:
+    async def ping_database() -> None:
+        # Bounded by the driver itself (it closes the connection cleanly), inside the watch's own bound.
+        with pymongo.timeout(settings.health_probe_timeout_seconds * 0.9):
+            await client.admin.command("ping")
+
+    def watch(name: str, probe: Any) -> Watch:
+        return Watch(
+            name,
+            probe,
+            interval=settings.health_interval_seconds,
+            timeout=settings.health_probe_timeout_seconds,
+            failures=settings.health_failures,
+        )
+
+    return Health(watch("the database", ping_database), watch("the object store", store.ping))
+
+
 async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack) -> ObjectStore:
     if settings.storage_backend == "s3":
         return await S3ObjectStore.open(settings, stack)
@@ -82,6 +103,13 @@ async def _sweep_forever(metrics: Metrics, stale_seconds: float) -> None:
         await asyncio.sleep(max(stale_seconds / 2, 1.0))
 
 
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancels a background task and waits for it, so it is gone before the clients it uses close."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings) -> Starlette:
     """A fresh app; nothing connects until its lifespan starts."""
     if not settings.mongo_uri:
@@ -95,9 +123,18 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db))
+            bounds = {
+                "serverSelectionTimeoutMS": int(settings.mongo_server_selection_timeout_seconds * 1000),
+                "connectTimeoutMS": int(settings.mongo_connect_timeout_seconds * 1000),
+            }
+            client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
             signer = Signer(settings.resolved_signing_secret())
-            store = await _open_store(settings, signer, stack)
+            raw_store = await _open_store(settings, signer, stack)
+            health = _watches(settings, client, raw_store)
+            store = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
+            app.state.health = health
+            for watch in health.all():
+                stack.push_async_callback(_stop, asyncio.create_task(watch.run()))
             metrics = Metrics(
                 operation_allowlist=settings.metrics_operation_allowlist,
                 model_allowlist=settings.metrics_model_allowlist,
@@ -117,7 +154,7 @@ def create_app(settings: Settings) -> Starlette:
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweeper = asyncio.create_task(_sweep_forever(metrics, settings.stale_download_seconds))
-            stack.callback(sweeper.cancel)
+            stack.push_async_callback(_stop, sweeper)
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind
@@ -149,6 +186,7 @@ def create_app(settings: Settings) -> Starlette:
         *_cors(settings),
         _prometheus_middleware(),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        Middleware(OutageGuard),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.settings = settings

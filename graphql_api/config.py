@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     # Host header values this server answers to (e.g. ["models.example.com"]); any when empty.
     allowed_hosts: list[str] = []
 
+    # Outages: a dependency is probed every `health_interval_seconds`, each probe bounded by
+    # `health_probe_timeout_seconds`; `health_failures` failures in a row mark it down (requests that need it
+    # then fail at once with a typed error) until a probe answers again.
+    health_interval_seconds: float = 0.5
+    health_probe_timeout_seconds: float = 1.5
+    health_failures: int = 2
+    # The longest an object-store call that should answer at once (HEAD, the start of a GET) may take.
+    store_timeout_seconds: float = 4.0
+    # How long a download already streaming waits out a stalled store before it ends FAILED.
+    store_read_timeout_seconds: float = 60.0
+    # A database call's connection and server-selection bounds (each request also has its deadline).
+    mongo_connect_timeout_seconds: float = 2.0
+    mongo_server_selection_timeout_seconds: float = 4.0
+
     # Live feed: how many updates a subscriber may fall behind before it is told to reconnect.
     feed_buffer_events: int = 1000
 

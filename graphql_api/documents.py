@@ -174,6 +174,9 @@ class DownloadEvent(Document):
     expires_at: datetime | None = None
     heartbeat_at: datetime | None = None
     error: str | None = None
+    # The id of the last state change (claim, finish): a write retried after a lost acknowledgement finds
+    # its own id here and knows it already happened.
+    transition_id: str | None = None
 
     class Settings:
         name = "download_events"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo.errors import PyMongoError
 
 from . import registry
 from .analytics import rollups
@@ -171,7 +176,7 @@ def _range_fields(byte_range: ByteRange) -> dict[str, Any]:
 
 async def claim(event: DownloadEvent, byte_range: ByteRange) -> DownloadEvent:
     """ISSUED → IN_PROGRESS, atomically: a ticket is good for one download, however many race for it."""
-    claimed = await events_db.claim(event.id, _range_fields(byte_range))
+    claimed = await events_db.claim(event.id, _range_fields(byte_range), uuid.uuid4().hex)
     if claimed is None:
         raise TicketInvalid("ticket has already been used", TicketProblem.USED)
     return claimed
@@ -213,7 +218,8 @@ async def finish(
     started = event.transfer_started_at
     duration = (finished - started).total_seconds() if started else None
     update = {"bytes_sent": bytes_sent, "finished_at": finished, "duration_seconds": duration, "error": error}
-    done = await events_db.finish(event.id, status, update)
+    transition = uuid.uuid4().hex
+    done = await _until_written(lambda: events_db.finish(event.id, status, update, transition))
     if done is None:
         return  # already finished (e.g. swept): never count it twice
     await rollups.record_finished(done)
@@ -231,8 +237,41 @@ async def finish(
         metrics.model_downloads.labels(metrics.model_label(event.model_name)).inc()
 
 
+# How long a finished download keeps trying to record its outcome while the database is out.
+FINISH_RETRY_SECONDS = 45.0
+ATTEMPT_SECONDS = 5.0
+
+
+async def _until_written(
+    write: Callable[[], Awaitable[DownloadEvent | None]], seconds: float = FINISH_RETRY_SECONDS
+) -> DownloadEvent | None:
+    """Runs an idempotent write until it gets through, for up to `seconds` of database outage: a download
+    that ends during a stall is still recorded once the database answers (each attempt carries the same
+    transition id, so one whose acknowledgement was lost is recognised, not repeated)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pause = 0.25
+    while True:
+        try:
+            with pymongo.timeout(ATTEMPT_SECONDS):
+                return await write()
+        except PyMongoError as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning(
+                "recording a download outcome failed (%s); retrying in %.2g s", type(exc).__name__, pause
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 4.0)
+
+
 async def record_progress(event: DownloadEvent, sent: int) -> None:
-    await events_db.record_progress(event.id, sent, utcnow())
+    """A heartbeat; while the database is out it is skipped (the next one, or the finish, catches up)."""
+    try:
+        with pymongo.timeout(ATTEMPT_SECONDS):
+            await events_db.record_progress(event.id, sent, utcnow())
+    except PyMongoError as exc:
+        log.warning("a download heartbeat was not recorded (%s)", type(exc).__name__)
 
 
 async def sweep_stale(metrics: Metrics, older_than_seconds: float) -> int:

@@ -88,6 +88,10 @@ class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database stopped answering (its watch is down): the request is answered now, not after a hang."""
+
+
 class RangeNotSatisfiable(DomainError):
     code = "RANGE_NOT_SATISFIABLE"
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from beanie import Document
+from beanie import Document, PydanticObjectId
+from pymongo.errors import DuplicateKeyError
 
 from ..queries import METRIC_FIELDS, Interval, StatsRequest
 
@@ -68,6 +69,20 @@ async def find_one(document: type[D], flt: Condition) -> D | None:
     """
     doc = await document.get_pymongo_collection().find_one(flt)
     return None if doc is None else document.model_validate(doc)
+
+
+async def insert_once(doc: Document) -> bool:
+    """Inserts `doc` (its `_id` chosen client-side); True when it is now stored, False when a *different*
+    document holds one of its unique keys. A retried insert whose first attempt was written (the driver
+    retries after a lost acknowledgement) finds its own `_id` and counts as done, not as a duplicate."""
+    if doc.id is None:
+        doc.id = PydanticObjectId()
+    try:
+        await doc.insert()
+    except DuplicateKeyError:
+        mine = await type(doc).get_pymongo_collection().find_one({"_id": doc.id}, {"_id": 1})
+        return mine is not None
+    return True
 
 
 def is_set(value: Any) -> bool:

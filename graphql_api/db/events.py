@@ -19,6 +19,7 @@ from .common import (
     any_of,
     bound,
     find_one,
+    insert_once,
     merge_filters,
     ordered_page,
     read_page,
@@ -73,7 +74,9 @@ def event_filter(q: EventQuery) -> Condition:
 
 
 async def insert(event: DownloadEvent) -> None:
-    await event.insert()
+    """Idempotent: the id is chosen here, so a retried insert that had already been written (its
+    acknowledgement lost in a stall) meets its own document and is not an error."""
+    await insert_once(event)
 
 
 async def insert_many(events: list[dict[str, Any]]) -> None:
@@ -85,30 +88,37 @@ async def get(event_id: Any) -> DownloadEvent | None:
     return await find_one(DownloadEvent, {"_id": event_id})
 
 
-async def _transition(flt: Condition, update: Condition) -> DownloadEvent | None:
-    """One atomic conditional update: the event after `update`, or None when `flt` no longer matches it.
+async def _transition(flt: Condition, update: Condition, transition_id: str) -> DownloadEvent | None:
+    """One atomic conditional update: the event after `update`, or None when `flt` no longer matches it
+    because another change came first. A retry of a change that did happen (same `transition_id`) returns
+    the event as that change left it.
 
     An update_one and a read by _id rather than one findAndModify: SecantusDB 0.7 scans the whole
     collection for a findAndModify (tens of ms at a few thousand documents), while both of these use an index.
     """
     collection = DownloadEvent.get_pymongo_collection()
-    if (await collection.update_one(flt, {"$set": update})).modified_count == 0:
+    result = await collection.update_one(flt, {"$set": {**update, "transition_id": transition_id}})
+    event = await find_one(DownloadEvent, {"_id": flt["_id"]})
+    if result.modified_count == 0 and (event is None or event.transition_id != transition_id):
         return None
-    return await find_one(DownloadEvent, {"_id": flt["_id"]})
+    return event
 
 
-async def claim(event_id: PydanticObjectId | None, fields: Condition) -> DownloadEvent | None:
+async def claim(
+    event_id: PydanticObjectId | None, fields: Condition, transition_id: str
+) -> DownloadEvent | None:
     """ISSUED → IN_PROGRESS with `fields`, atomically; None when the event was not ISSUED any more."""
     update = {**fields, "status": DownloadStatus.IN_PROGRESS.value}
-    return await _transition({"_id": event_id, "status": DownloadStatus.ISSUED.value}, update)
+    flt = {"_id": event_id, "status": DownloadStatus.ISSUED.value}
+    return await _transition(flt, update, transition_id)
 
 
 async def finish(
-    event_id: PydanticObjectId | None, status: DownloadStatus, fields: Condition
+    event_id: PydanticObjectId | None, status: DownloadStatus, fields: Condition, transition_id: str
 ) -> DownloadEvent | None:
     """An open event (ISSUED or IN_PROGRESS) → a terminal `status`; None when it had already finished."""
     update = {**fields, "status": status.value}
-    return await _transition({"_id": event_id, "status": {"$in": _OPEN}}, update)
+    return await _transition({"_id": event_id, "status": {"$in": _OPEN}}, update, transition_id)
 
 
 async def record_progress(event_id: PydanticObjectId | None, sent: int, now: datetime) -> None:

@@ -7,12 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
-from pymongo.errors import DuplicateKeyError
 
 from ..documents import AliasChange, ModelVersion, RegisteredModel
 from ..pagination import Page, PageRequest
 from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
-from .common import Condition, find_one, in_list, time_window
+from .common import Condition, find_one, in_list, insert_once, time_window
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -59,11 +58,7 @@ def prefix_range(prefix: str) -> Condition:
 
 async def insert_model(model: RegisteredModel) -> bool:
     """Inserts a new model; False when the name is taken (the unique index decides every race)."""
-    try:
-        await model.insert()
-    except DuplicateKeyError:
-        return False
-    return True
+    return await insert_once(model)
 
 
 async def find_model(name: str) -> RegisteredModel | None:
@@ -103,7 +98,7 @@ async def move_alias(name: str, alias: str, version: int | None, moves: int) -> 
 
 
 async def record_alias_change(change: AliasChange) -> None:
-    await change.insert()
+    await insert_once(change)
 
 
 async def alias_changes(name: str, request: PageRequest) -> Page[AliasChange]:
@@ -132,11 +127,7 @@ async def insert_many_models(models: list[RegisteredModel]) -> None:
 
 async def insert_version(version: ModelVersion) -> bool:
     """Inserts a new version; False when (name, version) is taken (the unique index decides every race)."""
-    try:
-        await version.insert()
-    except DuplicateKeyError:
-        return False
-    return True
+    return await insert_once(version)
 
 
 async def find_version(name: str, version: int) -> ModelVersion | None:

@@ -6,19 +6,14 @@ from datetime import datetime
 
 from beanie import SortDirection
 from beanie.odm.queries.update import UpdateResponse
-from pymongo.errors import DuplicateKeyError
 
 from ..documents import ApiToken
-from .common import find_one
+from .common import find_one, insert_once
 
 
 async def insert(token: ApiToken) -> bool:
     """False when the name (or, astronomically unlikely, the hash) is taken."""
-    try:
-        await token.insert()
-    except DuplicateKeyError:
-        return False
-    return True
+    return await insert_once(token)
 
 
 async def by_hash(token_hash: str) -> ApiToken | None:

@@ -7,7 +7,10 @@ import logging
 import re
 from typing import Any
 
-from .streaming import Receive, Scope, Send
+import anyio
+
+from ..health import Watch
+from .streaming import Message, Receive, Scope, Send
 
 _TOKEN_PATH = re.compile(r"/(downloads|objects)/[^\s/?\"]+")
 
@@ -61,6 +64,76 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+DATABASE_DOWN = "the database is unavailable; try again shortly"
+
+
+class OutageGuard:
+    """Answers requests that need the database with a typed outage error as soon as its watch says it is
+    down: at once when it already is, and mid-request when it goes down before the response has started
+    (the request's work is cancelled). A response already streaming is left alone: a download does not
+    need the database to go on. GraphQL gets a GraphQL error (`DATABASE_UNAVAILABLE`), the routes JSON 503."""
+
+    def __init__(self, app: Any, guarded_prefixes: tuple[str, ...] = ("/graphql", "/downloads/", "/models/")):
+        self.app = app
+        self.prefixes = guarded_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        health = getattr(getattr(scope.get("app"), "state", None), "health", None)
+        path = scope.get("path", "")
+        if scope["type"] != "http" or health is None or not path.startswith(self.prefixes):
+            await self.app(scope, receive, send)
+            return
+        watch: Watch = health.database
+        graphql = path.startswith("/graphql")
+        if not watch.up:
+            await _outage(send, graphql)
+            return
+        started = False
+        tripped = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                watcher_scope.cancel()  # from here on an outage is the response's own business
+            await send(message)
+
+        async with anyio.create_task_group() as tg:
+            watcher_scope = anyio.CancelScope()
+
+            async def watcher() -> None:
+                nonlocal tripped
+                with watcher_scope:
+                    await watch.wait_down()
+                    if not started:
+                        tripped = True
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(watcher)
+            await self.app(scope, receive, tracking_send)
+            watcher_scope.cancel()
+        if tripped:
+            await _outage(send, graphql)
+
+
+async def _outage(send: Send, graphql: bool) -> None:
+    error: dict[str, Any] = {"message": DATABASE_DOWN, "extensions": {"code": "DATABASE_UNAVAILABLE"}}
+    body: dict[str, Any]
+    if graphql:  # a GraphQL answer like any other top-level error (as DATABASE_TIMEOUT is)
+        status, body = 200, {"data": None, "errors": [error]}
+    else:
+        status, body = 503, {"error": {"code": "DATABASE_UNAVAILABLE", "message": DATABASE_DOWN}}
+    raw = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(raw)).encode()),
+        (b"retry-after", b"2"),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": raw, "more_body": False})
 
 
 class RedactTokens(logging.Filter):

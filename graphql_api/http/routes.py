@@ -93,6 +93,13 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    health = getattr(request.app.state, "health", None)
+    if health is not None and not all(w.up for w in health.all()):  # a watch already knows: answer at once
+        known = {
+            "mongo": "ok" if health.database.up else f"unavailable: {health.database.last_error}",
+            "store": "ok" if health.store.up else f"unavailable: {health.store.last_error}",
+        }
+        return JSONResponse({"status": "unavailable", **known}, 503)
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(request.app.state.mongo.admin.command("ping"), 3)

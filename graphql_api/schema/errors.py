@@ -141,6 +141,8 @@ def outage_code(exc: BaseException | None) -> str | None:
     """The code of a dependency outage (an expected failure, reported as such), or None."""
     if isinstance(exc, errors.StorageUnavailable):
         return "STORAGE_UNAVAILABLE"
+    if isinstance(exc, errors.DatabaseUnavailable):
+        return "DATABASE_UNAVAILABLE"
     if isinstance(exc, PyMongoError) and exc.timeout:
         return "DATABASE_TIMEOUT"
     if isinstance(exc, ConnectionFailure):

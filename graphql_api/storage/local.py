@@ -66,11 +66,9 @@ class LocalObjectStore:
                 try:
                     chunk = await anyio.to_thread.run_sync(fh.read, min(self._chunk, remaining))
                 except OSError as exc:
-                    raise StorageUnavailable(
-                        f"reading s3://{bucket}/{key} from the local store failed"
-                    ) from exc
-                if not chunk:
-                    raise StorageUnavailable(f"s3://{bucket}/{key} ended {remaining} bytes early")
+                    raise StorageUnavailable("reading the object from the local store failed") from exc
+                if not chunk:  # it shrank while being read
+                    raise StorageUnavailable(f"the object ended {remaining} bytes early")
                 remaining -= len(chunk)
                 yield chunk
         finally:

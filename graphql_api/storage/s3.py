@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import aioboto3
+import aiohttp
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -40,11 +41,15 @@ class S3ObjectStore:
     async def open(cls, settings: Settings, stack: AsyncExitStack) -> S3ObjectStore:
         """Opens the client for the app's lifetime; `stack` closes it on shutdown."""
         session = aioboto3.Session()
+        # Calls that answer at once (HEAD, the start of a GET) are bounded by the store guard's timeout; the
+        # read timeout bounds a stall in the middle of a body: a download waits it out, then fails.
         config = Config(
             signature_version="s3v4",
             s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=64,
+            connect_timeout=settings.store_timeout_seconds / 2,
+            read_timeout=settings.store_read_timeout_seconds,
         )
         kwargs: dict[str, Any] = {
             "endpoint_url": settings.s3_endpoint_url,
@@ -91,12 +96,13 @@ class S3ObjectStore:
                 while remaining > 0:
                     chunk = await body.read(min(self._chunk, remaining))
                     if not chunk:
-                        raise StorageUnavailable(f"s3://{bucket}/{key} ended {remaining} bytes early")
+                        raise StorageUnavailable(f"the object ended {remaining} bytes early")
                     remaining -= len(chunk)
                     yield chunk
-        except (BotoCoreError, OSError, ClientError) as exc:
+        except (TimeoutError, BotoCoreError, OSError, ClientError, aiohttp.ClientError) as exc:
+            # aiohttp raises ClientPayloadError (store gone mid-body) and read timeouts, not botocore.
             log.warning("reading s3://%s/%s failed: %s", bucket, key, exc)
-            raise StorageUnavailable(f"reading s3://{bucket}/{key} failed ({type(exc).__name__})") from exc
+            raise StorageUnavailable(f"reading the object failed ({type(exc).__name__})") from exc
 
     async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
         validate_bucket(bucket)
@@ -113,7 +119,11 @@ class S3ObjectStore:
         return str(url)
 
     async def ping(self) -> None:
+        """Whether the store answers at all: an error response (say, credentials that may not list buckets)
+        is still an answer; a connection failure or a timeout is not."""
         try:
             await self._client.list_buckets()
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError:
+            return
+        except BotoCoreError as exc:
             raise StorageUnavailable(f"the object store failed ({type(exc).__name__})") from exc

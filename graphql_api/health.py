@@ -1,0 +1,90 @@
+"""Dependency watches: a background probe per dependency (database, object store) that says, within a few
+seconds, when it stopped answering, so requests fail fast with a typed outage error instead of hanging,
+and recover by themselves when it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("modelhub.health")
+
+Probe = Callable[[], Awaitable[object]]
+
+
+class Watch:
+    """Probes a dependency every `interval` seconds, each probe bounded by `timeout`; `failures` failed
+    probes in a row mark it down (at most `interval + failures * timeout` seconds after it stopped), and
+    one good probe marks it up again. Waiters of `wait_down` are woken the moment it goes down."""
+
+    def __init__(
+        self,
+        name: str,
+        probe: Probe,
+        *,
+        interval: float = 0.5,
+        timeout: float = 1.5,
+        failures: int = 2,
+    ) -> None:
+        self.name = name
+        self.probe = probe
+        self.interval = interval
+        self.timeout = timeout
+        self.failures = failures
+        self.up = True
+        self.changed_at = time.monotonic()
+        self.last_error: str | None = None
+        self._down = asyncio.Event()
+        self._failed = 0
+
+    @property
+    def bound_seconds(self) -> float:
+        """The longest a dependency can be dead before this watch says so."""
+        return self.interval + self.failures * self.timeout
+
+    async def wait_down(self) -> None:
+        await self._down.wait()
+
+    async def check(self) -> bool:
+        """One probe; updates the state and returns whether the dependency answered."""
+        try:
+            await asyncio.wait_for(self.probe(), self.timeout)
+        except Exception as exc:  # any failure to answer counts; the reason goes to the log
+            self.last_error = type(exc).__name__
+            self._failed += 1
+            if self.up and self._failed >= self.failures:
+                self._set(False)
+                log.error("%s is not answering (%s): failing its requests fast", self.name, self.last_error)
+            return False
+        self._failed = 0
+        if not self.up:
+            self._set(True)
+            log.warning("%s answers again", self.name)
+        return True
+
+    def _set(self, up: bool) -> None:
+        self.up = up
+        self.changed_at = time.monotonic()
+        if up:
+            self._down = asyncio.Event()
+        else:
+            self._down.set()
+
+    async def run(self) -> None:
+        while True:
+            ok = await self.check()
+            # After a failure, probe again at once: the bound is reached in `failures` timeouts.
+            await asyncio.sleep(self.interval if ok or not self.up else 0)
+
+
+class Health:
+    """The app's watches: `database` and `store`."""
+
+    def __init__(self, database: Watch, store: Watch) -> None:
+        self.database = database
+        self.store = store
+
+    def all(self) -> tuple[Watch, ...]:
+        return (self.database, self.store)

@@ -1,0 +1,56 @@
+"""An `ObjectStore` wrapper that bounds the calls which should answer at once and fails fast while the
+store's watch says it is down: an outage is a typed `StorageUnavailable` within seconds, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from ..errors import StorageUnavailable
+from ..health import Watch
+from . import ObjectInfo, ObjectStore
+
+T = TypeVar("T")
+DOWN = "the object store is unavailable; try again shortly"
+
+
+class GuardedStore:
+    def __init__(self, inner: ObjectStore, watch: Watch, timeout: float) -> None:
+        self.inner = inner
+        self.watch = watch
+        self.timeout = timeout
+        self.kind = inner.kind
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        if not self.watch.up:
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()  # never awaited: closed so that it does not warn
+            raise StorageUnavailable(DOWN)
+        try:
+            return await asyncio.wait_for(call, self.timeout)
+        except TimeoutError:
+            raise StorageUnavailable(f"the object store did not answer within {self.timeout:g} s") from None
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        return await self._bounded(self.inner.head(bucket, key))
+
+    async def open_range(
+        self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
+    ) -> AsyncIterator[bytes]:
+        chunks = self.inner.open_range(bucket, key, start, end, whole=whole)
+        try:
+            # The first chunk comes with the store's answer, so it is bounded like any call; later ones may
+            # wait out a stall up to the store's read timeout.
+            yield await self._bounded(anext(chunks))
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
+        return await self.inner.presign_get(bucket, key, expires_in, filename)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
