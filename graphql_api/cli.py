@@ -48,7 +48,7 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    with _database(overrides, reuse_running=False) as (settings, uri):
+    with _database(overrides, reuse_running=False, supervise=True) as (settings, uri):
         # Header identities are for the embedded quick start only; a configured database means tokens.
         auth = settings.auth or ("header" if settings.mongo_uri is None else "token")
         settings = settings.model_copy(update={"mongo_uri": uri, "auth": auth})
@@ -77,6 +77,8 @@ def serve(
             "MODELHUB_HOST": settings.host,
             "MODELHUB_PORT": str(settings.port),
         }
+        if settings.embedded_state_file is not None:
+            env["MODELHUB_EMBEDDED_STATE_FILE"] = str(settings.embedded_state_file.resolve())
         # Every worker writes its samples here and /metrics adds them up (prometheus_client's multiprocess
         # mode); emptied first, since files from an earlier run would add to the counts.
         multiproc = settings.data_dir / "prometheus-multiproc"
@@ -115,7 +117,9 @@ def seed_demo(
 
 
 @contextlib.contextmanager
-def _database(overrides: dict[str, Any], reuse_running: bool = True) -> Iterator[tuple[Settings, str]]:
+def _database(
+    overrides: dict[str, Any], reuse_running: bool = True, supervise: bool = False
+) -> Iterator[tuple[Settings, str]]:
     """Settings (with the non-None `overrides`) and a MongoDB URI: the configured one, the embedded
     server a running `modelhub serve` keeps (if `reuse_running`), or an embedded server for this `with`."""
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -130,6 +134,9 @@ def _database(overrides: dict[str, Any], reuse_running: bool = True) -> Iterator
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"embedded database: {uri} (data in {settings.data_dir / 'db'})")
+    if supervise:
+        embedded.supervise()
+        settings = settings.model_copy(update={"embedded_state_file": embedded.state_path})
     try:
         yield settings, uri
     finally:

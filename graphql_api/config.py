@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     mongo_connect_timeout_seconds: float = 2.0
     mongo_server_selection_timeout_seconds: float = 4.0
 
+    # Set by `modelhub serve` when it supervises an embedded database: where the supervisor writes its
+    # state; `/healthz` fails once it says the database could not be restarted.
+    embedded_state_file: Path | None = None
+
     # Live feed: how many updates a subscriber may fall behind before it is told to reconnect.
     feed_buffer_events: int = 1000
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -16,9 +18,26 @@ from pymongo.errors import PyMongoError
 
 from .net import free_port
 
+log = logging.getLogger("modelhub.embedded")
+
+# What the supervisor writes into `<data_dir>/db.state`; `/healthz` fails on every worker once it is FAILED.
+STATE_UP = "up"
+STATE_RESTARTING = "restarting"
+STATE_FAILED = "failed"
+
 
 class EmbeddedUnavailable(RuntimeError):
     pass
+
+
+def state_failed(path: Path | None) -> bool:
+    """Whether the supervisor of the embedded database at `path` gave up restarting it."""
+    if path is None:
+        return False
+    try:
+        return path.read_text().strip() == STATE_FAILED
+    except OSError:
+        return False
 
 
 def _die_with_parent() -> None:
@@ -43,9 +62,13 @@ class EmbeddedMongo:
         self.storage = data_dir / "db"
         self.log_path = data_dir / "db.log"
         self.uri_path = data_dir / "db.uri"
+        self.state_path = data_dir / "db.state"
         self.startup_timeout = startup_timeout
         self.port = 0
+        self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def uri(self) -> str:
@@ -63,17 +86,32 @@ class EmbeddedMongo:
         for directory in (self.storage.parent, self.storage):
             os.chmod(directory, 0o700)
         self.port = free_port()
-        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+        self._stopping.clear()
+        self._spawn()
+        uri = self._wait_ready()
+        self._write_state(STATE_UP)
+        return uri
+
+    def _spawn(self) -> None:
+        out = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
         self._proc = subprocess.Popen(
             # --sync-on-commit: an acknowledged write survives kill -9 (without it the last ~second is lost).
             [*cmd, "--storage-path", str(self.storage), "--log-level", "WARNING", "--sync-on-commit"],
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
-        log.close()
+        out.close()
+
+    def _write_state(self, state: str) -> None:
+        fd = os.open(self.state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(state)
+
+    def _wait_ready(self) -> str:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self._proc.poll() is not None:
@@ -90,7 +128,7 @@ class EmbeddedMongo:
                 return self.uri
             except PyMongoError:
                 if time.monotonic() > deadline:
-                    self.stop()
+                    self._reap()
                     raise EmbeddedUnavailable(
                         f"the embedded database did not answer; see {self.log_path}"
                     ) from None
@@ -110,8 +148,58 @@ class EmbeddedMongo:
             return None
         return uri
 
+    def supervise(self, max_attempts: int = 5, first_backoff: float = 0.5, poll: float = 0.5) -> None:
+        """Watches the child from a thread: when it dies it is reaped (no zombie) and restarted on the
+        same port (so every worker's client reconnects by itself), waiting `first_backoff` seconds, doubled
+        after each failed attempt; after `max_attempts` failures in a row the state file says FAILED, and
+        `/healthz` fails so that the process supervisor restarts the whole service."""
+
+        def watch() -> None:
+            while not self._stopping.wait(poll):
+                proc = self._proc
+                if proc is None or proc.poll() is None:  # poll() reaps a dead child
+                    continue
+                log.error("the embedded database exited with code %s; restarting it", proc.returncode)
+                self._write_state(STATE_RESTARTING)
+                if not self._restart(max_attempts, first_backoff):
+                    self._write_state(STATE_FAILED)
+                    log.critical("the embedded database could not be restarted; /healthz now fails")
+                    return
+
+        self._supervisor = threading.Thread(target=watch, name="embedded-db-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _restart(self, max_attempts: int, backoff: float) -> bool:
+        for attempt in range(1, max_attempts + 1):
+            if self._stopping.wait(backoff):
+                return True  # shutting down: nothing to restart
+            try:
+                self._spawn()
+                self._wait_ready()
+            except (EmbeddedUnavailable, OSError) as exc:
+                log.error("restart %d of the embedded database failed: %s", attempt, exc)
+                self._reap()
+                backoff *= 2
+                continue
+            self.restarts += 1
+            self._write_state(STATE_UP)
+            log.warning("the embedded database is back on port %d", self.port)
+            return True
+        return False
+
+    def _reap(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=30)
+            self._supervisor = None
         self.uri_path.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return

@@ -54,3 +54,21 @@ def test_create_app_connects_to_nothing(tmp_path: Path) -> None:
     create_app(make_settings("local", f"mongodb://127.0.0.1:{free_port()}", None, tmp_path))
     with pytest.raises(MissingDatabase, match="MODELHUB_MONGO_URI"):
         create_app(make_settings("local", "", None, tmp_path))
+
+
+async def test_healthz_fails_when_the_embedded_database_could_not_be_restarted(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """/healthz is 200 while the supervisor's state is `up` and 503 once it says `failed`."""
+    state = tmp_path / "db.state"
+    state.write_text("up")
+    app = create_app(make_settings("local", mongo_uri, None, tmp_path / "data", embedded_state_file=state))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
+        assert (await http.get("/healthz")).status_code == 200
+        state.write_text("failed")
+        resp = await http.get("/healthz")
+    assert resp.status_code == 503 and resp.json()["status"] == "failed"

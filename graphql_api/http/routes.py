@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import downloads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
+from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound
 from ..services import Services
 from .caller import principal_of, requester, services_of
@@ -89,6 +90,11 @@ async def local_presigned_object(request: Request) -> Any:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: fails only when restarting this process is the cure (the embedded database it
+    supervises could not be brought back); a dependency that is merely down is `/readyz`'s business."""
+    if state_failed(services_of(request).settings.embedded_state_file):
+        message = "the embedded database could not be restarted"
+        return JSONResponse({"status": "failed", "database": message}, 503)
     return JSONResponse({"status": "ok"})
 
 
