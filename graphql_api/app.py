@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pymongo
+from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
@@ -18,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
@@ -50,7 +52,37 @@ class MissingDatabase(RuntimeError):
     pass
 
 
+MAX_JSON_DEPTH = 64
+
+
 class ModelhubGraphQL(GraphQL[Context, None]):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """As Strawberry's, but a request it refuses before GraphQL starts (bad JSON, wrong shape) gets a
+        GraphQL-shaped JSON error with a code, not a plain-text body."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as exc:
+            error = {"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}
+            response = JSONResponse({"data": None, "errors": [error]}, exc.status_code)
+        await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON bodies: UTF-8, nested at most MAX_JSON_DEPTH deep, an object (or a batch list) at the top."""
+        if _too_deep(data):
+            raise HTTPException(400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            value = json.loads(data)
+        except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON (UTF-8)") from exc
+        if not isinstance(value, dict | list) or (
+            isinstance(value, list) and not all(isinstance(item, dict) for item in value)
+        ):
+            raise HTTPException(400, "the request body must be a JSON object with a `query`")
+        return value
+
     async def get_context(self, request: Any, response: Any) -> Context:
         services: Services = request.app.state.services
         context = Context(request=request, response=response, services=services)
@@ -108,6 +140,33 @@ async def _stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _too_deep(data: str | bytes) -> bool:
+    """Whether the JSON text opens more than MAX_JSON_DEPTH brackets at once (strings are skipped), checked
+    before parsing so a body nested 100,000 deep never reaches the recursive parser."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # the common case, at C speed
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -113,7 +113,7 @@ async def issue_ticket(
         seconds = check_expires_in(services, expires_in)
         model, _ = await downloadable(services, name, version, alias)
     except Exception as exc:
-        metrics.download_requests.labels(mode.value, getattr(exc, "code", "error").lower()).inc()
+        metrics.count_download_request(mode.value, getattr(exc, "code", "error"))
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
     event = _new_event(model, who, mode, expires_at=expires_at)

@@ -19,6 +19,33 @@ DURATION_BUCKETS = (
 SIZE_BUCKETS = tuple(float(1024 * 4**k) for k in range(15))
 OPERATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 OTHER = "other"
+MODES = ("STREAM", "PRESIGNED")
+STATUSES = ("COMPLETED", "ABORTED", "FAILED")
+# Every outcome label a request counter may carry (error codes in lower case); any other code is "error".
+DOWNLOAD_OUTCOMES = (
+    "issued",
+    "invalid_input",
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "model_not_found",
+    "model_version_not_found",
+    "alias_not_found",
+    "model_version_archived",
+    "storage_object_not_found",
+    "storage_unavailable",
+    "error",
+)
+REGISTRATION_OUTCOMES = (
+    "created",
+    "invalid_input",
+    "forbidden",
+    "model_version_already_exists",
+    "storage_object_not_found",
+    "storage_unavailable",
+    "error",
+)
+OPERATION_TYPES = ("query", "mutation", "subscription", "unknown")
 
 
 def multiprocess_dir() -> str | None:
@@ -107,11 +134,40 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        for mode in ("STREAM", "PRESIGNED"):  # series exist from the start, so rates are never "no data"
+        self._initialise_series()
+
+    def _initialise_series(self) -> None:
+        """Every series of a bounded label set exists from the start at 0, so rates and ratios read 0 on an
+        idle server instead of "no data"."""
+        for mode in MODES:
             self.in_flight.labels(mode)
             for counter in (self.downloads_completed, self.downloads_aborted, self.downloads_failed):
                 counter.labels(mode)
             self.download_bytes.labels(mode)
+            self.download_size.labels(mode)
+            for status in STATUSES:
+                self.download_duration.labels(mode, status)
+            for outcome in DOWNLOAD_OUTCOMES:
+                self.download_requests.labels(mode, outcome)
+        for outcome in REGISTRATION_OUTCOMES:
+            self.registrations.labels(outcome)
+        for operation_type in OPERATION_TYPES:
+            for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
+                self.operation_duration.labels(operation_type, name)
+                for outcome in ("success", "error"):
+                    self.operations.labels(operation_type, name, outcome)
+
+    @staticmethod
+    def outcome_label(code: str, known: tuple[str, ...]) -> str:
+        """An error code as a bounded outcome label: itself (lower case) when known, else "error"."""
+        label = code.lower()
+        return label if label in known else "error"
+
+    def count_download_request(self, mode: str, code: str) -> None:
+        self.download_requests.labels(mode, self.outcome_label(code, DOWNLOAD_OUTCOMES)).inc()
+
+    def count_registration(self, code: str) -> None:
+        self.registrations.labels(self.outcome_label(code, REGISTRATION_OUTCOMES)).inc()
 
     def operation_label(self, name: str | None) -> str:
         if not name:

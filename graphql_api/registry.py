@@ -17,6 +17,7 @@ from .errors import (
     ModelNotFound,
     ModelVersionAlreadyExists,
     ModelVersionNotFound,
+    StorageUnavailable,
 )
 from .pagination import Page, PageRequest, offset_page
 from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
@@ -143,13 +144,16 @@ async def register_model(
 
 async def register(services: Services, req: RegisterRequest, who: Principal) -> ModelVersion:
     """`register_model`, counted in the registrations metric by outcome."""
-    counter = services.metrics.registrations
+    metrics = services.metrics
     try:
         version = await register_model(services.store, req, who, services.scope)
     except DomainError as exc:
-        counter.labels(exc.code.lower()).inc()
+        metrics.count_registration(exc.code)
         raise
-    counter.labels("created").inc()
+    except StorageUnavailable:
+        metrics.count_registration("storage_unavailable")
+        raise
+    metrics.count_registration("created")
     return version
 
 

@@ -35,7 +35,7 @@ class Signer:
 
     def verify(self, purpose: str, token: str, now: float | None = None) -> dict[str, Any]:
         body, _, mac = token.partition(".")
-        if not body or not mac:
+        if not body or not mac or not token.isascii() or len(token) > 4096:
             raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED)
         if not hmac.compare_digest(mac, self._mac(purpose, body)):
             raise TicketInvalid("ticket signature does not match", TicketProblem.FORBIDDEN)

@@ -40,11 +40,31 @@ def _check_keys(value: Any, path: str) -> None:
             _check_keys(v, path)
 
 
+MAX_METADATA_DEPTH = 20
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests objects and lists, measured without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if level + 1 > MAX_METADATA_DEPTH:
+                    return level + 1
+                stack.append((child, level + 1))
+        deepest = max(deepest, level)
+    return deepest
+
+
 def validate_metadata(metadata: Any) -> dict[str, Any]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata", "must be a JSON object")
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise InvalidInput("metadata", f"must be nested at most {MAX_METADATA_DEPTH} levels deep")
     try:
         size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -152,7 +153,24 @@ async def query(prom: httpx.AsyncClient, expr: str) -> list[Any]:
 async def test_dashboards_and_rules_return_data(
     prometheus: str, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
 ) -> None:
-    """After a real workload, every dashboard and rule expression returns data from a real Prometheus."""
+    """On an idle server every dashboard and rule expression already reads a number (0, not NaN or "no
+    data"); after a real workload every one returns data from a real Prometheus."""
+    exprs = prom_exprs()
+    assert len(exprs) >= 20
+    async with httpx.AsyncClient(base_url=prometheus, timeout=10) as prom:
+        deadline = time.monotonic() + 60
+        while True:
+            idle: list[str] = []
+            for where, expr in exprs:
+                samples = await query(prom, expr)
+                values = [float(sample["value"][1]) for sample in samples]
+                if not values or any(math.isnan(v) for v in values):
+                    idle.append(f"{where}: {expr} -> {values}")
+            if not idle or time.monotonic() > deadline:
+                break
+            await _sleep(1)
+        assert not idle, "no number on an idle server for:\n" + "\n".join(idle)
+
     stores.put(bucket, "m/a.bin", b"a" * 300_000)
     stores.put(bucket, "m/big.bin", b"b" * (24 * 1024 * 1024))
     reg = 'mutation($k: String!, $b: String!) { registerModel(input: {name: "m", projectName: "p", bucket: $b, key: $k}) { __typename } }'
@@ -177,21 +195,25 @@ async def test_dashboards_and_rules_return_data(
     stores.delete(bucket, "m/a.bin")
     assert (await live_http.get(url)).status_code == 404  # a failed download
 
-    exprs = prom_exprs()
-    assert len(exprs) >= 20
     async with httpx.AsyncClient(base_url=prometheus, timeout=10) as prom:
         deadline = time.monotonic() + 60
         missing: list[str] = []
+        failed = 0.0
         while True:  # scrapes every second and rules evaluate every second; give them a few rounds
             missing = [f"{where}: {expr}" for where, expr in exprs if not await query(prom, expr)]
-            if not missing or time.monotonic() > deadline:
+            samples = await query(prom, "modelhub_downloads_failed_total")
+            failed = sum(float(sample["value"][1]) for sample in samples)
+            ratio = await query(prom, "modelhub:download_failure_ratio:rate5m")
+            if (
+                not missing and failed == 1 and float(ratio[0]["value"][1]) > 0
+            ) or time.monotonic() > deadline:
                 break
             await _sleep(1)
         assert not missing, "no data for:\n" + "\n".join(missing)
+        assert failed == 1
+        assert float(ratio[0]["value"][1]) > 0  # the failure shows in the ratio the alert watches
         rules = (await prom.get("/api/v1/rules")).json()["data"]["groups"]
         assert all(rule["health"] == "ok" for group in rules for rule in group["rules"]), rules
-        failed = await query(prom, "modelhub_downloads_failed_total")
-        assert sum(float(s["value"][1]) for s in failed) == 1
 
     now = datetime.now(UTC)
     graphql = infinity_queries(now - timedelta(hours=6), now + timedelta(minutes=1))

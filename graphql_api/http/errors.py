@@ -67,3 +67,12 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     if isinstance(exc, RateLimited):
         response.headers["retry-after"] = str(math.ceil(exc.retry_after))
     return response
+
+
+def storage_unavailable_response(exc: Exception) -> JSONResponse:
+    """502 while the object store is out (the message names no host, path or endpoint)."""
+    response = error_response(
+        502, "STORAGE_UNAVAILABLE", "the object store is unavailable; try again shortly"
+    )
+    response.headers["retry-after"] = "2"
+    return response

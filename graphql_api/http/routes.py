@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from typing import Any
 
+import pymongo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import downloads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
-from ..errors import DomainError, InvalidInput, StorageObjectNotFound
+from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
 from ..services import Services
+from ..storage import ObjectInfo
 from .caller import principal_of, requester, services_of
-from .errors import domain_error_response
-from .ranges import parse_range
+from .errors import domain_error_response, storage_unavailable_response
+from .ranges import not_modified, parse_range
 from .streaming import StreamObject, Transfer
 
 
@@ -35,45 +38,73 @@ def _stream(services: Services, transfer: Transfer, event: DownloadEvent) -> Str
     )
 
 
+def _plan(request: Request, info: ObjectInfo, bucket: str, key: str, filename: str) -> Transfer | Response:
+    """What a GET of this object answers: 304 when `If-None-Match` names it, else the transfer of the
+    range asked for (RFC 9110: an unusable Range or a stale If-Range means the whole object)."""
+    if not_modified(request.headers.get("if-none-match"), info.etag):
+        return Response(status_code=304, headers={"etag": info.etag, "cache-control": "private, no-store"})
+    headers = request.headers
+    byte_range = parse_range(headers.get("range"), info.size, info.etag, headers.get("if-range"))
+    return Transfer(bucket, key, info, byte_range, filename)
+
+
+def _head(transfer: Transfer, extra: dict[str, str] | None = None) -> Response:
+    """HEAD: the headers the GET would send, no body, nothing read from the store, nothing recorded."""
+    headers = {k.decode(): v.decode("latin-1") for k, v in transfer.headers(extra)}
+    return Response(status_code=transfer.status_code, headers=headers)
+
+
 async def download_by_ticket(request: Request) -> Any:
-    """GET /downloads/{ticket}: streams the ticket's model version once; honours Range."""
+    """GET /downloads/{ticket}: streams the ticket's model version once; honours Range, If-Range and
+    If-None-Match. HEAD answers the same headers without using the ticket."""
     services = services_of(request)
     try:
-        event, model = await downloads.open_ticket(services, request.path_params["ticket"])
-    except DomainError as exc:
-        return domain_error_response(exc)
-    try:
-        info = await services.store.head(model.bucket, model.key)
-        byte_range = parse_range(request.headers.get("range"), info.size)
-        event = await downloads.claim(event, byte_range)
+        with pymongo.timeout(services.settings.request_timeout_seconds):
+            event, model = await downloads.open_ticket(services, request.path_params["ticket"])
+            info = await services.store.head(model.bucket, model.key)
+            plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
+            if isinstance(plan, Response) or request.method == "HEAD":
+                return plan if isinstance(plan, Response) else _head(plan)
+            event = await downloads.claim(event, plan.byte_range)
     except StorageObjectNotFound as exc:
-        await downloads.finish(services.metrics, event, DownloadStatus.FAILED, 0, exc.message)
+        if request.method != "HEAD":
+            await downloads.finish(services.metrics, event, DownloadStatus.FAILED, 0, exc.message)
         return domain_error_response(exc)
     except DomainError as exc:
         return domain_error_response(exc)
-    transfer = Transfer(model.bucket, model.key, info, byte_range, downloads.artifact_filename(model))
-    return _stream(services, transfer, event)
+    except StorageUnavailable as exc:
+        return storage_unavailable_response(exc)
+    return _stream(services, plan, event)
+
+
+_VERSION = re.compile(r"^[0-9]{1,9}$")
 
 
 async def download_model(request: Request) -> Any:
-    """GET /models/{name}/download[?version=N | ?alias=A]: the one-step download for curl and scripts."""
+    """GET /models/{name}/download[?version=N | ?alias=A]: the one-step download for curl and scripts.
+    HEAD and a 304 record no download."""
     services = services_of(request)
     raw_version = request.query_params.get("version")
     alias = request.query_params.get("alias")
     try:
-        who = requester(request, await principal_of(request))
-        services.limiter.take(who.engineer)
-        if raw_version is not None and not raw_version.isdigit():
-            raise InvalidInput("version", "must be a positive integer")
-        version = int(raw_version) if raw_version is not None else None
-        model, info = await downloads.downloadable(services, request.path_params["name"], version, alias)
-        byte_range = parse_range(request.headers.get("range"), info.size)
+        with pymongo.timeout(services.settings.request_timeout_seconds):
+            who = requester(request, await principal_of(request))
+            services.limiter.take(who.engineer)
+            if raw_version is not None and not _VERSION.match(raw_version):
+                raise InvalidInput("version", "must be a positive integer (ASCII digits)")
+            version = int(raw_version) if raw_version is not None else None
+            model, info = await downloads.downloadable(services, request.path_params["name"], version, alias)
+            plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
+            if isinstance(plan, Response) or request.method == "HEAD":
+                return plan if isinstance(plan, Response) else _head(plan)
+            event = await downloads.start_direct(services, model, who, plan.byte_range)
     except DomainError as exc:
-        services.metrics.download_requests.labels(DownloadMode.STREAM.value, exc.code.lower()).inc()
+        services.metrics.count_download_request(DownloadMode.STREAM.value, exc.code)
         return domain_error_response(exc)
-    event = await downloads.start_direct(services, model, who, byte_range)
-    transfer = Transfer(model.bucket, model.key, info, byte_range, downloads.artifact_filename(model))
-    return _stream(services, transfer, event)
+    except StorageUnavailable as exc:
+        services.metrics.count_download_request(DownloadMode.STREAM.value, "storage_unavailable")
+        return storage_unavailable_response(exc)
+    return _stream(services, plan, event)
 
 
 async def local_presigned_object(request: Request) -> Any:
@@ -82,11 +113,16 @@ async def local_presigned_object(request: Request) -> Any:
     try:
         bucket, key, filename = downloads.open_presigned(services, request.path_params["token"])
         info = await services.store.head(bucket, key)
-        byte_range = parse_range(request.headers.get("range"), info.size)
+        plan = _plan(request, info, bucket, key, filename)
     except DomainError as exc:
         return domain_error_response(exc)
-    transfer = Transfer(bucket, key, info, byte_range, filename)
-    return StreamObject(services.store, transfer, heartbeat_seconds=services.settings.heartbeat_seconds)
+    except StorageUnavailable as exc:
+        return storage_unavailable_response(exc)
+    if isinstance(plan, Response):
+        return plan
+    if request.method == "HEAD":
+        return _head(plan)
+    return StreamObject(services.store, plan, heartbeat_seconds=services.settings.heartbeat_seconds)
 
 
 async def healthz(request: Request) -> Response:

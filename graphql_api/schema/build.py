@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
@@ -25,7 +26,7 @@ from .errors import MaskUnexpectedErrors, is_unexpected, label_error
 from .extensions import OperationMetrics
 from .guards import RequestGuards
 from .root import Mutation, Query
-from .scalars import LONG_SCALAR, Long
+from .scalars import DATETIME_SCALAR, LONG_SCALAR, Long
 from .subscriptions import Subscription
 from .types import AliasChange, Model, ModelVersion
 
@@ -100,7 +101,7 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Model, ModelVersion, DownloadEvent, AliasChange],
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, datetime: DATETIME_SCALAR}),
         extensions=[
             MaskUnexpectedErrors,
             OperationMetrics,

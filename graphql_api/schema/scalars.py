@@ -1,7 +1,9 @@
-"""Custom scalars: `Long` for byte counts (GraphQL `Int` is 32-bit)."""
+"""Custom scalars: `Long` for byte counts (GraphQL `Int` is 32-bit), and a `DateTime` that insists on a
+UTC offset (a naive time is ambiguous, and comparing it with stored times would fail)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NewType
 
 import strawberry
@@ -28,4 +30,30 @@ LONG_SCALAR = strawberry.scalar(
     description="A 64-bit signed integer, serialised as a JSON number (exact up to 2^53).",
     serialize=int,
     parse_value=_parse_long,
+)
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("DateTime must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"DateTime must be ISO-8601, e.g. 2026-01-31T12:00:00Z; got {value[:40]!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValueError("DateTime must include a UTC offset, e.g. 2026-01-31T12:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+def _serialize_datetime(value: datetime) -> str:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+DATETIME_SCALAR = strawberry.scalar(
+    name="DateTime",
+    description="An ISO-8601 date and time with a UTC offset (answers are always in UTC, `+00:00`).",
+    serialize=_serialize_datetime,
+    parse_value=_parse_datetime,
 )

@@ -129,13 +129,11 @@ async def test_ranges(
     assert doc["bytes_sent"] == len(want) and doc["range_start"] == first
 
 
-@pytest.mark.parametrize(
-    "header", ["bytes=20000-", "bytes=abc", "items=0-1", "bytes=5-2", "bytes=-0", "bytes=-"]
-)
-async def test_bad_ranges_get_416_and_keep_the_ticket(
+@pytest.mark.parametrize("header", ["bytes=20000-", "bytes=-0", "bytes=" + "9" * 5000 + "-"])
+async def test_unsatisfiable_ranges_get_416_and_keep_the_ticket(
     live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str, header: str
 ) -> None:
-    """An unsatisfiable or malformed Range is 416 with `Content-Range: bytes */size`; the ticket survives."""
+    """An unsatisfiable Range is 416 with `Content-Range: bytes */size`; the ticket survives."""
     await register(live_gql, stores, bucket, b"x" * 10_000)
     t = await ticket(live_gql)
     resp = await live_http.get(t["url"], headers={"Range": header})
