@@ -234,7 +234,7 @@ class ServeProcess:
     """`modelhub serve` in its own process on the same database and store as `settings` (a second instance,
     as another replica would be: Beanie binds its documents to one client per process)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **env: str) -> None:
         import os
 
         self.port = free_port()
@@ -249,6 +249,16 @@ class ServeProcess:
                 "MODELHUB_SIGNING_SECRET": settings.resolved_signing_secret().decode(),
             }
         )
+        if settings.storage_backend == "s3":
+            self.env.update(
+                {
+                    "MODELHUB_S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+                    "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing",
+                    "MODELHUB_ALLOWED_STORAGE": '["*"]',
+                }
+            )
+        self.env.update(env)
         self.data_dir = settings.data_dir
         self.proc: Any = None
 
@@ -269,3 +279,72 @@ class ServeProcess:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.communicate(timeout=30)
+
+
+class ServerProcess:
+    """A dependency in its own process on a fixed loopback port, so a test can stop (SIGSTOP), continue,
+    kill (SIGKILL) and restart it as an outage would: `python -m secantus` or `moto_server`."""
+
+    def __init__(self, kind: str, data_dir: Path) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.proc: Any = None
+
+    @property
+    def url(self) -> str:
+        if self.kind == "mongo":
+            return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        import subprocess
+        import sys
+
+        if self.kind == "mongo":
+            cmd = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(self.port)]
+            cmd += ["--storage-path", str(self.data_dir), "--log-level", "WARNING", "--sync-on-commit"]
+        else:
+            cmd = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} did not start")
+            time.sleep(0.1)
+        return self
+
+    def _answers(self) -> bool:
+        if self.kind == "mongo":
+            import pymongo
+            from pymongo.errors import PyMongoError
+
+            try:
+                with pymongo.MongoClient(self.url, serverSelectionTimeoutMS=300) as client:
+                    client.admin.command("ping")
+            except PyMongoError:
+                return False
+            return True
+        try:
+            return httpx.get(self.url, timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
