@@ -16,6 +16,7 @@ from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import mark_process_dead
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -142,6 +143,14 @@ async def _stop(task: asyncio.Task[Any]) -> None:
         await task
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method it does not serve) as JSON errors like the rest."""
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+    body = {"error": {"code": codes.get(exc.status_code, "BAD_REQUEST"), "message": str(exc.detail)}}
+    return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+
 def _too_deep(data: str | bytes) -> bool:
     """Whether the JSON text opens more than MAX_JSON_DEPTH brackets at once (strings are skipped), checked
     before parsing so a body nested 100,000 deep never reaches the recursive parser."""
@@ -247,7 +256,12 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
         Middleware(OutageGuard),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={StarletteHTTPException: _http_error},
+    )
     app.state.settings = settings
     return app
 
