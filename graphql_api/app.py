@@ -139,8 +139,9 @@ async def _sweep_forever(metrics: Metrics, stale_seconds: float) -> None:
 async def _stop(task: asyncio.Task[Any]) -> None:
     """Cancels a background task and waits for it, so it is gone before the clients it uses close."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    done, _ = await asyncio.wait({task}, timeout=5)  # bounded: shutdown never hangs on a stuck task
+    if not done:
+        log.error("a background task did not stop within 5 s of being cancelled")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -50,7 +50,10 @@ class Watch:
     async def check(self) -> bool:
         """One probe; updates the state and returns whether the dependency answered."""
         try:
-            await asyncio.wait_for(self.probe(), self.timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that races the
+            # probe's completion, and the task would then never stop.
+            async with asyncio.timeout(self.timeout):
+                await self.probe()
         except Exception as exc:  # any failure to answer counts; the reason goes to the log
             self.last_error = type(exc).__name__
             self._failed += 1

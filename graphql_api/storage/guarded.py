@@ -29,7 +29,8 @@ class GuardedStore:
                 close()  # never awaited: closed so that it does not warn
             raise StorageUnavailable(DOWN)
         try:
-            return await asyncio.wait_for(call, self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: see health.Watch.check
+                return await call
         except TimeoutError:
             raise StorageUnavailable(f"the object store did not answer within {self.timeout:g} s") from None
 
