@@ -47,6 +47,19 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median(samples) * 1000
 
 
+def stats_document(args: str) -> str:
+    """The `downloadStats` query a dashboard panel sends, with the given arguments."""
+    fields = "modelName projectName engineer periodStart downloads completed totalBytes"
+    fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers"
+    return f"query($s: DateTime) {{ downloadStats({args}) {{ source rows {{ {fields} }} }} }}"
+
+
+def downloads_document(with_count: bool) -> str:
+    node = "id modelName version engineer status mode bytesSent startedAt durationSeconds"
+    gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { "
+    return gql + ("totalCount " if with_count else "") + f"edges {{ cursor node {{ {node} }} }} }} }}"
+
+
 def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.StatsRequest]]:
     today = queries.day_of(now)
     d30, d7 = (today - timedelta(days=30)), (today - timedelta(days=7))
@@ -129,9 +142,7 @@ async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]
     rows = []
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         for title, args, variables, req in stats_shapes(now):
-            fields = "modelName projectName engineer periodStart downloads completed totalBytes"
-            fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers"
-            query = f"query($s: DateTime) {{ downloadStats({args}) {{ source rows {{ {fields} }} }} }}"
+            query = stats_document(args)
 
             async def over_http(query: str = query, variables: dict[str, Any] = variables) -> dict[str, Any]:
                 body = (await http.post("/graphql", json={"query": query, "variables": variables})).json()
@@ -153,14 +164,12 @@ async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]
 
         some = await DownloadEvent.find_one({})
         assert some is not None
-        node = "id modelName version engineer status mode bytesSent startedAt durationSeconds"
         for title, flt, with_count in [
             ("downloads newest 100", {}, False),
             ("downloads of one engineer", {"engineers": [some.engineer]}, False),
             ("  ... with totalCount", {"engineers": [some.engineer]}, True),
         ]:
-            gql = "query($f: DownloadFilter) { downloads(filter: $f, first: 100) { "
-            gql += ("totalCount " if with_count else "") + f"edges {{ cursor node {{ {node} }} }} }} }}"
+            gql = downloads_document(with_count)
 
             async def over_http_page(gql: str = gql, flt: dict[str, Any] = flt) -> Any:
                 body = (await http.post("/graphql", json={"query": gql, "variables": {"f": flt}})).json()

@@ -92,20 +92,25 @@ def fetch(url: str) -> tuple[float, float, int]:
         return time.perf_counter() - start, ttfb, total
 
 
+TICKET = """mutation {
+  requestDownload(input: {name: "big", mode: STREAM}) {
+    __typename ... on DownloadTicket { url } ... on UserError { code message } } }"""
+REGISTER = """mutation($b: String!, $k: String!) {
+  registerModel(input: {name: "big", projectName: "bench", bucket: $b, key: $k}) {
+    __typename ... on UserError { code message } } }"""
+
+
 async def through_api(base: str) -> tuple[float, float, int]:
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        q = 'mutation { requestDownload(name: "big") { ... on DownloadTicket { url } } }'
-        ticket = (await client.post("/graphql", json={"query": q})).json()["data"]["requestDownload"]
+        ticket = (await client.post("/graphql", json={"query": TICKET})).json()["data"]["requestDownload"]
+    assert ticket["__typename"] == "DownloadTicket", ticket
     return await asyncio.to_thread(fetch, ticket["url"])
 
 
 def register(base: str) -> None:
-    q = """mutation($b: String!, $k: String!) {
-      registerModel(input: {name: "big", projectName: "bench", bucket: $b, key: $k}) {
-        __typename ... on Error { message } } }"""
-    body = {"query": q, "variables": {"b": BUCKET, "k": KEY}}
+    body = {"query": REGISTER, "variables": {"b": BUCKET, "k": KEY}}
     result = httpx.post(f"{base}/graphql", json=body, timeout=60).json()["data"]["registerModel"]
-    assert result["__typename"] == "Model", result
+    assert result["__typename"] == "ModelVersion", result
 
 
 async def run_store(kind: str, size: int, work: Path, mongo_uri: str) -> dict[str, float]:
