@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
@@ -34,6 +34,7 @@ from .config import Settings
 from .db import connect
 from .health import Health, Watch
 from .http import routes as routes_
+from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
@@ -53,9 +54,6 @@ class MissingDatabase(RuntimeError):
     pass
 
 
-MAX_JSON_DEPTH = 64
-
-
 class ModelhubGraphQL(GraphQL[Context, None]):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """As Strawberry's, but a request it refuses before GraphQL starts (bad JSON, wrong shape) gets a
@@ -66,14 +64,12 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         try:
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
-            error = {"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}
-            response = JSONResponse({"data": None, "errors": [error]}, exc.status_code)
+            response = graphql_error_response(exc.status_code, "BAD_REQUEST", exc.reason)
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
-        """JSON bodies: UTF-8, nested at most MAX_JSON_DEPTH deep, an object (or a batch list) at the top."""
-        if _too_deep(data):
-            raise HTTPException(400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
+        """JSON bodies: UTF-8, an object (or a batch list of objects) at the top; nesting too deep for the
+        parser (RecursionError) is a 400 like any other unparseable body."""
         try:
             value = json.loads(data)
         except (UnicodeDecodeError, RecursionError, ValueError) as exc:
@@ -148,35 +144,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no such route, a method it does not serve) as JSON errors like the rest."""
     assert isinstance(exc, StarletteHTTPException)
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    body = {"error": {"code": codes.get(exc.status_code, "BAD_REQUEST"), "message": str(exc.detail)}}
-    return JSONResponse(body, exc.status_code, headers=exc.headers)
-
-
-def _too_deep(data: str | bytes) -> bool:
-    """Whether the JSON text opens more than MAX_JSON_DEPTH brackets at once (strings are skipped), checked
-    before parsing so a body nested 100,000 deep never reaches the recursive parser."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # the common case, at C speed
-        return False
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
+    response = error_response(exc.status_code, codes.get(exc.status_code, "BAD_REQUEST"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -208,7 +178,6 @@ def create_app(settings: Settings) -> Starlette:
                 operation_allowlist=settings.metrics_operation_allowlist,
                 model_allowlist=settings.metrics_model_allowlist,
             )
-            app.state.mongo = client
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
             app.state.services = Services(
                 settings=settings,

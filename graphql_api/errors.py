@@ -88,6 +88,14 @@ class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 
 
+# What clients are told about an outage: fixed texts (a driver's own message names hosts, ports and paths).
+OUTAGE_MESSAGES = {
+    "DATABASE_TIMEOUT": "the database did not answer within the request's deadline; try again",
+    "DATABASE_UNAVAILABLE": "the database is unavailable; try again shortly",
+    "STORAGE_UNAVAILABLE": "the object store is unavailable; try again shortly",
+}
+
+
 class DatabaseUnavailable(Exception):
     """The database stopped answering (its watch is down): the request is answered now, not after a hang."""
 

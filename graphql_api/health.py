@@ -5,9 +5,12 @@ and recover by themselves when it answers again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+
+import anyio
 
 log = logging.getLogger("modelhub.health")
 
@@ -17,7 +20,8 @@ Probe = Callable[[], Awaitable[object]]
 class Watch:
     """Probes a dependency every `interval` seconds, each probe bounded by `timeout`; `failures` failed
     probes in a row mark it down (at most `interval + failures * timeout` seconds after it stopped), and
-    one good probe marks it up again. Waiters of `wait_down` are woken the moment it goes down."""
+    one good probe marks it up again. Work run under `cancelled_when_down` is cancelled the moment it goes
+    down (unless released first)."""
 
     def __init__(
         self,
@@ -36,16 +40,28 @@ class Watch:
         self.up = True
         self.changed_at = time.monotonic()
         self.last_error: str | None = None
-        self._down = asyncio.Event()
         self._failed = 0
+        self._guarded: set[anyio.CancelScope] = set()
 
     @property
     def bound_seconds(self) -> float:
         """The longest a dependency can be dead before this watch says so."""
         return self.interval + self.failures * self.timeout
 
-    async def wait_down(self) -> None:
-        await self._down.wait()
+    @contextlib.contextmanager
+    def cancelled_when_down(self) -> Iterator[anyio.CancelScope]:
+        """A cancel scope this watch cancels if the dependency goes down while it is open and not released:
+        no task per request, just a set entry."""
+        scope = anyio.CancelScope()
+        self._guarded.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._guarded.discard(scope)
+
+    def release(self, scope: anyio.CancelScope) -> None:
+        self._guarded.discard(scope)
 
     async def check(self) -> bool:
         """One probe; updates the state and returns whether the dependency answered."""
@@ -70,10 +86,9 @@ class Watch:
     def _set(self, up: bool) -> None:
         self.up = up
         self.changed_at = time.monotonic()
-        if up:
-            self._down = asyncio.Event()
-        else:
-            self._down.set()
+        if not up:
+            for scope in list(self._guarded):
+                scope.cancel()
 
     async def run(self) -> None:
         while True:

@@ -27,6 +27,17 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+class CursorKeyed:
+    """An order's short name for cursors (`NAME_ASC`): a cursor made for one order is refused by another."""
+
+    field: StrEnum
+    descending: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.field.value}_{'DESC' if self.descending else 'ASC'}"
+
+
 class ModelOrderField(StrEnum):
     CREATED_AT = "CREATED_AT"
     UPDATED_AT = "UPDATED_AT"
@@ -35,7 +46,7 @@ class ModelOrderField(StrEnum):
 
 
 @dataclass(frozen=True)
-class ModelOrder:
+class ModelOrder(CursorKeyed):
     field: ModelOrderField = ModelOrderField.CREATED_AT
     descending: bool = True
 
@@ -63,7 +74,7 @@ class VersionOrderField(StrEnum):
 
 
 @dataclass(frozen=True)
-class VersionOrder:
+class VersionOrder(CursorKeyed):
     field: VersionOrderField = VersionOrderField.VERSION
     descending: bool = True
 
@@ -118,14 +129,9 @@ class DownloadOrderField(StrEnum):
 
 
 @dataclass(frozen=True)
-class DownloadOrder:
+class DownloadOrder(CursorKeyed):
     field: DownloadOrderField = DownloadOrderField.STARTED_AT
     descending: bool = True
-
-    @property
-    def key(self) -> str:
-        """A short name for cursors: a cursor made for one order is refused by another."""
-        return f"{self.field.value}_{'DESC' if self.descending else 'ASC'}"
 
 
 class Dimension(StrEnum):

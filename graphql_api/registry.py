@@ -264,7 +264,7 @@ async def _list_by_downloads(
     names = await models_db.model_names(query)
     sign = -1 if order.descending else 1
     names.sort(key=lambda n: (sign * counts.get(n, 0), n))
-    page = offset_page(names, "DOWNLOADS_" + ("DESC" if order.descending else "ASC"), request)
+    page = offset_page(names, order.key, request)
     by_name = await models_db.find_models([n for n, _ in page.items])
     return Page(
         items=[(by_name[n], c) for n, c in page.items if n in by_name],

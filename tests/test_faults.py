@@ -16,7 +16,7 @@ import httpx
 import pymongo
 import pytest
 
-from tests.servers import ServeProcess, ServerProcess, make_settings
+from tests.servers import ServeProcess, ServerProcess, eventually, make_settings
 
 BOUND = 5.0  # seconds: the longest an outage may keep a request waiting
 REGISTER = 'mutation($b: String!, $k: String!) { registerModel(input: {name: "m", projectName: "p", bucket: $b, key: $k}) { __typename } }'
@@ -49,15 +49,6 @@ async def timed(call: Any) -> tuple[Any, float]:
     started = time.monotonic()
     result = await call
     return result, time.monotonic() - started
-
-
-async def until(probe: Any, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.25)
 
 
 def outcomes(mongo_url: str, db_name: str) -> dict[str, int]:
@@ -101,7 +92,7 @@ async def test_database_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> 
                     assert received == BIG
                 finally:
                     mongo.signal(signal.SIGCONT)
-            ok = await until(lambda: _ready(http))
+            ok = await eventually(lambda: _ready(http), 30)
             assert ok, "did not recover after SIGCONT"
             assert (await gql(http, "{ models(first: 5) { totalCount } }"))["data"]["models"][
                 "totalCount"
@@ -113,7 +104,7 @@ async def test_database_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> 
             resp, took = await timed(http.get("/readyz"))
             assert resp.status_code == 503 and took < BOUND
             mongo.start()
-            assert await until(lambda: _ready(http)), "did not recover after a restart"
+            assert await eventually(lambda: _ready(http), 30), "did not recover after a restart"
             url = (await gql(http, TICKET))["data"]["requestDownload"]["url"]
             resp = await http.get(url)
             assert resp.status_code == 200 and len(resp.content) == BIG
@@ -123,7 +114,7 @@ async def test_database_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> 
                 seen = outcomes(mongo.url, settings.mongo_db)
                 return sum(seen.get(s, 0) for s in ("COMPLETED", "ABORTED", "FAILED")) == started_downloads
 
-            assert await until(recorded), outcomes(mongo.url, settings.mongo_db)
+            assert await eventually(recorded, 30), outcomes(mongo.url, settings.mongo_db)
             assert outcomes(mongo.url, settings.mongo_db).get("COMPLETED") == started_downloads
 
 
@@ -186,7 +177,7 @@ async def test_store_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> Non
                 async def failed_recorded() -> bool:
                     return outcomes(mongo.url, settings.mongo_db).get("FAILED", 0) == 1
 
-                assert await until(failed_recorded), outcomes(mongo.url, settings.mongo_db)
+                assert await eventually(failed_recorded, 30), outcomes(mongo.url, settings.mongo_db)
                 with pymongo.MongoClient(mongo.url) as client:
                     failed = client[settings.mongo_db].download_events.find_one({"status": "FAILED"})
                 assert failed["error"] and 0 < failed["bytes_sent"] < BIG
@@ -195,6 +186,6 @@ async def test_store_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> Non
                 assert outcomes(mongo.url, settings.mongo_db).get("COMPLETED") == 1
 
                 moto.start()
-                assert await until(lambda: _ready(http)), "did not recover after S3 restarted"
+                assert await eventually(lambda: _ready(http), 30), "did not recover after S3 restarted"
     finally:
         moto.stop()

@@ -52,14 +52,13 @@ MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetri
 
 def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
     key = doc["_id"] or {}
-    mode, status = key.get(Dimension.MODE.value), key.get(Dimension.STATUS.value)
+    group: dict[str, Any] = {attr: key.get(dim.value) for dim, attr in ROW_FIELDS.items()}
+    if group["mode"]:
+        group["mode"] = DownloadMode(group["mode"])
+    if group["status"]:
+        group["status"] = DownloadStatus(group["status"])
     row = StatsRow(
-        model_name=key.get(Dimension.MODEL.value),
-        model_version=key.get(Dimension.VERSION.value),
-        project_name=key.get(Dimension.PROJECT.value),
-        engineer=key.get(Dimension.ENGINEER.value),
-        mode=DownloadMode(mode) if mode else None,
-        status=DownloadStatus(status) if status else None,
+        **group,
         period_start=doc.get("period_start"),
         downloads=doc["downloads"],
         completed=doc["completed"],

@@ -111,8 +111,7 @@ async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:
 
 
 async def page_models(query: ModelQuery, order: ModelOrder, request: PageRequest) -> Page[RegisteredModel]:
-    key = f"{order.field.value}_{'DESC' if order.descending else 'ASC'}"
-    return await keyset_page(RegisteredModel, model_filter(query), model_sort(order), key, request)
+    return await keyset_page(RegisteredModel, model_filter(query), model_sort(order), order.key, request)
 
 
 async def model_names(query: ModelQuery) -> list[str]:
@@ -181,8 +180,7 @@ async def page_versions(query: VersionQuery, order: VersionOrder, request: PageR
     sort: Sort = (
         [("version", d)] if order.field is VersionOrderField.VERSION else [("created_at", d), ("_id", d)]
     )
-    key = f"{order.field.value}_{'DESC' if order.descending else 'ASC'}"
-    return await keyset_page(ModelVersion, flt, sort, key, request)
+    return await keyset_page(ModelVersion, flt, sort, order.key, request)
 
 
 async def insert_many_versions(versions: list[ModelVersion]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from ..errors import (
+    OUTAGE_MESSAGES,
     AliasNotFound,
     DomainError,
     Forbidden,
@@ -52,6 +53,24 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse(error_body(code, message, **extra), status, headers={"cache-control": "no-store"})
 
 
+def graphql_error_response(status: int, code: str, message: str) -> JSONResponse:
+    """A GraphQL answer with one top-level error, for requests refused before GraphQL runs."""
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    return JSONResponse(body, status, headers={"cache-control": "no-store"})
+
+
+def outage_response(code: str, graphql: bool = False) -> JSONResponse:
+    """A dependency outage: a GraphQL error (HTTP 200, like every GraphQL error) or, on the routes, a JSON
+    503 (database) or 502 (object store); with `Retry-After`. The message is a fixed text."""
+    message = OUTAGE_MESSAGES[code]
+    if graphql:
+        response = graphql_error_response(200, code, message)
+    else:
+        response = error_response(502 if code == "STORAGE_UNAVAILABLE" else 503, code, message)
+    response.headers["retry-after"] = "2"
+    return response
+
+
 def status_of(exc: DomainError) -> int:
     if isinstance(exc, TicketInvalid):
         return TICKET_STATUS[exc.problem]
@@ -66,13 +85,4 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
         response.headers["content-range"] = f"bytes */{exc.size}"
     if isinstance(exc, RateLimited):
         response.headers["retry-after"] = str(math.ceil(exc.retry_after))
-    return response
-
-
-def storage_unavailable_response(exc: Exception) -> JSONResponse:
-    """502 while the object store is out (the message names no host, path or endpoint)."""
-    response = error_response(
-        502, "STORAGE_UNAVAILABLE", "the object store is unavailable; try again shortly"
-    )
-    response.headers["retry-after"] = "2"
     return response

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 
-import anyio
-
 from ..health import Watch
+from .errors import error_response, outage_response
 from .streaming import Message, Receive, Scope, Send
 
 _TOKEN_PATH = re.compile(r"/(downloads|objects)/[^\s/?\"]+")
@@ -30,7 +28,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -42,7 +40,7 @@ class BodyLimit:
             body = message.get("body", b"")
             size += len(body)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
                 return
             chunks.append(body)
             more = message.get("more_body", False)
@@ -58,22 +56,17 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body is over the limit of {self.max_bytes} bytes"
-        body = json.dumps({"error": {"code": "PAYLOAD_TOO_LARGE", "message": message}}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-DATABASE_DOWN = "the database is unavailable; try again shortly"
+        await error_response(413, "PAYLOAD_TOO_LARGE", message)(scope, receive, send)
 
 
 class OutageGuard:
     """Answers requests that need the database with a typed outage error as soon as its watch says it is
     down: at once when it already is, and mid-request when it goes down before the response has started
-    (the request's work is cancelled). A response already streaming is left alone: a download does not
-    need the database to go on. GraphQL gets a GraphQL error (`DATABASE_UNAVAILABLE`), the routes JSON 503."""
+    (the watch cancels the request's work). A response already streaming is left alone: a download does
+    not need the database to go on. GraphQL gets a GraphQL error (`DATABASE_UNAVAILABLE`), the routes a
+    JSON 503."""
 
     def __init__(self, app: Any, guarded_prefixes: tuple[str, ...] = ("/graphql", "/downloads/", "/models/")):
         self.app = app
@@ -88,52 +81,21 @@ class OutageGuard:
         watch: Watch = health.database
         graphql = path.startswith("/graphql")
         if not watch.up:
-            await _outage(send, graphql)
+            await outage_response("DATABASE_UNAVAILABLE", graphql)(scope, receive, send)
             return
         started = False
-        tripped = False
+        with watch.cancelled_when_down() as work:
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                watcher_scope.cancel()  # from here on an outage is the response's own business
-            await send(message)
+            async def tracking_send(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    watch.release(work)  # from here on an outage is the response's own business
+                await send(message)
 
-        async with anyio.create_task_group() as tg:
-            watcher_scope = anyio.CancelScope()
-
-            async def watcher() -> None:
-                nonlocal tripped
-                with watcher_scope:
-                    await watch.wait_down()
-                    if not started:
-                        tripped = True
-                        tg.cancel_scope.cancel()
-
-            tg.start_soon(watcher)
             await self.app(scope, receive, tracking_send)
-            watcher_scope.cancel()
-        if tripped:
-            await _outage(send, graphql)
-
-
-async def _outage(send: Send, graphql: bool) -> None:
-    error: dict[str, Any] = {"message": DATABASE_DOWN, "extensions": {"code": "DATABASE_UNAVAILABLE"}}
-    body: dict[str, Any]
-    if graphql:  # a GraphQL answer like any other top-level error (as DATABASE_TIMEOUT is)
-        status, body = 200, {"data": None, "errors": [error]}
-    else:
-        status, body = 503, {"error": {"code": "DATABASE_UNAVAILABLE", "message": DATABASE_DOWN}}
-    raw = json.dumps(body).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(raw)).encode()),
-        (b"retry-after", b"2"),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw, "more_body": False})
+        if work.cancel_called and not started:  # it went down while the request waited on it
+            await outage_response("DATABASE_UNAVAILABLE", graphql)(scope, receive, send)
 
 
 class RedactTokens(logging.Filter):

@@ -15,10 +15,11 @@ from .. import downloads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
+from ..health import Health, Watch
 from ..services import Services
 from ..storage import ObjectInfo
 from .caller import principal_of, requester, services_of
-from .errors import domain_error_response, storage_unavailable_response
+from .errors import domain_error_response, outage_response
 from .ranges import not_modified, parse_range
 from .streaming import StreamObject, Transfer
 
@@ -39,19 +40,18 @@ def _stream(services: Services, transfer: Transfer, event: DownloadEvent) -> Str
 
 
 def _plan(request: Request, info: ObjectInfo, bucket: str, key: str, filename: str) -> Transfer | Response:
-    """What a GET of this object answers: 304 when `If-None-Match` names it, else the transfer of the
-    range asked for (RFC 9110: an unusable Range or a stale If-Range means the whole object)."""
+    """The transfer a GET of this object streams (RFC 9110: an unusable Range or a stale If-Range means
+    the whole object), or the answer that needs no body and records nothing: 304 when `If-None-Match`
+    names the object, and for HEAD the headers the GET would send."""
     if not_modified(request.headers.get("if-none-match"), info.etag):
         return Response(status_code=304, headers={"etag": info.etag, "cache-control": "private, no-store"})
     headers = request.headers
     byte_range = parse_range(headers.get("range"), info.size, info.etag, headers.get("if-range"))
-    return Transfer(bucket, key, info, byte_range, filename)
-
-
-def _head(transfer: Transfer, extra: dict[str, str] | None = None) -> Response:
-    """HEAD: the headers the GET would send, no body, nothing read from the store, nothing recorded."""
-    headers = {k.decode(): v.decode("latin-1") for k, v in transfer.headers(extra)}
-    return Response(status_code=transfer.status_code, headers=headers)
+    transfer = Transfer(bucket, key, info, byte_range, filename)
+    if request.method == "HEAD":
+        head = {k.decode(): v.decode("latin-1") for k, v in transfer.headers()}
+        return Response(status_code=transfer.status_code, headers=head)
+    return transfer
 
 
 async def download_by_ticket(request: Request) -> Any:
@@ -63,8 +63,8 @@ async def download_by_ticket(request: Request) -> Any:
             event, model = await downloads.open_ticket(services, request.path_params["ticket"])
             info = await services.store.head(model.bucket, model.key)
             plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
-            if isinstance(plan, Response) or request.method == "HEAD":
-                return plan if isinstance(plan, Response) else _head(plan)
+            if isinstance(plan, Response):
+                return plan
             event = await downloads.claim(event, plan.byte_range)
     except StorageObjectNotFound as exc:
         if request.method != "HEAD":
@@ -72,11 +72,12 @@ async def download_by_ticket(request: Request) -> Any:
         return domain_error_response(exc)
     except DomainError as exc:
         return domain_error_response(exc)
-    except StorageUnavailable as exc:
-        return storage_unavailable_response(exc)
+    except StorageUnavailable:
+        return outage_response("STORAGE_UNAVAILABLE")
     return _stream(services, plan, event)
 
 
+READY_PROBE_SECONDS = 3.0
 _VERSION = re.compile(r"^[0-9]{1,9}$")
 
 
@@ -95,15 +96,15 @@ async def download_model(request: Request) -> Any:
             version = int(raw_version) if raw_version is not None else None
             model, info = await downloads.downloadable(services, request.path_params["name"], version, alias)
             plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
-            if isinstance(plan, Response) or request.method == "HEAD":
-                return plan if isinstance(plan, Response) else _head(plan)
+            if isinstance(plan, Response):
+                return plan
             event = await downloads.start_direct(services, model, who, plan.byte_range)
     except DomainError as exc:
         services.metrics.count_download_request(DownloadMode.STREAM.value, exc.code)
         return domain_error_response(exc)
-    except StorageUnavailable as exc:
+    except StorageUnavailable:
         services.metrics.count_download_request(DownloadMode.STREAM.value, "storage_unavailable")
-        return storage_unavailable_response(exc)
+        return outage_response("STORAGE_UNAVAILABLE")
     return _stream(services, plan, event)
 
 
@@ -116,12 +117,10 @@ async def local_presigned_object(request: Request) -> Any:
         plan = _plan(request, info, bucket, key, filename)
     except DomainError as exc:
         return domain_error_response(exc)
-    except StorageUnavailable as exc:
-        return storage_unavailable_response(exc)
+    except StorageUnavailable:
+        return outage_response("STORAGE_UNAVAILABLE")
     if isinstance(plan, Response):
         return plan
-    if request.method == "HEAD":
-        return _head(plan)
     return StreamObject(services.store, plan, heartbeat_seconds=services.settings.heartbeat_seconds)
 
 
@@ -135,23 +134,21 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    health = getattr(request.app.state, "health", None)
-    if health is not None and not all(w.up for w in health.all()):  # a watch already knows: answer at once
-        known = {
-            "mongo": "ok" if health.database.up else f"unavailable: {health.database.last_error}",
-            "store": "ok" if health.store.up else f"unavailable: {health.store.last_error}",
-        }
-        return JSONResponse({"status": "unavailable", **known}, 503)
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(request.app.state.mongo.admin.command("ping"), 3)
-        checks["mongo"] = "ok"
-    except Exception as exc:  # readiness reports any failure; it never raises
-        checks["mongo"] = f"unavailable: {type(exc).__name__}"
-    try:
-        await asyncio.wait_for(services_of(request).store.ping(), 3)
-        checks["store"] = "ok"
-    except Exception as exc:
-        checks["store"] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", **checks}, 200 if ready else 503)
+    """Readiness: 503 unless both dependencies answer. A watch that already knows one is down answers at
+    once; otherwise both are probed now, together (the watches' own probes), each within 3 s."""
+    health: Health = request.app.state.health
+
+    async def state(watch: Watch) -> str:
+        if not watch.up:
+            return f"unavailable: {watch.last_error}"
+        try:
+            async with asyncio.timeout(READY_PROBE_SECONDS):
+                await watch.probe()
+        except Exception as exc:  # readiness reports any failure; it never raises
+            return f"unavailable: {type(exc).__name__}"
+        return "ok"
+
+    mongo, store = await asyncio.gather(state(health.database), state(health.store))
+    ready = mongo == store == "ok"
+    body = {"status": "ready" if ready else "unavailable", "mongo": mongo, "store": store}
+    return JSONResponse(body, 200 if ready else 503)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import anyio.lowlevel
 from ..documents import DownloadStatus
 from ..errors import StorageObjectNotFound, StorageUnavailable
 from ..storage import ObjectInfo, ObjectStore, content_disposition
-from .errors import error_body
+from .errors import domain_error_response, outage_response
 
 log = logging.getLogger("modelhub.http")
 
@@ -115,7 +114,13 @@ class StreamObject:
                 first = await anext(chunks) if chunks is not None else b""
             except (StorageObjectNotFound, StorageUnavailable) as exc:
                 outcome.status, outcome.error = DownloadStatus.FAILED, str(exc)
-                await _store_error(send, exc)
+                # The status line is not out yet: a clean JSON error (the store's own text stays in the log).
+                failed = (
+                    domain_error_response(exc)
+                    if isinstance(exc, StorageObjectNotFound)
+                    else outage_response("STORAGE_UNAVAILABLE")
+                )
+                await failed(scope, receive, send)
                 return
             await self._stream(receive, send, chunks, first, outcome)
         finally:
@@ -171,14 +176,3 @@ class StreamObject:
             log.error("store failed after %d bytes of %s/%s: %s", outcome.sent, t.bucket, t.key, exc)
         except OSError:  # the client went away mid-send (uvicorn's ClientDisconnected)
             outcome.status = DownloadStatus.ABORTED
-
-
-async def _store_error(send: Send, exc: StorageObjectNotFound | StorageUnavailable) -> None:
-    if isinstance(exc, StorageObjectNotFound):
-        status, body = 404, error_body(exc.code, exc.message)
-    else:
-        status, body = 502, error_body("STORAGE_UNAVAILABLE", str(exc))
-    raw = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": raw, "more_body": False})

@@ -130,13 +130,6 @@ def _union_members(resolver: Callable[..., Any]) -> list[type[Any]]:
     return list(typing.get_args(union))
 
 
-OUTAGE_MESSAGES = {
-    "DATABASE_TIMEOUT": "the database did not answer within the request's deadline; try again",
-    "DATABASE_UNAVAILABLE": "the database is unavailable; try again shortly",
-    "STORAGE_UNAVAILABLE": "the object store is unavailable; try again shortly",
-}
-
-
 def outage_code(exc: BaseException | None) -> str | None:
     """The code of a dependency outage (an expected failure, reported as such), or None."""
     if isinstance(exc, errors.StorageUnavailable):
@@ -180,7 +173,7 @@ def label_error(error: GraphQLError) -> None:
         error.extensions = {**(error.extensions or {}), "code": original.code, **extra}
     elif (code := outage_code(original)) is not None:
         log.warning("dependency outage (%s): %r", code, original)
-        error.message = OUTAGE_MESSAGES[code]  # the driver's text names hosts and paths: never sent
+        error.message = errors.OUTAGE_MESSAGES[code]  # the driver's text names hosts and paths: never sent
         error.extensions = {**(error.extensions or {}), "code": code}
     elif error.path is None:
         error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}

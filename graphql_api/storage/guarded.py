@@ -7,12 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
-from ..errors import StorageUnavailable
+from ..errors import OUTAGE_MESSAGES, StorageUnavailable
 from ..health import Watch
 from . import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
-DOWN = "the object store is unavailable; try again shortly"
 
 
 class GuardedStore:
@@ -27,7 +26,7 @@ class GuardedStore:
             close = getattr(call, "close", None)
             if close is not None:
                 close()  # never awaited: closed so that it does not warn
-            raise StorageUnavailable(DOWN)
+            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
         try:
             async with asyncio.timeout(self.timeout):  # not wait_for: see health.Watch.check
                 return await call
