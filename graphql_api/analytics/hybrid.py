@@ -69,9 +69,8 @@ def split(since: datetime | None, until: datetime | None) -> Pieces:
         if tail:
             pieces.hours.append(tail[0])
             pieces.raw.append(tail[1])
-    pieces.raw = [w for w in pieces.raw if _nonempty(w)]
-    pieces.hours = [w for w in pieces.hours if _nonempty(w)]
-    pieces.days = [w for w in pieces.days if _nonempty(w)]
+    for windows in (pieces.raw, pieces.hours, pieces.days):
+        windows[:] = [w for w in windows if _nonempty(w)]
     return pieces
 
 
@@ -128,14 +127,6 @@ def truncate(moment: datetime, interval: Interval) -> datetime:
     return day.replace(day=1)
 
 
-EVENT_KEYS = {
-    Dimension.MODEL: lambda e: e.model_name,
-    Dimension.VERSION: lambda e: e.model_version,
-    Dimension.PROJECT: lambda e: e.project_name,
-    Dimension.MODE: lambda e: getattr(e.mode, "value", e.mode),
-}
-
-
 def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted(key.items()))
 
@@ -161,12 +152,18 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     for since, until in pieces.raw:
         edge = dataclasses.replace(req.query, since=since, until=until)
         async for event in events_db.scan(edge):
-            event_key: dict[str, Any] = {d.value: EVENT_KEYS[d](event) for d in req.group_by}
+            event_key: dict[str, Any] = {d.value: _group_value(event, d) for d in req.group_by}
             if req.interval:
                 event_key["period"] = truncate(event.started_at, req.interval)
             # The write path's own rule for what an event adds to a bucket: edges and buckets agree.
             group_for(event_key).add(delta_of(_typed(event), started=True, finished=True))
     return [_as_doc(key, total) for key, total in groups.values()]
+
+
+def _group_value(event: DownloadEvent, dimension: Dimension) -> Any:
+    """The event's value for a dimension, as the pipelines group it (enums by their value)."""
+    value = getattr(event, events_db.DIMENSIONS[dimension])
+    return getattr(value, "value", value)
 
 
 def _typed(event: DownloadEvent) -> DownloadEvent:
