@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -45,18 +46,27 @@ class Context:
     identity_error: DomainError | None = None
     # A WebSocket's `connection_init` payload (browsers cannot set headers on a WebSocket).
     connection_params: dict[str, object] | None = None
-    version_totals: DataLoader[Any, ModelDownloadTotals] = field(init=False)
-    model_totals: DataLoader[str, ModelDownloadTotals] = field(init=False)
-    versions_by_id: DataLoader[Any, ModelVersion | None] = field(init=False)
-    models_by_name: DataLoader[str, RegisteredModel] = field(init=False)
-    latest_versions: DataLoader[str, ModelVersion | None] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.version_totals = DataLoader(load_fn=model_download_totals)
-        self.model_totals = DataLoader(load_fn=model_totals)
-        self.versions_by_id = DataLoader(load_fn=_versions_by_id)
-        self.models_by_name = DataLoader(load_fn=_models_by_name)
-        self.latest_versions = DataLoader(load_fn=_latest_versions)
+    # DataLoaders are made on first use: most operations need none of them.
+    @cached_property
+    def version_totals(self) -> DataLoader[Any, ModelDownloadTotals]:
+        return DataLoader(load_fn=model_download_totals)
+
+    @cached_property
+    def model_totals(self) -> DataLoader[str, ModelDownloadTotals]:
+        return DataLoader(load_fn=model_totals)
+
+    @cached_property
+    def versions_by_id(self) -> DataLoader[Any, ModelVersion | None]:
+        return DataLoader(load_fn=_versions_by_id)
+
+    @cached_property
+    def models_by_name(self) -> DataLoader[str, RegisteredModel]:
+        return DataLoader(load_fn=_models_by_name)
+
+    @cached_property
+    def latest_versions(self) -> DataLoader[str, ModelVersion | None]:
+        return DataLoader(load_fn=_latest_versions)
 
     async def authenticate(self, headers: Mapping[str, str]) -> None:
         """Resolves the caller once; a failure is kept and raised where a principal is needed."""
