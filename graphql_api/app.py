@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -32,7 +32,7 @@ from . import downloads
 from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
-from .health import Health, Watch
+from .health import Health, Watch, pause
 from .http import routes as routes_
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
@@ -122,21 +122,25 @@ async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack)
     return LocalObjectStore(settings.objects_dir, signer, settings.stream_chunk_bytes)
 
 
-async def _sweep_forever(metrics: Metrics, stale_seconds: float) -> None:
-    """Sweeps stale IN_PROGRESS downloads at start-up, then every half staleness period."""
-    while True:
+async def _sweep_until(stopped: asyncio.Event, metrics: Metrics, stale_seconds: float) -> None:
+    """Sweeps stale IN_PROGRESS downloads at start-up, then every half staleness period, until stopped."""
+    while not stopped.is_set():
         try:
             await downloads.sweep_stale(metrics, stale_seconds)
         except Exception:  # a failed sweep is retried next period; it must not kill the app
             log.exception("sweeping stale downloads failed")
-        await asyncio.sleep(max(stale_seconds / 2, 1.0))
+        await pause(stopped, max(stale_seconds / 2, 1.0))
 
 
-async def _stop(task: asyncio.Task[Any]) -> None:
-    """Cancels a background task and waits for it, so it is gone before the clients it uses close."""
+async def _stop(task: asyncio.Task[Any], ask: Callable[[], None] | None = None) -> None:
+    """Stops a background task before the clients it uses close: asked to (`ask`) and given 5 s, else
+    cancelled and given 5 s more; shutdown never hangs on a stuck task."""
+    if ask is not None:
+        ask()
+        if (await asyncio.wait({task}, timeout=5))[0]:
+            return
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=5)  # bounded: shutdown never hangs on a stuck task
-    if not done:
+    if not (await asyncio.wait({task}, timeout=5))[0]:
         log.error("a background task did not stop within 5 s of being cancelled")
 
 
@@ -173,7 +177,7 @@ def create_app(settings: Settings) -> Starlette:
             store = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
             app.state.health = health
             for watch in health.all():
-                stack.push_async_callback(_stop, asyncio.create_task(watch.run()))
+                stack.push_async_callback(_stop, asyncio.create_task(watch.run()), watch.stop)
             metrics = Metrics(
                 operation_allowlist=settings.metrics_operation_allowlist,
                 model_allowlist=settings.metrics_model_allowlist,
@@ -191,8 +195,9 @@ def create_app(settings: Settings) -> Starlette:
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
-            sweeper = asyncio.create_task(_sweep_forever(metrics, settings.stale_download_seconds))
-            stack.push_async_callback(_stop, sweeper)
+            sweep_stopped = asyncio.Event()
+            sweeper = _sweep_until(sweep_stopped, metrics, settings.stale_download_seconds)
+            stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind

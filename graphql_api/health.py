@@ -17,6 +17,15 @@ log = logging.getLogger("modelhub.health")
 Probe = Callable[[], Awaitable[object]]
 
 
+async def pause(stopped: asyncio.Event, seconds: float) -> None:
+    """Waits `seconds`, or less if `stopped` is set meanwhile: how a background loop sleeps so that it can
+    be stopped between two pieces of work rather than cancelled in the middle of one (a driver call
+    cancelled mid-flight leaves its connection to the garbage collector)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopped.wait()
+
+
 class Watch:
     """Probes a dependency every `interval` seconds, each probe bounded by `timeout`; `failures` failed
     probes in a row mark it down (at most `interval + failures * timeout` seconds after it stopped), and
@@ -42,6 +51,7 @@ class Watch:
         self.last_error: str | None = None
         self._failed = 0
         self._guarded: set[anyio.CancelScope] = set()
+        self._stopped = asyncio.Event()
 
     @property
     def bound_seconds(self) -> float:
@@ -91,10 +101,14 @@ class Watch:
                 scope.cancel()
 
     async def run(self) -> None:
-        while True:
+        """Probes until `stop()`; a probe under way is let finish."""
+        while not self._stopped.is_set():
             ok = await self.check()
             # After a failure, probe again at once: the bound is reached in `failures` timeouts.
-            await asyncio.sleep(self.interval if ok or not self.up else 0)
+            await pause(self._stopped, self.interval if ok or not self.up else 0)
+
+    def stop(self) -> None:
+        self._stopped.set()
 
 
 class Health:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
+from ..db.common import value_of
 from ..db.rollups import RollupDelta
 from ..documents import DownloadEvent, DownloadStatus
 from ..queries import Dimension, Interval, StatsRequest, day_of, hour_of
@@ -162,8 +163,7 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
 
 def _group_value(event: DownloadEvent, dimension: Dimension) -> Any:
     """The event's value for a dimension, as the pipelines group it (enums by their value)."""
-    value = getattr(event, events_db.DIMENSIONS[dimension])
-    return getattr(value, "value", value)
+    return value_of(getattr(event, events_db.DIMENSIONS[dimension]))
 
 
 def _typed(event: DownloadEvent) -> DownloadEvent:
