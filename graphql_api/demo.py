@@ -143,6 +143,7 @@ def build_events(
                 mode=mode,
                 status=status,
                 bytes_sent=sent,
+                completes=status is DownloadStatus.COMPLETED,
                 started_at=started,
                 transfer_started_at=started
                 if mode is DownloadMode.STREAM and status is not DownloadStatus.ISSUED

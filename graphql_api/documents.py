@@ -46,6 +46,17 @@ class RegisteredModel(Document):
         ]
 
 
+class ChecksumStatus(StrEnum):
+    """Where a version's SHA-256 stands: PENDING until the object has been hashed (or the store vouched for
+    it), VERIFIED once `sha256` is the object's, MISMATCH when the object is not what registration said
+    (downloads refused), UNAVAILABLE when it could not be hashed (gone, or changed since registration)."""
+
+    PENDING = "PENDING"
+    VERIFIED = "VERIFIED"
+    MISMATCH = "MISMATCH"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
 class ModelVersion(Document):
     """One registered version of a model; its artifact is one object in a store."""
 
@@ -65,6 +76,12 @@ class ModelVersion(Document):
     content_type: str
     created_at: datetime = Field(default_factory=utcnow)
     archived: bool = False
+    # The object's SHA-256 (hex) once known: given by the store, or computed by the checksum verifier.
+    sha256: str | None = None
+    # What registration said the SHA-256 is, until the verifier has checked it.
+    expected_sha256: str | None = None
+    checksum_status: ChecksumStatus = ChecksumStatus.PENDING
+    checksum_error: str | None = None
 
     class Settings:
         name = "model_versions"
@@ -76,6 +93,7 @@ class ModelVersion(Document):
             IndexModel([("project_name", ASCENDING), ("created_at", DESCENDING)], name="project_created"),
             IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)], name="owner_created"),
             IndexModel([("tags", ASCENDING)], name="tags"),
+            IndexModel([("checksum_status", ASCENDING)], name="checksum_status"),
         ]
 
 
@@ -177,6 +195,13 @@ class DownloadEvent(Document):
     # The id of the last state change (claim, finish): a write retried after a lost acknowledgement finds
     # its own id here and knows it already happened.
     transition_id: str | None = None
+    # The earlier download (same requester, same version) this one resumes, as `requestDownload(resumes:)`.
+    resumes: PydanticObjectId | None = None
+    # The first byte of the chain of resumed downloads this one belongs to (set when it finishes).
+    chain_start: int | None = None
+    # This event delivered the object's last byte and its chain began at byte 0: the one event that counts
+    # as a completed download (a Range peek or the first leg of a resumed download does not).
+    completes: bool = False
 
     class Settings:
         name = "download_events"

@@ -96,6 +96,20 @@ def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields
     )
 
 
+async def resumed_event(resumes: str | None, model: ModelVersion, who: Requester) -> ObjectId | None:
+    """The id of the earlier download a new one resumes: it must be this requester's, of this version."""
+    if resumes is None:
+        return None
+    try:
+        event_id = ObjectId(resumes)
+    except (InvalidId, TypeError):
+        raise InvalidInput("resumes", "must be the id of an earlier download") from None
+    earlier = await events_db.get(event_id)
+    if earlier is None or earlier.model_id != model.id or earlier.engineer != who.engineer:
+        raise InvalidInput("resumes", "is not an earlier download of this version by the same requester")
+    return event_id
+
+
 async def issue_ticket(
     services: Services,
     *,
@@ -106,17 +120,19 @@ async def issue_ticket(
     expires_in: int | None,
     who: Requester,
     base_url: str,
+    resumes: str | None = None,
 ) -> Ticket:
     """Checks the model and its object, records an ISSUED event, and signs a URL for it."""
     metrics = services.metrics
     try:
         seconds = check_expires_in(services, expires_in)
         model, _ = await downloadable(services, name, version, alias)
+        resumed = await resumed_event(resumes, model, who)
     except Exception as exc:
         metrics.count_download_request(mode.value, getattr(exc, "code", "error"))
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
-    event = _new_event(model, who, mode, expires_at=expires_at)
+    event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed)
     await events_db.insert(event)
     await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
@@ -183,11 +199,17 @@ async def claim(event: DownloadEvent, byte_range: ByteRange) -> DownloadEvent:
 
 
 async def start_direct(
-    services: Services, model: ModelVersion, who: Requester, byte_range: ByteRange
+    services: Services,
+    model: ModelVersion,
+    who: Requester,
+    byte_range: ByteRange,
+    resumes: ObjectId | None = None,
 ) -> DownloadEvent:
     """The one-step download: an event created already IN_PROGRESS (the caller streams it at once)."""
     fields = _range_fields(byte_range)
-    event = _new_event(model, who, DownloadMode.STREAM, status=DownloadStatus.IN_PROGRESS, **fields)
+    event = _new_event(
+        model, who, DownloadMode.STREAM, status=DownloadStatus.IN_PROGRESS, resumes=resumes, **fields
+    )
     await events_db.insert(event)
     await rollups.record_started(event)
     services.metrics.download_requests.labels(DownloadMode.STREAM.value, "issued").inc()
@@ -219,7 +241,12 @@ async def finish(
     duration = (finished - started).total_seconds() if started else None
     update = {"bytes_sent": bytes_sent, "finished_at": finished, "duration_seconds": duration, "error": error}
     transition = uuid.uuid4().hex
-    done = await _until_written(lambda: events_db.finish(event.id, status, update, transition))
+
+    async def write() -> DownloadEvent | None:
+        chain = await _chain_fields(event, status)
+        return await events_db.finish(event.id, status, update | chain, transition)
+
+    done = await _until_written(write)
     if done is None:
         return  # already finished (e.g. swept): never count it twice
     await rollups.record_finished(done)
@@ -233,8 +260,26 @@ async def finish(
     metrics.download_bytes.labels(mode).inc(bytes_sent)
     if duration is not None:
         metrics.download_duration.labels(mode, status.value).observe(duration)
-    if status is DownloadStatus.COMPLETED:
+    if done.completes:
         metrics.model_downloads.labels(metrics.model_label(event.model_name)).inc()
+
+
+async def _chain_fields(event: DownloadEvent, status: DownloadStatus) -> dict[str, Any]:
+    """Whether this event completes a download: it sent through the object's last byte, and its bytes
+    start at 0 or continue (without a gap) a chain of the same requester's downloads that does."""
+    start = event.range_start or 0
+    end = event.range_end if event.range_end is not None else event.size_bytes - 1
+    chain_start = start
+    if start > 0 and event.resumes is not None:
+        earlier = await events_db.get(event.resumes)
+        if earlier is not None and not earlier.completes and earlier.engineer == event.engineer:
+            earlier_start = earlier.chain_start
+            if earlier_start is None and earlier.resumes is None:
+                earlier_start = earlier.range_start or 0
+            if earlier_start is not None and (earlier.range_start or 0) + earlier.bytes_sent >= start:
+                chain_start = earlier_start
+    completes = status is DownloadStatus.COMPLETED and chain_start == 0 and end >= event.size_bytes - 1
+    return {"chain_start": chain_start, "completes": completes}
 
 
 # How long a finished download keeps trying to record its outcome while the database is out.

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..documents import DownloadEvent, DownloadStatus
+from ..documents import DownloadEvent
 from ..pagination import Page, PageRequest
 from ..queries import DownloadOrder, EventQuery
 
@@ -43,9 +43,7 @@ async def completed_by_model(since: datetime | None, until: datetime | None) -> 
     found = await rollups_db.completed_by_model(EventQuery(since=since, until=until))
     if found is not None:
         return found
-    return await events_db.count_by_model(
-        EventQuery(since=since, until=until, statuses=[DownloadStatus.COMPLETED])
-    )
+    return await events_db.count_by_model(EventQuery(since=since, until=until), completes_only=True)
 
 
 async def event_by_id(event_id: Any) -> DownloadEvent | None:

@@ -20,14 +20,19 @@ def delta_of(event: DownloadEvent, *, started: bool, finished: bool) -> RollupDe
         delta.downloads = 1
         delta.engineers = {event.engineer}
     if finished and event.status in TERMINAL_STATUSES:
-        setattr(delta, event.status.value.lower(), 1)
+        # `completed` counts completed downloads (the event that completes one), not COMPLETED transfers:
+        # a Range peek or the first leg of a resumed download is a download request, not a download.
+        if event.status is not DownloadStatus.COMPLETED:
+            setattr(delta, event.status.value.lower(), 1)
+        elif event.completes:
+            delta.completed = 1
         delta.bytes_sent = event.bytes_sent
         if event.duration_seconds is not None:
             delta.duration_count = 1
             delta.duration_sum = event.duration_seconds
             delta.duration_hist = {duration_bucket(event.duration_seconds): 1}
             delta.duration_max = event.duration_seconds
-        if event.status is DownloadStatus.COMPLETED and event.finished_at is not None:
+        if event.completes and event.finished_at is not None:
             delta.last_completed_at = event.finished_at
     return delta
 

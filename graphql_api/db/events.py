@@ -152,10 +152,10 @@ async def page(
     )
 
 
-async def count_by_model(q: EventQuery) -> dict[str, int]:
-    """Matching events per model name."""
+async def count_by_model(q: EventQuery, completes_only: bool = False) -> dict[str, int]:
+    """Matching events (or only those that complete a download) per model name."""
     pipeline: list[Condition] = [
-        {"$match": event_filter(q)},
+        {"$match": {**event_filter(q), **({"completes": True} if completes_only else {})}},
         {"$group": {"_id": "$model_name", "c": {"$sum": 1}}},
     ]
     rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
@@ -171,7 +171,8 @@ _IS_DURATION = {"$isNumber": "$duration_seconds"}
 # (`$addToSet` over a large group was some 8x slower on SecantusDB).
 _PER_ENGINEER: Condition = {
     "downloads": {"$sum": 1},
-    "completed": _count_if(DownloadStatus.COMPLETED),
+    # Completed downloads, not COMPLETED transfers: see DownloadEvent.completes.
+    "completed": {"$sum": {"$cond": [{"$eq": ["$completes", True]}, 1, 0]}},
     "aborted": _count_if(DownloadStatus.ABORTED),
     "failed": _count_if(DownloadStatus.FAILED),
     "total_bytes": {"$sum": "$bytes_sent"},
@@ -228,7 +229,7 @@ async def stats(req: StatsRequest) -> tuple[list[dict[str, Any]], int]:
 
 REBUILD_FIELDS = (
     "_id", "model_id", "model_name", "model_version", "project_name", "size_bytes", "engineer", "mode",
-    "status", "bytes_sent", "started_at", "finished_at", "duration_seconds",
+    "status", "bytes_sent", "started_at", "finished_at", "duration_seconds", "completes",
 )  # fmt: skip
 
 

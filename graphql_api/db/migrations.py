@@ -3,6 +3,8 @@
 1. One document per version in `models` (before models and versions were split) → the versions move to
    `model_versions` with their ids (download events keep pointing at them) and `models` gets one document
    per name, taking version 1's (or the lowest version's) project and owner.
+2. Download events from before resumed downloads were counted as one get `completes` (a COMPLETED event
+   that delivered the whole object); versions from before checksums are left PENDING for the verifier.
 """
 
 from __future__ import annotations
@@ -60,5 +62,31 @@ async def split_models_and_versions(db: AsyncDatabase[Any]) -> int:
     return len(versions)
 
 
+async def mark_completing_events(db: AsyncDatabase[Any]) -> int:
+    """Sets `completes` on events recorded before it existed; runs once (remembered in `migrations`)."""
+    done = db["migrations"]
+    if await done.find_one({"_id": "event_completes"}) is not None:
+        return 0
+    events = db["download_events"]
+    missing = {"completes": {"$exists": False}}
+    whole = {**missing, "status": "COMPLETED", "range_start": {"$in": [None, 0]}, "range_end": None}
+    marked = (await events.update_many(whole, {"$set": {"completes": True}})).modified_count
+    ranged = {**missing, "status": "COMPLETED", "range_start": {"$in": [None, 0]}}
+    async for doc in events.find(ranged, {"range_end": 1, "size_bytes": 1}):
+        full = doc.get("range_end") is not None and doc["range_end"] >= doc["size_bytes"] - 1
+        await events.update_one({"_id": doc["_id"]}, {"$set": {"completes": full}})
+        marked += int(full)
+    await events.update_many(missing, {"$set": {"completes": False}})
+    await done.update_one({"_id": "event_completes"}, {"$set": {"done": True}}, upsert=True)
+    if marked:
+        log.warning(
+            "marked %d earlier download events as completed downloads; run `modelhub rebuild-rollups` so "
+            "that the rollups stop counting partial (Range) fetches",
+            marked,
+        )
+    return marked
+
+
 async def run(db: AsyncDatabase[Any]) -> None:
     await split_models_and_versions(db)
+    await mark_completing_events(db)

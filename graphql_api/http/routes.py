@@ -82,8 +82,8 @@ _VERSION = re.compile(r"^[0-9]{1,9}$")
 
 
 async def download_model(request: Request) -> Any:
-    """GET /models/{name}/download[?version=N | ?alias=A]: the one-step download for curl and scripts.
-    HEAD and a 304 record no download."""
+    """GET /models/{name}/download[?version=N | ?alias=A][&resumes=<x-download-id of an earlier try>]:
+    the one-step download for curl and scripts. HEAD and a 304 record no download."""
     services = services_of(request)
     raw_version = request.query_params.get("version")
     alias = request.query_params.get("alias")
@@ -98,7 +98,8 @@ async def download_model(request: Request) -> Any:
             plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
             if isinstance(plan, Response):
                 return plan
-            event = await downloads.start_direct(services, model, who, plan.byte_range)
+            resumes = await downloads.resumed_event(request.query_params.get("resumes"), model, who)
+            event = await downloads.start_direct(services, model, who, plan.byte_range, resumes)
     except DomainError as exc:
         services.metrics.count_download_request(DownloadMode.STREAM.value, exc.code)
         return domain_error_response(exc)

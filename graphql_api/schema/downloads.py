@@ -29,12 +29,23 @@ class DownloadMode(Enum):
 class DownloadStatus(Enum):
     ISSUED = strawberry.enum_value("ISSUED", description="A URL was handed out; no byte has flowed yet.")
     IN_PROGRESS = strawberry.enum_value("IN_PROGRESS", description="Bytes are flowing.")
-    COMPLETED = strawberry.enum_value("COMPLETED", description="Every byte asked for was sent.")
+    COMPLETED = strawberry.enum_value(
+        "COMPLETED",
+        description="Every byte asked for was sent (which, for a Range fetch, is not the whole object: "
+        "see `completesDownload`).",
+    )
     ABORTED = strawberry.enum_value("ABORTED", description="The client went away (or its server died).")
     FAILED = strawberry.enum_value("FAILED", description="The store failed; `failureReason` says how.")
 
 
-@strawberry.type(description="One download of one model version.")
+@strawberry.type(
+    description="One download request of one model version. Counting rule: a download is *completed* once "
+    "the whole object has reached its requester, in one request or across a chain of resumed requests "
+    "(`requestDownload(input: {resumes: ...})`); only the event that delivers the final byte of a chain "
+    "starting at byte 0 has `completesDownload: true`, and only those events count in `downloadCount`, "
+    "the COMPLETED figure of `downloadStats` and the rollups. Partial fetches (a Range peek, the first "
+    "leg of a resumed download) stay listed here with their byte range."
+)
 class DownloadEvent(Node):
     model_name: str = strawberry.field(description="The model's name.")
     version: int = strawberry.field(
@@ -58,7 +69,16 @@ class DownloadEvent(Node):
     duration_seconds: float | None = strawberry.field(description="From the first byte to the end.")
     expires_at: datetime | None = strawberry.field(description="When the ticket stops working.")
     failure_reason: str | None = strawberry.field(description="Why it FAILED (or was ABORTED by a sweep).")
+    completes_download: bool = strawberry.field(
+        description="This request delivered the object's last byte and its chain began at byte 0: it is "
+        "the one event counted as a completed download."
+    )
     version_db_id: strawberry.Private[Any]
+    resumes_db_id: strawberry.Private[Any]
+
+    @strawberry.field(description="The earlier download this one resumes, if any.")
+    async def resumes(self) -> strawberry.ID | None:
+        return global_id("DownloadEvent", self.resumes_db_id) if self.resumes_db_id else None
 
     @strawberry.field(description="bytesSent / durationSeconds, once finished.")
     def bytes_per_second(self) -> float | None:
@@ -94,6 +114,8 @@ class DownloadEvent(Node):
             duration_seconds=doc.duration_seconds,
             expires_at=doc.expires_at,
             failure_reason=doc.error,
+            completes_download=doc.completes,
+            resumes_db_id=doc.resumes,
         )
 
 

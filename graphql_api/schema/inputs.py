@@ -73,3 +73,9 @@ class RequestDownloadInput:
     expires_in: int | None = strawberry.field(
         default=None, description="Seconds the URL stays valid: 1..86400, default 900."
     )
+    resumes: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The id of an earlier, unfinished download of this version by the same requester that "
+        "this one continues (send `Range: bytes=<bytes you have>-`): the download that delivers the last "
+        "byte of the chain is counted once, as one completed download.",
+    )

@@ -97,6 +97,13 @@ RequestDownloadResult = Annotated[
 ]
 
 
+def _event_key(value: str) -> object:
+    type_name, key = parse_global_id(value, "resumes")
+    if type_name != "DownloadEvent":
+        raise InvalidIds("resumes", "is not the id of a download")
+    return key
+
+
 async def _node(id: str) -> Node | None:
     type_name, key = parse_global_id(id)
     if type_name == "Model":
@@ -321,6 +328,7 @@ class Mutation(TokenMutations):
             expires_in=input.expires_in,
             who=ctx.requester,
             base_url=ctx.base_url,
+            resumes=str(_event_key(input.resumes)) if input.resumes else None,
         )
         return DownloadTicket(
             url=ticket.url,

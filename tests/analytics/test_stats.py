@@ -76,6 +76,8 @@ async def store(events: list[dict[str, Any]]) -> None:
                 e["bytes_sent"],
                 e["duration_seconds"],
             )
+            # These events are whole-object transfers: a COMPLETED one completes a download.
+            doc.completes = e["status"] is DownloadStatus.COMPLETED
             await doc.save()
             await rollups.record_finished(doc)
 

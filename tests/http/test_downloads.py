@@ -272,6 +272,50 @@ async def test_download_count_ignores_aborted(
     assert await eventually(listed)
 
 
+async def test_resumed_download_counts_once(
+    live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str, db: Any
+) -> None:
+    """A peek and the first leg of a resumed download count nothing; the leg that delivers the last byte
+    of a gapless chain from byte 0 counts one download, in raw stats, rollups and downloadCount alike."""
+    data = os.urandom(100_000)
+    await register(live_gql, stores, bucket, data)
+    first = await ticket(live_gql)
+    resp = await live_http.get(first["url"], headers={"Range": "bytes=0-9999"})
+    assert resp.status_code == 206 and resp.content == data[:10_000]
+    await wait_for_status(db, first["download"]["id"], "COMPLETED")
+    rest = await ticket(live_gql, resumes=first["download"]["id"])
+    resp = await live_http.get(rest["url"], headers={"Range": "bytes=10000-"})
+    assert resp.status_code == 206 and resp.content == data[10_000:]
+    gap = await ticket(live_gql, resumes=first["download"]["id"])
+    assert (await live_http.get(gap["url"], headers={"Range": "bytes=20000-"})).status_code == 206
+    tail = await ticket(live_gql)
+    assert (await live_http.get(tail["url"], headers={"Range": "bytes=-10"})).status_code == 206
+    for t in (rest, gap, tail):
+        await wait_for_status(db, t["download"]["id"], "COMPLETED")
+    listed = await live_gql(
+        "{ downloads(orderBy: {field: STARTED_AT, direction: ASC}) { nodes { completesDownload resumes "
+        "rangeStart } } }"
+    )
+    assert listed["downloads"]["nodes"] == [
+        {"completesDownload": False, "resumes": None, "rangeStart": 0},
+        {"completesDownload": True, "resumes": first["download"]["id"], "rangeStart": 10_000},
+        {"completesDownload": False, "resumes": first["download"]["id"], "rangeStart": 20_000},
+        {"completesDownload": False, "resumes": None, "rangeStart": 99_990},
+    ]
+    await eventually(lambda: _rollups_caught_up(db))
+    q = """query($x: Boolean!) { downloadStats(groupBy: [], exact: $x) { source rows { downloads completed } }
+      model(name: "m") { downloadCount latestVersion { downloadCount } } }"""
+    for exact in (False, True):
+        result = await live_gql(q, {"x": exact})
+        assert result["downloadStats"]["rows"] == [{"downloads": 4, "completed": 1}], exact
+        assert result["model"] == {"downloadCount": 1, "latestVersion": {"downloadCount": 1}}
+    other = await live_gql(
+        REQUEST, {"input": {"name": "m", "resumes": first["download"]["id"]}}, **{"X-Engineer-ID": "bob"}
+    )
+    assert other["requestDownload"]["__typename"] == "InvalidInput"
+    assert other["requestDownload"]["field"] == "resumes"
+
+
 async def test_one_step_download(
     live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str, db: Any
 ) -> None:
@@ -384,7 +428,9 @@ async def test_rollups_agree_with_raw_after_real_downloads(
     fast, raw = fast_result["rows"], raw_result["rows"]
     assert fast == raw
     small = next(r for r in raw if r["modelName"] == "small" and r["mode"] == "STREAM")
-    assert small["completed"] == 3 and small["totalBytes"] == 3 * (200_000 - 100)
+    # Three `Range: bytes=100-` fetches: three requests, no completed download (none began at byte 0).
+    assert small["downloads"] == 3 and small["completed"] == 0
+    assert small["totalBytes"] == 3 * (200_000 - 100)
 
 
 async def _all_finished(db: Any) -> bool:
@@ -393,6 +439,10 @@ async def _all_finished(db: Any) -> bool:
 
 async def _rollups_caught_up(db: Any) -> bool:
     """Every finished event has reached its rollup (the rollup is written just after the event)."""
-    finished = db.download_events.count_documents({"status": {"$in": ["COMPLETED", "ABORTED", "FAILED"]}})
-    rolled = sum(r["completed"] + r["aborted"] + r["failed"] for r in db.download_rollups_daily.find())
-    return bool(finished == rolled)
+    terminal = {"status": {"$in": ["COMPLETED", "ABORTED", "FAILED"]}}
+    counted = {"$or": [{"status": {"$in": ["ABORTED", "FAILED"]}}, {"completes": True}]}
+    finished = db.download_events.count_documents(counted)
+    sent = sum(e["bytes_sent"] for e in db.download_events.find(terminal))
+    rollups = list(db.download_rollups_daily.find())
+    rolled = sum(r["completed"] + r["aborted"] + r["failed"] for r in rollups)
+    return bool(finished == rolled and sent == sum(r["bytes_sent"] for r in rollups))

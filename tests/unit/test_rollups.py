@@ -42,9 +42,11 @@ def test_a_started_event_counts_one_download_and_its_engineer() -> None:
 
 
 def test_a_completed_event_adds_its_outcome_bytes_and_duration() -> None:
-    """At its end a completed event adds completed, bytes, its duration's histogram bucket and maxima."""
+    """At its end a completing event adds completed, bytes, its duration's histogram bucket and maxima."""
     finished = T0 + timedelta(hours=6)
-    event = make_event(DownloadStatus.COMPLETED, bytes_sent=100, duration_seconds=2.5, finished_at=finished)
+    event = make_event(
+        DownloadStatus.COMPLETED, bytes_sent=100, duration_seconds=2.5, finished_at=finished, completes=True
+    )
     delta = delta_of(event, started=False, finished=True)
     bucket = duration_bucket(2.5)
     assert delta == RollupDelta(
@@ -59,6 +61,13 @@ def test_a_completed_event_adds_its_outcome_bytes_and_duration() -> None:
     update = delta.to_update()
     assert update["$inc"][f"duration_hist.{bucket}"] == 1
     assert update["$max"] == {"duration_max": 2.5, "last_completed_at": finished}
+
+
+def test_a_partial_fetch_adds_bytes_but_no_completed_download() -> None:
+    """A COMPLETED Range fetch that does not complete a download adds its bytes, not a completion."""
+    event = make_event(DownloadStatus.COMPLETED, bytes_sent=10, range_start=0, range_end=9, completes=False)
+    delta = delta_of(event, started=True, finished=True)
+    assert (delta.downloads, delta.completed, delta.bytes_sent, delta.last_completed_at) == (1, 0, 10, None)
 
 
 def test_deltas_add_up_like_separate_bumps() -> None:
