@@ -120,7 +120,7 @@ async def _load(events: int, models: int) -> int:
     have = await DownloadEvent.get_pymongo_collection().estimated_document_count()
     if have < events:
         started = time.perf_counter()
-        result = await demo.seed(models, events - have, seed_value=have + 1)
+        result = await demo.seed(models, events - have, seed_value=have + 1, force=True)
         took = time.perf_counter() - started
         print(f"loaded {result.events} events in {took:.0f} s ({result.events / took:,.0f}/s)")
     total = await DownloadEvent.get_pymongo_collection().estimated_document_count()

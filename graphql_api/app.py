@@ -28,7 +28,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from . import downloads
+from . import checksums, downloads
 from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
@@ -132,6 +132,16 @@ async def _sweep_until(stopped: asyncio.Event, metrics: Metrics, stale_seconds: 
         await pause(stopped, max(stale_seconds / 2, 1.0))
 
 
+async def _verify_until(stopped: asyncio.Event, store: ObjectStore, seconds: float) -> None:
+    """Hashes the artifacts of PENDING versions (registered where the store holds no full SHA-256)."""
+    while not stopped.is_set():
+        try:
+            await checksums.verify_pending(store)
+        except Exception:  # retried next period; it must not kill the app
+            log.exception("verifying artifact checksums failed")
+        await pause(stopped, seconds)
+
+
 async def _stop(task: asyncio.Task[Any], ask: Callable[[], None] | None = None) -> None:
     """Stops a background task before the clients it uses close: asked to (`ask`) and given 5 s, else
     cancelled and given 5 s more; shutdown never hangs on a stuck task."""
@@ -198,6 +208,9 @@ def create_app(settings: Settings) -> Starlette:
             sweep_stopped = asyncio.Event()
             sweeper = _sweep_until(sweep_stopped, metrics, settings.stale_download_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
+            verify_stopped = asyncio.Event()
+            verifier = _verify_until(verify_stopped, store, settings.checksum_interval_seconds)
+            stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind

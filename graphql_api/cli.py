@@ -98,17 +98,27 @@ def seed_demo(
     events: Annotated[int, typer.Option(min=0, help="Download events to create.")] = 100_000,
     days: Annotated[int, typer.Option(min=1, help="Spread the events over this many past days.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 1,
+    force: Annotated[
+        bool, typer.Option(help="Add demo models beside existing data (never touching other models).")
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
-    """Fill the configured database with realistic demo models and downloads (for GraphiQL and Grafana)."""
+    """Fill an empty database with realistic demo models (bucket modelhub-demo, names under demo/) and their
+    downloads, for GraphiQL and Grafana."""
     with _database({"data_dir": data_dir}) as (settings, uri):
         objects = settings.objects_dir if settings.storage_backend == "local" else None
         started = time.perf_counter()
-        result = asyncio.run(_with_db(uri, settings.mongo_db, demo.seed(models, events, days, seed, objects)))
+        work = demo.seed(models, events, days, seed, objects, force=force)
+        try:
+            result = asyncio.run(_with_db(uri, settings.mongo_db, work))
+        except demo.DemoRefused as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
         elapsed = time.perf_counter() - started
     console.print(
-        f"seeded {result.models} new models, {result.events} events and {result.rollups} rollup buckets "
-        f"in {elapsed:.1f} s ({result.events / max(elapsed, 1e-9):,.0f} events/s)"
+        f"seeded {result.models} new models ({result.versions} versions in s3://{demo.DEMO_BUCKET}, names "
+        f"under {demo.DEMO_PREFIX}), {result.events} download events of those models and "
+        f"{result.rollups} rollup buckets in {elapsed:.1f} s"
     )
     if objects is None:
         console.print(

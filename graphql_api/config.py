@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # An IN_PROGRESS download whose heartbeat is older than this is swept to ABORTED.
     stale_download_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
+    # How often each worker looks for versions whose artifact still needs hashing.
+    checksum_interval_seconds: float = 2.0
     stream_chunk_bytes: int = 1024 * 1024
 
     # Browser origins allowed to call the API (CORS), e.g. ["http://localhost:5173"]; none by default.

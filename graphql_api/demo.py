@@ -14,7 +14,19 @@ from bson import ObjectId
 from .analytics.rollups import RollupBuilder
 from .db import events as events_db
 from .db import models as models_db
-from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, RegisteredModel
+from .documents import (
+    ChecksumStatus,
+    DownloadEvent,
+    DownloadMode,
+    DownloadStatus,
+    ModelVersion,
+    RegisteredModel,
+)
+from .storage.local import file_etag
+
+# Demo data lives apart from everyone's: its own bucket and a name prefix, so it never touches real models.
+DEMO_BUCKET = "modelhub-demo"
+DEMO_PREFIX = "demo/"
 
 PROJECTS = ["vision", "nlp", "speech", "recsys", "forecasting", "robotics"]
 FAMILIES = [
@@ -53,8 +65,13 @@ AGENTS = ["modelhub-cli/0.1", "python-httpx/0.28", "curl/8.5", "aws-cli/2.15", "
 @dataclass
 class DemoResult:
     models: int
+    versions: int
     events: int
     rollups: int
+
+
+class DemoRefused(Exception):
+    """The database holds data already; demo data goes only into an empty one unless forced."""
 
 
 def _zipf_weights(n: int, s: float = 1.1) -> list[float]:
@@ -67,12 +84,12 @@ def _hour_weight(moment: datetime) -> float:
     return daily * (0.4 if moment.weekday() >= 5 else 1.0)
 
 
-def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "demo") -> list[ModelVersion]:
+def build_models(count: int, rng: random.Random, now: datetime) -> list[ModelVersion]:
     models = []
     for i in range(count):
         family = FAMILIES[i % len(FAMILIES)]
         project = PROJECTS[(i // len(FAMILIES) + i) % len(PROJECTS)]
-        name = f"{project}/{family}-{i // len(FAMILIES) + 1}"
+        name = f"{DEMO_PREFIX}{project}/{family}-{i // len(FAMILIES) + 1}"
         size = int(10 ** rng.uniform(4, 9.9))  # 10 KB .. 8 GB, log-uniform
         models.append(
             ModelVersion(
@@ -86,12 +103,14 @@ def build_models(count: int, rng: random.Random, now: datetime, bucket: str = "d
                     "framework": rng.choice(["pytorch", "jax", "onnx"]),
                     "params_m": rng.randint(5, 7000),
                 },
-                bucket=bucket,
+                bucket=DEMO_BUCKET,
                 key=f"{name}/v{1 + i % 3}/model.bin",
                 size_bytes=size,
                 etag=f'"demo-{i}"',
                 content_type="application/octet-stream",
                 created_at=now - timedelta(days=rng.uniform(30, 120)),
+                checksum_status=ChecksumStatus.UNAVAILABLE,
+                checksum_error="demo data: the artifact is a sparse placeholder and was not hashed",
             )
         )
     return models
@@ -157,41 +176,63 @@ def build_events(
 
 
 async def seed(
-    models: int, events: int, days: int = 30, seed_value: int = 1, objects_dir: Path | None = None
+    models: int,
+    events: int,
+    days: int = 30,
+    seed_value: int = 1,
+    objects_dir: Path | None = None,
+    force: bool = False,
 ) -> DemoResult:
-    """Inserts demo models and events (and their rollups). With `objects_dir`, sparse artifact files too."""
+    """Inserts demo models (bucket `modelhub-demo`, names under `demo/`), download events of those models
+    only, and their rollups. It refuses a database that holds any model or download unless `force`; even
+    then it never adds versions or events to anyone else's models. With `objects_dir`, sparse artifact
+    files too (their ETags are the files')."""
+    if not force:
+        have_models, have_events = await models_db.count_models(), await events_db.count_all()
+        if have_models or have_events:
+            raise DemoRefused(
+                f"the database is not empty ({have_models} models, {have_events} downloads); seed-demo fills "
+                "only an empty one (pass --force to add demo models beside them)"
+            )
     rng = random.Random(seed_value)
     now = datetime.now(UTC)
     model_docs = build_models(models, rng, now)
     existing = await models_db.existing_versions()
-    fresh = [m for m in model_docs if (m.name, m.version) not in existing]
+    names = sorted({m.name for m in model_docs})
+    taken = await models_db.find_models(names)
+    # A demo name someone registered for real (a version outside the demo bucket) is theirs: left alone.
+    foreign = await models_db.names_with_versions_outside(names, DEMO_BUCKET)
+    fresh = [m for m in model_docs if (m.name, m.version) not in existing and m.name not in foreign]
     for m in fresh:
         m.id = PydanticObjectId()
-    if fresh:
-        await models_db.insert_many_versions(fresh)
-    have = await models_db.find_models(sorted({m.name for m in fresh}))
-    parents = {m.name: m for m in fresh if m.name not in have}.values()
-    new_models = [
-        RegisteredModel(name=m.name, project_name=m.project_name, owner=m.owner, tags=m.tags) for m in parents
-    ]
-    if new_models:
-        await models_db.insert_many_models(new_models)
-    model_docs = await models_db.versions_in_bucket("demo") or model_docs
-    if objects_dir is not None:
-        for m in model_docs:
+        if objects_dir is not None:
             path = objects_dir / m.bucket / m.key
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with path.open("wb") as fh:
                     fh.truncate(m.size_bytes)  # sparse: GB-sized artifacts that take no disk
+            m.etag = file_etag(path.stat())
+    if fresh:
+        await models_db.insert_many_versions(fresh)
+    parents = {m.name: m for m in fresh if m.name not in taken}.values()
+    new_models = [
+        RegisteredModel(name=m.name, project_name=m.project_name, owner=m.owner, tags=m.tags) for m in parents
+    ]
+    if new_models:
+        await models_db.insert_many_models(new_models)
+    ours = [
+        v
+        for v in await models_db.versions_in_bucket(DEMO_BUCKET)
+        if v.name.startswith(DEMO_PREFIX) and v.name not in foreign
+    ]
     total = rollups = 0
     batch = 20_000
-    while total < events:
-        chunk = build_events(model_docs, min(batch, events - total), days, rng, now)
+    while ours and total < events:
+        chunk = build_events(ours, min(batch, events - total), days, rng, now)
         builder = RollupBuilder()
         for e in chunk:
             builder.add(e)
         await events_db.insert_many([e.model_dump(by_alias=True) for e in chunk])
         rollups += await builder.save()
         total += len(chunk)
-    return DemoResult(models=len(fresh), events=total, rollups=rollups)
+    return DemoResult(models=len(new_models), versions=len(fresh), events=total, rollups=rollups)

@@ -16,7 +16,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
-from . import registry
+from . import checksums, registry
 from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
@@ -78,6 +78,7 @@ async def downloadable(
     if model.archived:
         raise ModelVersionArchived(model.name, model.version)
     info = await services.store.head(model.bucket, model.key)
+    checksums.check_servable(model, info)
     return model, info
 
 

@@ -84,6 +84,33 @@ class StorageObjectNotFound(DomainError):
         self.key = key
 
 
+class ChecksumMismatch(DomainError):
+    """The artifact's bytes are not those whose SHA-256 registration (or an upload) declared."""
+
+    code = "CHECKSUM_MISMATCH"
+
+    def __init__(self, expected: str, actual: str, what: str = "the artifact") -> None:
+        super().__init__(f"{what} has SHA-256 {actual}, not the declared {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ArtifactChanged(DomainError):
+    """The object behind a version is not the one registered (its ETag changed): refused, not served."""
+
+    code = "ARTIFACT_CHANGED"
+
+    def __init__(self, name: str, version: int, registered_etag: str, current_etag: str) -> None:
+        super().__init__(
+            f"the artifact of model {name!r} version {version} changed in the store since it was registered "
+            f"(ETag {registered_etag} then, {current_etag} now); register the new object as a new version"
+        )
+        self.name = name
+        self.version = version
+        self.registered_etag = registered_etag
+        self.current_etag = current_etag
+
+
 class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 

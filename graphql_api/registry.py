@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from . import checksums
 from .analytics import events
 from .auth import Principal
 from .db import models as models_db
@@ -44,6 +45,7 @@ class RegisterRequest:
     description: str | None = None
     tags: list[str] | None = None
     metadata: Any = None
+    sha256: str | None = None
 
     def validate(self) -> None:
         validate_name(self.name)
@@ -54,6 +56,7 @@ class RegisterRequest:
         validate_description(self.description)
         self.tags = validate_tags(self.tags)
         self.metadata = validate_metadata(self.metadata)
+        self.sha256 = checksums.validate_sha256(self.sha256)
 
     def version_doc(self, version: int, info: ObjectInfo) -> ModelVersion:
         return ModelVersion(
@@ -69,6 +72,7 @@ class RegisterRequest:
             size_bytes=info.size,
             etag=info.etag,
             content_type=info.content_type,
+            **checksums.initial_fields(self.sha256, info),
         )
 
 
@@ -115,6 +119,7 @@ async def register_model(
     req.validate()
     scope.check(req.bucket, req.key)
     info = await store.head(req.bucket, req.key)
+    checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before anything is written
     _, created = await _model_for(req, who)
     if req.version is not None:
         doc = req.version_doc(req.version, info)

@@ -69,31 +69,61 @@ def test_serve_embedded_default_keeps_data(tmp_path: Path) -> None:
 
 
 def test_seed_demo_fills_the_embedded_db(tmp_path: Path) -> None:
-    """`modelhub seed-demo` loads models and events that downloadStats and models then show."""
+    """`modelhub seed-demo` loads its own models and events (downloadable, shown by stats), refuses a
+    non-empty database, and with --force adds demo data without touching a user's model."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
-    done = subprocess.run(
-        [*MODELHUB, "seed-demo", "--models", "8", "--events", "500"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+
+    def seed(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*MODELHUB, "seed-demo", "--models", "8", "--events", "500", *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+
+    done = seed()
     assert done.returncode == 0, done.stderr
-    assert "seeded 8 new models, 500 events" in done.stderr.replace("\n", " ")
+    said = " ".join(done.stderr.split())
+    assert "seeded 8 new models" in said and "500 download events" in said and "modelhub-demo" in said
     rebuilt = subprocess.run(
         [*MODELHUB, "rebuild-rollups"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert rebuilt.returncode == 0 and "rebuilt" in rebuilt.stderr, rebuilt.stderr
+    user_file = tmp_path / ".modelhub" / "objects" / "demo" / "resnet" / "model.bin"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"mine" * 100)
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
     proc = serve(tmp_path, port)
     try:
-        q = "{ downloadStats(groupBy: [PROJECT]) { rows { projectName downloads aborted } } models { totalCount } }"
-        data = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": q}).json()["data"]
+        q = "{ downloadStats(groupBy: [PROJECT]) { rows { projectName downloads aborted } } models { totalCount nodes { name } } }"
+        data = httpx.post(f"{base}/graphql", json={"query": q}).json()["data"]
         rows = data["downloadStats"]["rows"]
         assert sum(r["downloads"] for r in rows) == 500 and len(rows) >= 3
         assert any(r["aborted"] for r in rows) and data["models"]["totalCount"] == 8
-        sizes = [p.stat().st_size for p in (tmp_path / ".modelhub" / "objects").rglob("*.bin")]
+        assert all(n["name"].startswith("demo/") for n in data["models"]["nodes"])
+        sizes = [
+            p.stat().st_size for p in (tmp_path / ".modelhub" / "objects" / "modelhub-demo").rglob("*.bin")
+        ]
         assert len(sizes) == 8 and max(sizes) > 1000 * min(sizes)  # sparse artifacts from KB to GB
+        demo_name = data["models"]["nodes"][0]["name"]
+        peek = httpx.get(f"{base}/models/{demo_name}/download", headers={"Range": "bytes=0-9"})
+        assert peek.status_code == 206 and peek.content == bytes(10)
+        reg = 'mutation { registerModel(input: {name: "resnet", projectName: "vision", bucket: "demo", key: "resnet/model.bin"}) { __typename } }'
+        assert httpx.post(f"{base}/graphql", json={"query": reg}).json()["data"]["registerModel"] == {
+            "__typename": "ModelVersion"
+        }
+    finally:
+        stop(proc)
+    refused = seed()
+    assert refused.returncode == 1 and "not empty" in refused.stderr and "Traceback" not in refused.stderr
+    forced = seed("--force", "--seed", "2")
+    assert forced.returncode == 0, forced.stderr
+    proc = serve(tmp_path, port)
+    try:
+        q = '{ model(name: "resnet") { downloadCount } downloads(filter: {modelNames: ["resnet"]}) { totalCount } }'
+        data = httpx.post(f"{base}/graphql", json={"query": q}).json()["data"]
+        assert data == {"model": {"downloadCount": 0}, "downloads": {"totalCount": 0}}
+        total = httpx.post(f"{base}/graphql", json={"query": "{ downloads { totalCount } }"}).json()
+        assert total["data"]["downloads"]["totalCount"] == 500 + 1 + 500  # two seeds and the peek
     finally:
         stop(proc)
 

@@ -84,6 +84,10 @@ async def insert_many(events: list[dict[str, Any]]) -> None:
     await DownloadEvent.get_pymongo_collection().insert_many(events, ordered=False)
 
 
+async def count_all() -> int:
+    return int(await DownloadEvent.get_pymongo_collection().estimated_document_count())
+
+
 async def get(event_id: Any) -> DownloadEvent | None:
     return await find_one(DownloadEvent, {"_id": event_id})
 

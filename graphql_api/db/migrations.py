@@ -87,6 +87,18 @@ async def mark_completing_events(db: AsyncDatabase[Any]) -> int:
     return marked
 
 
+async def pend_unhashed_versions(db: AsyncDatabase[Any]) -> int:
+    """Versions registered before checksums become PENDING, so the verifier hashes them; runs once."""
+    done = db["migrations"]
+    if await done.find_one({"_id": "version_checksums"}) is not None:
+        return 0
+    missing = {"checksum_status": {"$exists": False}}
+    result = await db["model_versions"].update_many(missing, {"$set": {"checksum_status": "PENDING"}})
+    await done.update_one({"_id": "version_checksums"}, {"$set": {"done": True}}, upsert=True)
+    return int(result.modified_count)
+
+
 async def run(db: AsyncDatabase[Any]) -> None:
     await split_models_and_versions(db)
     await mark_completing_events(db)
+    await pend_unhashed_versions(db)

@@ -11,7 +11,7 @@ from beanie import PydanticObjectId, SortDirection
 from ..documents import AliasChange, ModelVersion, RegisteredModel
 from ..pagination import Page, PageRequest
 from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
-from .common import Condition, find_one, in_list, insert_once, time_window
+from .common import Condition, find_one, in_list, insert_once, time_window, value_of
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -191,6 +191,40 @@ async def existing_versions() -> set[tuple[str, int]]:
     """(name, version) of every registered version."""
     cursor = ModelVersion.get_pymongo_collection().find({}, {"name": 1, "version": 1})
     return {(d["name"], d["version"]) async for d in cursor}
+
+
+async def lease_pending_checksum(now: datetime, until: datetime) -> ModelVersion | None:
+    """Takes one PENDING version whose lease is free (or lapsed) for the caller to hash, or None."""
+    collection = ModelVersion.get_pymongo_collection()
+    free: Condition = {
+        "checksum_status": "PENDING",
+        "$or": [{"checksum_lease_until": None}, {"checksum_lease_until": {"$lt": now}}],
+    }
+    # find + a conditional update_one (not findAndModify, which SecantusDB 0.7 runs as a scan)
+    async for doc in collection.find(free, {"_id": 1}).limit(5):
+        taken = await collection.update_one(
+            {**free, "_id": doc["_id"]}, {"$set": {"checksum_lease_until": until}}
+        )
+        if taken.modified_count:
+            return await get_version(doc["_id"])
+    return None
+
+
+async def finish_checksum(version_id: Any, fields: Condition) -> None:
+    await ModelVersion.get_pymongo_collection().update_one(
+        {"_id": version_id, "checksum_status": "PENDING"},
+        {"$set": {k: value_of(v) for k, v in fields.items()}, "$unset": {"checksum_lease_until": ""}},
+    )
+
+
+async def names_with_versions_outside(names: list[str], bucket: str) -> set[str]:
+    """Those of `names` that have a version whose artifact is not in `bucket`."""
+    flt = {"name": {"$in": names}, "bucket": {"$ne": bucket}}
+    return {d["name"] async for d in ModelVersion.get_pymongo_collection().find(flt, {"name": 1})}
+
+
+async def count_models() -> int:
+    return int(await RegisteredModel.get_pymongo_collection().count_documents({}))
 
 
 async def versions_in_bucket(bucket: str) -> list[ModelVersion]:

@@ -10,6 +10,8 @@ from starlette.responses import JSONResponse
 from ..errors import (
     OUTAGE_MESSAGES,
     AliasNotFound,
+    ArtifactChanged,
+    ChecksumMismatch,
     DomainError,
     Forbidden,
     InvalidInput,
@@ -33,6 +35,8 @@ STATUS: dict[type[DomainError], int] = {
     AliasNotFound: 404,
     StorageObjectNotFound: 404,
     ModelVersionArchived: 410,
+    ArtifactChanged: 409,
+    ChecksumMismatch: 409,
     RangeNotSatisfiable: 416,
     RateLimited: 429,
 }

@@ -71,6 +71,26 @@ class AliasNotFound(UserError):
     alias: str = strawberry.field(description="The alias that does not exist.")
 
 
+@strawberry.type(
+    description="The artifact's bytes are not those whose SHA-256 was declared (at registration, at upload, "
+    "or found later by the verifier: such a version refuses downloads)."
+)
+class ChecksumMismatch(UserError):
+    expected: str = strawberry.field(description="The declared SHA-256 (hex).")
+    actual: str = strawberry.field(description="The SHA-256 of the bytes in the store (hex).")
+
+
+@strawberry.type(
+    description="The object behind this version changed in the store since it was registered (a new ETag): "
+    "its downloads are refused; register the new object as a new version."
+)
+class ArtifactChanged(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int = strawberry.field(description="The version whose artifact changed.")
+    registered_etag: str = strawberry.field(description="The ETag when the version was registered.")
+    current_etag: str = strawberry.field(description="The ETag in the store now.")
+
+
 # Domain exception → its result-union member: the one translation, used by every mutation.
 _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
@@ -88,6 +108,17 @@ _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
         code=e.code, message=e.message, name=e.name, version=e.version
     ),
     errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),
+    errors.ChecksumMismatch: lambda e: ChecksumMismatch(
+        code=e.code, message=e.message, expected=e.expected, actual=e.actual
+    ),
+    errors.ArtifactChanged: lambda e: ArtifactChanged(
+        code=e.code,
+        message=e.message,
+        name=e.name,
+        version=e.version,
+        registered_etag=e.registered_etag,
+        current_etag=e.current_etag,
+    ),
 }
 
 

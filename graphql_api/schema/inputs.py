@@ -18,6 +18,12 @@ class RegisterModelInput:
     description: str | None = strawberry.field(default=None, description="Free text (10,000 characters).")
     tags: list[str] | None = strawberry.field(default=None, description="Up to 64 labels.")
     metadata: JSON | None = strawberry.field(default=None, description="A JSON object of at most 64 KB.")
+    sha256: str | None = strawberry.field(
+        default=None,
+        description="The artifact's SHA-256 (64 hex digits). Checked at once where the store holds the "
+        "object's full SHA-256 (a mismatch is `ChecksumMismatch`), else by hashing the object in the "
+        "background (`checksumStatus` PENDING until then; a mismatch found later refuses downloads).",
+    )
 
 
 @strawberry.input(description="New notes for a model; omitted fields stay as they are.")

@@ -23,6 +23,8 @@ from .downloads import (
 )
 from .errors import (
     AliasNotFound,
+    ArtifactChanged,
+    ChecksumMismatch,
     InvalidInput,
     ModelNotFound,
     ModelVersionAlreadyExists,
@@ -63,7 +65,7 @@ log = logging.getLogger("modelhub.graphql")
 INPUT = strawberry.argument(description="What to do; see the input type.")
 
 RegisterModelResult = Annotated[
-    ModelVersion | ModelVersionAlreadyExists | StorageObjectNotFound | InvalidInput,
+    ModelVersion | ModelVersionAlreadyExists | StorageObjectNotFound | ChecksumMismatch | InvalidInput,
     strawberry.union("RegisterModelResult", description="The new version, or why it was not registered."),
 ]
 UpdateModelResult = Annotated[
@@ -92,6 +94,8 @@ RequestDownloadResult = Annotated[
     | ModelVersionNotFound
     | ModelVersionArchived
     | StorageObjectNotFound
+    | ChecksumMismatch
+    | ArtifactChanged
     | InvalidInput,
     strawberry.union("RequestDownloadResult", description="A ticket, or why the download cannot start."),
 ]
@@ -261,6 +265,7 @@ class Mutation(TokenMutations):
             description=input.description,
             tags=input.tags,
             metadata=input.metadata,
+            sha256=input.sha256,
         )
         ctx = info.context
         return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal))

@@ -50,6 +50,22 @@ def page_request(first: int | None, after: str | None, last: int | None, before:
     return PageRequest(first=first, after=after, last=last, before=before)
 
 
+@strawberry.enum(description="Where a version's SHA-256 stands.")
+class ChecksumStatus(Enum):
+    PENDING = strawberry.enum_value(
+        "PENDING", description="Not verified yet: the server is hashing the object in the background."
+    )
+    VERIFIED = strawberry.enum_value("VERIFIED", description="`sha256` is the object's SHA-256.")
+    MISMATCH = strawberry.enum_value(
+        "MISMATCH", description="The object is not what registration declared: downloads are refused."
+    )
+    UNAVAILABLE = strawberry.enum_value(
+        "UNAVAILABLE",
+        description="The object could not be hashed (gone, or changed since registration); see "
+        "`checksumError`.",
+    )
+
+
 @strawberry.type(description="One registered version of a model: an immutable artifact plus editable notes.")
 class ModelVersion(Node):
     name: str = strawberry.field(description="The model's name.")
@@ -67,6 +83,14 @@ class ModelVersion(Node):
     created_at: datetime = strawberry.field(description="When the version was registered.")
     archived: bool = strawberry.field(
         description="Archived versions are hidden by default and refuse downloads."
+    )
+    sha256: str | None = strawberry.field(
+        description="The artifact's SHA-256 (hex), once the store vouched for it or the server hashed it; "
+        "null while `checksumStatus` is PENDING (or UNAVAILABLE)."
+    )
+    checksum_status: ChecksumStatus = strawberry.field(description="Where the artifact's checksum stands.")
+    checksum_error: str | None = strawberry.field(
+        description="Why the checksum is MISMATCH or UNAVAILABLE, if it is."
     )
     db_id: strawberry.Private[Any]
 
@@ -113,6 +137,9 @@ class ModelVersion(Node):
             content_type=doc.content_type,
             created_at=doc.created_at,
             archived=doc.archived,
+            sha256=doc.sha256,
+            checksum_status=ChecksumStatus(doc.checksum_status.value),
+            checksum_error=doc.checksum_error,
         )
 
 

@@ -15,6 +15,8 @@ class ObjectInfo:
     size: int
     etag: str
     content_type: str
+    # The whole object's SHA-256 (hex) when the store holds one (not S3's composite multipart checksums).
+    sha256: str | None = None
 
 
 class ObjectStore(Protocol):

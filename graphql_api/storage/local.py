@@ -1,4 +1,9 @@
-"""The local object store: `s3://bucket/key` kept at `<root>/<bucket>/<key>`, presigned by the app."""
+"""The local object store: `s3://bucket/key` kept at `<root>/<bucket>/<key>`, presigned by the app.
+
+Files it writes itself (uploads) get a SHA-256 record at `<root>/.modelhub/sha256/<bucket>/<key>` with
+the ETag it was computed for, so it holds a full-object checksum the way S3 does for a single-part PUT
+with `x-amz-checksum-sha256`; a file copied in by hand has none until it is hashed. (`.modelhub` cannot
+be a bucket: bucket names start with a letter or digit.)"""
 
 from __future__ import annotations
 
@@ -16,6 +21,11 @@ from ..signing import Signer
 from . import ObjectInfo, validate_bucket, validate_key
 
 OBJECT_TOKEN_PURPOSE = "object"
+
+
+def file_etag(st: os.stat_result) -> str:
+    """A local object's ETag: size and mtime change whenever the bytes do, without hashing the file."""
+    return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
 class LocalObjectStore:
@@ -48,8 +58,46 @@ class LocalObjectStore:
         if not path.is_file():
             raise StorageObjectNotFound(bucket, key)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        # Size and mtime change whenever the bytes do, without hashing a multi-GB file.
-        return ObjectInfo(st.st_size, f'"{st.st_size:x}-{st.st_mtime_ns:x}"', content_type)
+        etag = file_etag(st)
+        sha256 = await anyio.to_thread.run_sync(self._recorded_sha256, bucket, key, etag)
+        return ObjectInfo(st.st_size, etag, content_type, sha256)
+
+    def _checksum_path(self, bucket: str, key: str) -> Path:
+        return self.root / ".modelhub" / "sha256" / bucket / key
+
+    def _recorded_sha256(self, bucket: str, key: str, etag: str) -> str | None:
+        try:
+            recorded_etag, sha256 = self._checksum_path(bucket, key).read_text().split()
+        except (OSError, ValueError):
+            return None
+        return sha256 if recorded_etag == etag else None
+
+    def staging_dir(self) -> Path:
+        """Where uploads are written before they are moved into place (same filesystem: atomic rename)."""
+        path = self.root / ".modelhub" / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def put_file(self, bucket: str, key: str, source: Path, sha256: str) -> ObjectInfo:
+        """Moves a verified staged file into place atomically and records its SHA-256."""
+        dest = self.path_of(bucket, key)
+
+        def move() -> None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, dest)
+
+        await anyio.to_thread.run_sync(move)
+        info = await self.head(bucket, key)
+
+        def record() -> None:
+            path = self._checksum_path(bucket, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(f"{info.etag} {sha256}\n")
+            os.replace(tmp, path)
+
+        await anyio.to_thread.run_sync(record)
+        return await self.head(bucket, key)
 
     async def open_range(
         self, bucket: str, key: str, start: int, end: int, *, whole: bool = False

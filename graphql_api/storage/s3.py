@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -27,6 +28,20 @@ def _store_error(exc: ClientError | BotoCoreError, bucket: str, key: str) -> Exc
     log.warning("S3 call for s3://%s/%s failed: %s", bucket, key, exc)
     # The driver's text names the endpoint: it stays in the server log, not in what clients see.
     return StorageUnavailable(f"the object store failed ({type(exc).__name__})")
+
+
+def full_object_sha256(head: dict[str, Any], etag: str) -> str | None:
+    """The object's SHA-256 from a HEAD with checksum mode, only when it is the whole object's: a
+    single-part upload (no `-N` in the ETag) whose checksum is not COMPOSITE. A multipart object's
+    checksum is a hash of its parts' hashes, not the file's; such objects are hashed by the app."""
+    value = head.get("ChecksumSHA256")
+    if not value or head.get("ChecksumType") == "COMPOSITE" or "-" in etag or "-" in str(value):
+        return None
+    try:
+        raw = base64.b64decode(str(value), validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 class S3ObjectStore:
@@ -70,13 +85,15 @@ class S3ObjectStore:
         validate_bucket(bucket)
         validate_key(key)
         try:
-            resp = await self._client.head_object(Bucket=bucket, Key=key)
+            resp = await self._client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except (ClientError, BotoCoreError) as exc:
             raise _store_error(exc, bucket, key) from exc
+        etag = str(resp.get("ETag", ""))
         return ObjectInfo(
             size=int(resp["ContentLength"]),
-            etag=str(resp.get("ETag", "")),
+            etag=etag,
             content_type=str(resp.get("ContentType") or "application/octet-stream"),
+            sha256=full_object_sha256(resp, etag),
         )
 
     async def open_range(

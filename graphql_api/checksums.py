@@ -1,0 +1,103 @@
+"""Artifact checksums: what registration verifies at once, the background verifier that hashes the rest in
+constant memory, and the checks that refuse a download of an artifact that is not what was registered."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+import anyio.to_thread
+from pymongo.errors import PyMongoError
+
+from .db import models as models_db
+from .documents import ChecksumStatus, ModelVersion, utcnow
+from .errors import (
+    ArtifactChanged,
+    ChecksumMismatch,
+    InvalidInput,
+    StorageObjectNotFound,
+    StorageUnavailable,
+)
+from .storage import ObjectInfo, ObjectStore
+
+log = logging.getLogger("modelhub.checksums")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# How long one worker may hold a version it is hashing before another may take it over.
+LEASE_SECONDS = 600.0
+
+
+def validate_sha256(value: str | None, field: str = "sha256") -> str | None:
+    if value is None:
+        return None
+    digest = value.strip().lower()
+    if not _SHA256.match(digest):
+        raise InvalidInput(field, "must be a SHA-256: 64 hexadecimal digits")
+    return digest
+
+
+def initial_fields(expected: str | None, info: ObjectInfo) -> dict[str, Any]:
+    """A new version's checksum fields: verified now when the store holds the object's full SHA-256
+    (a mismatch refuses the registration), else PENDING for the verifier."""
+    if info.sha256 is not None:
+        if expected is not None and expected != info.sha256:
+            raise ChecksumMismatch(expected, info.sha256)
+        return {"sha256": info.sha256, "checksum_status": ChecksumStatus.VERIFIED}
+    return {"expected_sha256": expected, "checksum_status": ChecksumStatus.PENDING}
+
+
+def check_servable(version: ModelVersion, info: ObjectInfo) -> None:
+    """Refuses a download whose bytes are known to be wrong, or whose object changed since registration."""
+    if version.checksum_status is ChecksumStatus.MISMATCH:
+        raise ChecksumMismatch(version.expected_sha256 or "?", version.sha256 or "?")
+    if info.etag != version.etag:
+        raise ArtifactChanged(version.name, version.version, version.etag, info.etag)
+
+
+async def hash_object(store: ObjectStore, bucket: str, key: str, size: int) -> str:
+    """The object's SHA-256, read as a stream (one chunk in memory at a time, hashed off the event loop)."""
+    digest = hashlib.sha256()
+    if size > 0:
+        async for chunk in store.open_range(bucket, key, 0, size - 1, whole=True):
+            await anyio.to_thread.run_sync(digest.update, chunk)
+    return digest.hexdigest()
+
+
+async def verify(store: ObjectStore, version: ModelVersion) -> ChecksumStatus:
+    """Hashes one PENDING version's object and records the verdict; StorageUnavailable leaves it PENDING."""
+    fields: dict[str, Any]
+    try:
+        info = await store.head(version.bucket, version.key)
+        if info.etag != version.etag:
+            raise ArtifactChanged(version.name, version.version, version.etag, info.etag)
+        actual = info.sha256 or await hash_object(store, version.bucket, version.key, info.size)
+    except (StorageObjectNotFound, ArtifactChanged) as exc:
+        fields = {"checksum_status": ChecksumStatus.UNAVAILABLE, "checksum_error": exc.message}
+    else:
+        expected = version.expected_sha256
+        status = ChecksumStatus.VERIFIED if expected in (None, actual) else ChecksumStatus.MISMATCH
+        fields = {"sha256": actual, "checksum_status": status}
+        if status is ChecksumStatus.MISMATCH:
+            fields["checksum_error"] = f"the object's SHA-256 is {actual}, not the declared {expected}"
+            log.warning("model %s version %d: %s", version.name, version.version, fields["checksum_error"])
+    await models_db.finish_checksum(version.id, fields)
+    return ChecksumStatus(fields["checksum_status"])
+
+
+async def verify_pending(store: ObjectStore, limit: int = 20) -> int:
+    """Verifies up to `limit` PENDING versions, each leased so that workers do not hash the same one."""
+    done = 0
+    while done < limit:
+        now = utcnow()
+        version = await models_db.lease_pending_checksum(now, now + timedelta(seconds=LEASE_SECONDS))
+        if version is None:
+            return done
+        try:
+            await verify(store, version)
+        except (StorageUnavailable, PyMongoError) as exc:
+            log.warning("verifying %s v%d postponed: %s", version.name, version.version, type(exc).__name__)
+            return done
+        done += 1
+    return done

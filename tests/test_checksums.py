@@ -1,0 +1,95 @@
+"""Artifact checksums end to end on both stores: declared, verified in the background, mismatches and
+changed objects refused with typed errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import httpx
+
+from tests.servers import GraphQLClient, Stores, eventually
+
+REGISTER = """mutation($input: RegisterModelInput!) { registerModel(input: $input) {
+  __typename ... on ModelVersion { version sha256 checksumStatus }
+  ... on ChecksumMismatch { code expected actual } ... on UserError { code message } } }"""
+VERSION = """query($n: String!) { modelVersion(name: $n) { sha256 checksumStatus checksumError } }"""
+DOWNLOAD = """mutation($n: String!) { requestDownload(input: {name: $n}) {
+  __typename ... on DownloadTicket { url } ... on UserError { code message }
+  ... on ArtifactChanged { registeredEtag currentEtag } ... on ChecksumMismatch { expected actual } } }"""
+
+
+async def register(gql: GraphQLClient, stores: Stores, bucket: str, name: str, data: bytes, **kw: Any) -> Any:
+    stores.put(bucket, f"{name}/model.bin", data)
+    variables = {"name": name, "projectName": "p", "bucket": bucket, "key": f"{name}/model.bin", **kw}
+    return (await gql(REGISTER, {"input": variables}))["registerModel"]
+
+
+async def settled(gql: GraphQLClient, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def done() -> bool:
+        found.update((await gql(VERSION, {"n": name}))["modelVersion"])
+        return found["checksumStatus"] != "PENDING"
+
+    assert await eventually(done, 20)
+    return found
+
+
+async def test_declared_checksum_is_verified_in_the_background(
+    live_gql: GraphQLClient, stores: Stores, bucket: str
+) -> None:
+    """An object the store holds no SHA-256 for is PENDING with sha256 null, then VERIFIED with its hash."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    digest = hashlib.sha256(data).hexdigest()
+    result = await register(live_gql, stores, bucket, "good", data, sha256=digest.upper())
+    assert result == {"__typename": "ModelVersion", "version": 1, "sha256": None, "checksumStatus": "PENDING"}
+    assert await settled(live_gql, "good") == {
+        "sha256": digest,
+        "checksumStatus": "VERIFIED",
+        "checksumError": None,
+    }
+    undeclared = await register(live_gql, stores, bucket, "plain", b"")
+    assert undeclared["checksumStatus"] == "PENDING"
+    assert (await settled(live_gql, "plain"))["sha256"] == hashlib.sha256(b"").hexdigest()
+
+
+async def test_a_mismatch_found_later_refuses_downloads(
+    live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """A declared SHA-256 the bytes do not have ends MISMATCH, and downloads get CHECKSUM_MISMATCH."""
+    wrong = "0" * 64
+    await register(live_gql, stores, bucket, "bad", b"not what was declared", sha256=wrong)
+    state = await settled(live_gql, "bad")
+    assert state["checksumStatus"] == "MISMATCH" and wrong in state["checksumError"]
+    refused = (await live_gql(DOWNLOAD, {"n": "bad"}))["requestDownload"]
+    assert refused["__typename"] == "ChecksumMismatch" and refused["expected"] == wrong
+    assert refused["actual"] == hashlib.sha256(b"not what was declared").hexdigest()
+    direct = await live_http.get("/models/bad/download")
+    assert direct.status_code == 409 and direct.json()["error"]["code"] == "CHECKSUM_MISMATCH"
+
+
+async def test_bad_checksums_are_invalid_input(live_gql: GraphQLClient, stores: Stores, bucket: str) -> None:
+    """A sha256 that is not 64 hex digits is INVALID_INPUT on field sha256, and nothing is registered."""
+    result = await register(live_gql, stores, bucket, "odd", b"x", sha256="abc")
+    assert result["__typename"] == "InvalidInput" and "sha256" in result["message"]
+    assert (await live_gql('{ model(name: "odd") { name } }'))["model"] is None
+
+
+async def test_a_changed_object_is_refused(
+    live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """An object replaced after registration (new ETag) is ARTIFACT_CHANGED for tickets, tickets issued
+    before the change, and the one-step route; the version's checksum becomes UNAVAILABLE or stays right."""
+    await register(live_gql, stores, bucket, "moved", b"first bytes")
+    ticket = (await live_gql(DOWNLOAD, {"n": "moved"}))["requestDownload"]
+    assert ticket["__typename"] == "DownloadTicket"
+    stores.put(bucket, "moved/model.bin", b"other bytes, longer")
+    refused = (await live_gql(DOWNLOAD, {"n": "moved"}))["requestDownload"]
+    assert refused["__typename"] == "ArtifactChanged" and refused["code"] == "ARTIFACT_CHANGED"
+    assert refused["registeredEtag"] != refused["currentEtag"]
+    late = await live_http.get(ticket["url"])
+    assert late.status_code == 409 and late.json()["error"]["code"] == "ARTIFACT_CHANGED"
+    direct = await live_http.get("/models/moved/download")
+    assert direct.status_code == 409 and "register the new object" in direct.json()["error"]["message"]
