@@ -28,7 +28,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET, UnsetType
 
-from . import checksums, downloads
+from . import checksums, downloads, uploads
 from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
@@ -122,13 +122,15 @@ async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack)
     return LocalObjectStore(settings.objects_dir, signer, settings.stream_chunk_bytes)
 
 
-async def _sweep_until(stopped: asyncio.Event, metrics: Metrics, stale_seconds: float) -> None:
-    """Sweeps stale IN_PROGRESS downloads at start-up, then every half staleness period, until stopped."""
+async def _sweep_until(stopped: asyncio.Event, services: Services, stale_seconds: float) -> None:
+    """Sweeps stale IN_PROGRESS downloads and abandoned uploads at start-up, then every half staleness
+    period, until stopped."""
     while not stopped.is_set():
         try:
-            await downloads.sweep_stale(metrics, stale_seconds)
+            await downloads.sweep_stale(services.metrics, stale_seconds)
+            await uploads.expire_abandoned(services)
         except Exception:  # a failed sweep is retried next period; it must not kill the app
-            log.exception("sweeping stale downloads failed")
+            log.exception("sweeping stale downloads and uploads failed")
         await pause(stopped, max(stale_seconds / 2, 1.0))
 
 
@@ -206,7 +208,7 @@ def create_app(settings: Settings) -> Starlette:
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweep_stopped = asyncio.Event()
-            sweeper = _sweep_until(sweep_stopped, metrics, settings.stale_download_seconds)
+            sweeper = _sweep_until(sweep_stopped, app.state.services, settings.stale_download_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
             verify_stopped = asyncio.Event()
             verifier = _verify_until(verify_stopped, store, settings.checksum_interval_seconds)
@@ -235,6 +237,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/downloads/{ticket}", routes_.download_by_ticket),
         Route("/models/{name:path}/download", routes_.download_model),
         Route("/objects/{token}", routes_.local_presigned_object),
+        Route("/uploads/{token}", routes_.upload_object, methods=["PUT"]),
         Route("/metrics", metrics_endpoint),
     ]
     middleware = [
@@ -275,7 +278,7 @@ def _cors(settings: Settings) -> list[Middleware]:
         Middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+            allow_methods=["GET", "POST", "PUT", "HEAD", "OPTIONS"],
             allow_headers=CORS_REQUEST_HEADERS,
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=settings.cors_max_age_seconds,

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     checksum_interval_seconds: float = 2.0
     stream_chunk_bytes: int = 1024 * 1024
 
+    # Uploads (`requestUpload`): where the server puts uploaded artifacts (its own location, so outside
+    # MODELHUB_ALLOWED_STORAGE's reach), how long an upload may stay open before it is cleaned up, and the
+    # size above which S3 uploads are multipart (in parts of `upload_part_bytes`, at least 5 MiB).
+    upload_bucket: str = "modelhub-artifacts"
+    upload_prefix: str = "uploads"
+    upload_expires_seconds: int = 3600
+    multipart_threshold_bytes: int = 64 * 1024 * 1024
+    upload_part_bytes: int = 64 * 1024 * 1024
+
     # Browser origins allowed to call the API (CORS), e.g. ["http://localhost:5173"]; none by default.
     # A JSON list in MODELHUB_CORS_ORIGINS; "*" allows any origin (credentials are never sent with CORS here).
     cors_origins: list[str] = []

@@ -148,6 +148,43 @@ class ApiToken(Document):
         ]
 
 
+class UploadStatus(StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"
+
+
+class Upload(Document):
+    """An artifact upload in progress: where its bytes go, what they must be, and the version they make."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    project_name: str
+    owner: str
+    version: int | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    bucket: str
+    key: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    multipart_id: str | None = None
+    part_bytes: int | None = None
+    # Local store: the bytes arrived through the app and were verified.
+    received: bool = False
+    status: UploadStatus = UploadStatus.PENDING
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    registered_version: int | None = None
+
+    class Settings:
+        name = "uploads"
+        indexes = [IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="status_expires")]
+
+
 class DownloadMode(StrEnum):
     STREAM = "STREAM"
     PRESIGNED = "PRESIGNED"
@@ -276,6 +313,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ModelVersion,
     AliasChange,
     ApiToken,
+    Upload,
     DownloadEvent,
     DownloadRollup,
     HourlyRollup,

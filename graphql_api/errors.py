@@ -111,6 +111,16 @@ class ArtifactChanged(DomainError):
         self.current_etag = current_etag
 
 
+class UploadNotFound(DomainError):
+    """No open upload has this id (never issued, already expired, or cleaned up)."""
+
+    code = "UPLOAD_NOT_FOUND"
+
+    def __init__(self, upload_id: str, why: str = "does not exist or has expired") -> None:
+        super().__init__(f"upload {upload_id} {why}")
+        self.upload_id = upload_id
+
+
 class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 

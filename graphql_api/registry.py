@@ -147,11 +147,14 @@ async def register_model(
         # another registration took this number: read the new highest and take the next one
 
 
-async def register(services: Services, req: RegisterRequest, who: Principal) -> ModelVersion:
-    """`register_model`, counted in the registrations metric by outcome."""
+async def register(
+    services: Services, req: RegisterRequest, who: Principal, scope: StorageScope | None = None
+) -> ModelVersion:
+    """`register_model` (within `scope`, by default the configured one), counted in the registrations
+    metric by outcome."""
     metrics = services.metrics
     try:
-        version = await register_model(services.store, req, who, services.scope)
+        version = await register_model(services.store, req, who, scope or services.scope)
     except DomainError as exc:
         metrics.count_registration(exc.code)
         raise

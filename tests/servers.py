@@ -56,6 +56,16 @@ class Stores:
             extra = {"ContentType": content_type} if content_type else {}
             s3.put_object(Bucket=bucket, Key=key, Body=data, **extra)
 
+    def exists(self, bucket: str, key: str) -> bool:
+        if self.kind == "local":
+            return (self.settings.objects_dir / bucket / key).exists()
+        with self._s3() as s3:
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+            except s3.exceptions.ClientError:
+                return False
+            return True
+
     def delete(self, bucket: str, key: str) -> None:
         if self.kind == "local":
             (self.settings.objects_dir / bucket / key).unlink()

@@ -23,6 +23,7 @@ from ..errors import (
     TicketInvalid,
     TicketProblem,
     Unauthenticated,
+    UploadNotFound,
 )
 from ..limits import RateLimited
 
@@ -31,6 +32,7 @@ STATUS: dict[type[DomainError], int] = {
     Unauthenticated: 401,
     Forbidden: 403,
     ModelNotFound: 404,
+    UploadNotFound: 404,
     ModelVersionNotFound: 404,
     AliasNotFound: 404,
     StorageObjectNotFound: 404,

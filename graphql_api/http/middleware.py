@@ -10,19 +10,25 @@ from ..health import Watch
 from .errors import error_response, outage_response
 from .streaming import Message, Receive, Scope, Send
 
-_TOKEN_PATH = re.compile(r"/(downloads|objects)/[^\s/?\"]+")
+_TOKEN_PATH = re.compile(r"/(downloads|objects|uploads)/[^\s/?\"]+")
 
 
 class BodyLimit:
     """Refuses (413, JSON) any request body over `max_bytes`, by Content-Length or as it streams in,
-    before the app parses a byte of it. Bodies under the cap are read here and handed on whole."""
+    before the app parses a byte of it. Bodies under the cap are read here and handed on whole. Artifact
+    uploads (`/uploads/`) stream through: their route checks them against the size they declared."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, streamed: tuple[str, ...] = ("/uploads/",)) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"].startswith(self.streamed)
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -68,7 +74,11 @@ class OutageGuard:
     not need the database to go on. GraphQL gets a GraphQL error (`DATABASE_UNAVAILABLE`), the routes a
     JSON 503."""
 
-    def __init__(self, app: Any, guarded_prefixes: tuple[str, ...] = ("/graphql", "/downloads/", "/models/")):
+    def __init__(
+        self,
+        app: Any,
+        guarded_prefixes: tuple[str, ...] = ("/graphql", "/downloads/", "/models/", "/uploads/"),
+    ):
         self.app = app
         self.prefixes = guarded_prefixes
 

@@ -11,7 +11,7 @@ import pymongo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import checksums, downloads
+from .. import checksums, downloads, uploads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
@@ -124,6 +124,21 @@ async def local_presigned_object(request: Request) -> Any:
     if isinstance(plan, Response):
         return plan
     return StreamObject(services.store, plan, heartbeat_seconds=services.settings.heartbeat_seconds)
+
+
+async def upload_object(request: Request) -> Response:
+    """PUT /uploads/{token}: the local store's stand-in for a presigned S3 PUT. The body streams to disk
+    (constant memory), must have the declared size and SHA-256, and is moved into place atomically; then
+    `completeUpload` registers it."""
+    services = services_of(request)
+    try:
+        upload = await uploads.receive(services, request.path_params["token"], request.stream())
+    except DomainError as exc:
+        return domain_error_response(exc)
+    except StorageUnavailable:
+        return outage_response("STORAGE_UNAVAILABLE")
+    body = {"uploadId": str(upload.id), "sizeBytes": upload.size_bytes, "sha256": upload.sha256}
+    return JSONResponse(body, headers={"cache-control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:

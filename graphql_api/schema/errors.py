@@ -91,6 +91,11 @@ class ArtifactChanged(UserError):
     current_etag: str = strawberry.field(description="The ETag in the store now.")
 
 
+@strawberry.type(description="No open upload has this id (never issued, someone else's, or expired).")
+class UploadNotFound(UserError):
+    upload_id: str = strawberry.field(description="The id that was given.")
+
+
 # Domain exception → its result-union member: the one translation, used by every mutation.
 _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
@@ -111,6 +116,7 @@ _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.ChecksumMismatch: lambda e: ChecksumMismatch(
         code=e.code, message=e.message, expected=e.expected, actual=e.actual
     ),
+    errors.UploadNotFound: lambda e: UploadNotFound(code=e.code, message=e.message, upload_id=e.upload_id),
     errors.ArtifactChanged: lambda e: ArtifactChanged(
         code=e.code,
         message=e.message,

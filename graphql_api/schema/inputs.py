@@ -6,6 +6,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from .downloads import DownloadMode
+from .scalars import Long
 
 
 @strawberry.input(description="A new version of a model whose artifact already sits in the object store.")
@@ -84,4 +85,32 @@ class RequestDownloadInput:
         description="The id of an earlier, unfinished download of this version by the same requester that "
         "this one continues (send `Range: bytes=<bytes you have>-`): the download that delivers the last "
         "byte of the chain is counted once, as one completed download.",
+    )
+
+
+@strawberry.input(
+    description="An artifact to upload: its size and SHA-256 (the bytes are checked against both), and the "
+    "version it will register."
+)
+class RequestUploadInput:
+    name: str = strawberry.field(description="The model; its first version creates it.")
+    project_name: str = strawberry.field(description="The model's project.")
+    size_bytes: Long = strawberry.field(description="The file's exact size in bytes.")
+    sha256: str = strawberry.field(description="The file's SHA-256 (64 hex digits).")
+    filename: str = strawberry.field(default="model.bin", description="The artifact's file name.")
+    content_type: str = strawberry.field(
+        default="application/octet-stream", description="The artifact's media type."
+    )
+    version: int | None = strawberry.field(default=None, description="Omit to take the next free version.")
+    description: str | None = strawberry.field(default=None, description="Free text about the version.")
+    tags: list[str] | None = strawberry.field(default=None, description="Up to 64 labels.")
+    metadata: JSON | None = strawberry.field(default=None, description="A JSON object of at most 64 KB.")
+
+
+@strawberry.input(description="Finishes an upload whose bytes have all been PUT.")
+class CompleteUploadInput:
+    upload_id: strawberry.ID = strawberry.field(description="`UploadTicket.uploadId`.")
+    part_etags: list[str] | None = strawberry.field(
+        default=None,
+        description="Multipart uploads only: the `ETag` response header of each part's PUT, in part order.",
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import strawberry
 
-from .. import aliases, documents, downloads, queries, registry
+from .. import aliases, documents, downloads, queries, registry, uploads
 from ..analytics import events, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
@@ -31,13 +31,16 @@ from .errors import (
     ModelVersionArchived,
     ModelVersionNotFound,
     StorageObjectNotFound,
+    UploadNotFound,
     expected_errors,
 )
 from .inputs import (
+    CompleteUploadInput,
     ModelVersionInput,
     RegisterModelInput,
     RemoveAliasInput,
     RequestDownloadInput,
+    RequestUploadInput,
     SetAliasInput,
     UpdateModelInput,
     UpdateModelVersionInput,
@@ -60,6 +63,7 @@ from .types import (
     page_info,
     page_request,
 )
+from .uploads import UploadTicket
 
 log = logging.getLogger("modelhub.graphql")
 INPUT = strawberry.argument(description="What to do; see the input type.")
@@ -106,6 +110,24 @@ def _event_key(value: str) -> object:
     if type_name != "DownloadEvent":
         raise InvalidIds("resumes", "is not the id of a download")
     return key
+
+
+RequestUploadResult = Annotated[
+    UploadTicket | ModelVersionAlreadyExists | ModelNotFound | InvalidInput,
+    strawberry.union("RequestUploadResult", description="Where to PUT the bytes, or why not."),
+]
+CompleteUploadResult = Annotated[
+    ModelVersion
+    | UploadNotFound
+    | ChecksumMismatch
+    | ModelVersionAlreadyExists
+    | StorageObjectNotFound
+    | InvalidInput,
+    strawberry.union(
+        "CompleteUploadResult",
+        description="The registered version, or why not (`StorageObjectNotFound`: the bytes never arrived).",
+    ),
+]
 
 
 async def _node(id: str) -> Node | None:
@@ -341,3 +363,45 @@ class Mutation(TokenMutations):
             expires_at=ticket.expires_at,
             download=DownloadEvent.from_doc(ticket.event),
         )
+
+    @strawberry.mutation(
+        description="Starts an upload of a new version's artifact into the server's own bucket: presigned "
+        "PUT URLs (one, or one per part above the multipart threshold) on S3, or an app URL on the local "
+        "store. The bytes are checked against `sizeBytes` and `sha256`; `completeUpload` then registers "
+        "the version."
+    )
+    @expected_errors
+    async def request_upload(
+        self, info: Info, input: Annotated[RequestUploadInput, INPUT]
+    ) -> RequestUploadResult:
+        request = uploads.UploadRequest(
+            name=input.name,
+            project_name=input.project_name,
+            size_bytes=input.size_bytes,
+            sha256=input.sha256,
+            filename=input.filename,
+            content_type=input.content_type,
+            version=input.version,
+            description=input.description,
+            tags=input.tags,
+            metadata=input.metadata,
+        )
+        ctx = info.context
+        return UploadTicket.of(
+            await uploads.request_upload(ctx.services, request, ctx.principal, ctx.base_url)
+        )
+
+    @strawberry.mutation(
+        description="Finishes an upload: assembles multipart parts, checks size and checksum, and registers "
+        "the version (`checksumStatus` VERIFIED at once where the store vouches for the SHA-256, else "
+        "PENDING until the server has hashed it). Completing the same upload again returns the same version."
+    )
+    @expected_errors
+    async def complete_upload(
+        self, info: Info, input: Annotated[CompleteUploadInput, INPUT]
+    ) -> CompleteUploadResult:
+        ctx = info.context
+        version = await uploads.complete_upload(
+            ctx.services, input.upload_id, input.part_etags, ctx.principal
+        )
+        return ModelVersion.from_doc(version)

@@ -19,6 +19,35 @@ class ObjectInfo:
     sha256: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UploadPart:
+    number: int
+    url: str
+    size: int
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where an upload's bytes go: one URL (PUT the whole file with `headers`), or numbered part URLs."""
+
+    url: str | None
+    parts: tuple[UploadPart, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    multipart_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    upload_id: str
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    expires_in: int
+    part_bytes: int | None  # None: one part
+
+
 class ObjectStore(Protocol):
     """Where artifacts live. `end` in `open_range` is inclusive, as in an HTTP Range header."""
 
@@ -37,6 +66,26 @@ class ObjectStore(Protocol):
         ...
 
     async def ping(self) -> None: ...
+
+    async def begin_upload(self, spec: UploadSpec) -> UploadTarget:
+        """Prepares an upload: presigned PUT (or part) URLs, or a path under the app starting with /."""
+        ...
+
+    async def complete_upload(
+        self, bucket: str, key: str, multipart_id: str | None, etags: list[str]
+    ) -> None:
+        """Assembles a multipart upload from its parts' ETags (in part order); nothing for one part."""
+        ...
+
+    async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        """Drops whatever an unfinished upload left behind (parts, or the object)."""
+        ...
+
+    async def receive(
+        self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
+    ) -> ObjectInfo:
+        """Takes an upload's bytes through the app (the local store); verified before they are kept."""
+        ...
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

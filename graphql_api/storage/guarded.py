@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from ..errors import OUTAGE_MESSAGES, StorageUnavailable
 from ..health import Watch
-from . import ObjectInfo, ObjectStore
+from . import ObjectInfo, ObjectStore, UploadSpec, UploadTarget
 
 T = TypeVar("T")
 
@@ -54,3 +54,24 @@ class GuardedStore:
 
     async def ping(self) -> None:
         await self.inner.ping()
+
+    async def begin_upload(self, spec: UploadSpec) -> UploadTarget:
+        return await self._bounded(self.inner.begin_upload(spec))
+
+    async def complete_upload(
+        self, bucket: str, key: str, multipart_id: str | None, etags: list[str]
+    ) -> None:
+        # Assembling many parts can take S3 a while: bounded only by the store's own read timeout.
+        if not self.watch.up:
+            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+        await self.inner.complete_upload(bucket, key, multipart_id, etags)
+
+    async def receive(
+        self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
+    ) -> ObjectInfo:
+        if not self.watch.up:
+            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+        return await self.inner.receive(upload_id, bucket, key, body, size, sha256)
+
+    async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        await self._bounded(self.inner.abort_upload(bucket, key, multipart_id))

@@ -7,6 +7,7 @@ be a bucket: bucket names start with a letter or digit.)"""
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 import time
@@ -16,11 +17,12 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..errors import StorageObjectNotFound, StorageUnavailable
+from ..errors import ChecksumMismatch, InvalidInput, StorageObjectNotFound, StorageUnavailable
 from ..signing import Signer
-from . import ObjectInfo, validate_bucket, validate_key
+from . import ObjectInfo, UploadSpec, UploadTarget, validate_bucket, validate_key
 
 OBJECT_TOKEN_PURPOSE = "object"
+UPLOAD_TOKEN_PURPOSE = "upload"
 
 
 def file_etag(st: os.stat_result) -> str:
@@ -71,6 +73,49 @@ class LocalObjectStore:
         except (OSError, ValueError):
             return None
         return sha256 if recorded_etag == etag else None
+
+    async def begin_upload(self, spec: UploadSpec) -> UploadTarget:
+        """An app URL (`PUT /uploads/<token>`) standing in for S3's presigned PUT; the app streams the body
+        to a staging file, checks size and SHA-256, and moves it into place."""
+        self.path_of(spec.bucket, spec.key)
+        token = self._signer.sign(UPLOAD_TOKEN_PURPOSE, {"u": spec.upload_id}, time.time() + spec.expires_in)
+        return UploadTarget(url=f"/uploads/{token}")
+
+    async def complete_upload(
+        self, bucket: str, key: str, multipart_id: str | None, etags: list[str]
+    ) -> None:
+        return None  # the app's PUT already put the verified file in place
+
+    async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        def remove() -> None:
+            for path in (self.path_of(bucket, key), self._checksum_path(bucket, key)):
+                path.unlink(missing_ok=True)
+
+        await anyio.to_thread.run_sync(remove)
+
+    async def receive(
+        self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
+    ) -> ObjectInfo:
+        """Streams an upload's body to a staging file (constant memory), then checks its size and SHA-256
+        and moves it into place atomically; anything wrong leaves nothing behind."""
+        staged = self.staging_dir() / f"{upload_id}.part"
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with await anyio.to_thread.run_sync(open, staged, "wb") as fh:
+                async for chunk in body:
+                    received += len(chunk)
+                    if received > size:
+                        raise InvalidInput("body", f"the upload is longer than the declared {size} bytes")
+                    digest.update(chunk)
+                    await anyio.to_thread.run_sync(fh.write, chunk)
+            if received != size:
+                raise InvalidInput("body", f"the upload has {received} bytes, not the declared {size}")
+            if digest.hexdigest() != sha256:
+                raise ChecksumMismatch(sha256, digest.hexdigest(), "the uploaded file")
+            return await self.put_file(bucket, key, staged, sha256)
+        finally:
+            staged.unlink(missing_ok=True)
 
     def staging_dir(self) -> Path:
         """Where uploads are written before they are moved into place (same filesystem: atomic rename)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -14,8 +15,16 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import Settings
-from ..errors import StorageObjectNotFound, StorageUnavailable
-from . import ObjectInfo, content_disposition, validate_bucket, validate_key
+from ..errors import InvalidInput, StorageObjectNotFound, StorageUnavailable
+from . import (
+    ObjectInfo,
+    UploadPart,
+    UploadSpec,
+    UploadTarget,
+    content_disposition,
+    validate_bucket,
+    validate_key,
+)
 
 log = logging.getLogger("modelhub.storage")
 _MISSING = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -134,6 +143,83 @@ class S3ObjectStore:
             ExpiresIn=expires_in,
         )
         return str(url)
+
+    async def _ensure_bucket(self, bucket: str) -> None:
+        try:
+            await self._client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING:
+                raise
+            with contextlib.suppress(ClientError):  # created meanwhile, or not ours to create: PUTs will say
+                await self._client.create_bucket(Bucket=bucket)
+
+    async def begin_upload(self, spec: UploadSpec) -> UploadTarget:
+        """A presigned PUT signed with the file's `x-amz-checksum-sha256` (S3 rejects other bytes), or a
+        multipart upload with one presigned URL per part (its full SHA-256 is verified after completion)."""
+        try:
+            await self._ensure_bucket(spec.bucket)
+            if spec.part_bytes is None:
+                checksum = base64.b64encode(bytes.fromhex(spec.sha256)).decode()
+                params = {
+                    "Bucket": spec.bucket,
+                    "Key": spec.key,
+                    "ContentType": spec.content_type,
+                    "ChecksumSHA256": checksum,
+                }
+                url = await self._presign.generate_presigned_url(
+                    "put_object", Params=params, ExpiresIn=spec.expires_in
+                )
+                headers = (("content-type", spec.content_type), ("x-amz-checksum-sha256", checksum))
+                return UploadTarget(url=str(url), headers=headers)
+            created = await self._client.create_multipart_upload(
+                Bucket=spec.bucket, Key=spec.key, ContentType=spec.content_type
+            )
+            upload_id = str(created["UploadId"])
+            parts = []
+            for number, offset in enumerate(range(0, spec.size, spec.part_bytes), start=1):
+                part = {"Bucket": spec.bucket, "Key": spec.key, "UploadId": upload_id, "PartNumber": number}
+                url = await self._presign.generate_presigned_url(
+                    "upload_part", Params=part, ExpiresIn=spec.expires_in
+                )
+                parts.append(UploadPart(number, str(url), min(spec.part_bytes, spec.size - offset)))
+            return UploadTarget(url=None, parts=tuple(parts), multipart_id=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc, spec.bucket, spec.key) from exc
+
+    async def complete_upload(
+        self, bucket: str, key: str, multipart_id: str | None, etags: list[str]
+    ) -> None:
+        if multipart_id is None:
+            return
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]
+        try:
+            await self._client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=multipart_id, MultipartUpload={"Parts": parts}
+            )
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in {
+                "InvalidPart",
+                "InvalidPartOrder",
+                "NoSuchUpload",
+            }:
+                raise StorageObjectNotFound(bucket, key) from exc
+            raise _store_error(exc, bucket, key) from exc
+        except BotoCoreError as exc:
+            raise _store_error(exc, bucket, key) from exc
+
+    async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        try:
+            if multipart_id is not None:
+                with contextlib.suppress(ClientError):  # already completed or aborted
+                    await self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=multipart_id)
+            await self._client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc, bucket, key) from exc
+
+    async def receive(
+        self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
+    ) -> ObjectInfo:
+        raise InvalidInput("upload", "this object store takes uploads on the presigned URLs of requestUpload")
 
     async def ping(self) -> None:
         """Whether the store answers at all: an error response (say, credentials that may not list buckets)

@@ -1,0 +1,225 @@
+"""Uploading artifacts: `requestUpload` (where to PUT the bytes), the local store's PUT through the app,
+`completeUpload` (verify and register the version), and the cleanup of abandoned uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.errors import InvalidId
+
+from . import checksums, registry
+from .auth import Principal
+from .db import models as models_db
+from .db import uploads as uploads_db
+from .documents import ModelVersion, Role, Upload, UploadStatus, utcnow
+from .errors import (
+    InvalidInput,
+    ModelVersionAlreadyExists,
+    StorageObjectNotFound,
+    TicketInvalid,
+    TicketProblem,
+    UploadNotFound,
+)
+from .services import Services
+from .storage import StorageScope, UploadSpec, UploadTarget, validate_key
+from .storage.local import UPLOAD_TOKEN_PURPOSE
+from .validation import (
+    validate_description,
+    validate_metadata,
+    validate_name,
+    validate_tags,
+    validate_version,
+)
+
+log = logging.getLogger("modelhub.uploads")
+MIN_PART_BYTES = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+_FILENAME_FORBIDDEN = set("/\\\x00")
+
+
+@dataclass
+class UploadRequest:
+    name: str
+    project_name: str
+    size_bytes: int
+    sha256: str
+    filename: str = "model.bin"
+    content_type: str = "application/octet-stream"
+    version: int | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    metadata: Any = None
+
+    def validate(self) -> None:
+        validate_name(self.name)
+        validate_name(self.project_name, "projectName")
+        validate_version(self.version)
+        validate_description(self.description)
+        self.tags = validate_tags(self.tags)
+        self.metadata = validate_metadata(self.metadata)
+        self.sha256 = checksums.validate_sha256(self.sha256) or ""
+        if self.size_bytes < 0:
+            raise InvalidInput("sizeBytes", "must not be negative")
+        if not self.filename or len(self.filename) > 255 or set(self.filename) & _FILENAME_FORBIDDEN:
+            raise InvalidInput("filename", "must be 1 to 255 characters without / or \\")
+        if self.filename in (".", ".."):
+            raise InvalidInput("filename", "must be a file name")
+        if not self.content_type or len(self.content_type) > 255 or not self.content_type.isascii():
+            raise InvalidInput("contentType", "must be a media type such as application/octet-stream")
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    upload: Upload
+    target: UploadTarget
+
+
+def _part_bytes(services: Services, size: int) -> int | None:
+    settings = services.settings
+    if services.store.kind != "s3" or size <= settings.multipart_threshold_bytes:
+        return None
+    part = max(settings.upload_part_bytes, MIN_PART_BYTES, -(-size // MAX_PARTS))
+    return part
+
+
+async def _check_may_add(req: UploadRequest, who: Principal) -> None:
+    """What registration will check, checked before any byte moves: the project, the owner, the number."""
+    model = await models_db.find_model(req.name)
+    if model is not None:
+        if model.project_name != req.project_name:
+            raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
+        registry.require_owner(model, who)
+    if req.version is not None and await models_db.find_version(req.name, req.version) is not None:
+        raise ModelVersionAlreadyExists(req.name, req.version)
+
+
+async def request_upload(services: Services, req: UploadRequest, who: Principal, base_url: str) -> OpenUpload:
+    """Records an open upload and prepares where its bytes go (the server's own bucket and prefix)."""
+    who.require(Role.ENGINEER, "uploading a model")
+    req.validate()
+    await _check_may_add(req, who)
+    settings = services.settings
+    upload_id = ObjectId()
+    key = f"{settings.upload_prefix.strip('/')}/{req.name}/{upload_id}/{req.filename}"
+    validate_key(key, "filename")
+    seconds = settings.upload_expires_seconds
+    part_bytes = _part_bytes(services, req.size_bytes)
+    spec = UploadSpec(
+        str(upload_id), settings.upload_bucket, key, req.size_bytes, req.sha256, req.content_type, seconds,
+        part_bytes,
+    )  # fmt: skip
+    target = await services.store.begin_upload(spec)
+    if target.url is not None and target.url.startswith("/"):
+        target = UploadTarget(base_url + target.url, target.parts, target.headers, target.multipart_id)
+    upload = Upload(
+        id=upload_id,
+        name=req.name,
+        project_name=req.project_name,
+        owner=who.engineer,
+        version=req.version,
+        description=req.description,
+        tags=req.tags or [],
+        metadata=req.metadata or {},
+        bucket=settings.upload_bucket,
+        key=key,
+        size_bytes=req.size_bytes,
+        sha256=req.sha256,
+        content_type=req.content_type,
+        multipart_id=target.multipart_id,
+        part_bytes=part_bytes,
+        expires_at=utcnow() + timedelta(seconds=seconds),
+    )
+    await uploads_db.insert(upload)
+    return OpenUpload(upload, target)
+
+
+def _upload_id(value: str) -> ObjectId:
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        raise UploadNotFound(str(value)[:40], "is not an upload id") from None
+
+
+async def _open(upload_id: ObjectId, who: Principal | None = None) -> Upload:
+    upload = await uploads_db.get(upload_id)
+    if upload is None or upload.status is UploadStatus.EXPIRED or upload.expires_at <= utcnow():
+        raise UploadNotFound(str(upload_id))
+    if who is not None and who.engineer != upload.owner and not who.is_admin:
+        raise UploadNotFound(str(upload_id))  # someone else's upload: not disclosed
+    return upload
+
+
+async def receive(services: Services, token: str, body: AsyncIterator[bytes]) -> Upload:
+    """`PUT /uploads/<token>` on the local store: the body is verified (size, SHA-256) and put in place."""
+    payload = services.signer.verify(UPLOAD_TOKEN_PURPOSE, token)
+    upload = await _open(_upload_id(str(payload.get("u"))))
+    if upload.status is not UploadStatus.PENDING or upload.received:
+        raise TicketInvalid("this upload has already received its bytes", TicketProblem.USED)
+    await services.store.receive(
+        str(upload.id), upload.bucket, upload.key, body, upload.size_bytes, upload.sha256
+    )
+    await uploads_db.update(upload.id, {"status": UploadStatus.PENDING.value}, {"received": True})
+    return upload
+
+
+async def complete_upload(
+    services: Services, upload_id: str, part_etags: list[str] | None, who: Principal
+) -> ModelVersion:
+    """Assembles (multipart), checks the object's size and SHA-256 where the store holds it, and registers
+    the version (its checksum verified now, or hashed in the background). Completing twice returns the
+    same version."""
+    who.require(Role.ENGINEER, "uploading a model")
+    upload = await _open(_upload_id(upload_id), who)
+    if upload.status is UploadStatus.COMPLETED and upload.registered_version is not None:
+        found = await models_db.find_version(upload.name, upload.registered_version)
+        if found is not None:
+            return found
+    if upload.multipart_id is not None:
+        expected_parts = -(-upload.size_bytes // (upload.part_bytes or 1))
+        if not part_etags or len(part_etags) != expected_parts:
+            raise InvalidInput("parts", f"give the ETags of all {expected_parts} parts, in part order")
+        await services.store.complete_upload(upload.bucket, upload.key, upload.multipart_id, part_etags)
+    info = await services.store.head(upload.bucket, upload.key)  # StorageObjectNotFound: nothing was PUT
+    if info.size != upload.size_bytes:
+        await services.store.abort_upload(upload.bucket, upload.key, upload.multipart_id)
+        await uploads_db.update(upload.id, {}, {"status": UploadStatus.EXPIRED.value})
+        raise InvalidInput(
+            "sizeBytes", f"the uploaded object has {info.size} bytes, not the declared {upload.size_bytes}"
+        )
+    request = registry.RegisterRequest(
+        name=upload.name,
+        project_name=upload.project_name,
+        bucket=upload.bucket,
+        key=upload.key,
+        owner=upload.owner,
+        version=upload.version,
+        description=upload.description,
+        tags=upload.tags,
+        metadata=upload.metadata or None,
+        sha256=upload.sha256,
+    )
+    # The server chose this location itself: MODELHUB_ALLOWED_STORAGE governs what users point at.
+    version = await registry.register(services, request, who, StorageScope(None))
+    await uploads_db.update(
+        upload.id, {}, {"status": UploadStatus.COMPLETED.value, "registered_version": version.version}
+    )
+    return version
+
+
+async def expire_abandoned(services: Services) -> int:
+    """Cleans up uploads left open past their expiry: parts aborted, objects deleted, marked EXPIRED."""
+    count = 0
+    async for upload in uploads_db.expired(utcnow()):
+        with contextlib.suppress(StorageObjectNotFound):
+            await services.store.abort_upload(upload.bucket, upload.key, upload.multipart_id)
+        if await uploads_db.update(upload.id, {"status": UploadStatus.PENDING.value}, {"status": "EXPIRED"}):
+            count += 1
+    if count:
+        log.info("cleaned up %d abandoned uploads", count)
+    return count
