@@ -7,8 +7,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Coroutine, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -16,12 +16,13 @@ import httpx
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from . import demo
 from .analytics.rollups import rebuild_rollups as rebuild
 from .app import create_app
 from .auth import create_token, expires_label, list_tokens, revoke_token
-from .client import ModelhubClient, ModelhubError
+from .client import ModelhubClient, ModelhubError, parse_ref
 from .config import Settings
 from .db import connect
 from .documents import Role
@@ -154,68 +155,244 @@ def _database(
         console.print("embedded database stopped")
 
 
-@app.command()
-def download(
-    name: Annotated[str, typer.Argument(help="Model name.")],
-    version: Annotated[int | None, typer.Option(help="Version (default: the latest).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
-    url: Annotated[
-        str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
-    ] = "http://127.0.0.1:8000",
-    engineer: Annotated[
-        str | None, typer.Option(envvar="MODELHUB_ENGINEER", help="Sent as X-Engineer-ID (header mode).")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="MODELHUB_TOKEN", help="Bearer token (token mode).", show_default=False),
-    ] = None,
-) -> None:
-    """Download an artifact through the server, resuming a partial `.part` file if one is there."""
-    dest = output or Path(name.replace("/", "_") + (f"-v{version}" if version else ""))
+# --- client commands: they talk to a running server over HTTP, through the SDK -------------------------
+
+Url = Annotated[
+    str | None, typer.Option(help="Server base URL [env MODELHUB_URL; default http://127.0.0.1:8000].")
+]
+Engineer = Annotated[
+    str | None,
+    typer.Option(envvar="MODELHUB_ENGINEER", help="Sent as X-Engineer-ID (header mode).", show_default=False),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(envvar="MODELHUB_TOKEN", help="Bearer token (token mode).", show_default=False),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+@contextlib.contextmanager
+def _client(url: str | None, engineer: str | None, token: str | None) -> Iterator[ModelhubClient]:
+    """The SDK client; any error it raises becomes one line on stderr and exit code 1 (no traceback)."""
     try:
         with ModelhubClient(url, engineer, token=token) as client:
-            result = client.download(name, dest, version)
+            yield client
     except ModelhubError as exc:
-        console.print(f"[red]{exc.code}[/red] {exc.message}")
+        console.print(f"[red]error:[/red] {exc.code}: {escape(exc.message)}")
         raise typer.Exit(1) from None
-    except httpx.HTTPError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (httpx.HTTPError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc) or type(exc).__name__)}")
         raise typer.Exit(1) from None
-    rate = result.bytes_written / max(result.seconds, 1e-9) / 1e6
-    resumed = f", resumed at byte {result.resumed_from}" if result.resumed_from else ""
-    size = result.path.stat().st_size
-    console.print(f"{result.path}: {size} bytes, sha256 {result.sha256} ({rate:.1f} MB/s{resumed})")
 
 
-@app.command("models")
+@contextlib.contextmanager
+def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar (bytes, rate, ETA) on a terminal; nothing with --quiet or when piped."""
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+@app.command()
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The artifact.")],
+    name: Annotated[str, typer.Option(help="Model name (the first version creates the model).")],
+    project: Annotated[str, typer.Option(help="The model's project.")],
+    version: Annotated[int | None, typer.Option(help="Version number (default: the next one).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="A label (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option(help="Notes about this version.")] = None,
+    quiet: Quiet = False,
+    url: Url = None,
+    engineer: Engineer = None,
+    token: Token = None,
+) -> None:
+    """Upload FILE as a new version: its SHA-256 is declared, so the server keeps only these exact bytes."""
+    with _client(url, engineer, token) as client, _progress(f"push {file.name}", quiet) as progress:
+        made = client.push(
+            file, name, project, version=version, tags=tag, description=description, progress=progress
+        )
+    checksum = made["sha256"] or f"{made['checksumStatus'].lower()} (the server is hashing it)"
+    console.print(
+        f"pushed {made['name']} version {made['version']}: {_human(made['sizeBytes'])}, sha256 {checksum}"
+    )
+    print(f"{made['name']}@{made['version']}")
+
+
+@app.command("list")
 def list_models(
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
-    url: Annotated[
-        str, typer.Option(envvar="MODELHUB_URL", help="Server base URL.")
-    ] = "http://127.0.0.1:8000",
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="MODELHUB_TOKEN", help="Bearer token (token mode).", show_default=False),
-    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only names starting with this.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Only models with this tag (repeatable).")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's models.")] = None,
+    url: Url = None,
+    engineer: Engineer = None,
+    token: Token = None,
 ) -> None:
     """List registered models in a table."""
     from rich.table import Table
 
-    with ModelhubClient(url, token=token) as client:
-        rows = client.models(**({"projectNames": [project]} if project else {}))
+    filters: dict[str, Any] = {
+        "projectNames": [project] if project else None,
+        "namePrefix": prefix,
+        "tags": tag or None,
+        "owners": [owner] if owner else None,
+    }
+    with _client(url, engineer, token) as client:
+        rows = client.models(**{k: v for k, v in filters.items() if v})
     table = Table("name", "latest", "aliases", "project", "owner", "size", "downloads", "created")
     for r in rows:
         latest = r["latestVersion"] or {}
         aliases = ", ".join(f"{a['alias']}→{a['version']}" for a in r["aliases"])
         table.add_row(
-            r["name"],
+            escape(r["name"]),
             str(latest.get("version", "-")),
-            aliases,
-            r["projectName"],
-            r["owner"],
-            f"{latest['sizeBytes']:,}" if latest else "-",
+            escape(aliases),
+            escape(r["projectName"]),
+            escape(r["owner"]),
+            _human(latest["sizeBytes"]) if latest else "-",
             str(r["downloadCount"]),
-            r["createdAt"],
+            r["createdAt"][:19].replace("T", " "),
+        )
+    Console().print(table)
+    if not rows:
+        console.print("no models match")
+
+
+app.command("models", hidden=True, help="Same as `list`.")(list_models)
+
+
+@app.command()
+def info(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS.")],
+    url: Url = None,
+    engineer: Engineer = None,
+    token: Token = None,
+) -> None:
+    """Show one version (the latest by default): artifact, checksum, aliases, downloads."""
+    name, version, alias = parse_ref(ref)
+    with _client(url, engineer, token) as client:
+        v = client.info(name, version, alias)
+    model = v["model"]
+    lines = [
+        ("model", f"{v['name']} (project {v['projectName']})"),
+        ("version", f"{v['version']}" + (" [archived]" if v["archived"] else "")),
+        ("owner", v["owner"]),
+        ("aliases", ", ".join(v["aliases"]) or "-"),
+        ("artifact", f"{v['storageUri']} ({_human(v['sizeBytes'])}, {v['contentType']})"),
+        (
+            "sha256",
+            v["sha256"]
+            or f"- ({v['checksumStatus']}{': ' + v['checksumError'] if v['checksumError'] else ''})",
+        ),
+        ("checksum", v["checksumStatus"]),
+        ("created", v["createdAt"]),
+        ("tags", ", ".join(v["tags"]) or "-"),
+        ("description", v["description"] or model["description"] or "-"),
+        ("downloads", f"{v['downloadCount']} of this version, {model['downloadCount']} of the model"),
+        ("last downloaded", v["lastDownloadedAt"] or "never"),
+    ]
+    out = Console()
+    for label, value in lines:
+        out.print(f"[bold]{label:>16}[/bold]  {escape(str(value))}")
+
+
+@app.command()
+def download(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@VERSION or NAME@ALIAS (default: the latest).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
+    presigned: Annotated[
+        bool, typer.Option(help="Fetch straight from the store by a presigned URL.")
+    ] = False,
+    quiet: Quiet = False,
+    url: Url = None,
+    engineer: Engineer = None,
+    token: Token = None,
+) -> None:
+    """Download an artifact: resumed from a `.part` file if one is there, size and SHA-256 checked, then
+    moved into place."""
+    name, version, alias = parse_ref(ref)
+    dest = output or Path(
+        name.replace("/", "_") + (f"-v{version}" if version else f"-{alias}" if alias else "")
+    )
+    with _client(url, engineer, token) as client, _progress(f"download {name}", quiet) as progress:
+        result = client.download(name, dest, version, alias=alias, presigned=presigned, progress=progress)
+    rate = result.bytes_written / max(result.seconds, 1e-9) / 1e6
+    resumed = f", resumed at byte {result.resumed_from:,}" if result.resumed_from else ""
+    check = "verified" if result.verified else "not verified yet: the server has not hashed it"
+    console.print(
+        f"{result.path}: {name} version {result.version}, {_human(result.size)}, sha256 {result.sha256} "
+        f"({check}; {rate:.1f} MB/s{resumed})"
+    )
+
+
+@app.command()
+def stats(
+    by: Annotated[
+        list[str] | None, typer.Option(help="Group by: model, version, project, engineer, mode, status.")
+    ] = None,
+    interval: Annotated[str | None, typer.Option(help="hour, day, week or month.")] = None,
+    days: Annotated[int, typer.Option(min=1, help="The last this many days.")] = 7,
+    model: Annotated[list[str] | None, typer.Option(help="Only this model (repeatable).")] = None,
+    url: Url = None,
+    engineer: Engineer = None,
+    token: Token = None,
+) -> None:
+    """Download figures for the last DAYS days, grouped and bucketed (downloadStats)."""
+    from rich.table import Table
+
+    dims = [d.upper() for d in (by or ["model"])]
+    since = (datetime.now(UTC) - timedelta(days=days)).isoformat()
+    flt: dict[str, Any] = {"since": since, **({"modelNames": model} if model else {})}
+    with _client(url, engineer, token) as client:
+        rows = client.stats(dims, interval.upper() if interval else None, **flt)
+    columns = {
+        "MODEL": "modelName", "VERSION": "version", "PROJECT": "projectName", "ENGINEER": "engineer",
+        "MODE": "mode", "STATUS": "status",
+    }  # fmt: skip
+    shown = [columns[d] for d in dims if d in columns]
+    table = Table(*(["period"] if interval else []), *shown, "downloads", "completed", "failed", "bytes")
+    for r in rows:
+        period = [r["periodStart"][:16].replace("T", " ")] if interval else []
+        cells = [escape(str(r[c])) for c in shown]
+        table.add_row(
+            *period,
+            *cells,
+            str(r["downloads"]),
+            str(r["completed"]),
+            str(r["failed"]),
+            _human(r["totalBytes"]),
         )
     Console().print(table)
 

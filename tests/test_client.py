@@ -1,37 +1,155 @@
-"""The SDK against a live server: register, list, download with sha256, and resume a partial file."""
+"""The SDK against a live server: push, list, info, stats and verified, resumable downloads; typed errors."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from graphql_api.client import ModelhubClient, ModelhubError
-from tests.servers import LiveServer, Stores
+from graphql_api.client import (
+    AsyncModelhubClient,
+    ChecksumMismatchError,
+    InvalidInputError,
+    ModelhubClient,
+    NotFoundError,
+    UnavailableError,
+    parse_ref,
+)
+from tests.servers import LiveServer, Stores, free_port
 
-pytestmark = pytest.mark.parametrize("store_kind", ["local"])
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def test_register_list_download_resume(live: LiveServer, stores: Stores, bucket: str, tmp_path: Path) -> None:
-    """A download lands byte-exact; a partial `.part` file is resumed with Range and ends identical."""
+def wait_until(probe: Any, seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := probe()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+def test_push_list_info_download_on_both_stores(live: LiveServer, tmp_path: Path) -> None:
+    """push → list → info → download is byte-exact on both stores, verified against the server's SHA-256."""
     data = os.urandom(3 * 1024 * 1024 + 5)
-    stores.put(bucket, "w.bin", data)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+    seen: list[tuple[int, int]] = []
     with ModelhubClient(live.url, engineer="sdk") as client:
-        made = client.register("sdk/model", "p", bucket, "w.bin", tags=["x"])
-        assert made["version"] == 1 and made["sizeBytes"] == len(data)
-        assert [m["name"] for m in client.models(projectNames=["p"])] == ["sdk/model"]
-        result = client.download("sdk/model", tmp_path / "a.bin")
-        assert result.sha256 == hashlib.sha256(data).hexdigest() and result.resumed_from == 0
-        part = tmp_path / "b.bin.part"
-        part.write_bytes(data[:1_000_000])
-        resumed = client.download("sdk/model", tmp_path / "b.bin")
-        assert resumed.resumed_from == 1_000_000 and resumed.bytes_written == len(data) - 1_000_000
-        assert (tmp_path / "b.bin").read_bytes() == data and not part.exists()
-        with pytest.raises(ModelhubError) as err:
+        made = client.push(src, "sdk/model", "p", tags=["x"], progress=lambda d, t: seen.append((d, t)))
+        assert made["version"] == 1 and made["sizeBytes"] == len(data) and made["tags"] == ["x"]
+        assert seen[-1] == (len(data), len(data))
+        assert [m["name"] for m in client.list(projectNames=["p"])] == ["sdk/model"]
+        assert wait_until(lambda: client.info("sdk/model")["checksumStatus"] == "VERIFIED")
+        info = client.info("sdk/model@1")
+        assert info["sha256"] == sha(data) and info["storageUri"].startswith("s3://modelhub-artifacts/")
+        result = client.download("sdk/model", tmp_path / "out.bin")
+        assert result.sha256 == sha(data) and result.verified and result.resumed_from == 0
+        assert (tmp_path / "out.bin").read_bytes() == data
+        assert not (tmp_path / "out.bin.part").exists() and not (tmp_path / "out.bin.part.json").exists()
+        second = client.push(src, "sdk/model", "p")
+        assert second["version"] == 2
+        assert wait_until(lambda: client.stats(["model"])[0]["completed"] == 1)
+
+
+def _interrupted(client: ModelhubClient, dest: Path, name: str, keep: int) -> str:
+    """A download cut off by its client after `keep` bytes, as a crash would leave it: `.part` + record."""
+    from graphql_api.client import _Partial
+
+    ticket = client.request_download(name)
+    partial = _Partial(dest)
+    partial.record(name, ticket)
+    with httpx.stream("GET", ticket.url) as resp, partial.part.open("wb") as fh:
+        for chunk in resp.iter_raw(64 * 1024):
+            fh.write(chunk)
+            if fh.tell() >= keep:
+                break
+    return ticket.download_id
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_resume_counts_one_download_and_repairs_corruption(live: LiveServer, tmp_path: Path) -> None:
+    """An interrupted download resumes (Range + If-Range + resumes) into one counted download; a corrupted
+    `.part` is detected by its SHA-256, deleted and downloaded again; a changed ETag restarts from byte 0."""
+    data = os.urandom(8 * 1024 * 1024)
+    src = tmp_path / "m.bin"
+    src.write_bytes(data)
+    with ModelhubClient(live.url, engineer="sdk") as client:
+        client.push(src, "r", "p")
+        dest = tmp_path / "r.bin"
+        _interrupted(client, dest, "r", 1024 * 1024)
+        have = dest.with_name("r.bin.part").stat().st_size
+
+        def aborted() -> bool:
+            rows = client.graphql("{ downloads { nodes { status } } }")["downloads"]["nodes"]
+            return bool(rows and rows[0]["status"] == "ABORTED")
+
+        assert wait_until(aborted)
+        resumed = client.download("r", dest)
+        assert resumed.resumed_from == have and resumed.bytes_written == len(data) - have and resumed.verified
+        assert dest.read_bytes() == data
+        assert wait_until(lambda: client.info("r")["downloadCount"] == 1)
+
+        _interrupted(client, dest, "r", 1024 * 1024)
+        part = dest.with_name("r.bin.part")
+        part.write_bytes(os.urandom(part.stat().st_size))  # same length, wrong bytes
+        repaired = client.download("r", dest)
+        assert repaired.resumed_from == 0 and repaired.verified and dest.read_bytes() == data
+
+        _interrupted(client, dest, "r", 1024 * 1024)
+        meta = dest.with_name("r.bin.part.json")
+        record = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**record, "etag": '"an-older-object"'}))
+        restarted = client.download("r", dest)
+        assert restarted.resumed_from == 0 and restarted.bytes_written == len(data)
+        assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_typed_errors(live: LiveServer, stores: Stores, bucket: str, tmp_path: Path) -> None:
+    """Result errors and outages are typed exceptions with the server's code."""
+    with ModelhubClient(live.url, engineer="sdk") as client:
+        with pytest.raises(NotFoundError) as missing:
             client.download("nope", tmp_path / "c.bin")
-        assert err.value.code == "MODEL_NOT_FOUND"
-        with pytest.raises(ModelhubError) as err:
+        assert missing.value.code == "MODEL_NOT_FOUND"
+        stores.put(bucket, "w.bin", b"w")
+        with pytest.raises(InvalidInputError) as bad:
             client.register("bad name", "p", bucket, "w.bin")
-        assert err.value.code == "INVALID_INPUT"
+        assert bad.value.code == "INVALID_INPUT" and bad.value.details["field"] == "name"
+        client.register("w", "p", bucket, "w.bin", sha256="0" * 64)
+        assert wait_until(lambda: client.info("w")["checksumStatus"] == "MISMATCH")
+        with pytest.raises(ChecksumMismatchError):
+            client.download("w", tmp_path / "w")
+        with pytest.raises(NotFoundError):
+            client.info("nope")
+    with ModelhubClient(f"http://127.0.0.1:{free_port()}") as down, pytest.raises(UnavailableError) as err:
+        down.list()
+    assert err.value.code == "UNREACHABLE"
+
+
+async def test_async_client_round_trip(live: LiveServer, tmp_path: Path) -> None:
+    """The async client pushes, lists, downloads (verified) and raises the same typed errors."""
+    data = os.urandom(1024 * 1024 + 1)
+    src = tmp_path / "a.bin"
+    src.write_bytes(data)
+    async with AsyncModelhubClient(live.url, engineer="async") as client:
+        made = await client.push(src, "async/m", "p")
+        assert made["version"] == 1
+        assert [m["name"] for m in await client.models()] == ["async/m"]
+        result = await client.download("async/m", tmp_path / "b.bin", presigned=True)
+        assert (tmp_path / "b.bin").read_bytes() == data and result.sha256 == sha(data)
+        with pytest.raises(NotFoundError):
+            await client.info("async/m", version=9)
+
+
+def test_refs_parse() -> None:
+    """NAME, NAME@3 and NAME@prod name the latest, a version and an alias."""
+    assert parse_ref("a/b") == ("a/b", None, None)
+    assert parse_ref("a/b@3") == ("a/b", 3, None)
+    assert parse_ref("a/b@prod") == ("a/b", None, "prod")

@@ -41,10 +41,8 @@ def dashboard_documents() -> Iterator[tuple[str, str]]:
 
 
 def code_documents() -> Iterator[tuple[str, str]]:
+    yield from [(f"client.{name}", document) for name, document in client.DOCUMENTS.items()]
     yield from [
-        ("client.REQUEST_DOWNLOAD", client.REQUEST_DOWNLOAD),
-        ("client.REGISTER", client.REGISTER),
-        ("client.MODELS", client.MODELS),
         ("bench.api.TRIVIAL", api.TRIVIAL),
         ("bench.api.PREFIX_QUERY", api.PREFIX_QUERY),
         ("bench.api.register_body", api.register_body("x")["query"]),
