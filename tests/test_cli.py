@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from pymongo import MongoClient
 
-from tests.servers import free_port, wait_ready
+from tests.servers import LiveServer, free_port, wait_ready
 
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 
@@ -234,3 +235,72 @@ def test_token_commands_and_first_admin_token(tmp_path: Path) -> None:
     finally:
         err = stop(proc)
     assert "created the first ADMIN token" not in err  # printed once, on the first start only
+
+
+def _cli(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+    env |= {"MODELHUB_URL": url, "MODELHUB_ENGINEER": "cli", "COLUMNS": "200"}
+    return subprocess.run([*MODELHUB, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _on_a_terminal(*args: str, url: str, cwd: Path) -> str:
+    """Runs the CLI with a pseudo-terminal as stdout and stderr; returns all it wrote."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+    env |= {"MODELHUB_URL": url, "MODELHUB_ENGINEER": "cli", "TERM": "xterm", "COLUMNS": "120"}
+    main, child = pty.openpty()
+    proc = subprocess.Popen([*MODELHUB, *args], cwd=cwd, env=env, stdout=child, stderr=child, stdin=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            block = os.read(main, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not block:
+            break
+        out += block
+    os.close(main)
+    assert proc.wait(timeout=60) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+def test_push_list_info_download_stats(live: LiveServer, tmp_path: Path) -> None:
+    """The client commands on both stores: push, list, info, download (byte-exact), stats; progress
+    bars on a terminal only, never with --quiet or when piped."""
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    (tmp_path / "model.bin").write_bytes(data)
+    pushed = _cli(
+        "push", "model.bin", "--name", "cli/m", "--project", "p", "--tag", "a", url=live.url, cwd=tmp_path
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip() == "cli/m@1" and "pushed cli/m version 1" in " ".join(pushed.stderr.split())
+    assert "━" not in pushed.stderr  # piped: no progress bar
+    listed = _cli("list", "--project", "p", url=live.url, cwd=tmp_path)
+    assert listed.returncode == 0 and "cli/m" in listed.stdout and "5.2 MB" in listed.stdout
+    shown = _cli("info", "cli/m@1", url=live.url, cwd=tmp_path)
+    assert shown.returncode == 0 and "s3://modelhub-artifacts/uploads/cli/m/" in shown.stdout
+    got = _on_a_terminal("download", "cli/m", "-o", "out.bin", url=live.url, cwd=tmp_path)
+    assert (tmp_path / "out.bin").read_bytes() == data
+    assert "download cli/m" in got and "━" in got and "MB" in got  # the bar, its bytes and rate
+    quiet = _on_a_terminal("download", "cli/m@1", "-o", "q.bin", "--quiet", url=live.url, cwd=tmp_path)
+    assert "━" not in quiet and (tmp_path / "q.bin").read_bytes() == data
+    stats = _cli("stats", "--by", "model", url=live.url, cwd=tmp_path)
+    assert stats.returncode == 0 and "cli/m" in stats.stdout
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_client_commands_fail_in_one_line(live: LiveServer, tmp_path: Path) -> None:
+    """Not found, a server that is down, and bad usage: exit 1, 1 and 2, one line each, no traceback."""
+    missing = _cli("download", "nope", url=live.url, cwd=tmp_path)
+    assert missing.returncode == 1 and "MODEL_NOT_FOUND" in missing.stderr
+    down = _cli("list", url=f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
+    assert down.returncode == 1 and "cannot reach" in down.stderr
+    usage = _cli("push", "missing.bin", url=live.url, cwd=tmp_path)
+    assert usage.returncode == 2
+    for result in (missing, down):
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            result.stderr
+        )
