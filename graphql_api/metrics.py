@@ -33,6 +33,8 @@ DOWNLOAD_OUTCOMES = (
     "alias_not_found",
     "model_version_archived",
     "storage_object_not_found",
+    "checksum_mismatch",
+    "artifact_changed",
     "storage_unavailable",
     "error",
 )
@@ -42,6 +44,7 @@ REGISTRATION_OUTCOMES = (
     "forbidden",
     "model_version_already_exists",
     "storage_object_not_found",
+    "checksum_mismatch",
     "storage_unavailable",
     "error",
 )
