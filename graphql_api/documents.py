@@ -57,18 +57,27 @@ class ChecksumStatus(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
-class ModelVersion(Document):
-    """One registered version of a model; its artifact is one object in a store."""
+class VersionNotes(BaseModel):
+    """What a version says about itself beside its artifact: kept by versions and by the uploads that
+    will become versions."""
 
     model_config = ConfigDict(protected_namespaces=())
 
     name: str
-    version: int
     project_name: str
     owner: str
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def notes(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in VersionNotes.model_fields}
+
+
+class ModelVersion(Document, VersionNotes):
+    """One registered version of a model; its artifact is one object in a store."""
+
+    version: int
     bucket: str
     key: str
     size_bytes: int
@@ -154,18 +163,10 @@ class UploadStatus(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-class Upload(Document):
+class Upload(Document, VersionNotes):
     """An artifact upload in progress: where its bytes go, what they must be, and the version they make."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    name: str
-    project_name: str
-    owner: str
     version: int | None = None
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
     bucket: str
     key: str
     size_bytes: int

@@ -77,9 +77,15 @@ async def downloadable(
     model = await registry.require_version(name, version, alias)
     if model.archived:
         raise ModelVersionArchived(model.name, model.version)
+    return model, await current_object(services, model)
+
+
+async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
+    """The version's object as the store has it now, refused if it is not the registered one (changed
+    since, or its SHA-256 found wrong)."""
     info = await services.store.head(model.bucket, model.key)
     checksums.check_servable(model, info)
-    return model, info
+    return info
 
 
 def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:

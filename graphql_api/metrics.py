@@ -78,7 +78,10 @@ class Metrics:
             registry=r,
         )
         self.downloads_completed = Counter(
-            "modelhub_downloads_completed_total", "Downloads streamed to the end.", ["mode"], registry=r
+            "modelhub_downloads_completed_total",
+            "Download requests streamed to the end (a Range fetch too; see modelhub_model_downloads_total).",
+            ["mode"],
+            registry=r,
         )
         self.downloads_aborted = Counter(
             "modelhub_downloads_aborted_total", "Downloads the client abandoned.", ["mode"], registry=r

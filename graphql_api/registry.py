@@ -34,12 +34,12 @@ from .validation import (
 )
 
 
-@dataclass
-class RegisterRequest:
+@dataclass(kw_only=True)
+class VersionRequest:
+    """What every new version declares, whether its artifact is registered in place or uploaded first."""
+
     name: str
     project_name: str
-    bucket: str
-    key: str
     owner: str
     version: int | None = None
     description: str | None = None
@@ -51,28 +51,43 @@ class RegisterRequest:
         validate_name(self.name)
         validate_version(self.version)
         validate_name(self.project_name, "projectName")
-        validate_bucket(self.bucket)
-        validate_key(self.key)
         validate_description(self.description)
         self.tags = validate_tags(self.tags)
         self.metadata = validate_metadata(self.metadata)
         self.sha256 = checksums.validate_sha256(self.sha256)
 
-    def version_doc(self, version: int, info: ObjectInfo) -> ModelVersion:
+    def notes(self) -> dict[str, Any]:
+        """The `VersionNotes` fields of the documents this request makes."""
+        return {
+            "name": self.name,
+            "project_name": self.project_name,
+            "owner": self.owner,
+            "description": self.description,
+            "tags": self.tags or [],
+            "metadata": self.metadata or {},
+        }
+
+
+@dataclass(kw_only=True)
+class RegisterRequest(VersionRequest):
+    bucket: str
+    key: str
+
+    def validate(self) -> None:
+        super().validate()
+        validate_bucket(self.bucket)
+        validate_key(self.key)
+
+    def version_doc(self, version: int, info: ObjectInfo, checksum: dict[str, Any]) -> ModelVersion:
         return ModelVersion(
-            name=self.name,
+            **self.notes(),
             version=version,
-            project_name=self.project_name,
-            owner=self.owner,
-            description=self.description,
-            tags=self.tags or [],
-            metadata=self.metadata or {},
             bucket=self.bucket,
             key=self.key,
             size_bytes=info.size,
             etag=info.etag,
             content_type=info.content_type,
-            **checksums.initial_fields(self.sha256, info),
+            **checksum,
         )
 
 
@@ -81,6 +96,13 @@ def require_owner(model: RegisteredModel, who: Principal) -> None:
     who.require(Role.ENGINEER, f"changing model {model.name!r}")
     if who.engineer != model.owner and not who.is_admin:
         raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) or an admin may change it")
+
+
+def check_joins(model: RegisteredModel, req: VersionRequest, who: Principal) -> None:
+    """A new version joins an existing model only in its project, and only from its owner or an admin."""
+    if model.project_name != req.project_name:
+        raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
+    require_owner(model, who)
 
 
 async def _model_for(req: RegisterRequest, who: Principal) -> tuple[RegisteredModel, bool]:
@@ -99,9 +121,7 @@ async def _model_for(req: RegisterRequest, who: Principal) -> tuple[RegisteredMo
             return fresh, True
         model = await models_db.find_model(req.name)  # a concurrent first registration won
         assert model is not None
-    if model.project_name != req.project_name:
-        raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
-    require_owner(model, who)
+    check_joins(model, req, who)
     return model, False
 
 
@@ -119,17 +139,17 @@ async def register_model(
     req.validate()
     scope.check(req.bucket, req.key)
     info = await store.head(req.bucket, req.key)
-    checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before anything is written
+    checksum = checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before any write
     _, created = await _model_for(req, who)
     if req.version is not None:
-        doc = req.version_doc(req.version, info)
+        doc = req.version_doc(req.version, info, checksum)
         if not await models_db.insert_version(doc):
             raise ModelVersionAlreadyExists(req.name, req.version)
         if not created:
             await models_db.touch(req.name, doc.created_at)
         return doc
     if created:
-        doc = req.version_doc(1, info)
+        doc = req.version_doc(1, info, checksum)
         if await models_db.insert_version(doc):
             return doc
     touched = False
@@ -141,7 +161,7 @@ async def register_model(
                 models_db.max_version(req.name), models_db.touch(req.name, utcnow())
             )
             touched = True
-        doc = req.version_doc(latest + 1, info)
+        doc = req.version_doc(latest + 1, info, checksum)
         if await models_db.insert_version(doc):
             return doc
         # another registration took this number: read the new highest and take the next one

@@ -8,12 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from . import checksums, registry
+from . import registry
 from .auth import Principal
 from .db import models as models_db
 from .db import uploads as uploads_db
@@ -29,13 +28,6 @@ from .errors import (
 from .services import Services
 from .storage import StorageScope, UploadSpec, UploadTarget, validate_key
 from .storage.local import UPLOAD_TOKEN_PURPOSE
-from .validation import (
-    validate_description,
-    validate_metadata,
-    validate_name,
-    validate_tags,
-    validate_version,
-)
 
 log = logging.getLogger("modelhub.uploads")
 MIN_PART_BYTES = 5 * 1024 * 1024
@@ -43,27 +35,18 @@ MAX_PARTS = 10_000
 _FILENAME_FORBIDDEN = set("/\\\x00")
 
 
-@dataclass
-class UploadRequest:
-    name: str
-    project_name: str
+@dataclass(kw_only=True)
+class UploadRequest(registry.VersionRequest):
+    """A new version whose artifact the caller uploads: its size and SHA-256 are required."""
+
     size_bytes: int
-    sha256: str
     filename: str = "model.bin"
     content_type: str = "application/octet-stream"
-    version: int | None = None
-    description: str | None = None
-    tags: list[str] | None = None
-    metadata: Any = None
 
     def validate(self) -> None:
-        validate_name(self.name)
-        validate_name(self.project_name, "projectName")
-        validate_version(self.version)
-        validate_description(self.description)
-        self.tags = validate_tags(self.tags)
-        self.metadata = validate_metadata(self.metadata)
-        self.sha256 = checksums.validate_sha256(self.sha256) or ""
+        super().validate()
+        if self.sha256 is None:
+            raise InvalidInput("sha256", "is required for an upload")
         if self.size_bytes < 0:
             raise InvalidInput("sizeBytes", "must not be negative")
         if not self.filename or len(self.filename) > 255 or set(self.filename) & _FILENAME_FORBIDDEN:
@@ -92,9 +75,7 @@ async def _check_may_add(req: UploadRequest, who: Principal) -> None:
     """What registration will check, checked before any byte moves: the project, the owner, the number."""
     model = await models_db.find_model(req.name)
     if model is not None:
-        if model.project_name != req.project_name:
-            raise InvalidInput("projectName", f"model {req.name!r} belongs to project {model.project_name!r}")
-        registry.require_owner(model, who)
+        registry.check_joins(model, req, who)
     if req.version is not None and await models_db.find_version(req.name, req.version) is not None:
         raise ModelVersionAlreadyExists(req.name, req.version)
 
@@ -110,6 +91,7 @@ async def request_upload(services: Services, req: UploadRequest, who: Principal,
     validate_key(key, "filename")
     seconds = settings.upload_expires_seconds
     part_bytes = _part_bytes(services, req.size_bytes)
+    assert req.sha256 is not None  # validated
     spec = UploadSpec(
         str(upload_id), settings.upload_bucket, key, req.size_bytes, req.sha256, req.content_type, seconds,
         part_bytes,
@@ -119,13 +101,8 @@ async def request_upload(services: Services, req: UploadRequest, who: Principal,
         target = UploadTarget(base_url + target.url, target.parts, target.headers, target.multipart_id)
     upload = Upload(
         id=upload_id,
-        name=req.name,
-        project_name=req.project_name,
-        owner=who.engineer,
+        **req.notes(),
         version=req.version,
-        description=req.description,
-        tags=req.tags or [],
-        metadata=req.metadata or {},
         bucket=settings.upload_bucket,
         key=key,
         size_bytes=req.size_bytes,
@@ -193,16 +170,7 @@ async def complete_upload(
             "sizeBytes", f"the uploaded object has {info.size} bytes, not the declared {upload.size_bytes}"
         )
     request = registry.RegisterRequest(
-        name=upload.name,
-        project_name=upload.project_name,
-        bucket=upload.bucket,
-        key=upload.key,
-        owner=upload.owner,
-        version=upload.version,
-        description=upload.description,
-        tags=upload.tags,
-        metadata=upload.metadata or None,
-        sha256=upload.sha256,
+        **upload.notes(), version=upload.version, sha256=upload.sha256, bucket=upload.bucket, key=upload.key
     )
     # The server chose this location itself: MODELHUB_ALLOWED_STORAGE governs what users point at.
     version = await registry.register(services, request, who, StorageScope(None))

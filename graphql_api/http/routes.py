@@ -11,7 +11,7 @@ import pymongo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import checksums, downloads, uploads
+from .. import downloads, uploads
 from ..documents import DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
@@ -61,8 +61,7 @@ async def download_by_ticket(request: Request) -> Any:
     try:
         with pymongo.timeout(services.settings.request_timeout_seconds):
             event, model = await downloads.open_ticket(services, request.path_params["ticket"])
-            info = await services.store.head(model.bucket, model.key)
-            checksums.check_servable(model, info)
+            info = await downloads.current_object(services, model)
             plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
             if isinstance(plan, Response):
                 return plan

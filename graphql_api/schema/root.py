@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
@@ -103,6 +103,20 @@ RequestDownloadResult = Annotated[
     | InvalidInput,
     strawberry.union("RequestDownloadResult", description="A ticket, or why the download cannot start."),
 ]
+
+
+def _new_version(input: RegisterModelInput | RequestUploadInput, info: Info) -> dict[str, Any]:
+    """The `registry.VersionRequest` fields both ways of adding a version share, the caller as owner."""
+    return {
+        "name": input.name,
+        "project_name": input.project_name,
+        "owner": info.context.principal.engineer,
+        "version": input.version,
+        "description": input.description,
+        "tags": input.tags,
+        "metadata": input.metadata,
+        "sha256": input.sha256,
+    }
 
 
 def _event_key(value: str) -> object:
@@ -277,18 +291,7 @@ class Mutation(TokenMutations):
     async def register_model(
         self, info: Info, input: Annotated[RegisterModelInput, INPUT]
     ) -> RegisterModelResult:
-        request = registry.RegisterRequest(
-            name=input.name,
-            project_name=input.project_name,
-            bucket=input.bucket,
-            key=input.key,
-            owner=info.context.principal.engineer,
-            version=input.version,
-            description=input.description,
-            tags=input.tags,
-            metadata=input.metadata,
-            sha256=input.sha256,
-        )
+        request = registry.RegisterRequest(**_new_version(input, info), bucket=input.bucket, key=input.key)
         ctx = info.context
         return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal))
 
@@ -375,16 +378,10 @@ class Mutation(TokenMutations):
         self, info: Info, input: Annotated[RequestUploadInput, INPUT]
     ) -> RequestUploadResult:
         request = uploads.UploadRequest(
-            name=input.name,
-            project_name=input.project_name,
+            **_new_version(input, info),
             size_bytes=input.size_bytes,
-            sha256=input.sha256,
             filename=input.filename,
             content_type=input.content_type,
-            version=input.version,
-            description=input.description,
-            tags=input.tags,
-            metadata=input.metadata,
         )
         ctx = info.context
         return UploadTicket.of(

@@ -21,12 +21,16 @@ class GuardedStore:
         self.timeout = timeout
         self.kind = inner.kind
 
+    def _require_up(self) -> None:
+        if not self.watch.up:
+            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+
     async def _bounded(self, call: Awaitable[T]) -> T:
         if not self.watch.up:
             close = getattr(call, "close", None)
             if close is not None:
                 close()  # never awaited: closed so that it does not warn
-            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+            self._require_up()
         try:
             async with asyncio.timeout(self.timeout):  # not wait_for: see health.Watch.check
                 return await call
@@ -62,15 +66,13 @@ class GuardedStore:
         self, bucket: str, key: str, multipart_id: str | None, etags: list[str]
     ) -> None:
         # Assembling many parts can take S3 a while: bounded only by the store's own read timeout.
-        if not self.watch.up:
-            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+        self._require_up()
         await self.inner.complete_upload(bucket, key, multipart_id, etags)
 
     async def receive(
         self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
     ) -> ObjectInfo:
-        if not self.watch.up:
-            raise StorageUnavailable(OUTAGE_MESSAGES["STORAGE_UNAVAILABLE"])
+        self._require_up()  # the body's pace is the client's: no bound here
         return await self.inner.receive(upload_id, bucket, key, body, size, sha256)
 
     async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import anyio.to_thread
@@ -53,16 +55,20 @@ class LocalObjectStore:
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         path = self._inside(bucket, key)
+
+        def look() -> tuple[os.stat_result, str | None]:
+            # One thread hop for the stat and the checksum record: HEAD is on every download's path.
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileNotFoundError(path)
+            return st, self._recorded_sha256(bucket, key, file_etag(st))
+
         try:
-            st = await anyio.to_thread.run_sync(os.stat, path)
+            st, sha256 = await anyio.to_thread.run_sync(look)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise StorageObjectNotFound(bucket, key) from exc
-        if not path.is_file():
-            raise StorageObjectNotFound(bucket, key)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        etag = file_etag(st)
-        sha256 = await anyio.to_thread.run_sync(self._recorded_sha256, bucket, key, etag)
-        return ObjectInfo(st.st_size, etag, content_type, sha256)
+        return ObjectInfo(st.st_size, file_etag(st), content_type, sha256)
 
     def _checksum_path(self, bucket: str, key: str) -> Path:
         return self.root / ".modelhub" / "sha256" / bucket / key
@@ -101,14 +107,23 @@ class LocalObjectStore:
         staged = self.staging_dir() / f"{upload_id}.part"
         digest = hashlib.sha256()
         received = 0
+        pending = bytearray()
+
+        def write(fh: BinaryIO, block: bytes) -> None:  # off the event loop: hashing and disk together
+            digest.update(block)
+            fh.write(block)
+
         try:
             with await anyio.to_thread.run_sync(open, staged, "wb") as fh:
                 async for chunk in body:
                     received += len(chunk)
                     if received > size:
                         raise InvalidInput("body", f"the upload is longer than the declared {size} bytes")
-                    digest.update(chunk)
-                    await anyio.to_thread.run_sync(fh.write, chunk)
+                    pending += chunk
+                    if len(pending) >= self._chunk:  # the server hands over ~64 KB at a time: batched
+                        await anyio.to_thread.run_sync(write, fh, bytes(pending))
+                        pending.clear()
+                await anyio.to_thread.run_sync(write, fh, bytes(pending))
             if received != size:
                 raise InvalidInput("body", f"the upload has {received} bytes, not the declared {size}")
             if digest.hexdigest() != sha256:
