@@ -8,25 +8,31 @@ Downloads go to `<dest>.part` (with `<dest>.part.json` saying which version, ETa
 from), resume with `Range` + `If-Range` and `requestDownload(resumes:)` so that the server counts one
 download, are checked for size and SHA-256, and are renamed into place atomically. A checksum mismatch
 deletes the partial file and starts over once; a second one raises `ChecksumMismatchError`.
+
+Each operation is written once, as a generator ("flow") that yields the I/O it needs (`Call`, `Put`,
+`Fetch`, `Blocking`) and gets the answers back; `ModelhubClient` and `AsyncModelhubClient` only run those
+steps, synchronously or awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import httpx
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+T = TypeVar("T")
 
 
 # --- errors -------------------------------------------------------------------------------------------
@@ -217,6 +223,9 @@ DOCUMENTS = {
 # --- shared, I/O-free pieces ---------------------------------------------------------------------------
 
 
+# --- values --------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DownloadResult:
     path: Path
@@ -238,6 +247,52 @@ class Ticket:
     size: int
     etag: str
     sha256: str | None
+
+
+# --- the steps a flow yields, and what its driver answers -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """A GraphQL operation → its `data` (top-level errors raised as typed exceptions)."""
+
+    query: str
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Put:
+    """PUT `length` bytes of `path` from `start` to a presigned or app URL → the response's ETag."""
+
+    url: str
+    path: Path
+    start: int
+    length: int
+    headers: dict[str, str]
+    sent: Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """GET `url` (no credentials: the URL carries its own) → its status, the body handed to `sink`."""
+
+    url: str
+    headers: dict[str, str]
+    sink: _Sink
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Local work that may take a while (hashing a file) → its result; run off the event loop when async."""
+
+    work: Callable[[], Any]
+
+
+Step = Call | Put | Fetch | Blocking
+Flow = Generator[Step, Any, T]
+
+
+# --- shared, I/O-free pieces ---------------------------------------------------------------------------
 
 
 def _headers(engineer: str | None, token: str | None) -> dict[str, str]:
@@ -315,18 +370,33 @@ def _resolve(ref: str, version: int | None, alias: str | None) -> tuple[str, int
     return ref, version, alias
 
 
-def file_digest(path: Path, progress: Progress | None = None) -> tuple[int, str]:
-    """(size, sha256) of a file, read in chunks."""
+def _hash_file(path: Path, length: int | None = None) -> Any:
+    """A running SHA-256 of the first `length` bytes of a file (all of it by default)."""
     digest = hashlib.sha256()
-    size = 0
-    total = path.stat().st_size
+    left = path.stat().st_size if length is None else length
     with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
+        while left > 0 and (block := fh.read(min(CHUNK, left))):
             digest.update(block)
-            size += len(block)
-            if progress:
-                progress(size, total)
-    return size, digest.hexdigest()
+            left -= len(block)
+    return digest
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file, read in chunks."""
+    return path.stat().st_size, _hash_file(path).hexdigest()
+
+
+def _file_slices(path: Path, start: int, length: int, sent: Callable[[int], None]) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        left = length
+        while left > 0:
+            block = fh.read(min(CHUNK, left))
+            if not block:
+                return
+            left -= len(block)
+            sent(len(block))
+            yield block
 
 
 class _Partial:
@@ -337,16 +407,16 @@ class _Partial:
         self.part = dest.with_name(dest.name + ".part")
         self.meta = dest.with_name(dest.name + ".part.json")
 
-    def resumable(self, name: str, ticket_version: int | None) -> tuple[int, dict[str, Any]]:
-        """How many bytes of the same model (and version, when known) are already here, and their record."""
+    def resumable(self, name: str, version: int | None) -> tuple[int, dict[str, Any]]:
+        """How many bytes of the same model (and version, when known) are already here, and their record;
+        a part file without a record of the same model is not trusted and is dropped."""
         if not self.part.exists():
             return 0, {}
         try:
             meta = json.loads(self.meta.read_text())
         except (OSError, ValueError):
             meta = {}
-        same = meta.get("name") == name and (ticket_version is None or meta.get("version") == ticket_version)
-        if not same:
+        if meta.get("name") != name or (version is not None and meta.get("version") != version):
             self.discard()
             return 0, {}
         return self.part.stat().st_size, meta
@@ -359,73 +429,188 @@ class _Partial:
         self.part.unlink(missing_ok=True)
         self.meta.unlink(missing_ok=True)
 
-    def open_at(self, offset: int) -> BinaryIO:
-        fh = self.part.open("r+b" if offset and self.part.exists() else "wb")
-        fh.seek(offset)
-        fh.truncate()
-        return fh
 
-    def finish(self, ticket: Ticket) -> tuple[str, bool]:
-        """Checks size and SHA-256 and renames into place; a mismatch discards everything."""
-        size = self.part.stat().st_size
-        if size != ticket.size:
-            raise ModelhubError("INCOMPLETE", f"got {size} of {ticket.size} bytes; run again to resume")
-        _, digest = file_digest(self.part)
-        if ticket.sha256 is not None and digest != ticket.sha256:
-            self.discard()
+@dataclass
+class _Sink:
+    """Writes a download's body after the `have` bytes already in the part file (or from byte 0 when the
+    server sent the whole object), hashing as it writes: the file is never read back."""
+
+    partial: _Partial
+    have: int
+    size: int
+    digest: Any  # the running SHA-256 of the first `have` bytes
+    progress: Progress | None
+    offset: int = 0
+    written: int = 0
+    fh: BinaryIO | None = field(default=None, repr=False)
+
+    def start(self, status: int) -> None:
+        self.offset = self.have if status == 206 else 0  # 200: If-Range found the object changed
+        if self.offset == 0:
+            self.digest = hashlib.sha256()
+        self.fh = self.partial.part.open("r+b" if self.offset else "wb")
+        self.fh.seek(self.offset)
+        self.fh.truncate()
+
+    def write(self, chunk: bytes) -> None:
+        assert self.fh is not None
+        self.fh.write(chunk)
+        self.digest.update(chunk)
+        self.written += len(chunk)
+        if self.progress:
+            self.progress(self.offset + self.written, self.size)
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# --- flows: each operation once, as the steps it takes ------------------------------------------------
+
+
+def _pages(query: str, variables: dict[str, Any], field_name: str, rows: str) -> Flow[list[dict[str, Any]]]:
+    """Every row of a paged query, following `pageInfo.endCursor`."""
+    found: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = (yield Call(query, {**variables, "after": after}))[field_name]
+        found += page[rows]
+        if not page["pageInfo"]["hasNextPage"]:
+            return found
+        after = page["pageInfo"]["endCursor"]
+
+
+def _mutation(query: str, variables: dict[str, Any], field_name: str) -> Flow[dict[str, Any]]:
+    return _result((yield Call(query, variables))[field_name])
+
+
+def _register(
+    name: str, project: str, bucket: str, key: str, optional: dict[str, Any]
+) -> Flow[dict[str, Any]]:
+    fields = {"name": name, "projectName": project, "bucket": bucket, "key": key, **optional}
+    return (yield from _mutation(REGISTER, {"input": fields}, "registerModel"))
+
+
+def _push(
+    path: Path, name: str, project: str, progress: Progress | None, optional: dict[str, Any]
+) -> Flow[dict[str, Any]]:
+    size, sha256 = yield Blocking(lambda: file_digest(path))
+    fields = {
+        "name": name,
+        "projectName": project,
+        "sizeBytes": size,
+        "sha256": sha256,
+        "filename": path.name,
+    }
+    fields |= {k: v for k, v in optional.items() if v is not None}
+    ticket = yield from _mutation(REQUEST_UPLOAD, {"input": fields}, "requestUpload")
+    done = 0
+
+    def sent(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, size)
+
+    etags = []
+    if ticket["url"]:
+        headers = {h["name"]: h["value"] for h in ticket["headers"]} | {"Content-Length": str(size)}
+        yield Put(ticket["url"], path, 0, size, headers, sent)
+    for part in ticket["parts"]:
+        start, length = (part["partNumber"] - 1) * ticket["partSizeBytes"], int(part["sizeBytes"])
+        etags.append((yield Put(part["url"], path, start, length, {"Content-Length": str(length)}, sent)))
+    completion = {"uploadId": ticket["uploadId"], "partEtags": etags or None}
+    return (yield from _mutation(COMPLETE_UPLOAD, {"input": completion}, "completeUpload"))
+
+
+def _info(name: str, version: int | None, alias: str | None) -> Flow[dict[str, Any]]:
+    name, version, alias = _resolve(name, version, alias)
+    data = yield Call(INFO, {"name": name, "version": version, "alias": alias})
+    if data.get("modelVersion"):
+        return dict(data["modelVersion"])
+    if data.get("model") is None:
+        raise NotFoundError("MODEL_NOT_FOUND", f"model {name!r} does not exist")
+    what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
+    raise NotFoundError("MODEL_VERSION_NOT_FOUND", f"model {name!r} has no {what}")
+
+
+def _models(filter: dict[str, Any]) -> Flow[list[dict[str, Any]]]:
+    return (yield from _pages(MODELS, {"first": 100, "filter": filter or None}, "models", "nodes"))
+
+
+def _stats(by: list[str], interval: str | None, filter: dict[str, Any]) -> Flow[list[dict[str, Any]]]:
+    variables = {"groupBy": [b.upper() for b in by], "interval": interval, "filter": filter or None}
+    return (yield from _pages(STATS, variables, "downloadStats", "rows"))
+
+
+def _request_download(
+    name: str, version: int | None, mode: str, alias: str | None, resumes: str | None
+) -> Flow[Ticket]:
+    request = {"name": name, "version": version, "alias": alias, "mode": mode, "resumes": resumes}
+    variables = {"input": {k: v for k, v in request.items() if v is not None}}
+    return _ticket((yield from _mutation(REQUEST_DOWNLOAD, variables, "requestDownload")))
+
+
+def _download(
+    name: str, dest: Path, version: int | None, alias: str | None, presigned: bool, progress: Progress | None
+) -> Flow[DownloadResult]:
+    """Downloads, verifies and renames into place; a file failing its SHA-256 is fetched again once."""
+    name, version, alias = _resolve(name, version, alias)
+    started = time.perf_counter()
+    for attempt in (1, 2):
+        partial = _Partial(dest)
+        have, meta = partial.resumable(name, version)
+        mode = "PRESIGNED" if presigned else "STREAM"
+        resumes = meta.get("download") if have and not presigned else None
+        try:
+            ticket = yield from _request_download(name, version, mode, alias, resumes)
+        except InvalidInputError as exc:
+            if exc.details.get("field") != "resumes":
+                raise
+            ticket = yield from _request_download(name, version, mode, alias, None)
+        if have and (meta.get("version") != ticket.version or have > ticket.size):
+            partial.discard()
+            have = 0
+        partial.record(name, ticket)
+        seed = (
+            (yield Blocking(functools.partial(_hash_file, partial.part, have))) if have else hashlib.sha256()
+        )
+        sink = _Sink(partial, have, ticket.size, seed, progress, offset=have)
+        if have < ticket.size:
+            headers = {"Range": f"bytes={have}-", "If-Range": meta.get("etag") or ticket.etag} if have else {}
+            yield Fetch(ticket.url, headers, sink)
+        received = sink.offset + sink.written
+        if received != ticket.size:
+            raise ModelhubError("INCOMPLETE", f"got {received} of {ticket.size} bytes; run again to resume")
+        digest = sink.digest.hexdigest()
+        if ticket.sha256 is None or digest == ticket.sha256:
+            partial.part.replace(dest)
+            partial.meta.unlink(missing_ok=True)
+            seconds = time.perf_counter() - started
+            verified = ticket.sha256 is not None
+            return DownloadResult(
+                dest, ticket.version, ticket.size, sink.written, sink.offset, digest, verified, seconds
+            )
+        partial.discard()  # wrong bytes: never resumed from; the next attempt starts at byte 0
+        if attempt == 2:
             raise ChecksumMismatchError(
                 "CHECKSUM_MISMATCH",
                 f"the downloaded file has SHA-256 {digest}, the server's is {ticket.sha256}",
                 {"expected": ticket.sha256, "actual": digest},
             )
-        self.part.replace(self.dest)
-        self.meta.unlink(missing_ok=True)
-        return digest, ticket.sha256 is not None
+    raise AssertionError("unreachable")
 
 
-def _download_variables(
-    name: str, version: int | None, alias: str | None, mode: str, resumes: str | None
-) -> dict[str, Any]:
-    request = {"name": name, "version": version, "alias": alias, "mode": mode, "resumes": resumes}
-    return {"input": {k: v for k, v in request.items() if v is not None}}
+def _failure(base_url: str, exc: Exception) -> Exception:
+    """What a failed step throws into its flow: an unreachable server as `UnavailableError`."""
+    if isinstance(exc, httpx.TransportError):
+        failure = unreachable(base_url, exc)
+        failure.__cause__ = exc
+        return failure
+    return exc
 
 
-def _upload_variables(
-    name: str, project: str, size: int, sha256: str, filename: str, **optional: Any
-) -> dict[str, Any]:
-    fields = {"name": name, "projectName": project, "sizeBytes": size, "sha256": sha256, "filename": filename}
-    return {"input": {**fields, **{k: v for k, v in optional.items() if v is not None}}}
-
-
-def _range_headers(offset: int, etag: str | None) -> dict[str, str]:
-    if not offset:
-        return {}
-    headers = {"Range": f"bytes={offset}-"}
-    if etag:
-        headers["If-Range"] = etag
-    return headers
-
-
-def _file_slices(path: Path, start: int, length: int, progress: Callable[[int], None]) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        fh.seek(start)
-        left = length
-        while left > 0:
-            block = fh.read(min(CHUNK, left))
-            if not block:
-                return
-            left -= len(block)
-            progress(len(block))
-            yield block
-
-
-def _stats_variables(
-    by: list[str], interval: str | None, filter: dict[str, Any] | None, after: str | None
-) -> dict[str, Any]:
-    return {"groupBy": [b.upper() for b in by], "interval": interval, "filter": filter, "after": after}
-
-
-# --- the synchronous client ----------------------------------------------------------------------------
+# --- drivers -------------------------------------------------------------------------------------------
 
 
 class ModelhubClient:
@@ -454,6 +639,43 @@ class ModelhubClient:
         self.http.close()
         self.plain.close()
 
+    def _run(self, flow: Flow[T]) -> T:
+        """Runs a flow's steps; a step's failure is thrown into the flow, which may handle it."""
+        answer: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.send(answer) if failure is None else flow.throw(failure)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                answer, failure = self._step(step), None
+            except Exception as exc:
+                answer, failure = None, _failure(self.base_url, exc)
+
+    def _step(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return self.graphql(step.query, step.variables)
+        if isinstance(step, Blocking):
+            return step.work()
+        if isinstance(step, Put):
+            body = _file_slices(step.path, step.start, step.length, step.sent)
+            resp = self.plain.put(step.url, content=body, headers=step.headers)
+            if resp.status_code >= 300:
+                raise _http_error(resp)
+            return resp.headers.get("etag")
+        with self.plain.stream("GET", step.url, headers=step.headers) as resp:
+            if resp.status_code not in (200, 206):
+                resp.read()
+                raise _http_error(resp)
+            step.sink.start(resp.status_code)
+            try:
+                for chunk in resp.iter_raw(CHUNK):
+                    step.sink.write(chunk)
+            finally:
+                step.sink.close()
+        return resp.status_code
+
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             resp = self.http.post("/graphql", json={"query": query, "variables": variables or {}})
@@ -464,84 +686,29 @@ class ModelhubClient:
     def register(self, name: str, project: str, bucket: str, key: str, **optional: Any) -> dict[str, Any]:
         """Registers an artifact already in the store (optional: version, description, tags, metadata,
         sha256)."""
-        fields = {"name": name, "projectName": project, "bucket": bucket, "key": key, **optional}
-        return _result(self.graphql(REGISTER, {"input": fields})["registerModel"])
+        return self._run(_register(name, project, bucket, key, optional))
 
     def push(
-        self,
-        path: Path,
-        name: str,
-        project: str,
-        *,
-        progress: Progress | None = None,
-        **optional: Any,
+        self, path: Path, name: str, project: str, *, progress: Progress | None = None, **optional: Any
     ) -> dict[str, Any]:
         """Uploads a file as a new version (optional: version, description, tags, metadata, contentType)
         and returns it. The file's SHA-256 is declared, so the server refuses other bytes."""
-        size, sha256 = file_digest(path)
-        variables = _upload_variables(name, project, size, sha256, path.name, **optional)
-        ticket = _result(self.graphql(REQUEST_UPLOAD, variables)["requestUpload"])
-        sent = 0
-
-        def advance(n: int) -> None:
-            nonlocal sent
-            sent += n
-            if progress:
-                progress(sent, size)
-
-        etags = []
-        try:
-            if ticket["url"]:
-                headers = {h["name"]: h["value"] for h in ticket["headers"]} | {"Content-Length": str(size)}
-                resp = self.plain.put(
-                    ticket["url"], content=_file_slices(path, 0, size, advance), headers=headers
-                )
-                if resp.status_code >= 300:
-                    raise _http_error(resp)
-            for part in ticket["parts"]:
-                start = (part["partNumber"] - 1) * ticket["partSizeBytes"]
-                length = int(part["sizeBytes"])
-                body = _file_slices(path, start, length, advance)
-                resp = self.plain.put(part["url"], content=body, headers={"Content-Length": str(length)})
-                if resp.status_code >= 300:
-                    raise _http_error(resp)
-                etags.append(resp.headers["etag"])
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
-        done = {"uploadId": ticket["uploadId"], "partEtags": etags or None}
-        return _result(self.graphql(COMPLETE_UPLOAD, {"input": done})["completeUpload"])
+        return self._run(_push(path, name, project, progress, optional))
 
     def models(self, **filter: Any) -> list[dict[str, Any]]:
         """Every model matching `filter` (a ModelFilter: names, namePrefix, projectNames, owners, tags...),
         following the pages."""
-        rows: list[dict[str, Any]] = []
-        after = None
-        while True:
-            page = self.graphql(MODELS, {"first": 100, "after": after, "filter": filter or None})["models"]
-            rows += page["nodes"]
-            if not page["pageInfo"]["hasNextPage"]:
-                return rows
-            after = page["pageInfo"]["endCursor"]
+        return self._run(_models(filter))
 
     def info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
         """One version (the latest by default; `name` may be a NAME@VERSION or NAME@ALIAS ref) with its
         model's totals; NotFoundError when there is none."""
-        name, version, alias = _resolve(name, version, alias)
-        data = self.graphql(INFO, {"name": name, "version": version, "alias": alias})
-        return _info(data, name, version, alias)
+        return self._run(_info(name, version, alias))
 
     def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
         """downloadStats rows grouped `by` dimensions (MODEL, VERSION, PROJECT, ENGINEER, MODE, STATUS) per
         `interval` (HOUR, DAY, WEEK, MONTH), all pages; `filter` is a DownloadFilter (since, until...)."""
-        rows: list[dict[str, Any]] = []
-        after = None
-        while True:
-            variables = _stats_variables(by, interval, filter or None, after)
-            page = self.graphql(STATS, variables)["downloadStats"]
-            rows += page["rows"]
-            if not page["pageInfo"]["hasNextPage"]:
-                return rows
-            after = page["pageInfo"]["endCursor"]
+        return self._run(_stats(by, interval, filter))
 
     def request_download(
         self,
@@ -551,8 +718,7 @@ class ModelhubClient:
         alias: str | None = None,
         resumes: str | None = None,
     ) -> Ticket:
-        variables = _download_variables(name, version, alias, mode, resumes)
-        return _ticket(_result(self.graphql(REQUEST_DOWNLOAD, variables)["requestDownload"]))
+        return self._run(_request_download(name, version, mode, alias, resumes))
 
     def download(
         self,
@@ -566,75 +732,9 @@ class ModelhubClient:
     ) -> DownloadResult:
         """Downloads to `dest` through `<dest>.part`, resuming what is there; verified, then renamed.
         `name` may be a NAME@VERSION or NAME@ALIAS ref."""
-        name, version, alias = _resolve(name, version, alias)
-        started = time.perf_counter()
-        try:
-            return self._download(name, dest, version, alias, presigned, progress, started, retry=True)
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
-
-    def _download(
-        self,
-        name: str,
-        dest: Path,
-        version: int | None,
-        alias: str | None,
-        presigned: bool,
-        progress: Progress | None,
-        started: float,
-        retry: bool,
-    ) -> DownloadResult:
-        partial = _Partial(dest)
-        have, meta = partial.resumable(name, version)
-        mode = "PRESIGNED" if presigned else "STREAM"
-        resumes = meta.get("download") if have and not presigned else None
-        try:
-            ticket = self.request_download(name, version, mode, alias, resumes)
-        except InvalidInputError as exc:
-            if exc.details.get("field") != "resumes":
-                raise
-            ticket = self.request_download(name, version, mode, alias)
-        if have and (meta.get("version") != ticket.version or have > ticket.size):
-            partial.discard()
-            have = 0
-        partial.record(name, ticket)
-        written, offset = 0, have
-        if have < ticket.size:
-            headers = _range_headers(have, meta.get("etag") or ticket.etag)
-            with self.plain.stream("GET", ticket.url, headers=headers) as resp:
-                if resp.status_code not in (200, 206):
-                    resp.read()
-                    raise _http_error(resp)
-                offset = have if resp.status_code == 206 else 0  # 200: If-Range said the object changed
-                with partial.open_at(offset) as fh:
-                    for chunk in resp.iter_raw(CHUNK):
-                        fh.write(chunk)
-                        written += len(chunk)
-                        if progress:
-                            progress(offset + written, ticket.size)
-        try:
-            digest, verified = partial.finish(ticket)
-        except ChecksumMismatchError:
-            if not retry:
-                raise
-            return self._download(name, dest, version, alias, presigned, progress, started, retry=False)
-        seconds = time.perf_counter() - started
-        return DownloadResult(dest, ticket.version, ticket.size, written, offset, digest, verified, seconds)
+        return self._run(_download(name, dest, version, alias, presigned, progress))
 
     list = models  # `client.list(projectNames=[...])`; last, so that `list[...]` above is the builtin
-
-
-def _info(data: dict[str, Any], name: str, version: int | None, alias: str | None) -> dict[str, Any]:
-    found = data.get("modelVersion")
-    if found:
-        return dict(found)
-    if data.get("model") is None:
-        raise NotFoundError("MODEL_NOT_FOUND", f"model {name!r} does not exist")
-    what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
-    raise NotFoundError("MODEL_VERSION_NOT_FOUND", f"model {name!r} has no {what}")
-
-
-# --- the asynchronous client ---------------------------------------------------------------------------
 
 
 class AsyncModelhubClient:
@@ -662,6 +762,47 @@ class AsyncModelhubClient:
         await self.http.aclose()
         await self.plain.aclose()
 
+    async def _run(self, flow: Flow[T]) -> T:
+        """`ModelhubClient._run`, each step awaited."""
+        answer: Any = None
+        failure: Exception | None = None
+        while True:
+            try:
+                step = flow.send(answer) if failure is None else flow.throw(failure)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            try:
+                answer, failure = await self._step(step), None
+            except Exception as exc:
+                answer, failure = None, _failure(self.base_url, exc)
+
+    async def _step(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return await self.graphql(step.query, step.variables)
+        if isinstance(step, Blocking):
+            return await asyncio.to_thread(step.work)
+        if isinstance(step, Put):
+
+            async def body() -> AsyncIterator[bytes]:
+                for block in _file_slices(step.path, step.start, step.length, step.sent):
+                    yield block
+
+            resp = await self.plain.put(step.url, content=body(), headers=step.headers)
+            if resp.status_code >= 300:
+                raise _http_error(resp)
+            return resp.headers.get("etag")
+        async with self.plain.stream("GET", step.url, headers=step.headers) as resp:
+            if resp.status_code not in (200, 206):
+                await resp.aread()
+                raise _http_error(resp)
+            step.sink.start(resp.status_code)
+            try:
+                async for chunk in resp.aiter_raw(CHUNK):
+                    step.sink.write(chunk)
+            finally:
+                step.sink.close()
+        return resp.status_code
+
     async def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             resp = await self.http.post("/graphql", json={"query": query, "variables": variables or {}})
@@ -672,74 +813,21 @@ class AsyncModelhubClient:
     async def register(
         self, name: str, project: str, bucket: str, key: str, **optional: Any
     ) -> dict[str, Any]:
-        fields = {"name": name, "projectName": project, "bucket": bucket, "key": key, **optional}
-        return _result((await self.graphql(REGISTER, {"input": fields}))["registerModel"])
+        return await self._run(_register(name, project, bucket, key, optional))
 
     async def push(
         self, path: Path, name: str, project: str, *, progress: Progress | None = None, **optional: Any
     ) -> dict[str, Any]:
-        size, sha256 = await asyncio.to_thread(file_digest, path)
-        variables = _upload_variables(name, project, size, sha256, path.name, **optional)
-        ticket = _result((await self.graphql(REQUEST_UPLOAD, variables))["requestUpload"])
-        sent = 0
-
-        def advance(n: int) -> None:
-            nonlocal sent
-            sent += n
-            if progress:
-                progress(sent, size)
-
-        async def body(start: int, length: int) -> AsyncIterator[bytes]:
-            for block in _file_slices(path, start, length, advance):
-                yield block
-
-        etags = []
-        try:
-            if ticket["url"]:
-                headers = {h["name"]: h["value"] for h in ticket["headers"]} | {"Content-Length": str(size)}
-                resp = await self.plain.put(ticket["url"], content=body(0, size), headers=headers)
-                if resp.status_code >= 300:
-                    raise _http_error(resp)
-            for part in ticket["parts"]:
-                start, length = (part["partNumber"] - 1) * ticket["partSizeBytes"], int(part["sizeBytes"])
-                resp = await self.plain.put(
-                    part["url"], content=body(start, length), headers={"Content-Length": str(length)}
-                )
-                if resp.status_code >= 300:
-                    raise _http_error(resp)
-                etags.append(resp.headers["etag"])
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
-        done = {"uploadId": ticket["uploadId"], "partEtags": etags or None}
-        return _result((await self.graphql(COMPLETE_UPLOAD, {"input": done}))["completeUpload"])
+        return await self._run(_push(path, name, project, progress, optional))
 
     async def models(self, **filter: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        after = None
-        while True:
-            variables = {"first": 100, "after": after, "filter": filter or None}
-            page = (await self.graphql(MODELS, variables))["models"]
-            rows += page["nodes"]
-            if not page["pageInfo"]["hasNextPage"]:
-                return rows
-            after = page["pageInfo"]["endCursor"]
+        return await self._run(_models(filter))
 
     async def info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
-        name, version, alias = _resolve(name, version, alias)
-        data = await self.graphql(INFO, {"name": name, "version": version, "alias": alias})
-        return _info(data, name, version, alias)
+        return await self._run(_info(name, version, alias))
 
     async def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
-        after = None
-        while True:
-            page = (await self.graphql(STATS, _stats_variables(by, interval, filter or None, after)))[
-                "downloadStats"
-            ]
-            rows += page["rows"]
-            if not page["pageInfo"]["hasNextPage"]:
-                return rows
-            after = page["pageInfo"]["endCursor"]
+        return await self._run(_stats(by, interval, filter))
 
     async def request_download(
         self,
@@ -749,8 +837,7 @@ class AsyncModelhubClient:
         alias: str | None = None,
         resumes: str | None = None,
     ) -> Ticket:
-        variables = _download_variables(name, version, alias, mode, resumes)
-        return _ticket(_result((await self.graphql(REQUEST_DOWNLOAD, variables))["requestDownload"]))
+        return await self._run(_request_download(name, version, mode, alias, resumes))
 
     async def download(
         self,
@@ -762,57 +849,6 @@ class AsyncModelhubClient:
         presigned: bool = False,
         progress: Progress | None = None,
     ) -> DownloadResult:
-        name, version, alias = _resolve(name, version, alias)
-        started = time.perf_counter()
-        try:
-            for retry in (True, False):
-                try:
-                    return await self._download(name, dest, version, alias, presigned, progress, started)
-                except ChecksumMismatchError:
-                    if not retry:
-                        raise
-        except httpx.TransportError as exc:
-            raise unreachable(self.base_url, exc) from exc
-        raise AssertionError("unreachable")
+        return await self._run(_download(name, dest, version, alias, presigned, progress))
 
-    async def _download(
-        self,
-        name: str,
-        dest: Path,
-        version: int | None,
-        alias: str | None,
-        presigned: bool,
-        progress: Progress | None,
-        started: float,
-    ) -> DownloadResult:
-        partial = _Partial(dest)
-        have, meta = partial.resumable(name, version)
-        mode = "PRESIGNED" if presigned else "STREAM"
-        resumes = meta.get("download") if have and not presigned else None
-        try:
-            ticket = await self.request_download(name, version, mode, alias, resumes)
-        except InvalidInputError as exc:
-            if exc.details.get("field") != "resumes":
-                raise
-            ticket = await self.request_download(name, version, mode, alias)
-        if have and (meta.get("version") != ticket.version or have > ticket.size):
-            partial.discard()
-            have = 0
-        partial.record(name, ticket)
-        written, offset = 0, have
-        if have < ticket.size:
-            headers = _range_headers(have, meta.get("etag") or ticket.etag)
-            async with self.plain.stream("GET", ticket.url, headers=headers) as resp:
-                if resp.status_code not in (200, 206):
-                    await resp.aread()
-                    raise _http_error(resp)
-                offset = have if resp.status_code == 206 else 0
-                with partial.open_at(offset) as fh:
-                    async for chunk in resp.aiter_raw(CHUNK):
-                        fh.write(chunk)
-                        written += len(chunk)
-                        if progress:
-                            progress(offset + written, ticket.size)
-        digest, verified = await asyncio.to_thread(partial.finish, ticket)
-        seconds = time.perf_counter() - started
-        return DownloadResult(dest, ticket.version, ticket.size, written, offset, digest, verified, seconds)
+    list = models
