@@ -670,7 +670,7 @@ class ModelhubClient:
                 raise _http_error(resp)
             step.sink.start(resp.status_code)
             try:
-                for chunk in resp.iter_raw(CHUNK):
+                for chunk in resp.iter_raw():
                     step.sink.write(chunk)
             finally:
                 step.sink.close()
@@ -797,7 +797,7 @@ class AsyncModelhubClient:
                 raise _http_error(resp)
             step.sink.start(resp.status_code)
             try:
-                async for chunk in resp.aiter_raw(CHUNK):
+                async for chunk in resp.aiter_raw():
                     step.sink.write(chunk)
             finally:
                 step.sink.close()
