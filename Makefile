@@ -17,7 +17,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.serve-installed
 
-serve: $(VENV)/.serve-installed
+# GraphiQL's pinned assets, fetched with npm and integrity-checked (without npm, GraphiQL uses the CDN).
+$(VENV)/.assets: | $(VENV)/.serve-installed
+	$(BIN)/modelhub fetch-assets && touch $@ || echo "GraphiQL's assets were not fetched: it will use the CDN"
+
+serve: $(VENV)/.serve-installed $(VENV)/.assets
 	$(BIN)/modelhub serve
 
 system-deps:
@@ -30,7 +34,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.dev-installed system-deps
+pytest: $(VENV)/.dev-installed $(VENV)/.assets system-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

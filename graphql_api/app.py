@@ -26,6 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, uploads
@@ -33,7 +34,9 @@ from .auth import Authenticator, bootstrap_admin
 from .config import Settings
 from .db import connect
 from .health import Health, Watch, pause
+from .http import assets
 from .http import routes as routes_
+from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
@@ -55,6 +58,13 @@ class MissingDatabase(RuntimeError):
 
 
 class ModelhubGraphQL(GraphQL[Context, None]):
+    ide_page: GraphiQLPage | None = None
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """GraphiQL with its assets served by this app when they are installed (see http/assets.py)."""
+        return self.ide_page.html if self.ide_page is not None else super().graphql_ide_html
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """As Strawberry's, but a request it refuses before GraphQL starts (bad JSON, wrong shape) gets a
         GraphQL-shaped JSON error with a code, not a plain-text body."""
@@ -228,7 +238,14 @@ def create_app(settings: Settings) -> Starlette:
 
     limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
     graphql_app = ModelhubGraphQL(build_schema(limits), graphql_ide="graphiql" if settings.graphiql else None)
+    ide_routes = []
+    if settings.graphiql:
+        cdn_html = get_graphql_ide_html(graphql_ide="graphiql")
+        page = GraphiQLPage.build(cdn_html, settings.assets_dir or assets.default_dir())
+        graphql_app.ide_page = page
+        ide_routes.append(Route(assets.PREFIX + "{path:path}", page.serve))
     routes = [
+        *ide_routes,
         Route("/", index),
         Route("/healthz", routes_.healthz),
         Route("/readyz", routes_.readyz),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ import typer
 import uvicorn
 from rich.console import Console
 from rich.markup import escape
+from strawberry.http.ides import get_graphql_ide_html
 
 from . import demo
 from .analytics.rollups import rebuild_rollups as rebuild
@@ -28,6 +30,7 @@ from .db import connect
 from .documents import Role
 from .embedded import EmbeddedMongo, EmbeddedUnavailable
 from .errors import DomainError
+from .http import assets
 from .metrics import prepare_multiprocess_dir
 from .schema import build_schema
 
@@ -504,6 +507,26 @@ def export_schema(
     """Write the GraphQL schema (SDL) that the code defines."""
     output.write_text(schema_sdl())
     console.print(f"wrote {output}")
+
+
+@app.command("fetch-assets")
+def fetch_assets(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where to put them (default: MODELHUB_ASSETS_DIR, else the package)."),
+    ] = None,
+) -> None:
+    """Fetch GraphiQL's pinned assets with `npm pack`, integrity-checked, so the app serves them itself."""
+    target = directory or Settings().assets_dir or assets.default_dir()
+    wanted = assets.pinned(get_graphql_ide_html(graphql_ide="graphiql"))
+    try:
+        wrote = assets.fetch(target, wanted)
+    except (assets.AssetError, OSError, subprocess.SubprocessError) as exc:
+        console.print(f"modelhub: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"GraphiQL: {len(wanted)} assets in {target} ({len(wrote)} fetched now, each integrity-checked)"
+    )
 
 
 def schema_sdl() -> str:

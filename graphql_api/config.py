@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     introspection: bool = True
     graphiql: bool = True
+    # Where GraphiQL's own copies of its assets live (`modelhub fetch-assets` puts them there); unset: inside
+    # the installed package. When they are missing the page loads them from the CDN, and the log says so.
+    assets_dir: Path | None = None
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs); none by default.
     trusted_proxies: list[str] = []
     # Host header values this server answers to (e.g. ["models.example.com"]); any when empty.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need (the real Prometheus and promtool, docker-compose to validate
-# the compose file) when they are missing.
+# the compose file, Chromium for the browser tests) when they are missing.
 set -euo pipefail
-if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null; then
+if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null \
+  && command -v chromium >/dev/null; then
   exit 0
 fi
 SUDO=""
@@ -15,5 +16,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
+# Chromium with its recommended fonts, so pages render text in the screenshots.
+$SUDO apt-get install -y -qq chromium >/dev/null
 # The Debian package may start a service on some hosts; the tests start their own Prometheus.
 $SUDO systemctl stop prometheus 2>/dev/null || true
