@@ -27,6 +27,15 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def check_time_zone(time_zone: str | None) -> None:
+    """InvalidInput("timeZone") unless it is None or an IANA zone this machine knows."""
+    if time_zone is not None:
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidInput("timeZone", f"unknown time zone {time_zone!r}") from exc
+
+
 class CursorKeyed:
     """An order's short name for cursors (`NAME_ASC`): a cursor made for one order is refused by another."""
 
@@ -200,19 +209,15 @@ class StatsRequest:
     exact: bool = False
     offset: int = 0
 
-    def validate(self, max_hour_range_days: int) -> None:
+    def validate(self, max_hour_range_days: int, max_limit: int = MAX_STATS_LIMIT) -> None:
         self.query.validate()
-        if not 1 <= self.limit <= MAX_STATS_LIMIT:
-            raise InvalidInput("limit", f"must be between 1 and {MAX_STATS_LIMIT}, got {self.limit}")
+        if not 1 <= self.limit <= max_limit:
+            raise InvalidInput("limit", f"must be between 1 and {max_limit}, got {self.limit}")
         if self.offset < 0:
             raise InvalidInput("after", "malformed cursor")
         if len(set(self.group_by)) != len(self.group_by):
             raise InvalidInput("groupBy", "lists a dimension twice")
-        if self.time_zone is not None:
-            try:
-                ZoneInfo(self.time_zone)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise InvalidInput("timeZone", f"unknown time zone {self.time_zone!r}") from exc
+        check_time_zone(self.time_zone)
         if self.interval is Interval.HOUR:
             self._check_hour_range(max_hour_range_days)
         if self.order_by is StatsMetric.PERIOD_START and self.interval is None:

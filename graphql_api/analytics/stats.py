@@ -9,7 +9,7 @@ from typing import Any
 from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadMode, DownloadStatus
-from ..queries import METRIC_FIELDS, Dimension, StatsMetric, StatsRequest, StatsSource
+from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsMetric, StatsRequest, StatsSource
 from . import hybrid
 from .histograms import histogram_percentile
 
@@ -121,10 +121,13 @@ def source_for(req: StatsRequest) -> StatsSource:
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW
 
 
-async def download_stats(req: StatsRequest, max_hour_range_days: int = 31) -> StatsPage:
+async def download_stats(
+    req: StatsRequest, max_hour_range_days: int = 31, max_limit: int = MAX_STATS_LIMIT
+) -> StatsPage:
     """`downloadStats`: from rollups when they can answer exactly (counts, bytes), from rollups and the raw
-    edges for a range off midnights, else from raw events."""
-    req.validate(max_hour_range_days)
+    edges for a range off midnights, else from raw events. `max_limit` is for callers inside the server
+    (`downloadSeries` reads every row of its range at once)."""
+    req.validate(max_hour_range_days, max_limit)
     source = source_for(req)
     if source is StatsSource.RAW:
         docs, total = await events_db.stats(req)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import strawberry
 
 from .. import aliases, documents, downloads, queries, registry, uploads
-from ..analytics import events, stats
+from ..analytics import events, series, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
 from .context import Info
@@ -46,7 +46,15 @@ from .inputs import (
     UpdateModelVersionInput,
 )
 from .node import Node, parse_global_id
-from .stats import DownloadDimension, DownloadStatsResult, StatsOrder, TimeInterval, stats_request
+from .stats import (
+    DownloadDimension,
+    DownloadSeriesResult,
+    DownloadStatsResult,
+    SeriesMetric,
+    StatsOrder,
+    TimeInterval,
+    stats_request,
+)
 from .tokens import TokenMutations, TokenQueries
 from .types import (
     AFTER,
@@ -277,6 +285,47 @@ class Query(TokenQueries):
         request = stats_request(group_by, query, interval, time_zone, order_by, limit, exact, after)
         page = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
         return DownloadStatsResult.from_page(page)
+
+    @strawberry.field(
+        description="Chart-ready download series over [since, until): one series per group of `by` with a "
+        "point per `interval` bucket (zero-filled), the `top` groups by `metric` largest first, and an "
+        "`other` series summing the rest. Counts follow the same rules as `downloadStats`."
+    )
+    async def download_series(
+        self,
+        info: Info,
+        by: Annotated[
+            DownloadDimension, strawberry.argument(description="The dimension that splits series.")
+        ],
+        since: Annotated[datetime, strawberry.argument(description="Start of the range (inclusive).")],
+        until: Annotated[datetime, strawberry.argument(description="End of the range (exclusive).")],
+        interval: Annotated[
+            TimeInterval, strawberry.argument(description="The bucket size.")
+        ] = TimeInterval.DAY,
+        metric: Annotated[
+            SeriesMetric, strawberry.argument(description="What to plot.")
+        ] = SeriesMetric.COMPLETED,
+        filter: Annotated[
+            DownloadFilter | None,
+            strawberry.argument(description="Which events count (its since/until must be unset)."),
+        ] = None,
+        top: Annotated[int, strawberry.argument(description="How many groups get a series: 1..50.")] = 10,
+        time_zone: Annotated[
+            str | None, strawberry.argument(description="IANA zone for the buckets, e.g. Europe/Paris.")
+        ] = None,
+    ) -> DownloadSeriesResult:
+        request = series.SeriesRequest(
+            by=queries.Dimension(by.name),
+            metric=series.SeriesMetric(metric.name),
+            interval=queries.Interval(interval.name),
+            since=since,
+            until=until,
+            query=(filter or DownloadFilter()).to_query(),
+            top=top,
+            time_zone=time_zone,
+        )
+        found = await series.download_series(request, info.context.services.settings.max_hour_range_days)
+        return DownloadSeriesResult.from_result(found)
 
 
 @strawberry.type(

@@ -8,6 +8,7 @@ from enum import Enum
 import strawberry
 
 from .. import queries
+from ..analytics import series as series_uc
 from ..analytics.stats import StatsPage, StatsRow
 from ..pagination import decode_cursor, encode_cursor
 from .downloads import DownloadMode, DownloadStatus
@@ -170,3 +171,71 @@ def stats_request(
         exact=exact,
         offset=stats_offset(after),
     )
+
+
+@strawberry.enum(
+    description="What `downloadSeries` plots: additive figures, so that an `other` series is exact."
+)
+class SeriesMetric(Enum):
+    DOWNLOADS = strawberry.enum_value("DOWNLOADS", description="Download events of any status.")
+    COMPLETED = strawberry.enum_value("COMPLETED", description="Completed downloads (the counting rule).")
+    ABORTED = strawberry.enum_value("ABORTED", description="Aborted downloads.")
+    FAILED = strawberry.enum_value("FAILED", description="Failed downloads.")
+    TOTAL_BYTES = strawberry.enum_value("TOTAL_BYTES", description="Bytes sent.")
+
+
+@strawberry.type(description="One bucket of a series.")
+class SeriesPoint:
+    period_start: datetime = strawberry.field(description="The bucket's start (UTC).")
+    value: Long = strawberry.field(description="The metric in that bucket; 0 where nothing happened.")
+
+
+@strawberry.type(description="One group's values over time, one point per bucket (zero-filled).")
+class DownloadSeries:
+    key: str | None = strawberry.field(
+        description="The group's value as text (model name, version number, engineer, ...); null for `other`."
+    )
+    is_other: bool = strawberry.field(
+        description="True for the series that sums every group not in the top N."
+    )
+    total: Long = strawberry.field(description="The metric over the whole range.")
+    values: list[Long] = strawberry.field(description="The values alone, in the order of `buckets`.")
+    points: list[SeriesPoint] = strawberry.field(description="Bucket starts with their values.")
+
+    @classmethod
+    def from_series(cls, found: series_uc.Series, starts: list[datetime]) -> DownloadSeries:
+        key = found.key.value if isinstance(found.key, Enum) else found.key
+        return cls(
+            key=None if found.is_other or key is None else str(key),
+            is_other=found.is_other,
+            total=found.total,
+            values=list(found.values),
+            points=[SeriesPoint(period_start=t, value=v) for t, v in zip(starts, found.values, strict=True)],
+        )
+
+
+@strawberry.type(
+    description="Series ready for a line or stacked-bar chart: the same buckets for every series, the top "
+    "groups by the metric (largest first) and an `other` series when there are more groups."
+)
+class DownloadSeriesResult:
+    buckets: list[datetime] = strawberry.field(
+        description="Every bucket start from `since` to `until`; the first and last may be partial (they "
+        "count only events inside the range)."
+    )
+    series: list[DownloadSeries] = strawberry.field(description="Top groups, then `other` if any.")
+    totals: list[Long] = strawberry.field(description="All groups together, per bucket.")
+    total: Long = strawberry.field(description="All groups together over the range.")
+    groups: int = strawberry.field(description="Groups in all (the top ones and those inside `other`).")
+    source: StatsSource = strawberry.field(description="Where the answer was computed.")
+
+    @classmethod
+    def from_result(cls, found: series_uc.SeriesResult) -> DownloadSeriesResult:
+        return cls(
+            buckets=found.buckets,
+            series=[DownloadSeries.from_series(s, found.buckets) for s in found.series],
+            totals=found.totals,
+            total=sum(found.totals),
+            groups=found.groups,
+            source=StatsSource(found.source.value),
+        )
