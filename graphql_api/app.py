@@ -26,15 +26,18 @@ from starlette.routing import Route, WebSocketRoute
 from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.types.unset import UNSET, UnsetType
 
-from . import checksums, downloads, uploads
+from . import checksums, downloads, operations, uploads
 from .auth import Authenticator, bootstrap_admin
+from .client import DOCUMENTS as client_documents
 from .config import Settings
 from .db import connect
+from .errors import DomainError
 from .health import Health, Watch, pause
-from .http import assets
+from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
@@ -42,6 +45,7 @@ from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .schema import SchemaLimits, build_schema
+from .schema import operations as schema_operations
 from .schema.context import Context
 from .services import Services
 from .signing import Signer
@@ -59,6 +63,24 @@ class MissingDatabase(RuntimeError):
 
 class ModelhubGraphQL(GraphQL[Context, None]):
     ide_page: GraphiQLPage | None = None
+    persisted: operations.Registry | None = None  # set by the lifespan
+
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """As Strawberry's, then each operation's text resolved by the persisted-operation registry: a hash
+        alone (`extensions.persistedQuery.sha256Hash`, Apollo's shape) runs the registered text, and the
+        mode decides whether an unregistered text may run."""
+        data = await super().parse_http_body(request)
+        if self.persisted is None:
+            return data
+        for item in data if isinstance(data, list) else [data]:
+            persisted = (
+                (item.extensions or {}).get("persistedQuery") if isinstance(item.extensions, dict) else None
+            )
+            sha256 = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+            if persisted is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+                raise HTTPException(400, "extensions.persistedQuery.sha256Hash must be a hex SHA-256")
+            item.query = await self.persisted.resolve(item.query, sha256)
+        return data
 
     @property
     def graphql_ide_html(self) -> str:
@@ -75,6 +97,10 @@ class ModelhubGraphQL(GraphQL[Context, None]):
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
             response = graphql_error_response(exc.status_code, "BAD_REQUEST", exc.reason)
+        except (
+            DomainError
+        ) as exc:  # a persisted-operation refusal: a GraphQL error, as Apollo's clients expect
+            response = graphql_error_response(200, exc.code, exc.message)
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
@@ -205,6 +231,13 @@ def create_app(settings: Settings) -> Starlette:
                 model_allowlist=settings.metrics_model_allowlist,
             )
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
+            registry = operations.Registry(metrics, operations.PersistedMode(settings.persisted_operations))
+            await registry.load()
+            await schema_operations.register_shipped(
+                registry, graphql_schema, ui.operations_text(), client_documents
+            )
+            graphql_app.persisted = registry
+            stack.callback(setattr, graphql_app, "persisted", None)
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -213,6 +246,7 @@ def create_app(settings: Settings) -> Starlette:
                 auth=auth,
                 scope=settings.storage_scope,
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                persisted=registry,
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
@@ -237,7 +271,10 @@ def create_app(settings: Settings) -> Starlette:
         return RedirectResponse("/graphql")
 
     limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
-    graphql_app = ModelhubGraphQL(build_schema(limits), graphql_ide="graphiql" if settings.graphiql else None)
+    schema = build_schema(limits)
+    graphql_schema = schema._schema
+    graphql_app = ModelhubGraphQL(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    ui_page = ui.UiPage(schema_operations.hashes(ui.operations_text()), auth_mode)
     ide_routes = []
     if settings.graphiql:
         cdn_html = get_graphql_ide_html(graphql_ide="graphiql")
@@ -256,6 +293,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/objects/{token}", routes_.local_presigned_object),
         Route("/uploads/{token}", routes_.upload_object, methods=["PUT"]),
         Route("/metrics", metrics_endpoint),
+        Route("/ui", ui_page.index),
+        Route("/ui/{name}", ui_page.file),
     ]
     middleware = [
         *_hosts(settings),

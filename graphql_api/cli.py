@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 import uvicorn
+from graphql import GraphQLError
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from strawberry.http.ides import get_graphql_ide_html
 
 from . import demo
@@ -32,7 +35,9 @@ from .embedded import EmbeddedMongo, EmbeddedUnavailable
 from .errors import DomainError
 from .http import assets
 from .metrics import prepare_multiprocess_dir
+from .operations import sha256_of
 from .schema import build_schema
+from .schema import operations as schema_operations
 
 T = TypeVar("T")
 
@@ -507,6 +512,58 @@ def export_schema(
     """Write the GraphQL schema (SDL) that the code defines."""
     output.write_text(schema_sdl())
     console.print(f"wrote {output}")
+
+
+operations_app = typer.Typer(
+    help="Persisted operations: register what a frontend may run.", no_args_is_help=True
+)
+app.add_typer(operations_app, name="operations")
+
+
+def _manifest(path: Path) -> list[str]:
+    """Operation texts from a .graphql file (each operation with the fragments it uses) or a JSON manifest:
+    Apollo's {"operations": [{"id", "body"}]} or a {hash: text} map; a hash must match its text."""
+    text = path.read_text()
+    if path.suffix != ".json":
+        return [body for _, body in schema_operations.split(text)]
+    data = json.loads(text)
+    if isinstance(data, dict) and isinstance(data.get("operations"), list):
+        pairs = [(op.get("id"), op["body"]) for op in data["operations"]]
+    elif isinstance(data, dict):
+        pairs = list(data.items())
+    else:
+        raise ValueError('a manifest is {"operations": [{"id", "body"}]} or {hash: text}')
+    for sha256, body in pairs:
+        if sha256 is not None and sha256 != sha256_of(body):
+            raise ValueError(f"the manifest's id {sha256[:16]}… is not the SHA-256 of its body")
+    return [body for _, body in pairs]
+
+
+@operations_app.command("push")
+def operations_push(
+    file: Annotated[
+        Path, typer.Argument(help="A .graphql file or a JSON manifest.", exists=True, dir_okay=False)
+    ],
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Register the operations of FILE by their SHA-256 (needs an ADMIN token)."""
+    try:
+        bodies = _manifest(file)
+    except (ValueError, KeyError, GraphQLError) as exc:
+        console.print(f"modelhub: {escape(file.name)}: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if not bodies:
+        console.print(f"modelhub: {escape(file.name)} holds no operation")
+        raise typer.Exit(1)
+    with _client(url, None, token) as client:
+        registered = client.register_operations(bodies)
+    table = Table("operation", "sha256", "")
+    for op in registered:
+        table.add_row(
+            op["name"] or "(anonymous)", op["sha256Hash"], "new" if op["created"] else "already registered"
+        )
+    Console().print(table)
 
 
 @app.command("fetch-assets")

@@ -209,7 +209,17 @@ query Stats(
   }
 }"""
 
+REGISTER_OPERATIONS = """mutation($input: RegisterOperationsInput!) {
+  registerOperations(input: $input) {
+    __typename
+    ... on RegisteredOperations { operations { sha256Hash name created } }
+    ... on UserError { code message }
+    ... on InvalidInput { field }
+  }
+}"""
+
 DOCUMENTS = {
+    "REGISTER_OPERATIONS": REGISTER_OPERATIONS,
     "REQUEST_DOWNLOAD": REQUEST_DOWNLOAD,
     "REGISTER": REGISTER,
     "REQUEST_UPLOAD": REQUEST_UPLOAD,
@@ -704,6 +714,14 @@ class ModelhubClient:
         """One version (the latest by default; `name` may be a NAME@VERSION or NAME@ALIAS ref) with its
         model's totals; NotFoundError when there is none."""
         return self._run(_info(name, version, alias))
+
+    def register_operations(self, bodies: list[str]) -> list[dict[str, Any]]:
+        """Registers operations for persisted-operation mode (ADMIN); each {sha256Hash, name, created}."""
+        found = self._run(
+            _mutation(REGISTER_OPERATIONS, {"input": {"operations": bodies}}, "registerOperations")
+        )
+        operations: list[dict[str, Any]] = found["operations"]
+        return operations
 
     def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
         """downloadStats rows grouped `by` dimensions (MODEL, VERSION, PROJECT, ENGINEER, MODE, STATUS) per

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     introspection: bool = True
     graphiql: bool = True
+    # Persisted operations (operations.py): "off" runs any operation (registered hashes resolve too),
+    # "audit" also logs and counts the unregistered ones, "enforce" runs registered operations only.
+    persisted_operations: Literal["off", "audit", "enforce"] = "off"
     # Where GraphiQL's own copies of its assets live (`modelhub fetch-assets` puts them there); unset: inside
     # the installed package. When they are missing the page loads them from the CDN, and the log says so.
     assets_dir: Path | None = None

@@ -157,6 +157,19 @@ class ApiToken(Document):
         ]
 
 
+class PersistedOperation(Document):
+    """A GraphQL document registered by hash (Apollo's persisted-query id: the SHA-256 of its exact text)."""
+
+    id: str  # type: ignore[assignment]  # the hex SHA-256 of `body`
+    body: str
+    name: str | None = None
+    source: str  # who registered it: "ui" (the server's own page) or the engineer who pushed it
+    created_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "persisted_operations"
+
+
 class UploadStatus(StrEnum):
     PENDING = "PENDING"
     COMPLETED = "COMPLETED"
@@ -314,6 +327,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ModelVersion,
     AliasChange,
     ApiToken,
+    PersistedOperation,
     Upload,
     DownloadEvent,
     DownloadRollup,

@@ -55,6 +55,11 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+# modelhub_graphql_persisted_checks_total's results: a registered operation (by hash or by text), one that ran
+# unregistered (off/audit modes), one refused (enforce), an unknown hash, a hash that does not match its text.
+PERSISTED_RESULTS = ("registered", "unregistered", "refused", "unknown_hash", "hash_mismatch")
+
+
 class Metrics:
     """Every metric the app exports. Label values come only from enums and configured allowlists."""
 
@@ -132,6 +137,12 @@ class Metrics:
             buckets=OPERATION_BUCKETS,
             registry=r,
         )
+        self.persisted = Counter(
+            "modelhub_graphql_persisted_checks_total",
+            "Operations checked against the persisted-operation registry, by result (see operations.py).",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -157,6 +168,8 @@ class Metrics:
                 self.download_requests.labels(mode, outcome)
         for outcome in REGISTRATION_OUTCOMES:
             self.registrations.labels(outcome)
+        for result in PERSISTED_RESULTS:
+            self.persisted.labels(result)
         for operation_type in OPERATION_TYPES:
             for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
                 self.operation_duration.labels(operation_type, name)

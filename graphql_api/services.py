@@ -8,6 +8,7 @@ from .auth import Authenticator
 from .config import Settings
 from .limits import RateLimiter
 from .metrics import Metrics
+from .operations import Registry
 from .signing import Signer
 from .storage import ObjectStore, StorageScope
 
@@ -21,3 +22,4 @@ class Services:
     auth: Authenticator
     scope: StorageScope
     limiter: RateLimiter
+    persisted: Registry

@@ -46,6 +46,7 @@ from .inputs import (
     UpdateModelVersionInput,
 )
 from .node import Node, parse_global_id
+from .operations import OperationMutations
 from .stats import (
     DownloadDimension,
     DownloadSeriesResult,
@@ -331,7 +332,7 @@ class Query(TokenQueries):
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
-class Mutation(TokenMutations):
+class Mutation(TokenMutations, OperationMutations):
     @strawberry.mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."

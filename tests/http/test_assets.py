@@ -113,7 +113,9 @@ async def test_the_page_is_served_locally_when_the_files_are_there(tmp_path: Pat
             assert (await http.get(assets.PREFIX + path)).status_code == 404
 
 
-def test_missing_files_fall_back_to_the_cdn_and_log_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_files_fall_back_to_the_cdn_and_log_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """One file missing (or altered): the CDN page, unchanged, and a warning naming `modelhub fetch-assets`."""
     (tmp_path / "demo-lib@1.2.3/dist").mkdir(parents=True)
     (tmp_path / "demo-lib@1.2.3/dist/lib.min.js").write_bytes(JS + b" ")

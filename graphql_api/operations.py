@@ -1,0 +1,113 @@
+"""Persisted operations: GraphQL documents registered by the SHA-256 of their text (Apollo's persisted-query
+shape), and the policy that decides whether an operation not registered may run.
+
+Modes (`MODELHUB_PERSISTED_OPERATIONS`): `off` runs any operation and resolves registered hashes; `audit`
+does the same and logs (and counts) each operation that is not registered; `enforce` runs registered
+operations only. The text of an operation is checked against the schema at the edge before it gets here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .db import operations as operations_db
+from .documents import PersistedOperation
+from .errors import DomainError
+from .metrics import Metrics
+
+log = logging.getLogger("modelhub")
+
+
+class PersistedMode(StrEnum):
+    OFF = "off"
+    AUDIT = "audit"
+    ENFORCE = "enforce"
+
+
+class PersistedQueryNotFound(DomainError):
+    """An unregistered hash. Apollo's clients look for this message and code, then resend the text."""
+
+    code = "PERSISTED_QUERY_NOT_FOUND"
+
+    def __init__(self) -> None:
+        super().__init__("PersistedQueryNotFound")
+
+
+class OperationNotPersisted(DomainError):
+    code = "OPERATION_NOT_PERSISTED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server runs registered operations only: register it with `modelhub operations push` and "
+            "send its hash as extensions.persistedQuery.sha256Hash"
+        )
+
+
+class PersistedHashMismatch(DomainError):
+    code = "PERSISTED_QUERY_HASH_MISMATCH"
+
+    def __init__(self) -> None:
+        super().__init__("extensions.persistedQuery.sha256Hash is not the SHA-256 of the query sent with it")
+
+
+def sha256_of(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class Registry:
+    """The registered hashes this process knows (loaded at start-up, grown by registrations and by misses
+    found in the database, so another worker's registration is seen at once)."""
+
+    metrics: Metrics
+    mode: PersistedMode = PersistedMode.OFF
+    known: dict[str, str] = field(default_factory=dict)
+
+    async def load(self) -> None:
+        self.known.update(await operations_db.all_hashes())
+
+    async def lookup(self, sha256: str) -> str | None:
+        body = self.known.get(sha256)
+        if body is None and (found := await operations_db.by_hash(sha256)) is not None:
+            body = self.known[sha256] = found.body
+        return body
+
+    async def resolve(self, query: str | None, sha256: str | None) -> str | None:
+        """The text to run for a request carrying `query` and/or a persisted-query hash, or a DomainError."""
+        count = self.metrics.persisted.labels
+        if sha256 is not None:
+            if query is not None and sha256_of(query) != sha256.lower():
+                count("hash_mismatch").inc()
+                raise PersistedHashMismatch()
+            body = await self.lookup(sha256.lower())
+            if body is not None:
+                count("registered").inc()
+                return body
+            if query is None:
+                count("unknown_hash").inc()
+                raise PersistedQueryNotFound()
+        if query is None or self.mode is PersistedMode.OFF:
+            return query  # no query at all: Strawberry's own error follows
+        if await self.lookup(sha256_of(query)) is not None:
+            count("registered").inc()
+            return query
+        if self.mode is PersistedMode.ENFORCE:
+            count("refused").inc()
+            raise OperationNotPersisted()
+        count("unregistered").inc()
+        log.warning("audit: an operation that is not registered ran (sha256 %s)", sha256_of(query))
+        return query
+
+    async def register(self, body: str, name: str | None, source: str) -> tuple[str, bool]:
+        """Stores `body` (already checked against the schema); returns its hash and whether it is new."""
+        sha256 = sha256_of(body)
+        if sha256 in self.known:
+            return sha256, False
+        created = await operations_db.insert(
+            PersistedOperation(id=sha256, body=body, name=name, source=source)
+        )
+        self.known[sha256] = body
+        return sha256, created
