@@ -80,11 +80,17 @@ def _nonempty(window: Window) -> bool:
 
 
 def can_answer(req: StatsRequest) -> bool:
-    """Whether the rollups can answer `req` once its range is cut at bucket edges."""
-    if req.interval is Interval.HOUR:
+    """Whether the rollups can answer `req` once its range is cut at bucket edges (HOUR buckets: the hourly
+    rollups answer the whole days too, so the range must be bounded)."""
+    if req.interval is Interval.HOUR and (req.query.since is None or req.query.until is None):
         return False
     unbounded = dataclasses.replace(req, query=dataclasses.replace(req.query, since=None, until=None))
-    return rollups_db.stats_pipeline(unbounded) is not None
+    return rollups_db.stats_pipeline(unbounded, _days_grain(req)) is not None
+
+
+def _days_grain(req: StatsRequest) -> rollups_db.Grain:
+    """Which rollups answer the range's whole days: the daily ones, or the hourly ones for HOUR buckets."""
+    return rollups_db.HOUR if req.interval is Interval.HOUR else rollups_db.DAY
 
 
 def _bucket_delta(doc: dict[str, Any]) -> RollupDelta:
@@ -120,6 +126,8 @@ def _as_doc(key: dict[str, Any], total: RollupDelta) -> dict[str, Any]:
 
 def truncate(moment: datetime, interval: Interval) -> datetime:
     """Python's $dateTrunc in UTC (weeks start on Monday)."""
+    if interval is Interval.HOUR:
+        return hour_of(moment)
     day = day_of(moment)
     if interval is Interval.DAY:
         return day
@@ -140,7 +148,7 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     def group_for(key: dict[str, Any]) -> RollupDelta:
         return groups.setdefault(_freeze(key), (key, RollupDelta()))[1]
 
-    for grain, windows in ((rollups_db.DAY, pieces.days), (rollups_db.HOUR, pieces.hours)):
+    for grain, windows in ((_days_grain(req), pieces.days), (rollups_db.HOUR, pieces.hours)):
         for since, until in windows:
             piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
             found = await rollups_db.stats(piece, sort_here=False, grain=grain)

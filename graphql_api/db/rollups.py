@@ -249,7 +249,9 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
     of the pipeline). `sort_here=False` leaves ordering to the caller (for metrics merged afterwards).
     """
     match = rollup_filter(req.query, grain)
-    unsupported_interval = req.interval is Interval.HOUR or req.tz not in ("UTC", "Etc/UTC")
+    # HOUR buckets come from the hourly rollups only (a day bucket cannot be split into hours).
+    hour_in_days = req.interval is Interval.HOUR and grain is not HOUR
+    unsupported_interval = hour_in_days or req.tz not in ("UTC", "Etc/UTC")
     if match is None or req.exact or unsupported_interval or any(d not in DIMENSIONS for d in req.group_by):
         return None
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}

@@ -28,7 +28,9 @@ class DownloadDimension(Enum):
 
 @strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
 class TimeInterval(Enum):
-    HOUR = strawberry.enum_value("HOUR", description="Hours (raw events; a range of at most 31 days).")
+    HOUR = strawberry.enum_value(
+        "HOUR", description="Hours (from the hourly rollups and raw edges; a range of at most 31 days)."
+    )
     DAY = strawberry.enum_value("DAY", description="Days.")
     WEEK = strawberry.enum_value("WEEK", description="Weeks from Monday.")
     MONTH = strawberry.enum_value("MONTH", description="Calendar months.")

@@ -241,7 +241,7 @@ async def test_stats_match_reference(
     check(exact, reference(seeded, group_by, interval), group_by, interval)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
     gql: GraphQLClient, seeded: list[dict[str, Any]], seed: int
 ) -> None:
@@ -253,7 +253,14 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
         until = since + timedelta(seconds=rng.choice([600, 5000, 86400 + 7, rng.randrange(1, 12 * 86400)]))
         flt = {"since": since.isoformat(), "until": until.isoformat()}
         group_by, interval = rng.choice(
-            [(["MODEL"], "DAY"), (["PROJECT", "MODE"], None), ([], "WEEK"), (["VERSION", "MODEL"], "MONTH")]
+            [
+                (["MODEL"], "DAY"),
+                (["PROJECT", "MODE"], None),
+                ([], "WEEK"),
+                (["VERSION", "MODEL"], "MONTH"),
+                (["MODEL"], "HOUR"),
+                ([], "HOUR"),
+            ]
         )
         hybrid = await stats(gql, group_by, i=interval, f=flt)
         assert {r["source"] for r in hybrid} <= {"HYBRID"}, hybrid
