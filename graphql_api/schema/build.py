@@ -5,26 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from .downloads import DownloadEvent
-from .errors import MaskUnexpectedErrors, is_unexpected, label_error
-from .extensions import OperationMetrics
-from .guards import RequestGuards
+from .errors import is_unexpected, label_error
+from .extensions import OperationHooks, parsing, validation
 from .root import Mutation, Query
 from .scalars import DATETIME_SCALAR, LONG_SCALAR, Long
 from .subscriptions import Subscription
@@ -57,41 +49,15 @@ class SchemaLimits:
     introspection: bool = True
 
 
-def _rules_extension(limits: SchemaLimits) -> type[SchemaExtension]:
-    """One AddValidationRules with rule classes built once: per-request rule classes (the extensions'
-    usual lambdas) would give ValidationCache a new key every time, so it would never hit."""
+def _document_rules(limits: SchemaLimits) -> tuple[Any, ...]:
+    """Depth and alias limits (and no introspection, when off) as validation rule classes built once."""
     rules = [
         *QueryDepthLimiter(max_depth=limits.max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=limits.max_aliases).validation_rules,
     ]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
-
-    class DocumentLimits(AddValidationRules):
-        def __init__(self) -> None:
-            super().__init__(rules)
-
-    return DocumentLimits
-
-
-def _tokens_extension(limits: SchemaLimits) -> type[SchemaExtension]:
-    class TokenLimit(MaxTokensLimiter):
-        """No document may hold more tokens than this (checked while parsing, before any work)."""
-
-        def __init__(self) -> None:
-            super().__init__(max_token_count=limits.max_tokens)
-
-    return TokenLimit
-
-
-class _Parsers(ParserCache):
-    def __init__(self) -> None:
-        super().__init__(maxsize=256)
-
-
-class _Validations(ValidationCache):
-    def __init__(self) -> None:
-        super().__init__(maxsize=256)
+    return tuple(rules)
 
 
 def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
@@ -103,12 +69,8 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         types=[Model, ModelVersion, DownloadEvent, AliasChange],
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, datetime: DATETIME_SCALAR}),
         extensions=[
-            MaskUnexpectedErrors,
-            OperationMetrics,
-            _tokens_extension(limits),
-            _Parsers,
-            _rules_extension(limits),
-            _Validations,
-            RequestGuards,
+            OperationHooks,
+            parsing(limits.max_tokens),
+            validation(_document_rules(limits)),
         ],
     )
