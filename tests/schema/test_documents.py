@@ -53,8 +53,8 @@ def code_documents() -> Iterator[tuple[str, str]]:
     ]
     for n, query in enumerate(load.QUERIES):
         yield f"bench.load.QUERIES[{n}]", query.replace("%(since)s", "2026-11-26T00:00:00Z")
-    for title, args, _, _ in analytics.stats_shapes(datetime.now(UTC)):
-        yield f"bench.analytics {title}", analytics.stats_document(args)
+    for title, args, variables, _ in analytics.stats_shapes(datetime.now(UTC)):
+        yield f"bench.analytics {title}", analytics.stats_document(args, analytics.declared_for(variables))
 
 
 DOCUMENTS = [*readme_documents(), *dashboard_documents(), *code_documents()]
