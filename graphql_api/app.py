@@ -233,7 +233,7 @@ def create_app(settings: Settings) -> Starlette:
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
             registry = operations.Registry(metrics, operations.PersistedMode(settings.persisted_operations))
             await registry.load()
-            await schema_operations.register_shipped(
+            schema_operations.register_shipped(
                 registry, graphql_schema, ui.operations_text(), client_documents
             )
             graphql_app.persisted = registry

@@ -32,6 +32,32 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def mongo_admin(mongo_uri: str) -> Iterator[Any]:
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_uri)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def drop_test_databases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Drops the databases a test created once it is done: the in-process SecantusDB slows down as
+    hundreds of test databases (a dozen collections and their indexes each) pile up, until late tests
+    time out. Databases of wider-scoped fixtures exist before this snapshot and are kept."""
+    if "mongo_uri" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("mongo_admin")
+    before = set(client.list_database_names())
+    yield
+    for name in set(client.list_database_names()) - before:
+        client.drop_database(name)
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

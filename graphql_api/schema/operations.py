@@ -131,14 +131,12 @@ def hashes(text: str) -> dict[str, str]:
     return {name: sha256_of(body) for name, body in split(text) if name}
 
 
-async def register_shipped(
+def register_shipped(
     registry: Registry, schema: GraphQLSchema, ui_text: str, sdk_documents: dict[str, str]
 ) -> None:
     """Registers the operations this repo ships, so its own clients work in enforce mode: each of the /ui
     page's operations (sent by hash) and each SDK/CLI document exactly as the SDK sends it. An invalid one
     is a bug in this repo, so it fails the start-up loudly."""
-    shipped = [(name, body, "ui") for name, body in split(ui_text)]
-    shipped += [(name, body, "sdk") for name, body in sdk_documents.items()]
-    for name, body, source in shipped:
+    for name, body in [*split(ui_text), *sdk_documents.items()]:
         check(schema, body, f"the shipped operation {name}")
-        await registry.register(body, name, source)
+        registry.ship(body)
