@@ -16,7 +16,8 @@ from . import migrations
 @contextlib.asynccontextmanager
 async def connect(uri: str, db_name: str, **options: Any) -> AsyncIterator[AsyncMongoClient[Any]]:
     """A client on `uri` with the data migrated and Beanie initialised on `db_name` (indexes created);
-    closed on exit."""
+    closed on exit. The embedded SecantusDB's URI turns retryable writes off (see embedded.py: SecantusDB
+    0.7 sorts all its retryable-write records on every write once they pass 10,000)."""
     client: AsyncMongoClient[Any] = AsyncMongoClient(
         uri, tz_aware=True, **{"serverSelectionTimeoutMS": 10_000, **options}
     )
