@@ -44,6 +44,7 @@ from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
+from .operations import sha256_of
 from .schema import SchemaLimits, build_schema
 from .schema import operations as schema_operations
 from .schema.context import Context
@@ -233,9 +234,8 @@ def create_app(settings: Settings) -> Starlette:
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
             registry = operations.Registry(metrics, operations.PersistedMode(settings.persisted_operations))
             await registry.load()
-            schema_operations.register_shipped(
-                registry, graphql_schema, ui.operations_text(), client_documents
-            )
+            for _, body in shipped:
+                registry.ship(body)
             graphql_app.persisted = registry
             stack.callback(setattr, graphql_app, "persisted", None)
             app.state.services = Services(
@@ -272,9 +272,10 @@ def create_app(settings: Settings) -> Starlette:
 
     limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
     schema = build_schema(limits)
-    graphql_schema = schema._schema
     graphql_app = ModelhubGraphQL(schema, graphql_ide="graphiql" if settings.graphiql else None)
-    ui_page = ui.UiPage(schema_operations.hashes(ui.operations_text()), auth_mode)
+    ui_operations = schema_operations.split(ui.operations_text())
+    shipped = schema_operations.shipped(ui_operations, client_documents)
+    ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode)
     ide_routes = []
     if settings.graphiql:
         cdn_html = get_graphql_ide_html(graphql_ide="graphiql")

@@ -134,46 +134,37 @@ VERSION_FIELDS = """name version projectName owner description tags sizeBytes sh
       checksumError storageUri createdAt archived aliases downloadCount"""
 ERROR_FIELDS = "... on UserError { __typename code message } ... on InvalidInput { field }"
 
-REQUEST_DOWNLOAD = f"""
-mutation RequestDownload($input: RequestDownloadInput!) {{
-  requestDownload(input: $input) {{
+
+def _mutation_document(operation: str, success: str) -> str:
+    """The mutation `operation` (field `operation` in camelCase, input `<operation>Input`) with its result
+    union's `success` member and the shared error types."""
+    field = operation[0].lower() + operation[1:]
+    return f"""
+mutation {operation}($input: {operation}Input!) {{
+  {field}(input: $input) {{
     __typename
-    ... on DownloadTicket {{
-      url mode expiresAt
-      download {{ id version sizeBytes modelVersion {{ etag sha256 checksumStatus }} }}
-    }}
+    {success}
     {ERROR_FIELDS}
   }}
 }}"""
 
-REGISTER = f"""
-mutation RegisterModel($input: RegisterModelInput!) {{
-  registerModel(input: $input) {{
-    __typename
-    ... on ModelVersion {{ id {VERSION_FIELDS} }}
-    {ERROR_FIELDS}
-  }}
-}}"""
 
-REQUEST_UPLOAD = f"""
-mutation RequestUpload($input: RequestUploadInput!) {{
-  requestUpload(input: $input) {{
-    __typename
-    ... on UploadTicket {{
-      uploadId url headers {{ name value }} parts {{ partNumber url sizeBytes }} partSizeBytes expiresAt
-    }}
-    {ERROR_FIELDS}
-  }}
-}}"""
-
-COMPLETE_UPLOAD = f"""
-mutation CompleteUpload($input: CompleteUploadInput!) {{
-  completeUpload(input: $input) {{
-    __typename
-    ... on ModelVersion {{ id {VERSION_FIELDS} }}
-    {ERROR_FIELDS}
-  }}
-}}"""
+REQUEST_DOWNLOAD = _mutation_document(
+    "RequestDownload",
+    "... on DownloadTicket { url mode expiresAt "
+    "download { id version sizeBytes modelVersion { etag sha256 checksumStatus } } }",
+)
+REGISTER = _mutation_document("RegisterModel", f"... on ModelVersion {{ id {VERSION_FIELDS} }}")
+REQUEST_UPLOAD = _mutation_document(
+    "RequestUpload",
+    "... on UploadTicket { uploadId url headers { name value } parts { partNumber url sizeBytes } "
+    "partSizeBytes expiresAt }",
+)
+COMPLETE_UPLOAD = _mutation_document("CompleteUpload", f"... on ModelVersion {{ id {VERSION_FIELDS} }}")
+REGISTER_OPERATIONS = _mutation_document(
+    "RegisterOperations",
+    "... on RegisteredOperations { operations { sha256Hash name created } }",
+)
 
 MODELS = """
 query ListModels($first: Int!, $after: String, $filter: ModelFilter) {
@@ -206,15 +197,6 @@ query Stats(
     pageInfo { hasNextPage endCursor }
     rows { modelName version projectName engineer mode status periodStart downloads completed aborted failed
            totalBytes uniqueEngineers avgDurationSeconds p95DurationSeconds }
-  }
-}"""
-
-REGISTER_OPERATIONS = """mutation($input: RegisterOperationsInput!) {
-  registerOperations(input: $input) {
-    __typename
-    ... on RegisteredOperations { operations { sha256Hash name created } }
-    ... on UserError { code message }
-    ... on InvalidInput { field }
   }
 }"""
 

@@ -20,7 +20,7 @@ from graphql_api.config import Settings
 from graphql_api.documents import Role
 from graphql_api.http import ui
 from graphql_api.operations import sha256_of
-from graphql_api.schema.operations import hashes, split
+from graphql_api.schema.operations import split
 from tests.servers import GraphQLClient, LiveServer, make_settings
 
 WHO = {"X-Engineer-ID": "alice"}
@@ -32,6 +32,11 @@ fragment M on Model { name projectName ...N }
 query B { models(first: 2) { nodes { name } } }
 fragment N on Model { owner }
 """
+
+
+def hashes(text: str) -> dict[str, str]:
+    """Each named operation of a document with the hash a client sends for it."""
+    return {name: sha256_of(body) for name, body in split(text) if name}
 
 
 async def post(http: httpx.AsyncClient, body: dict[str, Any], **headers: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from graphql.language import Visitor, visit
 
 from .. import documents
 from ..errors import InvalidInput as InvalidInputError
-from ..operations import Registry, sha256_of
 from .context import Info
 from .errors import InvalidInput, expected_errors
 
@@ -56,8 +55,9 @@ def _fragments_used(node: Any, fragments: dict[str, FragmentDefinitionNode], use
     visit(node, Spreads())
 
 
-def check(schema: GraphQLSchema, body: str, field: str) -> None:
-    """InvalidInput naming `field` unless `body` is one valid operation of this schema."""
+def check(schema: GraphQLSchema, body: str, field: str) -> str | None:
+    """The operation's name; InvalidInput naming `field` unless `body` is one valid operation of this
+    schema."""
     try:
         document = parse(body)
     except GraphQLError as exc:
@@ -68,6 +68,8 @@ def check(schema: GraphQLSchema, body: str, field: str) -> None:
     errors = validate(schema, document)
     if errors:
         raise InvalidInputError(field, errors[0].message)
+    name = operations[0].name
+    return name.value if name else None
 
 
 @strawberry.type(description="A GraphQL operation registered by hash.")
@@ -116,8 +118,7 @@ class OperationMutations:
         schema = info.schema._schema
         named = []
         for i, body in enumerate(input.operations):
-            check(schema, body, f"operations[{i}]")
-            named.append((split(body)[0][0], body))
+            named.append((check(schema, body, f"operations[{i}]"), body))
         registry = info.context.services.persisted
         out = []
         for name, body in named:
@@ -126,17 +127,10 @@ class OperationMutations:
         return RegisteredOperations(operations=out)
 
 
-def hashes(text: str) -> dict[str, str]:
-    """Each named operation of a document with the hash a client sends for it."""
-    return {name: sha256_of(body) for name, body in split(text) if name}
-
-
-def register_shipped(
-    registry: Registry, schema: GraphQLSchema, ui_text: str, sdk_documents: dict[str, str]
-) -> None:
-    """Registers the operations this repo ships, so its own clients work in enforce mode: each of the /ui
-    page's operations (sent by hash) and each SDK/CLI document exactly as the SDK sends it. An invalid one
-    is a bug in this repo, so it fails the start-up loudly."""
-    for name, body in [*split(ui_text), *sdk_documents.items()]:
-        check(schema, body, f"the shipped operation {name}")
-        registry.ship(body)
+def shipped(
+    ui_operations: list[tuple[str | None, str]], sdk_documents: dict[str, str]
+) -> list[tuple[str | None, str]]:
+    """The operations this repo ships, as (name, text): each of the /ui page's operations (sent by hash) and
+    each SDK/CLI document exactly as the SDK sends it. Registered at start-up so that its own clients work in
+    enforce mode; tests/schema/test_documents.py checks every one against the schema."""
+    return [*ui_operations, *sdk_documents.items()]

@@ -15,7 +15,9 @@ from graphql import GraphQLSchema, parse, validate
 
 from bench import analytics, api, download_throughput, load
 from graphql_api import client
+from graphql_api.http import ui
 from graphql_api.schema import build_schema
+from graphql_api.schema.operations import split
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "observability" / "grafana" / "dashboards"
@@ -42,6 +44,8 @@ def dashboard_documents() -> Iterator[tuple[str, str]]:
 
 def code_documents() -> Iterator[tuple[str, str]]:
     yield from [(f"client.{name}", document) for name, document in client.DOCUMENTS.items()]
+    # The /ui page's operations, one by one as the server registers them (the SDK's are above).
+    yield from [(f"ui {name}", body) for name, body in split(ui.operations_text())]
     yield from [
         ("bench.api.TRIVIAL", api.TRIVIAL),
         ("bench.api.PREFIX_QUERY", api.PREFIX_QUERY),
