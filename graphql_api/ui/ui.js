@@ -221,7 +221,7 @@ async function loadOverview() {
   const daily = data.daily;
   cards($("cards"), [
     ["Completed downloads", fmt.format(daily.total)],
-    ["Bytes sent", bytes(data.bytes.total)],
+    ["Bytes sent", bytes((data.bytes.rows[0] || { totalBytes: 0 }).totalBytes)],
     ["Models downloaded", fmt.format(daily.groups)],
     ["Engineers", fmt.format(data.engineers.groups)],
   ]);
