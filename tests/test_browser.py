@@ -24,13 +24,12 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from bson import ObjectId
 
-from graphql_api.analytics import rollups
 from graphql_api.app import create_app
 from graphql_api.config import Settings
-from graphql_api.documents import DownloadEvent, DownloadMode, DownloadStatus, RegisteredModel
+from graphql_api.documents import DownloadMode, DownloadStatus, RegisteredModel
 from graphql_api.http import assets
+from tests.analytics.test_stats import store
 from tests.servers import GraphQLClient, LiveServer, ServeProcess, free_port, make_settings
 
 pytestmark = [
@@ -81,6 +80,7 @@ async def seed(settings: Settings) -> None:
         ids = {m.name: m.id for m in await RegisteredModel.find_all().to_list()}
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         quiet = {3, 4, 11}  # days with no downloads at all
+        events = []
         for _ in range(300):
             back = rng.randrange(0, 20)
             if back in quiet:
@@ -89,19 +89,15 @@ async def seed(settings: Settings) -> None:
             started = today - timedelta(days=back) + timedelta(seconds=rng.randrange(0, 86400))
             started = min(started, datetime.now(UTC) - timedelta(seconds=5))
             status = rng.choice([DownloadStatus.COMPLETED] * 5 + [DownloadStatus.ABORTED])
-            doc = DownloadEvent(
-                model_id=ids.get(name, ObjectId()), model_name=name, model_version=1, project_name=project,
-                engineer=rng.choice(ENGINEERS), mode=DownloadMode.STREAM, status=DownloadStatus.ISSUED,
-                size_bytes=4000, bytes_sent=0, started_at=started,
+            events.append(
+                dict(
+                    model_id=ids[name], model_name=name, model_version=1, project_name=project,
+                    engineer=rng.choice(ENGINEERS), mode=DownloadMode.STREAM, status=status, size_bytes=4000,
+                    bytes_sent=4000 if status is DownloadStatus.COMPLETED else 1000, started_at=started,
+                    duration_seconds=0.5, finished_at=started + timedelta(seconds=0.5),
+                )
             )  # fmt: skip
-            await doc.insert()
-            await rollups.record_started(doc)
-            doc.status, doc.duration_seconds = status, 0.5
-            doc.finished_at = started + timedelta(seconds=0.5)
-            doc.bytes_sent = 4000 if status is DownloadStatus.COMPLETED else 1000
-            doc.completes = status is DownloadStatus.COMPLETED
-            await doc.save()
-            await rollups.record_finished(doc)
+        await store(events)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -65,9 +65,11 @@ def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
 
 
 async def store(events: list[dict[str, Any]]) -> None:
-    """Writes events the way the app does: insert, count as started, then count the outcome."""
+    """Writes events the way the app does: insert, count as started, then count the outcome (a `model_id`
+    and a `finished_at` are taken from the event when it has them)."""
     for e in events:
-        doc = DownloadEvent(model_id=ObjectId(), **{**e, "status": DownloadStatus.ISSUED, "bytes_sent": 0})
+        issued = {"status": DownloadStatus.ISSUED, "bytes_sent": 0, "finished_at": None}
+        doc = DownloadEvent(**{"model_id": ObjectId(), **e, **issued})
         await doc.insert()
         await rollups.record_started(doc)
         if e["status"] is not DownloadStatus.ISSUED:
@@ -76,6 +78,7 @@ async def store(events: list[dict[str, Any]]) -> None:
                 e["bytes_sent"],
                 e["duration_seconds"],
             )
+            doc.finished_at = e.get("finished_at")
             # These events are whole-object transfers: a COMPLETED one completes a download.
             doc.completes = e["status"] is DownloadStatus.COMPLETED
             await doc.save()
