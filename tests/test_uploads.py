@@ -153,7 +153,8 @@ async def test_completing_without_bytes_or_as_someone_else(live_gql: GraphQLClie
 
 async def test_abandoned_uploads_are_cleaned_up(settings: Settings, stores: Stores) -> None:
     """An upload left open past its expiry loses its bytes and can no longer be completed."""
-    quick = settings.model_copy(update={"upload_expires_seconds": 1, "stale_download_seconds": 2.0})
+    # 3 s: the PUT must land before expiry even on a loaded machine (1 s expired first once on CI).
+    quick = settings.model_copy(update={"upload_expires_seconds": 3, "stale_download_seconds": 2.0})
     data = b"left behind" * 100
     with LiveServer(quick) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
