@@ -44,6 +44,7 @@ from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
+from .model_cache import ModelCache
 from .operations import sha256_of
 from .schema import SchemaLimits, build_schema
 from .schema import operations as schema_operations
@@ -238,6 +239,8 @@ def create_app(settings: Settings) -> Starlette:
                 registry.ship(body)
             graphql_app.persisted = registry
             stack.callback(setattr, graphql_app, "persisted", None)
+            model_cache = ModelCache(metrics, settings.model_cache_entries, settings.model_cache_seconds)
+            stack.push_async_callback(_stop, asyncio.create_task(model_cache.run()))
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -247,6 +250,7 @@ def create_app(settings: Settings) -> Starlette:
                 scope=settings.storage_scope,
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
                 persisted=registry,
+                models=model_cache,
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

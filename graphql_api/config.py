@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Unset: `modelhub serve` picks "header" when it started the embedded DB itself, "token" otherwise.
     auth: Literal["header", "token"] | None = None
     token_cache_seconds: float = 30.0
+    # Models held in memory for queries, kept true by a change stream (0: off); see model_cache.py.
+    model_cache_entries: int = Field(default=10_000, ge=0)
+    model_cache_seconds: float = Field(default=300.0, gt=0)
     token_touch_seconds: float = 60.0
     # Where models may be registered: a JSON list of "bucket" or "bucket/prefix" ("*": anywhere). Unset: the
     # local store allows anywhere under its root; S3 allows nothing until configured.

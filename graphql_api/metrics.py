@@ -58,6 +58,9 @@ def multiprocess_dir() -> str | None:
 # modelhub_graphql_persisted_checks_total's results: a registered operation (by hash or by text), one that ran
 # unregistered (off/audit modes), one refused (enforce), an unknown hash, a hash that does not match its text.
 PERSISTED_RESULTS = ("registered", "unregistered", "refused", "unknown_hash", "hash_mismatch")
+# modelhub_model_cache_lookups_total's results: served from memory, read from the database and kept, read
+# uncached because the cache's change stream is not open (see model_cache.py).
+MODEL_CACHE_RESULTS = ("hit", "miss", "bypass")
 
 
 class Metrics:
@@ -143,6 +146,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.model_cache_lookups = Counter(
+            "modelhub_model_cache_lookups_total",
+            "Models looked up by name for queries, by result (hit, miss, bypass).",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -170,6 +179,8 @@ class Metrics:
             self.registrations.labels(outcome)
         for result in PERSISTED_RESULTS:
             self.persisted.labels(result)
+        for result in MODEL_CACHE_RESULTS:
+            self.model_cache_lookups.labels(result)
         for operation_type in OPERATION_TYPES:
             for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
                 self.operation_duration.labels(operation_type, name)

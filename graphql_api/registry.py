@@ -20,6 +20,7 @@ from .errors import (
     ModelVersionNotFound,
     StorageUnavailable,
 )
+from .model_cache import ModelCache
 from .pagination import Page, PageRequest, offset_page
 from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
 from .services import Services
@@ -185,8 +186,11 @@ async def register(
     return version
 
 
-async def get_model(name: str) -> RegisteredModel | None:
+async def get_model(name: str, cache: ModelCache | None = None) -> RegisteredModel | None:
+    """The model `name`, or None; through `cache` when given (queries only: see model_cache.py)."""
     validate_name(name)
+    if cache is not None:
+        return await cache.get(name)
     return await models_db.find_model(name)
 
 

@@ -8,6 +8,7 @@ from .auth import Authenticator
 from .config import Settings
 from .limits import RateLimiter
 from .metrics import Metrics
+from .model_cache import ModelCache
 from .operations import Registry
 from .signing import Signer
 from .storage import ObjectStore, StorageScope
@@ -23,3 +24,4 @@ class Services:
     scope: StorageScope
     limiter: RateLimiter
     persisted: Registry
+    models: ModelCache

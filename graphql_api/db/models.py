@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,18 @@ async def insert_model(model: RegisteredModel) -> bool:
 
 async def find_model(name: str) -> RegisteredModel | None:
     return await find_one(RegisteredModel, {"name": name})
+
+
+async def watch_model_changes(opened: Callable[[], None]) -> AsyncIterator[Any | None]:
+    """The `_id` of each model that is inserted, changed or deleted by any writer (None when the collection
+    as a whole went: dropped, renamed, invalidated), from a change stream; `opened` is called once the
+    stream is open, so every write after that call is reported."""
+    collection = RegisteredModel.get_pymongo_collection()
+    async with await collection.watch() as stream:
+        opened()
+        async for change in stream:
+            key = change.get("documentKey")
+            yield key.get("_id") if isinstance(key, dict) else None
 
 
 async def get_model(model_id: PydanticObjectId) -> RegisteredModel | None:

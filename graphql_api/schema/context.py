@@ -19,17 +19,13 @@ from ..documents import ModelVersion, RegisteredModel
 from ..downloads import Requester
 from ..errors import DomainError
 from ..http.caller import base_url, requester
+from ..model_cache import ModelCache
 from ..services import Services
 
 
 async def _versions_by_id(ids: Sequence[Any]) -> list[ModelVersion | None]:
     found = await models_db.get_versions(list(ids))
     return [found.get(i) for i in ids]
-
-
-async def _models_by_name(names: Sequence[str]) -> list[RegisteredModel]:
-    found = await models_db.find_models(list(names))
-    return [found[n] for n in names]
 
 
 async def _latest_versions(names: Sequence[str]) -> list[ModelVersion | None]:
@@ -46,6 +42,13 @@ class Context:
     identity_error: DomainError | None = None
     # A WebSocket's `connection_init` payload (browsers cannot set headers on a WebSocket).
     connection_params: dict[str, object] | None = None
+    # Set for query operations (by RequestGuards): their model reads may come from the model cache.
+    cached_reads: bool = False
+
+    @property
+    def model_cache(self) -> ModelCache | None:
+        """The model cache when this operation may read through it (queries), else None."""
+        return self.services.models if self.cached_reads else None
 
     # DataLoaders are made on first use: most operations need none of them.
     @cached_property
@@ -62,7 +65,13 @@ class Context:
 
     @cached_property
     def models_by_name(self) -> DataLoader[str, RegisteredModel]:
-        return DataLoader(load_fn=_models_by_name)
+        cache = self.model_cache
+
+        async def load(names: Sequence[str]) -> list[RegisteredModel]:
+            found = await (cache.get_many(names) if cache is not None else models_db.find_models(list(names)))
+            return [found[n] for n in names]
+
+        return DataLoader(load_fn=load)
 
     @cached_property
     def latest_versions(self) -> DataLoader[str, ModelVersion | None]:

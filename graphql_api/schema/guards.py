@@ -50,10 +50,15 @@ class RequestGuards(SchemaExtension):
         if operation is OperationType.SUBSCRIPTION:
             yield
             return
+        context.cached_reads = operation is OperationType.QUERY
         # PyMongo's client-side operation timeout: every call made while executing shares one deadline,
         # and the server is told the time left (maxTimeMS) so it stops working when the client gives up.
-        with pymongo.timeout(settings.request_timeout_seconds):
-            yield
+        try:
+            with pymongo.timeout(settings.request_timeout_seconds):
+                yield
+        finally:
+            if operation is OperationType.MUTATION:
+                services.models.clear()  # this caller's next query reads what its mutation wrote
 
 
 def _root_fields(document: object, operation_name: str | None) -> int:

@@ -188,9 +188,9 @@ class Query(TokenQueries):
 
     @strawberry.field(description="A model by name, or null.")
     async def model(
-        self, name: Annotated[str, strawberry.argument(description="The model name.")]
+        self, info: Info, name: Annotated[str, strawberry.argument(description="The model name.")]
     ) -> Model | None:
-        doc = await registry.get_model(name)
+        doc = await registry.get_model(name, info.context.model_cache)
         return Model.from_doc(doc) if doc else None
 
     @strawberry.field(
