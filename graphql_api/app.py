@@ -23,7 +23,6 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette_exporter import PrometheusMiddleware
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
@@ -41,7 +40,7 @@ from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
-from .http.middleware import BodyLimit, OutageGuard, install_log_redaction
+from .http.middleware import BodyLimit, FixedRouteMetrics, OutageGuard, install_log_redaction
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
@@ -356,7 +355,7 @@ def _hosts(settings: Settings) -> list[Middleware]:
 
 def _prometheus_middleware() -> Middleware:
     return Middleware(
-        PrometheusMiddleware,
+        FixedRouteMetrics,
         app_name="modelhub",
         prefix="modelhub_http",
         group_paths=True,

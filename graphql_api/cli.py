@@ -73,7 +73,8 @@ def serve(
             console.print("auth: token mode: send `Authorization: Bearer <token>` (`modelhub token create`)")
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
         proxies = ",".join(settings.trusted_proxies) or None
-        server = {"host": settings.host, "port": settings.port, "log_level": "info"}
+        server = {"host": settings.host, "port": settings.port, "log_level": "info",
+                  "access_log": settings.access_log}  # fmt: skip
         # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
         server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".modelhub")
     host: str = "127.0.0.1"
     port: int = 8000
+    # uvicorn's access log (one line per request); /metrics and the download events record every request too.
+    access_log: bool = True
     # Base URL put in download links; when unset, links are built from the request's own URL.
     public_url: str | None = None
 

@@ -182,11 +182,13 @@ async def seed(
     seed_value: int = 1,
     objects_dir: Path | None = None,
     force: bool = False,
+    batch: int = 20_000,
 ) -> DemoResult:
     """Inserts demo models (bucket `modelhub-demo`, names under `demo/`), download events of those models
     only, and their rollups. It refuses a database that holds any model or download unless `force`; even
     then it never adds versions or events to anyone else's models. With `objects_dir`, sparse artifact
-    files too (their ETags are the files')."""
+    files too (their ETags are the files'). Events go in `batch` at a time with their rollups: a larger
+    batch updates each rollup bucket fewer times per event."""
     if not force:
         have_models, have_events = await models_db.count_models(), await events_db.count_all()
         if have_models or have_events:
@@ -226,7 +228,6 @@ async def seed(
         if v.name.startswith(DEMO_PREFIX) and v.name not in foreign
     ]
     total = rollups = 0
-    batch = 20_000
     while ours and total < events:
         chunk = build_events(ours, min(batch, events - total), days, rng, now)
         builder = RollupBuilder()

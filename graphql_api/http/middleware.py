@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
+
+from starlette_exporter import PrometheusMiddleware
 
 from ..health import Watch
 from .errors import error_response, outage_response
@@ -106,6 +109,60 @@ class OutageGuard:
             await self.app(scope, receive, tracking_send)
         if work.cancel_called and not started:  # it went down while the request waited on it
             await outage_response("DATABASE_UNAVAILABLE", graphql)(scope, receive, send)
+
+
+class FixedRouteMetrics(PrometheusMiddleware):
+    """starlette-exporter's middleware, with a fast path for the routes that carry most requests and take
+    no parameters (`/graphql`): they skip its per-request `Request`, URL objects and route matching (a
+    tenth of a trivial query's CPU) and reuse their label children. The series are the same as the
+    library's: method, path, status code, app name; every other request goes through the library."""
+
+    def __init__(self, app: Any, /, fixed_paths: tuple[str, ...] = ("/graphql",), **options: Any) -> None:
+        super().__init__(app, **options)
+        self.fixed = frozenset(fixed_paths)
+        self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] not in self.fixed
+            or scope.get("root_path")
+            or scope["method"] not in ("GET", "POST")
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        in_progress = self.requests_in_progress.labels(method, self.app_name)
+        in_progress.inc()
+        status: int | None = None
+        begin = time.perf_counter()
+        end: float | None = None
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status, end
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                end = time.perf_counter()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            in_progress.dec()
+            if status is None:
+                status = 499  # the client left before any response (the library asks the request; it is gone)
+            key = (method, path, status)
+            children = self.children.get(key)
+            if children is None:
+                labels = (method, path, status, self.app_name)
+                children = (self.request_count.labels(*labels), self.request_time.labels(*labels))
+                self.children[key] = children
+            children[0].inc()
+            children[1].observe((end or time.perf_counter()) - begin)
 
 
 class RedactTokens(logging.Filter):
