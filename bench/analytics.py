@@ -145,7 +145,10 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
 
 
 async def load(uri: str, events: int, models: int) -> int:
-    async with connect(uri, DB):
+    # Generous bounds: a busy embedded DB can leave the driver's monitor unanswered past its defaults for a
+    # batch this large, and the driver then cancels the batch in flight.
+    slow = {"connectTimeoutMS": 600_000, "serverSelectionTimeoutMS": 600_000}
+    async with connect(uri, DB, **slow):
         return await _load(events, models)
 
 
@@ -153,8 +156,8 @@ async def _load(events: int, models: int) -> int:
     have = await DownloadEvent.get_pymongo_collection().estimated_document_count()
     if have < events:
         started = time.perf_counter()
-        # 200,000 events per batch: the rollup updates, not the inserts, decide the loading rate.
-        result = await demo.seed(models, events - have, seed_value=have + 1, force=True, batch=200_000)
+        # 100,000 events per batch: the rollup updates, not the inserts, decide the loading rate.
+        result = await demo.seed(models, events - have, seed_value=have + 1, force=True, batch=100_000)
         took = time.perf_counter() - started
         print(f"loaded {result.events} events in {took:.0f} s ({result.events / took:,.0f}/s)")
     total = await DownloadEvent.get_pymongo_collection().estimated_document_count()

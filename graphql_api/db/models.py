@@ -124,7 +124,10 @@ async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:
 
 
 async def page_models(query: ModelQuery, order: ModelOrder, request: PageRequest) -> Page[RegisteredModel]:
-    return await keyset_page(RegisteredModel, model_filter(query), model_sort(order), order.key, request)
+    flt = model_filter(query)
+    return await keyset_page(
+        RegisteredModel, flt, model_sort(order), order.key, request, ascending_string_on="name"
+    )
 
 
 async def model_names(query: ModelQuery) -> list[str]:

@@ -18,6 +18,48 @@ Sort = list[tuple[str, SortDirection]]
 WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366))
 
 
+# Characters a string key may hold (model names), in byte order; string windows step through them.
+NAME_ALPHABET = "".join(sorted("-./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"))
+# How far a string window's last character moves at each step: doubling, from the next character on.
+STRING_STEPS = (1, 2, 4, 8, 16, 32)
+MAX_STRING_WINDOWS = 10
+
+
+def string_windows(start: str, end: str | None, alphabet: str = NAME_ALPHABET) -> list[str]:
+    """Exclusive upper bounds t1 < t2 < … (each below `end`) for an ascending scan of string keys from
+    `start`: the window [start, t) grows from the keys that continue `start` to those sharing ever shorter
+    prefixes of it. SecantusDB reads a whole index range before it applies a limit, so a page found in a
+    small window costs that window, not the prefix or the collection. Empty when `start` holds a character
+    outside `alphabet` (its order is then not known here)."""
+    if any(c not in alphabet for c in start):
+        return []
+    bounds: list[str] = []
+    for depth in range(len(start), -1, -1):
+        base = alphabet.index(start[depth]) + 1 if depth < len(start) else 0
+        for step in STRING_STEPS:
+            if base + step - 1 >= len(alphabet):
+                break
+            bound = start[:depth] + alphabet[base + step - 1]
+            if (end is not None and bound >= end) or len(bounds) == MAX_STRING_WINDOWS:
+                return bounds
+            bounds.append(bound)
+    return bounds
+
+
+def _string_range(flt: dict[str, Any], field: str) -> tuple[str, str | None] | None:
+    """The [start, end) that `flt` puts on the string `field` (start "" when unbounded below), or None when
+    its condition is anything other than a plain range."""
+    cond = flt.get(field)
+    if cond is None:
+        return "", None
+    if not isinstance(cond, dict) or set(cond) - {"$gte", "$gt", "$lt"}:
+        return None
+    start, end = cond.get("$gte", cond.get("$gt", "")), cond.get("$lt")
+    if not isinstance(start, str) or not (end is None or isinstance(end, str)):
+        return None
+    return start, end
+
+
 def keyset_after(sort: Sequence[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
     """The filter for rows strictly after `values` in the order `sort` (a lexicographic comparison)."""
     branches: list[dict[str, Any]] = []
@@ -46,6 +88,7 @@ async def keyset_page(
     request: PageRequest,
     newest_first_on: str | None = None,
     count_all: Callable[[], Awaitable[int]] | None = None,
+    ascending_string_on: str | None = None,
 ) -> Page[D]:
     """One page of `document` rows matching `base` in `sort` order: `first` rows after a cursor, or the
     `last` rows before one (read in the inverted order, then turned round).
@@ -55,7 +98,9 @@ async def keyset_page(
     With `newest_first_on` (a datetime field leading a descending scan), the page is looked for in growing
     time windows before the unbounded query: SecantusDB applies a limit only after scanning the whole index
     range, so a bounded range is what keeps the first pages of a large collection fast. The answer is the
-    same: a window is used only when it holds a full page, and every row outside it sorts later.
+    same: a window is used only when it holds a full page, and every row outside it sorts later. With
+    `ascending_string_on` (a string field leading an ascending scan: model names), the windows are string
+    ranges (see `string_windows`) under the same rule.
     """
     limit, cursor = request.size, request.cursor
     scan = _inverted(sort) if request.backward else sort
@@ -66,11 +111,15 @@ async def keyset_page(
         flt = merge_filters(base, keyset_after(scan, values))
         anchor = values[0] if isinstance(values[0], datetime) else anchor
     windowed = newest_first_on is not None and scan[0] == (newest_first_on, SortDirection.DESCENDING)
-    windows: tuple[timedelta | None, ...] = (*WINDOWS, None) if windowed else (None,)
-    for window in windows:
-        query = flt
-        if window is not None and newest_first_on is not None:
-            query = merge_filters(flt, {newest_first_on: {"$gte": anchor - window}})
+    windows: list[dict[str, Any]] = []
+    if windowed and newest_first_on is not None:
+        windows = [{newest_first_on: {"$gte": anchor - window}} for window in WINDOWS]
+    elif ascending_string_on is not None and scan[0] == (ascending_string_on, SortDirection.ASCENDING):
+        bounds = _string_range(flt, ascending_string_on)
+        if bounds is not None:
+            windows = [{ascending_string_on: {"$lt": t}} for t in string_windows(*bounds)]
+    for window in [*windows, None]:
+        query = flt if window is None else merge_filters(flt, window)
         docs = await document.find(query).sort(scan).limit(limit + 1).to_list()
         if len(docs) > limit:
             break
