@@ -6,7 +6,9 @@ Starts the embedded SecantusDB and `modelhub serve` (header mode, one worker) as
 Strawberry app (same uvicorn, httptools and uvloop) that serves the same selection from memory. Prints, per
 shape: the app's median latency and CPU per request (the server process's own CPU time), the floor's, and the
 DB work done straight with pymongo; then registration (sequential median and 16-client throughput) and
-`models(first: 50, filter: {namePrefix})` at each registry size. The DB is named in the output.
+`models(first: 50, filter: {namePrefix})` at each registry size, beside pymongo's plain query and pymongo
+doing the app's own name windows. The DB is named in the output. The app runs its defaults (model cache and
+access log on); `MODELHUB_ACCESS_LOG=false python -m bench.api` measures it without the access log.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import httpx
 from pymongo import MongoClient
 
 from bench._common import free_port, start_app, stop, wait_http
+from graphql_api.db.paging import string_windows
 from graphql_api.embedded import EmbeddedMongo
 
 BUCKET = "bench"
@@ -202,6 +205,13 @@ async def measure(
         def models_direct() -> None:
             list(db.models.find({"name": {"$gte": "m01", "$lt": "m02"}}).sort([("name", 1)]).limit(51))
 
+        def models_windowed() -> None:
+            # The app's own reads: the name windows in turn until one holds a full page (db/paging.py).
+            for bound in [*string_windows("m01", "m02"), "m02"]:
+                flt = {"name": {"$gte": "m01", "$lt": bound}}
+                if len(list(db.models.find(flt).sort([("name", 1)]).limit(51))) > 50:
+                    break
+
         rows.append(
             (f"registerModel sequential @ {size}: median ms", statistics.median(times) * 1000, None, None)
         )
@@ -213,6 +223,9 @@ async def measure(
                 None,
                 timed_direct(models_direct, 50),
             )
+        )
+        rows.append(
+            ("  ... pymongo doing the app's name windows", timed_direct(models_windowed, 50), None, None)
         )
     print(f"{'shape':48} {'app':>10} {'floor':>10} {'pymongo':>10}  app/floor  app/pymongo")
     for title, mine, fl, dr in rows:
