@@ -164,22 +164,24 @@ async def _load(events: int, models: int) -> int:
     return int(total)
 
 
-async def run(uri: str, base: str, repeat: int) -> None:
+async def run(uri: str, base: str, repeat: int, only: str = "") -> None:
     async with connect(uri, DB):
-        rows = await _measure(base, repeat)
+        rows = await _measure(base, repeat, only)
     print("(for HYBRID shapes the pymongo column is the same range as one RAW pipeline)")
     print(f"{'shape':28}  source  GraphQL ms  pymongo ms  ratio")
     for title, source, via_http, via_driver in rows:
         print(f"{title:28}  {source:6}  {via_http:10.1f}  {via_driver:10.1f}  {via_http / via_driver:5.2f}")
 
 
-async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]]:
+async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, str, float, float]]:
     rollups = await DownloadRollup.get_pymongo_collection().estimated_document_count()
     print(f"rollup buckets: {rollups}")
     now = datetime.now(UTC)
     rows = []
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         for title, args, variables, req in stats_shapes(now):
+            if only not in title:
+                continue
             query = stats_document(args, declared_for(variables))
 
             async def over_http(query: str = query, variables: dict[str, Any] = variables) -> dict[str, Any]:
@@ -206,11 +208,15 @@ async def _measure(base: str, repeat: int) -> list[tuple[str, str, float, float]
 
         some = await DownloadEvent.find_one({})
         assert some is not None
-        for title, flt, with_count in [
-            ("downloads newest 100", {}, False),
-            ("downloads of one engineer", {"engineers": [some.engineer]}, False),
-            ("  ... with totalCount", {"engineers": [some.engineer]}, True),
-        ]:
+        for title, flt, with_count in (
+            []
+            if only
+            else [
+                ("downloads newest 100", {}, False),
+                ("downloads of one engineer", {"engineers": [some.engineer]}, False),
+                ("  ... with totalCount", {"engineers": [some.engineer]}, True),
+            ]
+        ):
             gql = downloads_document(with_count)
 
             async def over_http_page(gql: str = gql, flt: dict[str, Any] = flt) -> Any:
@@ -255,6 +261,7 @@ async def main() -> None:
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--data-dir", type=Path, help="keep the loaded DB here and reuse it next time")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", default="", help="time only the stats shapes whose title holds this text")
     args = parser.parse_args()
     from graphql_api.embedded import EmbeddedMongo
 
@@ -264,9 +271,17 @@ async def main() -> None:
             total = await load(mongo.uri, args.events, args.models)
             print(f"DB: embedded SecantusDB at {data_dir / 'db'}; {total} events")
             port = free_port()
-            app = start_app({"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_MONGO_DB": DB}, port)
+            env = {
+                "MODELHUB_MONGO_URI": mongo.uri,
+                "MODELHUB_MONGO_DB": DB,
+                "MODELHUB_AUTH": "header",
+                "MODELHUB_DATA_DIR": tmp,
+                "MODELHUB_REQUEST_TIMEOUT_SECONDS": "300",
+                "MODELHUB_MAX_QUERY_COST": "100000",
+            }  # fmt: skip  (timed here, not refused)
+            app = start_app(env, port)
             try:
-                await run(mongo.uri, f"http://127.0.0.1:{port}", args.repeat)
+                await run(mongo.uri, f"http://127.0.0.1:{port}", args.repeat, args.only)
             finally:
                 stop(app)
 
