@@ -121,6 +121,8 @@ class FixedRouteMetrics(PrometheusMiddleware):
         super().__init__(app, **options)
         self.fixed = frozenset(fixed_paths)
         self.children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        # The in-progress gauge's children per method (GET, POST), made once rather than per request.
+        self.in_progress = {m: self.requests_in_progress.labels(m, self.app_name) for m in ("GET", "POST")}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -132,7 +134,7 @@ class FixedRouteMetrics(PrometheusMiddleware):
             await super().__call__(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        in_progress = self.requests_in_progress.labels(method, self.app_name)
+        in_progress = self.in_progress[method]
         in_progress.inc()
         status: int | None = None
         begin = time.perf_counter()
