@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from .db import tokens as tokens_db
-from .documents import ApiToken, Role, utcnow
+from .documents import ApiToken, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
+from .roles import Role
 from .validation import validate_name
 
 ENGINEER_HEADER = "x-engineer-id"

@@ -12,32 +12,21 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import httpx
 import typer
-import uvicorn
-from graphql import GraphQLError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from strawberry.http.ides import get_graphql_ide_html
 
-from . import demo
-from .analytics.rollups import rebuild_rollups as rebuild
-from .app import create_app
-from .auth import create_token, expires_label, list_tokens, revoke_token
 from .client import ModelhubClient, ModelhubError, parse_ref
-from .config import Settings
-from .db import connect
-from .documents import Role
-from .embedded import EmbeddedMongo, EmbeddedUnavailable
-from .errors import DomainError
-from .http import assets
-from .metrics import prepare_multiprocess_dir
-from .operations import sha256_of
-from .schema import build_schema
-from .schema import operations as schema_operations
+from .roles import Role
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+# The server stack (Strawberry, Beanie, aioboto3, uvicorn) is imported inside the commands that use it:
+# client commands (push, list, info, download, stats) start in a fraction of the time without it.
 
 T = TypeVar("T")
 
@@ -53,6 +42,11 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Where embedded data and local objects live.")] = None,
 ) -> None:
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
+    import uvicorn
+
+    from .app import create_app
+    from .metrics import prepare_multiprocess_dir
+
     overrides = {"host": host, "port": port, "data_dir": data_dir}
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
@@ -115,6 +109,8 @@ def seed_demo(
 ) -> None:
     """Fill an empty database with realistic demo models (bucket modelhub-demo, names under demo/) and their
     downloads, for GraphiQL and Grafana."""
+    from . import demo
+
     with _database({"data_dir": data_dir}) as (settings, uri):
         objects = settings.objects_dir if settings.storage_backend == "local" else None
         started = time.perf_counter()
@@ -142,6 +138,9 @@ def _database(
 ) -> Iterator[tuple[Settings, str]]:
     """Settings (with the non-None `overrides`) and a MongoDB URI: the configured one, the embedded
     server a running `modelhub serve` keeps (if `reuse_running`), or an embedded server for this `with`."""
+    from .config import Settings
+    from .embedded import EmbeddedMongo, EmbeddedUnavailable
+
     settings = Settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
     uri = settings.mongo_uri or (EmbeddedMongo.running_uri(settings.data_dir) if reuse_running else None)
     if uri:
@@ -412,6 +411,8 @@ def rebuild_rollups(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet)."""
+    from .analytics.rollups import rebuild_rollups as rebuild
+
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with _database({"data_dir": data_dir}) as (settings, uri):
         started = time.perf_counter()
@@ -420,6 +421,8 @@ def rebuild_rollups(
 
 
 async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
+    from .db import connect
+
     async with connect(uri, db):
         return await work
 
@@ -443,6 +446,9 @@ def token_create(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Create a token and print it once (only its hash is stored)."""
+    from .auth import create_token, list_tokens
+    from .errors import DomainError
+
     value = os.environ.get(value_from_env) if value_from_env else None
     if value_from_env and not value:
         console.print(f"[red]error:[/red] ${value_from_env} is empty")
@@ -473,6 +479,8 @@ def token_list(
     """List tokens (never their values)."""
     from rich.table import Table
 
+    from .auth import expires_label, list_tokens
+
     with _database({"data_dir": data_dir}) as (settings, uri):
         found = asyncio.run(_with_db(uri, settings.mongo_db, list_tokens()))
     table = Table("name", "principal", "role", "created", "expires", "last used", "revoked")
@@ -495,6 +503,9 @@ def token_revoke(
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
     """Revoke a token (running servers stop accepting it within MODELHUB_TOKEN_CACHE_SECONDS)."""
+    from .auth import revoke_token
+    from .errors import DomainError
+
     with _database({"data_dir": data_dir}) as (settings, uri):
         try:
             asyncio.run(_with_db(uri, settings.mongo_db, revoke_token(name)))
@@ -524,6 +535,9 @@ app.add_typer(operations_app, name="operations")
 def _manifest(path: Path) -> list[str]:
     """Operation texts from a .graphql file (each operation with the fragments it uses) or a JSON manifest:
     Apollo's {"operations": [{"id", "body"}]} or a {hash: text} map; a hash must match its text."""
+    from .operations import sha256_of
+    from .schema import operations as schema_operations
+
     text = path.read_text()
     if path.suffix != ".json":
         return [body for _, body in schema_operations.split(text)]
@@ -549,6 +563,9 @@ def operations_push(
     token: Token = None,
 ) -> None:
     """Register the operations of FILE by their SHA-256 (needs an ADMIN token)."""
+    from graphql import GraphQLError
+    from rich.table import Table
+
     try:
         bodies = _manifest(file)
     except (ValueError, KeyError, GraphQLError) as exc:
@@ -575,6 +592,11 @@ def fetch_assets(
     ] = None,
 ) -> None:
     """Fetch GraphiQL's pinned assets with `npm pack`, integrity-checked, so the app serves them itself."""
+    from strawberry.http.ides import get_graphql_ide_html
+
+    from .config import Settings
+    from .http import assets
+
     target = directory or Settings().assets_dir or assets.default_dir()
     wanted = assets.pinned(get_graphql_ide_html(graphql_ide="graphiql"))
     try:
@@ -588,6 +610,8 @@ def fetch_assets(
 
 
 def schema_sdl() -> str:
+    from .schema import build_schema
+
     return build_schema().as_str() + "\n"
 
 

@@ -10,6 +10,8 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
+from .roles import Role
+
 
 def utcnow() -> datetime:
     # Mongo keeps milliseconds; truncating here keeps in-memory and stored values equal.
@@ -125,15 +127,6 @@ class AliasChange(Document):
         indexes = [
             IndexModel([("model_name", ASCENDING), ("sequence", DESCENDING)], name="model_sequence"),
         ]
-
-
-class Role(StrEnum):
-    """What a token may do: READER reads and downloads, ENGINEER also registers, ADMIN also manages others'
-    models and tokens."""
-
-    READER = "READER"
-    ENGINEER = "ENGINEER"
-    ADMIN = "ADMIN"
 
 
 class ApiToken(Document):

@@ -10,7 +10,7 @@ from . import checksums
 from .analytics import events
 from .auth import Principal
 from .db import models as models_db
-from .documents import ModelVersion, RegisteredModel, Role, utcnow
+from .documents import ModelVersion, RegisteredModel, utcnow
 from .errors import (
     DomainError,
     Forbidden,
@@ -23,6 +23,7 @@ from .errors import (
 from .model_cache import ModelCache
 from .pagination import Page, PageRequest, offset_page
 from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
+from .roles import Role
 from .services import Services
 from .storage import ObjectInfo, ObjectStore, StorageScope, validate_bucket, validate_key
 from .validation import (

@@ -16,7 +16,7 @@ from . import registry
 from .auth import Principal
 from .db import models as models_db
 from .db import uploads as uploads_db
-from .documents import ModelVersion, Role, Upload, UploadStatus, utcnow
+from .documents import ModelVersion, Upload, UploadStatus, utcnow
 from .errors import (
     InvalidInput,
     ModelVersionAlreadyExists,
@@ -25,6 +25,7 @@ from .errors import (
     TicketProblem,
     UploadNotFound,
 )
+from .roles import Role
 from .services import Services
 from .storage import StorageScope, UploadSpec, UploadTarget, validate_key
 from .storage.local import UPLOAD_TOKEN_PURPOSE

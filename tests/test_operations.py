@@ -17,9 +17,9 @@ from graphql_api import client
 from graphql_api.auth import create_token, hash_token
 from graphql_api.cli import app as cli_app
 from graphql_api.config import Settings
-from graphql_api.documents import Role
 from graphql_api.http import ui
 from graphql_api.operations import sha256_of
+from graphql_api.roles import Role
 from graphql_api.schema.operations import split
 from tests.servers import GraphQLClient, LiveServer, make_settings
 

@@ -15,7 +15,7 @@ import pytest
 from graphql_api.app import create_app
 from graphql_api.auth import create_token
 from graphql_api.config import Settings
-from graphql_api.documents import Role
+from graphql_api.roles import Role
 from tests.servers import GraphQLClient, Stores, make_settings
 
 

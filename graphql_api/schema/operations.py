@@ -17,7 +17,7 @@ from graphql import (
 )
 from graphql.language import Visitor, visit
 
-from .. import documents
+from .. import roles
 from ..errors import InvalidInput as InvalidInputError
 from .context import Info
 from .errors import InvalidInput, expected_errors
@@ -112,7 +112,7 @@ class OperationMutations:
         self, info: Info, input: Annotated[RegisterOperationsInput, strawberry.argument(description="What.")]
     ) -> RegisterOperationsResult:
         who = info.context.principal
-        who.require(documents.Role.ADMIN, "registering operations")
+        who.require(roles.Role.ADMIN, "registering operations")
         if not 1 <= len(input.operations) <= 500:
             raise InvalidInputError("operations", "send 1..500 operations at a time")
         schema = info.schema._schema

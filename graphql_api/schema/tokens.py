@@ -8,7 +8,7 @@ from typing import Annotated
 
 import strawberry
 
-from .. import auth, documents
+from .. import auth, documents, roles
 from .context import Info
 from .errors import InvalidInput, expected_errors
 
@@ -80,7 +80,7 @@ INPUT = strawberry.argument(description="What to do; see the input type.")
 class TokenQueries:
     @strawberry.field(description="Every token's record (ADMIN only).")
     async def tokens(self, info: Info) -> list[ApiToken]:
-        info.context.principal.require(documents.Role.ADMIN, "listing tokens")
+        info.context.principal.require(roles.Role.ADMIN, "listing tokens")
         return [ApiToken.from_doc(t) for t in await auth.list_tokens()]
 
 
@@ -90,8 +90,8 @@ class TokenMutations:
     @expected_errors
     async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
         who = info.context.principal
-        who.require(documents.Role.ADMIN, "creating tokens")
-        role = documents.Role(input.role.name)
+        who.require(roles.Role.ADMIN, "creating tokens")
+        role = roles.Role(input.role.name)
         value, record = await auth.create_token(
             input.name, input.principal, role, who.engineer, input.expires_in_days
         )
@@ -103,7 +103,7 @@ class TokenMutations:
     )
     @expected_errors
     async def revoke_token(self, info: Info, input: Annotated[RevokeTokenInput, INPUT]) -> RevokeTokenResult:
-        info.context.principal.require(documents.Role.ADMIN, "revoking tokens")
+        info.context.principal.require(roles.Role.ADMIN, "revoking tokens")
         revoked = await auth.revoke_token(input.name)
         info.context.services.auth.forget()
         return ApiToken.from_doc(revoked)
