@@ -304,3 +304,12 @@ def test_client_commands_fail_in_one_line(live: LiveServer, tmp_path: Path) -> N
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
             result.stderr
         )
+
+
+def test_client_commands_do_not_load_the_server_stack() -> None:
+    """Importing the CLI (all a client command like `modelhub list` needs) loads neither Strawberry, Beanie,
+    aioboto3 nor uvicorn: they are imported by the server-side commands that use them."""
+    probe = "import sys, graphql_api.cli; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+    probe += "{'strawberry', 'beanie', 'aioboto3', 'uvicorn', 'graphql'})))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
