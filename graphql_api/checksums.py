@@ -86,14 +86,15 @@ async def verify(store: ObjectStore, version: ModelVersion) -> ChecksumStatus:
     return ChecksumStatus(fields["checksum_status"])
 
 
-async def verify_pending(store: ObjectStore, limit: int = 20) -> int:
-    """Verifies up to `limit` PENDING versions, each leased so that workers do not hash the same one."""
+async def verify_pending(store: ObjectStore, limit: int = 200) -> int:
+    """Verifies up to `limit` PENDING versions, each leased so that workers do not hash the same one; the
+    pending list is read once for them all."""
     done = 0
-    while done < limit:
+    for version_id, seen in (await models_db.pending_checksums(utcnow()))[:limit]:
         now = utcnow()
-        version = await models_db.lease_pending_checksum(now, now + timedelta(seconds=LEASE_SECONDS))
+        version = await models_db.lease_checksum(version_id, seen, now + timedelta(seconds=LEASE_SECONDS))
         if version is None:
-            return done
+            continue  # another worker has it
         try:
             await verify(store, version)
         except (StorageUnavailable, PyMongoError) as exc:

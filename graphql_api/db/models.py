@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
@@ -209,21 +209,32 @@ async def existing_versions() -> set[tuple[str, int]]:
     return {(d["name"], d["version"]) async for d in cursor}
 
 
-async def lease_pending_checksum(now: datetime, until: datetime) -> ModelVersion | None:
-    """Takes one PENDING version whose lease is free (or lapsed) for the caller to hash, or None."""
-    collection = ModelVersion.get_pymongo_collection()
-    free: Condition = {
-        "checksum_status": "PENDING",
-        "$or": [{"checksum_lease_until": None}, {"checksum_lease_until": {"$lt": now}}],
-    }
-    # find + a conditional update_one (not findAndModify, which SecantusDB 0.7 runs as a scan)
-    async for doc in collection.find(free, {"_id": 1}).limit(5):
-        taken = await collection.update_one(
-            {**free, "_id": doc["_id"]}, {"$set": {"checksum_lease_until": until}}
-        )
-        if taken.modified_count:
-            return await get_version(doc["_id"])
-    return None
+async def pending_checksums(now: datetime) -> list[tuple[Any, datetime | None]]:
+    """(id, lease seen) of every PENDING version whose lease is free or lapsed, oldest first: one read of
+    the `checksum_status` index for a whole pass of the verifier.
+
+    SecantusDB 0.7 reads a whole index range before it applies a limit, and plans no index for a filter
+    with a top-level `$or` (a write with one scans the collection). Reading the pending list once per
+    pass, instead of once per version, is what keeps registration flat while a backlog is hashed."""
+    pending = ModelVersion.get_pymongo_collection().find(
+        {"checksum_status": "PENDING"}, {"_id": 1, "checksum_lease_until": 1}
+    )
+    free = []
+    async for doc in pending:
+        lease = doc.get("checksum_lease_until")
+        if lease is None or lease.replace(tzinfo=UTC) < now:
+            free.append((doc["_id"], lease))
+    return sorted(free, key=lambda pair: pair[0])
+
+
+async def lease_checksum(version_id: Any, seen: datetime | None, until: datetime) -> ModelVersion | None:
+    """Takes the lease of one PENDING version by a compare-and-set on the lease value seen (equality on
+    None also matches a missing field): the version, or None when another worker took it first."""
+    taken = await ModelVersion.get_pymongo_collection().update_one(
+        {"_id": version_id, "checksum_status": "PENDING", "checksum_lease_until": seen},
+        {"$set": {"checksum_lease_until": until}},
+    )
+    return await get_version(version_id) if taken.modified_count else None
 
 
 async def finish_checksum(version_id: Any, fields: Condition) -> None:
