@@ -7,8 +7,9 @@ Strawberry app (same uvicorn, httptools and uvloop) that serves the same selecti
 shape: the app's median latency and CPU per request (the server process's own CPU time), the floor's, and the
 DB work done straight with pymongo; then registration (sequential median and 16-client throughput) and
 `models(first: 50, filter: {namePrefix})` at each registry size, beside pymongo's plain query and pymongo
-doing the app's own name windows. The DB is named in the output. The app runs its defaults (model cache and
-access log on); `MODELHUB_ACCESS_LOG=false python -m bench.api` measures it without the access log.
+doing the app's own name windows; the first page in the default order (newest first) and by name without a
+prefix, beside pymongo's plain query. The DB is named in the output. The app runs its defaults (model cache
+and access log on); `MODELHUB_ACCESS_LOG=false python -m bench.api` measures it without the access log.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ PREFIX_QUERY = (
     '{ models(first: 50, filter: {namePrefix: "m01"}, orderBy: {field: NAME, direction: ASC}) '
     "{ nodes { name } } }"
 )
+NEWEST_QUERY = "{ models(first: 50) { nodes { name } } }"  # the default order: newest first
+NEWEST_SORT = [("created_at", -1), ("_id", -1)]
+NAME_QUERY = "{ models(first: 50, orderBy: {field: NAME, direction: ASC}) { nodes { name } } }"
 FLOOR_APP = textwrap.dedent(
     """
     import strawberry, uvicorn, sys
@@ -199,6 +203,8 @@ async def measure(
                 times.append(time.perf_counter() - started)
             prefix = {"query": PREFIX_QUERY}
             models_ms, _ = await sequential(http, prefix, 100, pid)
+            newest_ms, _ = await sequential(http, {"query": NEWEST_QUERY}, 50, pid)
+            by_name_ms, _ = await sequential(http, {"query": NAME_QUERY}, 10, pid)
         rps = await concurrent(base, lambda i, n, s=size: register_body(f"c{s}-{i}-{n}"), 16, args.seconds)
         have += 50 + int(rps * args.seconds)
 
@@ -226,6 +232,22 @@ async def measure(
         )
         rows.append(
             ("  ... pymongo doing the app's name windows", timed_direct(models_windowed, 50), None, None)
+        )
+        rows.append(
+            (
+                f"models(first 50) newest first @ {size}: ms",
+                newest_ms,
+                None,
+                timed_direct(lambda: list(db.models.find().sort(NEWEST_SORT).limit(51)), 10),
+            )
+        )
+        rows.append(
+            (
+                f"models(first 50) by name, no prefix @ {size}: ms",
+                by_name_ms,
+                None,
+                timed_direct(lambda: list(db.models.find().sort([("name", 1)]).limit(51)), 5),
+            )
         )
     print(f"{'shape':48} {'app':>10} {'floor':>10} {'pymongo':>10}  app/floor  app/pymongo")
     for title, mine, fl, dr in rows:

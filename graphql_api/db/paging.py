@@ -14,8 +14,13 @@ from .common import merge_filters
 D = TypeVar("D", bound=Document)
 Sort = list[tuple[str, SortDirection]]
 
-# Time windows tried in turn for newest-first pages: most pages fill from the first one.
-WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366))
+# Time windows tried in turn for newest-first pages. They start small so that a burst (thousands of models
+# registered in minutes, events at a high rate) still gives a small first window; an empty window costs an
+# empty index range, so the small ones are nearly free where data are sparse.
+WINDOWS = (
+    timedelta(seconds=10), timedelta(minutes=1), timedelta(minutes=10), timedelta(hours=1),
+    timedelta(days=1), timedelta(days=7), timedelta(days=31), timedelta(days=366),
+)  # fmt: skip
 
 
 # Characters a string key may hold (model names), in byte order; string windows step through them.

@@ -1,0 +1,79 @@
+"""First pages of `models` at growing registry sizes, on the embedded SecantusDB.
+
+Usage: python -m bench.listing [--names 2000,20000] [--spread-seconds 7776000]
+
+Inserts models straight into the DB (no verifier backlog, no registration load), their creation dates spread
+uniformly over the last `--spread-seconds` (90 days by default; 300 is a burst of registrations), starts
+`modelhub serve` (header mode, one worker) and prints the median of 15 requests per shape: newest first
+(the default order), recently updated, by name without a prefix, and by name under a prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from pymongo import MongoClient
+
+from bench._common import free_port, start_app, stop
+from graphql_api.embedded import EmbeddedMongo
+
+PAGE = "{ models(first: 50%s) { nodes { name } } }"
+SHAPES = {
+    "newest first (default)": PAGE % "",
+    "updated, newest first": PAGE % ", orderBy: {field: UPDATED_AT, direction: DESC}",
+    "by name, no prefix": PAGE % ", orderBy: {field: NAME, direction: ASC}",
+    "by name, prefix m01": PAGE % ', filter: {namePrefix: "m01"}, orderBy: {field: NAME, direction: ASC}',
+}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--names", default="2000,20000", help="registry sizes to measure at")
+    parser.add_argument("--spread-seconds", type=float, default=90 * 86400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="modelhub-listing-") as tmp, EmbeddedMongo(Path(tmp)) as mongo:
+        print(f"DB: embedded SecantusDB ({mongo.uri}); creation dates over {args.spread_seconds:,.0f} s")
+        port = free_port()
+        env = {"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_DATA_DIR": tmp, "MODELHUB_AUTH": "header",
+               "MODELHUB_MONGO_DB": "bench", "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+        app = start_app(env, port)
+        models = MongoClient(mongo.uri)["bench"]["models"]
+        have, now = 0, datetime.now(UTC)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+                for size in [int(n) for n in args.names.split(",")]:
+                    docs = []
+                    for i in range(have, size):
+                        at = now - timedelta(seconds=random.Random(i).uniform(0, args.spread_seconds))
+                        docs.append({"name": f"m{i:05d}", "project_name": "p", "owner": "o",
+                                     "description": None, "tags": [], "metadata": {}, "aliases": {},
+                                     "alias_moves": 0, "created_at": at, "updated_at": at})  # fmt: skip
+                    for start in range(0, len(docs), 2000):
+                        models.insert_many(docs[start : start + 2000])
+                    have = size
+                    for title, query in SHAPES.items():
+                        for _ in range(3):  # warm up
+                            resp = await http.post("/graphql", json={"query": query})
+                            assert "errors" not in resp.json(), resp.text
+                        times = []
+                        for _ in range(15):
+                            started = time.perf_counter()
+                            await http.post("/graphql", json={"query": query})
+                            times.append(time.perf_counter() - started)
+                        print(f"{size:>7,} models  {title:24} {statistics.median(times) * 1000:8.1f} ms")
+        finally:
+            stop(app)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
