@@ -214,6 +214,11 @@ class EmbeddedMongo:
             proc.kill()
             proc.wait()
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (benchmarks read its CPU time)."""
+        return self._proc.pid if self._proc is not None else None
+
     def kill(self) -> None:
         """Ends the server abruptly (SIGKILL), as a crash would."""
         if self._proc is not None:
