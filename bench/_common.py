@@ -12,7 +12,7 @@ import httpx
 
 from graphql_api.net import free_port
 
-__all__ = ["free_port", "rss_kib", "start_app", "stop", "wait_http"]
+__all__ = ["app_env", "free_port", "rss_kib", "start_app", "stop", "wait_http"]
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -32,6 +32,12 @@ def wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def app_env(mongo_uri: str, data_dir: Path | str, db: str = "bench") -> dict[str, str]:
+    """The environment of a benchmarked `modelhub serve`: header identities, no rate limit."""
+    return {"MODELHUB_MONGO_URI": mongo_uri, "MODELHUB_DATA_DIR": str(data_dir), "MODELHUB_AUTH": "header",
+            "MODELHUB_MONGO_DB": db, "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
 
 
 def start_app(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from pymongo import MongoClient
 
-from bench._common import free_port, start_app, stop, wait_http
+from bench._common import app_env, free_port, start_app, stop, wait_http
 from graphql_api.db.paging import string_windows
 from graphql_api.embedded import EmbeddedMongo
 
@@ -161,8 +161,7 @@ async def main() -> None:
         with EmbeddedMongo(data) as mongo:
             print(f"DB: embedded SecantusDB ({mongo.uri})")
             port, floor_port = free_port(), free_port()
-            env = {"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_DATA_DIR": str(data), "MODELHUB_AUTH": "header",
-                   "MODELHUB_MONGO_DB": "bench", "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+            env = app_env(mongo.uri, str(data))
             app = start_app(env, port)
             floor = start_floor(floor_port)
             try:

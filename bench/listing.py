@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from bench._common import free_port, start_app, stop
+from bench._common import app_env, free_port, start_app, stop
 from graphql_api.embedded import EmbeddedMongo
 
 PAGE = "{ models(first: 50%s) { nodes { name } } }"
@@ -44,8 +44,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelhub-listing-") as tmp, EmbeddedMongo(Path(tmp)) as mongo:
         print(f"DB: embedded SecantusDB ({mongo.uri}); creation dates over {args.spread_seconds:,.0f} s")
         port = free_port()
-        env = {"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_DATA_DIR": tmp, "MODELHUB_AUTH": "header",
-               "MODELHUB_MONGO_DB": "bench", "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+        env = app_env(mongo.uri, tmp)
         app = start_app(env, port)
         models = MongoClient(mongo.uri)["bench"]["models"]
         have, now = 0, datetime.now(UTC)

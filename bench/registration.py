@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from bench._common import free_port, start_app, stop
+from bench._common import app_env, free_port, start_app, stop
 from bench.api import cpu_seconds, register_body
 from graphql_api.embedded import EmbeddedMongo
 
@@ -52,8 +52,7 @@ async def main() -> None:
         with EmbeddedMongo(data) as mongo:
             print(f"DB: embedded SecantusDB ({mongo.uri}); {args.clients} clients")
             port = free_port()
-            env = {"MODELHUB_MONGO_URI": mongo.uri, "MODELHUB_DATA_DIR": tmp, "MODELHUB_AUTH": "header",
-                   "MODELHUB_MONGO_DB": "bench", "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+            env = app_env(mongo.uri, tmp)
             app = start_app(env, port)
             versions = MongoClient(mongo.uri)["bench"]["model_versions"]
             db_pid = mongo.pid
