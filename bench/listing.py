@@ -5,7 +5,8 @@ Usage: python -m bench.listing [--names 2000,20000] [--spread-seconds 7776000]
 Inserts models straight into the DB (no verifier backlog, no registration load), their creation dates spread
 uniformly over the last `--spread-seconds` (90 days by default; 300 is a burst of registrations), starts
 `modelhub serve` (header mode, one worker) and prints the median of 15 requests per shape: newest first
-(the default order), recently updated, by name without a prefix, and by name under a prefix.
+(the default order), recently updated, by name without a prefix, by name under a prefix, and one of two
+projects (half the models) newest first and by name.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ SHAPES = {
     "updated, newest first": PAGE % ", orderBy: {field: UPDATED_AT, direction: DESC}",
     "by name, no prefix": PAGE % ", orderBy: {field: NAME, direction: ASC}",
     "by name, prefix m01": PAGE % ', filter: {namePrefix: "m01"}, orderBy: {field: NAME, direction: ASC}',
+    "project q, newest first": PAGE % ', filter: {projectNames: ["q"]}',
+    "project q, by name": PAGE % ', filter: {projectNames: ["q"]}, orderBy: {field: NAME, direction: ASC}',
 }
 
 
@@ -54,7 +57,7 @@ async def main() -> None:
                     docs = []
                     for i in range(have, size):
                         at = now - timedelta(seconds=random.Random(i).uniform(0, args.spread_seconds))
-                        docs.append({"name": f"m{i:05d}", "project_name": "p", "owner": "o",
+                        docs.append({"name": f"m{i:05d}", "project_name": "pq"[i % 2], "owner": "o",
                                      "description": None, "tags": [], "metadata": {}, "aliases": {},
                                      "alias_moves": 0, "created_at": at, "updated_at": at})  # fmt: skip
                     for start in range(0, len(docs), 2000):

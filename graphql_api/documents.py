@@ -44,6 +44,19 @@ class RegisteredModel(Document):
             IndexModel([("updated_at", DESCENDING), ("_id", DESCENDING)], name="updated_at"),
             IndexModel([("project_name", ASCENDING), ("name", ASCENDING)], name="project_name"),
             IndexModel([("owner", ASCENDING), ("name", ASCENDING)], name="owner_name"),
+            # One project's or owner's newest models, in time windows (db/paging.py) bounded by the index.
+            IndexModel(
+                [("project_name", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                name="project_created",
+            ),
+            IndexModel(
+                [("project_name", ASCENDING), ("updated_at", DESCENDING), ("_id", DESCENDING)],
+                name="project_updated",
+            ),
+            IndexModel(
+                [("owner", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+                name="owner_created",
+            ),
             IndexModel([("tags", ASCENDING)], name="tags"),
         ]
 
