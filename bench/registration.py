@@ -6,7 +6,7 @@ Starts the embedded SecantusDB and `modelhub serve` (header mode, one worker, lo
 `--names` new models with `--clients` concurrent clients in steps of `--step`, and prints per step:
 registrations per second, the app's and the DB's CPU ms per registration, and how many versions still wait
 for the checksum verifier (PENDING). Flat figures from the first step to the last mean registration does not
-slow as names accumulate.
+slow as names accumulate. With `--drain`, then the verifier's rate clearing the backlog with no other load.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pymongo import MongoClient
@@ -37,6 +38,18 @@ async def fill(base: str, start: int, end: int, clients: int) -> None:
         await asyncio.gather(*(one(i) for i in range(start, end)))
 
 
+async def drain(versions: Any) -> None:
+    """Waits for the verifier to hash every PENDING version (no other load) and prints its rate."""
+    left = started_with = versions.count_documents({"checksum_status": "PENDING"})
+    began = time.perf_counter()
+    while left:
+        await asyncio.sleep(5)
+        left = versions.count_documents({"checksum_status": "PENDING"})
+        elapsed = time.perf_counter() - began
+        print(f"  drain: {started_with - left:,} of {started_with:,} verified in {elapsed:.0f} s "
+              f"({(started_with - left) / elapsed:.1f}/s)")  # fmt: skip
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -44,6 +57,9 @@ async def main() -> None:
     parser.add_argument("--names", type=int, default=20_000)
     parser.add_argument("--step", type=int, default=2_000)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--drain", action="store_true", help="then time the checksum verifier clearing the PENDING backlog"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelhub-registration-") as tmp:
         data = Path(tmp)
@@ -68,6 +84,8 @@ async def main() -> None:
                     pending = versions.count_documents({"checksum_status": "PENDING"})
                     print(f"{end:>7,} names: {(end - start) / seconds:6.1f}/s   app CPU {app_ms:5.1f} ms   "
                           f"DB CPU {db_ms:5.1f} ms per registration   {pending:,} PENDING")  # fmt: skip
+                if args.drain:
+                    await drain(versions)
             finally:
                 stop(app)
 

@@ -110,9 +110,12 @@ class EmbeddedMongo:
         out.close()
 
     def _write_state(self, state: str) -> None:
-        fd = os.open(self.state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        """Replaces the state file atomically: a reader (`/healthz`, every worker) never sees it empty."""
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(state)
+        os.replace(tmp, self.state_path)
 
     def _wait_ready(self) -> str:
         assert self._proc is not None
@@ -185,8 +188,8 @@ class EmbeddedMongo:
                 self._reap()
                 backoff *= 2
                 continue
-            self.restarts += 1
             self._write_state(STATE_UP)
+            self.restarts += 1  # after the state: whoever sees the count sees the state too
             log.warning("the embedded database is back on port %d", self.port)
             return True
         return False
