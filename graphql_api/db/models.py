@@ -22,6 +22,10 @@ def _direction(descending: bool) -> SortDirection:
     return DESC if descending else ASC
 
 
+# The date field leading each newest-first model order (its pages are looked for in time windows).
+NEWEST_FIRST_FIELDS = {ModelOrderField.CREATED_AT: "created_at", ModelOrderField.UPDATED_AT: "updated_at"}
+
+
 def model_sort(order: ModelOrder) -> Sort:
     d = _direction(order.descending)
     return {
@@ -124,13 +128,11 @@ async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:
 
 
 async def page_models(query: ModelQuery, order: ModelOrder, request: PageRequest) -> Page[RegisteredModel]:
-    flt = model_filter(query)
     # Windows (db/paging.py) keep a first page of a large registry from reading every model: time windows
     # for the newest-first orders, name windows for the name order.
-    newest_first = {ModelOrderField.CREATED_AT: "created_at", ModelOrderField.UPDATED_AT: "updated_at"}
     return await keyset_page(
-        RegisteredModel, flt, model_sort(order), order.key, request,
-        newest_first_on=newest_first.get(order.field), ascending_string_on="name",
+        RegisteredModel, model_filter(query), model_sort(order), order.key, request,
+        newest_first_on=NEWEST_FIRST_FIELDS.get(order.field), ascending_string_on="name",
     )  # fmt: skip
 
 
