@@ -7,7 +7,9 @@ histograms (within sqrt(HIST_RATIO), as for any rollup answer).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -141,32 +143,51 @@ def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
-    """Every group's merged row (unordered) for `req`, from days, hours and raw minutes."""
+    """Every group's merged row (unordered) for `req`, from days, hours and raw minutes.
+
+    The pieces are read concurrently (the database works on one while the app decodes another) and merged
+    in a fixed order, so float sums come out the same every time."""
     pieces = split(req.query.since, req.query.until)
-    groups: dict[tuple[Any, ...], tuple[dict[str, Any], RollupDelta]] = {}
-
-    def group_for(key: dict[str, Any]) -> RollupDelta:
-        return groups.setdefault(_freeze(key), (key, RollupDelta()))[1]
-
+    reads: list[Awaitable[list[tuple[dict[str, Any], RollupDelta]]]] = []
     for grain, windows in ((_days_grain(req), pieces.days), (rollups_db.HOUR, pieces.hours)):
-        for since, until in windows:
-            piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
-            found = await rollups_db.stats(piece, sort_here=False, grain=grain)
-            assert found is not None, "bucket edges always translate"
-            for doc in found[0]:
-                key = dict(doc["_id"] or {})
-                if "period" in key and key["period"] is not None:
-                    key["period"] = key["period"].astimezone(UTC)
-                group_for(key).add(_bucket_delta(doc))
-    for since, until in pieces.raw:
-        edge = dataclasses.replace(req.query, since=since, until=until)
-        async for event in events_db.scan(edge):
-            event_key: dict[str, Any] = {d.value: _group_value(event, d) for d in req.group_by}
-            if req.interval:
-                event_key["period"] = truncate(event.started_at, req.interval)
-            # The write path's own rule for what an event adds to a bucket: edges and buckets agree.
-            group_for(event_key).add(delta_of(_typed(event), started=True, finished=True))
+        reads += [_buckets(req, grain, since, until) for since, until in windows]
+    reads += [_edge(req, since, until) for since, until in pieces.raw]
+    groups: dict[tuple[Any, ...], tuple[dict[str, Any], RollupDelta]] = {}
+    for part in await asyncio.gather(*reads):
+        for key, delta in part:
+            groups.setdefault(_freeze(key), (key, RollupDelta()))[1].add(delta)
     return [_as_doc(key, total) for key, total in groups.values()]
+
+
+async def _buckets(
+    req: StatsRequest, grain: rollups_db.Grain, since: datetime | None, until: datetime | None
+) -> list[tuple[dict[str, Any], RollupDelta]]:
+    """One piece of whole buckets: its groups and what each adds."""
+    piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
+    found = await rollups_db.stats(piece, sort_here=False, grain=grain)
+    assert found is not None, "bucket edges always translate"
+    out = []
+    for doc in found[0]:
+        key = dict(doc["_id"] or {})
+        if "period" in key and key["period"] is not None:
+            key["period"] = key["period"].astimezone(UTC)
+        out.append((key, _bucket_delta(doc)))
+    return out
+
+
+async def _edge(
+    req: StatsRequest, since: datetime | None, until: datetime | None
+) -> list[tuple[dict[str, Any], RollupDelta]]:
+    """One raw edge: each event's group and what it adds, by the write path's own rule (so edges and
+    buckets agree)."""
+    edge = dataclasses.replace(req.query, since=since, until=until)
+    out = []
+    async for event in events_db.scan(edge):
+        key: dict[str, Any] = {d.value: _group_value(event, d) for d in req.group_by}
+        if req.interval:
+            key["period"] = truncate(event.started_at, req.interval)
+        out.append((key, delta_of(_typed(event), started=True, finished=True)))
+    return out
 
 
 def _group_value(event: DownloadEvent, dimension: Dimension) -> Any:

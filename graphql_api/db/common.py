@@ -145,14 +145,16 @@ SAFE_AVG: Condition = {
 }
 
 
-def ordered_page(req: StatsRequest) -> list[Condition]:
+def ordered_page(req: StatsRequest, period: str = "period_start") -> list[Condition]:
     """Sort by the requested metric, ties broken on the group key (a stable order), then one page of
-    `req.limit` rows from `req.offset`, beside the number of all rows: `{rows: [...], total: [{n}]}`."""
+    `req.limit` rows from `req.offset`, beside the number of all rows: `{rows: [...], total: [{n}]}`.
+    `period` is where the rows hold their period start."""
     direction = -1 if req.descending else 1
-    sort: dict[str, int] = {METRIC_FIELDS[req.sort_metric]: direction}
+    metric = METRIC_FIELDS[req.sort_metric]
+    sort: dict[str, int] = {period if metric == "period_start" else metric: direction}
     sort.update({f"_id.{d.value}": 1 for d in req.group_by})
     if req.interval:
-        sort.setdefault("period_start", 1)
+        sort.setdefault(period, 1)
     rows: list[Condition] = [{"$sort": sort}, {"$skip": req.offset}, {"$limit": req.limit}]
     return [{"$facet": {"rows": rows, "total": [{"$count": "n"}]}}]
 

@@ -18,7 +18,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..documents import DownloadEvent, DownloadRollup, HourlyRollup
-from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, hour_of
+from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of
 from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 
 DUPLICATE_KEY = 11000
@@ -256,7 +256,10 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
         return None
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
-        key["period"] = trunc(f"${grain.field}", req.interval, "UTC")
+        # A bucket's own start is already its period when the interval is the bucket length (and rollups
+        # are UTC only): $dateTrunc cost about 70 µs a bucket on SecantusDB.
+        same = req.interval.value.lower() == grain.name
+        key["period"] = f"${grain.field}" if same else trunc(f"${grain.field}", req.interval, "UTC")
     return [
         {"$match": match},
         {
@@ -268,8 +271,15 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
                 "hists": {"$push": "$duration_hist"},
             }
         },
-        {"$addFields": {"avg_duration": SAFE_AVG, "period_start": "$_id.period"}},
     ]
+
+
+def _finish(doc: dict[str, Any]) -> None:
+    """A grouped row's derived fields, computed here: on SecantusDB an `$addFields` over rows that carry
+    their engineer sets copied each row (560 ms for 1,450 rows of 30 days)."""
+    count = doc["duration_count"]
+    doc["avg_duration"] = doc["duration_sum"] / count if count else None
+    doc["period_start"] = (doc["_id"] or {}).get("period")
 
 
 async def stats(
@@ -283,11 +293,16 @@ async def stats(
         return None
     collection = grain.collection
     if sort_here:
-        docs, total = await read_page(await collection.aggregate([*pipeline, *ordered_page(req)]))
+        # Only an order by the average needs it computed in the pipeline; the period sorts as `_id.period`.
+        if req.sort_metric is StatsMetric.AVG_DURATION:
+            pipeline.append({"$addFields": {"avg_duration": SAFE_AVG}})
+        page = ordered_page(req, period="_id.period")
+        docs, total = await read_page(await collection.aggregate([*pipeline, *page]))
     else:
         docs = await (await collection.aggregate(pipeline)).to_list()
         total = len(docs)
     for doc in docs:
+        _finish(doc)
         hist: dict[int, int] = {}
         for part in doc.pop("hists"):
             for index, count in part.items():
