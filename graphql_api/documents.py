@@ -292,7 +292,8 @@ class RollupFigures(BaseModel):
     last_completed_at: datetime | None = None
     # Sparse histogram of durations: bucket index (as a string key) → count; see analytics.histograms.
     duration_hist: dict[str, int] = Field(default_factory=dict)
-    engineers: list[str] = Field(default_factory=list)
+    # Unique engineers as a bitmap of their numbers (db/engineers.py): word index (string) → 64-bit word.
+    engineer_bits: dict[str, int] = Field(default_factory=dict)
 
 
 class DownloadRollup(Document, RollupFigures):

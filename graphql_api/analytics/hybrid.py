@@ -107,12 +107,13 @@ def _bucket_delta(doc: dict[str, Any]) -> RollupDelta:
         duration_sum=doc["duration_sum"],
         duration_hist=dict(doc["hist"]),
         duration_max=doc.get("max_duration"),
-        engineers=set(doc["engineers"]),
+        engineer_bits=doc["engineer_bits"],
     )
 
 
-def _as_doc(key: dict[str, Any], total: RollupDelta) -> dict[str, Any]:
-    """The merged row in the shape the rollup pipeline returns (finished by `stats._row`)."""
+def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) -> dict[str, Any]:
+    """The merged row in the shape the rollup pipeline returns (finished by `stats._row`); `numbers`
+    numbers the engineers met in raw edges."""
     avg = total.duration_sum / total.duration_count if total.duration_count else None
     return {
         "_id": key,
@@ -121,7 +122,7 @@ def _as_doc(key: dict[str, Any], total: RollupDelta) -> dict[str, Any]:
         "total_bytes": total.bytes_sent,
         "max_duration": total.duration_max,
         "avg_duration": avg,
-        "engineers": total.engineers,
+        "engineer_bits": total.bitmap(numbers),
         "hist": total.duration_hist,
     }
 
@@ -156,7 +157,8 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     for part in await asyncio.gather(*reads):
         for key, delta in part:
             groups.setdefault(_freeze(key), (key, RollupDelta()))[1].add(delta)
-    return [_as_doc(key, total) for key, total in groups.values()]
+    numbers = await rollups_db.engineer_numbers(set().union(*(t.engineers for _, t in groups.values())))
+    return [_as_doc(key, total, numbers) for key, total in groups.values()]
 
 
 async def _buckets(

@@ -73,7 +73,7 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         row.unique_engineers = doc["unique_engineers"]
         row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
     else:
-        row.unique_engineers = len(doc["engineers"])
+        row.unique_engineers = int(doc["engineer_bits"]).bit_count()
         row.p50_duration = histogram_percentile(doc["hist"], 0.5)
         row.p95_duration = histogram_percentile(doc["hist"], 0.95)
     return row

@@ -5,6 +5,8 @@
    per name, taking version 1's (or the lowest version's) project and owner.
 2. Download events from before resumed downloads were counted as one get `completes` (a COMPLETED event
    that delivered the whole object); versions from before checksums are left PENDING for the verifier.
+3. Rollup buckets with an `engineers` array of names get `engineer_bits`, the bitmap of those engineers'
+   numbers (db/engineers.py), in its place.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
+
+from .engineers import bitmap_from, numbers_for, words_of
 
 log = logging.getLogger("modelhub.migrations")
 DUPLICATE_KEY = 11000
@@ -98,7 +103,50 @@ async def pend_unhashed_versions(db: AsyncDatabase[Any]) -> int:
     return int(result.modified_count)
 
 
+async def number_rollup_engineers(db: AsyncDatabase[Any], batch: int = 1000) -> int:
+    """Replaces the engineer names of rollup buckets by the bitmap of their numbers; returns how many
+    buckets changed (0 once done). Each bucket's update is computed from its own names, so an interrupted
+    or concurrent run (two workers starting) converges on the same result."""
+    done = db["migrations"]
+    if await done.find_one({"_id": "rollup_engineer_bits"}) is not None:
+        return 0
+    numbers = numbers_for(db)
+    changed = 0
+    for name in ("download_rollups_daily", "download_rollups_hourly"):
+        collection = db[name]
+        cursor = collection.find({"engineers": {"$exists": True}}, {"engineers": 1}, batch_size=batch)
+        chunk: list[dict[str, Any]] = []
+        async for doc in cursor:
+            chunk.append(doc)
+            if len(chunk) == batch:
+                changed += await _number_chunk(collection, chunk, numbers)
+                chunk = []
+        if chunk:
+            changed += await _number_chunk(collection, chunk, numbers)
+    await done.update_one({"_id": "rollup_engineer_bits"}, {"$set": {"done": True}}, upsert=True)
+    if changed:
+        log.warning("numbered the engineers of %d rollup buckets (names → bitmaps)", changed)
+    return changed
+
+
+async def _number_chunk(collection: Any, docs: list[dict[str, Any]], numbers: Any) -> int:
+    known = await numbers.numbers(set().union(*(d["engineers"] for d in docs)))
+    updates = [
+        UpdateOne(
+            {"_id": d["_id"]},
+            {
+                "$set": {"engineer_bits": words_of(bitmap_from(known[e] for e in d["engineers"]))},
+                "$unset": {"engineers": ""},
+            },
+        )
+        for d in docs
+    ]
+    await collection.bulk_write(updates, ordered=False)
+    return len(updates)
+
+
 async def run(db: AsyncDatabase[Any]) -> None:
     await split_models_and_versions(db)
     await mark_completing_events(db)
     await pend_unhashed_versions(db)
+    await number_rollup_engineers(db)

@@ -8,7 +8,7 @@ writer then only updates it; the bulk path does the same in two bulk calls.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..documents import DownloadEvent, DownloadRollup, HourlyRollup
 from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of
 from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
+from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
 
@@ -77,13 +78,14 @@ class RollupBucket:
             "duration_max": None,
             "last_completed_at": None,
             "duration_hist": {},
-            "engineers": [],
+            "engineer_bits": {},
         }
 
 
 @dataclass
 class RollupDelta:
-    """What some events add to one bucket: counts, bytes, durations (with their histogram), engineers."""
+    """What some events add to one bucket: counts, bytes, durations (with their histogram), engineers (by
+    name from events, as a bitmap of their numbers from stored buckets; see db/engineers.py)."""
 
     downloads: int = 0
     completed: int = 0
@@ -97,6 +99,7 @@ class RollupDelta:
     duration_max: float | None = None
     last_completed_at: datetime | None = None
     engineers: set[str] = field(default_factory=set)
+    engineer_bits: int = 0
 
     def add(self, other: RollupDelta) -> None:
         for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count"):
@@ -107,8 +110,14 @@ class RollupDelta:
         self.duration_max = _max(self.duration_max, other.duration_max)
         self.last_completed_at = _max(self.last_completed_at, other.last_completed_at)
         self.engineers |= other.engineers
+        self.engineer_bits |= other.engineer_bits
 
-    def to_update(self) -> Condition:
+    def bitmap(self, numbers: Mapping[str, int]) -> int:
+        """Every engineer of the delta as a bitmap, its names numbered by `numbers`."""
+        return self.engineer_bits | bitmap_from(numbers[name] for name in self.engineers)
+
+    def to_update(self, numbers: Mapping[str, int] | None = None) -> Condition:
+        """The bucket update; `numbers` numbers the delta's engineer names (needed when it has any)."""
         inc: dict[str, Any] = {
             name: getattr(self, name)
             for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
@@ -121,8 +130,9 @@ class RollupDelta:
         maxima = {"duration_max": self.duration_max, "last_completed_at": self.last_completed_at}
         if any(v is not None for v in maxima.values()):
             update["$max"] = {k: v for k, v in maxima.items() if v is not None}
-        if self.engineers:
-            update["$addToSet"] = {"engineers": {"$each": sorted(self.engineers)}}
+        words = words_of(self.bitmap(numbers or {}))
+        if words:
+            update["$bit"] = {f"engineer_bits.{index}": {"or": word} for index, word in words.items()}
         return update
 
 
@@ -133,7 +143,7 @@ def _max(a: Any, b: Any) -> Any:
 async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
     """Applies `delta` to `bucket`: an update first, and an insert only for the bucket's first event."""
     collection = bucket.grain.collection
-    update = delta.to_update()
+    update = delta.to_update(await engineer_numbers(delta.engineers))
     if not update:
         return
     if (await collection.update_one({"_id": bucket.key}, update)).matched_count:
@@ -146,6 +156,7 @@ async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
 async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 1000) -> int:
     """`bump` for many buckets in bulk: insert the missing buckets (duplicates ignored), then update."""
     items = list(deltas.items())
+    numbers = await engineer_numbers(set().union(*(d.engineers for _, d in items)))
     for grain in GRAINS:
         mine = [(b, d) for b, d in items if b.grain is grain]
         for start in range(0, len(mine), chunk):
@@ -156,8 +167,17 @@ async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 100
             except BulkWriteError as exc:
                 if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                     raise
-            await grain.collection.bulk_write([UpdateOne({"_id": b.key}, d.to_update()) for b, d in part])
+            updates = [UpdateOne({"_id": b.key}, d.to_update(numbers)) for b, d in part]
+            await grain.collection.bulk_write(updates)
     return len(items)
+
+
+async def engineer_numbers(names: Iterable[str]) -> dict[str, int]:
+    """The numbers of engineer names in the rollups' database (new names get new numbers)."""
+    names = set(names)
+    if not names:
+        return {}
+    return await numbers_for(DownloadRollup.get_pymongo_collection().database).numbers(names)
 
 
 async def delete_from(day: datetime | None) -> None:
@@ -244,9 +264,9 @@ def rollup_filter(q: EventQuery, grain: Grain = DAY) -> Condition | None:
 def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | None:
     """The stats pipeline over the buckets, or None when they cannot answer `req` exactly.
 
-    Sums are exact and computed here; the per-day engineer sets and duration histograms of each group come
-    back to be merged by `stats` (on SecantusDB a `$reduce`/`$setUnion` of them cost about 9x the whole rest
-    of the pipeline). `sort_here=False` leaves ordering to the caller (for metrics merged afterwards).
+    Sums are exact and computed here; the per-bucket engineer bitmaps and duration histograms of each group
+    come back to be merged by `stats` (on SecantusDB a `$reduce`/`$setUnion` of engineer sets cost about 9x
+    the whole rest of the pipeline).
     """
     match = rollup_filter(req.query, grain)
     # HOUR buckets come from the hourly rollups only (a day bucket cannot be split into hours).
@@ -267,7 +287,7 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
                 "_id": key,
                 **{out: {"$sum": f"${src}"} for out, src in _SUMS.items()},
                 "max_duration": {"$max": "$duration_max"},
-                "engineer_sets": {"$push": "$engineers"},
+                "engineer_words": {"$push": "$engineer_bits"},
                 "hists": {"$push": "$duration_hist"},
             }
         },
@@ -286,8 +306,9 @@ async def stats(
     req: StatsRequest, *, sort_here: bool, grain: Grain = DAY
 ) -> tuple[list[dict[str, Any]], int] | None:
     """Stats rows from the buckets and the number of all rows (None when they cannot answer): like raw
-    rows, but with the merged `engineers` set and duration `hist` (index → count) of each group instead of
-    finished figures. With `sort_here` False every row comes back unordered (the caller orders them)."""
+    rows, but with the merged `engineer_bits` bitmap and duration `hist` (index → count) of each group
+    instead of finished figures. With `sort_here` False every row comes back unordered (the caller orders
+    them)."""
     pipeline = stats_pipeline(req, grain)
     if pipeline is None:
         return None
@@ -308,7 +329,10 @@ async def stats(
             for index, count in part.items():
                 hist[int(index)] = hist.get(int(index), 0) + count
         doc["hist"] = hist
-        doc["engineers"] = set().union(*doc.pop("engineer_sets"))
+        bits = 0
+        for words in doc.pop("engineer_words"):
+            bits |= bitmap_of(words)
+        doc["engineer_bits"] = bits
     return docs, total
 
 

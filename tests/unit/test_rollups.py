@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from beanie import PydanticObjectId
+from bson.int64 import Int64
 
 from graphql_api.analytics.histograms import duration_bucket
 from graphql_api.analytics.rollups import delta_of
 from graphql_api.analytics.stats import source_for
 from graphql_api.db.events import event_filter
+from graphql_api.db.engineers import bitmap_from, bitmap_of, words_of
 from graphql_api.db.rollups import RollupBucket, RollupDelta, rollup_filter
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadStatus
 from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, StatsSource
@@ -38,7 +40,11 @@ def test_a_started_event_counts_one_download_and_its_engineer() -> None:
     """At start an event adds one download and its engineer, and nothing about its outcome."""
     delta = delta_of(make_event(DownloadStatus.ISSUED), started=True, finished=False)
     assert delta == RollupDelta(downloads=1, engineers={"alice"})
-    assert delta.to_update() == {"$inc": {"downloads": 1}, "$addToSet": {"engineers": {"$each": ["alice"]}}}
+    # alice is engineer number 70: bit 6 of word 1.
+    assert delta.to_update({"alice": 70}) == {
+        "$inc": {"downloads": 1},
+        "$bit": {"engineer_bits.1": {"or": Int64(1 << 6)}},
+    }
 
 
 def test_a_completed_event_adds_its_outcome_bytes_and_duration() -> None:
@@ -79,6 +85,20 @@ def test_deltas_add_up_like_separate_bumps() -> None:
     assert (total.downloads, total.aborted, total.failed, total.bytes_sent) == (2, 1, 1, 20)
     assert total.duration_max == 3.0 and total.engineers == {"ABORTED", "FAILED"}
     assert total.last_completed_at is None
+
+
+def test_engineer_bitmaps_round_trip_through_stored_words() -> None:
+    """Engineer numbers → bitmap → signed 64-bit words (only the words in use) → the same bitmap; bit 63 of a
+    word is stored as a negative word, and stored and named engineers merge into one set."""
+    numbers = [0, 5, 63, 64, 200, 10_000]
+    bits = bitmap_from(numbers)
+    words = words_of(bits)
+    assert sorted(words, key=int) == ["0", "1", "3", "156"] and words["0"] < 0
+    assert all(-(1 << 63) <= w < 1 << 63 for w in words.values())
+    assert bitmap_of(words) == bits and bits.bit_count() == len(numbers)
+    merged = RollupDelta(engineers={"alice", "bob"}, engineer_bits=bits)
+    assert merged.bitmap({"alice": 5, "bob": 7}).bit_count() == len(numbers) + 1
+    assert words_of(0) == {}
 
 
 def test_an_event_belongs_to_its_utc_day_bucket() -> None:
