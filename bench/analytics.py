@@ -62,7 +62,7 @@ def declared_for(variables: dict[str, Any]) -> str:
 
 # Their raw equivalents take minutes at 1M events (122 s for 30 d): timed once, or not at all.
 RAW_ONCE = {"dashboard 24 h, per hour"}
-RAW_SKIPPED = {"dashboard 30 d, per day"}
+RAW_SKIPPED = {"dashboard 30 d, per day", "dashboard 30 d ending 12 h ago"}
 
 
 def downloads_document(with_count: bool) -> str:
@@ -136,6 +136,22 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
             {"s": (now - timedelta(days=30)).isoformat(), "u": now.isoformat()},
             queries.StatsRequest(
                 q(since=now - timedelta(days=30), until=now),
+                [queries.Dimension.MODEL],
+                queries.Interval.DAY,
+                limit=1000,
+            ),
+        ),
+        (
+            # A range in the past: both edges are read from hourly buckets and raw minutes (a range ending
+            # now reads the current day's bucket for its last day).
+            "dashboard 30 d ending 12 h ago",
+            "groupBy: [MODEL], interval: DAY, filter: {since: $s, until: $u}, limit: 1000",
+            {
+                "s": (now - timedelta(days=30, hours=12)).isoformat(),
+                "u": (now - timedelta(hours=12)).isoformat(),
+            },
+            queries.StatsRequest(
+                q(since=now - timedelta(days=30, hours=12), until=now - timedelta(hours=12)),
                 [queries.Dimension.MODEL],
                 queries.Interval.DAY,
                 limit=1000,

@@ -143,12 +143,33 @@ def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted(key.items()))
 
 
+async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
+    """Where the range may end for cutting it into buckets: `until` itself, or the end of the bucket that
+    holds it when that bucket holds nothing from `until` on.
+
+    A dashboard's range ends now. Nothing has started after now, so the current day's (or, for HOUR
+    buckets, hour's) bucket equals the range's last partial day: one bucket read instead of the day's
+    hourly buckets and a raw edge. This is checked, not assumed (a writer's clock may run ahead): one
+    indexed probe for any event in [until, end of its bucket), made only when `until` is in the present
+    hour, so the probe's range is short. An event recorded between the probe and the bucket read is
+    counted, as if the range had been read a moment later."""
+    until = req.query.until
+    if until is None:
+        return None
+    start_of, step = (hour_of, HOUR) if req.interval is Interval.HOUR else (day_of, DAY)
+    start = start_of(until)
+    if start == until or until < hour_of(present):
+        return until
+    end = start + step
+    return until if await events_db.any_started(until, end) else end
+
+
 async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     """Every group's merged row (unordered) for `req`, from days, hours and raw minutes.
 
     The pieces are read concurrently (the database works on one while the app decodes another) and merged
     in a fixed order, so float sums come out the same every time."""
-    pieces = split(req.query.since, req.query.until)
+    pieces = split(req.query.since, await closed_until(req, datetime.now(UTC)))
     reads: list[Awaitable[list[tuple[dict[str, Any], RollupDelta]]]] = []
     for grain, windows in ((_days_grain(req), pieces.days), (rollups_db.HOUR, pieces.hours)):
         reads += [_buckets(req, grain, since, until) for since, until in windows]

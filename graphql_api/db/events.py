@@ -237,6 +237,14 @@ REBUILD_FIELDS = (
 )  # fmt: skip
 
 
+async def any_started(since: datetime, until: datetime) -> bool:
+    """Whether any event started in [since, until) (an index range on `started_at`; meant for short, recent
+    ranges: SecantusDB reads the whole range before a limit)."""
+    window = {"started_at": {"$gte": since, "$lt": until}}
+    found = await DownloadEvent.get_pymongo_collection().find_one(window, {"_id": 1})
+    return found is not None
+
+
 async def scan(q: EventQuery, batch: int = 10_000) -> AsyncIterator[DownloadEvent]:
     """Every event matching `q`, lightly built (the fields rollups need), in batches."""
     cursor = DownloadEvent.get_pymongo_collection().find(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import uuid
@@ -16,12 +17,13 @@ import pytest
 import pytest_asyncio
 from bson import ObjectId
 
-from graphql_api.analytics import histograms, rollups
+from graphql_api.analytics import histograms, hybrid, rollups
 from graphql_api.app import create_app
 from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db.common import indexes_used
-from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus
+from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus, utcnow
+from graphql_api.queries import EventQuery, Interval, StatsRequest, day_of, hour_of
 from tests.servers import GraphQLClient, Stores, db_id, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
@@ -274,6 +276,39 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
         assert [{k: v for k, v in r.items() if k not in strip} for r in hybrid] == [
             {k: v for k, v in r.items() if k not in strip} for r in raw
         ]
+
+
+async def test_a_range_ending_now_reads_the_current_bucket_and_equals_raw(fresh_gql: GraphQLClient) -> None:
+    """A range that ends now reads the current day's (hour's) bucket instead of its hours and raw minutes,
+    and equals the raw answer; an event from a clock running ahead makes it fall back, still equal to raw."""
+    now = utcnow()
+    if hour_of(now + timedelta(seconds=5)) != hour_of(now):  # keep `now` and its probe in one hour
+        await asyncio.sleep(6)
+        now = utcnow()
+    events = make_events(60, seed=5)
+    for i, e in enumerate(events):  # from now back over two days, a few in the present hour
+        e["started_at"] = now - timedelta(minutes=i * 53 + 1)
+    await store(events)
+    since = now - timedelta(days=2, minutes=37)
+    flt = {"since": since.isoformat(), "until": now.isoformat()}
+
+    async def agree(ahead: bool) -> None:
+        for group_by, interval in ((["MODEL"], "DAY"), (["MODEL"], "HOUR"), (["PROJECT", "MODE"], None)):
+            req = StatsRequest(
+                EventQuery(since=since, until=now), [], Interval[interval] if interval else None
+            )
+            bucket_end = (
+                (hour_of(now) + timedelta(hours=1)) if interval == "HOUR" else day_of(now) + timedelta(days=1)
+            )
+            assert await hybrid.closed_until(req, utcnow()) == (now if ahead else bucket_end)
+            fast = await stats(fresh_gql, group_by, i=interval, f=flt)
+            assert {r["source"] for r in fast} == {"HYBRID"}
+            in_range = [e for e in events if since <= e["started_at"] < now]
+            check(fast, reference(in_range, group_by, interval), group_by, interval)
+
+    await agree(ahead=False)
+    await store([{**events[0], "started_at": now + timedelta(seconds=2)}])  # a writer's clock ahead
+    await agree(ahead=True)
 
 
 async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(

@@ -11,8 +11,8 @@ from bson.int64 import Int64
 from graphql_api.analytics.histograms import duration_bucket
 from graphql_api.analytics.rollups import delta_of
 from graphql_api.analytics.stats import source_for
-from graphql_api.db.events import event_filter
 from graphql_api.db.engineers import bitmap_from, bitmap_of, words_of
+from graphql_api.db.events import event_filter
 from graphql_api.db.rollups import RollupBucket, RollupDelta, rollup_filter
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadStatus
 from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, StatsSource
