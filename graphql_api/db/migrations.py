@@ -7,18 +7,25 @@
    that delivered the whole object); versions from before checksums are left PENDING for the verifier.
 3. Rollup buckets with an `engineers` array of names get `engineer_bits`, the bitmap of those engineers'
    numbers (db/engineers.py), in its place.
+4. The whole-model rollups (per day and per hour) are filled from the per-version ones, once: by one
+   process, while any other starting at the same time waits for it (none serves before it is done, so no
+   live write can be counted twice).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
+from bson.int64 import Int64
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .engineers import bitmap_from, numbers_for, words_of
+from .rollups import BY_MODEL, Grain, RollupBucket
 
 log = logging.getLogger("modelhub.migrations")
 DUPLICATE_KEY = 11000
@@ -145,8 +152,88 @@ async def _number_chunk(collection: Any, docs: list[dict[str, Any]], numbers: An
     return len(updates)
 
 
+_SUMMED = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "duration_sum")
+
+
+async def fill_model_rollups(db: AsyncDatabase[Any], wait_seconds: float = 600) -> int:
+    """Builds the whole-model buckets from the per-version buckets, bucket start by bucket start (bounded
+    memory); returns how many it wrote (0 once done). Sums add up, maxima take the larger, histograms add
+    up per bucket and engineer bitmaps are OR'ed: exactly what the write path would have written."""
+    if not await _claim(db, "model_rollups", wait_seconds):
+        return 0
+    written = 0
+    for fine, coarse in BY_MODEL.items():
+        source = db[str(fine.document.Settings.name)]
+        target = db[str(coarse.document.Settings.name)]
+        merged: dict[str, dict[str, Any]] = {}
+        start: Any = None
+        async for doc in source.find({}).sort(fine.field, 1):
+            if doc[fine.field] != start:
+                written += await _insert_new(target, merged)
+                merged, start = {}, doc[fine.field]
+            _merge_into(merged, coarse, doc)
+        written += await _insert_new(target, merged)
+    await db["migrations"].update_one({"_id": "model_rollups"}, {"$set": {"done": True}})
+    if written:
+        log.warning("filled %d whole-model rollup buckets from the per-version ones", written)
+    return written
+
+
+def _merge_into(merged: dict[str, dict[str, Any]], coarse: Grain, doc: dict[str, Any]) -> None:
+    bucket = RollupBucket(doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse)
+    into = merged.get(bucket.key)
+    if into is None:
+        into = merged[bucket.key] = bucket.empty_document()
+    for name in _SUMMED:
+        into[name] += doc.get(name) or 0
+    for name in ("duration_max", "last_completed_at"):
+        if doc.get(name) is not None and (into[name] is None or doc[name] > into[name]):
+            into[name] = doc[name]
+    for index, count in (doc.get("duration_hist") or {}).items():
+        into["duration_hist"][index] = into["duration_hist"].get(index, 0) + count
+    for index, word in (doc.get("engineer_bits") or {}).items():
+        into["engineer_bits"][index] = Int64(int(into["engineer_bits"].get(index, 0)) | int(word))
+
+
+async def _insert_new(target: Any, merged: dict[str, dict[str, Any]]) -> int:
+    """Inserts the buckets; one already there (an earlier, interrupted run wrote it whole) is kept."""
+    if not merged:
+        return 0
+    try:
+        await target.insert_many(list(merged.values()), ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+        return len(merged) - len(exc.details.get("writeErrors", []))
+    return len(merged)
+
+
+async def _claim(db: AsyncDatabase[Any], name: str, wait_seconds: float) -> bool:
+    """True when this process is to run migration `name`: nobody has, and its claim is this one's. A process
+    that finds it claimed waits until it is done (then False) or, after `wait_seconds` (a claimer that
+    died), runs it itself: each step keeps what an earlier run wrote."""
+    done = db["migrations"]
+    found = await done.find_one({"_id": name})
+    if found is not None and found.get("done"):
+        return False
+    try:
+        await done.insert_one({"_id": name, "done": False})
+        return True
+    except DuplicateKeyError:
+        pass
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        found = await done.find_one({"_id": name})
+        if found is not None and found.get("done"):
+            return False
+        await asyncio.sleep(0.5)
+    log.warning("migration %s was claimed but not finished in %.0f s: running it here", name, wait_seconds)
+    return True
+
+
 async def run(db: AsyncDatabase[Any]) -> None:
     await split_models_and_versions(db)
     await mark_completing_events(db)
     await pend_unhashed_versions(db)
     await number_rollup_engineers(db)
+    await fill_model_rollups(db)

@@ -17,7 +17,7 @@ from beanie import Document
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from ..documents import DownloadEvent, DownloadRollup, HourlyRollup
+from ..documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyModelRollup, HourlyRollup
 from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of
 from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
@@ -25,15 +25,22 @@ from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 DUPLICATE_KEY = 11000
 
 
+# The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
+FINE_KEYS = ("model_name", "model_version", "project_name", "mode")
+MODEL_KEYS = ("model_name", "project_name")
+
+
 @dataclass(frozen=True)
 class Grain:
-    """A bucket length: its collection, the field holding the bucket's start, and how to find the start."""
+    """A kind of bucket: its collection, its length (the field holding the bucket's start, and how to find
+    the start), and the fields that key it."""
 
     name: str
     document: type[Document]
     field: str
     key_format: str
     start_of: Callable[[datetime], datetime]
+    keys: tuple[str, ...] = FINE_KEYS
 
     @property
     def collection(self) -> Any:
@@ -42,37 +49,41 @@ class Grain:
 
 DAY = Grain("day", DownloadRollup, "day", "%Y-%m-%d", day_of)
 HOUR = Grain("hour", HourlyRollup, "hour", "%Y-%m-%dT%H", hour_of)
-GRAINS = (DAY, HOUR)
+DAY_BY_MODEL = Grain("day", DailyModelRollup, "day", "%Y-%m-%d", day_of, MODEL_KEYS)
+HOUR_BY_MODEL = Grain("hour", HourlyModelRollup, "hour", "%Y-%m-%dT%H", hour_of, MODEL_KEYS)
+GRAINS = (DAY, HOUR, DAY_BY_MODEL, HOUR_BY_MODEL)
+# Each fine grain's whole-model twin: the same figures in fewer buckets, for queries that need no version
+# or mode (SecantusDB's cost of a read grows with the number of buckets it reads).
+BY_MODEL = {DAY: DAY_BY_MODEL, HOUR: HOUR_BY_MODEL}
 
 
 @dataclass(frozen=True)
 class RollupBucket:
     start: datetime
     model_name: str
-    model_version: int
+    model_version: int | None
     project_name: str
-    mode: str
+    mode: str | None
     grain: Grain = DAY
 
     @classmethod
     def of(cls, event: DownloadEvent, grain: Grain = DAY) -> RollupBucket:
         mode = event.mode.value if hasattr(event.mode, "value") else str(event.mode)
         start = grain.start_of(event.started_at)
-        return cls(start, event.model_name, event.model_version, event.project_name, mode, grain)
+        fine = grain.keys == FINE_KEYS
+        version = event.model_version if fine else None
+        return cls(start, event.model_name, version, event.project_name, mode if fine else None, grain)
 
     @property
     def key(self) -> str:
-        parts = [self.start.strftime(self.grain.key_format), self.model_name, str(self.model_version)]
-        return "|".join([*parts, self.project_name, self.mode])
+        parts = [self.start.strftime(self.grain.key_format)]
+        return "|".join([*parts, *(str(getattr(self, name)) for name in self.grain.keys)])
 
     def empty_document(self) -> dict[str, Any]:
         return {
             "_id": self.key,
             self.grain.field: self.start,
-            "model_name": self.model_name,
-            "model_version": self.model_version,
-            "project_name": self.project_name,
-            "mode": self.mode,
+            **{name: getattr(self, name) for name in self.grain.keys},
             **{f: 0 for f in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")},
             "duration_sum": 0.0,
             "duration_max": None,
@@ -188,20 +199,18 @@ async def delete_from(day: datetime | None) -> None:
 
 async def count_downloads() -> int:
     """All download events, summed from the buckets: a few thousand documents instead of a scan of every
-    event (SecantusDB counts a collection by scanning it)."""
-    rows = await DownloadRollup.get_pymongo_collection().aggregate(
-        [{"$group": {"_id": None, "n": {"$sum": "$downloads"}}}]
-    )
+    event (SecantusDB counts a collection by scanning it), from the whole-model days: the fewest."""
+    rows = await DAY_BY_MODEL.collection.aggregate([{"$group": {"_id": None, "n": {"$sum": "$downloads"}}}])
     found = [row["n"] async for row in rows]
     return int(found[0]) if found else 0
 
 
-async def _totals(match: Condition, key: Any) -> list[dict[str, Any]]:
+async def _totals(match: Condition, key: Any, grain: Grain = DAY) -> list[dict[str, Any]]:
     pipeline: list[Condition] = [
         {"$match": {**match, "completed": {"$gt": 0}}},
         {"$group": {"_id": key, "n": {"$sum": "$completed"}, "last": {"$max": "$last_completed_at"}}},
     ]
-    rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    rows = await grain.collection.aggregate(pipeline)
     return [r async for r in rows]
 
 
@@ -217,7 +226,7 @@ async def totals_by_version(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, 
 
 async def totals_by_model(names: Sequence[str]) -> dict[str, tuple[int, Any]]:
     """(completed downloads, last completion) per model name across its versions, in one aggregation."""
-    rows = await _totals({"model_name": {"$in": sorted(set(names))}}, "$model_name")
+    rows = await _totals({"model_name": {"$in": sorted(set(names))}}, "$model_name", DAY_BY_MODEL)
     return {r["_id"]: (r["n"], r["last"]) for r in rows}
 
 
@@ -228,11 +237,10 @@ def _bound(grain: Grain, op: str) -> Translator:
 
 def filters(grain: Grain) -> Mapping[str, Translator]:
     """What the buckets can filter on; any other set field of the query makes them unable to answer."""
+    keyed = {"model_names": "model_name", "versions": "model_version", "project_names": "project_name",
+             "modes": "mode"}  # fmt: skip
     return {
-        "model_names": any_of("model_name"),
-        "versions": any_of("model_version"),
-        "project_names": any_of("project_name"),
-        "modes": any_of("mode"),
+        **{name: any_of(key) for name, key in keyed.items() if key in grain.keys},
         "since": _bound(grain, "$gte"),
         "until": _bound(grain, "$lt"),
     }
@@ -270,9 +278,10 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
     """
     match = rollup_filter(req.query, grain)
     # HOUR buckets come from the hourly rollups only (a day bucket cannot be split into hours).
-    hour_in_days = req.interval is Interval.HOUR and grain is not HOUR
+    hour_in_days = req.interval is Interval.HOUR and grain.name != "hour"
     unsupported_interval = hour_in_days or req.tz not in ("UTC", "Etc/UTC")
-    if match is None or req.exact or unsupported_interval or any(d not in DIMENSIONS for d in req.group_by):
+    unkept = any(d not in DIMENSIONS or DIMENSIONS[d] not in grain.keys for d in req.group_by)
+    if match is None or req.exact or unsupported_interval or unkept:
         return None
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
@@ -312,6 +321,10 @@ async def stats(
     pipeline = stats_pipeline(req, grain)
     if pipeline is None:
         return None
+    by_model = BY_MODEL.get(grain)
+    narrower = stats_pipeline(req, by_model) if by_model is not None else None
+    if by_model is not None and narrower is not None:
+        grain, pipeline = by_model, narrower
     collection = grain.collection
     if sort_here:
         # Only an order by the average needs it computed in the pipeline; the period sorts as `_id.period`.
@@ -338,12 +351,15 @@ async def stats(
 
 async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
     """Completed downloads per model name for `q` (without its status condition), or None."""
-    match = rollup_filter(q)
+    grain = DAY_BY_MODEL
+    match = rollup_filter(q, grain)
+    if match is None:
+        grain, match = DAY, rollup_filter(q)
     if match is None:
         return None
     pipeline: list[Condition] = [
         {"$match": match},
         {"$group": {"_id": "$model_name", "c": {"$sum": "$completed"}}},
     ]
-    rows = await DownloadRollup.get_pymongo_collection().aggregate(pipeline)
+    rows = await grain.collection.aggregate(pipeline)
     return {r["_id"]: r["c"] async for r in rows if r["c"]}
