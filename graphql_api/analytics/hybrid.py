@@ -16,10 +16,9 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..db.common import value_of
 from ..db.rollups import RollupDelta
-from ..documents import DownloadEvent, DownloadStatus
-from ..queries import Dimension, Interval, StatsRequest, day_of, hour_of
+from ..documents import DownloadStatus
+from ..queries import Interval, StatsRequest, day_of, hour_of
 from .rollups import delta_of
 
 HOUR = timedelta(hours=1)
@@ -176,8 +175,12 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     reads += [_edge(req, since, until) for since, until in pieces.raw]
     groups: dict[tuple[Any, ...], tuple[dict[str, Any], RollupDelta]] = {}
     for part in await asyncio.gather(*reads):
-        for key, delta in part:
-            groups.setdefault(_freeze(key), (key, RollupDelta()))[1].add(delta)
+        for key, delta in part:  # each delta is read once: the first of a group becomes its total
+            frozen = _freeze(key)
+            if frozen in groups:
+                groups[frozen][1].add(delta)
+            else:
+                groups[frozen] = (key, delta)
     numbers = await rollups_db.engineer_numbers(set().union(*(t.engineers for _, t in groups.values())))
     return [_as_doc(key, total, numbers) for key, total in groups.values()]
 
@@ -202,23 +205,37 @@ async def _edge(
     req: StatsRequest, since: datetime | None, until: datetime | None
 ) -> list[tuple[dict[str, Any], RollupDelta]]:
     """One raw edge: each event's group and what it adds, by the write path's own rule (so edges and
-    buckets agree)."""
+    buckets agree). Events are read as plain documents: building a DownloadEvent for each cost a third of
+    the edge's time."""
     edge = dataclasses.replace(req.query, since=since, until=until)
+    fields = [(d.value, events_db.DIMENSIONS[d]) for d in req.group_by]
     out = []
-    async for event in events_db.scan(edge):
-        key: dict[str, Any] = {d.value: _group_value(event, d) for d in req.group_by}
+    async for doc in events_db.scan_documents(edge):
+        key: dict[str, Any] = {name: doc.get(field) for name, field in fields}
         if req.interval:
-            key["period"] = truncate(event.started_at, req.interval)
-        out.append((key, delta_of(_typed(event), started=True, finished=True)))
+            key["period"] = truncate(doc["started_at"].astimezone(UTC), req.interval)
+        out.append((key, delta_of(_EdgeEvent.of(doc), started=True, finished=True)))
     return out
 
 
-def _group_value(event: DownloadEvent, dimension: Dimension) -> Any:
-    """The event's value for a dimension, as the pipelines group it (enums by their value)."""
-    return value_of(getattr(event, events_db.DIMENSIONS[dimension]))
+@dataclass(frozen=True, slots=True)
+class _EdgeEvent:
+    """The stored fields of an event that `delta_of` reads."""
 
+    engineer: str
+    status: DownloadStatus
+    completes: bool
+    bytes_sent: int
+    duration_seconds: float | None
+    finished_at: datetime | None
 
-def _typed(event: DownloadEvent) -> DownloadEvent:
-    if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
-        event.status = DownloadStatus(event.status)
-    return event
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> _EdgeEvent:
+        return cls(
+            doc["engineer"],
+            DownloadStatus(doc["status"]),
+            bool(doc.get("completes")),
+            doc.get("bytes_sent") or 0,
+            doc.get("duration_seconds"),
+            doc.get("finished_at"),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Protocol
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
@@ -13,7 +14,24 @@ from ..queries import EventQuery, day_of
 from .histograms import duration_bucket
 
 
-def delta_of(event: DownloadEvent, *, started: bool, finished: bool) -> RollupDelta:
+class Outcome(Protocol):
+    """What `delta_of` reads of an event: a DownloadEvent, or a lighter record of its stored fields."""
+
+    @property
+    def engineer(self) -> str: ...
+    @property
+    def status(self) -> DownloadStatus: ...
+    @property
+    def completes(self) -> bool: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def duration_seconds(self) -> float | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
     """What `event` adds to its bucket when it is recorded (`started`) and when it ends (`finished`)."""
     delta = RollupDelta()
     if started:

@@ -231,12 +231,6 @@ async def stats(req: StatsRequest) -> tuple[list[dict[str, Any]], int]:
     return await read_page(docs)
 
 
-REBUILD_FIELDS = (
-    "_id", "model_id", "model_name", "model_version", "project_name", "size_bytes", "engineer", "mode",
-    "status", "bytes_sent", "started_at", "finished_at", "duration_seconds", "completes",
-)  # fmt: skip
-
-
 async def any_started(since: datetime, until: datetime) -> bool:
     """Whether any event started in [since, until) (an index range on `started_at`; meant for short, recent
     ranges: SecantusDB reads the whole range before a limit)."""
@@ -245,12 +239,19 @@ async def any_started(since: datetime, until: datetime) -> bool:
     return found is not None
 
 
+async def scan_documents(q: EventQuery, batch: int = 10_000) -> AsyncIterator[dict[str, Any]]:
+    """Every event matching `q` as its stored document (see `scan` on projections)."""
+    async for doc in DownloadEvent.get_pymongo_collection().find(event_filter(q), batch_size=batch):
+        yield doc
+
+
 async def scan(q: EventQuery, batch: int = 10_000) -> AsyncIterator[DownloadEvent]:
-    """Every event matching `q`, lightly built (the fields rollups need), in batches."""
-    cursor = DownloadEvent.get_pymongo_collection().find(
-        event_filter(q), dict.fromkeys(REBUILD_FIELDS, 1), batch_size=batch
-    )
-    async for doc in cursor:
+    """Every event matching `q`, lightly built (not validated), in batches.
+
+    Whole documents, no projection: SecantusDB 0.7 applies a projection document by document after reading
+    it, so projecting the 14 fields the rollups need made the read slower, not faster (1,450 events: 298 ms
+    projected, 196 ms whole)."""
+    async for doc in scan_documents(q, batch):
         yield DownloadEvent.model_construct(**{**doc, "id": doc["_id"]})
 
 

@@ -337,16 +337,23 @@ async def stats(
         total = len(docs)
     for doc in docs:
         _finish(doc)
-        hist: dict[int, int] = {}
-        for part in doc.pop("hists"):
-            for index, count in part.items():
-                hist[int(index)] = hist.get(int(index), 0) + count
-        doc["hist"] = hist
+        doc["hist"] = _merged_hist(doc.pop("hists"))
         bits = 0
         for words in doc.pop("engineer_words"):
             bits |= bitmap_of(words)
         doc["engineer_bits"] = bits
     return docs, total
+
+
+def _merged_hist(parts: list[dict[str, int]]) -> dict[int, int]:
+    """Histograms (string index → count) added up, with int indexes."""
+    if len(parts) == 1:  # a whole-model bucket per group: nothing to add
+        return {int(index): count for index, count in parts[0].items()}
+    hist: dict[int, int] = {}
+    for part in parts:
+        for index, count in part.items():
+            hist[int(index)] = hist.get(int(index), 0) + count
+    return hist
 
 
 async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
