@@ -27,6 +27,18 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def truncate(moment: datetime, interval: Interval) -> datetime:
+    """Python's $dateTrunc in UTC (weeks start on Monday)."""
+    if interval is Interval.HOUR:
+        return hour_of(moment)
+    day = day_of(moment)
+    if interval is Interval.DAY:
+        return day
+    if interval is Interval.WEEK:
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
 def check_time_zone(time_zone: str | None) -> None:
     """InvalidInput("timeZone") unless it is None or an IANA zone this machine knows."""
     if time_zone is not None:

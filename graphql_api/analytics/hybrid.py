@@ -18,7 +18,7 @@ from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..db.rollups import RollupDelta
 from ..documents import DownloadStatus
-from ..queries import Interval, StatsRequest, day_of, hour_of
+from ..queries import Interval, StatsRequest, day_of, hour_of, truncate
 from .rollups import delta_of
 
 HOUR = timedelta(hours=1)
@@ -124,18 +124,6 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
         "engineer_bits": total.bitmap(numbers),
         "hist": total.duration_hist,
     }
-
-
-def truncate(moment: datetime, interval: Interval) -> datetime:
-    """Python's $dateTrunc in UTC (weeks start on Monday)."""
-    if interval is Interval.HOUR:
-        return hour_of(moment)
-    day = day_of(moment)
-    if interval is Interval.DAY:
-        return day
-    if interval is Interval.WEEK:
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
 
 
 def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
