@@ -97,7 +97,7 @@ async def seed(settings: Settings) -> None:
                     duration_seconds=0.5, finished_at=started + timedelta(seconds=0.5),
                 )
             )  # fmt: skip
-        await store(events)
+        await store(events, bulk=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -41,7 +41,7 @@ METRICS: dict[str, Callable[[dict[str, Any]], int]] = {
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def seeded_db(mongo_uri: str) -> AsyncIterator[str]:
     async with connect(mongo_uri, SERIES_DB):
-        await store(make_events())
+        await store(make_events(), bulk=True)
     yield SERIES_DB
 
 

@@ -66,9 +66,29 @@ def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
     return events
 
 
-async def store(events: list[dict[str, Any]]) -> None:
+async def store(events: list[dict[str, Any]], *, bulk: bool = False) -> None:
     """Writes events the way the app does: insert, count as started, then count the outcome (a `model_id`
-    and a `finished_at` are taken from the event when it has them)."""
+    and a `finished_at` are taken from the event when it has them). With `bulk`, the way seed-demo and
+    rebuild-rollups do: all events at once and their rollups summed in memory (same rules, far fewer writes:
+    for fixtures that do not test the live write path)."""
+    if bulk:
+        docs = [
+            DownloadEvent(
+                **{
+                    "model_id": ObjectId(),
+                    "finished_at": None,
+                    **e,
+                    "completes": e["status"] is DownloadStatus.COMPLETED,
+                }
+            )
+            for e in events
+        ]
+        await DownloadEvent.insert_many(docs)
+        builder = rollups.RollupBuilder()
+        for doc in docs:
+            builder.add(doc)
+        await builder.save()
+        return
     for e in events:
         issued = {"status": DownloadStatus.ISSUED, "bytes_sent": 0, "finished_at": None}
         doc = DownloadEvent(**{"model_id": ObjectId(), **e, **issued})
@@ -471,7 +491,7 @@ async def test_unknown_enum_values_are_rejected(gql: GraphQLClient, app: Any, na
 async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQLClient) -> None:
     """`downloads` orders by bytes and duration, and newest-first pages stay exact while new events arrive."""
     gql = fresh_gql
-    await store(make_events())
+    await store(make_events(), bulk=True)
     q = """query($o: DownloadOrder!, $a: String) { downloads(orderBy: $o, first: 50, after: $a) {
              pageInfo { hasNextPage endCursor } nodes { id bytesSent durationSeconds startedAt } } }"""
     for field, direction, key in [
@@ -487,7 +507,7 @@ async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQL
     while True:
         page = (await gql(q, {"o": {"field": "STARTED_AT"}, "a": after}))["downloads"]
         seen += [str(db_id(n["id"])) for n in page["nodes"]]
-        await store(make_events(5, seed=len(seen)))  # newer events land while we page
+        await store(make_events(5, seed=len(seen)), bulk=True)  # newer events land while we page
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
@@ -567,7 +587,7 @@ async def test_newest_first_pages_from_time_windows_match_the_full_order(fresh_g
 
 async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
     """After rollup buckets are lost or miscounted, rebuild-rollups makes them equal the raw answer again."""
-    await store(make_events(120, seed=11))
+    await store(make_events(120, seed=11), bulk=True)
     coll = DownloadRollup.get_pymongo_collection()
     some = await coll.find_one({})
     assert some is not None

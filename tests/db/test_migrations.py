@@ -22,7 +22,7 @@ async def test_whole_model_rollups_are_filled_like_the_write_path(mongo_uri: str
     db = raw[name]
     try:
         async with connect(mongo_uri, name):
-            await store(make_events(80, seed=13))
+            await store(make_events(80, seed=13), bulk=True)
         written: dict[str, list[dict[str, Any]]] = {}
         for coarse in BY_MODEL.values():
             collection = db[str(coarse.document.Settings.name)]
