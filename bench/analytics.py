@@ -206,10 +206,16 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
                 return dict(body["data"]["downloadStats"])
 
             # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
-            rollup_pipeline = rollups_db.stats_pipeline(req)
-            coll = (DownloadRollup if rollup_pipeline else DownloadEvent).get_pymongo_collection()
+            # The app reads the whole-model rollups when they can answer, as here.
+            grain = (
+                rollups_db.DAY_BY_MODEL
+                if rollups_db.stats_pipeline(req, rollups_db.DAY_BY_MODEL)
+                else rollups_db.DAY
+            )
+            rollup_pipeline = rollups_db.stats_pipeline(req, grain)
+            coll = grain.collection if rollup_pipeline else DownloadEvent.get_pymongo_collection()
             if rollup_pipeline is not None and req.sort_metric not in stats.MERGED_METRICS:
-                rollup_pipeline += ordered_page(req)
+                rollup_pipeline += ordered_page(req, period="_id.period")
             pipeline = rollup_pipeline or events_db.stats_pipeline(req)
 
             async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
