@@ -171,11 +171,11 @@ async def _sweep_until(stopped: asyncio.Event, services: Services, stale_seconds
         await pause(stopped, max(stale_seconds / 2, 1.0))
 
 
-async def _verify_until(stopped: asyncio.Event, store: ObjectStore, seconds: float) -> None:
+async def _verify_until(stopped: asyncio.Event, store: ObjectStore, seconds: float, concurrency: int) -> None:
     """Hashes the artifacts of PENDING versions (registered where the store holds no full SHA-256)."""
     while not stopped.is_set():
         try:
-            await checksums.verify_pending(store)
+            await checksums.verify_pending(store, concurrency=concurrency)
         except Exception:  # retried next period; it must not kill the app
             log.exception("verifying artifact checksums failed")
         await pause(stopped, seconds)
@@ -258,7 +258,9 @@ def create_app(settings: Settings) -> Starlette:
             sweeper = _sweep_until(sweep_stopped, app.state.services, settings.stale_download_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
             verify_stopped = asyncio.Event()
-            verifier = _verify_until(verify_stopped, store, settings.checksum_interval_seconds)
+            verifier = _verify_until(
+                verify_stopped, store, settings.checksum_interval_seconds, settings.checksum_concurrency
+            )
             stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
             multiproc = multiprocess_dir()
             if multiproc:

@@ -28,9 +28,9 @@ log = logging.getLogger("modelhub.checksums")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # How long one worker may hold a version it is hashing before another may take it over.
 LEASE_SECONDS = 600.0
-# Versions hashed at once by one verifier pass: each mostly waits on the database and the store (and hashing
-# runs in threads), so a few at once clear a backlog several times faster than one after another.
-VERIFY_CONCURRENCY = 4
+# Versions hashed at once by one verifier pass (settings.checksum_concurrency): each mostly waits on the
+# database and the store (hashing runs in threads), so a few at once clear a backlog faster than one by one.
+VERIFY_CONCURRENCY = 2
 
 
 def validate_sha256(value: str | None, field: str = "sha256") -> str | None:

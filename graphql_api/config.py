@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     # How often each worker looks for versions whose artifact still needs hashing.
     checksum_interval_seconds: float = 2.0
+    # Versions each worker's verifier hashes at once: more clears a backlog faster but takes database and
+    # store time from the requests being served (it has no lower priority).
+    checksum_concurrency: int = Field(default=2, ge=1, le=32)
     stream_chunk_bytes: int = 1024 * 1024
 
     # Uploads (`requestUpload`): where the server puts uploaded artifacts (its own location, so outside
