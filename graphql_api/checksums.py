@@ -29,7 +29,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # How long one worker may hold a version it is hashing before another may take it over.
 LEASE_SECONDS = 600.0
 # Versions hashed at once by one verifier pass (settings.checksum_concurrency): each mostly waits on the
-# database and the store (hashing runs in threads), so a few at once clear a backlog faster than one by one.
+# store and the database, and hashing runs in threads, so large objects are verified side by side.
 VERIFY_CONCURRENCY = 2
 
 
