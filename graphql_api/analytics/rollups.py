@@ -94,7 +94,7 @@ class RollupBuilder:
 
 
 async def rebuild_rollups(since: datetime | None = None, batch: int = 10_000) -> int:
-    """Recomputes the daily buckets from the raw events (all days, or the days from `since` on).
+    """Recomputes every kind of bucket from the raw events (all days, or the days from `since` on).
 
     A repair tool: buckets are written just after their event, so a crash between the two writes leaves a
     bucket one count behind. It replays events through `RollupBuilder` (the live path's own rules) and then

@@ -9,7 +9,7 @@
    numbers (db/engineers.py), in its place.
 4. The whole-model rollups (per day and per hour) are filled from the per-version ones, once: by one
    process, while any other starting at the same time waits for it (none serves before it is done, so no
-   live write can be counted twice).
+   live write can be counted twice); a run left unfinished (a crash) is taken over after 30 s of silence.
 """
 
 from __future__ import annotations
@@ -155,11 +155,11 @@ async def _number_chunk(collection: Any, docs: list[dict[str, Any]], numbers: An
 _SUMMED = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "duration_sum")
 
 
-async def fill_model_rollups(db: AsyncDatabase[Any], wait_seconds: float = 600) -> int:
+async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) -> int:
     """Builds the whole-model buckets from the per-version buckets, bucket start by bucket start (bounded
     memory); returns how many it wrote (0 once done). Sums add up, maxima take the larger, histograms add
     up per bucket and engineer bitmaps are OR'ed: exactly what the write path would have written."""
-    if not await _claim(db, "model_rollups", wait_seconds):
+    if not await _claim(db, "model_rollups", stale_seconds):
         return 0
     written = 0
     for fine, coarse in BY_MODEL.items():
@@ -170,6 +170,7 @@ async def fill_model_rollups(db: AsyncDatabase[Any], wait_seconds: float = 600) 
         async for doc in source.find({}).sort(fine.field, 1):
             if doc[fine.field] != start:
                 written += await _insert_new(target, merged)
+                await _still_running(db, "model_rollups")
                 merged, start = {}, doc[fine.field]
             _merge_into(merged, coarse, doc)
         written += await _insert_new(target, merged)
@@ -208,27 +209,37 @@ async def _insert_new(target: Any, merged: dict[str, dict[str, Any]]) -> int:
     return len(merged)
 
 
-async def _claim(db: AsyncDatabase[Any], name: str, wait_seconds: float) -> bool:
-    """True when this process is to run migration `name`: nobody has, and its claim is this one's. A process
-    that finds it claimed waits until it is done (then False) or, after `wait_seconds` (a claimer that
-    died), runs it itself: each step keeps what an earlier run wrote."""
+async def _claim(db: AsyncDatabase[Any], name: str, stale_seconds: float) -> bool:
+    """True when this process is to run migration `name`: nobody has, and the claim is this one's. A process
+    that finds it claimed waits until it is done (then False); a claim whose runner has not shown signs of
+    life for `stale_seconds` (it died: a restart after a crash, say) is taken over. Each step keeps what an
+    earlier run wrote, so a run taken over finishes the job."""
     done = db["migrations"]
     found = await done.find_one({"_id": name})
     if found is not None and found.get("done"):
         return False
     try:
-        await done.insert_one({"_id": name, "done": False})
+        await done.insert_one({"_id": name, "done": False, "alive_at": time.time()})
         return True
     except DuplicateKeyError:
         pass
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
+    while True:
         found = await done.find_one({"_id": name})
-        if found is not None and found.get("done"):
+        if found is None or found.get("done"):
             return False
+        seen = found.get("alive_at", 0)
+        if time.time() - seen > stale_seconds:
+            alive = {"$set": {"alive_at": time.time()}}
+            taken = await done.update_one({"_id": name, "alive_at": seen}, alive)
+            if taken.modified_count:
+                log.warning("migration %s was left unfinished: finishing it here", name)
+                return True
         await asyncio.sleep(0.5)
-    log.warning("migration %s was claimed but not finished in %.0f s: running it here", name, wait_seconds)
-    return True
+
+
+async def _still_running(db: AsyncDatabase[Any], name: str) -> None:
+    """The claim's sign of life, so that waiting processes do not take it over."""
+    await db["migrations"].update_one({"_id": name}, {"$set": {"alive_at": time.time()}})
 
 
 async def run(db: AsyncDatabase[Any]) -> None:

@@ -1,6 +1,7 @@
-"""Owner of `download_rollups_daily`: bucket increments, bulk writes, and the stats it can answer exactly.
+"""Owner of the rollup collections: bucket increments, bulk writes, and the stats they can answer exactly.
 
-A bucket holds one UTC day of one model version, project and mode. SecantusDB 0.7 lost increments under
+A bucket holds one UTC day (or hour) of one model version, project and mode, or of one whole model (all its
+versions and modes: `*_by_model`). SecantusDB 0.7 lost increments under
 concurrent upserts, so a bucket is created by a plain insert (a lost race is a DuplicateKeyError) and every
 writer then only updates it; the bulk path does the same in two bulk calls.
 """

@@ -16,7 +16,8 @@ from tests.analytics.test_stats import make_events, store
 
 async def test_whole_model_rollups_are_filled_like_the_write_path(mongo_uri: str) -> None:
     """Whole-model buckets rebuilt from the per-version ones equal those the write path wrote, field for
-    field; of two processes starting at once one fills them and the other waits; a third start does nothing."""
+    field; of two processes starting at once one fills them and the other waits; a third start does nothing;
+    a claim left by a run that died is taken over and the job finished."""
     name = "fill_" + uuid.uuid4().hex[:8]
     raw: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
     db = raw[name]
@@ -41,6 +42,12 @@ async def test_whole_model_rollups_are_filled_like_the_write_path(mongo_uri: str
             )
             assert filled == docs
         assert await migrations.fill_model_rollups(db) == 0
+
+        for collection_name in written:  # a run that died half way: its claim is taken over, the job finished
+            await db[collection_name].delete_many({"_id": {"$gt": written[collection_name][0]["_id"]}})
+        await db["migrations"].replace_one({"_id": "model_rollups"}, {"done": False, "alive_at": 0})
+        assert await migrations.fill_model_rollups(db) == sum(len(docs) - 1 for docs in written.values())
+        assert [len(await db[n].find().to_list()) for n in written] == [len(d) for d in written.values()]
     finally:
         await raw.drop_database(name)
         await raw.close()
