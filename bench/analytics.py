@@ -206,17 +206,12 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
                 return dict(body["data"]["downloadStats"])
 
             # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
-            # The app reads the whole-model rollups when they can answer, as here.
-            grain = (
-                rollups_db.DAY_BY_MODEL
-                if rollups_db.stats_pipeline(req, rollups_db.DAY_BY_MODEL)
-                else rollups_db.DAY
-            )
-            rollup_pipeline = rollups_db.stats_pipeline(req, grain)
-            coll = grain.collection if rollup_pipeline else DownloadEvent.get_pymongo_collection()
-            if rollup_pipeline is not None and req.sort_metric not in stats.MERGED_METRICS:
-                rollup_pipeline += ordered_page(req, period="_id.period")
-            pipeline = rollup_pipeline or events_db.stats_pipeline(req)
+            # The rollups the app reads (the whole-model ones when they can answer).
+            found = rollups_db.narrowest(req)
+            coll = found[0].collection if found else DownloadEvent.get_pymongo_collection()
+            pipeline = found[1] if found else events_db.stats_pipeline(req)
+            if found is not None and req.sort_metric not in stats.MERGED_METRICS:
+                pipeline = pipeline + ordered_page(req, period="_id.period")
 
             async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
                 return list(await (await coll.aggregate(pipeline)).to_list())

@@ -294,6 +294,14 @@ class RollupFigures(BaseModel):
     engineer_bits: dict[str, int] = Field(default_factory=dict)
 
 
+def rollup_indexes(start: str) -> list[IndexModel]:
+    """A rollup collection's indexes, by its bucket-start field: a time range per model, and per project."""
+    return [
+        IndexModel([(start, ASCENDING), ("model_name", ASCENDING)], name=f"{start}_model"),
+        IndexModel([("project_name", ASCENDING), (start, ASCENDING)], name=f"project_{start}"),
+    ]
+
+
 class DownloadRollup(Document, RollupFigures):
     """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time.
 
@@ -308,10 +316,7 @@ class DownloadRollup(Document, RollupFigures):
 
     class Settings:
         name = "download_rollups_daily"
-        indexes = [
-            IndexModel([("day", ASCENDING), ("model_name", ASCENDING)], name="day_model"),
-            IndexModel([("project_name", ASCENDING), ("day", ASCENDING)], name="project_day"),
-        ]
+        indexes = rollup_indexes("day")
 
 
 class HourlyRollup(Document, RollupFigures):
@@ -325,10 +330,7 @@ class HourlyRollup(Document, RollupFigures):
 
     class Settings:
         name = "download_rollups_hourly"
-        indexes = [
-            IndexModel([("hour", ASCENDING), ("model_name", ASCENDING)], name="hour_model"),
-            IndexModel([("project_name", ASCENDING), ("hour", ASCENDING)], name="project_hour"),
-        ]
+        indexes = rollup_indexes("hour")
 
 
 class DailyModelRollup(Document, RollupFigures):
@@ -340,10 +342,7 @@ class DailyModelRollup(Document, RollupFigures):
 
     class Settings:
         name = "download_rollups_daily_by_model"
-        indexes = [
-            IndexModel([("day", ASCENDING), ("model_name", ASCENDING)], name="day_model"),
-            IndexModel([("project_name", ASCENDING), ("day", ASCENDING)], name="project_day"),
-        ]
+        indexes = rollup_indexes("day")
 
 
 class HourlyModelRollup(Document, RollupFigures):
@@ -354,10 +353,7 @@ class HourlyModelRollup(Document, RollupFigures):
 
     class Settings:
         name = "download_rollups_hourly_by_model"
-        indexes = [
-            IndexModel([("hour", ASCENDING), ("model_name", ASCENDING)], name="hour_model"),
-            IndexModel([("project_name", ASCENDING), ("hour", ASCENDING)], name="project_hour"),
-        ]
+        indexes = rollup_indexes("hour")
 
 
 ALL_DOCUMENTS: list[type[Document]] = [

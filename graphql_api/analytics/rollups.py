@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Protocol
 
@@ -57,7 +56,7 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
 
 async def _bump_all(event: DownloadEvent, delta: RollupDelta) -> None:
     # The day's and the hour's bucket, side by side: one round trip of latency for both.
-    await asyncio.gather(*(rollups_db.bump(RollupBucket.of(event, grain), delta) for grain in GRAINS))
+    await rollups_db.bump_each([RollupBucket.of(event, grain) for grain in GRAINS], delta)
 
 
 async def record_started(event: DownloadEvent) -> None:

@@ -8,6 +8,7 @@ writer then only updates it; the bulk path does the same in two bulk calls.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -153,10 +154,16 @@ def _max(a: Any, b: Any) -> Any:
     return b if a is None else a if b is None else max(a, b)
 
 
-async def bump(bucket: RollupBucket, delta: RollupDelta) -> None:
-    """Applies `delta` to `bucket`: an update first, and an insert only for the bucket's first event."""
-    collection = bucket.grain.collection
+async def bump_each(buckets: Sequence[RollupBucket], delta: RollupDelta) -> None:
+    """Applies `delta` to each bucket (an event's day and hour, per version and whole model), side by side:
+    one round trip of latency for all. Its engineers are numbered once for them all."""
     update = delta.to_update(await engineer_numbers(delta.engineers))
+    await asyncio.gather(*(_bump(bucket, update) for bucket in buckets))
+
+
+async def _bump(bucket: RollupBucket, update: Condition) -> None:
+    """An update first, and an insert only for the bucket's first event."""
+    collection = bucket.grain.collection
     if not update:
         return
     if (await collection.update_one({"_id": bucket.key}, update)).matched_count:
@@ -322,6 +329,17 @@ def _finish(doc: dict[str, Any]) -> None:
     doc["period_start"] = (doc["_id"] or {}).get("period")
 
 
+def narrowest(req: StatsRequest, grain: Grain = DAY) -> tuple[Grain, list[Condition]] | None:
+    """The buckets of `grain`'s length that answer `req` in the fewest documents (the whole-model ones when
+    `req` needs no version or mode), with their pipeline; None when no buckets of that length can."""
+    by_model = BY_MODEL.get(grain)
+    for candidate in (by_model, grain) if by_model is not None else (grain,):
+        pipeline = stats_pipeline(req, candidate)
+        if pipeline is not None:
+            return candidate, pipeline
+    return None
+
+
 async def stats(
     req: StatsRequest, *, sort_here: bool, grain: Grain = DAY
 ) -> tuple[list[dict[str, Any]], int] | None:
@@ -329,13 +347,10 @@ async def stats(
     rows, but with the merged `engineer_bits` bitmap and duration `hist` (index → count) of each group
     instead of finished figures. With `sort_here` False every row comes back unordered (the caller orders
     them)."""
-    pipeline = stats_pipeline(req, grain)
-    if pipeline is None:
+    found = narrowest(req, grain)
+    if found is None:
         return None
-    by_model = BY_MODEL.get(grain)
-    narrower = stats_pipeline(req, by_model) if by_model is not None else None
-    if by_model is not None and narrower is not None:
-        grain, pipeline = by_model, narrower
+    grain, pipeline = found
     collection = grain.collection
     if sort_here:
         # Only an order by the average needs it computed in the pipeline; the period sorts as `_id.period`.
