@@ -19,13 +19,12 @@ import logging
 import time
 from typing import Any
 
-from bson.int64 import Int64
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .engineers import bitmap_from, numbers_for, words_of
-from .rollups import BY_MODEL, Grain, RollupBucket
+from .rollups import BY_MODEL, RollupBucket, RollupDelta
 
 log = logging.getLogger("modelhub.migrations")
 DUPLICATE_KEY = 11000
@@ -152,9 +151,6 @@ async def _number_chunk(collection: Any, docs: list[dict[str, Any]], numbers: An
     return len(updates)
 
 
-_SUMMED = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "duration_sum")
-
-
 async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) -> int:
     """Builds the whole-model buckets from the per-version buckets, bucket start by bucket start (bounded
     memory); returns how many it wrote (0 once done). Sums add up, maxima take the larger, histograms add
@@ -165,14 +161,17 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
     for fine, coarse in BY_MODEL.items():
         source = db[str(fine.document.Settings.name)]
         target = db[str(coarse.document.Settings.name)]
-        merged: dict[str, dict[str, Any]] = {}
+        merged: dict[RollupBucket, RollupDelta] = {}
         start: Any = None
         async for doc in source.find({}).sort(fine.field, 1):
             if doc[fine.field] != start:
                 written += await _insert_new(target, merged)
                 await _still_running(db, "model_rollups")
                 merged, start = {}, doc[fine.field]
-            _merge_into(merged, coarse, doc)
+            bucket = RollupBucket(
+                doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse
+            )
+            merged.setdefault(bucket, RollupDelta()).add(RollupDelta.of_bucket(doc))
         written += await _insert_new(target, merged)
     await db["migrations"].update_one({"_id": "model_rollups"}, {"$set": {"done": True}})
     if written:
@@ -180,28 +179,12 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
     return written
 
 
-def _merge_into(merged: dict[str, dict[str, Any]], coarse: Grain, doc: dict[str, Any]) -> None:
-    bucket = RollupBucket(doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse)
-    into = merged.get(bucket.key)
-    if into is None:
-        into = merged[bucket.key] = bucket.empty_document()
-    for name in _SUMMED:
-        into[name] += doc.get(name) or 0
-    for name in ("duration_max", "last_completed_at"):
-        if doc.get(name) is not None and (into[name] is None or doc[name] > into[name]):
-            into[name] = doc[name]
-    for index, count in (doc.get("duration_hist") or {}).items():
-        into["duration_hist"][index] = into["duration_hist"].get(index, 0) + count
-    for index, word in (doc.get("engineer_bits") or {}).items():
-        into["engineer_bits"][index] = Int64(int(into["engineer_bits"].get(index, 0)) | int(word))
-
-
-async def _insert_new(target: Any, merged: dict[str, dict[str, Any]]) -> int:
+async def _insert_new(target: Any, merged: dict[RollupBucket, RollupDelta]) -> int:
     """Inserts the buckets; one already there (an earlier, interrupted run wrote it whole) is kept."""
     if not merged:
         return 0
     try:
-        await target.insert_many(list(merged.values()), ordered=False)
+        await target.insert_many([bucket.document(delta) for bucket, delta in merged.items()], ordered=False)
     except BulkWriteError as exc:
         if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
             raise

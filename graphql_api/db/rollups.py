@@ -25,6 +25,8 @@ from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
+# A bucket's whole-number figures, all summed.
+COUNTS = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
 TICK = timedelta(microseconds=1)
 
 
@@ -87,12 +89,24 @@ class RollupBucket:
             "_id": self.key,
             self.grain.field: self.start,
             **{name: getattr(self, name) for name in self.grain.keys},
-            **{f: 0 for f in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")},
+            **dict.fromkeys(COUNTS, 0),
             "duration_sum": 0.0,
             "duration_max": None,
             "last_completed_at": None,
             "duration_hist": {},
             "engineer_bits": {},
+        }
+
+    def document(self, delta: RollupDelta) -> dict[str, Any]:
+        """The bucket as stored when it holds exactly `delta` (whose engineers are a bitmap)."""
+        return {
+            **self.empty_document(),
+            **{name: getattr(delta, name) for name in COUNTS},
+            "duration_sum": delta.duration_sum,
+            "duration_max": delta.duration_max,
+            "last_completed_at": delta.last_completed_at,
+            "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
+            "engineer_bits": words_of(delta.engineer_bits),
         }
 
 
@@ -115,8 +129,22 @@ class RollupDelta:
     engineers: set[str] = field(default_factory=set)
     engineer_bits: int = 0
 
+    @classmethod
+    def of_bucket(cls, doc: Mapping[str, Any]) -> RollupDelta:
+        """What a stored bucket holds, as a delta to add to others."""
+        delta = cls(
+            duration_sum=doc.get("duration_sum") or 0.0,
+            duration_hist={int(index): count for index, count in (doc.get("duration_hist") or {}).items()},
+            duration_max=doc.get("duration_max"),
+            last_completed_at=doc.get("last_completed_at"),
+            engineer_bits=bitmap_of(doc.get("engineer_bits") or {}),
+        )
+        for name in COUNTS:
+            setattr(delta, name, doc.get(name) or 0)
+        return delta
+
     def add(self, other: RollupDelta) -> None:
-        for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count"):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.duration_sum += other.duration_sum
         for index, count in other.duration_hist.items():
@@ -132,11 +160,7 @@ class RollupDelta:
 
     def to_update(self, numbers: Mapping[str, int] | None = None) -> Condition:
         """The bucket update; `numbers` numbers the delta's engineer names (needed when it has any)."""
-        inc: dict[str, Any] = {
-            name: getattr(self, name)
-            for name in ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
-            if getattr(self, name)
-        }
+        inc: dict[str, Any] = {name: getattr(self, name) for name in COUNTS if getattr(self, name)}
         if self.duration_count:
             inc["duration_sum"] = self.duration_sum
         inc.update({f"duration_hist.{i}": n for i, n in self.duration_hist.items()})
