@@ -4,8 +4,9 @@ Usage: python -m bench.analytics [--events 200000] [--data-dir DIR] [--repeat 5]
 
 It loads demo events (seed-demo's generator) into an embedded SecantusDB under --data-dir until the DB holds
 --events of them (a reused dir loads nothing), serves the app in a child process on that DB, then prints, per
-shape: where the answer came from (ROLLUP or RAW), the median end-to-end GraphQL time, the median time of the
-identical pipeline issued with pymongo, and their ratio. It also prints the indexes `explain` shows for the
+shape: where the answer came from (ROLLUP, HYBRID or RAW), the median end-to-end GraphQL time, the median time
+of the same DB work issued with pymongo (the find of the buckets the app groups, or the raw pipeline), and
+their ratio. It also prints the indexes `explain` shows for the
 raw shapes. Figures are for the embedded SecantusDB, not MongoDB.
 """
 
@@ -25,11 +26,10 @@ import httpx
 
 from bench._common import free_port, start_app, stop
 from graphql_api import demo, queries
-from graphql_api.analytics import stats
 from graphql_api.db import connect
 from graphql_api.db import events as events_db
 from graphql_api.db import rollups as rollups_db
-from graphql_api.db.common import indexes_used, ordered_page
+from graphql_api.db.common import indexes_used
 from graphql_api.db.paging import keyset_page
 from graphql_api.documents import DownloadEvent, DownloadRollup
 from graphql_api.pagination import PageRequest
@@ -205,16 +205,15 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
                 assert "errors" not in body, body
                 return dict(body["data"]["downloadStats"])
 
-            # The identical pipeline through pymongo alone: no GraphQL, no HTTP, no post-processing.
-            # The rollups the app reads (the whole-model ones when they can answer).
+            # The same DB work through pymongo alone (no GraphQL, no HTTP, no merging): a find of the
+            # buckets the app reads (the whole-model ones when they answer), or the raw pipeline.
             found = rollups_db.narrowest(req)
-            coll = found[0].collection if found else DownloadEvent.get_pymongo_collection()
-            pipeline = found[1] if found else events_db.stats_pipeline(req)
-            if found is not None and req.sort_metric not in stats.MERGED_METRICS:
-                pipeline = pipeline + ordered_page(req, period="_id.period")
 
-            async def direct(coll: Any = coll, pipeline: list[Any] = pipeline) -> list[Any]:
-                return list(await (await coll.aggregate(pipeline)).to_list())
+            async def direct(found: Any = found, req: queries.StatsRequest = req) -> list[Any]:
+                if found is not None:
+                    return list(await found[0].collection.find(found[1]).to_list())
+                coll = DownloadEvent.get_pymongo_collection()
+                return list(await (await coll.aggregate(events_db.stats_pipeline(req))).to_list())
 
             source = (await over_http())["source"]
             if title in RAW_SKIPPED:
@@ -259,7 +258,7 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
 
         coll = DownloadEvent.get_pymongo_collection()
         for title, _, _, req in stats_shapes(now):
-            if rollups_db.stats_pipeline(req) is not None:
+            if rollups_db.bucket_filter(req) is not None:
                 continue
             plan = await coll.database.command(
                 "explain",

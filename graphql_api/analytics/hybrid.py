@@ -1,5 +1,6 @@
-"""Stats for a range that does not start and end on midnights: whole days from the daily rollups, whole
-hours from the hourly ones, and raw events only for the minutes at each edge, merged into exact rows.
+"""Stats from the rollups: whole days from the daily buckets, whole hours from the hourly ones, and (for a
+range that does not start and end on midnights, HYBRID) raw events only for the minutes at each edge,
+merged into exact rows. A range of whole days (ROLLUP) is the case with days alone.
 
 Counts, bytes, maxima and unique engineers equal the raw answer; percentiles come from the merged
 histograms (within sqrt(HIST_RATIO), as for any rollup answer).
@@ -86,28 +87,12 @@ def can_answer(req: StatsRequest) -> bool:
     if req.interval is Interval.HOUR and (req.query.since is None or req.query.until is None):
         return False
     unbounded = dataclasses.replace(req, query=dataclasses.replace(req.query, since=None, until=None))
-    return rollups_db.stats_pipeline(unbounded, _days_grain(req)) is not None
+    return rollups_db.bucket_filter(unbounded, _days_grain(req)) is not None
 
 
 def _days_grain(req: StatsRequest) -> rollups_db.Grain:
     """Which rollups answer the range's whole days: the daily ones, or the hourly ones for HOUR buckets."""
     return rollups_db.HOUR if req.interval is Interval.HOUR else rollups_db.DAY
-
-
-def _bucket_delta(doc: dict[str, Any]) -> RollupDelta:
-    """A rollup stats row (already merged over its buckets) as a delta, to add to other pieces."""
-    return RollupDelta(
-        downloads=doc["downloads"],
-        completed=doc["completed"],
-        aborted=doc["aborted"],
-        failed=doc["failed"],
-        bytes_sent=doc["total_bytes"],
-        duration_count=doc["duration_count"],
-        duration_sum=doc["duration_sum"],
-        duration_hist=dict(doc["hist"]),
-        duration_max=doc.get("max_duration"),
-        engineer_bits=doc["engineer_bits"],
-    )
 
 
 def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) -> dict[str, Any]:
@@ -175,18 +160,12 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
 
 async def _buckets(
     req: StatsRequest, grain: rollups_db.Grain, since: datetime | None, until: datetime | None
-) -> list[tuple[dict[str, Any], RollupDelta]]:
+) -> list[rollups_db.Group]:
     """One piece of whole buckets: its groups and what each adds."""
     piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
-    found = await rollups_db.stats(piece, sort_here=False, grain=grain)
+    found = await rollups_db.grouped(piece, grain)
     assert found is not None, "bucket edges always translate"
-    out = []
-    for doc in found[0]:
-        key = dict(doc["_id"] or {})
-        if "period" in key and key["period"] is not None:
-            key["period"] = key["period"].astimezone(UTC)
-        out.append((key, _bucket_delta(doc)))
-    return out
+    return found
 
 
 async def _edge(

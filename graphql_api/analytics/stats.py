@@ -1,4 +1,5 @@
-"""`downloadStats`: rows from the daily rollups where they answer exactly, else from raw events."""
+"""`downloadStats`: rows from the rollups where they answer exactly (with raw events at the edges of a range
+off bucket edges), else from raw events."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadMode, DownloadStatus
-from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsMetric, StatsRequest, StatsSource
+from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource
 from . import hybrid
 from .histograms import histogram_percentile
 
@@ -45,9 +46,6 @@ ROW_FIELDS: dict[Dimension, str] = {
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
 }
-# Metrics that rollup rows can only finish here (merging histograms and engineer sets of many days), so
-# their order and limit are applied here too.
-MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetric.UNIQUE_ENGINEERS)
 
 
 def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
@@ -116,7 +114,7 @@ def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
 
 def source_for(req: StatsRequest) -> StatsSource:
     """Where `download_stats` answers `req` from: the rollup translation decides, in this one place."""
-    if rollups_db.stats_pipeline(req) is not None:
+    if rollups_db.bucket_filter(req) is not None:
         return StatsSource.ROLLUP
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW
 
@@ -132,12 +130,7 @@ async def download_stats(
     if source is StatsSource.RAW:
         docs, total = await events_db.stats(req)
         return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
-    if source is StatsSource.HYBRID:
-        rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]
-        return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
-    merged_here = req.sort_metric in MERGED_METRICS
-    found = await rollups_db.stats(req, sort_here=not merged_here)
-    assert found is not None, "source_for said the rollups can answer"
-    docs, total = found
-    rows = [_row(d, source) for d in docs]
-    return StatsPage(order_rows(rows, req) if merged_here else rows, total, source, req.offset)
+    # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
+    # whose range holds whole days only.
+    rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]
+    return StatsPage(order_rows(rows, req), len(rows), source, req.offset)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from beanie import Document
@@ -20,14 +20,13 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyModelRollup, HourlyRollup
-from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of, truncate
-from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
+from ..queries import Dimension, EventQuery, Interval, StatsRequest, day_of, hour_of, truncate
+from .common import Condition, Translator, any_of, translate
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
 # A bucket's whole-number figures, all summed.
 COUNTS = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
-TICK = timedelta(microseconds=1)
 
 
 # The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
@@ -285,15 +284,6 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.PROJECT: "project_name",
     Dimension.MODE: "mode",
 }
-_SUMS = {
-    "downloads": "downloads",
-    "completed": "completed",
-    "aborted": "aborted",
-    "failed": "failed",
-    "total_bytes": "bytes_sent",
-    "duration_sum": "duration_sum",
-    "duration_count": "duration_count",
-}
 
 
 def rollup_filter(q: EventQuery, grain: Grain = DAY) -> Condition | None:
@@ -302,13 +292,10 @@ def rollup_filter(q: EventQuery, grain: Grain = DAY) -> Condition | None:
     return translate(q, filters(grain))
 
 
-def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | None:
-    """The stats pipeline over the buckets, or None when they cannot answer `req` exactly.
-
-    Sums are exact and computed here; the per-bucket engineer bitmaps and duration histograms of each group
-    come back to be merged by `stats` (on SecantusDB a `$reduce`/`$setUnion` of engineer sets cost about 9x
-    the whole rest of the pipeline).
-    """
+def bucket_filter(req: StatsRequest, grain: Grain = DAY) -> Condition | None:
+    """The filter of the buckets of `grain` that answer `req` exactly, or None when they cannot: when a
+    condition has no bucket equivalent, a dimension is not kept in them, the answer must be exact, or the
+    interval cannot be cut from them (HOUR from days, or a time zone other than UTC)."""
     match = rollup_filter(req.query, grain)
     # HOUR buckets come from the hourly rollups only (a day bucket cannot be split into hours).
     hour_in_days = req.interval is Interval.HOUR and grain.name != "hour"
@@ -316,94 +303,51 @@ def stats_pipeline(req: StatsRequest, grain: Grain = DAY) -> list[Condition] | N
     unkept = any(d not in DIMENSIONS or DIMENSIONS[d] not in grain.keys for d in req.group_by)
     if match is None or req.exact or unsupported_interval or unkept:
         return None
-    key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
-    if req.interval:
-        # A bucket's own start is already its period when the interval is the bucket length (and rollups
-        # are UTC only): $dateTrunc cost about 70 µs a bucket on SecantusDB.
-        same = req.interval.value.lower() == grain.name
-        key["period"] = f"${grain.field}" if same else trunc(f"${grain.field}", req.interval, "UTC")
-        since, until = req.query.since, req.query.until
-        if (
-            not same
-            and since
-            and until
-            and truncate(since, req.interval) == truncate(until - TICK, req.interval)
-        ):
-            # The whole range is in one period (a partial day's hours, say): the period is a constant.
-            key["period"] = {"$literal": truncate(since, req.interval)}
-    return [
-        {"$match": match},
-        {
-            "$group": {
-                "_id": key,
-                **{out: {"$sum": f"${src}"} for out, src in _SUMS.items()},
-                "max_duration": {"$max": "$duration_max"},
-                "engineer_words": {"$push": "$engineer_bits"},
-                "hists": {"$push": "$duration_hist"},
-            }
-        },
-    ]
+    return match
 
 
-def _finish(doc: dict[str, Any]) -> None:
-    """A grouped row's derived fields, computed here: on SecantusDB an `$addFields` over rows that carry
-    their engineer sets copied each row (560 ms for 1,450 rows of 30 days)."""
-    count = doc["duration_count"]
-    doc["avg_duration"] = doc["duration_sum"] / count if count else None
-    doc["period_start"] = (doc["_id"] or {}).get("period")
-
-
-def narrowest(req: StatsRequest, grain: Grain = DAY) -> tuple[Grain, list[Condition]] | None:
+def narrowest(req: StatsRequest, grain: Grain = DAY) -> tuple[Grain, Condition] | None:
     """The buckets of `grain`'s length that answer `req` in the fewest documents (the whole-model ones when
-    `req` needs no version or mode), with their pipeline; None when no buckets of that length can."""
+    `req` needs no version or mode), with their filter; None when no buckets of that length can."""
     by_model = BY_MODEL.get(grain)
     for candidate in (by_model, grain) if by_model is not None else (grain,):
-        pipeline = stats_pipeline(req, candidate)
-        if pipeline is not None:
-            return candidate, pipeline
+        match = bucket_filter(req, candidate)
+        if match is not None:
+            return candidate, match
     return None
 
 
-async def stats(
-    req: StatsRequest, *, sort_here: bool, grain: Grain = DAY
-) -> tuple[list[dict[str, Any]], int] | None:
-    """Stats rows from the buckets and the number of all rows (None when they cannot answer): like raw
-    rows, but with the merged `engineer_bits` bitmap and duration `hist` (index → count) of each group
-    instead of finished figures. With `sort_here` False every row comes back unordered (the caller orders
-    them)."""
+Group = tuple[dict[str, Any], RollupDelta]
+
+
+async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
+    """Each group's key (dimension → value, and `period`) and what its buckets add up to, for `req` over
+    buckets of `grain`'s length (the whole-model ones when they answer); None when no such buckets can.
+
+    The buckets are read with a plain find and grouped here: on SecantusDB the `$group` that pushed each
+    bucket's histogram and bitmap cost more than the find itself (30 days by model, 1,450 daily buckets:
+    335 ms grouped, 212 ms found; 1,042 hourly buckets into 50 rows: 207 ms, 124 ms)."""
     found = narrowest(req, grain)
     if found is None:
         return None
-    grain, pipeline = found
-    collection = grain.collection
-    if sort_here:
-        # Only an order by the average needs it computed in the pipeline; the period sorts as `_id.period`.
-        if req.sort_metric is StatsMetric.AVG_DURATION:
-            pipeline.append({"$addFields": {"avg_duration": SAFE_AVG}})
-        page = ordered_page(req, period="_id.period")
-        docs, total = await read_page(await collection.aggregate([*pipeline, *page]))
-    else:
-        docs = await (await collection.aggregate(pipeline)).to_list()
-        total = len(docs)
-    for doc in docs:
-        _finish(doc)
-        doc["hist"] = _merged_hist(doc.pop("hists"))
-        bits = 0
-        for words in doc.pop("engineer_words"):
-            bits |= bitmap_of(words)
-        doc["engineer_bits"] = bits
-    return docs, total
-
-
-def _merged_hist(parts: list[dict[str, int]]) -> dict[int, int]:
-    """Histograms (string index → count) added up, with int indexes."""
-    if len(parts) == 1:  # a whole-model bucket per group: nothing to add
-        return {int(index): count for index, count in parts[0].items()}
-    hist: dict[int, int] = {}
-    for part in parts:
-        for index, count in part.items():
-            hist[int(index)] = hist.get(int(index), 0) + count
-    return hist
+    grain, match = found
+    fields = [(d.value, DIMENSIONS[d]) for d in req.group_by]
+    groups: dict[tuple[Any, ...], Group] = {}
+    periods: dict[datetime, datetime] = {}  # bucket start → its period (many buckets share a start)
+    async for doc in grain.collection.find(match, batch_size=10_000):
+        key = {name: doc.get(source) for name, source in fields}
+        if req.interval:
+            start = doc[grain.field]
+            if start not in periods:
+                periods[start] = truncate(start.astimezone(UTC), req.interval)
+            key["period"] = periods[start]
+        frozen = tuple(key.values())
+        delta = RollupDelta.of_bucket(doc)
+        if frozen in groups:
+            groups[frozen][1].add(delta)
+        else:
+            groups[frozen] = (key, delta)
+    return list(groups.values())
 
 
 async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
