@@ -62,7 +62,8 @@ def declared_for(variables: dict[str, Any]) -> str:
 
 # Their raw equivalents take minutes at 1M events (122 s for 30 d): timed once, or not at all.
 RAW_ONCE = {"dashboard 24 h, per hour"}
-RAW_SKIPPED = {"dashboard 30 d, per day", "dashboard 30 d ending 12 h ago"}
+RAW_SKIPPED = {"dashboard 30 d, per day", "dashboard 30 d ending 12 h ago", "dashboard 30 d at 00:01"}
+MINUTE = timedelta(minutes=1)
 
 
 def downloads_document(with_count: bool) -> str:
@@ -152,6 +153,19 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
             },
             queries.StatsRequest(
                 q(since=now - timedelta(days=30, hours=12), until=now - timedelta(hours=12)),
+                [queries.Dimension.MODEL],
+                queries.Interval.DAY,
+                limit=1000,
+            ),
+        ),
+        (
+            # The worst time of day for a range ending now: at 00:01 its head is 23 hourly buckets and 59
+            # raw minutes. Emulated by the 30 days that ended at today's 00:01.
+            "dashboard 30 d at 00:01",
+            "groupBy: [MODEL], interval: DAY, filter: {since: $s, until: $u}, limit: 1000",
+            {"s": (today - timedelta(days=30) + MINUTE).isoformat(), "u": (today + MINUTE).isoformat()},
+            queries.StatsRequest(
+                q(since=today - timedelta(days=30) + MINUTE, until=today + MINUTE),
                 [queries.Dimension.MODEL],
                 queries.Interval.DAY,
                 limit=1000,
