@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -210,12 +212,7 @@ class EmbeddedMongo:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, self.port)
 
     @property
     def pid(self) -> int | None:
@@ -237,3 +234,25 @@ class EmbeddedMongo:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def terminate(proc: subprocess.Popen[bytes], port: int, timeout: float = 15) -> None:
+    """Stops a SecantusDB server process listening on `port` (SIGTERM; SIGKILL after `timeout` seconds).
+
+    SecantusDB 0.7 stops by closing its listening socket and joining its accept thread for up to 2 s, but
+    on Linux a close does not wake a thread blocked in accept(): every stop took 2 s. A connection made
+    after the signal wakes that accept() (its socket lives until the call returns), and the thread then
+    sees the stop; it is retried until the process exits (a refused connection is harmless)."""
+    proc.terminate()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                return
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

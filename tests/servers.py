@@ -18,6 +18,7 @@ import uvicorn
 
 from graphql_api.app import create_app
 from graphql_api.config import Settings
+from graphql_api.embedded import terminate
 from graphql_api.net import free_port
 
 __all__ = ["free_port"]
@@ -356,6 +357,9 @@ class ServerProcess:
 
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
+            if self.kind == "mongo":
+                terminate(self.proc, self.port, timeout=20)
+                return
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=20)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -195,14 +196,17 @@ def wait_for_heartbeat(mongo_uri: str, db_name: str) -> None:
             time.sleep(0.05)
 
 
-def test_token_commands_and_first_admin_token(tmp_path: Path) -> None:
+def test_token_commands_and_first_admin_token(tmp_path: Path, mongo_uri: str) -> None:
     """`modelhub token create|list|revoke` manage tokens; a token-mode server's first start prints one ADMIN
     token, which then works, while an anonymous request is refused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
+    # The commands use the suite's database (each start of an embedded one costs seconds; the embedded
+    # default is what the servers below and the other tests of this module run on).
+    on_uri = {**env, "MODELHUB_MONGO_URI": mongo_uri, "MODELHUB_MONGO_DB": f"tokens_{uuid.uuid4().hex[:8]}"}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*MODELHUB, "token", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+            [*MODELHUB, "token", *args], cwd=tmp_path, env=on_uri, capture_output=True, text=True
         )
 
     made = run("create", "--name", "ci", "--principal", "ci-bot", "--role", "engineer")
