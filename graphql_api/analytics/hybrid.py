@@ -96,8 +96,8 @@ def _days_grain(req: StatsRequest) -> rollups_db.Grain:
 
 
 def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) -> dict[str, Any]:
-    """The merged row in the shape the rollup pipeline returns (finished by `stats._row`); `numbers`
-    numbers the engineers met in raw edges."""
+    """The merged row as `stats._row` finishes it (like a raw stats row, with the engineers as a bitmap and
+    the durations as a histogram); `numbers` numbers the engineers met in raw edges."""
     avg = total.duration_sum / total.duration_count if total.duration_count else None
     return {
         "_id": key,
@@ -112,7 +112,9 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
 
 
 def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(sorted(key.items()))
+    """A group key as a dict key: its values, since every piece builds its keys in the same order (the
+    dimensions as asked, then `period`)."""
+    return tuple(key.values())
 
 
 async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
