@@ -4,7 +4,7 @@ off bucket edges), else from raw events."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..db import events as events_db
@@ -112,6 +112,17 @@ def order_rows(rows: list[StatsRow], req: StatsRequest) -> list[StatsRow]:
     return rows[req.offset : req.offset + req.limit]
 
 
+# A ROLLUP range longer than this (or unbounded) is grouped, ordered and cut by the database when its order
+# allows (rollups_db.page_in_db), so a top-N over all time ships its rows, not every bucket; shorter ranges
+# (every dashboard's) are grouped in the app, which SecantusDB answers faster.
+LONG_RANGE = timedelta(days=62)
+
+
+def is_long(req: StatsRequest, now: datetime) -> bool:
+    since, until = req.query.since, req.query.until or now
+    return since is None or until - since > LONG_RANGE
+
+
 def source_for(req: StatsRequest) -> StatsSource:
     """Where `download_stats` answers `req` from: the rollup translation decides, in this one place."""
     if rollups_db.bucket_filter(req) is not None:
@@ -130,6 +141,11 @@ async def download_stats(
     if source is StatsSource.RAW:
         docs, total = await events_db.stats(req)
         return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
+    if source is StatsSource.ROLLUP and is_long(req, datetime.now(UTC)):
+        found = await rollups_db.page_in_db(req)
+        if found is not None:
+            docs, total = found
+            return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
     # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
     # whose range holds whole days only.
     rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]

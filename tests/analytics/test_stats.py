@@ -18,9 +18,11 @@ import pytest_asyncio
 from bson import ObjectId
 
 from graphql_api.analytics import histograms, hybrid, rollups
+from graphql_api.analytics.stats import LONG_RANGE
 from graphql_api.app import create_app
 from graphql_api.config import Settings
 from graphql_api.db import connect
+from graphql_api.db import rollups as rollups_db
 from graphql_api.db.common import indexes_used
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus, utcnow
 from graphql_api.queries import EventQuery, Interval, StatsRequest, day_of, hour_of
@@ -364,6 +366,54 @@ async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
         ref = reference(in_range, group_by, interval)
         returned = {row_key(r, group_by, interval) for r in fast}  # top 10 of a larger set: compare those
         check(fast, {k: v for k, v in ref.items() if k in returned}, group_by, interval)
+
+
+@pytest.mark.parametrize("metric", ["COMPLETED", "AVG_DURATION", "UNIQUE_ENGINEERS"])
+async def test_long_rollup_ranges_paged_by_the_database_equal_the_app_grouped_ones(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], metric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ROLLUP range over LONG_RANGE (grouped, ordered and cut by the database unless the order needs merged
+    figures) gives the same pages as a short range holding the same events (grouped in the app), and both
+    equal the raw answer."""
+    paged: list[bool] = []  # per call of page_in_db: whether the database paged it
+    page_in_db = rollups_db.page_in_db
+
+    async def spy(req: StatsRequest) -> Any:
+        found = await page_in_db(req)
+        paged.append(found is not None)
+        return found
+
+    monkeypatch.setattr(rollups_db, "page_in_db", spy)
+    first, last = min(e["started_at"] for e in seeded), max(e["started_at"] for e in seeded)
+    since, until = day_of(first), day_of(last) + timedelta(days=1)
+    assert until - since <= LONG_RANGE
+    short = {"since": since.isoformat(), "until": until.isoformat()}
+    long = {"since": (since - 3 * LONG_RANGE).isoformat(), "until": until.isoformat()}
+    # Float sums may differ in their last digit with the order they are added in: averages are compared
+    # within a tolerance, everything else exactly.
+    sums = ("avgDurationSeconds",)
+    for group_by, interval in ((["MODEL", "VERSION"], None), (["PROJECT"], "WEEK")):
+        after: dict[str, str | None] = {"long": None, "short": None, "raw": None}
+        for _ in range(2):  # two pages of 3
+            kw: dict[str, Any] = {"i": interval, "o": {"field": metric}, "limit": 3}
+            by_db = await stats_result(gql, group_by, f=long, a=after["long"], **kw)
+            by_app = await stats_result(gql, group_by, f=short, a=after["short"], **kw)
+            raw = await stats_result(gql, group_by, f=short, a=after["raw"], exact=True, **kw)
+            assert by_db["source"] == by_app["source"] == "ROLLUP" and by_db["rows"]
+            assert by_db["totalRows"] == by_app["totalRows"] == raw["totalRows"]
+            for one, other in zip(by_db["rows"], by_app["rows"], strict=True):
+                assert {k: v for k, v in one.items() if k not in sums} == {
+                    k: v for k, v in other.items() if k not in sums
+                }
+                assert one["avgDurationSeconds"] == pytest.approx(other["avgDurationSeconds"])
+            exact_only = ("p50DurationSeconds", "p95DurationSeconds", *sums)
+            assert [{k: v for k, v in r.items() if k not in exact_only} for r in by_db["rows"]] == [
+                {k: v for k, v in r.items() if k not in exact_only} for r in raw["rows"]
+            ]
+            assert paged == [metric != "UNIQUE_ENGINEERS"]  # only the long range asks the database
+            paged.clear()
+            after = {name: page["pageInfo"]["endCursor"] for name, page in
+                     (("long", by_db), ("short", by_app), ("raw", raw))}  # fmt: skip
 
 
 async def test_filters_combine(gql: GraphQLClient, seeded: list[dict[str, Any]]) -> None:
