@@ -111,12 +111,6 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
     }
 
 
-def _freeze(key: dict[str, Any]) -> tuple[Any, ...]:
-    """A group key as a dict key: its values, since every piece builds its keys in the same order (the
-    dimensions as asked, then `period`)."""
-    return tuple(key.values())
-
-
 async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
     """Where the range may end for cutting it into buckets: `until` itself, or the end of the bucket that
     holds it when that bucket holds nothing from `until` on.
@@ -144,20 +138,22 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     The pieces are read concurrently (the database works on one while the app decodes another) and merged
     in a fixed order, so float sums come out the same every time."""
     pieces = split(req.query.since, await closed_until(req, datetime.now(UTC)))
-    reads: list[Awaitable[list[tuple[dict[str, Any], RollupDelta]]]] = []
+    reads: list[Awaitable[list[rollups_db.Group]]] = []
     for grain, windows in ((_days_grain(req), pieces.days), (rollups_db.HOUR, pieces.hours)):
         reads += [_buckets(req, grain, since, until) for since, until in windows]
     reads += [_edge(req, since, until) for since, until in pieces.raw]
-    groups: dict[tuple[Any, ...], tuple[dict[str, Any], RollupDelta]] = {}
+    groups: dict[tuple[Any, ...], rollups_db.Group] = {}
     for part in await asyncio.gather(*reads):
-        for key, delta in part:  # each delta is read once: the first of a group becomes its total
-            frozen = _freeze(key)
-            if frozen in groups:
-                groups[frozen][1].add(delta)
-            else:
-                groups[frozen] = (key, delta)
-    numbers = await rollups_db.engineer_numbers(set().union(*(t.engineers for _, t in groups.values())))
-    return [_as_doc(key, total, numbers) for key, total in groups.values()]
+        for key, delta in part:  # each delta is read once, so a group's first may become its total
+            rollups_db.add_to(groups, key, delta)
+    return await as_docs(list(groups.values()))
+
+
+async def as_docs(groups: list[rollups_db.Group]) -> list[dict[str, Any]]:
+    """Merged groups as rows for `stats._row`, in their order; the engineers met in raw edges are numbered
+    (once, together) so that every row's engineers are one bitmap."""
+    numbers = await rollups_db.engineer_numbers(set().union(*(t.engineers for _, t in groups)))
+    return [_as_doc(key, total, numbers) for key, total in groups]
 
 
 async def _buckets(
@@ -170,9 +166,7 @@ async def _buckets(
     return found
 
 
-async def _edge(
-    req: StatsRequest, since: datetime | None, until: datetime | None
-) -> list[tuple[dict[str, Any], RollupDelta]]:
+async def _edge(req: StatsRequest, since: datetime | None, until: datetime | None) -> list[rollups_db.Group]:
     """One raw edge: each event's group and what it adds, by the write path's own rule (so edges and
     buckets agree). Events are read as plain documents: building a DownloadEvent for each cost a third of
     the edge's time."""

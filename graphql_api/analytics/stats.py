@@ -144,8 +144,9 @@ async def download_stats(
     if source is StatsSource.ROLLUP and is_long(req, datetime.now(UTC)):
         found = await rollups_db.page_in_db(req)
         if found is not None:
-            docs, total = found
-            return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
+            groups, total = found
+            rows = [_row(d, source) for d in await hybrid.as_docs(groups)]
+            return StatsPage(rows, total, source, req.offset)
     # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
     # whose range holds whole days only.
     rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]

@@ -320,6 +320,17 @@ def narrowest(req: StatsRequest, grain: Grain = DAY) -> tuple[Grain, Condition] 
 Group = tuple[dict[str, Any], RollupDelta]
 
 
+def add_to(groups: dict[tuple[Any, ...], Group], key: dict[str, Any], delta: RollupDelta) -> None:
+    """Adds `delta` to the group of `key` (the first delta of a group becomes its total). Groups are told
+    apart by the key's values: every reader builds its keys in the same order (the dimensions as asked,
+    then `period`)."""
+    found = groups.get(tuple(key.values()))
+    if found is None:
+        groups[tuple(key.values())] = (key, delta)
+    else:
+        found[1].add(delta)
+
+
 async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
     """Each group's key (dimension → value, and `period`) and what its buckets add up to, for `req` over
     buckets of `grain`'s length (the whole-model ones when they answer); None when no such buckets can.
@@ -341,12 +352,7 @@ async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
             if start not in periods:
                 periods[start] = truncate(start.astimezone(UTC), req.interval)
             key["period"] = periods[start]
-        frozen = tuple(key.values())
-        delta = RollupDelta.of_bucket(doc)
-        if frozen in groups:
-            groups[frozen][1].add(delta)
-        else:
-            groups[frozen] = (key, delta)
+        add_to(groups, key, RollupDelta.of_bucket(doc))
     return list(groups.values())
 
 
@@ -364,10 +370,10 @@ _SUMS = {
 MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetric.UNIQUE_ENGINEERS)
 
 
-async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[dict[str, Any]], int] | None:
-    """One page of rows grouped, ordered and cut by the database, and the number of all rows; None when the
-    buckets cannot answer or the order needs merged figures (MERGED_METRICS). Rows are like raw rows, with
-    the merged `engineer_bits` and duration `hist` instead of finished figures.
+async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group], int] | None:
+    """One page of groups (as `grouped` gives them, in the page's order) grouped, ordered and cut by the
+    database, and the number of all groups; None when the buckets cannot answer or the order needs merged
+    figures (MERGED_METRICS).
 
     For long ranges: `grouped` ships every bucket of the range to the app, this only the page's rows (with
     their buckets' histograms and bitmaps). On SecantusDB the find is faster for the ranges measured; on
@@ -396,20 +402,16 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[dict[s
         pipeline.append({"$addFields": {"avg_duration": SAFE_AVG}})
     page = ordered_page(req, period="_id.period")
     docs, total = await read_page(await grain.collection.aggregate([*pipeline, *page]))
+    groups = []
     for doc in docs:
-        count = doc["duration_count"]
-        doc["avg_duration"] = doc["duration_sum"] / count if count else None
-        doc["period_start"] = (doc["_id"] or {}).get("period")
-        hist: dict[int, int] = {}
-        for part in doc.pop("hists"):
-            for index, n in part.items():
-                hist[int(index)] = hist.get(int(index), 0) + n
-        doc["hist"] = hist
-        bits = 0
-        for words in doc.pop("engineer_words"):
-            bits |= bitmap_of(words)
-        doc["engineer_bits"] = bits
-    return docs, total
+        # The row's sums and maximum under the bucket fields' names, then each bucket's histogram and bitmap.
+        delta = RollupDelta.of_bucket(
+            {**doc, "bytes_sent": doc["total_bytes"], "duration_max": doc["max_duration"]}
+        )
+        for hist, words in zip(doc["hists"], doc["engineer_words"], strict=True):
+            delta.add(RollupDelta.of_bucket({"duration_hist": hist, "engineer_bits": words}))
+        groups.append((dict(doc["_id"] or {}), delta))
+    return groups, total
 
 
 async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
