@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -269,6 +270,12 @@ def create_app(settings: Settings) -> Starlette:
             yield
 
     async def metrics_endpoint(request: Request) -> Response:
+        if settings.metrics_token is not None and not _bearer_matches(
+            request.headers.get("authorization", ""), settings.metrics_token.get_secret_value()
+        ):
+            response = error_response(401, "UNAUTHENTICATED", "/metrics needs its bearer token")
+            response.headers["www-authenticate"] = 'Bearer realm="metrics"'
+            return response
         services: Services = request.app.state.services
         return Response(exposition(services.metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -317,6 +324,12 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     return app
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    """Whether an Authorization header carries exactly `token` as a bearer token (constant-time compare)."""
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 # Headers a browser client may send: JSON bodies, bearer tokens, the engineer header, resumable downloads.

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
 
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31
+    # When set, /metrics answers only `Authorization: Bearer <this token>` (401 otherwise); compose's
+    # Prometheus sends it from observability/prometheus/metrics-token.
+    metrics_token: SecretStr | None = None
     # Model names that may appear as a metric label value; every other name is reported as "other".
     metrics_model_allowlist: list[str] = []
     # Operation names that may appear as a metric label (everything else is "other"): by default the

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from graphql_api.app import create_app
+from graphql_api.config import Settings
 from graphql_api.metrics import SIZE_BUCKETS, Metrics, reap_dead_workers
 from tests.servers import GraphQLClient, Stores, free_port, wait_ready
 
@@ -33,6 +36,27 @@ def value(text: str, name: str, **labels: str) -> float:
         if sample == name and all(dict(lbls).get(k) == w for k, w in labels.items()):
             total += v
     return total
+
+
+async def test_metrics_token_guards_the_exposition(settings: Settings) -> None:
+    """With MODELHUB_METRICS_TOKEN set, /metrics answers 401 (JSON, UNAUTHENTICATED) to no or a wrong bearer
+    token, in constant shape, and the exposition only to the right one."""
+    app = create_app(settings.model_copy(update={"metrics_token": SecretStr("metrics-secret-token")}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "Basic metrics-secret-token"},
+            ):
+                refused = await client.get("/metrics", headers=headers)
+                assert refused.status_code == 401
+                assert refused.json()["error"]["code"] == "UNAUTHENTICATED"
+                assert refused.headers["www-authenticate"].startswith("Bearer")
+                assert "modelhub_" not in refused.text
+            ok = await client.get("/metrics", headers={"Authorization": "Bearer metrics-secret-token"})
+            assert ok.status_code == 200 and "modelhub_build_info" in ok.text
 
 
 async def test_domain_and_graphql_metrics(gql: GraphQLClient, stores: Stores, bucket: str) -> None:

@@ -17,12 +17,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.servers import GraphQLClient, LiveServer, Stores, abandon, free_port, wait_ready
+from graphql_api.config import Settings
+from tests.servers import GraphQLClient, LiveServer, Stores, abandon, free_port, make_settings, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "observability" / "prometheus"
 GRAFANA_DIR = ROOT / "observability" / "grafana"
 DASHBOARDS = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+METRICS_TOKEN = (PROM_DIR / "metrics-token").read_text().strip()
 
 
 def tool(name: str) -> str:
@@ -58,7 +60,18 @@ def test_compose_file_is_valid() -> None:
     assert services["app"]["environment"]["MODELHUB_AUTH"] == "token"
     token = services["token-init"]["environment"]["MODELHUB_GRAFANA_TOKEN"]
     assert services["grafana"]["environment"]["MODELHUB_GRAFANA_TOKEN"] == token and len(token) >= 32
+    # /metrics is guarded, and compose's Prometheus sends the app's token.
+    assert services["app"]["environment"]["MODELHUB_METRICS_TOKEN"] == METRICS_TOKEN
+    scrape = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["authorization"]["credentials_file"] == "metrics-token"
     assert "READER" in services["token-init"]["command"]
+
+
+@pytest.fixture
+def settings(store_kind: str, mongo_uri: str, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The suite's settings with /metrics guarded by the token compose's Prometheus sends."""
+    s3 = request.getfixturevalue("s3_endpoint") if store_kind == "s3" else None
+    return make_settings(store_kind, mongo_uri, s3, tmp_path / "data", metrics_token=METRICS_TOKEN)
 
 
 def panels() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -115,12 +128,14 @@ def infinity_queries(since: datetime, until: datetime) -> list[tuple[str, str, s
 @pytest.fixture
 def prometheus(live: LiveServer, tmp_path: Path) -> Iterator[str]:
     port = free_port()
+    # The committed scrape config (with its bearer token file), pointed at the live server.
+    scrape = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["scrape_configs"][0]
+    scrape["static_configs"] = [{"targets": [f"127.0.0.1:{live.port}"]}]
+    scrape["authorization"]["credentials_file"] = str(PROM_DIR / scrape["authorization"]["credentials_file"])
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(PROM_DIR / "rules.yml")],
-        "scrape_configs": [
-            {"job_name": "modelhub", "static_configs": [{"targets": [f"127.0.0.1:{live.port}"]}]}
-        ],
+        "scrape_configs": [scrape],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
