@@ -31,6 +31,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, operations, uploads
+from .analytics import feed
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
 from .config import Settings
@@ -241,6 +242,16 @@ def create_app(settings: Settings) -> Starlette:
             stack.callback(setattr, graphql_app, "persisted", None)
             model_cache = ModelCache(metrics, settings.model_cache_entries, settings.model_cache_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(model_cache.run()))
+            feed_hub = feed.Hub(
+                settings.feed_buffer_events,
+                feed.FeedLimits(
+                    per_principal=settings.feed_max_subscriptions_per_principal,
+                    per_instance=settings.feed_max_subscriptions,
+                    catching_up=settings.feed_max_catching_up,
+                ),
+                metrics,
+            )
+            stack.push_async_callback(feed_hub.close)
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -251,6 +262,7 @@ def create_app(settings: Settings) -> Starlette:
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
                 persisted=registry,
                 models=model_cache,
+                feed=feed_hub,
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

@@ -99,7 +99,7 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
         ):
             gql = GraphQLClient(http)
             await gql(REGISTER, {"n": "m", "b": bucket})
-            stalled = feed.follow(EventQuery(), buffer=5)
+            stalled = feed.Hub(buffer=5).follow(EventQuery(), "watcher")
             first_download = asyncio.create_task(download(gql, http))
             first = await anext(stalled)  # reading starts; then the subscriber reads nothing more
             await first_download
