@@ -111,6 +111,7 @@ class _Subscriber:
     queue: asyncio.Queue[FeedItem | None] = dataclasses.field(default_factory=asyncio.Queue)
     live: bool = False  # fed by the shared stream; else still catching up on a stream of its own
     last: str | None = None  # the cursor of the last item given to it while catching up
+    catch_up: asyncio.Task[None] | None = None  # its own stream while catching up
     ended: Exception | None = None
 
     def offer(self, item: FeedItem) -> bool:
@@ -166,22 +167,21 @@ class Hub:
         self._admit(owner, resuming=after is not None and after not in self._positions)
         sub = _Subscriber(owner, matches, self.buffer)
         self._add(sub)
-        catch_up: asyncio.Task[None] | None = None
         try:
             if after is None:
                 sub.live = True
             elif not self._join(sub, after):
-                catch_up = asyncio.create_task(self._catch_up(sub, resume))
+                sub.catch_up = asyncio.create_task(self._catch_up(sub, resume))
             while (item := await sub.queue.get()) is not None:
                 yield item
             if sub.ended is not None:
                 raise sub.ended
         finally:
             self._remove(sub)
-            if catch_up is not None:
-                catch_up.cancel()
+            if sub.catch_up is not None:
+                sub.catch_up.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await catch_up
+                    await sub.catch_up
 
     def _admit(self, owner: str, resuming: bool) -> None:
         limits = self.limits
@@ -278,7 +278,10 @@ class Hub:
                 if not sub.offer(item):
                     self._too_slow(sub)
             elif sub.last == item.cursor:
-                sub.live = True  # it has this one from its own stream; every later one comes from here
+                # It has this one from its own stream; every later one comes from here.
+                sub.live = True
+                if sub.catch_up is not None:
+                    sub.catch_up.cancel()
 
     def _stream_count(self, purpose: str, delta: int) -> None:
         if self.metrics is not None:
