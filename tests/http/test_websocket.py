@@ -135,12 +135,12 @@ async def test_an_expired_token_closes_its_socket(token_mode: Settings) -> None:
     async with connect_db(str(settings.mongo_uri), settings.mongo_db):
         record = await ApiToken.find_one(ApiToken.name == "ws-expiring")
         assert record is not None
-        await record.set({ApiToken.expires_at: utcnow() + timedelta(seconds=4)})
+        await record.set({ApiToken.expires_at: utcnow() + timedelta(seconds=8)})
     with LiveServer(settings) as server:
         async with Socket(server.url, bearer(token)) as sock:
             assert code_of(await sock.run(TRIVIAL)) is None
             await sock.send("feed", {"query": FEED})
-            assert await sock.closed(15) == 4401
+            assert await sock.closed(20) == 4401
 
 
 def _registered() -> tuple[str, str]:

@@ -104,7 +104,8 @@ async def test_reconnecting_after_a_cursor_misses_nothing(
 async def test_a_subscriber_that_never_reads_slows_nothing(
     settings: Settings, stores: Stores, bucket: str
 ) -> None:
-    """A subscriber that stops reading holds at most its buffer, downloads stay fast, and it is told why."""
+    """A subscriber that stops reading holds at most its buffer, downloads stay fast, it is told why, and
+    another subscriber of the same shared stream gets every transition meanwhile."""
     stores.put(bucket, "m.bin", b"weights")
     with ServeProcess(settings) as server:
         async with (
@@ -113,7 +114,15 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
         ):
             gql = GraphQLClient(http)
             await gql(REGISTER, {"n": "m", "b": bucket})
-            stalled = feed.Hub(buffer=5).follow(EventQuery(), "watcher")
+            hub = feed.Hub(buffer=5)
+            got: list[feed.FeedItem] = []
+
+            async def read_all() -> None:
+                async for item in hub.follow(EventQuery(), "reader"):
+                    got.append(item)
+
+            reading = asyncio.create_task(read_all())
+            stalled = hub.follow(EventQuery(), "watcher")
             first_download = asyncio.create_task(download(gql, http))
             first = await anext(stalled)  # reading starts; then the subscriber reads nothing more
             await first_download
@@ -126,6 +135,8 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
             with pytest.raises(DomainError) as info:
                 async for item in stalled:
                     held.append(item)
+            assert await eventually(lambda: _async(len(got) == 33)), len(got)
+            reading.cancel()
     assert first.status.value == "ISSUED"
     assert len(held) <= 5 and info.value.code == "SUBSCRIBER_TOO_SLOW"
     assert "reconnect" in info.value.message
