@@ -171,7 +171,7 @@ class Hub:
             if after is None:
                 sub.live = True
             elif not self._join(sub, after):
-                sub.catch_up = asyncio.create_task(self._catch_up(sub, resume))
+                sub.catch_up = self._start_catch_up(sub, resume)
             while (item := await sub.queue.get()) is not None:
                 yield item
             if sub.ended is not None:
@@ -304,10 +304,21 @@ class Hub:
             for sub in list(self._subscribers):
                 self._end(sub, failure)
 
-    async def _catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> None:
-        """Replays from `resume` on a stream of its own until the shared stream has what it replayed."""
+    def _start_catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> asyncio.Task[None]:
+        """Counted from now until the task is done (even if it is cancelled before it starts), so a burst of
+        resuming subscribers cannot all pass the cap before the first stream opens."""
         self._catching_up += 1
         self._stream_count("catch_up", 1)
+        task = asyncio.create_task(self._catch_up(sub, resume))
+        task.add_done_callback(self._caught_up)
+        return task
+
+    def _caught_up(self, task: asyncio.Task[None]) -> None:
+        self._catching_up -= 1
+        self._stream_count("catch_up", -1)
+
+    async def _catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> None:
+        """Replays from `resume` on a stream of its own until the shared stream has what it replayed."""
         failure: Exception = FeedEnded("the live feed's change stream ended; reconnect with `after`")
         try:
             async for change in events_db.watch_transitions(resume):
@@ -322,9 +333,6 @@ class Hub:
                     return
         except Exception as exc:
             failure = exc
-        finally:
-            self._catching_up -= 1
-            self._stream_count("catch_up", -1)
         if not sub.live:
             self._end(sub, failure)
 
