@@ -154,7 +154,8 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
 ) -> None:
     """Subscribers of one hub share one change stream; one resuming after a cursor the hub has seen is
     served from its history; one resuming from before the hub opened its stream replays on a stream of its
-    own, then joins the shared one, missing and repeating nothing."""
+    own (one at a time here: MODELHUB_FEED_MAX_CATCHING_UP), then joins the shared one, missing and repeating
+    nothing."""
     stores.put(bucket, "m.bin", b"weights")
     with ServeProcess(settings) as server:
         async with (
@@ -176,11 +177,14 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
             assert [(await anext(history)).status.value for _ in range(2)] == ["IN_PROGRESS", "COMPLETED"]
             assert _gauge(metrics, "catch_up") == 0
 
-            later = feed.Hub(metrics=metrics)  # opens its own shared stream after the first download
+            # A hub that opens its own shared stream after the first download; one replay at a time.
+            later = feed.Hub(limits=feed.FeedLimits(catching_up=1), metrics=metrics)
             resumed = later.follow(EventQuery(), "r", after=first[0].cursor)
             replayed = [await anext(resumed) for _ in range(2)]
             assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
             assert _gauge(metrics, "catch_up") == 1 and _gauge(metrics, "live") == 2
+            with pytest.raises(feed.SubscriptionLimitReached):
+                await anext(later.follow(EventQuery(), "r2", after=first[0].cursor))
             second_id = await download(gql, http)
             after_join = [await anext(resumed) for _ in range(3)]
             assert [(i.event.id, i.status.value) for i in after_join] == [
