@@ -135,9 +135,10 @@ class Hub:
     on a change stream of its own from the cursor until it reaches what the shared stream has (same event,
     same resume token: both streams are opened alike by `events_db.watch_transitions`, and a change's `_id`
     is its place in the oplog), then joins it: nothing is missed or repeated at the switch. Were the tokens
-    ever to differ, it would only stay on its own stream (capped by `catching_up`), never miss an event. When the shared stream
-    fails, every subscriber is ended with the error (FEED_ENDED for a stream that just ends) and can resume
-    with the cursor of the last update it got; the next subscriber opens a new stream.
+    ever to differ, it would only stay on its own stream (capped by `catching_up`), never miss an event.
+    When the shared stream fails, every subscriber is ended with the error (FEED_ENDED for a stream that
+    just ends) and can resume with the cursor of the last update it got; the next subscriber opens a new
+    stream.
     """
 
     def __init__(
