@@ -74,13 +74,17 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     async def _watch(self) -> None:
         """Re-checks the socket's token periodically; closes the socket with 4401 once it is revoked or
         expired. A check the database cannot answer keeps the socket until the next one."""
+        failing = False
         while True:
             await asyncio.sleep(self._pause())
             try:
                 if not await self._still_authenticated():
                     return
+                failing = False
             except Exception as exc:  # an outage: operations fail on their own; the socket is kept
-                log.warning("re-checking a WebSocket's token failed (%s)", type(exc).__name__)
+                if not failing:  # once per outage and socket, not at every check
+                    log.warning("re-checking a WebSocket's token failed (%s)", type(exc).__name__)
+                failing = True
 
     async def _still_authenticated(self) -> bool:
         """Authenticates the socket's credentials again (through the token cache); closes it when they no
