@@ -267,3 +267,16 @@ async def test_tickets_requested_over_a_socket_carry_http_urls(
                 url = answer["payload"]["data"]["requestDownload"]["url"]
                 assert url.startswith(server.url + "/"), url
                 assert (await http.get(url)).content == b"weights"
+
+
+async def test_the_legacy_graphql_ws_protocol_is_not_offered(mongo_uri: str, tmp_path: Path) -> None:
+    """Only graphql-transport-ws is served: a client asking for the legacy `graphql-ws` protocol (whose
+    handler would skip these checks) is closed with 4406 before any operation."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data")
+    with LiveServer(settings) as server:
+        url = server.url.replace("http://", "ws://") + "/graphql"
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+            async with connect(url, subprotocols=["graphql-ws"]) as ws:  # type: ignore[list-item]
+                await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4406
