@@ -28,9 +28,11 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.http.ides import get_graphql_ide_html
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, operations, uploads
+from .analytics import feed
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
 from .config import Settings
@@ -42,6 +44,7 @@ from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, FixedRouteMetrics, OutageGuard, install_log_redaction
+from .http.websocket import GuardedTransportWS
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
@@ -64,6 +67,7 @@ class MissingDatabase(RuntimeError):
 
 
 class ModelhubGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = GuardedTransportWS
     ide_page: GraphiQLPage | None = None
     persisted: operations.Registry | None = None  # set by the lifespan
 
@@ -75,13 +79,10 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         if self.persisted is None:
             return data
         for item in data if isinstance(data, list) else [data]:
-            persisted = (
-                (item.extensions or {}).get("persistedQuery") if isinstance(item.extensions, dict) else None
-            )
-            sha256 = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
-            if persisted is not None and not (isinstance(sha256, str) and len(sha256) == 64):
-                raise HTTPException(400, "extensions.persistedQuery.sha256Hash must be a hex SHA-256")
-            item.query = await self.persisted.resolve(item.query, sha256)
+            try:
+                item.query = await self.persisted.resolve_request(item.query, item.extensions)
+            except operations.MalformedPersistedQuery as exc:
+                raise HTTPException(400, exc.message) from exc
         return data
 
     @property
@@ -129,6 +130,7 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         browsers cannot set headers on a WebSocket; a caller that cannot be identified is refused."""
         params = {str(k).lower(): str(v) for k, v in (context.connection_params or {}).items()}
         headers = {**{k.lower(): v for k, v in context.request.headers.items()}, **params}
+        context.credentials = headers  # re-checked before each operation and while the socket lives
         await context.authenticate(headers)
         if context.identity is None:
             raise ConnectionRejectionError({"reason": "authenticate in connection_init"})
@@ -241,6 +243,16 @@ def create_app(settings: Settings) -> Starlette:
             stack.callback(setattr, graphql_app, "persisted", None)
             model_cache = ModelCache(metrics, settings.model_cache_entries, settings.model_cache_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(model_cache.run()))
+            feed_hub = feed.Hub(
+                settings.feed_buffer_events,
+                feed.FeedLimits(
+                    per_principal=settings.feed_max_subscriptions_per_principal,
+                    per_instance=settings.feed_max_subscriptions,
+                    catching_up=settings.feed_max_catching_up,
+                ),
+                metrics,
+            )
+            stack.push_async_callback(feed_hub.close)
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -251,6 +263,7 @@ def create_app(settings: Settings) -> Starlette:
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
                 persisted=registry,
                 models=model_cache,
+                feed=feed_hub,
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
@@ -284,7 +297,13 @@ def create_app(settings: Settings) -> Starlette:
 
     limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
     schema = build_schema(limits)
-    graphql_app = ModelhubGraphQL(schema, graphql_ide="graphiql" if settings.graphiql else None)
+    graphql_app = ModelhubGraphQL(
+        schema,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        # Only graphql-transport-ws, whose handler applies the rules of an HTTP request (http/websocket.py);
+        # the legacy graphql-ws protocol would bypass them.
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+    )
     ui_operations = schema_operations.split(ui.operations_text())
     shipped = schema_operations.shipped(ui_operations, client_documents)
     ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode)

@@ -34,6 +34,10 @@ class Principal:
 
     engineer: str
     role: Role = Role.ENGINEER
+    # The token it came from (its record id) and when that token expires: tickets and links issued to the
+    # principal carry the id and die with the token; a WebSocket re-checks the token by then at the latest.
+    token_id: str | None = field(default=None, compare=False)
+    expires_at: datetime | None = field(default=None, compare=False)
 
     def require(self, role: Role, action: str) -> None:
         """Forbidden unless this principal's role is at least `role`."""
@@ -107,7 +111,12 @@ class Authenticator:
         cached = self._cache.get(digest)
         if cached is None or cached.until < now:
             found = await tokens_db.by_hash(digest)
-            cached = _Cached(_principal_of(found), now + self.cache_seconds)
+            principal = _principal_of(found)
+            until = now + self.cache_seconds
+            if principal is not None and principal.expires_at is not None:
+                # An expiring token is looked up again when it expires, not up to a cache period later.
+                until = min(until, now + (principal.expires_at - utcnow()).total_seconds())
+            cached = _Cached(principal, until)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = cached
@@ -128,7 +137,13 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
-    return Principal(token.principal, token.role)
+    return Principal(token.principal, token.role, str(token.id), token.expires_at)
+
+
+async def token_active(token_id: str) -> bool:
+    """Whether the token with this record id is still good (not revoked, not expired): what a ticket or a
+    link issued to it checks when it is used, straight from the database (a claim is rare enough)."""
+    return _principal_of(await tokens_db.by_id(token_id)) is not None
 
 
 def require_principal(principal: Principal | None) -> Principal:

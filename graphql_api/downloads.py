@@ -16,7 +16,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.errors import PyMongoError
 
-from . import checksums, registry
+from . import auth, checksums, registry
 from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
@@ -38,6 +38,8 @@ class Requester:
     engineer: str
     user_agent: str | None
     client_address: str | None
+    # The record id of the token the requester authenticated with: its tickets and links die with it.
+    token_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,19 +145,35 @@ async def issue_ticket(
     await events_db.insert(event)
     await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
-        token = services.signer.sign(
-            TICKET_PURPOSE,
-            {"e": str(event.id), "m": str(model.id), "v": model.version, "p": who.engineer},
-            expires_at.timestamp(),
-        )
+        payload = {"e": str(event.id), "m": str(model.id), "v": model.version, "p": who.engineer}
+        token = services.signer.sign(TICKET_PURPOSE, _bound(payload, who), expires_at.timestamp())
         url = f"{base_url}/downloads/{token}"
     else:
-        url = await services.store.presign_get(model.bucket, model.key, seconds, artifact_filename(model))
+        # Claims a store that serves its links through the app (local) checks when one is used; S3 serves
+        # its presigned URLs itself, so they live until they expire (at most MODELHUB_TICKET_MAX_SECONDS).
+        claims = _bound({"m": str(model.id)}, who)
+        url = await services.store.presign_get(
+            model.bucket, model.key, seconds, artifact_filename(model), claims=claims
+        )
         if url.startswith("/"):
             url = base_url + url
     metrics.download_requests.labels(mode.value, "issued").inc()
     metrics.download_size.labels(mode.value).observe(model.size_bytes)
     return Ticket(url=url, mode=mode, expires_at=expires_at, event=event)
+
+
+def _bound(payload: dict[str, Any], who: Requester) -> dict[str, Any]:
+    """A ticket's or link's payload bound to the requester's token (when it has one): it dies with it."""
+    return {**payload, "t": who.token_id} if who.token_id is not None else payload
+
+
+async def _check_token(payload: dict[str, Any]) -> None:
+    """Refuses a ticket or link whose token has been revoked or has expired since it was issued."""
+    token_id = payload.get("t")
+    if token_id is not None and not await auth.token_active(str(token_id)):
+        raise TicketInvalid(
+            "the token this was issued to has been revoked or has expired", TicketProblem.FORBIDDEN
+        )
 
 
 def _object_id(value: Any) -> ObjectId:
@@ -179,6 +197,7 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
         raise TicketInvalid("ticket does not belong to this download", TicketProblem.FORBIDDEN)
     if event.mode is not DownloadMode.STREAM:
         raise TicketInvalid("not a streaming ticket", TicketProblem.FORBIDDEN)
+    await _check_token(payload)
     model = await models_db.get_version(event.model_id)
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
@@ -224,13 +243,22 @@ async def start_direct(
     return event
 
 
-def open_presigned(services: Services, token: str) -> tuple[str, str, str]:
-    """The (bucket, key, filename) a local-store presigned URL was signed for."""
+async def open_presigned(services: Services, token: str) -> tuple[str, str, str]:
+    """The (bucket, key, filename) a local-store presigned URL was signed for, refused (like a stream
+    ticket) when its version has been archived or deleted, or its token revoked, since it was issued."""
     payload = services.signer.verify(OBJECT_TOKEN_PURPOSE, token)
     try:
-        return str(payload["b"]), str(payload["k"]), str(payload["fn"])
+        bucket, key, filename = str(payload["b"]), str(payload["k"]), str(payload["fn"])
     except KeyError:
         raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from None
+    await _check_token(payload)
+    if "m" in payload:
+        model = await models_db.get_version(_object_id(payload["m"]))
+        if model is None:
+            raise TicketInvalid("the model of this link no longer exists", TicketProblem.UNKNOWN)
+        if model.archived:
+            raise ModelVersionArchived(model.name, model.version)
+    return bucket, key, filename
 
 
 async def finish(

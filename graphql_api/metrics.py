@@ -21,6 +21,8 @@ OPERATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 OTHER = "other"
 MODES = ("STREAM", "PRESIGNED")
 STATUSES = ("COMPLETED", "ABORTED", "FAILED")
+FEED_STREAM_PURPOSES = ("live", "catch_up")
+FEED_REFUSALS = ("principal", "instance", "catch_up", "slow")
 # Every outcome label a request counter may carry (error codes in lower case); any other code is "error".
 DOWNLOAD_OUTCOMES = (
     "issued",
@@ -152,6 +154,26 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.feed_streams = Gauge(
+            "modelhub_feed_streams",
+            "Change streams the live download feed holds open: one shared `live` stream per instance while "
+            "anyone subscribes, and a `catch_up` stream per subscriber replaying from its `after` cursor.",
+            ["purpose"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.feed_subscribers = Gauge(
+            "modelhub_feed_subscribers",
+            "Live download feed subscribers.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.feed_refused = Counter(
+            "modelhub_feed_refused_total",
+            "Subscriptions refused by a cap (principal, instance, catch_up) or ended as too slow (slow).",
+            ["reason"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -165,6 +187,10 @@ class Metrics:
     def _initialise_series(self) -> None:
         """Every series of a bounded label set exists from the start at 0, so rates and ratios read 0 on an
         idle server instead of "no data"."""
+        for purpose in FEED_STREAM_PURPOSES:
+            self.feed_streams.labels(purpose)
+        for reason in FEED_REFUSALS:
+            self.feed_refused.labels(reason)
         for mode in MODES:
             self.in_flight.labels(mode)
             for counter in (self.downloads_completed, self.downloads_aborted, self.downloads_failed):

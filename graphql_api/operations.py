@@ -53,6 +53,13 @@ class PersistedHashMismatch(DomainError):
         super().__init__("extensions.persistedQuery.sha256Hash is not the SHA-256 of the query sent with it")
 
 
+class MalformedPersistedQuery(DomainError):
+    code = "BAD_REQUEST"
+
+    def __init__(self) -> None:
+        super().__init__("extensions.persistedQuery.sha256Hash must be a hex SHA-256")
+
+
 def sha256_of(body: str) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
@@ -100,6 +107,15 @@ class Registry:
         count("unregistered").inc()
         log.warning("audit: an operation that is not registered ran (sha256 %s)", sha256_of(query))
         return query
+
+    async def resolve_request(self, query: str | None, extensions: object) -> str | None:
+        """`resolve` for one request as a client sends it (over HTTP or a WebSocket): the hash, if any, is
+        read from `extensions.persistedQuery.sha256Hash` (Apollo's shape)."""
+        persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
+        sha256 = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
+        if persisted is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+            raise MalformedPersistedQuery()
+        return await self.resolve(query, sha256)
 
     def ship(self, body: str) -> str:
         """Knows an operation this repo ships (the /ui page's, the SDK's) in memory only: every instance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .analytics.feed import Hub
 from .auth import Authenticator
 from .config import Settings
 from .limits import RateLimiter
@@ -25,3 +26,4 @@ class Services:
     limiter: RateLimiter
     persisted: Registry
     models: ModelCache
+    feed: Hub

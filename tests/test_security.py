@@ -429,3 +429,44 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
                 q = 'mutation { requestDownload(input: {name: "m"}) { ... on DownloadTicket { download { clientAddress } } } }'
                 data = await gql(q, **{"X-Forwarded-For": "203.0.113.9"})
         assert data["requestDownload"]["download"]["clientAddress"] == want, trusted
+
+
+TICKET = """mutation($m: DownloadMode!) {
+  requestDownload(input: {name: "m", mode: $m}) { ... on DownloadTicket { url } ... on UserError { code } } }"""
+
+
+async def _ticket(world: World, who: str, mode: str) -> str:
+    url: str = (await world.gql(who, TICKET, {"m": mode}))["data"]["requestDownload"]["url"]
+    return url.removeprefix("http://testserver")
+
+
+async def test_tickets_and_links_die_with_their_token(world: World) -> None:
+    """A STREAM ticket and a local presigned link issued to a token are refused at claim once that token is
+    revoked (403 TICKET_INVALID); those issued to a live token still download."""
+    dead = [await _ticket(world, "engineer", mode) for mode in ("STREAM", "PRESIGNED")]
+    alive = [await _ticket(world, "reader", mode) for mode in ("STREAM", "PRESIGNED")]
+    revoked = await world.gql("admin", 'mutation { revokeToken(input: {name: "t-engineer"}) { __typename } }')
+    assert revoked["data"]["revokeToken"]["__typename"] == "ApiToken"
+    for url in dead:
+        resp = await world.http.get(url)
+        assert resp.status_code == 403, (url, resp.text)
+        assert (
+            resp.json()["error"]["code"] == "TICKET_INVALID" and "revoked" in resp.json()["error"]["message"]
+        )
+    for url in alive:
+        resp = await world.http.get(url)
+        assert resp.status_code == 200 and resp.content == b"weights", url
+
+
+async def test_presigned_local_links_refuse_archived_versions(world: World) -> None:
+    """A local presigned link to a version archived since it was issued is refused, like a stream ticket,
+    and serves again once the version is unarchived."""
+    link = await _ticket(world, "reader", "PRESIGNED")
+    assert link.startswith("/objects/")
+    archive = 'mutation { archiveModelVersion(input: {name: "m", version: 1}) { __typename } }'
+    assert (await world.gql("owner", archive))["data"]["archiveModelVersion"]["__typename"] == "ModelVersion"
+    late = await world.http.get(link)
+    assert late.status_code == 410 and late.json()["error"]["code"] == "MODEL_VERSION_ARCHIVED"
+    unarchive = 'mutation { unarchiveModelVersion(input: {name: "m", version: 1}) { __typename } }'
+    await world.gql("owner", unarchive)
+    assert (await world.http.get(link)).content == b"weights"

@@ -1,13 +1,16 @@
 """The live download feed: status transitions of download events as they happen, filtered, resumable,
-with a bounded buffer per subscriber so that a slow one can never hold anything else up."""
+from one change stream per instance shared by every subscriber, with a bounded buffer per subscriber so
+that a slow one can never hold anything else up."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,7 @@ import bson
 from ..db import events as events_db
 from ..documents import DownloadEvent, DownloadStatus
 from ..errors import DomainError, InvalidInput
+from ..metrics import Metrics
 from ..queries import EventQuery
 
 DEFAULT_BUFFER = 1000
@@ -78,43 +82,267 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
         raise InvalidInput("after", "malformed cursor") from exc
 
 
-async def follow(
-    query: EventQuery, after: str | None = None, buffer: int = DEFAULT_BUFFER
-) -> AsyncIterator[FeedItem]:
-    """Transitions matching `query`, from now, or from just after the cursor `after` (nothing missed).
+class SubscriptionLimitReached(DomainError):
+    """A cap on live subscriptions (per principal, per instance, or resuming at once) is reached."""
 
-    A reader task fills a queue of at most `buffer` items; when a subscriber falls that far behind, the
-    reader stops and the subscriber gets SubscriberTooSlow after the items already queued.
+    code = "SUBSCRIPTION_LIMIT_REACHED"
+
+
+class FeedEnded(DomainError):
+    """The shared change stream ended (the database went away or restarted): reconnect with `after`."""
+
+    code = "FEED_ENDED"
+
+
+@dataclass(frozen=True)
+class FeedLimits:
+    """How many subscribers an instance takes (None: no cap)."""
+
+    per_principal: int | None = None
+    per_instance: int | None = None
+    catching_up: int | None = None
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    owner: str
+    matches: Callable[[DownloadEvent], bool]
+    buffer: int
+    queue: asyncio.Queue[FeedItem | None] = dataclasses.field(default_factory=asyncio.Queue)
+    live: bool = False  # fed by the shared stream; else still catching up on a stream of its own
+    last: str | None = None  # the cursor of the last item given to it while catching up
+    catch_up: asyncio.Task[None] | None = None  # its own stream while catching up
+    ended: Exception | None = None
+
+    def offer(self, item: FeedItem) -> bool:
+        """Queues `item` if it matches, without waiting; False when the subscriber is a buffer behind."""
+        if not self.matches(item.event):
+            return True
+        if self.queue.qsize() >= self.buffer:
+            return False
+        self.queue.put_nowait(item)
+        return True
+
+
+class Hub:
+    """The live feed of one instance: ONE change stream, shared by every subscriber, fanned out in memory
+    (each subscriber's filter is applied here, to the events of the one stream), so subscribers cost memory
+    and not database work. Each subscriber has a queue of at most `buffer` items; one that falls that far
+    behind is ended with SUBSCRIBER_TOO_SLOW and never holds the stream or anyone else up.
+
+    The stream opens with the first subscriber and closes with the last. A subscriber resuming after a
+    cursor is served from the recent history the hub keeps when the cursor is in it; otherwise it replays
+    on a change stream of its own from the cursor until it reaches what the shared stream has (same event,
+    same resume token: both streams are opened alike by `events_db.watch_transitions`, and a change's `_id`
+    is its place in the oplog), then joins it: nothing is missed or repeated at the switch. Were the tokens
+    ever to differ, it would only stay on its own stream (capped by `catching_up`), never miss an event.
+    When the shared stream fails, every subscriber is ended with the error (FEED_ENDED for a stream that
+    just ends) and can resume with the cursor of the last update it got; the next subscriber opens a new
+    stream.
     """
-    matches = matcher(query)
-    resume = decode_cursor(after) if after else None
-    queue: asyncio.Queue[FeedItem | None] = asyncio.Queue(maxsize=buffer)
 
-    failure: list[Exception] = []
+    def __init__(
+        self, buffer: int = DEFAULT_BUFFER, limits: FeedLimits | None = None, metrics: Metrics | None = None
+    ) -> None:
+        self.buffer = buffer
+        self.limits = limits or FeedLimits()
+        self.metrics = metrics
+        self._subscribers: set[_Subscriber] = set()
+        self._owners: collections.Counter[str] = collections.Counter()
+        self._catching_up = 0
+        self._reader: asyncio.Task[None] | None = None
+        # The recent items of the shared stream and the sequence number of each one's cursor.
+        self._history: collections.deque[FeedItem] = collections.deque(maxlen=max(buffer, 1))
+        self._positions: dict[str, int] = {}
+        self._next = 0
 
-    async def read() -> None:
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    async def follow(
+        self, query: EventQuery, owner: str, after: str | None = None
+    ) -> AsyncIterator[FeedItem]:
+        """Transitions matching `query`, from now, or from just after the cursor `after` (nothing missed),
+        for the principal `owner`; SubscriptionLimitReached when a cap is reached."""
+        matches = matcher(query)
+        resume = decode_cursor(after) if after else None
+        self._admit(owner, resuming=after is not None and after not in self._positions)
+        sub = _Subscriber(owner, matches, self.buffer)
+        self._add(sub)
+        try:
+            if after is None:
+                sub.live = True
+            elif not self._join(sub, after):
+                sub.catch_up = self._start_catch_up(sub, resume)
+            while (item := await sub.queue.get()) is not None:
+                yield item
+            if sub.ended is not None:
+                raise sub.ended
+        finally:
+            self._remove(sub)
+            if sub.catch_up is not None:
+                sub.catch_up.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sub.catch_up
+
+    def _admit(self, owner: str, resuming: bool) -> None:
+        limits = self.limits
+        if limits.per_principal is not None and self._owners[owner] >= limits.per_principal:
+            self._refused("principal")
+            raise SubscriptionLimitReached(
+                f"{owner} holds {limits.per_principal} live subscriptions on this instance, the most a "
+                "principal may (MODELHUB_FEED_MAX_SUBSCRIPTIONS_PER_PRINCIPAL): end one first"
+            )
+        if limits.per_instance is not None and len(self._subscribers) >= limits.per_instance:
+            self._refused("instance")
+            raise SubscriptionLimitReached(
+                f"this instance holds its most live subscriptions ({limits.per_instance}, "
+                "MODELHUB_FEED_MAX_SUBSCRIPTIONS): retry later"
+            )
+        if resuming and limits.catching_up is not None and self._catching_up >= limits.catching_up:
+            self._refused("catch_up")
+            raise SubscriptionLimitReached(
+                f"{limits.catching_up} subscribers are replaying from a cursor on this instance already "
+                "(MODELHUB_FEED_MAX_CATCHING_UP): retry shortly"
+            )
+
+    def _refused(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.feed_refused.labels(reason).inc()
+
+    def _add(self, sub: _Subscriber) -> None:
+        self._subscribers.add(sub)
+        self._owners[sub.owner] += 1
+        if self.metrics is not None:
+            self.metrics.feed_subscribers.inc()
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+
+    def _remove(self, sub: _Subscriber) -> bool:
+        """Forgets a subscriber (once); the shared stream closes with the last one."""
+        if sub not in self._subscribers:
+            return False
+        self._subscribers.discard(sub)
+        self._owners[sub.owner] -= 1
+        if not self._owners[sub.owner]:
+            del self._owners[sub.owner]
+        if self.metrics is not None:
+            self.metrics.feed_subscribers.dec()
+        if not self._subscribers and self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+            self._forget_history()
+        return True
+
+    def _end(self, sub: _Subscriber, reason: Exception) -> None:
+        """Ends a subscriber after the items already queued for it (there is always room for the marker:
+        offer keeps at most `buffer` items)."""
+        if self._remove(sub):
+            sub.ended = reason
+            sub.queue.put_nowait(None)
+
+    def _too_slow(self, sub: _Subscriber) -> None:
+        self._refused("slow")
+        self._end(
+            sub,
+            SubscriberTooSlow(
+                f"the subscriber fell more than {self.buffer} events behind; reconnect with `after` set to "
+                "the cursor of the last event it received"
+            ),
+        )
+
+    def _forget_history(self) -> None:
+        self._history.clear()
+        self._positions.clear()
+
+    def _join(self, sub: _Subscriber, cursor: str) -> bool:
+        """If the shared stream has had the item of `cursor`, the subscriber gets the later ones from the
+        history and then every new one: True. No await here, so nothing can slip in between."""
+        position = self._positions.get(cursor)
+        if position is None:
+            return False
+        first = self._next - len(self._history)
+        for item in itertools.islice(self._history, position - first + 1, None):
+            if not sub.offer(item):
+                self._too_slow(sub)
+                return True
+        sub.live = True
+        return True
+
+    def _publish(self, item: FeedItem) -> None:
+        if len(self._history) == self._history.maxlen:
+            self._positions.pop(self._history[0].cursor, None)
+        self._history.append(item)
+        self._positions[item.cursor] = self._next
+        self._next += 1
+        for sub in list(self._subscribers):
+            if sub.live:
+                if not sub.offer(item):
+                    self._too_slow(sub)
+            elif sub.last == item.cursor:
+                # It has this one from its own stream; every later one comes from here.
+                sub.live = True
+                if sub.catch_up is not None:
+                    sub.catch_up.cancel()
+
+    def _stream_count(self, purpose: str, delta: int) -> None:
+        if self.metrics is not None:
+            self.metrics.feed_streams.labels(purpose).inc(delta)
+
+    async def _read(self) -> None:
+        """The shared stream: every transition, to every live subscriber."""
+        self._stream_count("live", 1)
+        failure: Exception = FeedEnded("the live feed's change stream ended; reconnect with `after`")
+        try:
+            async for change in events_db.watch_transitions(None):
+                self._publish(FeedItem(encode_cursor(change.token), change.status, change.event))
+        except Exception as exc:  # the database went away: subscribers get an error, not silence
+            failure = exc
+        finally:
+            self._stream_count("live", -1)
+        if asyncio.current_task() is self._reader:
+            self._reader = None
+            self._forget_history()
+            for sub in list(self._subscribers):
+                self._end(sub, failure)
+
+    def _start_catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> asyncio.Task[None]:
+        """Counted from now until the task is done (even if it is cancelled before it starts), so a burst of
+        resuming subscribers cannot all pass the cap before the first stream opens."""
+        self._catching_up += 1
+        self._stream_count("catch_up", 1)
+        task = asyncio.create_task(self._catch_up(sub, resume))
+        task.add_done_callback(self._caught_up)
+        return task
+
+    def _caught_up(self, task: asyncio.Task[None]) -> None:
+        self._catching_up -= 1
+        self._stream_count("catch_up", -1)
+
+    async def _catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> None:
+        """Replays from `resume` on a stream of its own until the shared stream has what it replayed."""
+        failure: Exception = FeedEnded("the live feed's change stream ended; reconnect with `after`")
         try:
             async for change in events_db.watch_transitions(resume):
-                if not matches(change.event):
-                    continue
-                if queue.full():
-                    break
-                queue.put_nowait(FeedItem(encode_cursor(change.token), change.status, change.event))
-        except Exception as exc:  # the database went away: the subscriber gets an error, not silence
-            failure.append(exc)
-        await queue.put(None)  # the end marker, after everything already queued
+                if sub.live or sub not in self._subscribers:
+                    return
+                item = FeedItem(encode_cursor(change.token), change.status, change.event)
+                if not sub.offer(item):
+                    self._too_slow(sub)
+                    return
+                sub.last = item.cursor
+                if self._join(sub, item.cursor):
+                    return
+        except Exception as exc:
+            failure = exc
+        if not sub.live:
+            self._end(sub, failure)
 
-    reader = asyncio.create_task(read())
-    try:
-        while (item := await queue.get()) is not None:
-            yield item
-        if failure:
-            raise failure[0]
-        raise SubscriberTooSlow(
-            f"the subscriber fell more than {buffer} events behind; reconnect with `after` set to the "
-            "cursor of the last event it received"
-        )
-    finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+    async def close(self) -> None:
+        """Ends the shared stream (at shutdown)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader

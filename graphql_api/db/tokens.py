@@ -6,6 +6,7 @@ from datetime import datetime
 
 from beanie import SortDirection
 from beanie.odm.queries.update import UpdateResponse
+from bson import ObjectId
 
 from ..documents import ApiToken
 from .common import find_one, insert_once
@@ -18,6 +19,13 @@ async def insert(token: ApiToken) -> bool:
 
 async def by_hash(token_hash: str) -> ApiToken | None:
     return await find_one(ApiToken, {"token_hash": token_hash})
+
+
+async def by_id(token_id: str) -> ApiToken | None:
+    """None for an id that is not a token's (or not an ObjectId at all)."""
+    if not ObjectId.is_valid(token_id):
+        return None
+    return await find_one(ApiToken, {"_id": ObjectId(token_id)})
 
 
 async def all_tokens() -> list[ApiToken]:

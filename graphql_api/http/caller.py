@@ -27,10 +27,17 @@ def client_address(conn: HTTPConnection) -> str | None:
 def requester(conn: HTTPConnection, principal: Principal | None) -> Requester:
     """The caller as recorded on a download event; Unauthenticated without a principal."""
     who = require_principal(principal)
-    return Requester(who.engineer, conn.headers.get("user-agent"), client_address(conn))
+    return Requester(who.engineer, conn.headers.get("user-agent"), client_address(conn), who.token_id)
+
+
+_HTTP_SCHEME = {"ws": "http", "wss": "https"}
 
 
 def base_url(conn: HTTPConnection) -> str:
-    """Where links to this server point: the configured public URL, else the request's own base."""
+    """Where links to this server point: the configured public URL, else the request's own base (an
+    operation sent over a WebSocket gets the http(s) URL of the same host: tickets are fetched by HTTP)."""
     public = services_of(conn).settings.public_url
-    return public.rstrip("/") if public else str(conn.base_url).rstrip("/")
+    if public:
+        return public.rstrip("/")
+    url = conn.base_url
+    return str(url.replace(scheme=_HTTP_SCHEME.get(url.scheme, url.scheme))).rstrip("/")

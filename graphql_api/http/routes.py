@@ -113,7 +113,8 @@ async def local_presigned_object(request: Request) -> Any:
     """GET /objects/{token}: the local store's stand-in for an S3 presigned URL (no event is updated)."""
     services = services_of(request)
     try:
-        bucket, key, filename = downloads.open_presigned(services, request.path_params["token"])
+        with pymongo.timeout(services.settings.request_timeout_seconds):
+            bucket, key, filename = await downloads.open_presigned(services, request.path_params["token"])
         info = await services.store.head(bucket, key)
         plan = _plan(request, info, bucket, key, filename)
     except DomainError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +45,14 @@ class Context:
     connection_params: dict[str, object] | None = None
     # Set for query operations (by RequestGuards): their model reads may come from the model cache.
     cached_reads: bool = False
+    # A WebSocket's credentials (its headers with `connection_init` over them), re-checked while it lives.
+    credentials: dict[str, str] | None = None
+
+    def for_operation(self) -> Context:
+        """A fresh context for one operation on a WebSocket, with the socket's caller as last checked:
+        DataLoaders and per-operation flags are never shared between operations (or kept for the
+        socket's lifetime), and there is no HTTP response to put headers on."""
+        return dataclasses.replace(self, response=None, cached_reads=False)
 
     @property
     def model_cache(self) -> ModelCache | None:

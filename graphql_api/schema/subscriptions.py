@@ -7,7 +7,6 @@ from typing import Annotated
 
 import strawberry
 
-from ..analytics import feed
 from .context import Info
 from .downloads import DownloadEvent, DownloadFilter, DownloadStatus
 
@@ -26,7 +25,8 @@ class Subscription:
     @strawberry.subscription(
         description="Status transitions of downloads (issued, started, completed, aborted, failed; not "
         "progress) on every instance, as they happen. A subscriber that falls more than a buffer behind gets "
-        "SUBSCRIBER_TOO_SLOW and can reconnect with `after`."
+        "SUBSCRIBER_TOO_SLOW and can reconnect with `after`; past a cap on live subscriptions (per "
+        "principal, per instance) a new one gets SUBSCRIPTION_LIMIT_REACHED."
     )
     async def download_events(
         self,
@@ -38,8 +38,8 @@ class Subscription:
         ] = None,
     ) -> AsyncGenerator[DownloadEventUpdate, None]:
         query = (filter or DownloadFilter()).to_query()
-        buffer = info.context.services.settings.feed_buffer_events
-        async for item in feed.follow(query, after, buffer):
+        owner = info.context.principal.engineer
+        async for item in info.context.services.feed.follow(query, owner, after):
             yield DownloadEventUpdate(
                 cursor=item.cursor,
                 status=DownloadStatus(item.status.value),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import InvalidInput
+
+# What a link served through the app is bound to (checked when it is used): see presign_get.
+Claims = Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,12 @@ class ObjectStore(Protocol):
         """Bytes start..end; `whole` says that is the entire object (so no Range needs sending)."""
         ...
 
-    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
-        """A URL that fetches the object without the app, or a path under the app when it starts with /."""
+    async def presign_get(
+        self, bucket: str, key: str, expires_in: int, filename: str, *, claims: Claims | None = None
+    ) -> str:
+        """A URL that fetches the object without the app, or a path under the app when it starts with /.
+        `claims` (string values) are signed into a path under the app, which checks them when the link is
+        used; a store whose links the app never sees (S3) cannot carry them."""
         ...
 
     async def ping(self) -> None: ...

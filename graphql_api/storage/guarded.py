@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from ..errors import OUTAGE_MESSAGES, StorageUnavailable
 from ..health import Watch
-from . import ObjectInfo, ObjectStore, UploadSpec, UploadTarget
+from . import Claims, ObjectInfo, ObjectStore, UploadSpec, UploadTarget
 
 T = TypeVar("T")
 
@@ -53,8 +53,10 @@ class GuardedStore:
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
 
-    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
-        return await self.inner.presign_get(bucket, key, expires_in, filename)
+    async def presign_get(
+        self, bucket: str, key: str, expires_in: int, filename: str, *, claims: Claims | None = None
+    ) -> str:
+        return await self.inner.presign_get(bucket, key, expires_in, filename, claims=claims)
 
     async def ping(self) -> None:
         await self.inner.ping()

@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from ..errors import ChecksumMismatch, InvalidInput, StorageObjectNotFound, StorageUnavailable
 from ..signing import Signer
-from . import ObjectInfo, UploadSpec, UploadTarget, validate_bucket, validate_key
+from . import Claims, ObjectInfo, UploadSpec, UploadTarget, validate_bucket, validate_key
 
 OBJECT_TOKEN_PURPOSE = "object"
 UPLOAD_TOKEN_PURPOSE = "upload"
@@ -182,10 +182,14 @@ class LocalObjectStore:
         finally:
             fh.close()
 
-    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
+    async def presign_get(
+        self, bucket: str, key: str, expires_in: int, filename: str, *, claims: Claims | None = None
+    ) -> str:
         self.path_of(bucket, key)
         token = self._signer.sign(
-            OBJECT_TOKEN_PURPOSE, {"b": bucket, "k": key, "fn": filename}, time.time() + expires_in
+            OBJECT_TOKEN_PURPOSE,
+            {**(claims or {}), "b": bucket, "k": key, "fn": filename},
+            time.time() + expires_in,
         )
         return f"/objects/{token}"
 

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..config import Settings
 from ..errors import InvalidInput, StorageObjectNotFound, StorageUnavailable
 from . import (
+    Claims,
     ObjectInfo,
     UploadPart,
     UploadSpec,
@@ -130,7 +131,9 @@ class S3ObjectStore:
             log.warning("reading s3://%s/%s failed: %s", bucket, key, exc)
             raise StorageUnavailable(f"reading the object failed ({type(exc).__name__})") from exc
 
-    async def presign_get(self, bucket: str, key: str, expires_in: int, filename: str) -> str:
+    async def presign_get(
+        self, bucket: str, key: str, expires_in: int, filename: str, *, claims: Claims | None = None
+    ) -> str:
         validate_bucket(bucket)
         validate_key(key)
         url = await self._presign.generate_presigned_url(
