@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     upload_expires_seconds: int = 3600
     multipart_threshold_bytes: int = 64 * 1024 * 1024
     upload_part_bytes: int = 64 * 1024 * 1024
+    # The largest artifact an upload may declare (requestUpload: InvalidInput on sizeBytes above it).
+    max_upload_bytes: int = Field(default=1024**4, ge=0)
+    # A version whose SHA-256 is still PENDING (its store held no full-object checksum, so only hashing can
+    # tell whether the bytes are the declared ones) is hashed by the download that asks for it up to this
+    # size; a larger one is refused with CHECKSUM_PENDING until the background verifier has hashed it.
+    verify_on_download_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
 
     # Browser origins allowed to call the API (CORS), e.g. ["http://localhost:5173"]; none by default.
     # A JSON list in MODELHUB_CORS_ORIGINS; "*" allows any origin (credentials are never sent with CORS here).

@@ -132,7 +132,8 @@ async def test_local_upload_checks_size_and_checksum(
     assert not any(staged.iterdir()) and not (settings.objects_dir / ticket["bucket"]).exists()
     good = await live_http.put(ticket["url"], content=data)
     assert good.status_code == 200 and good.json()["sha256"] == sha(data)
-    assert (await live_http.put(ticket["url"], content=data)).status_code == 410
+    again = await live_http.put(ticket["url"], content=data)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "UPLOAD_ALREADY_RECEIVED"
     assert (await live_http.put("/uploads/forged", content=data)).status_code == 404
 
 
