@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -185,3 +186,46 @@ def test_keys_the_stores_would_read_differently_are_refused(key: str) -> None:
     """Keys S3 treats as distinct objects but a filesystem would merge (a//b, a/b/) are refused everywhere."""
     with pytest.raises(InvalidInput):
         validate_key(key)
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+async def test_symlinks_in_the_local_store_are_neither_registered_nor_served(
+    live_http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Through the API: a key that is a symlink (to another object of the store) or passes through a
+    symlinked directory is StorageObjectNotFound at registration, and an object replaced by a symlink after
+    registration is refused (404) by tickets, presigned links and the one-step route."""
+    from tests.servers import GraphQLClient
+
+    gql = GraphQLClient(live_http)
+    register = """mutation($input: RegisterModelInput!) { registerModel(input: $input) {
+      __typename ... on UserError { code } } }"""
+    ticket = """mutation($n: String!, $m: DownloadMode!) { requestDownload(input: {name: $n, mode: $m}) {
+      __typename ... on DownloadTicket { url } ... on UserError { code } } }"""
+    root = settings.objects_dir / "bkt"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "w.bin").write_bytes(b"the registered bytes")
+    (root / "real" / "other.bin").write_bytes(b"another object")
+    (root / "alias.bin").symlink_to(root / "real" / "w.bin")
+    (root / "linked").symlink_to(root / "real")
+
+    async def registered(name: str, key: str) -> Any:
+        variables = {"name": name, "projectName": "p", "bucket": "bkt", "key": key}
+        return (await gql(register, {"input": variables}))["registerModel"]
+
+    for key in ("alias.bin", "linked/w.bin"):
+        refused = await registered("linked", key)
+        assert refused == {"__typename": "StorageObjectNotFound", "code": "STORAGE_OBJECT_NOT_FOUND"}
+    assert (await registered("real", "real/w.bin"))["__typename"] == "ModelVersion"
+    urls = [
+        (await gql(ticket, {"n": "real", "m": m}))["requestDownload"]["url"] for m in ("STREAM", "PRESIGNED")
+    ]
+    (root / "real" / "w.bin").unlink()
+    (root / "real" / "w.bin").symlink_to(root / "real" / "other.bin")
+    for url in urls:
+        resp = await live_http.get(url)
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "STORAGE_OBJECT_NOT_FOUND"
+    direct = await live_http.get("/models/real/download")
+    assert direct.status_code == 404 and direct.json()["error"]["code"] == "STORAGE_OBJECT_NOT_FOUND"
+    again = (await gql(ticket, {"n": "real", "m": "PRESIGNED"}))["requestDownload"]
+    assert again["__typename"] == "StorageObjectNotFound"
