@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     # Host header values this server answers to (e.g. ["models.example.com"]); any when empty.
     allowed_hosts: list[str] = []
 
+    # Connections held by `modelhub serve` (graphql_api/http/server.py): a request's headers must arrive
+    # within `header_timeout_seconds` of its first byte (or of the connection opening), else 408 and closed;
+    # a request body may pause at most `body_timeout_seconds` between chunks (the whole body is not timed);
+    # an idle keep-alive connection is closed after `keep_alive_seconds`; a worker process holds at most
+    # `max_connections` / workers open connections (HTTP and WebSocket) and answers further ones 503 and
+    # closes them at once.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
+
     # Outages: a dependency is probed every `health_interval_seconds`, each probe bounded by
     # `health_probe_timeout_seconds`; `health_failures` failures in a row mark it down (requests that need it
     # then fail at once with a typed error) until a probe answers again.
