@@ -4,15 +4,19 @@ keep-alive limit and a cap on open connections, on top of uvicorn's own HTTP pro
 uvicorn (0.54) has none of the first two: its keep-alive timer starts only once a response is complete and
 is cancelled by the first byte of the next request, so a connection that sends nothing, or a header a byte
 at a time, or a body that stalls, is held for ever; and its `limit_concurrency` is checked only once a
-request's headers have arrived, so slow connections pile up uncounted. Here a connection past the cap is
-answered 503 and closed as it is accepted, a connection whose request headers are not complete within
-`header_seconds` of its first byte (or of being opened) gets 408 and is closed, and a request body that
-sends nothing for `body_seconds` gets 408 (its handler sees the client gone) and the connection is closed.
+request's headers have arrived, so slow connections pile up uncounted.
+
+Here a connection whose request headers are not complete within `header_seconds` of its first byte (or of
+being opened) gets 408 and is closed; a request body that sends nothing for `body_seconds` gets 408 (its
+handler sees the client gone) and the connection is closed; a connection past the cap closes the one that
+has waited longest for a request's headers (408), or, when every connection is in a request, is answered
+503 and closed as it is accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -58,6 +62,9 @@ _BODY_TIMED_OUT = json.dumps(
 ).encode()
 
 
+# The order in which connections began to wait for a request (loop.time() ties within one batch of accepts).
+_ORDER = itertools.count(1)
+
 if TYPE_CHECKING:
     _Base = H11Protocol
 else:
@@ -75,10 +82,12 @@ class _Guarded(_Base):
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_request = False
         self._seen_cycle: Any = None
+        self._waiting_since = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         limits = self._limits
-        if limits is not None and len(self.server_state.connections) >= limits.max_connections:
+        full = limits is not None and len(self.server_state.connections) >= limits.max_connections
+        if full and not self._evict_a_waiting_one():
             # Refused before it costs anything: never registered, so never counted or timed.
             self._refused = True
             transport.write(_REFUSED)
@@ -86,6 +95,21 @@ class _Guarded(_Base):
             return
         super().connection_made(transport)
         self._arm()
+
+    def _evict_a_waiting_one(self) -> bool:
+        """At the cap, the connection that has waited longest for a request's headers (idle, or sending
+        them slowly) makes room: a flood of slow connections then displaces itself, and a client that
+        sends its request at once still gets in. False when every connection is in a request."""
+        waiting = [c for c in self.server_state.connections if isinstance(c, _Guarded) and c._waiting()]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c._waiting_since)
+        oldest._headers_too_slow()
+        self.server_state.connections.discard(oldest)  # it is closing: its room is free now
+        return True
+
+    def _waiting(self) -> bool:
+        return not self._in_request and not self._refused and not self.transport.is_closing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
@@ -109,6 +133,8 @@ class _Guarded(_Base):
         super().on_response_complete()
         cycle = self.cycle
         self._in_request = cycle is not None and not cycle.response_complete  # a pipelined one started
+        if not self._in_request:
+            self._waiting_since = next(_ORDER)  # idle in keep-alive: the first to make room
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
         # The socket now belongs to the WebSocket protocol (its pings bound an idle peer).
@@ -118,6 +144,7 @@ class _Guarded(_Base):
 
     def _arm(self) -> None:
         if self._limits is not None and self._header_timer is None:
+            self._waiting_since = next(_ORDER)
             self._header_timer = self.loop.call_later(self._limits.header_seconds, self._headers_too_slow)
 
     def _disarm(self) -> None:
