@@ -32,8 +32,8 @@ async def slow_client(port: int, args: argparse.Namespace, outcome: list[tuple[s
         outcome.append(("connect failed", 0.0))
         return
     if args.stall_body:
-        head = b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-        writer.write(head + b"{")
+        head = b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(head + b"Content-Length: 1000\r\n\r\n{")
         payload = b""
     else:
         payload = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100_000
@@ -110,7 +110,8 @@ async def main() -> None:
     if latencies:
         latencies.sort()
         p95 = latencies[int(0.95 * (len(latencies) - 1))]
-        print(f"  /healthz meanwhile: {len(latencies)} answered, median {statistics.median(latencies) * 1000:.0f} ms, "
+        median = statistics.median(latencies) * 1000
+        print(f"  /healthz meanwhile: {len(latencies)} answered, median {median:.0f} ms, "
               f"p95 {p95 * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms")  # fmt: skip
     print(f"  /healthz failures meanwhile: {len(failures)} {sorted(set(failures))}")
 

@@ -209,6 +209,7 @@ class BodyReadTimeout:
                     headers = [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(_BODY_TIMED_OUT)).encode()),
+                        (b"cache-control", b"no-store"),
                         (b"connection", b"close"),
                     ]
                     await send({"type": "http.response.start", "status": 408, "headers": headers})
