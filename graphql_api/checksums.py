@@ -18,6 +18,7 @@ from .documents import ChecksumStatus, ModelVersion, utcnow
 from .errors import (
     ArtifactChanged,
     ChecksumMismatch,
+    ChecksumPending,
     InvalidInput,
     StorageObjectNotFound,
     StorageUnavailable,
@@ -58,6 +59,58 @@ def check_servable(version: ModelVersion, info: ObjectInfo) -> None:
         raise ChecksumMismatch(version.expected_sha256 or "?", version.sha256 or "?")
     if info.etag != version.etag:
         raise ArtifactChanged(version.name, version.version, version.etag, info.etag)
+
+
+# How long a download that hashes a PENDING version holds its lease (short: a client that leaves mid-hash
+# must not keep the version unservable for long), how long others wait for that verdict, and how often
+# they look.
+ON_DEMAND_LEASE_SECONDS = 60.0
+WAIT_FOR_VERDICT_SECONDS = 10.0
+POLL_SECONDS = 0.25
+
+
+def vouched(version: ModelVersion, info: ObjectInfo) -> bool:
+    """Whether the bytes may be served without hashing them: verified, or nothing declared to check them
+    against (the verifier would find them VERIFIED whatever they are: the ETag check is what holds), or
+    the store now holds a full-object SHA-256 for this very object (the same ETag) equal to the declared
+    one (S3 with a full-object checksum; the local store for bytes its own upload verified)."""
+    if version.checksum_status is not ChecksumStatus.PENDING or version.expected_sha256 is None:
+        return True
+    return info.etag == version.etag and info.sha256 == version.expected_sha256
+
+
+async def ensure_servable(
+    store: ObjectStore, version: ModelVersion, info: ObjectInfo, verify_max_bytes: int
+) -> None:
+    """`check_servable`, and a PENDING version's declared SHA-256 checked before a byte is served: the
+    download hashes the object itself (one at a time per version, under the verifier's lease) up to
+    `verify_max_bytes`, or waits a moment for whoever holds the lease; otherwise ChecksumPending."""
+    check_servable(version, info)
+    if vouched(version, info):
+        return
+    if info.sha256 is not None and info.etag == version.etag:
+        raise ChecksumMismatch(version.expected_sha256 or "?", info.sha256)
+    if info.size <= verify_max_bytes:
+        until = utcnow() + timedelta(seconds=ON_DEMAND_LEASE_SECONDS)
+        leased = await models_db.lease_checksum(version.id, None, until)
+        if leased is not None:
+            await verify(store, leased)
+        deadline = asyncio.get_running_loop().time() + WAIT_FOR_VERDICT_SECONDS
+        while True:
+            now = await models_db.get_version(version.id)
+            if now is None or now.checksum_status is not ChecksumStatus.PENDING:
+                break
+            if leased is not None or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        if now is not None and now.checksum_status is ChecksumStatus.VERIFIED:
+            check_servable(now, info)
+            return
+        if now is not None and now.checksum_status is ChecksumStatus.MISMATCH:
+            raise ChecksumMismatch(now.expected_sha256 or "?", now.sha256 or "?")
+        if now is not None and now.checksum_status is ChecksumStatus.UNAVAILABLE:
+            raise StorageObjectNotFound(version.bucket, version.key)  # could not be read to be hashed
+    raise ChecksumPending(version.name, version.version, 5.0 if info.size <= verify_max_bytes else 60.0)
 
 
 async def hash_object(store: ObjectStore, bucket: str, key: str, size: int) -> str:

@@ -42,9 +42,8 @@ def serve(
     data_dir: Annotated[Path | None, typer.Option(help="Where embedded data and local objects live.")] = None,
 ) -> None:
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
-    import uvicorn
-
     from .app import create_app
+    from .http.server import BodyReadTimeout
     from .metrics import prepare_multiprocess_dir
 
     overrides = {"host": host, "port": port, "data_dir": data_dir}
@@ -72,7 +71,7 @@ def serve(
         # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
         server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:
-            uvicorn.run(create_app(settings), **server)  # type: ignore[arg-type]
+            _run(settings, BodyReadTimeout(create_app(settings), settings.body_timeout_seconds), server, 1)
             return
         env = {
             "MODELHUB_AUTH": auth,
@@ -89,7 +88,50 @@ def serve(
         prepare_multiprocess_dir(multiproc)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.resolve())
         os.environ.update(env)
-        uvicorn.run("graphql_api.app:create_app_from_env", factory=True, workers=workers, **server)  # type: ignore[arg-type]
+        _run(settings, "graphql_api.cli:served_app_from_env", server, workers)
+
+
+def _run(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> None:
+    """uvicorn.run, with the connection limits of graphql_api/http/server.py: its guarded HTTP protocol
+    reads them from the config (which uvicorn hands to each worker process)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from .http.server import ConnectionLimits, GuardedProtocol
+
+    config = uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        workers=workers,
+        http=GuardedProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        **server,
+    )
+    # Per process: the instance's cap shared by its workers (the kernel spreads accepts among them).
+    per_worker = max(1, settings.max_connections // workers)
+    config.connection_limits = ConnectionLimits(  # type: ignore[attr-defined]
+        settings.header_timeout_seconds,
+        settings.body_timeout_seconds,
+        settings.keep_alive_seconds,
+        per_worker,
+    )
+    uvicorn_server = uvicorn.Server(config)
+    if workers == 1:
+        uvicorn_server.run()
+        if not uvicorn_server.started:
+            raise SystemExit(3)  # as uvicorn.run: the port could not be bound, or startup failed
+        return
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def served_app_from_env() -> Any:
+    """The uvicorn factory for `--workers N`: the app of app.create_app_from_env behind the body read
+    timeout."""
+    from .app import create_app_from_env
+    from .config import Settings
+    from .http.server import BodyReadTimeout
+
+    return BodyReadTimeout(create_app_from_env(), Settings().body_timeout_seconds)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

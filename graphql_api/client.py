@@ -115,7 +115,15 @@ ERRORS: dict[str, type[ModelhubError]] = {
     "FORBIDDEN": AuthError,
     "RATE_LIMITED": RateLimitedError,
     **dict.fromkeys(
-        ["DATABASE_UNAVAILABLE", "DATABASE_TIMEOUT", "STORAGE_UNAVAILABLE", "UNREACHABLE"], UnavailableError
+        [
+            "DATABASE_UNAVAILABLE",
+            "DATABASE_TIMEOUT",
+            "STORAGE_UNAVAILABLE",
+            "UNREACHABLE",
+            "CHECKSUM_PENDING",  # the artifact is still being verified: try again after Retry-After
+            "TOO_MANY_CONNECTIONS",
+        ],
+        UnavailableError,
     ),
 }
 

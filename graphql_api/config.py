@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     upload_expires_seconds: int = 3600
     multipart_threshold_bytes: int = 64 * 1024 * 1024
     upload_part_bytes: int = 64 * 1024 * 1024
+    # The largest artifact an upload may declare (requestUpload: InvalidInput on sizeBytes above it).
+    max_upload_bytes: int = Field(default=1024**4, ge=0)
+    # A version whose SHA-256 is still PENDING (its store held no full-object checksum, so only hashing can
+    # tell whether the bytes are the declared ones) is hashed by the download that asks for it up to this
+    # size; a larger one is refused with CHECKSUM_PENDING until the background verifier has hashed it.
+    verify_on_download_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
 
     # Browser origins allowed to call the API (CORS), e.g. ["http://localhost:5173"]; none by default.
     # A JSON list in MODELHUB_CORS_ORIGINS; "*" allows any origin (credentials are never sent with CORS here).
@@ -111,6 +117,17 @@ class Settings(BaseSettings):
     trusted_proxies: list[str] = []
     # Host header values this server answers to (e.g. ["models.example.com"]); any when empty.
     allowed_hosts: list[str] = []
+
+    # Connections held by `modelhub serve` (graphql_api/http/server.py): a request's headers must arrive
+    # within `header_timeout_seconds` of its first byte (or of the connection opening), else 408 and closed;
+    # a request body may pause at most `body_timeout_seconds` between chunks (the whole body is not timed);
+    # an idle keep-alive connection is closed after `keep_alive_seconds`; a worker process holds at most
+    # `max_connections` / workers open connections (HTTP and WebSocket) and answers further ones 503 and
+    # closes them at once.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    max_connections: int = Field(default=1000, ge=1)
 
     # Outages: a dependency is probed every `health_interval_seconds`, each probe bounded by
     # `health_probe_timeout_seconds`; `health_failures` failures in a row mark it down (requests that need it

@@ -84,9 +84,11 @@ async def downloadable(
 
 async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
     """The version's object as the store has it now, refused if it is not the registered one (changed
-    since, or its SHA-256 found wrong)."""
+    since, its SHA-256 found wrong, or its declared SHA-256 not yet checked where the store cannot vouch)."""
     info = await services.store.head(model.bucket, model.key)
-    checksums.check_servable(model, info)
+    await checksums.ensure_servable(
+        services.store, model, info, services.settings.verify_on_download_max_bytes
+    )
     return info
 
 

@@ -121,6 +121,35 @@ class UploadNotFound(DomainError):
         self.upload_id = upload_id
 
 
+class UploadAlreadyReceived(DomainError):
+    """The upload's bytes already arrived and were put in place: a later (or concurrent) PUT cannot replace
+    them."""
+
+    code = "UPLOAD_ALREADY_RECEIVED"
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(
+            f"upload {upload_id} has already received its bytes; they cannot be replaced (start a new upload)"
+        )
+        self.upload_id = upload_id
+
+
+class ChecksumPending(DomainError):
+    """The version's SHA-256 has not been verified yet and its store does not vouch for the bytes: it is not
+    served until the verifier (or a download that hashes it) has checked them."""
+
+    code = "CHECKSUM_PENDING"
+
+    def __init__(self, name: str, version: int, retry_after: float) -> None:
+        super().__init__(
+            f"model {name!r} version {version}: its artifact's SHA-256 is still being verified; try again "
+            f"in {retry_after:g} s"
+        )
+        self.name = name
+        self.version = version
+        self.retry_after = retry_after
+
+
 class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 

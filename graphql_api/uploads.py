@@ -23,6 +23,7 @@ from .errors import (
     StorageObjectNotFound,
     TicketInvalid,
     TicketProblem,
+    UploadAlreadyReceived,
     UploadNotFound,
 )
 from .roles import Role
@@ -85,8 +86,12 @@ async def request_upload(services: Services, req: UploadRequest, who: Principal,
     """Records an open upload and prepares where its bytes go (the server's own bucket and prefix)."""
     who.require(Role.ENGINEER, "uploading a model")
     req.validate()
-    await _check_may_add(req, who)
     settings = services.settings
+    if req.size_bytes > settings.max_upload_bytes:
+        raise InvalidInput(
+            "sizeBytes", f"must be at most {settings.max_upload_bytes} bytes (MODELHUB_MAX_UPLOAD_BYTES)"
+        )
+    await _check_may_add(req, who)
     upload_id = ObjectId()
     key = f"{settings.upload_prefix.strip('/')}/{req.name}/{upload_id}/{req.filename}"
     validate_key(key, "filename")
@@ -134,15 +139,21 @@ async def _open(upload_id: ObjectId, who: Principal | None = None) -> Upload:
 
 
 async def receive(services: Services, token: str, body: AsyncIterator[bytes]) -> Upload:
-    """`PUT /uploads/<token>` on the local store: the body is verified (size, SHA-256) and put in place."""
+    """`PUT /uploads/<token>` on the local store: the body is verified (size, SHA-256) and put in place.
+    Each PUT stages its own file and the store links the first verified one into place, once; any other
+    PUT, concurrent or later, is UploadAlreadyReceived and changes nothing."""
     payload = services.signer.verify(UPLOAD_TOKEN_PURPOSE, token)
     upload = await _open(_upload_id(str(payload.get("u"))))
-    if upload.status is not UploadStatus.PENDING or upload.received:
-        raise TicketInvalid("this upload has already received its bytes", TicketProblem.USED)
+    if upload.received:
+        raise UploadAlreadyReceived(str(upload.id))
+    if upload.status is not UploadStatus.PENDING:
+        raise TicketInvalid("this upload is closed", TicketProblem.USED)
     await services.store.receive(
         str(upload.id), upload.bucket, upload.key, body, upload.size_bytes, upload.sha256
     )
-    await uploads_db.update(upload.id, {"status": UploadStatus.PENDING.value}, {"received": True})
+    await uploads_db.update(
+        upload.id, {"status": UploadStatus.PENDING.value, "received": False}, {"received": True}
+    )
     return upload
 
 
@@ -163,6 +174,10 @@ async def complete_upload(
         if not part_etags or len(part_etags) != expected_parts:
             raise InvalidInput("parts", f"give the ETags of all {expected_parts} parts, in part order")
         await services.store.complete_upload(upload.bucket, upload.key, upload.multipart_id, part_etags)
+    if services.store.kind == "local" and not upload.received:
+        # Only bytes our PUT verified and put in place (and recorded their SHA-256 for) are registered; a
+        # file that appeared at the upload's key some other way is not.
+        raise StorageObjectNotFound(upload.bucket, upload.key)
     info = await services.store.head(upload.bucket, upload.key)  # StorageObjectNotFound: nothing was PUT
     if info.size != upload.size_bytes:
         await services.store.abort_upload(upload.bucket, upload.key, upload.multipart_id)

@@ -154,3 +154,49 @@ class InFlight:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+
+async def test_an_unverified_version_is_not_served_where_the_store_cannot_vouch(
+    settings: Any, stores: Stores, bucket: str
+) -> None:
+    """A version registered on an object its store holds no SHA-256 for (put there by hand) stays PENDING
+    and is never served on trust: up to MODELHUB_VERIFY_ON_DOWNLOAD_MAX_BYTES the download hashes it first
+    (wrong bytes: CHECKSUM_MISMATCH before any byte; right bytes: served and VERIFIED), a larger one is
+    CHECKSUM_PENDING (GraphQL member; 503 with Retry-After on the routes) while the verifier has not run."""
+    from tests.servers import LiveServer
+
+    quiet = settings.model_copy(
+        update={"checksum_interval_seconds": 3600.0, "verify_on_download_max_bytes": 1000}
+    )
+    pending_query = DOWNLOAD.replace(
+        "... on UserError", "... on ChecksumPending { retryAfterSeconds version } ... on UserError"
+    )
+    small, large = os.urandom(600), os.urandom(5000)
+    with LiveServer(quiet) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            gql = GraphQLClient(http)
+            wrong = await register(
+                gql, stores, bucket, "wrong", small, sha256=hashlib.sha256(large).hexdigest()
+            )
+            assert wrong["checksumStatus"] == "PENDING"
+            refused = (await gql(pending_query, {"n": "wrong"}))["requestDownload"]
+            assert refused["__typename"] == "ChecksumMismatch"
+            assert refused["actual"] == hashlib.sha256(small).hexdigest()
+            direct = await http.get("/models/wrong/download")
+            assert direct.status_code == 409 and direct.json()["error"]["code"] == "CHECKSUM_MISMATCH"
+
+            await register(gql, stores, bucket, "right", small, sha256=hashlib.sha256(small).hexdigest())
+            ok = await http.get("/models/right/download")
+            assert ok.status_code == 200 and ok.content == small
+            assert (await gql(VERSION, {"n": "right"}))["modelVersion"]["checksumStatus"] == "VERIFIED"
+
+            await register(gql, stores, bucket, "big", large, sha256=hashlib.sha256(large).hexdigest())
+            for mode in ("STREAM", "PRESIGNED"):
+                query = pending_query.replace("{name: $n}", f"{{name: $n, mode: {mode}}}")
+                pending = (await gql(query, {"n": "big"}))["requestDownload"]
+                assert pending["__typename"] == "ChecksumPending" and pending["code"] == "CHECKSUM_PENDING"
+                assert pending["retryAfterSeconds"] > 0 and pending["version"] == 1
+            held = await http.get("/models/big/download")
+            assert held.status_code == 503 and held.json()["error"]["code"] == "CHECKSUM_PENDING"
+            assert int(held.headers["retry-after"]) > 0
+            assert (await gql(VERSION, {"n": "big"}))["modelVersion"]["checksumStatus"] == "PENDING"

@@ -4,6 +4,7 @@ uploads are handled."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from typing import Any
@@ -132,7 +133,8 @@ async def test_local_upload_checks_size_and_checksum(
     assert not any(staged.iterdir()) and not (settings.objects_dir / ticket["bucket"]).exists()
     good = await live_http.put(ticket["url"], content=data)
     assert good.status_code == 200 and good.json()["sha256"] == sha(data)
-    assert (await live_http.put(ticket["url"], content=data)).status_code == 410
+    again = await live_http.put(ticket["url"], content=data)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "UPLOAD_ALREADY_RECEIVED"
     assert (await live_http.put("/uploads/forged", content=data)).status_code == 404
 
 
@@ -168,3 +170,48 @@ async def test_abandoned_uploads_are_cleaned_up(settings: Settings, stores: Stor
             assert await eventually(gone, 15)
             late = (await gql(COMPLETE, {"input": {"uploadId": ticket["uploadId"]}}))["completeUpload"]
             assert late["__typename"] == "UploadNotFound"
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+async def test_concurrent_puts_cannot_race_the_declared_bytes(
+    live_gql: GraphQLClient, live_http: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Two PUTs of different bytes to one upload URL at once, over many rounds: the right one is 200, the
+    wrong one 409, the stored object is always the declared bytes and completeUpload registers only them;
+    a later PUT of any bytes cannot replace them (409 UPLOAD_ALREADY_RECEIVED), before or after complete."""
+    size = 256 * 1024
+    for round_ in range(12):
+        data, wrong = os.urandom(size), os.urandom(size)
+        ticket = await request(live_gql, data, name=f"race{round_}")
+
+        async def chunks(body: bytes) -> Any:
+            for start in range(0, len(body), 16 * 1024):
+                yield body[start : start + 16 * 1024]
+
+        async with httpx.AsyncClient(timeout=60) as a, httpx.AsyncClient(timeout=60) as b:
+            puts = [a.put(ticket["url"], content=chunks(data)), b.put(ticket["url"], content=chunks(wrong))]
+            if round_ % 2:
+                puts.reverse()
+            statuses = sorted(
+                (r.status_code, r.json().get("error", {}).get("code")) for r in await asyncio.gather(*puts)
+            )
+        assert statuses == [(200, None), (409, "CHECKSUM_MISMATCH")]
+        stored = settings.objects_dir / ticket["bucket"] / ticket["key"]
+        assert stored.read_bytes() == data
+        late = await live_http.put(ticket["url"], content=wrong)
+        assert late.status_code == 409 and late.json()["error"]["code"] == "UPLOAD_ALREADY_RECEIVED"
+        done = (await live_gql(COMPLETE, {"input": {"uploadId": ticket["uploadId"]}}))["completeUpload"]
+        assert done["sha256"] == sha(data) and done["checksumStatus"] == "VERIFIED"
+        after = await live_http.put(ticket["url"], content=data)
+        assert after.status_code == 409 and after.json()["error"]["code"] == "UPLOAD_ALREADY_RECEIVED"
+        assert await download(live_http, f"race{round_}") == data
+    assert not any((settings.objects_dir / ".modelhub" / "uploads").iterdir())
+
+
+async def test_a_declaration_over_the_cap_is_refused(live_gql: GraphQLClient) -> None:
+    """A declared size above MODELHUB_MAX_UPLOAD_BYTES (default 1 TiB), such as 10^15 bytes, is
+    InvalidInput on sizeBytes, and nothing is prepared."""
+    variables = {"name": "huge", "projectName": "p", "sizeBytes": 10**15, "sha256": sha(b"")}
+    refused = (await live_gql(REQUEST, {"input": variables}))["requestUpload"]
+    assert refused["__typename"] == "InvalidInput" and "MODELHUB_MAX_UPLOAD_BYTES" in refused["message"]
+    assert "sizeBytes" in refused["message"]

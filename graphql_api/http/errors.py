@@ -12,6 +12,7 @@ from ..errors import (
     AliasNotFound,
     ArtifactChanged,
     ChecksumMismatch,
+    ChecksumPending,
     DomainError,
     Forbidden,
     InvalidInput,
@@ -23,6 +24,7 @@ from ..errors import (
     TicketInvalid,
     TicketProblem,
     Unauthenticated,
+    UploadAlreadyReceived,
     UploadNotFound,
 )
 from ..limits import RateLimited
@@ -39,6 +41,8 @@ STATUS: dict[type[DomainError], int] = {
     ModelVersionArchived: 410,
     ArtifactChanged: 409,
     ChecksumMismatch: 409,
+    UploadAlreadyReceived: 409,
+    ChecksumPending: 503,
     RangeNotSatisfiable: 416,
     RateLimited: 429,
 }
@@ -89,6 +93,6 @@ def domain_error_response(exc: DomainError) -> JSONResponse:
     response = error_response(status_of(exc), exc.code, exc.message, **extra)
     if isinstance(exc, RangeNotSatisfiable):
         response.headers["content-range"] = f"bytes */{exc.size}"
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | ChecksumPending):
         response.headers["retry-after"] = str(math.ceil(exc.retry_after))
     return response

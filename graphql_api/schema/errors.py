@@ -81,6 +81,18 @@ class ChecksumMismatch(UserError):
 
 
 @strawberry.type(
+    description="The version's declared SHA-256 is not verified yet and its store holds no checksum that "
+    "vouches for the bytes: it is not served until they are hashed (a download hashes an object up to "
+    "MODELHUB_VERIFY_ON_DOWNLOAD_MAX_BYTES itself; a larger one waits for the background verifier). Retry "
+    "after `retryAfterSeconds`."
+)
+class ChecksumPending(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int = strawberry.field(description="The version whose checksum is pending.")
+    retry_after_seconds: float = strawberry.field(description="When to try again, in seconds.")
+
+
+@strawberry.type(
     description="The object behind this version changed in the store since it was registered (a new ETag): "
     "its downloads are refused; register the new object as a new version."
 )
@@ -115,6 +127,9 @@ _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),
     errors.ChecksumMismatch: lambda e: ChecksumMismatch(
         code=e.code, message=e.message, expected=e.expected, actual=e.actual
+    ),
+    errors.ChecksumPending: lambda e: ChecksumPending(
+        code=e.code, message=e.message, name=e.name, version=e.version, retry_after_seconds=e.retry_after
     ),
     errors.UploadNotFound: lambda e: UploadNotFound(code=e.code, message=e.message, upload_id=e.upload_id),
     errors.ArtifactChanged: lambda e: ArtifactChanged(

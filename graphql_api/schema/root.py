@@ -25,6 +25,7 @@ from .errors import (
     AliasNotFound,
     ArtifactChanged,
     ChecksumMismatch,
+    ChecksumPending,
     InvalidInput,
     ModelNotFound,
     ModelVersionAlreadyExists,
@@ -108,6 +109,7 @@ RequestDownloadResult = Annotated[
     | ModelVersionArchived
     | StorageObjectNotFound
     | ChecksumMismatch
+    | ChecksumPending
     | ArtifactChanged
     | InvalidInput,
     strawberry.union("RequestDownloadResult", description="A ticket, or why the download cannot start."),

@@ -7,9 +7,11 @@ be a bucket: bucket names start with a letter or digit.)"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import os
+import secrets
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +21,13 @@ from typing import BinaryIO
 import anyio
 import anyio.to_thread
 
-from ..errors import ChecksumMismatch, InvalidInput, StorageObjectNotFound, StorageUnavailable
+from ..errors import (
+    ChecksumMismatch,
+    InvalidInput,
+    StorageObjectNotFound,
+    StorageUnavailable,
+    UploadAlreadyReceived,
+)
 from ..signing import Signer
 from . import Claims, ObjectInfo, UploadSpec, UploadTarget, validate_bucket, validate_key
 
@@ -32,7 +40,20 @@ def file_etag(st: os.stat_result) -> str:
     return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted under the root must not hang a worker thread.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_STAGING = (".modelhub", "uploads")
+_CHECKSUMS = (".modelhub", "sha256")
+
+
 class LocalObjectStore:
+    """Every path under the root is walked one component at a time, each opened relative to its parent with
+    O_NOFOLLOW: a symbolic link anywhere below the root (the file, or any directory on the way) reads as a
+    missing object, whether it leads out of the store or to another object in it, and no check-then-open
+    race can swap one in (the root itself is the operator's choice and may be a link)."""
+
     kind = "local"
 
     def __init__(self, root: Path, signer: Signer, chunk_bytes: int = 1024 * 1024) -> None:
@@ -45,37 +66,66 @@ class LocalObjectStore:
         validate_key(key)
         return self.root / bucket / key
 
-    def _inside(self, bucket: str, key: str) -> Path:
-        """The object's file, refusing (as not found) a path that symlinks lead out of the store's root."""
-        path = self.path_of(bucket, key)
-        real = path.resolve()
-        if not real.is_relative_to(self.root.resolve()):
-            raise StorageObjectNotFound(bucket, key)
-        return real
+    def _dir_fd(self, parts: tuple[str, ...] | list[str], *, create: bool = False) -> int:
+        """An open descriptor of `<root>/<parts...>`, refusing a symlink at every step (ELOOP/ENOTDIR:
+        an OSError, like a missing directory); `create` makes the missing ones."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                inner = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_file(self, parts: list[str]) -> int:
+        """An open descriptor of the regular file `<root>/<parts...>`, no symlink on the way (OSError)."""
+        parent = self._dir_fd(parts[:-1])
+        try:
+            fd = os.open(parts[-1], _READ_FLAGS, dir_fd=parent)
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError(parts[-1])
+        return fd
+
+    def _object_parts(self, bucket: str, key: str) -> list[str]:
+        self.path_of(bucket, key)  # validates both names
+        return [bucket, *key.split("/")]
+
+    def _open_object(self, bucket: str, key: str) -> int:
+        try:
+            return self._open_file(self._object_parts(bucket, key))
+        except OSError as exc:  # missing, a symlink (ELOOP), a file where a directory should be, a FIFO...
+            raise StorageObjectNotFound(bucket, key) from exc
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
-        path = self._inside(bucket, key)
-
         def look() -> tuple[os.stat_result, str | None]:
             # One thread hop for the stat and the checksum record: HEAD is on every download's path.
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode):
-                raise FileNotFoundError(path)
+            fd = self._open_object(bucket, key)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
             return st, self._recorded_sha256(bucket, key, file_etag(st))
 
-        try:
-            st, sha256 = await anyio.to_thread.run_sync(look)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StorageObjectNotFound(bucket, key) from exc
+        st, sha256 = await anyio.to_thread.run_sync(look)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         return ObjectInfo(st.st_size, file_etag(st), content_type, sha256)
 
-    def _checksum_path(self, bucket: str, key: str) -> Path:
-        return self.root / ".modelhub" / "sha256" / bucket / key
-
     def _recorded_sha256(self, bucket: str, key: str, etag: str) -> str | None:
         try:
-            recorded_etag, sha256 = self._checksum_path(bucket, key).read_text().split()
+            fd = self._open_file([*_CHECKSUMS, bucket, *key.split("/")])
+            with os.fdopen(fd, "r") as fh:
+                recorded_etag, sha256 = fh.read(200).split()
         except (OSError, ValueError):
             return None
         return sha256 if recorded_etag == etag else None
@@ -93,18 +143,32 @@ class LocalObjectStore:
         return None  # the app's PUT already put the verified file in place
 
     async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        parts = self._object_parts(bucket, key)
+
         def remove() -> None:
-            for path in (self.path_of(bucket, key), self._checksum_path(bucket, key)):
-                path.unlink(missing_ok=True)
+            for path in (parts, [*_CHECKSUMS, *parts]):
+                try:
+                    parent = self._dir_fd(path[:-1])
+                except OSError:
+                    continue  # missing, or through a symlink: nothing of ours to remove
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path[-1], dir_fd=parent)  # removes a link itself, never its target
+                finally:
+                    os.close(parent)
 
         await anyio.to_thread.run_sync(remove)
 
     async def receive(
         self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
     ) -> ObjectInfo:
-        """Streams an upload's body to a staging file (constant memory), then checks its size and SHA-256
-        and moves it into place atomically; anything wrong leaves nothing behind."""
-        staged = self.staging_dir() / f"{upload_id}.part"
+        """Streams an upload's body to a staging file of its own (constant memory; a unique name, so that
+        concurrent PUTs never share one), then checks its size and SHA-256, and only then links it into
+        place, once: a link fails when the object exists, so a concurrent or later PUT cannot replace bytes
+        already verified (UploadAlreadyReceived). Anything wrong leaves nothing behind."""
+        parts = self._object_parts(bucket, key)
+        name = f"{upload_id}.{secrets.token_hex(8)}.part"
+        staging = await anyio.to_thread.run_sync(lambda: self._dir_fd(_STAGING, create=True))
         digest = hashlib.sha256()
         received = 0
         pending = bytearray()
@@ -114,7 +178,8 @@ class LocalObjectStore:
             fh.write(block)
 
         try:
-            with await anyio.to_thread.run_sync(open, staged, "wb") as fh:
+            fd = await anyio.to_thread.run_sync(lambda: os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=staging))
+            with os.fdopen(fd, "wb") as fh:
                 async for chunk in body:
                     received += len(chunk)
                     if received > size:
@@ -128,45 +193,43 @@ class LocalObjectStore:
                 raise InvalidInput("body", f"the upload has {received} bytes, not the declared {size}")
             if digest.hexdigest() != sha256:
                 raise ChecksumMismatch(sha256, digest.hexdigest(), "the uploaded file")
-            return await self.put_file(bucket, key, staged, sha256)
+            await anyio.to_thread.run_sync(self._place, staging, name, parts, sha256, upload_id)
+            return await self.head(bucket, key)
         finally:
-            staged.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=staging)
+            os.close(staging)
 
-    def staging_dir(self) -> Path:
-        """Where uploads are written before they are moved into place (same filesystem: atomic rename)."""
-        path = self.root / ".modelhub" / "uploads"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def _place(self, staging: int, name: str, parts: list[str], sha256: str, upload_id: str) -> None:
+        """Links a verified staged file into place (failing if the object exists: the first verified PUT
+        wins, atomically) and records its SHA-256 for the ETag it has."""
+        try:
+            parent = self._dir_fd(parts[:-1], create=True)
+        except OSError as exc:  # a symlink or a file on the way: never written through
+            raise StorageUnavailable("the local store cannot put the upload in place") from exc
+        try:
+            os.link(name, parts[-1], src_dir_fd=staging, dst_dir_fd=parent, follow_symlinks=False)
+        except FileExistsError:
+            raise UploadAlreadyReceived(upload_id) from None
+        finally:
+            os.close(parent)
+        self._record(parts, file_etag(os.stat(name, dir_fd=staging, follow_symlinks=False)), sha256)
 
-    async def put_file(self, bucket: str, key: str, source: Path, sha256: str) -> ObjectInfo:
-        """Moves a verified staged file into place atomically and records its SHA-256."""
-        dest = self.path_of(bucket, key)
-
-        def move() -> None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, dest)
-
-        await anyio.to_thread.run_sync(move)
-        info = await self.head(bucket, key)
-
-        def record() -> None:
-            path = self._checksum_path(bucket, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(f"{info.etag} {sha256}\n")
-            os.replace(tmp, path)
-
-        await anyio.to_thread.run_sync(record)
-        return await self.head(bucket, key)
+    def _record(self, parts: list[str], etag: str, sha256: str) -> None:
+        directory = self._dir_fd([*_CHECKSUMS, *parts[:-1]], create=True)
+        try:
+            tmp = f".{parts[-1]}.{secrets.token_hex(8)}.tmp"
+            with os.fdopen(os.open(tmp, _NEW_FILE_FLAGS, 0o644, dir_fd=directory), "w") as fh:
+                fh.write(f"{etag} {sha256}\n")
+            os.replace(tmp, parts[-1], src_dir_fd=directory, dst_dir_fd=directory)
+        finally:
+            os.close(directory)
 
     async def open_range(
         self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
     ) -> AsyncIterator[bytes]:
-        path = self._inside(bucket, key)
-        try:
-            fh = await anyio.to_thread.run_sync(open, path, "rb")
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StorageObjectNotFound(bucket, key) from exc
+        fd = await anyio.to_thread.run_sync(self._open_object, bucket, key)
+        fh = os.fdopen(fd, "rb")
         try:
             await anyio.to_thread.run_sync(fh.seek, start)
             remaining = end - start + 1
@@ -185,7 +248,7 @@ class LocalObjectStore:
     async def presign_get(
         self, bucket: str, key: str, expires_in: int, filename: str, *, claims: Claims | None = None
     ) -> str:
-        self.path_of(bucket, key)
+        await self.head(bucket, key)  # a link is signed only for an object the store would serve
         token = self._signer.sign(
             OBJECT_TOKEN_PURPOSE,
             {**(claims or {}), "b": bucket, "k": key, "fn": filename},
