@@ -36,7 +36,7 @@ CONNECTION_FIELDS = frozenset({"edges", "nodes"})
 # (what `exact: true` always cost), a HYBRID answer's raw edges (at most an hour at each end) HYBRID_EDGES
 # more; rollup buckets one point per ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range.
 STATS_BASE = 200
-RAW_SCAN = 2_000
+RAW_SCAN = 1_500
 HYBRID_EDGES = 100
 ROLLUP_BUCKETS_PER_POINT = 10
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
