@@ -3,8 +3,8 @@ trivial query waits meanwhile.
 
 Usage: python -m bench.document_limits [--levels 6,8,12] [--timeout 30]
 
-Starts the embedded SecantusDB and `modelhub serve` (header mode, one worker) as child processes, then for each
-level count sends the document (fragment F1 spreads F2 ten times, F2 spreads F3 ten times, ...; written with
+Starts the embedded SecantusDB and `modelhub serve` (header mode, one worker) as child processes, then for
+each level count sends the document (fragment F1 spreads F2 ten times, F2 spreads F3 ten times, ...; written with
 named spreads, and with each spread inside an inline fragment) with `{ __typename }` alongside, and prints
 both times (best of three) and the refusal's error code. A request still unanswered after `--timeout`
 seconds is printed as such (the server is then stopped: it may not answer anything for long).
@@ -35,25 +35,25 @@ def nested(levels: int, inline: bool, nonce: int = 0) -> str:
     return "\n".join(parts)
 
 
-async def timed(http: httpx.AsyncClient, query: str, timeout: float) -> tuple[float, Any]:
+async def timed(http: httpx.AsyncClient, query: str, limit: float) -> tuple[float, Any]:
     started = time.perf_counter()
     try:
-        body = (await http.post("/graphql", json={"query": query}, timeout=timeout)).json()
+        body = (await http.post("/graphql", json={"query": query}, timeout=limit)).json()
     except httpx.TimeoutException:
         return time.perf_counter() - started, None
     return time.perf_counter() - started, body
 
 
-async def measure(url: str, levels: list[int], timeout: float) -> None:
+async def measure(url: str, levels: list[int], limit: float) -> None:
     async with httpx.AsyncClient(base_url=url) as http:
-        await timed(http, "{ __typename }", timeout)
+        await timed(http, "{ __typename }", limit)
         for level in levels:
             for inline in (False, True):
                 best: tuple[float, float, Any] | None = None
                 for attempt in range(3):
                     document = nested(level, inline, nonce=attempt)
                     (took, body), (quick, _) = await asyncio.gather(
-                        timed(http, document, timeout), timed(http, "{ __typename }", timeout)
+                        timed(http, document, timeout), timed(http, "{ __typename }", limit)
                     )
                     if best is None or took < best[0]:
                         best = (took, quick, body)
@@ -63,7 +63,7 @@ async def measure(url: str, levels: list[int], timeout: float) -> None:
                 took, quick, body = best
                 shape = "inline" if inline else "named"
                 if body is None:
-                    print(f"{level:>2} levels {shape:<6} {len(document):>5} B: no answer in {timeout:.0f} s")
+                    print(f"{level:>2} levels {shape:<6} {len(document):>5} B: no answer in {limit:.0f} s")
                     return
                 code = (body.get("errors") or [{}])[0].get("extensions", {}).get("code")
                 print(
@@ -81,7 +81,8 @@ def main() -> None:
         port = free_port()
         app = start_app(app_env(mongo.uri, Path(tmp) / "data"), port)
         try:
-            asyncio.run(measure(f"http://127.0.0.1:{port}", [int(n) for n in args.levels.split(",")], args.timeout))
+            levels = [int(n) for n in args.levels.split(",")]
+            asyncio.run(measure(f"http://127.0.0.1:{port}", levels, args.timeout))
         finally:
             stop(app)
 
