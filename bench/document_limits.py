@@ -4,10 +4,11 @@ trivial query waits meanwhile.
 Usage: python -m bench.document_limits [--levels 6,8,12] [--timeout 30]
 
 Starts the embedded SecantusDB and `modelhub serve` (header mode, one worker) as child processes, then for
-each level count sends the document (fragment F1 spreads F2 ten times, F2 spreads F3 ten times, ...; written with
-named spreads, and with each spread inside an inline fragment) with `{ __typename }` alongside, and prints
-both times (best of three) and the refusal's error code. A request still unanswered after `--timeout`
-seconds is printed as such (the server is then stopped: it may not answer anything for long).
+each level count sends the document (fragment F1 spreads F2 ten times, F2 spreads F3 ten times, ...;
+written with named spreads, and with each spread inside an inline fragment) with `{ __typename }`
+alongside, and prints both times (best of three, each a document never seen before) and the refusal's
+error code. A request still unanswered after `--timeout` seconds is printed as such (the server is then
+stopped: it may not answer anything for long).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ async def measure(url: str, levels: list[int], limit: float) -> None:
                 for attempt in range(3):
                     document = nested(level, inline, nonce=attempt)
                     (took, body), (quick, _) = await asyncio.gather(
-                        timed(http, document, timeout), timed(http, "{ __typename }", limit)
+                        timed(http, document, limit), timed(http, "{ __typename }", limit)
                     )
                     if best is None or took < best[0]:
                         best = (took, quick, body)

@@ -88,7 +88,9 @@ def test_fragment_cycles_are_measured_without_looping() -> None:
     """A cycle of spreads is measured (the spread closing it adds nothing) and refused by graphql-core."""
     text = "{ ...A } fragment A on Query { __typename ...B } fragment B on Query { __typename ...A }"
     assert shape(text).fields == 2
-    errors = validate(build_schema()._schema, parse(text), [*specified_rules, *_document_rules(SchemaLimits())])
+    errors = validate(
+        build_schema()._schema, parse(text), [*specified_rules, *_document_rules(SchemaLimits())]
+    )
     assert any("cycle" in e.message.lower() or "itself" in e.message.lower() for e in errors)
 
 
