@@ -21,6 +21,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
     value_from_ast_untyped,
 )
 
@@ -42,6 +43,17 @@ ROLLUP_BUCKETS_PER_POINT = 10
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
 ROWS_PER_POINT = 10
 UNPRICEABLE = 10**12  # a document too deeply nested to price (graphql-core refuses them first)
+
+
+def _defined(value: Any) -> Any:
+    """`value` with every variable that was not given (Undefined) as None, as execution treats it."""
+    if value is Undefined:
+        return None
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defined(v) for v in value]
+    return value
 
 
 def _int(value: Any, default: int) -> int:
@@ -110,7 +122,7 @@ class CostCounter:
     def argument(self, field: FieldNode, name: str) -> Any:
         for arg in field.arguments or ():
             if arg.name.value == name:
-                return value_from_ast_untyped(arg.value, self.variables)  # type: ignore[arg-type]
+                return _defined(value_from_ast_untyped(arg.value, self.variables))  # type: ignore[arg-type]
         return None
 
     def field(self, field: FieldNode) -> int:
