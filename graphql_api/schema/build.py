@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import NoSchemaIntrospectionCustomRule, OverlappingFieldsCanBeMergedRule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -46,6 +46,8 @@ class SchemaLimits:
     max_depth: int = 12
     max_aliases: int = 50
     max_fields: int = 2_000  # fields once every fragment is spread out
+    # Work units of graphql-core's OverlappingFieldsCanBeMergedRule (shipped documents spend at most 2).
+    overlap_budget: int = 10_000
     max_tokens: int = 5_000
     introspection: bool = True
 
@@ -72,6 +74,9 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
         extensions=[
             OperationHooks,
             parsing(limits.max_tokens),
-            validation(_document_rules(limits)),
+            validation(
+                _document_rules(limits),
+                {OverlappingFieldsCanBeMergedRule: document_limits.overlap_rule(limits.overlap_budget)},
+            ),
         ],
     )

@@ -18,7 +18,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
-from graphql.validation import ASTValidationRule, ValidationContext
+from graphql.validation import ASTValidationRule, OverlappingFieldsCanBeMergedRule, ValidationContext
 
 
 @dataclass(frozen=True)
@@ -186,3 +186,17 @@ def rule(limits: DocumentLimits) -> type[ASTValidationRule]:
                 context.report_error(error)
 
     return DocumentLimitsRule
+
+
+def overlap_rule(budget: int) -> type[OverlappingFieldsCanBeMergedRule]:
+    """graphql-core's OverlappingFieldsCanBeMergedRule with a work budget of `budget` units (a comparison of
+    two fields costs two) instead of its 500,000: within the token limit, 1,240 copies of
+    `models { totalCount }` spent that in 2 s, and 330 fragments selecting the same field 435,000 units in
+    1.5 s, a valid document. Past the budget validation stops: "Validation aborted."."""
+
+    class BoundedOverlapRule(OverlappingFieldsCanBeMergedRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self.rule_context.remaining_complexity_budget = budget
+
+    return BoundedOverlapRule

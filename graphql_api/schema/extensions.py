@@ -5,7 +5,7 @@ document limits another, and error masking, metrics and the request guards a thi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
@@ -32,19 +32,22 @@ def parsing(max_tokens: int) -> type[SchemaExtension]:
     return Parsing
 
 
-def validation(rules: tuple[Any, ...]) -> type[SchemaExtension]:
+def validation(rules: tuple[Any, ...], replaced: Mapping[Any, Any] | None = None) -> type[SchemaExtension]:
     class Validation(ValidationCache):
-        """Validates through the shared cache with the document limits' rules added: the rule classes are
-        built once, so the cache key (which includes the rules) is the same for every request."""
+        """Validates through the shared cache with the document limits' rules added (and graphql-core rules
+        in `replaced` swapped for bounded ones): the rule classes are built once, so the cache key (which
+        includes the rules) is the same for every request, over HTTP and WebSocket alike."""
 
         added: ClassVar[tuple[Any, ...]] = rules
+        swaps: ClassVar[Mapping[Any, Any]] = dict(replaced or {})
 
         def __init__(self) -> None:
             super().__init__(maxsize=CACHE_SIZE)
 
         def on_operation(self) -> Iterator[None]:
             ctx = self.execution_context
-            ctx.validation_rules = ctx.validation_rules + self.added
+            kept = tuple(self.swaps.get(rule, rule) for rule in ctx.validation_rules)
+            ctx.validation_rules = kept + self.added
             yield
 
     return Validation

@@ -126,6 +126,23 @@ def test_nested_spreads_are_refused_while_validating(levels: int, inline: bool) 
     assert took < 0.05, took
 
 
+async def test_overlapping_field_checks_stop_within_their_budget() -> None:
+    """graphql-core's check that same-named fields merge compares them pairwise: 330 fragments each selecting
+    `models { totalCount }` (within the token limit) stop at the bounded budget in well under 50 ms instead
+    of validating for 1.5 s; the shipped documents spend at most 2 units of it."""
+    schema = build_schema()
+    text = " ".join(f"fragment F{i} on Query {{ models {{ totalCount }} }}" for i in range(330))
+    spreads = "{ " + " ".join(f"...F{i}" for i in range(330)) + " } "
+    await schema.execute("{ __typename }")  # warm
+    took = []
+    for attempt in range(3):
+        started = time.perf_counter()
+        result = await schema.execute(f"{spreads}{text} # {attempt}")  # a new text: no cache
+        took.append(time.perf_counter() - started)
+        assert result.errors and result.errors[0].message == "Validation aborted."
+    assert min(took) < 0.05, took
+
+
 def _timed(work: Any) -> float:
     started = time.perf_counter()
     work()
