@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from graphql import GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
@@ -26,8 +27,16 @@ def parsing(max_tokens: int) -> type[SchemaExtension]:
             super().__init__(maxsize=CACHE_SIZE)
 
         def on_parse(self) -> Iterator[None]:
-            self.execution_context.parse_options["max_tokens"] = max_tokens
-            yield from super().on_parse()
+            ctx = self.execution_context
+            ctx.parse_options["max_tokens"] = max_tokens
+            try:
+                ctx.graphql_document = self.cached_parse_document(ctx.query, **ctx.parse_options)
+            except GraphQLError:
+                # Left unparsed, Strawberry parses it again (bounded the same way) inside its own error
+                # handling, which answers with the error; raised from here, the WebSocket path dropped it
+                # (the client got `complete` alone, and the log a traceback).
+                ctx.graphql_document = None
+            yield
 
     return Parsing
 

@@ -196,7 +196,8 @@ async def _ws(url: str, query: str, token: str | None) -> tuple[float, dict[str,
             await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
             answer: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 30))
         except ConnectionClosed as closed:
-            answer = {"closed": closed.rcvd.code if closed.rcvd else None}
+            code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+            answer = {"closed": code, "reason": reason}
         return time.perf_counter() - started, answer
 
 
@@ -246,3 +247,30 @@ async def test_nested_spreads_are_refused_at_once_and_others_stay_fast(
                     trivials.append(quick)
                 assert min(refusals) < 0.05, (levels, inline, refusals)
                 assert min(trivials) < 0.1, (levels, inline, trivials)
+
+
+@pytest.mark.parametrize("transport", ["http", "ws"])
+async def test_the_token_limit_bounds_parsing_on_both_transports(
+    abuse_server: tuple[LiveServer, str], transport: str
+) -> None:
+    """A document of more tokens than MODELHUB_MAX_QUERY_TOKENS is refused while parsing with
+    GRAPHQL_PARSE_FAILED over HTTP; over the WebSocket the socket is closed with 4400 and the reason, as
+    graphql-transport-ws has it for a document that does not parse (it got `complete` alone)."""
+    server, token = abuse_server
+    document = "{ " + "__typename " * 6_000 + "}"
+    if transport == "http":
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            took, answer = await _http(http, document, token)
+        errors = answer["errors"]
+    else:
+        took, answer = await _ws(server.url, document, token)
+        if "closed" in answer:  # the protocol's answer to a document that does not parse: close, 4400
+            assert answer["closed"] == 4400 and "token" in answer["reason"].lower(), answer
+            assert took < 1
+            return
+        errors = answer["payload"] if answer["type"] == "error" else answer["payload"]["errors"]
+    codes = {e["extensions"]["code"] for e in errors}
+    assert codes <= {"GRAPHQL_PARSE_FAILED", "OPERATION_NOT_PERSISTED"} and codes, errors
+    if "GRAPHQL_PARSE_FAILED" in codes:
+        assert "token" in errors[0]["message"].lower()
+    assert took < 1
