@@ -33,11 +33,13 @@ from .scalars import _parse_datetime
 DEFAULT_PAGE = 20
 PAGED_ARGS = ("first", "last")
 CONNECTION_FIELDS = frozenset({"edges", "nodes"})
-# What a stats read costs by where it is answered: every call STATS_BASE, a raw event scan RAW_SCAN more
-# (what `exact: true` always cost), a HYBRID answer's raw edges (at most an hour at each end) HYBRID_EDGES
-# more; rollup buckets one point per ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range.
+# What a stats read costs by where it is answered: every call STATS_BASE; a raw event scan RAW_SCAN_PER_DAY
+# more per day of its range, up to RAW_SCAN (a month or more, or an open range: what `exact: true` always
+# cost); a HYBRID answer's raw edges (at most an hour at each end) HYBRID_EDGES more; rollup buckets one
+# point per ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range.
 STATS_BASE = 200
 RAW_SCAN = 1_500
+RAW_SCAN_PER_DAY = 50
 HYBRID_EDGES = 100
 ROLLUP_BUCKETS_PER_POINT = 10
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
@@ -205,7 +207,7 @@ def _days(since: datetime | None, until: datetime | None) -> int:
 def read_price(source: queries.StatsSource, days: int, hourly: bool) -> int:
     """One stats read over `days` by its source: raw scans high, rollup reads by the buckets they read."""
     if source is queries.StatsSource.RAW:
-        return STATS_BASE + RAW_SCAN
+        return STATS_BASE + min(RAW_SCAN, RAW_SCAN_PER_DAY * days)
     buckets = days * 24 if hourly else days
     edges = HYBRID_EDGES if source is queries.StatsSource.HYBRID else 0
     return STATS_BASE + edges + buckets // ROLLUP_BUCKETS_PER_POINT

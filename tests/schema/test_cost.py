@@ -12,13 +12,13 @@ from graphql import FragmentDefinitionNode, OperationDefinitionNode, parse
 
 from graphql_api.client import DOCUMENTS
 from graphql_api.config import Settings
-from graphql_api.schema.cost import RAW_SCAN, STATS_BASE, CostCounter, operation_cost
+from graphql_api.schema.cost import RAW_SCAN, RAW_SCAN_PER_DAY, STATS_BASE, CostCounter, operation_cost
 from tests.schema.test_document_limits import INLINE, NAMED, PLAIN, nested
 
 RAW_READ = STATS_BASE + RAW_SCAN
 BUDGET = Settings.model_fields["max_query_cost"].default
-UNTIL = datetime(2026, 12, 1, tzinfo=UTC)
-RANGE = {"since": (UNTIL - timedelta(days=30)).isoformat(), "until": UNTIL.isoformat()}
+UNTIL = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+RANGE = {"since": (UNTIL - timedelta(days=30)).isoformat(), "until": UNTIL.isoformat()}  # whole days
 
 
 def cost(text: str, variables: dict[str, Any] | None = None, name: str | None = None) -> int:
@@ -64,7 +64,8 @@ STATS = "query($g: [DownloadDimension!]!, $f: DownloadFilter, $e: Boolean! = fal
 
 def test_stats_are_priced_by_the_source_that_answers_them() -> None:
     """Grouped by ENGINEER or STATUS, filtered by engineer, in another time zone, or HOUR buckets without an
-    end, downloadStats scans raw events and is priced like `exact: true`; rollup answers are far cheaper."""
+    end, downloadStats scans raw events and is priced like `exact: true` over the same range (by its days,
+    up to a month's price); rollup answers are far cheaper."""
     exact = cost(STATS, {"g": ["MODEL"], "f": RANGE, "e": True})
     assert exact == STATS_BASE + RAW_SCAN + 1
     raw = [
@@ -72,14 +73,17 @@ def test_stats_are_priced_by_the_source_that_answers_them() -> None:
         {"g": ["STATUS"], "f": RANGE},
         {"g": ["MODEL"], "f": {**RANGE, "engineers": ["rita"]}},
         {"g": ["MODEL"], "f": RANGE, "z": "Europe/Paris", "i": "DAY"},
-        {"g": ["MODEL"], "f": {"since": RANGE["since"]}, "i": "HOUR"},
+        {"g": ["MODEL"], "f": {"since": (UNTIL - timedelta(days=40)).isoformat()}, "i": "HOUR"},
     ]
     for variables in raw:
         assert cost(STATS, variables) == exact, variables
     rollup = cost(STATS, {"g": ["MODEL"], "f": RANGE})
-    hybrid = cost(STATS, {"g": ["MODEL"], "f": {**RANGE, "since": "2026-11-01T10:30:00Z"}})
+    off_midnight = (UNTIL - timedelta(days=30, hours=-10, minutes=-30)).isoformat()
+    hybrid = cost(STATS, {"g": ["MODEL"], "f": {**RANGE, "since": off_midnight}})
     assert rollup < hybrid < exact / 4
     assert cost(STATS, {"g": ["MODEL"], "f": RANGE, "i": "HOUR"}) > rollup  # 24 times the buckets
+    week = {"since": (UNTIL - timedelta(days=7)).isoformat(), "until": UNTIL.isoformat()}
+    assert cost(STATS, {"g": ["ENGINEER"], "f": week}) == STATS_BASE + 7 * RAW_SCAN_PER_DAY + 1  # by its days
 
 
 SERIES = "query($by: DownloadDimension!, $since: DateTime!, $until: DateTime!, $f: DownloadFilter) { " \
