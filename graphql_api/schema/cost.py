@@ -10,7 +10,7 @@ fragments, inline fragments and plain selections of the same fields price the sa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +44,8 @@ HYBRID_EDGES = 100
 ROLLUP_BUCKETS_PER_POINT = 10
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
 ROWS_PER_POINT = 10
+# (field, name) -> the argument's value, variables substituted
+Argument = Callable[[FieldNode, str], Any]
 UNPRICEABLE = 10**12  # a document too deeply nested to price (graphql-core refuses them first)
 
 
@@ -154,9 +156,6 @@ class CostCounter:
         return 1 + (page or 1) * children
 
 
-Argument = Any  # (field, name) -> the argument's value with the variables substituted
-
-
 def _event_query(value: Any) -> queries.EventQuery | None:
     """A `DownloadFilter` argument as the use cases' EventQuery; None when it is not one (the request will
     fail its own validation, and is priced as a raw scan meanwhile)."""
@@ -220,7 +219,7 @@ def _enum(value: Any, kind: Any) -> Any:
         return None
 
 
-def stats_price(argument: Any, field: FieldNode, children: int) -> int:
+def stats_price(argument: Argument, field: FieldNode, children: int) -> int:
     group_by = argument(field, "groupBy")
     group_by = group_by if isinstance(group_by, list) else [group_by]
     query = _event_query(argument(field, "filter"))
@@ -238,7 +237,7 @@ def stats_price(argument: Any, field: FieldNode, children: int) -> int:
     return read_price(source, _days(since, until), interval is queries.Interval.HOUR) + rows
 
 
-def series_price(argument: Any, field: FieldNode, children: int) -> int:
+def series_price(argument: Argument, field: FieldNode, children: int) -> int:
     """`downloadSeries` reads three times (series.download_series): the top groups of `by` over the range,
     their buckets, and every event's buckets; each read is priced by the source that will answer it."""
     by = argument(field, "by")
