@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import DocumentNode, GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule, OverlappingFieldsCanBeMergedRule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -53,14 +55,16 @@ class SchemaLimits:
 
 
 def _document_rules(limits: SchemaLimits) -> tuple[Any, ...]:
-    """Depth, alias and expanded-field limits (and no introspection, when off) as validation rule classes
-    built once. Strawberry's QueryDepthLimiter and MaxAliasesLimiter followed every spread anew (a fragment
-    spreading another ten times, six deep, took seconds); ours measure each fragment once."""
+    """Validation rules added to graphql-core's (no introspection, when off), as classes built once."""
+    return (NoSchemaIntrospectionCustomRule,) if not limits.introspection else ()
+
+
+def document_check(limits: SchemaLimits) -> Callable[[DocumentNode], list[GraphQLError]]:
+    """Depth, alias and expanded-field limits, checked before graphql-core's validation. Strawberry's
+    QueryDepthLimiter and MaxAliasesLimiter followed every spread anew (a fragment spreading another ten
+    times, six deep, took seconds); this measures each fragment once."""
     shape = document_limits.DocumentLimits(limits.max_depth, limits.max_aliases, limits.max_fields)
-    rules: list[Any] = [document_limits.rule(shape)]
-    if not limits.introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
-    return tuple(rules)
+    return functools.partial(document_limits.check, limits=shape)
 
 
 def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
@@ -77,6 +81,7 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
             validation(
                 _document_rules(limits),
                 {OverlappingFieldsCanBeMergedRule: document_limits.overlap_rule(limits.overlap_budget)},
+                document_check(limits),
             ),
         ],
     )

@@ -1,4 +1,4 @@
-"""The document limits (depth, aliases, expanded fields) as one validation rule that measures each fragment
+"""The document limits (depth, aliases, expanded fields), checked in one pass that measures each fragment
 once: its figures are computed the first time a spread needs them and reused (multiplied) at every other
 spread, so the work grows with the document's text, never with its expansion."""
 
@@ -18,7 +18,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
 )
-from graphql.validation import ASTValidationRule, OverlappingFieldsCanBeMergedRule, ValidationContext
+from graphql.validation import OverlappingFieldsCanBeMergedRule, ValidationContext
 
 
 @dataclass(frozen=True)
@@ -174,18 +174,6 @@ def check(document: DocumentNode, limits: DocumentLimits) -> list[GraphQLError]:
                 )
             )
     return errors
-
-
-def rule(limits: DocumentLimits) -> type[ASTValidationRule]:
-    """A validation rule class enforcing `limits` (built once per schema: the validation cache keys on it)."""
-
-    class DocumentLimitsRule(ASTValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            for error in check(context.document, limits):
-                context.report_error(error)
-
-    return DocumentLimitsRule
 
 
 def overlap_rule(budget: int) -> type[OverlappingFieldsCanBeMergedRule]:

@@ -18,8 +18,7 @@ from graphql import parse, specified_rules, validate
 from graphql_api.auth import create_token
 from graphql_api.db import connect
 from graphql_api.roles import Role
-from graphql_api.schema import SchemaLimits, build_schema
-from graphql_api.schema.build import _document_rules
+from graphql_api.schema import build_schema
 from graphql_api.schema.document_limits import DocumentLimits, DocumentShapes, Shape, check
 from tests.servers import LiveServer, make_settings
 
@@ -88,9 +87,7 @@ def test_fragment_cycles_are_measured_without_looping() -> None:
     """A cycle of spreads is measured (the spread closing it adds nothing) and refused by graphql-core."""
     text = "{ ...A } fragment A on Query { __typename ...B } fragment B on Query { __typename ...A }"
     assert shape(text).fields == 2
-    errors = validate(
-        build_schema()._schema, parse(text), [*specified_rules, *_document_rules(SchemaLimits())]
-    )
+    errors = validate(build_schema()._schema, parse(text), specified_rules)
     assert any("cycle" in e.message.lower() or "itself" in e.message.lower() for e in errors)
 
 
@@ -114,22 +111,25 @@ def test_each_limit_has_its_code() -> None:
 
 @pytest.mark.parametrize("levels", LEVELS)
 @pytest.mark.parametrize("inline", [False, True], ids=["named", "inline"])
-def test_nested_spreads_are_refused_while_validating(levels: int, inline: bool) -> None:
-    """The schema's validation refuses the nested-spread document with FIELD_LIMIT_EXCEEDED in well under
-    50 ms (Strawberry's limiters took 4.6 s at six levels and did not finish at eight)."""
-    schema = build_schema()._schema
-    rules = [*specified_rules, *_document_rules(SchemaLimits())]
-    document = parse(nested(levels, inline))
-    took = min(_timed(lambda: validate(schema, document, rules)) for _ in range(3))  # no cache here
-    errors = validate(schema, document, rules)
-    assert [e.extensions["code"] for e in errors if e.extensions] == ["FIELD_LIMIT_EXCEEDED"]
-    assert took < 0.05, took
+async def test_nested_spreads_are_refused_before_validating(levels: int, inline: bool) -> None:
+    """The schema refuses the nested-spread document with FIELD_LIMIT_EXCEEDED, checked before graphql-core
+    validates it, in well under 50 ms including parsing (Strawberry's limiters took 0.4-0.9 s at six levels
+    and did not finish at eight)."""
+    schema = build_schema()
+    await schema.execute("{ __typename }")  # warm
+    took = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = await schema.execute(nested(levels, inline, nonce=next(NONCES)))  # a new text: no cache
+        took.append(time.perf_counter() - started)
+        assert [e.extensions["code"] for e in result.errors or [] if e.extensions] == ["FIELD_LIMIT_EXCEEDED"]
+    assert min(took) < 0.05, took
 
 
 async def test_overlapping_field_checks_stop_within_their_budget() -> None:
     """graphql-core's check that same-named fields merge compares them pairwise: 330 fragments each selecting
-    `models { totalCount }` (within the token limit) stop at the bounded budget in well under 50 ms instead
-    of validating for 1.5 s; the shipped documents spend at most 2 units of it."""
+    `models { totalCount }` (within the token limit) stop at the bounded budget instead of validating for
+    1.5 s: under 0.25 s including parsing 16 KB, with margin for a shared machine (about 30 ms when quiet)."""
     schema = build_schema()
     text = " ".join(f"fragment F{i} on Query {{ models {{ totalCount }} }}" for i in range(330))
     spreads = "{ " + " ".join(f"...F{i}" for i in range(330)) + " } "
@@ -140,13 +140,7 @@ async def test_overlapping_field_checks_stop_within_their_budget() -> None:
         result = await schema.execute(f"{spreads}{text} # {attempt}")  # a new text: no cache
         took.append(time.perf_counter() - started)
         assert result.errors and result.errors[0].message == "Validation aborted."
-    assert min(took) < 0.05, took
-
-
-def _timed(work: Any) -> float:
-    started = time.perf_counter()
-    work()
-    return time.perf_counter() - started
+    assert min(took) < 0.25, took
 
 
 # A live server, so that a blocked event loop would delay the concurrent query for real.
