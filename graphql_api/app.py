@@ -295,7 +295,11 @@ def create_app(settings: Settings) -> Starlette:
     async def index(request: Request) -> Response:
         return RedirectResponse("/graphql")
 
-    limits = SchemaLimits(max_tokens=settings.max_query_tokens, introspection=settings.introspection)
+    limits = SchemaLimits(
+        max_tokens=settings.max_query_tokens,
+        max_fields=settings.max_expanded_fields,
+        introspection=settings.introspection,
+    )
     schema = build_schema(limits)
     graphql_app = ModelhubGraphQL(
         schema,

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_query_tokens: int = 5_000
     max_query_cost: int = 5_000
+    # Fields an operation selects once every fragment is spread out (refused while validating).
+    max_expanded_fields: int = Field(default=2_000, ge=1)
     request_timeout_seconds: float = 15.0
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100

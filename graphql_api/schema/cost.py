@@ -1,9 +1,17 @@
-"""What an operation costs before it runs: fields, multiplied by the page sizes of the lists they sit in,
-with `downloadStats` priced by its `limit` and far higher when `exact` (raw events, no rollups)."""
+"""What an operation costs before it runs: every field once its fragments are spread out, multiplied by the
+page sizes of the lists it sits in, and the analytics fields priced by the source that will answer them
+(a raw event scan far above a rollup read).
+
+A pure function of the document and its variables. Each fragment is priced once and its price reused at
+every spread, so pricing takes time in proportion to the document's text, never to its expansion; named
+fragments, inline fragments and plain selections of the same fields price the same.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from graphql import (
@@ -13,21 +21,43 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Undefined,
     value_from_ast_untyped,
 )
 
+from .. import documents, queries
+from ..analytics import series, stats
+from ..errors import DomainError
+from .scalars import _parse_datetime
+
 DEFAULT_PAGE = 20
-STATS_BASE = 200
-STATS_EXACT = 2000
 PAGED_ARGS = ("first", "last")
-MAX_FRAGMENT_DEPTH = 50
+CONNECTION_FIELDS = frozenset({"edges", "nodes"})
+# What a stats read costs by where it is answered: every call STATS_BASE; a raw event scan RAW_SCAN_PER_DAY
+# more per day of its range, up to RAW_SCAN (a month or more, or an open range: what `exact: true` always
+# cost); a HYBRID answer's raw edges (at most an hour at each end) HYBRID_EDGES more; rollup buckets one
+# point per ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range.
+STATS_BASE = 200
+RAW_SCAN = 1_500
+RAW_SCAN_PER_DAY = 50
+HYBRID_EDGES = 100
+ROLLUP_BUCKETS_PER_POINT = 10
+UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
+ROWS_PER_POINT = 10
+# (field, name) -> the argument's value, variables substituted
+Argument = Callable[[FieldNode, str], Any]
+UNPRICEABLE = 10**12  # a document too deeply nested to price (graphql-core refuses them first)
 
 
-def _argument(field: FieldNode, name: str, variables: Mapping[str, Any]) -> Any:
-    for arg in field.arguments or ():
-        if arg.name.value == name:
-            return value_from_ast_untyped(arg.value, variables)  # type: ignore[arg-type]
-    return None
+def _defined(value: Any) -> Any:
+    """`value` with every variable that was not given (Undefined) as None, as execution treats it."""
+    if value is Undefined:
+        return None
+    if isinstance(value, dict):
+        return {k: _defined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defined(v) for v in value]
+    return value
 
 
 def _int(value: Any, default: int) -> int:
@@ -35,49 +65,200 @@ def _int(value: Any, default: int) -> int:
 
 
 class CostCounter:
+    """Prices selections under one set of variables; a fragment's price and the field names it selects
+    directly are computed once (a fragment spread from inside itself adds nothing: NoFragmentCycles has
+    refused such documents before pricing)."""
+
     def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> None:
         self.fragments = fragments
         self.variables = variables
+        self.visits = 0  # selections walked: the work done, for tests
+        self._prices: dict[str, int] = {}
+        self._names: dict[str, frozenset[str]] = {}
+        self._pricing: set[str] = set()
 
-    def selection_set(self, selections: SelectionSetNode | None, depth: int = 0) -> int:
-        if selections is None or depth > MAX_FRAGMENT_DEPTH:
+    def selection_set(self, selections: SelectionSetNode | None) -> int:
+        if selections is None:
             return 0
         total = 0
         for node in selections.selections:
+            self.visits += 1
             if isinstance(node, FieldNode):
-                total += self.field(node, depth)
+                total += self.field(node)
             elif isinstance(node, InlineFragmentNode):
-                total += self.selection_set(node.selection_set, depth + 1)
-            elif isinstance(node, FragmentSpreadNode) and node.name.value in self.fragments:
-                total += self.selection_set(self.fragments[node.name.value].selection_set, depth + 1)
+                total += self.selection_set(node.selection_set)
+            elif isinstance(node, FragmentSpreadNode):
+                total += self.fragment(node.name.value)
         return total
 
-    def field(self, field: FieldNode, depth: int) -> int:
-        children = self.selection_set(field.selection_set, depth)
+    def fragment(self, name: str) -> int:
+        price = self._prices.get(name)
+        if price is None:
+            definition = self.fragments.get(name)
+            if definition is None or name in self._pricing:
+                return 0
+            self._pricing.add(name)
+            price = self._prices[name] = self.selection_set(definition.selection_set)
+            self._pricing.discard(name)
+        return price
+
+    def field_names(
+        self, selections: SelectionSetNode | None, seen: frozenset[str] = frozenset()
+    ) -> frozenset[str]:
+        """The names of the fields `selections` selects at its own level, through any fragment."""
+        if selections is None:
+            return frozenset()
+        names: set[str] = set()
+        for node in selections.selections:
+            if isinstance(node, FieldNode):
+                names.add(node.name.value)
+            elif isinstance(node, InlineFragmentNode):
+                names |= self.field_names(node.selection_set, seen)
+            elif isinstance(node, FragmentSpreadNode) and node.name.value not in seen:
+                name = node.name.value
+                if name not in self._names:
+                    definition = self.fragments.get(name)
+                    found = self.field_names(definition.selection_set, seen | {name}) if definition else set()
+                    self._names[name] = frozenset(found)
+                names |= self._names[name]
+        return frozenset(names)
+
+    def argument(self, field: FieldNode, name: str) -> Any:
+        for arg in field.arguments or ():
+            if arg.name.value == name:
+                return _defined(value_from_ast_untyped(arg.value, self.variables))  # type: ignore[arg-type]
+        return None
+
+    def field(self, field: FieldNode) -> int:
+        children = self.selection_set(field.selection_set)
         name = field.name.value
         if name == "downloadStats":
-            limit = _int(_argument(field, "limit", self.variables), 100)
-            exact = _argument(field, "exact", self.variables) is True
-            return STATS_BASE + (STATS_EXACT if exact else 0) + limit * max(1, children) // 10
-        if name == "nodes" and _argument(field, "ids", self.variables) is not None:
-            ids = _argument(field, "ids", self.variables)
+            return stats_price(self.argument, field, children)
+        if name == "downloadSeries":
+            return series_price(self.argument, field, children)
+        if name == "nodes" and self.argument(field, "ids") is not None:
+            ids = self.argument(field, "ids")
             return 1 + (len(ids) if isinstance(ids, list) else 100) * children
         page = next(
             (
-                _int(_argument(field, a, self.variables), DEFAULT_PAGE)
+                _int(self.argument(field, a), DEFAULT_PAGE)
                 for a in PAGED_ARGS
-                if _argument(field, a, self.variables) is not None
+                if self.argument(field, a) is not None
             ),
             None,
         )
-        if page is None and field.selection_set is not None and _is_connection(field):
+        if (
+            page is None
+            and field.selection_set is not None
+            and self.field_names(field.selection_set) & CONNECTION_FIELDS
+        ):
             page = DEFAULT_PAGE
         return 1 + (page or 1) * children
 
 
-def _is_connection(field: FieldNode) -> bool:
-    names = {s.name.value for s in field.selection_set.selections if isinstance(s, FieldNode)}  # type: ignore[union-attr]
-    return bool(names & {"edges", "nodes"})
+def _event_query(value: Any) -> queries.EventQuery | None:
+    """A `DownloadFilter` argument as the use cases' EventQuery; None when it is not one (the request will
+    fail its own validation, and is priced as a raw scan meanwhile)."""
+    if value is None:
+        return queries.EventQuery()
+    if not isinstance(value, dict):
+        return None
+    try:
+        return queries.EventQuery(
+            model_names=list(value.get("modelNames") or []),
+            versions=list(value.get("versions") or []),
+            project_names=list(value.get("projectNames") or []),
+            engineers=list(value.get("engineers") or []),
+            statuses=[documents.DownloadStatus(s) for s in value.get("statuses") or []],
+            modes=[documents.DownloadMode(m) for m in value.get("modes") or []],
+            since=_moment(value.get("since")),
+            until=_moment(value.get("until")),
+            min_bytes=value.get("minBytes"),
+        )
+    except (ValueError, TypeError):
+        return None
+
+
+def _moment(value: Any) -> datetime | None:
+    return None if value is None else _parse_datetime(value)
+
+
+def _source(query: queries.EventQuery | None, group_by: list[Any], **options: Any) -> queries.StatsSource:
+    """Where `downloadStats` will answer this request from (the use case decides, in one place)."""
+    if query is None:
+        return queries.StatsSource.RAW
+    try:
+        request = queries.StatsRequest(
+            query=query, group_by=[queries.Dimension(d) for d in group_by], **options
+        )
+        return stats.source_for(request)
+    except (DomainError, ValueError, TypeError):
+        return queries.StatsSource.RAW
+
+
+def _days(since: datetime | None, until: datetime | None) -> int:
+    if since is None:
+        return UNBOUNDED_DAYS
+    span = (until or datetime.now(UTC)) - since
+    return max(1, math.ceil(span / timedelta(days=1)))
+
+
+def read_price(source: queries.StatsSource, days: int, hourly: bool) -> int:
+    """One stats read over `days` by its source: raw scans high, rollup reads by the buckets they read."""
+    if source is queries.StatsSource.RAW:
+        return STATS_BASE + min(RAW_SCAN, RAW_SCAN_PER_DAY * days)
+    buckets = days * 24 if hourly else days
+    edges = HYBRID_EDGES if source is queries.StatsSource.HYBRID else 0
+    return STATS_BASE + edges + buckets // ROLLUP_BUCKETS_PER_POINT
+
+
+def _enum(value: Any, kind: Any) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def stats_price(argument: Argument, field: FieldNode, children: int) -> int:
+    group_by = argument(field, "groupBy")
+    group_by = group_by if isinstance(group_by, list) else [group_by]
+    query = _event_query(argument(field, "filter"))
+    interval = _enum(argument(field, "interval"), queries.Interval)
+    source = _source(
+        query,
+        group_by,
+        interval=interval,
+        time_zone=argument(field, "timeZone"),
+        exact=argument(field, "exact") is True,
+    )
+    since, until = (query.since, query.until) if query is not None else (None, None)
+    limit = _int(argument(field, "limit"), 100)
+    rows = limit * max(1, children) // ROWS_PER_POINT
+    return read_price(source, _days(since, until), interval is queries.Interval.HOUR) + rows
+
+
+def series_price(argument: Argument, field: FieldNode, children: int) -> int:
+    """`downloadSeries` reads three times (series.download_series): the top groups of `by` over the range,
+    their buckets, and every event's buckets; each read is priced by the source that will answer it."""
+    by = argument(field, "by")
+    interval = _enum(argument(field, "interval") or "DAY", queries.Interval) or queries.Interval.DAY
+    time_zone = argument(field, "timeZone")
+    query = _event_query(argument(field, "filter"))
+    try:
+        since, until = _moment(argument(field, "since")), _moment(argument(field, "until"))
+    except (ValueError, TypeError):
+        since = until = None
+    if query is not None:
+        query.since, query.until = since, until
+    grouped = _source(query, [by], time_zone=time_zone)
+    bucketed = _source(query, [by], interval=interval, time_zone=time_zone)
+    everything = _source(query, [], interval=interval, time_zone=time_zone)
+    days = _days(since, until)
+    hourly = interval is queries.Interval.HOUR
+    reads = sum(read_price(s, days, hourly) for s in (grouped, bucketed, everything))
+    top = min(_int(argument(field, "top"), 10), series.MAX_TOP)
+    points = min(days * 24 if hourly else days, series.MAX_POINTS)
+    return reads + (top + 1) * points * max(1, children) // (ROWS_PER_POINT * 10)
 
 
 def operation_cost(document: Any, operation_name: str | None, variables: Mapping[str, Any] | None) -> int:
@@ -86,4 +267,7 @@ def operation_cost(document: Any, operation_name: str | None, variables: Mapping
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
     counter = CostCounter(fragments, variables or {})
-    return max((counter.selection_set(o.selection_set) for o in chosen[:1]), default=0)
+    try:
+        return max((counter.selection_set(o.selection_set) for o in chosen[:1]), default=0)
+    except RecursionError:
+        return UNPRICEABLE

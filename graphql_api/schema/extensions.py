@@ -5,9 +5,10 @@ document limits another, and error masking, metrics and the request guards a thi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
+from graphql import DocumentNode, GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
@@ -26,26 +27,53 @@ def parsing(max_tokens: int) -> type[SchemaExtension]:
             super().__init__(maxsize=CACHE_SIZE)
 
         def on_parse(self) -> Iterator[None]:
-            self.execution_context.parse_options["max_tokens"] = max_tokens
-            yield from super().on_parse()
+            ctx = self.execution_context
+            ctx.parse_options["max_tokens"] = max_tokens
+            try:
+                ctx.graphql_document = self.cached_parse_document(ctx.query, **ctx.parse_options)
+            except GraphQLError:
+                # Left unparsed, Strawberry parses it again (bounded the same way) inside its own error
+                # handling, which answers with the error; raised from here, the WebSocket path dropped it
+                # (the client got `complete` alone, and the log a traceback).
+                ctx.graphql_document = None
+            yield
 
     return Parsing
 
 
-def validation(rules: tuple[Any, ...]) -> type[SchemaExtension]:
+def validation(
+    rules: tuple[Any, ...],
+    replaced: Mapping[Any, Any] | None = None,
+    precheck: Callable[[DocumentNode], list[GraphQLError]] | None = None,
+) -> type[SchemaExtension]:
     class Validation(ValidationCache):
-        """Validates through the shared cache with the document limits' rules added: the rule classes are
-        built once, so the cache key (which includes the rules) is the same for every request."""
+        """Validates through the shared cache with `rules` added (and graphql-core rules in `replaced`
+        swapped for bounded ones): the rule classes are built once, so the cache key (which includes the
+        rules) is the same for every request, over HTTP and WebSocket alike. `precheck` (the document
+        limits, in time linear in the document) runs first: a document it refuses is not validated further."""
 
         added: ClassVar[tuple[Any, ...]] = rules
+        swaps: ClassVar[Mapping[Any, Any]] = dict(replaced or {})
+        check: ClassVar[Callable[[DocumentNode], list[GraphQLError]] | None] = precheck
 
         def __init__(self) -> None:
             super().__init__(maxsize=CACHE_SIZE)
 
         def on_operation(self) -> Iterator[None]:
             ctx = self.execution_context
-            ctx.validation_rules = ctx.validation_rules + self.added
+            kept = tuple(self.swaps.get(rule, rule) for rule in ctx.validation_rules)
+            ctx.validation_rules = kept + self.added
             yield
+
+        def on_validate(self) -> Iterator[None]:
+            ctx = self.execution_context
+            check = type(self).check
+            refused = check(ctx.graphql_document) if check and ctx.graphql_document is not None else []
+            if refused:
+                ctx.pre_execution_errors = refused
+                yield
+            else:
+                yield from super().on_validate()
 
     return Validation
 

@@ -1,0 +1,119 @@
+"""Operation prices: fragments priced once and like plain selections, and analytics priced by the source
+that will answer them (a raw event scan far above a rollup read)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from graphql import FragmentDefinitionNode, OperationDefinitionNode, parse
+
+from graphql_api.client import DOCUMENTS
+from graphql_api.config import Settings
+from graphql_api.schema.cost import RAW_SCAN, RAW_SCAN_PER_DAY, STATS_BASE, CostCounter, operation_cost
+from tests.schema.test_document_limits import INLINE, NAMED, PLAIN, nested
+
+RAW_READ = STATS_BASE + RAW_SCAN
+BUDGET = Settings.model_fields["max_query_cost"].default
+UNTIL = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+RANGE = {"since": (UNTIL - timedelta(days=30)).isoformat(), "until": UNTIL.isoformat()}  # whole days
+
+
+def cost(text: str, variables: dict[str, Any] | None = None, name: str | None = None) -> int:
+    return operation_cost(parse(text), name, variables)
+
+
+def test_named_and_inline_fragments_and_aliases_price_like_the_plain_document() -> None:
+    """A document priced the same written plainly, with named fragments, with inline fragments, or with its
+    fields aliased."""
+    aliased = PLAIN.replace("edges", "e: edges").replace("node {", "n: node {").replace("nodes", "vs: nodes")
+    assert cost(PLAIN) == cost(NAMED) == cost(INLINE) == cost(aliased)
+
+
+def test_a_connection_selected_through_inline_fragments_is_paged() -> None:
+    """A connection's edges selected through an inline fragment are priced per row of the page (they
+    were priced once: 11 where the plain selection cost 25,661)."""
+    plain = "{ models(first: 100) { edges { node { versions { nodes { name tags key } } } } } }"
+    inline = (
+        "{ models(first: 100) { ... on ModelConnection { edges { node { versions { ... { nodes { name tags key "
+        "} } } } } } } }"
+    )
+    spread = "{ models { ...C } } fragment C on ModelConnection { edges { node { name } } }"
+    assert cost(inline) == cost(plain) > BUDGET
+    assert cost(spread) == cost("{ models { edges { node { name } } } }") == 1 + 20 * (1 + 1 + 1)
+
+
+@pytest.mark.parametrize("levels", [6, 8, 12])
+def test_pricing_walks_each_fragment_once(levels: int) -> None:
+    """Nested spreads are priced by their expansion (10 ** (levels - 1) fields) while the counter walks each
+    selection of the text once."""
+    document = parse(nested(levels, inline=True))
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    (operation,) = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    counter = CostCounter(fragments, {})
+    assert counter.selection_set(operation.selection_set) == 10 ** (levels - 1)
+    assert counter.visits == 1 + 2 * 10 * (levels - 1) + 1  # the text's selections (spread, inline, leaf)
+
+
+STATS = "query($g: [DownloadDimension!]!, $f: DownloadFilter, $e: Boolean! = false, $i: TimeInterval, " \
+    "$z: String) { downloadStats(groupBy: $g, filter: $f, exact: $e, interval: $i, timeZone: $z, limit: 10) " \
+    "{ totalRows } }"  # fmt: skip
+
+
+def test_stats_are_priced_by_the_source_that_answers_them() -> None:
+    """Grouped by ENGINEER or STATUS, filtered by engineer, in another time zone, or HOUR buckets without an
+    end, downloadStats scans raw events and is priced like `exact: true` over the same range (by its days,
+    up to a month's price); rollup answers are far cheaper."""
+    exact = cost(STATS, {"g": ["MODEL"], "f": RANGE, "e": True})
+    assert exact == STATS_BASE + RAW_SCAN + 1
+    raw = [
+        {"g": ["ENGINEER"], "f": RANGE},
+        {"g": ["STATUS"], "f": RANGE},
+        {"g": ["MODEL"], "f": {**RANGE, "engineers": ["rita"]}},
+        {"g": ["MODEL"], "f": RANGE, "z": "Europe/Paris", "i": "DAY"},
+        {"g": ["MODEL"], "f": {"since": (UNTIL - timedelta(days=40)).isoformat()}, "i": "HOUR"},
+    ]
+    for variables in raw:
+        assert cost(STATS, variables) == exact, variables
+    rollup = cost(STATS, {"g": ["MODEL"], "f": RANGE})
+    off_midnight = (UNTIL - timedelta(days=30, hours=-10, minutes=-30)).isoformat()
+    hybrid = cost(STATS, {"g": ["MODEL"], "f": {**RANGE, "since": off_midnight}})
+    assert rollup < hybrid < exact / 4
+    assert cost(STATS, {"g": ["MODEL"], "f": RANGE, "i": "HOUR"}) > rollup  # 24 times the buckets
+    week = {"since": (UNTIL - timedelta(days=7)).isoformat(), "until": UNTIL.isoformat()}
+    assert cost(STATS, {"g": ["ENGINEER"], "f": week}) == STATS_BASE + 7 * RAW_SCAN_PER_DAY + 1  # by its days
+
+
+SERIES = "query($by: DownloadDimension!, $since: DateTime!, $until: DateTime!, $f: DownloadFilter) { " \
+    "downloadSeries(by: $by, since: $since, until: $until, filter: $f, top: 10) " \
+    "{ total series { key values } } }"  # fmt: skip
+
+
+def test_series_are_priced_like_the_raw_scans_they_run() -> None:
+    """downloadSeries by ENGINEER runs two raw scans (the top engineers, then their buckets): it is priced
+    above two exact downloadStats; by MODEL its reads come from rollups and it stays cheap; fifty aliases
+    of the ENGINEER series are far over the budget (they were priced 150 in all)."""
+    by_engineer = cost(SERIES, {"by": "ENGINEER", **RANGE})
+    assert by_engineer > 2 * RAW_READ
+    by_model = cost(SERIES, {"by": "MODEL", **RANGE})
+    assert by_model < RAW_READ / 2
+    filtered = cost(SERIES, {"by": "MODEL", **RANGE, "f": {"statuses": ["FAILED"]}})
+    assert filtered > 3 * RAW_READ  # every read scans raw events
+    fifty = "query($s: DateTime!, $u: DateTime!) { " + " ".join(
+        f"s{i}: downloadSeries(by: ENGINEER, since: $s, until: $u) {{ total }}" for i in range(50)
+    ) + " }"  # fmt: skip
+    assert cost(fifty, {"s": RANGE["since"], "u": RANGE["until"]}) > 50 * 2 * RAW_READ
+
+
+@pytest.mark.parametrize("days", [7, 30, 90])
+def test_the_shipped_operations_fit_the_default_budget(days: int) -> None:
+    """The /ui page's operations (over each of its ranges) and the SDK's fit the default cost budget."""
+    ui = (Path(__file__).parents[2] / "graphql_api" / "ui" / "operations.graphql").read_text()
+    variables = {"since": (UNTIL - timedelta(days=days)).isoformat(), "until": UNTIL.isoformat(), "name": "m"}
+    for name in ("UiModels", "UiOverview", "UiModel"):
+        assert cost(ui, variables, name) <= BUDGET, name
+    for name, text in DOCUMENTS.items():
+        stats = {"groupBy": ["ENGINEER", "MODEL"], "filter": {"since": variables["since"]}, "interval": "DAY"}
+        assert cost(text, stats if name == "STATS" else {}) <= BUDGET, name
