@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -616,7 +617,20 @@ def schema_sdl() -> str:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        # A plain `pip install modelhub` is the client: a server command (serve, seed-demo, token, ...) finds
+        # the server stack missing when it imports it, and says in one line what to install.
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing == __package__:
+            raise
+        print(
+            f"modelhub: this command runs the server, which is not installed ({missing} is missing): "
+            'pip install "modelhub[server]"',
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
