@@ -40,7 +40,13 @@ from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
-from .http.middleware import BodyLimit, FixedRouteMetrics, OutageGuard, install_log_redaction
+from .http.middleware import (
+    BodyLimit,
+    FixedRouteMetrics,
+    OutageGuard,
+    RequestContext,
+    install_log_redaction,
+)
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
@@ -303,6 +309,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/ui/{name}", ui_page.file),
     ]
     middleware = [
+        Middleware(RequestContext),
         *_hosts(settings),
         *_cors(settings),
         _prometheus_middleware(),

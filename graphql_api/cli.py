@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -20,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import logs
 from .client import ModelhubClient, ModelhubError, parse_ref
 from .roles import Role
 
@@ -46,8 +49,10 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .config import Settings
     from .metrics import prepare_multiprocess_dir
 
+    _log_format(Settings().log_format)
     overrides = {"host": host, "port": port, "data_dir": data_dir}
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
@@ -70,6 +75,8 @@ def serve(
         proxies = ",".join(settings.trusted_proxies) or None
         server = {"host": settings.host, "port": settings.port, "log_level": "info",
                   "access_log": settings.access_log}  # fmt: skip
+        if (log_config := logs.config(settings.log_format)) is not None:
+            server["log_config"] = log_config
         # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
         server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:
@@ -95,6 +102,25 @@ def serve(
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+class _LogConsole(Console):
+    """The CLI's console as log records (plain text, markup dropped), for MODELHUB_LOG_FORMAT=json."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.text import Text
+
+        text = " ".join(Text.from_markup(o).plain if isinstance(o, str) else str(o) for o in objects)
+        logging.getLogger("modelhub.cli").info("%s", text)
+
+
+def _log_format(fmt: logs.LogFormat) -> None:
+    """With JSON logs, logging is configured before anything is said (uvicorn configures it again the same
+    way) and the CLI's own lines (database, auth mode, GraphiQL) become log records: every line is JSON."""
+    global console
+    if (log_config := logs.config(fmt)) is not None:
+        logging.config.dictConfig(log_config)
+        console = _LogConsole(stderr=True)
 
 
 @app.command("seed-demo")

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
+from .. import logs
 from .errors import MaskUnexpectedErrors
 from .guards import RequestGuards
 
@@ -58,6 +59,11 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
         started = time.perf_counter()
         yield from super().on_operation()
         record_operation(self.execution_context, started)
+
+    def on_execute(self) -> Iterator[None]:
+        # Parsed by now: the log lines of the rest of the request name the operation.
+        logs.operation.set(self.execution_context.operation_name or "(anonymous)")
+        yield from super().on_execute()
 
 
 def record_operation(ctx: ExecutionContext, started: float) -> None:
