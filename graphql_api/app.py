@@ -60,6 +60,7 @@ from .storage import ObjectStore
 from .storage.guarded import GuardedStore
 from .storage.local import LocalObjectStore
 from .storage.s3 import S3ObjectStore
+from .tracing import Tracing
 
 log = logging.getLogger("modelhub")
 
@@ -221,10 +222,16 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            bounds = {
+            bounds: dict[str, Any] = {
                 "serverSelectionTimeoutMS": int(settings.mongo_server_selection_timeout_seconds * 1000),
                 "connectTimeoutMS": int(settings.mongo_connect_timeout_seconds * 1000),
             }
+            # Traces when OTEL_* says so (the otel extra); exported and stopped after everything else.
+            app.state.tracing = tracing = Tracing.from_env()
+            if tracing is not None:
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+                stack.callback(setattr, app.state, "tracing", None)
+                bounds["event_listeners"] = [tracing.mongo_listener()]
             client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
             signer = Signer(settings.resolved_signing_secret())
             raw_store = await _open_store(settings, signer, stack)

@@ -24,6 +24,6 @@ open(path, "w").write(
 )
 PY
 }
-compile requirements/server.txt --extra server
+compile requirements/server.txt --extra server --extra otel
 compile requirements/embedded.txt --extra server --extra embedded
 compile requirements/dev.txt --extra dev

@@ -3,6 +3,7 @@ logs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -13,6 +14,7 @@ from starlette_exporter import PrometheusMiddleware
 
 from .. import logs
 from ..health import Watch
+from ..tracing import Tracing
 from .errors import error_response, outage_response
 from .streaming import Message, Receive, Scope, Send
 
@@ -37,19 +39,30 @@ class RequestContext:
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        trace = logs.trace_id_of(headers.get(b"traceparent", b"").decode("latin-1"))
-        tokens = [(logs.request_id, logs.request_id.set(rid)), (logs.trace_id, logs.trace_id.set(trace))]
+        tracing: Tracing | None = getattr(getattr(scope.get("app"), "state", None), "tracing", None)
+        with contextlib.ExitStack() as stack:
+            span = None
+            if tracing is not None:
+                path = _redact(scope["path"])  # a download ticket in a trace is a download anyone could make
+                span = stack.enter_context(tracing.server_span(scope["method"], path, headers))
+                trace = tracing.trace_id(span)
+            else:
+                trace = logs.trace_id_of(headers.get(b"traceparent", b"").decode("latin-1"))
+            tokens = [(logs.request_id, logs.request_id.set(rid)), (logs.trace_id, logs.trace_id.set(trace))]
 
-        async def with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
+            async def with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    added = [(b"x-request-id", rid.encode())]
+                    if tracing is not None:
+                        added += tracing.response_started(span, message["status"])
+                    message["headers"] = [*message.get("headers", []), *added]
+                await send(message)
 
-        try:
-            await self.app(scope, receive, with_id)
-        finally:
-            for var, token in reversed(tokens):
-                var.reset(token)
+            try:
+                await self.app(scope, receive, with_id)
+            finally:
+                for var, token in reversed(tokens):
+                    var.reset(token)
 
 
 class BodyLimit:
