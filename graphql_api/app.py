@@ -60,6 +60,7 @@ from .storage import ObjectStore
 from .storage.guarded import GuardedStore
 from .storage.local import LocalObjectStore
 from .storage.s3 import S3ObjectStore
+from .storage.traced import TracedStore
 from .tracing import Tracing
 
 log = logging.getLogger("modelhub")
@@ -236,7 +237,9 @@ def create_app(settings: Settings) -> Starlette:
             signer = Signer(settings.resolved_signing_secret())
             raw_store = await _open_store(settings, signer, stack)
             health = _watches(settings, client, raw_store)
-            store = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
+            store: ObjectStore = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
+            if tracing is not None:
+                store = TracedStore(store, tracing)
             app.state.health = health
             for watch in health.all():
                 stack.push_async_callback(_stop, asyncio.create_task(watch.run()), watch.stop)

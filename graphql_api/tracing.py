@@ -54,11 +54,27 @@ class Tracing:
         return cls(provider)
 
     def mongo_listener(self) -> Any:
-        """A span per MongoDB command (the pymongo instrumentation's listener, given to our client only;
-        command documents are not recorded)."""
+        """A span per MongoDB command inside a traced request (the pymongo instrumentation's listener, given
+        to our client only; command documents are not recorded). Commands outside any span (the health
+        watch's ping every half second, the background loops' polls) are left out: each would be a trace."""
+        from opentelemetry import trace
         from opentelemetry.instrumentation.pymongo import CommandTracer
+        from pymongo import monitoring
 
-        return CommandTracer(self.tracer)
+        inner = CommandTracer(self.tracer)
+
+        class InRequests(monitoring.CommandListener):
+            def started(self, event: monitoring.CommandStartedEvent) -> None:
+                if trace.get_current_span().get_span_context().is_valid:
+                    inner.started(event)
+
+            def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+                inner.succeeded(event)  # nothing when its start was left out
+
+            def failed(self, event: monitoring.CommandFailedEvent) -> None:
+                inner.failed(event)
+
+        return InRequests()
 
     @contextlib.contextmanager
     def server_span(self, method: str, path: str, headers: Mapping[bytes, bytes]) -> Iterator[Any]:

@@ -3,6 +3,7 @@ loopback as one tree continuing the caller's traceparent; without one, nothing i
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import threading
 from collections.abc import Iterator
@@ -102,7 +103,7 @@ async def test_a_graphql_request_is_one_span_tree(
 ) -> None:
     """A GraphQL query sent with a traceparent: the server span continues the caller's trace and is returned
     in the response's traceparent; under it the operation's span (type, name, outcome) and under that the
-    MongoDB commands; a variable's value is in no span."""
+    MongoDB commands; a variable's value is in no span, and commands outside requests are not traced."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
@@ -116,11 +117,14 @@ async def test_a_graphql_request_is_one_span_tree(
             resp = await http.post(
                 "/graphql", json={"query": query, "variables": {"name": "secret-name-7f3a"}}, headers=headers
             )
+        await asyncio.sleep(1.2)  # the health watch pings MongoDB and the store every half second
     assert resp.status_code == 200 and resp.json()["data"]["models"]["totalCount"] == 0
     version, trace_id, server_span_id, flags = resp.headers["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", TRACE, "01") and server_span_id != PARENT
 
     assert all(b"secret-name-7f3a" not in body for body in receiver.bodies)
+    orphans = [s.name for _, s in receiver.spans() if s.kind == CLIENT_KIND and not s.parent_span_id]
+    assert not orphans  # no trace of its own for each health ping or background poll
     spans = [(resource, span) for resource, span in receiver.spans() if span.trace_id.hex() == TRACE]
     assert {resource["service.name"] for resource, _ in spans} == {"modelhub"}
     by_id = {span.span_id.hex(): span for _, span in spans}
@@ -157,7 +161,8 @@ async def test_a_registration_and_a_download_are_span_trees(
 ) -> None:
     """A registration is a mutation span with its MongoDB writes beneath; a streamed download is a server
     span (its ticket redacted from the path) over a `download stream` span that records the bytes sent and
-    the outcome, with the event's MongoDB writes beneath it; the ticket itself is in no span."""
+    the outcome, with the store read and the event's MongoDB writes beneath it; the ticket itself is in no
+    span."""
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     settings = make_settings("local", mongo_uri, None, tmp_path / "data")
@@ -193,7 +198,8 @@ async def test_a_registration_and_a_download_are_span_trees(
 
     (register,) = [s for s in by_id.values() if s.name == "mutation Register"]
     assert by_id[register.parent_span_id.hex()].kind == SERVER_KIND
-    assert {"insert"} <= {s.name.rsplit(".", 1)[1] for s in under(register) if s.kind == CLIENT_KIND}
+    assert {"insert"} <= {s.name.rsplit(".", 1)[1] for s in under(register) if s.name.startswith("t_")}
+    assert "store head" in {s.name for s in under(register)}
 
     (stream,) = [s for s in by_id.values() if s.name == "download stream"]
     server = by_id[stream.parent_span_id.hex()]
@@ -203,4 +209,11 @@ async def test_a_registration_and_a_download_are_span_trees(
         "modelhub.download.bytes_sent": len(data),
         "modelhub.download.outcome": "COMPLETED",
     }
-    assert [s for s in under(stream) if s.kind == CLIENT_KIND]  # the event's COMPLETED write
+    (read,) = [s for s in under(stream) if s.name == "store read"]
+    assert read.parent_span_id == stream.span_id
+    assert _attributes(read) == {
+        "modelhub.store.kind": "local",
+        "modelhub.store.bucket": "bucket-t",
+        "modelhub.store.bytes_read": len(data),
+    }
+    assert [s for s in under(stream) if s.name.startswith("t_")]  # the event's COMPLETED write
