@@ -137,7 +137,9 @@ async def test_a_graphql_request_is_one_span_tree(
         "graphql.operation.type": "query",
         "graphql.operation.name": "FindModel",
         "modelhub.outcome": "success",
+        "modelhub.cost": _attributes(operation)["modelhub.cost"],
     }
+    assert _attributes(operation)["modelhub.cost"] >= 2  # two root fields
     commands = [s for s in by_id.values() if s.kind == CLIENT_KIND and s.name.startswith(settings.mongo_db)]
     assert commands, [s.name for s in by_id.values()]
     for command in commands:

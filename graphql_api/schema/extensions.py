@@ -71,13 +71,12 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
             operation_type, outcome = operation_facts(ctx)
             name = ctx.operation_name or "(anonymous)"
             span.update_name(f"{operation_type} {name}")
-            span.set_attributes(
-                {
-                    "graphql.operation.type": operation_type,
-                    "graphql.operation.name": name,
-                    "modelhub.outcome": outcome,
-                }
-            )
+            attributes = {
+                "graphql.operation.type": operation_type,
+                "graphql.operation.name": name,
+                "modelhub.outcome": outcome,
+            }
+            span.set_attributes(attributes | ({} if self.cost is None else {"modelhub.cost": self.cost}))
 
     def on_execute(self) -> Iterator[None]:
         # Parsed by now: the log lines of the rest of the request name the operation.
