@@ -29,6 +29,8 @@ class CostLimitExceeded(DomainError):
 class RequestGuards(SchemaExtension):
     """Runs before execution (after parsing and validation): a refused operation executes nothing."""
 
+    cost: int | None = None
+
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         context = ctx.context
@@ -41,6 +43,7 @@ class RequestGuards(SchemaExtension):
         principal = context.principal  # raises Unauthenticated: every operation needs a caller
         if ctx.graphql_document is not None:
             cost = operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables)
+            self.cost = cost  # for the operation's trace span
             if cost > settings.max_query_cost:
                 raise CostLimitExceeded(cost, settings.max_query_cost)
             if operation is OperationType.MUTATION:
