@@ -32,6 +32,10 @@ SHAPES = {
     "updated, newest first": PAGE % ", orderBy: {field: UPDATED_AT, direction: DESC}",
     "by name, no prefix": PAGE % ", orderBy: {field: NAME, direction: ASC}",
     "by name, prefix m01": PAGE % ', filter: {namePrefix: "m01"}, orderBy: {field: NAME, direction: ASC}',
+    "prefix m000 (100 match)": PAGE % ', filter: {namePrefix: "m000"}',
+    "prefix m00 (10x more)": PAGE % ', filter: {namePrefix: "m00"}',
+    "prefix m000, by name": PAGE % ', filter: {namePrefix: "m000"}, orderBy: {field: NAME, direction: ASC}',
+    "prefix m00, by name": PAGE % ', filter: {namePrefix: "m00"}, orderBy: {field: NAME, direction: ASC}',
     "project q, newest first": PAGE % ', filter: {projectNames: ["q"]}',
     "project q, by name": PAGE % ', filter: {projectNames: ["q"]}, orderBy: {field: NAME, direction: ASC}',
 }
