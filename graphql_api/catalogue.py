@@ -24,8 +24,10 @@ Kept true the same way as the model cache (model_cache.py):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
+import logging
 from bisect import bisect_left, bisect_right, insort
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -37,11 +39,18 @@ from .db import models as models_db
 from .pagination import PageRequest, decode_cursor, encode_cursor
 from .queries import ModelOrder, ModelOrderField, ModelQuery
 
+log = logging.getLogger(__name__)
+
 Key = tuple[Any, ...]
 # A name prefix matching at most this many names is answered by sorting its matches (bounded work);
 # above it, the prefix gets lists of its own, kept for the next pages while it is among the recent ones.
 GATHER_LIMIT = 256
 PREFIX_LISTS = 64
+# Changes reported by the stream that a page applies itself (one read) before it is served; more are
+# applied by a task of their own (READ_IDS at a time), and above RELOAD_IDS by reading everything again.
+INLINE_IDS = 256
+READ_IDS = 1000
+RELOAD_IDS = 5000
 ORDERS = (ModelOrderField.CREATED_AT, ModelOrderField.UPDATED_AT, ModelOrderField.NAME)
 
 
@@ -144,6 +153,7 @@ class Catalogue:
         self._reload = True
         self._written_since: datetime | None = None
         self._lock = asyncio.Lock()
+        self._settling: asyncio.Task[None] | None = None
         # Entries looked at by pages since start: what a test checks a page's cost by.
         self.examined = 0
 
@@ -151,8 +161,16 @@ class Catalogue:
     def live(self) -> bool:
         return self._live
 
+    @property
+    def settled(self) -> bool:
+        """Loaded, with every change reported so far applied."""
+        return self._loaded and not (self._reload or self._pending or self._written_since is not None)
+
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
 
     # --- kept true by the change stream -------------------------------------------------------------
 
@@ -162,8 +180,11 @@ class Catalogue:
         self._pending.clear()
 
     def closed(self) -> None:
-        """The stream failed: pages come from the database until it is open and loaded again."""
+        """The stream failed (or the app stops): pages come from the database until it is open and
+        loaded again."""
         self._live = False
+        if self._settling is not None:
+            self._settling.cancel()
 
     def changed(self, model_id: Any | None) -> None:
         """A change the stream reported (None: the collection as a whole): re-read before the next page."""
@@ -178,15 +199,40 @@ class Catalogue:
             self._written_since = since
 
     async def ready(self) -> bool:
-        """True when pages may be served from memory, after applying every change reported so far."""
+        """True when pages may be served from memory, after applying every change reported so far.
+
+        A few changes are applied at once (one read); more (a first load, a burst written elsewhere) are
+        applied by a task of their own, and pages come from the database meanwhile: a request never
+        pays for reading the registry."""
         if not self._live:
             return False
         if self._reload or self._pending or self._written_since is not None:
-            async with self._lock:
+            if self._reload or len(self._pending) > INLINE_IDS or self._lock.locked():
+                if self._settling is None or self._settling.done():
+                    # A context of its own: not under the deadline of the request that started it.
+                    task = self._settle_in_background()
+                    self._settling = asyncio.create_task(task, context=contextvars.Context())
+                return False
+            await self._settle_locked()
+        return self._live and self._loaded and not self._reload
+
+    async def _settle_in_background(self) -> None:
+        try:
+            await self._settle_locked()
+        except Exception as exc:  # the next page tries again; pages come from the database meanwhile
+            log.warning("the catalogue could not read the models' changes (%s)", type(exc).__name__)
+
+    async def _settle_locked(self) -> None:
+        async with self._lock:
+            try:
                 await self._settle()
-        return self._live and self._loaded
+            except Exception:
+                self._reload = True  # what was taken from the queue may be lost: read everything again
+                raise
 
     async def _settle(self) -> None:
+        if len(self._pending) > RELOAD_IDS:
+            self._reload = True
         if self._reload:
             self._reload, self._written_since = False, None
             self._pending.clear()  # the full read below sees them
@@ -198,8 +244,9 @@ class Catalogue:
             since, self._written_since = self._written_since, None
             for doc in await models_db.model_keys(updated_since=since - timedelta(milliseconds=1)):
                 self._put(Entry.of(doc))
-        if self._pending:
-            ids, self._pending = list(self._pending), set()
+        while self._pending:
+            ids = list(itertools.islice(self._pending, READ_IDS))
+            self._pending.difference_update(ids)
             found = {doc["_id"]: doc for doc in await models_db.model_keys(ids=ids)}
             for model_id in ids:
                 held = found.get(model_id)

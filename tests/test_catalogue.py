@@ -41,14 +41,17 @@ def spread_models(count: int, seed: int = 3) -> list[RegisteredModel]:
 
 
 async def loaded(app: Starlette, count: int) -> Catalogue:
-    """The app's catalogue once it holds `count` models."""
+    """The app's catalogue once it holds the `count` models inserted before, and every change the stream
+    reported for them: a sentinel written after them has come through the (ordered) stream."""
     await live(app)
     catalogue = services(app).models.catalogue
+    await models_db.insert_model(RegisteredModel(name="zz-sentinel", project_name="s", owner="s"))
 
     async def holds() -> bool:
-        return await catalogue.ready() and len(catalogue) == count
+        return await catalogue.ready() and "zz-sentinel" in catalogue and catalogue.settled
 
-    assert await eventually(holds, seconds=10)
+    assert await eventually(holds, seconds=20)
+    assert len(catalogue) == count + 1
     return catalogue
 
 
@@ -154,12 +157,12 @@ async def test_pages_follow_every_writer(
         made = await register(gql, reg_input(bucket, name=f"r{i}"), **ALICE)
         assert made["__typename"] == "ModelVersion"
         page = (await gql(newest, **ALICE))["models"]
-        assert page["nodes"][0] == {"name": f"r{i}"} and page["totalCount"] == i + 1
-    assert len(catalogue) == 5
+        assert page["nodes"][0] == {"name": f"r{i}"} and page["totalCount"] == i + 2
+    assert len(catalogue) == 6
     await models_db.insert_model(RegisteredModel(name="elsewhere", project_name="p", owner="o"))
 
     async def seen() -> bool:
         return bool((await gql(newest, **ALICE))["models"]["nodes"][0] == {"name": "elsewhere"})
 
     assert await eventually(seen, seconds=5)
-    assert len(catalogue) == 6
+    assert len(catalogue) == 7
