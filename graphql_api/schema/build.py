@@ -33,7 +33,8 @@ class ModelhubSchema(strawberry.Schema):
         unexpected = [e for e in errors if is_unexpected(e)]
         for error in errors:
             if error not in unexpected:
-                label_error(error)  # parse errors reach here without passing the extensions
+                # parse errors reach here without passing the extensions
+                label_error(error, execution_context.graphql_document if execution_context else None)
                 log.info("graphql error: %s", error.message)
         if unexpected:
             super().process_errors(unexpected, execution_context)

@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from graphql.validation import ValuesOfCorrectTypeRule
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
-from .errors import MaskUnexpectedErrors
+from .errors import MaskUnexpectedErrors, TypedValues
 from .guards import RequestGuards
 
 CACHE_SIZE = 256
@@ -44,7 +45,9 @@ def validation(rules: tuple[Any, ...]) -> type[SchemaExtension]:
 
         def on_operation(self) -> Iterator[None]:
             ctx = self.execution_context
-            ctx.validation_rules = ctx.validation_rules + self.added
+            # Literal values are checked by TypedValues (BAD_USER_INPUT naming the field) instead.
+            rules = (TypedValues if r is ValuesOfCorrectTypeRule else r for r in ctx.validation_rules)
+            ctx.validation_rules = (*rules, *self.added)
             yield
 
     return Validation
