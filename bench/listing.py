@@ -5,8 +5,10 @@ Usage: python -m bench.listing [--names 2000,20000] [--spread-seconds 7776000]
 Inserts models straight into the DB (no verifier backlog, no registration load), their creation dates spread
 uniformly over the last `--spread-seconds` (90 days by default; 300 is a burst of registrations), starts
 `modelhub serve` (header mode, one worker) and prints the median of 15 requests per shape: newest first
-(the default order), recently updated, by name without a prefix, by name under a prefix, and one of two
-projects (half the models) newest first and by name.
+(the default order), recently updated, by name without a prefix, by name under a prefix, two prefixes of
+which one matches 10x more names (m000: 100, m00: 1,000 at 1,000 models and more), newest first and by
+name, and one of two projects (half the models) newest first and by name. The app answers catalogue pages
+from memory (catalogue.py) once it has read the inserted models: the script waits 5 s for that.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ async def main() -> None:
                     for start in range(0, len(docs), 2000):
                         models.insert_many(docs[start : start + 2000])
                     have = size
+                    # The app's catalogue reads the new models in a task of its own, started by a page
+                    # request; pages come from the DB until it has (a few seconds at 20,000).
+                    settle_until = time.monotonic() + 5
+                    while time.monotonic() < settle_until:
+                        await http.post("/graphql", json={"query": PAGE % ""})
+                        await asyncio.sleep(0.2)
                     for title, query in SHAPES.items():
                         for _ in range(3):  # warm up
                             resp = await http.post("/graphql", json={"query": query})
