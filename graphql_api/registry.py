@@ -253,8 +253,7 @@ async def update_version(
 ) -> ModelVersion:
     """Changes a version's description, tags and metadata; its artifact, checksum and number are immutable."""
     validate_version(version)
-    require_owner(await require_model(name), who)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # checked before anything is looked up: a bad input is named first
     if description is not None:
         validate_description(description)
         fields["description"] = description
@@ -264,6 +263,7 @@ async def update_version(
         fields["metadata"] = validate_metadata(metadata)
     if not fields:
         raise InvalidInput("input", "give at least one of description, tags or metadata")
+    require_owner(await require_model(name), who)
     updated = await models_db.update_version(name, version, fields)
     if updated is None:
         raise ModelVersionNotFound(name, version)
