@@ -7,8 +7,10 @@ uniformly over the last `--spread-seconds` (90 days by default; 300 is a burst o
 `modelhub serve` (header mode, one worker) and prints the median of 15 requests per shape: newest first
 (the default order), recently updated, by name without a prefix, by name under a prefix, two prefixes of
 which one matches 10x more names (m000: 100, m00: 1,000 at 1,000 models and more), newest first and by
-name, and one of two projects (half the models) newest first and by name. The app answers catalogue pages
-from memory (catalogue.py) once it has read the inserted models: the script waits 5 s for that.
+name, and one of two projects (half the models) newest first and by name; at the first size, the
+versions of a model with 100 and one with 5,000 versions (every tenth archived), by number and by date.
+The app answers catalogue pages from memory (catalogue.py) once it has read the inserted models: the
+script waits 5 s for that.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ SHAPES = {
     "project q, newest first": PAGE % ', filter: {projectNames: ["q"]}',
     "project q, by name": PAGE % ', filter: {projectNames: ["q"]}, orderBy: {field: NAME, direction: ASC}',
 }
+VERSIONS = '{ model(name: "%s") { versions(first: 50%s) { nodes { version } } } }'
+VERSION_SHAPES = {
+    "versions of v-few (100)": VERSIONS % ("v-few", ""),
+    "versions of v-many (5,000)": VERSIONS % ("v-many", ""),
+    "v-few by date": VERSIONS % ("v-few", ", orderBy: {field: CREATED_AT, direction: DESC}"),
+    "v-many by date": VERSIONS % ("v-many", ", orderBy: {field: CREATED_AT, direction: DESC}"),
+}
+
+
+def version_docs(name: str, count: int, now: datetime) -> list[dict[str, object]]:
+    """`count` versions of `name`, one a minute up to now; every tenth archived."""
+    return [{"name": name, "project_name": "v", "owner": "o", "description": None, "tags": [], "metadata": {},
+             "version": v, "bucket": "b", "key": f"{name}/{v}", "size_bytes": 1, "etag": "e",
+             "content_type": "application/octet-stream", "archived": v % 10 == 0,
+             "created_at": now - timedelta(minutes=count - v), "checksum_status": "VERIFIED"}
+            for v in range(1, count + 1)]  # fmt: skip
 
 
 async def main() -> None:
@@ -57,9 +75,17 @@ async def main() -> None:
         app = start_app(env, port)
         models = MongoClient(mongo.uri)["bench"]["models"]
         have, now = 0, datetime.now(UTC)
+        versions = MongoClient(mongo.uri)["bench"]["model_versions"]
+        for name, count in (("v-few", 100), ("v-many", 5000)):
+            models.insert_one({"name": name, "project_name": "v", "owner": "o", "description": None,
+                               "tags": [], "metadata": {}, "aliases": {}, "alias_moves": 0,
+                               "created_at": now, "updated_at": now})  # fmt: skip
+            versions.insert_many(version_docs(name, count, now))
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-                for size in [int(n) for n in args.names.split(",")]:
+                sizes = [int(n) for n in args.names.split(",")]
+                first_size = sizes[0]
+                for size in sizes:
                     docs = []
                     for i in range(have, size):
                         at = now - timedelta(seconds=random.Random(i).uniform(0, args.spread_seconds))
@@ -75,7 +101,8 @@ async def main() -> None:
                     while time.monotonic() < settle_until:
                         await http.post("/graphql", json={"query": PAGE % ""})
                         await asyncio.sleep(0.2)
-                    for title, query in SHAPES.items():
+                    shapes = {**SHAPES, **VERSION_SHAPES} if size == first_size else SHAPES
+                    for title, query in shapes.items():
                         for _ in range(3):  # warm up
                             resp = await http.post("/graphql", json={"query": query})
                             assert "errors" not in resp.json(), resp.text
