@@ -4,11 +4,11 @@ Usage: python -m bench.listing [--names 2000,20000] [--spread-seconds 7776000]
 
 Inserts models straight into the DB (no verifier backlog, no registration load), their creation dates spread
 uniformly over the last `--spread-seconds` (90 days by default; 300 is a burst of registrations), starts
-`modelhub serve` (header mode, one worker) and prints the median of 15 requests per shape: newest first
-(the default order), recently updated, by name without a prefix, by name under a prefix, two prefixes of
-which one matches 10x more names (m000: 100, m00: 1,000 at 1,000 models and more), newest first and by
-name, and one of two projects (half the models) newest first and by name; at the first size, the
-versions of a model with 100 and one with 5,000 versions (every tenth archived), by number and by date.
+`modelhub serve` (header mode, one worker) and prints the median of `--requests` (15) requests per shape:
+newest first (the default order), recently updated, by name without a prefix, by name under a prefix, two
+prefixes of which one matches 10x more names (m000: 100, m00: 1,000 at 1,000 models and more), newest
+first and by name, and one of two projects (half the models) newest first and by name; at the first size,
+the versions of a model with 100 and one with 5,000 versions (every tenth archived), by number and by date.
 The app answers catalogue pages from memory (catalogue.py) once it has read the inserted models: the
 script waits 5 s for that.
 """
@@ -67,6 +67,7 @@ async def main() -> None:
     )
     parser.add_argument("--names", default="2000,20000", help="registry sizes to measure at")
     parser.add_argument("--spread-seconds", type=float, default=90 * 86400)
+    parser.add_argument("--requests", type=int, default=15, help="timed requests per shape (the median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelhub-listing-") as tmp, EmbeddedMongo(Path(tmp)) as mongo:
         print(f"DB: embedded SecantusDB ({mongo.uri}); creation dates over {args.spread_seconds:,.0f} s")
@@ -107,7 +108,7 @@ async def main() -> None:
                             resp = await http.post("/graphql", json={"query": query})
                             assert "errors" not in resp.json(), resp.text
                         times = []
-                        for _ in range(15):
+                        for _ in range(args.requests):
                             started = time.perf_counter()
                             await http.post("/graphql", json={"query": query})
                             times.append(time.perf_counter() - started)
