@@ -46,6 +46,7 @@ Key = tuple[Any, ...]
 # above it, the prefix gets lists of its own, kept for the next pages while it is among the recent ones.
 GATHER_LIMIT = 256
 PREFIX_LISTS = 64
+PREFIX_SHARE = 2
 # Changes reported by the stream that a page applies itself (one read) before it is served; more are
 # applied by a task of their own (READ_IDS at a time), and above RELOAD_IDS by reading everything again.
 INLINE_IDS = 256
@@ -387,7 +388,9 @@ class Catalogue:
         names = self._all.by_order[ModelOrderField.NAME][start:end]
         self.examined += len(names)  # built once, then kept with the other lists
         lists = self._prefixes[prefix] = Lists(self._by_name[n] for (n,) in names)
-        while len(self._prefixes) > PREFIX_LISTS:
+        # At most PREFIX_LISTS prefixes, holding at most PREFIX_SHARE times the registry between them.
+        budget = PREFIX_SHARE * len(self._by_id)
+        while len(self._prefixes) > PREFIX_LISTS or sum(map(len, self._prefixes.values())) > budget:
             self._prefixes.popitem(last=False)
         return lists
 
