@@ -48,7 +48,7 @@ INVALID: dict[str, list[Any]] = {
 class Position:
     """Where a custom scalar or enum is taken: a root field's argument, and input fields below it."""
 
-    operation: str  # query | mutation
+    operation: str  # query | mutation | subscription
     field: str
     path: tuple[str, ...]  # argument name, then input field names
     type: GraphQLInputType  # the type at the position, with its wrappers
@@ -83,7 +83,8 @@ def positions() -> list[Position]:
         elif is_leaf_type(named) and named.name not in BUILT_IN:
             found.append(Position(op, field, path, type_))
 
-    for op, root in (("query", SCHEMA.query_type), ("mutation", SCHEMA.mutation_type)):
+    roots = (("query", SCHEMA.query_type), ("mutation", SCHEMA.mutation_type))
+    for op, root in (*roots, ("subscription", SCHEMA.subscription_type)):
         assert isinstance(root, GraphQLObjectType)
         for field_name, field in root.fields.items():
             for arg_name, arg in field.args.items():
@@ -172,7 +173,8 @@ class Written:
 def document(pos: Position, value: Any, as_variable: bool) -> tuple[str, dict[str, Any]]:
     """The operation setting `value` at `pos` (inline, or as `$v`) with every other required argument
     filled, selecting only `__typename` (or nothing, for a leaf result)."""
-    root = SCHEMA.query_type if pos.operation == "query" else SCHEMA.mutation_type
+    root = {"query": SCHEMA.query_type, "mutation": SCHEMA.mutation_type}.get(pos.operation)
+    root = root or SCHEMA.subscription_type
     assert root is not None
     field = root.fields[pos.field]
     at = SLOT if as_variable else Written(literal(value, pos.type))
@@ -240,6 +242,8 @@ async def test_every_scalar_and_enum_position_in_both_forms(gql: GraphQLClient) 
     failures: list[str] = []
     checked = 0
     for pos in positions():
+        if pos.operation == "subscription":
+            continue  # the next test
         good, bad = values(pos)
         for as_variable in (False, True):
             form = "variable" if as_variable else "literal"
@@ -260,3 +264,25 @@ async def test_every_scalar_and_enum_position_in_both_forms(gql: GraphQLClient) 
                 checked += 1
     assert not failures, "\n".join(failures)
     assert checked > 100
+
+
+async def test_subscription_positions_refuse_bad_values_in_both_forms() -> None:
+    """A subscription's arguments are checked the same way before it starts (what the WebSocket transport
+    runs): an invalid value, inline or as a variable, is BAD_USER_INPUT naming the field."""
+    schema = build_schema()
+    found = [p for p in positions() if p.operation == "subscription"]
+    assert found
+    failures: list[str] = []
+    for pos in found:
+        for as_variable in (False, True):
+            for value in values(pos)[1]:
+                text, variables = document(pos, value, as_variable)
+                stream = await schema.subscribe(text, variable_values=variables)
+                first = await anext(aiter(stream))
+                errors = [e.formatted for e in getattr(first, "errors", None) or []]
+                problem = typed_error_names({"errors": errors}, pos)
+                if problem or any(
+                    e.get("extensions", {}).get("code") == "INTERNAL_SERVER_ERROR" for e in errors
+                ):
+                    failures.append(f"{pos} {'variable' if as_variable else 'literal'} {value!r}: {problem}")
+    assert not failures, "\n".join(failures)
