@@ -102,22 +102,28 @@ async def main() -> None:
                     while time.monotonic() < settle_until:
                         await http.post("/graphql", json={"query": PAGE % ""})
                         await asyncio.sleep(0.2)
-                    shapes = {**SHAPES, **VERSION_SHAPES} if size == first_size else SHAPES
-                    for query in shapes.values():
-                        for _ in range(3):  # warm up
-                            resp = await http.post("/graphql", json={"query": query})
-                            assert "errors" not in resp.json(), resp.text
-                    # Round robin, one request per shape a round: shapes share the machine's noise.
-                    times: dict[str, list[float]] = {title: [] for title in shapes}
-                    for _ in range(args.requests):
-                        for title, query in shapes.items():
-                            started = time.perf_counter()
-                            await http.post("/graphql", json={"query": query})
-                            times[title].append(time.perf_counter() - started)
-                    for title, taken in times.items():
-                        print(f"{size:>7,} models  {title:26} {statistics.median(taken) * 1000:8.1f} ms")
+                    await measure(http, size, SHAPES, args.requests)
+                    if size == first_size:  # on their own: a slow shape slows the next request down
+                        await measure(http, size, VERSION_SHAPES, args.requests)
         finally:
             stop(app)
+
+
+async def measure(http: httpx.AsyncClient, size: int, shapes: dict[str, str], rounds: int) -> None:
+    """Prints each shape's median over `rounds` rounds of one request per shape (round robin, so that
+    shapes share the machine's noise)."""
+    for query in shapes.values():
+        for _ in range(3):  # warm up
+            resp = await http.post("/graphql", json={"query": query})
+            assert "errors" not in resp.json(), resp.text
+    times: dict[str, list[float]] = {title: [] for title in shapes}
+    for _ in range(rounds):
+        for title, query in shapes.items():
+            started = time.perf_counter()
+            await http.post("/graphql", json={"query": query})
+            times[title].append(time.perf_counter() - started)
+    for title, taken in times.items():
+        print(f"{size:>7,} models  {title:26} {statistics.median(taken) * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":
