@@ -9,6 +9,7 @@ import pymongo
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from ..documents import utcnow
 from ..errors import DomainError
 from .context import Context
 from .cost import operation_cost
@@ -54,6 +55,7 @@ class RequestGuards(SchemaExtension):
             yield
             return
         context.cached_reads = operation is OperationType.QUERY
+        started = utcnow()
         # PyMongo's client-side operation timeout: every call made while executing shares one deadline,
         # and the server is told the time left (maxTimeMS) so it stops working when the client gives up.
         try:
@@ -61,7 +63,7 @@ class RequestGuards(SchemaExtension):
                 yield
         finally:
             if operation is OperationType.MUTATION:
-                services.models.clear()  # this caller's next query reads what its mutation wrote
+                services.models.wrote(started)  # this caller's next query reads what its mutation wrote
 
 
 def _root_fields(document: object, operation_name: str | None) -> int:
