@@ -41,7 +41,7 @@ from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import BodyLimit, FixedRouteMetrics, OutageGuard, install_log_redaction
-from .limits import RateLimiter
+from .limits import CostBudget, RateLimiter, ScanSlots
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
 from .operations import sha256_of
@@ -248,6 +248,10 @@ def create_app(settings: Settings) -> Starlette:
                 auth=auth,
                 scope=settings.storage_scope,
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                budget=CostBudget(
+                    settings.cost_budget, settings.anonymous_cost_budget, settings.cost_budget_window_seconds
+                ),
+                scans=ScanSlots(settings.raw_scans_per_principal, settings.raw_scans_total),
                 persisted=registry,
                 models=model_cache,
             )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .auth import Authenticator
 from .config import Settings
-from .limits import RateLimiter
+from .limits import CostBudget, RateLimiter, ScanSlots
 from .metrics import Metrics
 from .model_cache import ModelCache
 from .operations import Registry
@@ -23,5 +23,7 @@ class Services:
     auth: Authenticator
     scope: StorageScope
     limiter: RateLimiter
+    budget: CostBudget
+    scans: ScanSlots
     persisted: Registry
     models: ModelCache

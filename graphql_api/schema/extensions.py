@@ -52,11 +52,13 @@ def validation(rules: tuple[Any, ...]) -> type[SchemaExtension]:
 
 class OperationHooks(MaskUnexpectedErrors, RequestGuards):
     """Around each operation: unexpected errors masked, every error labelled with a code, the operation
-    counted and timed; before execution: the request guards (caller, cost, rate limit, deadline)."""
+    counted and timed; before parsing: the caller's cost budget; before execution: the request guards
+    (caller, price, rate limit, deadline)."""
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield from super().on_operation()
+        with self.budgeted():
+            yield from super().on_operation()
         record_operation(self.execution_context, started)
 
 
