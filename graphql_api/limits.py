@@ -148,13 +148,17 @@ class CostBudget:
         return Spent(requested, before - quota.remaining, quota)
 
 
+PIECE_SECONDS = 0.5
+
+
 class ScanSlots:
     """Caps on raw-event scans running at once: `per_key` for one principal, `total` for the instance. A scan
     takes one slot per bounded piece, so between pieces others' scans get their turn; one principal's flood
     waits in the app (its deadline running) and never holds more than `per_key` of the database."""
 
-    def __init__(self, per_key: int, total: int) -> None:
+    def __init__(self, per_key: int, total: int, piece_seconds: float = PIECE_SECONDS) -> None:
         self.per_key = per_key
+        self.piece_seconds = piece_seconds
         self.total = asyncio.Semaphore(total)
         self._keys: dict[str, tuple[asyncio.Semaphore, int]] = {}  # key → (semaphore, users)
         self.in_flight = 0  # pieces running on the database now (for tests and the gauge)
@@ -180,17 +184,32 @@ class ScanSlots:
 _slot: ContextVar[tuple[ScanSlots, asyncio.Semaphore] | None] = ContextVar("scan_slot", default=None)
 
 
+def piece_seconds() -> float:
+    """About how much database time one piece of a raw scan should take."""
+    current = _slot.get()
+    return current[0].piece_seconds if current is not None else PIECE_SECONDS
+
+
 @asynccontextmanager
-async def scan_piece() -> AsyncIterator[None]:
-    """Holds a slot for one bounded piece of a raw scan (no cap outside a request: the CLI, the sweeper)."""
+async def scan_piece(wait: float | None = None) -> AsyncIterator[None]:
+    """Holds a slot for one bounded piece of a raw scan (no cap outside a request: the CLI, the sweeper);
+    TimeoutError when none came free within `wait` seconds."""
     current = _slot.get()
     if current is None:
         yield
         return
     slots, own = current
-    async with own, slots.total:
-        slots.in_flight += 1
+    async with asyncio.timeout(wait):
+        await own.acquire()
         try:
-            yield
-        finally:
-            slots.in_flight -= 1
+            await slots.total.acquire()
+        except BaseException:
+            own.release()
+            raise
+    slots.in_flight += 1
+    try:
+        yield
+    finally:
+        slots.in_flight -= 1
+        slots.total.release()
+        own.release()

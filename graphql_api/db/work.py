@@ -17,28 +17,49 @@ skipped and logged, and the pieces and maxTimeMS still bound the work).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import ExecutionTimeout, PyMongoError
 
 from ..documents import DownloadEvent
 
 log = logging.getLogger("modelhub.db")
 
-_request: ContextVar[str | None] = ContextVar("request_id", default=None)
+_request: ContextVar[tuple[str, float] | None] = ContextVar("request", default=None)  # (id, deadline)
 
 
 def request_id() -> str | None:
     """The id of the request this code runs for (sent as the `comment` of its raw scans), if any."""
-    return _request.get()
+    current = _request.get()
+    return current[0] if current is not None else None
+
+
+def remaining() -> float | None:
+    """Seconds left before the request's deadline (None outside a request)."""
+    current = _request.get()
+    return current[1] - time.monotonic() if current is not None else None
+
+
+def expired() -> ExecutionTimeout:
+    """The error of work refused because its request's deadline passed (DATABASE_TIMEOUT to the client)."""
+    return ExecutionTimeout("the request's deadline passed", code=50)
+
+
+def check_deadline() -> None:
+    """Between the pieces of a long read: raises once the request's deadline has passed."""
+    left = remaining()
+    if left is not None and left <= 0:
+        raise expired()
 
 
 @contextmanager
-def tagged(rid: str) -> Iterator[None]:
-    token = _request.set(rid)
+def tagged(rid: str, seconds: float) -> Iterator[None]:
+    """Runs the enclosed code for request `rid`, whose deadline is `seconds` from now."""
+    token = _request.set((rid, time.monotonic() + seconds))
     try:
         yield
     finally:

@@ -142,7 +142,7 @@ class RequestGuards(SchemaExtension):
         try:
             with (
                 pymongo.timeout(settings.request_timeout_seconds),
-                work.tagged(rid),
+                work.tagged(rid, settings.request_timeout_seconds),
                 services.scans.held(key),
             ):
                 yield

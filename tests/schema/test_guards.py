@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from graphql_api.app import create_app
 from graphql_api.auth import create_token
+from graphql_api.db import connect
+from graphql_api.documents import DownloadEvent
 from graphql_api.roles import Role
 from tests.servers import LiveServer, make_settings
 
@@ -146,3 +152,114 @@ def test_websocket_operations_spend_the_budget_and_carry_retry_after(tmp_path: P
                     codes.append(error["extensions"]["code"])
                     assert error["extensions"]["retryAfter"] >= 1
     assert codes == ["ok"] * 3 + ["RATE_LIMITED"] * 2, codes
+
+
+# --- database work bounded by the deadline -------------------------------------------------------------------
+
+T0 = datetime(2026, 9, 1, tzinfo=UTC)
+SINCE, UNTIL = T0.isoformat(), (T0 + timedelta(days=30)).isoformat()
+EXPENSIVE = [
+    # raw scans of 30 days, aliased as far as the alias limit allows in a realistic document
+    "{{ {} }}".format(
+        " ".join(
+            f'a{i}: downloadStats(groupBy: [ENGINEER], exact: true, limit: 5, filter: {{since: "{SINCE}", '
+            f'until: "{UNTIL}"}}) {{ totalRows }}'
+            for i in range(10)
+        )
+    ),
+    "{{ {} }}".format(
+        " ".join(
+            f'b{i}: downloadSeries(by: ENGINEER, since: "{SINCE}", until: "{UNTIL}", top: 50) {{ groups }}'
+            for i in range(10)
+        )
+    ),
+]
+CHEAP = "{ models(first: 1) { totalCount } }"
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    rng = random.Random(5)
+    return [
+        {
+            "model_id": ObjectId(), "model_name": f"m{rng.randrange(10)}", "model_version": 1,
+            "project_name": "p", "size_bytes": 1000, "engineer": f"e{rng.randrange(300)}",
+            "mode": "STREAM", "status": "COMPLETED", "bytes_sent": 1000, "completes": True,
+            "started_at": T0 + timedelta(seconds=rng.randrange(30 * 86400)),
+            "duration_seconds": rng.random(), "finished_at": None,
+        }
+        for _ in range(n)
+    ]  # fmt: skip
+
+
+async def _cheap_db_query(probe: Any) -> float:
+    started = time.monotonic()
+    await probe.find_one({"_id": 0})
+    return time.monotonic() - started
+
+
+async def test_an_expensive_loop_leaves_the_database_idle_soon_after_its_last_deadline(
+    tmp_path: Path, mongo_uri: str
+) -> None:
+    """A READER firing the most expensive shapes concurrently in a loop: the database is idle (a cheap query
+    back to its baseline time) within 5 s of the last deadline, and another principal's cheap queries keep
+    answering meanwhile."""
+    deadline = 1.0
+    settings = make_settings(
+        "local", mongo_uri, None, tmp_path / "d", auth="token", request_timeout_seconds=deadline,
+        max_query_cost=10**9, raw_scan_piece_seconds=0.2,
+    )  # fmt: skip
+    async with connect(mongo_uri, settings.mongo_db) as client:
+        events = DownloadEvent.get_pymongo_collection()
+        batch = _events(40_000)
+        for i in range(0, len(batch), 10_000):
+            await events.insert_many(batch[i : i + 10_000], ordered=False)
+        tokens = {}
+        for who, role in [("rita", Role.READER), ("bob", Role.ENGINEER)]:
+            tokens[who], _ = await create_token(f"t-{who}", who, role, "test")
+        probe = client[settings.mongo_db]["probe"]
+        await probe.insert_one({"_id": 0})
+        baseline = sorted([await _cheap_db_query(probe) for _ in range(5)])[2]
+        with LiveServer(settings) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+
+                async def ask(who: str, query: str) -> tuple[dict[str, Any], float]:
+                    started = time.monotonic()
+                    resp = await http.post(
+                        "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {tokens[who]}"}
+                    )
+                    return resp.json(), time.monotonic() - started
+
+                one, _took = await ask("rita", EXPENSIVE[0])
+                assert one["errors"][0]["extensions"]["code"] == "DATABASE_TIMEOUT", one
+                stop = time.monotonic() + 6
+                last_sent = 0.0
+
+                async def attacker() -> None:
+                    nonlocal last_sent
+                    shape = 0
+                    while time.monotonic() < stop:
+                        last_sent = time.monotonic()
+                        await ask("rita", EXPENSIVE[shape % 2])
+                        shape += 1
+
+                cheap: list[tuple[dict[str, Any], float]] = []
+
+                async def bystander() -> None:
+                    while time.monotonic() < stop:
+                        cheap.append(await ask("bob", CHEAP))
+                        await asyncio.sleep(0.1)
+
+                await asyncio.gather(*[attacker() for _ in range(6)], bystander())
+                last_deadline = last_sent + deadline
+                idle_after = None
+                while time.monotonic() < last_deadline + 15:
+                    if await _cheap_db_query(probe) <= max(3 * baseline, 0.05):
+                        idle_after = time.monotonic() - last_deadline
+                        break
+                    await asyncio.sleep(0.05)
+    print(f"baseline {baseline * 1000:.1f} ms; idle {idle_after} s after the last deadline")
+    assert idle_after is not None and idle_after < 5, idle_after
+    assert cheap and all("errors" not in body for body, _ in cheap), [b for b, _ in cheap if "errors" in b]
+    slowest = max(t for _, t in cheap)
+    print(f"bystander: {len(cheap)} queries, slowest {slowest:.2f} s")
+    assert slowest < 2 * deadline
