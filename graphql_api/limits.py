@@ -161,7 +161,8 @@ class ScanSlots:
         self.piece_seconds = piece_seconds
         self.total = asyncio.Semaphore(total)
         self._keys: dict[str, tuple[asyncio.Semaphore, int]] = {}  # key → (semaphore, users)
-        self.in_flight = 0  # pieces running on the database now (for tests and the gauge)
+        self.in_flight = 0  # pieces running on the database now
+        self.started = 0  # pieces started in all
 
     @contextmanager
     def held(self, key: str) -> Iterator[None]:
@@ -207,6 +208,7 @@ async def scan_piece(wait: float | None = None) -> AsyncIterator[None]:
             own.release()
             raise
     slots.in_flight += 1
+    slots.started += 1
     try:
         yield
     finally:

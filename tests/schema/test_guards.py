@@ -263,3 +263,39 @@ async def test_an_expensive_loop_leaves_the_database_idle_soon_after_its_last_de
     slowest = max(t for _, t in cheap)
     print(f"bystander: {len(cheap)} queries, slowest {slowest:.2f} s")
     assert slowest < 2 * deadline
+
+
+async def test_a_client_that_leaves_stops_its_database_work(tmp_path: Path, mongo_uri: str) -> None:
+    """An HTTP client that hangs up mid-request has its operation cancelled: its raw scan stops taking pieces
+    and the database is idle again long before the request's deadline."""
+    settings = make_settings(
+        "local", mongo_uri, None, tmp_path / "d", request_timeout_seconds=60, max_query_cost=10**9,
+        raw_scan_piece_seconds=0.2,
+    )  # fmt: skip
+    async with connect(mongo_uri, settings.mongo_db) as client:
+        batch = _events(40_000)
+        for i in range(0, len(batch), 10_000):
+            await DownloadEvent.get_pymongo_collection().insert_many(batch[i : i + 10_000], ordered=False)
+        probe = client[settings.mongo_db]["probe"]
+        await probe.insert_one({"_id": 0})
+        baseline = sorted([await _cheap_db_query(probe) for _ in range(5)])[2]
+        with LiveServer(settings) as server:
+            services = server.server.config.app.state.services
+            async with httpx.AsyncClient(base_url=server.url, timeout=1.0) as http:
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(
+                        "/graphql", json={"query": EXPENSIVE[0]}, headers={"X-Engineer-ID": "eve"}
+                    )
+            left = time.monotonic()
+            stopped = None
+            while time.monotonic() < left + 30:
+                if services.scans.in_flight == 0 and await _cheap_db_query(probe) <= max(3 * baseline, 0.05):
+                    stopped = time.monotonic() - left
+                    break
+                await asyncio.sleep(0.05)
+            # and it stays stopped: no further pieces start (the operation was cancelled, not just paused)
+            started = services.scans.started
+            await asyncio.sleep(1.0)
+            assert services.scans.in_flight == 0 and services.scans.started == started
+    print(f"idle {stopped} s after the client left")
+    assert stopped is not None and stopped < 5, stopped
