@@ -257,7 +257,10 @@ async def test_an_expensive_loop_leaves_the_database_idle_soon_after_its_last_de
                         idle_after = time.monotonic() - last_deadline
                         break
                     await asyncio.sleep(0.05)
-    print(f"baseline {baseline * 1000:.1f} ms; idle {idle_after} s after the last deadline")
+                print(
+                    f"baseline {baseline * 1000:.1f} ms; idle {idle_after} s after the last deadline",
+                    flush=True,
+                )
     assert idle_after is not None and idle_after < 5, idle_after
     assert cheap and all("errors" not in body for body, _ in cheap), [b for b, _ in cheap if "errors" in b]
     slowest = max(t for _, t in cheap)
