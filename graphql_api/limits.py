@@ -192,21 +192,22 @@ def piece_seconds() -> float:
 
 
 @asynccontextmanager
-async def scan_piece(wait: float | None = None) -> AsyncIterator[None]:
-    """Holds a slot for one bounded piece of a raw scan (no cap outside a request: the CLI, the sweeper);
-    TimeoutError when none came free within `wait` seconds."""
+async def scan_piece() -> AsyncIterator[None]:
+    """Holds a slot for one bounded piece of a raw scan (no cap outside a request: the CLI, the sweeper).
+    The wait is not bounded here: an `asyncio.timeout` around it cancels the waiting task, and under load
+    such a cancellation reached the HTTP handler as an uncaught CancelledError (a 500). The caller checks its
+    deadline once it has the slot, so a late waiter leaves at once without touching the database."""
     current = _slot.get()
     if current is None:
         yield
         return
     slots, own = current
-    async with asyncio.timeout(wait):
-        await own.acquire()
-        try:
-            await slots.total.acquire()
-        except BaseException:
-            own.release()
-            raise
+    await own.acquire()
+    try:
+        await slots.total.acquire()
+    except BaseException:
+        own.release()
+        raise
     slots.in_flight += 1
     slots.started += 1
     try:

@@ -326,17 +326,14 @@ async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any
             start = None
         else:
             break
-        work.check_deadline()
-        try:
-            async with scan_piece(work.remaining()):
-                began = time.monotonic()
-                pipeline = _piece_pipeline(req, window)
-                cursor = await collection.aggregate(pipeline, allowDiskUse=True, comment=rid)
-                async for doc in cursor:
-                    _merge_partial(partials, doc)
-                took = time.monotonic() - began
-        except TimeoutError as exc:  # waited for a slot until the deadline passed
-            raise work.expired() from exc
+        async with scan_piece():
+            work.check_deadline()  # waiting for the slot may have taken the rest of the request's time
+            began = time.monotonic()
+            pipeline = _piece_pipeline(req, window)
+            cursor = await collection.aggregate(pipeline, allowDiskUse=True, comment=rid)
+            async for doc in cursor:
+                _merge_partial(partials, doc)
+            took = time.monotonic() - began
         if end is None:
             if since is None:
                 break
