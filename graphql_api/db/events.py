@@ -1,4 +1,4 @@
-"""Owner of `download_events`: inserts, state transitions, pages, and the raw stats pipeline."""
+"""Owner of `download_events`: inserts, state transitions, pages, and the raw stats scan (in pieces)."""
 
 from __future__ import annotations
 
@@ -210,7 +210,8 @@ _ROW: Condition = {
 
 
 def stats_pipeline(req: StatsRequest) -> list[Condition]:
-    """The whole aggregation over raw events, percentiles included; nothing but result rows leaves Mongo."""
+    """The whole aggregation over raw events in one pipeline, percentiles included (bench/analytics.py compares
+    it; the app runs `stats`, the same figures in bounded pieces)."""
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
         key["period"] = trunc("$started_at", req.interval, req.tz)
