@@ -210,8 +210,8 @@ _ROW: Condition = {
 
 
 def stats_pipeline(req: StatsRequest) -> list[Condition]:
-    """The whole aggregation over raw events in one pipeline, percentiles included (bench/analytics.py compares
-    it; the app runs `stats`, the same figures in bounded pieces)."""
+    """The whole aggregation over raw events in one pipeline, percentiles included (bench/analytics.py
+    compares it; the app runs `stats`, the same figures in bounded pieces)."""
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
         key["period"] = trunc("$started_at", req.interval, req.tz)
