@@ -8,7 +8,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -51,7 +51,7 @@ from .http.middleware import (
     install_log_redaction,
 )
 from .http.websocket import GuardedTransportWS
-from .limits import RateLimiter
+from .limits import CostBudget, RateLimiter, ScanSlots
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
 from .operations import sha256_of
@@ -104,6 +104,9 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        await until_disconnected(lambda body: self._respond(scope, body, send), receive)
+
+    async def _respond(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
@@ -144,6 +147,41 @@ class ModelhubGraphQL(GraphQL[Context, None]):
             raise ConnectionRejectionError({"reason": "authenticate in connection_init"})
         accepted: UnsetType = UNSET
         return accepted
+
+
+async def until_disconnected(respond: Callable[[Any], Awaitable[None]], receive: Any) -> None:
+    """Runs `respond` (which reads the whole body through the wrapped `receive`), and cancels it when the
+    client disconnects before the response is done: an abandoned request's database work stops (its raw scan
+    between pieces, its running piece killed by RequestGuards) instead of running on for nobody."""
+    body_read = asyncio.Event()
+    left = asyncio.Event()
+
+    async def receive_body() -> Any:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_read.set()
+        return message
+
+    task = asyncio.ensure_future(respond(receive_body))
+
+    async def watch() -> None:
+        await body_read.wait()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not task.done():
+            left.set()
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if left.is_set():
+            return  # the client left: nobody is waiting for the response
+        task.cancel()  # the server is cancelling us
+        raise
+    finally:
+        watcher.cancel()
 
 
 def _watches(settings: Settings, client: Any, store: ObjectStore) -> Health:
@@ -277,6 +315,14 @@ def create_app(settings: Settings) -> Starlette:
                 auth=auth,
                 scope=settings.storage_scope,
                 limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                budget=CostBudget(
+                    settings.cost_budget, settings.anonymous_cost_budget, settings.cost_budget_window_seconds
+                ),
+                scans=ScanSlots(
+                    settings.raw_scans_per_principal,
+                    settings.raw_scans_total,
+                    settings.raw_scan_piece_seconds,
+                ),
                 persisted=registry,
                 models=model_cache,
                 feed=feed_hub,

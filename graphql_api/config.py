@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = 15.0
     rate_limit_per_minute: int = 600
     rate_limit_burst: int = 100
+    # The cost budget (limits.CostBudget): points per principal, refilled evenly over the window; callers
+    # without a principal share a smaller one per client address (every operation of theirs costs at least 1
+    # point, refused or not). Reported in `extensions.cost` and the RateLimit-* headers; spent: RATE_LIMITED.
+    cost_budget: int = Field(default=100_000, ge=1)
+    anonymous_cost_budget: int = Field(default=1_000, ge=1)
+    cost_budget_window_seconds: float = Field(default=3600.0, gt=0)
+    # Raw-event scans: each runs in pieces of about `raw_scan_piece_seconds` of database work (the deadline
+    # and the client are checked between pieces); at most `raw_scans_per_principal` pieces of one principal
+    # and `raw_scans_total` of the instance run on the database at once (the rest wait in the app).
+    raw_scan_piece_seconds: float = Field(default=0.5, gt=0)
+    raw_scans_per_principal: int = Field(default=2, ge=1)
+    raw_scans_total: int = Field(default=6, ge=1)
     introspection: bool = True
     graphiql: bool = True
     # Persisted operations (operations.py): "off" runs any operation (registered hashes resolve too),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .analytics.feed import Hub
 from .auth import Authenticator
 from .config import Settings
-from .limits import RateLimiter
+from .limits import CostBudget, RateLimiter, ScanSlots
 from .metrics import Metrics
 from .model_cache import ModelCache
 from .operations import Registry
@@ -24,6 +24,8 @@ class Services:
     auth: Authenticator
     scope: StorageScope
     limiter: RateLimiter
+    budget: CostBudget
+    scans: ScanSlots
     persisted: Registry
     models: ModelCache
     feed: Hub

@@ -89,6 +89,9 @@ def make_settings(
         # (tests/test_security.py), which set small limits explicitly.
         "rate_limit_per_minute": 1_000_000,
         "rate_limit_burst": 100_000,
+        # Likewise the cost budget (tests/schema/test_guards.py sets small ones).
+        "cost_budget": 1_000_000_000,
+        "anonymous_cost_budget": 1_000_000_000,
     }
     if kind == "s3":
         values.update(

@@ -139,8 +139,10 @@ async def download_stats(
     req.validate(max_hour_range_days, max_limit)
     source = source_for(req)
     if source is StatsSource.RAW:
-        docs, total = await events_db.stats(req)
-        return StatsPage([_row(d, source) for d in docs], total, source, req.offset)
+        first = None if req.query.since is not None else await rollups_db.first_day()
+        docs = await events_db.stats(req, first)
+        rows = [_row(d, source) for d in docs]
+        return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
     if source is StatsSource.ROLLUP and is_long(req, datetime.now(UTC)):
         found = await rollups_db.page_in_db(req)
         if found is not None:

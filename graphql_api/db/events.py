@@ -1,17 +1,21 @@
-"""Owner of `download_events`: inserts, state transitions, pages, and the raw stats pipeline."""
+"""Owner of `download_events`: inserts, state transitions, pages, and the raw stats scan (in pieces)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
 
-from ..documents import DownloadEvent, DownloadStatus
+from ..documents import DownloadEvent, DownloadStatus, utcnow
+from ..limits import piece_seconds, scan_piece
 from ..pagination import Page, PageRequest
 from ..queries import Dimension, DownloadOrder, DownloadOrderField, EventQuery, StatsRequest
+from . import work
 from .common import (
     SAFE_AVG,
     Condition,
@@ -22,7 +26,7 @@ from .common import (
     insert_once,
     merge_filters,
     ordered_page,
-    read_page,
+    time_window,
     translate,
     trunc,
 )
@@ -206,7 +210,8 @@ _ROW: Condition = {
 
 
 def stats_pipeline(req: StatsRequest) -> list[Condition]:
-    """The whole aggregation over raw events, percentiles included; nothing but result rows leaves Mongo."""
+    """The whole aggregation over raw events in one pipeline, percentiles included (bench/analytics.py
+    compares it; the app runs `stats`, the same figures in bounded pieces)."""
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
         key["period"] = trunc("$started_at", req.interval, req.tz)
@@ -225,10 +230,118 @@ def stats_pipeline(req: StatsRequest) -> list[Condition]:
     ]
 
 
-async def stats(req: StatsRequest) -> tuple[list[dict[str, Any]], int]:
-    """Stats rows from raw events: `_id` holds the group key; metrics as named in `METRIC_FIELDS`."""
-    docs = await DownloadEvent.get_pymongo_collection().aggregate(stats_pipeline(req), allowDiskUse=True)
-    return await read_page(docs)
+def _piece_pipeline(req: StatsRequest, window: Condition) -> list[Condition]:
+    """The first grouping of `stats_pipeline` over one time window: partial figures per (group, engineer)."""
+    key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
+    if req.interval:
+        key["period"] = trunc("$started_at", req.interval, req.tz)
+    return [
+        {"$match": merge_filters(event_filter(req.query), window)},
+        {"$group": {"_id": {"k": key, "engineer": "$engineer"}, **_PER_ENGINEER}},
+    ]
+
+
+_SUMMED = ("downloads", "completed", "aborted", "failed", "total_bytes", "duration_sum", "duration_count")
+# The first piece of a scan covers this much time; each next one is sized from how long the last one took.
+FIRST_PIECE = timedelta(hours=6)
+MIN_PIECE = timedelta(minutes=1)
+
+
+def _merge_partial(into: dict[tuple[Any, ...], dict[str, Any]], doc: dict[str, Any]) -> None:
+    k = doc["_id"].get("k") or {}
+    key = (tuple(sorted(k.items())), doc["_id"].get("engineer"))
+    have = into.get(key)
+    if have is None:
+        into[key] = {"k": k, **{f: doc[f] for f in (*_SUMMED, "max_duration")}, "durations": doc["durations"]}
+        return
+    for f in _SUMMED:
+        have[f] += doc[f]
+    have["max_duration"] = _larger(have["max_duration"], doc["max_duration"])
+    have["durations"] += doc["durations"]
+
+
+def _larger(a: Any, b: Any) -> Any:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _nearest_rank(ordered: list[float], p: float) -> float | None:
+    return ordered[max(1, math.ceil(p * len(ordered))) - 1] if ordered else None
+
+
+def _finish(partials: dict[tuple[Any, ...], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per group: the second grouping and the row projection of `stats_pipeline`, done here."""
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for (key, _), part in partials.items():
+        row = groups.get(key)
+        if row is None:
+            groups[key] = row = {"_id": part["k"], **{f: 0 for f in _SUMMED}, "max_duration": None}
+            row.update(unique_engineers=0, durations=[])
+        for f in _SUMMED:
+            row[f] += part[f]
+        row["max_duration"] = _larger(row["max_duration"], part["max_duration"])
+        row["unique_engineers"] += 1
+        row["durations"] += [d for d in part["durations"] if isinstance(d, int | float)]
+    rows = []
+    for row in groups.values():
+        durations = sorted(row.pop("durations"))
+        count = row["duration_count"]
+        row["avg_duration"] = row["duration_sum"] / count if count else None
+        row["p50_duration"], row["p95_duration"] = (
+            _nearest_rank(durations, 0.5),
+            _nearest_rank(durations, 0.95),
+        )
+        row["period_start"] = row["_id"].get("period")
+        rows.append(row)
+    return rows
+
+
+async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any]]:
+    """Every stats row of `req` from raw events (`_id` holds the group key; metrics as in `METRIC_FIELDS`),
+    unordered. `first` is no later than the earliest event (for a range without `since`).
+
+    The scan runs in pieces: consecutive windows of `started_at`, each grouped by the database into partial
+    figures per (group, engineer) and merged here, each sized from the last one's time to take about
+    `limits.piece_seconds()` of database work. Between pieces the request's deadline is checked and other
+    requests' pieces get their turn (`limits.scan_piece`); a piece carries the request's id (`comment`) so an
+    abandoned request's piece can be killed (see db/work.py for why SecantusDB needs the pieces at all).
+    Percentiles are nearest-rank, as the database's `$percentile` gives them on SecantusDB."""
+    collection = DownloadEvent.get_pymongo_collection()
+    since = req.query.since or first
+    until = req.query.until or utcnow()
+    target = piece_seconds()
+    rid = work.request_id()
+    partials: dict[tuple[Any, ...], dict[str, Any]] = {}
+    windows: list[Condition] = []
+    if since is None:  # nothing says where the events begin: one piece (no rollups to ask)
+        windows.append({})
+    start, width = since, FIRST_PIECE
+    while True:
+        if windows:
+            window = windows.pop()
+            end = None
+        elif start is not None and start < until:
+            end = min(start + width, until)
+            window = time_window("started_at", start, end)
+        elif req.query.until is None and start is not None:
+            window, end = time_window("started_at", start, None), None  # events stamped after now
+            start = None
+        else:
+            break
+        async with scan_piece():
+            work.check_deadline()  # waiting for the slot may have taken the rest of the request's time
+            began = time.monotonic()
+            pipeline = _piece_pipeline(req, window)
+            cursor = await collection.aggregate(pipeline, allowDiskUse=True, comment=rid)
+            async for doc in cursor:
+                _merge_partial(partials, doc)
+            took = time.monotonic() - began
+        if end is None:
+            if since is None:
+                break
+            continue
+        start = end
+        width = max(MIN_PIECE, width * min(4.0, max(0.25, target / max(took, 1e-3))))
+    return _finish(partials)
 
 
 async def any_started(since: datetime, until: datetime) -> bool:

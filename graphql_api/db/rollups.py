@@ -229,6 +229,14 @@ async def delete_from(day: datetime | None) -> None:
         await grain.collection.delete_many({grain.field: {"$gte": day}} if day else {})
 
 
+async def first_day() -> datetime | None:
+    """The earliest day any event was counted on (None: no buckets): where a raw scan without `since` starts
+    (the whole-model days are the fewest buckets; a sorted read of the events themselves scans them all on
+    SecantusDB 0.7)."""
+    found = await DailyModelRollup.get_pymongo_collection().find_one({}, {"day": 1}, sort=[("day", 1)])
+    return None if found is None else found["day"].replace(tzinfo=UTC)
+
+
 async def count_downloads() -> int:
     """All download events, summed from the buckets: a few thousand documents instead of a scan of every
     event (SecantusDB counts a collection by scanning it), from the whole-model days: the fewest."""

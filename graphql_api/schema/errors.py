@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
 import typing
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from strawberry.extensions import MaskErrors
 
 from .. import errors
+from ..limits import RateLimited
 
 log = logging.getLogger("modelhub.graphql")
 
@@ -306,7 +308,11 @@ def label_error(error: GraphQLError, document: DocumentNode | None = None) -> No
         return
     original = error.original_error
     if isinstance(original, errors.DomainError):
-        extra = {"field": original.field} if isinstance(original, errors.InvalidInput) else {}
+        extra: dict[str, object] = {}
+        if isinstance(original, errors.InvalidInput):
+            extra["field"] = original.field
+        if isinstance(original, RateLimited):  # WebSocket clients have no Retry-After header
+            extra["retryAfter"] = max(1, math.ceil(original.retry_after))
         error.extensions = {**(error.extensions or {}), "code": original.code, **extra}
     elif (code := outage_code(original)) is not None:
         log.warning("dependency outage (%s): %r", code, original)

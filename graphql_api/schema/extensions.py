@@ -82,19 +82,22 @@ def validation(
 
 class OperationHooks(MaskUnexpectedErrors, RequestGuards):
     """Around each operation: unexpected errors masked, every error labelled with a code, the operation
-    counted and timed; before execution: the request guards (caller, cost, rate limit, deadline)."""
+    counted and timed; before parsing: the caller's cost budget; before execution: the request guards
+    (caller, price, rate limit, deadline)."""
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         ctx = self.execution_context
         tracing = _tracing_of(ctx)
         if tracing is None:
-            yield from super().on_operation()
+            with self.budgeted():
+                yield from super().on_operation()
             record_operation(ctx, started)
             return
         # Name, type and outcome only: never the document or its variables.
         with tracing.tracer.start_as_current_span("graphql.operation") as span:
-            yield from super().on_operation()
+            with self.budgeted():
+                yield from super().on_operation()
             record_operation(ctx, started)
             operation_type, outcome = operation_facts(ctx)
             name = ctx.operation_name or "(anonymous)"
