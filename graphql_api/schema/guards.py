@@ -93,10 +93,19 @@ class RequestGuards(SchemaExtension):
         try:
             yield
         finally:
-            if self.spent is None:  # refused before its price was taken (parse, validation, price limit)
-                self._report(context, budget.charge(key, anonymous, 0, MIN_COST))
+            self._charge_minimum()
+
+    def _charge_minimum(self) -> None:
+        """An operation refused before its price was taken (parse, validation, price limit) costs the
+        minimum; called when its results are assembled (a parse failure's come before the operation ends)
+        and when it ends, charging once."""
+        context = self.execution_context.context
+        if self.spent is None and isinstance(context, Context):
+            key, anonymous = budget_key(context)
+            self._report(context, context.services.budget.charge(key, anonymous, 0, MIN_COST))
 
     def get_results(self) -> dict[str, Any]:
+        self._charge_minimum()
         return {"cost": self.spent.as_extension()} if self.spent is not None else {}
 
     def on_execute(self) -> Iterator[None]:
