@@ -121,6 +121,9 @@ async def test_a_page_costs_the_page_not_the_matches(app: Starlette) -> None:
     async def examined(
         query: ModelQuery, field: ModelOrderField, after: str | None = None
     ) -> tuple[int, Any]:
+        # Under load the stream may reopen (a full reload, served from the database meanwhile): what is
+        # measured here is a page served from memory, so wait until the catalogue serves again.
+        assert await eventually(catalogue.ready, seconds=20)
         before = catalogue.examined
         page = await registry.list_models(
             query, ModelOrder(field), PageRequest(first=PAGE, after=after), cache=cache
