@@ -13,6 +13,7 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from .. import logs
 from ..analytics.events import ModelDownloadTotals, model_download_totals, model_totals
 from ..auth import Principal, require_principal
 from ..db import models as models_db
@@ -91,6 +92,8 @@ class Context:
         try:
             self.identity = await self.services.auth.authenticate(headers)
             self.identity_error = None
+            if self.identity is not None:
+                logs.principal.set(self.identity.engineer)
         except DomainError as exc:
             self.identity, self.identity_error = None, exc
 
