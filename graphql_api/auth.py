@@ -67,6 +67,12 @@ class Principal:
         return self.role is Role.ADMIN
 
 
+def validate_principal(value: str, field: str = "principal") -> None:
+    """A principal name: 1-128 letters, digits or . _ @ + - (what X-Engineer-ID and tokens accept)."""
+    if not _ENGINEER_RE.match(value):
+        raise InvalidInput(field, "must be 1-128 letters, digits or . _ @ + -")
+
+
 def hash_token(token: str) -> str:
     # Tokens carry 256 random bits, so a plain SHA-256 cannot be brute-forced; no salt or KDF needed.
     return hashlib.sha256(token.encode()).hexdigest()
@@ -155,7 +161,9 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
-    return Principal(token.principal, token.role, str(token.id), token.expires_at)
+    return Principal(
+        token.principal, token.role, str(token.id), token.expires_at, frozen_grants(token.grants)
+    )
 
 
 async def token_active(token_id: str) -> bool:
@@ -173,10 +181,11 @@ def require_principal(principal: Principal | None) -> Principal:
 async def create_token(
     name: str,
     principal: str,
-    role: Role,
+    role: Role | None,
     created_by: str,
     expires_in_days: int | None = None,
     token: str | None = None,
+    grants: Mapping[str, ProjectRole] | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token (returned once, never stored) and its record. `token` sets the value (for provisioning)."""
     validate_name(name, "name")
@@ -187,11 +196,16 @@ async def create_token(
     value = token or new_token()
     if len(value) < 32:
         raise InvalidInput("token", "must be at least 32 characters")
+    for project in grants or {}:
+        validate_name(project, "grants.project")
+    if role is None and not grants:
+        raise InvalidInput("role", "give a global role, or at least one project grant")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     record = ApiToken(
         name=name,
         principal=principal,
         role=role,
+        grants=dict(grants or {}),
         token_hash=hash_token(value),
         created_by=created_by,
         expires_at=expires,
