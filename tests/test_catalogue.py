@@ -18,11 +18,11 @@ from graphql_api.model_cache import ModelCache
 from graphql_api.pagination import PageRequest
 from graphql_api.queries import ModelOrder, ModelOrderField, ModelQuery
 from graphql_api.scope import Scope
-
-EVERY = Scope.everything(None)
 from tests.servers import GraphQLClient, Stores, eventually
 from tests.test_model_cache import ALICE, live, services
 from tests.test_registry import reg_input, register
+
+EVERY = Scope.everything(None)
 
 PAGE = 50
 
