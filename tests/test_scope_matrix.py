@@ -634,6 +634,28 @@ async def test_feed_is_scoped(world: World) -> None:
             await b_asks_a.next(seconds=1)
 
 
+async def test_sdk_manages_projects(world: World) -> None:
+    """The SDK creates a token with project grants, manages a project's visibility and grants, and lists
+    them; a caller who does not maintain the project is refused."""
+    from graphql_api.client import AsyncModelhubClient, AuthError
+
+    admin = AsyncModelhubClient(world.url, token=world.tokens["admin"])
+    made = await admin.create_token("sdk", "sdk-user", role=None, grants={"A": "ENGINEER"})
+    assert made["apiToken"]["role"] is None and made["apiToken"]["grants"] == [
+        {"project": "A", "role": "ENGINEER"}
+    ]
+    user = AsyncModelhubClient(world.url, token=made["token"])
+    assert await user.grants() == [{"project": "A", "principal": "sdk-user", "role": "ENGINEER"}]
+    assert (await user.models(projectNames=["A"]))[0]["name"] == "a-model"
+    project = await admin.grant_project_role("B", "sdk-user", "MAINTAINER")
+    assert {"project": "B", "principal": "sdk-user", "role": "MAINTAINER"} in project["grants"]
+    assert (await user.set_project_visibility("B", "PRIVATE"))["visibility"] == "PRIVATE"
+    assert [g["principal"] for g in await user.grants("B")] == ["sdk-user"]
+    await admin.revoke_project_role("B", "sdk-user")
+    with pytest.raises(AuthError):
+        await user.set_project_visibility("B", "INTERNAL")
+
+
 # ---- migration and propagation ----------------------------------------------------------------------------
 async def test_migration_keeps_access(mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str) -> None:
     """Tokens and models from before projects had grants: the project becomes INTERNAL, a READER token
