@@ -166,6 +166,11 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
     )
 
 
+async def token_principal(token_id: str) -> Principal | None:
+    """The principal of the token with this record id while it is good (not revoked, not expired)."""
+    return _principal_of(await tokens_db.by_id(token_id))
+
+
 async def token_active(token_id: str) -> bool:
     """Whether the token with this record id is still good (not revoked, not expired): what a ticket or a
     link issued to it checks when it is used, straight from the database (a claim is rare enough)."""

@@ -567,8 +567,9 @@ ROUTES = {
 
 async def test_routes_are_scoped(world: World, mongo_uri: str, tmp_path: Path) -> None:
     """The one-step download of a-model: 200 for A's readers, 404 with a missing model's very body for the
-    B-only reader, 401 anonymous; tickets and upload targets of A are never issued to it (see the matrix);
-    /ui, /metrics and the health routes carry nothing of A's."""
+    B-only reader, 401 anonymous; tickets and upload targets of A are never issued to it (see the matrix),
+    and a ticket stops working when its holder loses access to A; /ui, /metrics and the health routes
+    carry nothing of A's."""
     settings = make_settings("local", mongo_uri, None, tmp_path / "x", auth="token")
     app = create_app(settings)
     paths = {getattr(r, "path", "") for r in app.routes}
@@ -591,6 +592,14 @@ async def test_routes_are_scoped(world: World, mongo_uri: str, tmp_path: Path) -
     )
     ticket = made["requestDownload"]["url"].removeprefix(world.url)
     assert (await world.http.get(ticket)).status_code == 200
+    # A ticket dies with its principal's access: A's maintainer (by a project-side grant) loses it.
+    made = await world.data(
+        "a_maintainer", _mutation("requestDownload", 'name: "a-model"', "... on DownloadTicket { url }")
+    )
+    ticket = made["requestDownload"]["url"].removeprefix(world.url)
+    await world.data("admin", _mutation("revokeProjectRole", 'project: "A", principal: "am"'))
+    refused = await world.http.get(ticket)
+    assert refused.status_code == 403 and b"weights" not in refused.content, refused.text
     for path in ("/ui", "/healthz", "/metrics"):
         for who in ("anonymous", "b_reader"):
             resp = await world.http.get(path, headers=world.headers(who))
