@@ -7,6 +7,10 @@ name over them (the higher role wins). The snapshot is cached for the token cach
 (`MODELHUB_TOKEN_CACHE_SECONDS`): a grant or visibility change made through this instance drops it at once,
 another instance sees it within that lifetime. A project created on another instance is unseen here by a
 caller without a global role until then too (it fails closed: invisible, never visible by mistake).
+
+The scope is applied where each read enters the use cases (registry, aliases, analytics, downloads,
+uploads, the feed): each of those functions takes the `Scope` as a required argument, and what it hands the
+collection owners (db/, the catalogue) is a filter already narrowed to the readable projects, or nothing.
 """
 
 from __future__ import annotations
@@ -35,15 +39,10 @@ def project_role(principal: Principal | None, project: str) -> ProjectRole | Non
     """The caller's effective role in `project`: its grant there or its global role, whichever is higher."""
     if principal is None:
         return None
-    roles = [
-        r
-        for r in (
-            principal.grants.get(project),
-            GLOBAL_AS_PROJECT.get(principal.role) if principal.role else None,
-        )
-        if r
-    ]
-    return max(roles, key=PROJECT_RANK.__getitem__) if roles else None
+    granted = principal.grants.get(project)
+    overall = GLOBAL_AS_PROJECT[principal.role] if principal.role is not None else None
+    held = [r for r in (granted, overall) if r is not None]
+    return max(held, key=PROJECT_RANK.__getitem__) if held else None
 
 
 def has_role(principal: Principal | None, project: str, role: ProjectRole) -> bool:
