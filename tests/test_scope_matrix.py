@@ -18,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 from graphql import build_schema
+from hypothesis import HealthCheck, settings
 
 from graphql_api.app import create_app
 from graphql_api.config import Settings
+from tests.schema.test_fuzz import SCHEMA as FUZZ_SCHEMA
+from tests.schema.test_fuzz import lifted
 from tests.servers import LiveServer, ServeProcess, Stores, Subscriber, eventually, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -665,6 +668,57 @@ async def test_sdk_manages_projects(world: World) -> None:
         await user.set_project_visibility("B", "INTERNAL")
     await user.aclose()
     await admin.aclose()
+
+
+# ---- the fuzz, with a B-only token --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scoped_fuzz_server(mongo_uri: str, mongo_admin: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A token-mode server with a PRIVATE project A (model `secret-a`, one download) and a client holding
+    a token that reads B only."""
+    settings = make_settings("local", mongo_uri, None, tmp_path_factory.mktemp("scoped-fuzz"), auth="token")
+    admin = _admin_token(mongo_admin, settings)
+    bucket = "fuzz-" + hashlib.sha256(settings.mongo_db.encode()).hexdigest()[:8]
+    Stores("local", settings).put(bucket, "s.bin", b"secret")
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+
+        def gql(token: str, query: str, variables: dict[str, Any] | None = None) -> Any:
+            headers = {"Authorization": f"Bearer {token}"}
+            body = http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+            return body.json()["data"]
+
+        gql(admin, REGISTER, {"n": "secret-a", "p": "A", "b": bucket, "k": "s.bin"})
+        gql(admin, _mutation("setProjectVisibility", 'project: "A", visibility: PRIVATE'))
+        assert (
+            http.get("/models/secret-a/download", headers={"Authorization": f"Bearer {admin}"}).status_code
+            == 200
+        )
+        made = gql(
+            admin,
+            _mutation(
+                "createToken",
+                'name: "b", principal: "bee", role: null, grants: [{project: "B", role: READER}]',
+                "... on CreatedToken { token }",
+            ),
+        )
+        http.headers["Authorization"] = f"Bearer {made['createToken']['token']}"
+        yield http
+
+
+@FUZZ_SCHEMA.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzz_with_a_scoped_token(case: Any, scoped_fuzz_server: httpx.Client) -> None:
+    """Schemathesis over every root field with a B-only token: never a 5xx or a masked error, and nothing
+    of the PRIVATE project A (its model's name, its project name in a row) in any answer."""
+    body = {"query": case.body} if isinstance(case.body, str) else case.body
+    query, variables = lifted(body["query"])
+    for sent in (body, {"query": query, "variables": variables}):
+        resp = scoped_fuzz_server.post("/graphql", json=sent)
+        assert resp.status_code in (200, 400), resp.text
+        assert "secret-a" not in resp.text and '"projectName":"A"' not in resp.text.replace(" ", ""), (
+            resp.text
+        )
+        for error in resp.json().get("errors") or []:
+            assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", (sent, error)
 
 
 # ---- migration and propagation ----------------------------------------------------------------------------
