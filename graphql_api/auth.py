@@ -171,12 +171,6 @@ async def token_principal(token_id: str) -> Principal | None:
     return _principal_of(await tokens_db.by_id(token_id))
 
 
-async def token_active(token_id: str) -> bool:
-    """Whether the token with this record id is still good (not revoked, not expired): what a ticket or a
-    link issued to it checks when it is used, straight from the database (a claim is rare enough)."""
-    return _principal_of(await tokens_db.by_id(token_id)) is not None
-
-
 def require_principal(principal: Principal | None) -> Principal:
     if principal is None:
         raise Unauthenticated("send `Authorization: Bearer <token>`")

@@ -16,13 +16,9 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
-async def principal_of(conn: HTTPConnection) -> Principal | None:
-    """The caller (None: anonymous in token mode); raises Unauthenticated for a bad token or identity."""
-    return (await caller_of(conn))[0]
-
-
 async def caller_of(conn: HTTPConnection) -> tuple[Principal | None, Scope]:
-    """The caller with its effective grants, and what it may read."""
+    """The caller (None: anonymous in token mode) with its effective grants, and what it may read; raises
+    Unauthenticated for a bad token or identity."""
     services = services_of(conn)
     found, scope = await services.projects.resolve(await services.auth.authenticate(conn.headers))
     if found is not None:
