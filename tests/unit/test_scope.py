@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from bson import ObjectId
+
 from graphql_api.auth import Principal
+from graphql_api.catalogue import MERGE_LISTS, Catalogue
 from graphql_api.documents import Project, ProjectGrant, ProjectVisibility
-from graphql_api.queries import EventQuery, ModelQuery
+from graphql_api.pagination import PageRequest
+from graphql_api.queries import EventQuery, ModelOrder, ModelQuery
 from graphql_api.roles import ProjectRole, Role
 from graphql_api.scope import Scope, has_role, project_role, snapshot_of
 
@@ -49,3 +55,26 @@ def test_snapshot_keeps_the_highest_grant_and_the_internal_projects() -> None:
     )
     assert snap.internal == frozenset({"B"})
     assert dict(snap.grants["p"]) == {"A": ProjectRole.MAINTAINER}
+
+
+def test_a_scoped_catalogue_page_walks_rather_than_merges_many_projects() -> None:
+    """A page filtered by more project names than MERGE_LISTS (a caller without a global role reading
+    every INTERNAL project) has the rows of the per-project merge, and looks at a page of entries, not
+    one list per project; projects it may not read stay out."""
+    now = datetime.now(UTC)
+    catalogue = Catalogue()
+    catalogue._replace(
+        [
+            {"_id": ObjectId(), "name": f"m{i:04d}", "project_name": f"p{i % 200}", "owner": "o", "tags": [],
+             "created_at": now - timedelta(seconds=i), "updated_at": now}
+            for i in range(2000)
+        ]
+    )  # fmt: skip
+    readable = [f"p{i}" for i in range(200) if i != 7]
+    assert len(readable) > MERGE_LISTS
+    before = catalogue.examined
+    page = catalogue.page(ModelQuery(project_names=readable), ModelOrder(), PageRequest(first=20))
+    assert catalogue.examined - before == 21 + 1  # the page, the row after it, and m0007 (p7) skipped
+    want = [f"m{i:04d}" for i in range(2000) if i % 200 != 7][:20]
+    assert [name for name, _ in page.names] == want
+    assert page.count() == 2000 - 10
