@@ -58,6 +58,7 @@ from .operations import sha256_of
 from .schema import SchemaLimits, build_schema
 from .schema import operations as schema_operations
 from .schema.context import Context
+from .scope import ProjectDirectory
 from .services import Services
 from .signing import Signer
 from .storage import ObjectStore
@@ -326,6 +327,7 @@ def create_app(settings: Settings) -> Starlette:
                 persisted=registry,
                 models=model_cache,
                 feed=feed_hub,
+                projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

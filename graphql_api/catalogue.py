@@ -52,6 +52,8 @@ PREFIX_SHARE = 2
 INLINE_IDS = 256
 READ_IDS = 1000
 RELOAD_IDS = 5000
+# More lists than this (of projects or owners named by a filter) are not merged: the whole order is walked.
+MERGE_LISTS = 64
 ORDERS = (ModelOrderField.CREATED_AT, ModelOrderField.UPDATED_AT, ModelOrderField.NAME)
 
 
@@ -359,7 +361,10 @@ class Catalogue:
             sources.append([prefix])
         for groups, values in ((self._projects, query.project_names), (self._owners, query.owners)):
             if values:  # any of them: their lists merged
-                sources.append([g for v in set(values) if (g := groups.get(v)) is not None])
+                lists = [g for v in set(values) if (g := groups.get(v)) is not None]
+                # Merging many lists costs more per page than skipping what the filter drops (a caller
+                # without a global role reads every INTERNAL project: 1,000 lists took 9 ms a page).
+                sources.append(lists if len(lists) <= MERGE_LISTS else [self._all])
         if query.tags:  # all of them: the smallest tag's list, the others checked
             tagged = [g for t in set(query.tags) if (g := self._tags.get(t)) is not None]
             sources.append([min(tagged, key=len)] if len(tagged) == len(set(query.tags)) else [])

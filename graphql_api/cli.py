@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from . import logs
 from .client import ModelhubClient, ModelhubError, parse_ref
-from .roles import Role
+from .roles import ProjectRole, Role
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -496,6 +496,28 @@ async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
+def parse_grants(values: list[str]) -> dict[str, ProjectRole]:
+    """`vision:ENGINEER` options as project -> role; ValueError names a malformed one."""
+    grants: dict[str, ProjectRole] = {}
+    for value in values:
+        project, sep, role = value.rpartition(":")
+        try:
+            grants[project] = ProjectRole(role.upper())
+        except ValueError:
+            raise ValueError(
+                f"--grant {value!r}: give PROJECT:ROLE, ROLE one of READER, ENGINEER, MAINTAINER"
+            ) from None
+        if not sep or not project:
+            raise ValueError(f"--grant {value!r}: give PROJECT:ROLE")
+    return grants
+
+
+def describe_roles(role: Role | None, grants: dict[str, ProjectRole]) -> str:
+    parts = [role.value] if role else []
+    parts += [f"{p}:{r.value}" for p, r in sorted(grants.items())]
+    return " ".join(parts)
+
+
 tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke (straight on the database).")
 app.add_typer(tokens_app, name="token")
 
@@ -505,8 +527,16 @@ def token_create(
     name: Annotated[str, typer.Option(help="A unique name for the token, e.g. grafana.")],
     principal: Annotated[str, typer.Option(help="Who the token acts as (recorded on downloads).")],
     role: Annotated[
-        Role, typer.Option(case_sensitive=False, help="READER, ENGINEER or ADMIN.")
-    ] = Role.READER,
+        Role | None,
+        typer.Option(
+            case_sensitive=False,
+            help="The global role: READER, ENGINEER or ADMIN (default READER, or none with --grant).",
+        ),
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(help="A project role, PROJECT:ROLE (READER, ENGINEER or MAINTAINER); repeatable."),
+    ] = None,
     expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
     value_from_env: Annotated[
         str | None, typer.Option(help="Take the token's value from this environment variable (provisioning).")
@@ -518,6 +548,13 @@ def token_create(
     from .auth import create_token, list_tokens
     from .errors import DomainError
 
+    try:
+        grants = parse_grants(grant or [])
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if role is None and not grants:
+        role = Role.READER
     value = os.environ.get(value_from_env) if value_from_env else None
     if value_from_env and not value:
         console.print(f"[red]error:[/red] ${value_from_env} is empty")
@@ -531,13 +568,15 @@ def token_create(
         try:
             token, _ = asyncio.run(
                 _with_db(
-                    uri, settings.mongo_db, create_token(name, principal, role, "cli", expires_in_days, value)
+                    uri,
+                    settings.mongo_db,
+                    create_token(name, principal, role, "cli", expires_in_days, value, grants),
                 )
             )
         except DomainError as exc:
             console.print(f"[red]{exc.code}[/red] {exc.message}")
             raise typer.Exit(1) from None
-    console.print(f"created {role.value} token {name!r} for {principal}")
+    console.print(f"created {describe_roles(role, grants)} token {name!r} for {principal}")
     print(token)
 
 
@@ -552,12 +591,13 @@ def token_list(
 
     with _database({"data_dir": data_dir}) as (settings, uri):
         found = asyncio.run(_with_db(uri, settings.mongo_db, list_tokens()))
-    table = Table("name", "principal", "role", "created", "expires", "last used", "revoked")
+    table = Table("name", "principal", "role", "grants", "created", "expires", "last used", "revoked")
     for t in found:
         table.add_row(
             t.name,
             t.principal,
-            t.role.value,
+            t.role.value if t.role else "-",
+            " ".join(f"{p}:{r.value}" for p, r in sorted(t.grant_map().items())) or "-",
             t.created_at.isoformat(),
             expires_label(t.expires_at),
             t.last_used_at.isoformat() if t.last_used_at else "-",

@@ -10,7 +10,7 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from .roles import Role
+from .roles import PROJECT_RANK, ProjectRole, Role
 
 
 def utcnow() -> datetime:
@@ -142,12 +142,23 @@ class AliasChange(Document):
         ]
 
 
+class TokenGrant(BaseModel):
+    """A token's role in one project."""
+
+    project: str
+    role: ProjectRole
+
+
 class ApiToken(Document):
     """A bearer token, kept only as its SHA-256: the token itself is shown once, when it is created."""
 
     name: str
     principal: str
-    role: Role
+    # The global role (None: only `grants`); tokens made before grants existed keep theirs (see roles.py).
+    role: Role | None = None
+    # Its roles in single projects, on top of the project-side grants to `principal`. A list, not a
+    # mapping: a project name may hold a dot, which a document key should not.
+    grants: list[TokenGrant] = Field(default_factory=list)
     token_hash: str
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
@@ -155,11 +166,52 @@ class ApiToken(Document):
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
 
+    def grant_map(self) -> dict[str, ProjectRole]:
+        """Project -> role (the highest, should a project be listed twice)."""
+        found: dict[str, ProjectRole] = {}
+        for g in self.grants:
+            if g.project not in found or PROJECT_RANK[g.role] > PROJECT_RANK[found[g.project]]:
+                found[g.project] = g.role
+        return found
+
     class Settings:
         name = "api_tokens"
         indexes = [
             IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
             IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+        ]
+
+
+class ProjectVisibility(StrEnum):
+    """INTERNAL: every authenticated principal may read the project; PRIVATE: its grantees only."""
+
+    INTERNAL = "INTERNAL"
+    PRIVATE = "PRIVATE"
+
+
+class ProjectGrant(BaseModel):
+    """A role in a project given to a principal by name (whatever token or sign-on it comes with)."""
+
+    principal: str
+    role: ProjectRole
+    granted_by: str
+    granted_at: datetime = Field(default_factory=utcnow)
+
+
+class Project(Document):
+    """A project: a permission boundary over its models, their versions, downloads and figures."""
+
+    name: str
+    visibility: ProjectVisibility = ProjectVisibility.INTERNAL
+    grants: list[ProjectGrant] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "projects"
+        indexes = [
+            IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+            IndexModel([("grants.principal", ASCENDING)], name="grant_principal"),
         ]
 
 
@@ -361,6 +413,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ModelVersion,
     AliasChange,
     ApiToken,
+    Project,
     PersistedOperation,
     Upload,
     DownloadEvent,

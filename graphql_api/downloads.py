@@ -23,6 +23,7 @@ from .db import models as models_db
 from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
 from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
+from .scope import Scope
 from .services import Services
 from .storage import ObjectInfo
 from .storage.local import OBJECT_TOKEN_PURPOSE
@@ -72,11 +73,11 @@ def check_expires_in(services: Services, expires_in: int | None) -> int:
 
 
 async def downloadable(
-    services: Services, name: str, version: int | None, alias: str | None = None
+    services: Services, scope: Scope, name: str, version: int | None, alias: str | None = None
 ) -> tuple[ModelVersion, ObjectInfo]:
     """The version (by number, by alias resolved now, or the latest) and its object, or the reason it
-    cannot be downloaded now."""
-    model = await registry.require_version(name, version, alias)
+    cannot be downloaded now; a model `scope` may not read is not found, like an absent one."""
+    model = await registry.require_version(scope, name, version, alias)
     if model.archived:
         raise ModelVersionArchived(model.name, model.version)
     return model, await current_object(services, model)
@@ -130,6 +131,7 @@ async def issue_ticket(
     mode: DownloadMode,
     expires_in: int | None,
     who: Requester,
+    scope: Scope,
     base_url: str,
     resumes: str | None = None,
 ) -> Ticket:
@@ -137,7 +139,7 @@ async def issue_ticket(
     metrics = services.metrics
     try:
         seconds = check_expires_in(services, expires_in)
-        model, _ = await downloadable(services, name, version, alias)
+        model, _ = await downloadable(services, scope, name, version, alias)
         resumed = await resumed_event(resumes, model, who)
     except Exception as exc:
         metrics.count_download_request(mode.value, getattr(exc, "code", "error"))
@@ -169,13 +171,24 @@ def _bound(payload: dict[str, Any], who: Requester) -> dict[str, Any]:
     return {**payload, "t": who.token_id} if who.token_id is not None else payload
 
 
-async def _check_token(payload: dict[str, Any]) -> None:
-    """Refuses a ticket or link whose token has been revoked or has expired since it was issued."""
+async def _check_token(services: Services, payload: dict[str, Any], project: str | None) -> None:
+    """Refuses a ticket or link whose token has been revoked or has expired since it was issued, or whose
+    principal may no longer read the project (a grant revoked, the project made PRIVATE: as the directory
+    of projects knows it, so within MODELHUB_TOKEN_CACHE_SECONDS of a change made elsewhere)."""
     token_id = payload.get("t")
-    if token_id is not None and not await auth.token_active(str(token_id)):
+    if token_id is None:
+        return
+    principal = await auth.token_principal(str(token_id))
+    if principal is None:
         raise TicketInvalid(
             "the token this was issued to has been revoked or has expired", TicketProblem.FORBIDDEN
         )
+    if project is not None:
+        _, scope = await services.projects.resolve(principal)
+        if not scope.can_read(project):
+            raise TicketInvalid(
+                "the token this was issued to may no longer read this model", TicketProblem.FORBIDDEN
+            )
 
 
 def _object_id(value: Any) -> ObjectId:
@@ -199,10 +212,10 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
         raise TicketInvalid("ticket does not belong to this download", TicketProblem.FORBIDDEN)
     if event.mode is not DownloadMode.STREAM:
         raise TicketInvalid("not a streaming ticket", TicketProblem.FORBIDDEN)
-    await _check_token(payload)
     model = await models_db.get_version(event.model_id)
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
+    await _check_token(services, payload, model.project_name)
     if model.archived:  # archived after the ticket was issued: the ticket dies with it
         raise ModelVersionArchived(model.name, model.version)
     return event, model
@@ -253,13 +266,12 @@ async def open_presigned(services: Services, token: str) -> tuple[str, str, str]
         bucket, key, filename = str(payload["b"]), str(payload["k"]), str(payload["fn"])
     except KeyError:
         raise TicketInvalid("malformed ticket", TicketProblem.MALFORMED) from None
-    await _check_token(payload)
-    if "m" in payload:
-        model = await models_db.get_version(_object_id(payload["m"]))
-        if model is None:
-            raise TicketInvalid("the model of this link no longer exists", TicketProblem.UNKNOWN)
-        if model.archived:
-            raise ModelVersionArchived(model.name, model.version)
+    model = await models_db.get_version(_object_id(payload["m"])) if "m" in payload else None
+    if "m" in payload and model is None:
+        raise TicketInvalid("the model of this link no longer exists", TicketProblem.UNKNOWN)
+    await _check_token(services, payload, model.project_name if model else None)
+    if model is not None and model.archived:
+        raise ModelVersionArchived(model.name, model.version)
     return bucket, key, filename
 
 

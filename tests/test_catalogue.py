@@ -17,9 +17,12 @@ from graphql_api.documents import RegisteredModel, utcnow
 from graphql_api.model_cache import ModelCache
 from graphql_api.pagination import PageRequest
 from graphql_api.queries import ModelOrder, ModelOrderField, ModelQuery
+from graphql_api.scope import Scope
 from tests.servers import GraphQLClient, Stores, eventually
 from tests.test_model_cache import ALICE, live, services
 from tests.test_registry import reg_input, register
+
+EVERY = Scope.everything(None)
 
 PAGE = 50
 
@@ -61,7 +64,7 @@ async def walk(query: ModelQuery, order: ModelOrder, cache: ModelCache | None, b
     cursor: str | None = None
     while True:
         request = PageRequest(last=30, before=cursor) if backward else PageRequest(first=30, after=cursor)
-        page = await registry.list_models(query, order, request, cache=cache)
+        page = await registry.list_models(EVERY, query, order, request, cache=cache)
         pages.append(([(m.name, c) for m, c in page.items], page.has_next, page.has_previous))
         more = page.has_previous if backward else page.has_next
         if not more or not page.items:
@@ -97,11 +100,11 @@ async def test_catalogue_pages_are_the_database_s_pages(app: Starlette) -> None:
                 for backward in (False, True):
                     mine = await walk(query, order, cache, backward)
                     assert mine == await walk(query, order, None, backward), (query, order, backward)
-                first = await registry.list_models(query, order, PageRequest(first=5), cache=cache)
+                first = await registry.list_models(EVERY, query, order, PageRequest(first=5), cache=cache)
                 if first.items:  # the catalogue's cursor, continued by the database
                     after = PageRequest(first=5, after=first.items[-1][1])
-                    from_db = await registry.list_models(query, order, after)
-                    from_memory = await registry.list_models(query, order, after, cache=cache)
+                    from_db = await registry.list_models(EVERY, query, order, after)
+                    from_memory = await registry.list_models(EVERY, query, order, after, cache=cache)
                     assert [c for _, c in from_db.items] == [c for _, c in from_memory.items]
                 assert (
                     await first.count()
@@ -126,7 +129,7 @@ async def test_a_page_costs_the_page_not_the_matches(app: Starlette) -> None:
         assert await eventually(catalogue.ready, seconds=20)
         before = catalogue.examined
         page = await registry.list_models(
-            query, ModelOrder(field), PageRequest(first=PAGE, after=after), cache=cache
+            EVERY, query, ModelOrder(field), PageRequest(first=PAGE, after=after), cache=cache
         )
         assert len(page.items) == PAGE
         return catalogue.examined - before, page

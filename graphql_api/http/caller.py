@@ -7,6 +7,7 @@ from starlette.requests import HTTPConnection
 from .. import logs
 from ..auth import Principal, require_principal
 from ..downloads import Requester
+from ..scope import Scope
 from ..services import Services
 
 
@@ -15,12 +16,14 @@ def services_of(conn: HTTPConnection) -> Services:
     return services
 
 
-async def principal_of(conn: HTTPConnection) -> Principal | None:
-    """The caller (None: anonymous in token mode); raises Unauthenticated for a bad token or identity."""
-    found = await services_of(conn).auth.authenticate(conn.headers)
+async def caller_of(conn: HTTPConnection) -> tuple[Principal | None, Scope]:
+    """The caller (None: anonymous in token mode) with its effective grants, and what it may read; raises
+    Unauthenticated for a bad token or identity."""
+    services = services_of(conn)
+    found, scope = await services.projects.resolve(await services.auth.authenticate(conn.headers))
     if found is not None:
         logs.principal.set(found.engineer)
-    return found
+    return found, scope
 
 
 def client_address(conn: HTTPConnection) -> str | None:
