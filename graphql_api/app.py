@@ -317,7 +317,10 @@ def create_app(settings: Settings) -> Starlette:
     )
     ui_operations = schema_operations.split(ui.operations_text())
     shipped = schema_operations.shipped(ui_operations, client_documents)
-    ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode)
+    sign_in = None
+    if grants is not None and settings.oidc_client_id and settings.oidc_audience:
+        sign_in = ui.SignIn(settings.oidc_client_id, settings.oidc_scopes, settings.oidc_audience)
+    ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode, sign_in)
     ide_routes = []
     if settings.graphiql:
         cdn_html = get_graphql_ide_html(graphql_ide="graphiql")
