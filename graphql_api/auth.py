@@ -12,13 +12,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Literal
 
 from .db import tokens as tokens_db
 from .documents import ApiToken, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
 from .oidc import OidcVerifier, looks_like_jwt
-from .roles import Role
+from .roles import ProjectRole, Role
 from .validation import validate_name
 
 ENGINEER_HEADER = "x-engineer-id"
@@ -27,27 +28,50 @@ TOKEN_PREFIX = "mh_"
 _ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
 AuthMode = Literal["header", "token", "oidc"]
+NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
+
+
+def frozen_grants(grants: Mapping[str, ProjectRole] | None = None) -> Mapping[str, ProjectRole]:
+    """An immutable copy of project name -> role."""
+    return MappingProxyType(dict(grants)) if grants else NO_GRANTS
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller as recorded on registrations and download events, with what it may do."""
+    """The caller as recorded on registrations and download events, with what it may do: `role` is its GLOBAL
+    role (None: none, only its project `grants`), `grants` its role per project name."""
 
     engineer: str
-    role: Role = Role.ENGINEER
+    role: Role | None = Role.ENGINEER
     # The token it came from (its record id) and when that token expires: tickets and links issued to the
     # principal carry the id and die with the token; a WebSocket re-checks the token by then at the latest.
     token_id: str | None = field(default=None, compare=False)
     expires_at: datetime | None = field(default=None, compare=False)
+    grants: Mapping[str, ProjectRole] = field(default_factory=lambda: NO_GRANTS, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grants, MappingProxyType):
+            object.__setattr__(self, "grants", frozen_grants(self.grants))
 
     def require(self, role: Role, action: str) -> None:
-        """Forbidden unless this principal's role is at least `role`."""
-        if RANK[self.role] < RANK[role]:
-            raise Forbidden(f"{action} needs the {role.value} role; {self.engineer} is {self.role.value}")
+        """Forbidden unless this principal's GLOBAL role is at least `role`."""
+        if self.role is None or RANK[self.role] < RANK[role]:
+            held = self.role.value if self.role is not None else "without a global role"
+            raise Forbidden(f"{action} needs the {role.value} role; {self.engineer} is {held}")
+
+    def project_role(self, project: str) -> ProjectRole | None:
+        """Its role in `project` by grant (None: no grant; the global role is not folded in)."""
+        return self.grants.get(project)
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+
+def validate_principal(value: str, field: str = "principal") -> None:
+    """A principal name: 1-128 letters, digits or . _ @ + - (what X-Engineer-ID and tokens accept)."""
+    if not _ENGINEER_RE.match(value):
+        raise InvalidInput(field, "must be 1-128 letters, digits or . _ @ + -")
 
 
 def hash_token(token: str) -> str:
@@ -111,7 +135,7 @@ class Authenticator:
     async def from_token(self, token: str) -> Principal:
         if self.oidc is not None and looks_like_jwt(token):
             who = await self.oidc.verify(token)
-            return Principal(who.name, who.role, expires_at=who.expires_at)
+            return Principal(who.name, who.role, expires_at=who.expires_at, grants=who.grants)
         digest = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
@@ -143,7 +167,9 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
-    return Principal(token.principal, token.role, str(token.id), token.expires_at)
+    return Principal(
+        token.principal, token.role, str(token.id), token.expires_at, frozen_grants(token.grants)
+    )
 
 
 async def token_active(token_id: str) -> bool:
@@ -161,10 +187,11 @@ def require_principal(principal: Principal | None) -> Principal:
 async def create_token(
     name: str,
     principal: str,
-    role: Role,
+    role: Role | None,
     created_by: str,
     expires_in_days: int | None = None,
     token: str | None = None,
+    grants: Mapping[str, ProjectRole] | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token (returned once, never stored) and its record. `token` sets the value (for provisioning)."""
     validate_name(name, "name")
@@ -175,11 +202,16 @@ async def create_token(
     value = token or new_token()
     if len(value) < 32:
         raise InvalidInput("token", "must be at least 32 characters")
+    for project in grants or {}:
+        validate_name(project, "grants.project")
+    if role is None and not grants:
+        raise InvalidInput("role", "give a global role, or at least one project grant")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     record = ApiToken(
         name=name,
         principal=principal,
         role=role,
+        grants=dict(grants or {}),
         token_hash=hash_token(value),
         created_by=created_by,
         expires_at=expires,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import logging.config
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,8 +22,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import logs
 from .client import ModelhubClient, ModelhubError, parse_ref
-from .roles import Role
+from .roles import ProjectRole, Role
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -43,9 +47,11 @@ def serve(
 ) -> None:
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
     from .app import create_app
+    from .config import Settings
     from .http.server import BodyReadTimeout
     from .metrics import prepare_multiprocess_dir
 
+    _log_format(Settings().log_format)
     overrides = {"host": host, "port": port, "data_dir": data_dir}
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
@@ -68,6 +74,8 @@ def serve(
         proxies = ",".join(settings.trusted_proxies) or None
         server = {"host": settings.host, "port": settings.port, "log_level": "info",
                   "access_log": settings.access_log}  # fmt: skip
+        if (log_config := logs.config(settings.log_format)) is not None:
+            server["log_config"] = log_config
         # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
         server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:
@@ -136,6 +144,25 @@ def served_app_from_env() -> Any:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+class _LogConsole(Console):
+    """The CLI's console as log records (plain text, markup dropped), for MODELHUB_LOG_FORMAT=json."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.text import Text
+
+        text = " ".join(Text.from_markup(o).plain if isinstance(o, str) else str(o) for o in objects)
+        logging.getLogger("modelhub.cli").info("%s", text)
+
+
+def _log_format(fmt: logs.LogFormat) -> None:
+    """With JSON logs, logging is configured before anything is said (uvicorn configures it again the same
+    way) and the CLI's own lines (database, auth mode, GraphiQL) become log records: every line is JSON."""
+    global console
+    if (log_config := logs.config(fmt)) is not None:
+        logging.config.dictConfig(log_config)
+        console = _LogConsole(stderr=True)
 
 
 @app.command("seed-demo")
@@ -469,6 +496,28 @@ async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
         return await work
 
 
+def parse_grants(values: list[str]) -> dict[str, ProjectRole]:
+    """`vision:ENGINEER` options as project -> role; ValueError names a malformed one."""
+    grants: dict[str, ProjectRole] = {}
+    for value in values:
+        project, sep, role = value.rpartition(":")
+        try:
+            grants[project] = ProjectRole(role.upper())
+        except ValueError:
+            raise ValueError(
+                f"--grant {value!r}: give PROJECT:ROLE, ROLE one of READER, ENGINEER, MAINTAINER"
+            ) from None
+        if not sep or not project:
+            raise ValueError(f"--grant {value!r}: give PROJECT:ROLE")
+    return grants
+
+
+def describe_roles(role: Role | None, grants: dict[str, ProjectRole]) -> str:
+    parts = [role.value] if role else []
+    parts += [f"{p}:{r.value}" for p, r in sorted(grants.items())]
+    return " ".join(parts)
+
+
 tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke (straight on the database).")
 app.add_typer(tokens_app, name="token")
 
@@ -478,8 +527,16 @@ def token_create(
     name: Annotated[str, typer.Option(help="A unique name for the token, e.g. grafana.")],
     principal: Annotated[str, typer.Option(help="Who the token acts as (recorded on downloads).")],
     role: Annotated[
-        Role, typer.Option(case_sensitive=False, help="READER, ENGINEER or ADMIN.")
-    ] = Role.READER,
+        Role | None,
+        typer.Option(
+            case_sensitive=False,
+            help="The global role: READER, ENGINEER or ADMIN (default READER, or none with --grant).",
+        ),
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(help="A project role, PROJECT:ROLE (READER, ENGINEER or MAINTAINER); repeatable."),
+    ] = None,
     expires_in_days: Annotated[int | None, typer.Option(help="Expire after this many days.")] = None,
     value_from_env: Annotated[
         str | None, typer.Option(help="Take the token's value from this environment variable (provisioning).")
@@ -491,6 +548,13 @@ def token_create(
     from .auth import create_token, list_tokens
     from .errors import DomainError
 
+    try:
+        grants = parse_grants(grant or [])
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if role is None and not grants:
+        role = Role.READER
     value = os.environ.get(value_from_env) if value_from_env else None
     if value_from_env and not value:
         console.print(f"[red]error:[/red] ${value_from_env} is empty")
@@ -504,13 +568,15 @@ def token_create(
         try:
             token, _ = asyncio.run(
                 _with_db(
-                    uri, settings.mongo_db, create_token(name, principal, role, "cli", expires_in_days, value)
+                    uri,
+                    settings.mongo_db,
+                    create_token(name, principal, role, "cli", expires_in_days, value, grants),
                 )
             )
         except DomainError as exc:
             console.print(f"[red]{exc.code}[/red] {exc.message}")
             raise typer.Exit(1) from None
-    console.print(f"created {role.value} token {name!r} for {principal}")
+    console.print(f"created {describe_roles(role, grants)} token {name!r} for {principal}")
     print(token)
 
 
@@ -525,12 +591,13 @@ def token_list(
 
     with _database({"data_dir": data_dir}) as (settings, uri):
         found = asyncio.run(_with_db(uri, settings.mongo_db, list_tokens()))
-    table = Table("name", "principal", "role", "created", "expires", "last used", "revoked")
+    table = Table("name", "principal", "role", "grants", "created", "expires", "last used", "revoked")
     for t in found:
         table.add_row(
             t.name,
             t.principal,
-            t.role.value,
+            t.role.value if t.role else "-",
+            " ".join(f"{p}:{r.value}" for p, r in sorted(t.grants.items())) or "-",
             t.created_at.isoformat(),
             expires_label(t.expires_at),
             t.last_used_at.isoformat() if t.last_used_at else "-",
@@ -658,7 +725,20 @@ def schema_sdl() -> str:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        # A plain `pip install modelhub` is the client: a server command (serve, seed-demo, token, ...) finds
+        # the server stack missing when it imports it, and says in one line what to install.
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing == __package__:
+            raise
+        print(
+            f"modelhub: this command runs the server, which is not installed ({missing} is missing): "
+            'pip install "modelhub[server]"',
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from .roles import Role
+from .roles import ProjectRole, Role
 
 
 def utcnow() -> datetime:
@@ -147,7 +147,10 @@ class ApiToken(Document):
 
     name: str
     principal: str
-    role: Role
+    # The global role (None: only `grants`); tokens made before grants existed keep theirs (see roles.py).
+    role: Role | None = None
+    # Project name -> role in that project, on top of the project-side grants to `principal`.
+    grants: dict[str, ProjectRole] = Field(default_factory=dict)
     token_hash: str
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
@@ -160,6 +163,39 @@ class ApiToken(Document):
         indexes = [
             IndexModel([("token_hash", ASCENDING)], unique=True, name="token_hash_unique"),
             IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+        ]
+
+
+class ProjectVisibility(StrEnum):
+    """INTERNAL: every authenticated principal may read the project; PRIVATE: its grantees only."""
+
+    INTERNAL = "INTERNAL"
+    PRIVATE = "PRIVATE"
+
+
+class ProjectGrant(BaseModel):
+    """A role in a project given to a principal by name (whatever token or sign-on it comes with)."""
+
+    principal: str
+    role: ProjectRole
+    granted_by: str
+    granted_at: datetime = Field(default_factory=utcnow)
+
+
+class Project(Document):
+    """A project: a permission boundary over its models, their versions, downloads and figures."""
+
+    name: str
+    visibility: ProjectVisibility = ProjectVisibility.INTERNAL
+    grants: list[ProjectGrant] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    class Settings:
+        name = "projects"
+        indexes = [
+            IndexModel([("name", ASCENDING)], unique=True, name="name_unique"),
+            IndexModel([("grants.principal", ASCENDING)], name="grant_principal"),
         ]
 
 
@@ -361,6 +397,7 @@ ALL_DOCUMENTS: list[type[Document]] = [
     ModelVersion,
     AliasChange,
     ApiToken,
+    Project,
     PersistedOperation,
     Upload,
     DownloadEvent,

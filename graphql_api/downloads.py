@@ -23,6 +23,7 @@ from .db import models as models_db
 from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
 from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
+from .scope import Scope
 from .services import Services
 from .storage import ObjectInfo
 from .storage.local import OBJECT_TOKEN_PURPOSE
@@ -72,11 +73,11 @@ def check_expires_in(services: Services, expires_in: int | None) -> int:
 
 
 async def downloadable(
-    services: Services, name: str, version: int | None, alias: str | None = None
+    services: Services, scope: Scope, name: str, version: int | None, alias: str | None = None
 ) -> tuple[ModelVersion, ObjectInfo]:
     """The version (by number, by alias resolved now, or the latest) and its object, or the reason it
-    cannot be downloaded now."""
-    model = await registry.require_version(name, version, alias)
+    cannot be downloaded now; a model `scope` may not read is not found, like an absent one."""
+    model = await registry.require_version(scope, name, version, alias)
     if model.archived:
         raise ModelVersionArchived(model.name, model.version)
     return model, await current_object(services, model)
@@ -130,6 +131,7 @@ async def issue_ticket(
     mode: DownloadMode,
     expires_in: int | None,
     who: Requester,
+    scope: Scope,
     base_url: str,
     resumes: str | None = None,
 ) -> Ticket:
@@ -137,7 +139,7 @@ async def issue_ticket(
     metrics = services.metrics
     try:
         seconds = check_expires_in(services, expires_in)
-        model, _ = await downloadable(services, name, version, alias)
+        model, _ = await downloadable(services, scope, name, version, alias)
         resumed = await resumed_event(resumes, model, who)
     except Exception as exc:
         metrics.count_download_request(mode.value, getattr(exc, "code", "error"))

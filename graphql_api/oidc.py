@@ -33,13 +33,12 @@ from joserfc.jwk import KeySet
 
 from .config import Settings
 from .errors import Unauthenticated
-from .roles import ProjectRole, Role
+from .roles import PROJECT_RANK, ProjectRole, Role
 
 ALGORITHMS = ("RS256", "ES256")
 # The key of a group's mapping that names its global role instead of a project (no project is named "*").
 GLOBAL = "*"
 _GLOBAL_RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
-_PROJECT_RANK = {ProjectRole.READER: 0, ProjectRole.ENGINEER: 1, ProjectRole.MAINTAINER: 2}
 _PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 _MAX_GROUPS = 1000
 
@@ -105,7 +104,7 @@ class GroupGrants:
                 role = grant.role
             for project, given in grant.projects.items():
                 held = projects.get(project)
-                if held is None or _PROJECT_RANK[given] > _PROJECT_RANK[held]:
+                if held is None or PROJECT_RANK[given] > PROJECT_RANK[held]:
                     projects[project] = given
         return role, MappingProxyType(projects)
 

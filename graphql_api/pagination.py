@@ -106,6 +106,15 @@ class Page(Generic[T]):
     window_downloads: dict[Any, int] = field(default_factory=dict)
 
 
+def empty_page() -> Page[Any]:
+    """The page of a read whose scope leaves nothing visible: no rows, no cursors, a count of 0."""
+
+    async def zero() -> int:
+        return 0
+
+    return Page(items=[], has_next=False, has_previous=False, count=zero)
+
+
 def offset_page(rows: list[T], order: str, request: PageRequest) -> Page[T]:
     """A page of an in-memory ordered list whose cursors are positions (rows 1..n)."""
     limit = request.size

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import checksums
 from .analytics import events
 from .auth import Principal
 from .db import models as models_db
+from .db import projects as projects_db
 from .documents import ModelVersion, RegisteredModel, utcnow
 from .errors import (
     DomainError,
@@ -21,9 +22,10 @@ from .errors import (
     StorageUnavailable,
 )
 from .model_cache import ModelCache
-from .pagination import Page, PageRequest, offset_page
+from .pagination import Page, PageRequest, empty_page, offset_page
 from .queries import DownloadWindow, ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionQuery
-from .roles import Role
+from .roles import ProjectRole
+from .scope import ProjectDirectory, Scope, has_role
 from .services import Services
 from .storage import ObjectInfo, ObjectStore, StorageScope, validate_bucket, validate_key
 from .validation import (
@@ -93,11 +95,23 @@ class RegisterRequest(VersionRequest):
         )
 
 
+def require_project_role(project: str, who: Principal, role: ProjectRole, action: str) -> None:
+    """Forbidden unless `who` holds `role` (or more) in `project`, by grant or by its global role."""
+    if not has_role(who, project, role):
+        raise Forbidden(
+            f"{action} needs the {role.value} role in project {project!r}; {who.engineer} lacks it"
+        )
+
+
 def require_owner(model: RegisteredModel, who: Principal) -> None:
-    """Only a model's owner (an ENGINEER at least) or an ADMIN changes it."""
-    who.require(Role.ENGINEER, f"changing model {model.name!r}")
-    if who.engineer != model.owner and not who.is_admin:
-        raise Forbidden(f"only the owner of model {model.name!r} ({model.owner}) or an admin may change it")
+    """A model is changed by its owner (an ENGINEER of its project) or by a MAINTAINER of its project
+    (an ADMIN is one everywhere)."""
+    require_project_role(model.project_name, who, ProjectRole.ENGINEER, f"changing model {model.name!r}")
+    if who.engineer != model.owner and not has_role(who, model.project_name, ProjectRole.MAINTAINER):
+        raise Forbidden(
+            f"only the owner of model {model.name!r} ({model.owner}) or a maintainer of its project "
+            "may change it"
+        )
 
 
 def check_joins(model: RegisteredModel, req: VersionRequest, who: Principal) -> None:
@@ -107,10 +121,19 @@ def check_joins(model: RegisteredModel, req: VersionRequest, who: Principal) -> 
     require_owner(model, who)
 
 
-async def _model_for(req: RegisterRequest, who: Principal) -> tuple[RegisteredModel, bool]:
+async def new_project(name: str, directory: ProjectDirectory | None) -> None:
+    """The project document of a project whose first model was just created (INTERNAL, no grants)."""
+    if await projects_db.ensure(name) and directory is not None:
+        directory.forget()  # callers without a global role see the new project at once on this instance
+
+
+async def _model_for(req: RegisterRequest, who: Principal, scope: Scope) -> tuple[RegisteredModel, bool]:
     """The model a new version joins, and whether this registration created it: created by its first
-    registration, else checked against it (same project; the owner or an admin)."""
+    registration, else checked against it (same project; the owner or a maintainer). A model of a project
+    the caller cannot read is refused as `projectName` taken by another project, naming neither."""
     model = await models_db.find_model(req.name)
+    if model is not None and not scope.can_read(model.project_name):
+        raise InvalidInput("name", f"the model name {req.name!r} is taken")
     if model is None:
         fresh = RegisteredModel(
             name=req.name,
@@ -128,7 +151,12 @@ async def _model_for(req: RegisterRequest, who: Principal) -> tuple[RegisteredMo
 
 
 async def register_model(
-    store: ObjectStore, req: RegisterRequest, who: Principal, scope: StorageScope
+    store: ObjectStore,
+    req: RegisterRequest,
+    who: Principal,
+    storage: StorageScope,
+    scope: Scope,
+    directory: ProjectDirectory | None = None,
 ) -> ModelVersion:
     """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
     A location outside `scope` is refused before the store is asked anything, so nothing leaks about it.
@@ -137,12 +165,14 @@ async def register_model(
     the highest version off the (name, version) index (skipped for a model just created, and sent
     alongside the model's updatedAt), and the version's insert. Concurrent auto-numbered registrations
     retry on the unique index, so 50 at once still get 1..50 with no gap."""
-    who.require(Role.ENGINEER, "registering a model")
     req.validate()
-    scope.check(req.bucket, req.key)
+    require_project_role(req.project_name, who, ProjectRole.ENGINEER, "registering a model")
+    storage.check(req.bucket, req.key)
     info = await store.head(req.bucket, req.key)
     checksum = checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before any write
-    _, created = await _model_for(req, who)
+    _, created = await _model_for(req, who, scope)
+    if created:
+        await new_project(req.project_name, directory)
     if req.version is not None:
         doc = req.version_doc(req.version, info, checksum)
         if not await models_db.insert_version(doc):
@@ -170,13 +200,19 @@ async def register_model(
 
 
 async def register(
-    services: Services, req: RegisterRequest, who: Principal, scope: StorageScope | None = None
+    services: Services,
+    req: RegisterRequest,
+    who: Principal,
+    scope: Scope,
+    storage: StorageScope | None = None,
 ) -> ModelVersion:
-    """`register_model` (within `scope`, by default the configured one), counted in the registrations
+    """`register_model` (within `storage`, by default the configured one), counted in the registrations
     metric by outcome."""
     metrics = services.metrics
     try:
-        version = await register_model(services.store, req, who, scope or services.scope)
+        version = await register_model(
+            services.store, req, who, storage or services.scope, scope, services.projects
+        )
     except DomainError as exc:
         metrics.count_registration(exc.code)
         raise
@@ -187,54 +223,66 @@ async def register(
     return version
 
 
-async def get_model(name: str, cache: ModelCache | None = None) -> RegisteredModel | None:
-    """The model `name`, or None; through `cache` when given (queries only: see model_cache.py)."""
+Scoped = TypeVar("Scoped", RegisteredModel, ModelVersion)
+
+
+def visible(scope: Scope, doc: Scoped | None) -> Scoped | None:
+    """`doc` when `scope` may read its project, else None: an invisible object is an absent one."""
+    return doc if doc is not None and scope.can_read(doc.project_name) else None
+
+
+async def get_model(scope: Scope, name: str, cache: ModelCache | None = None) -> RegisteredModel | None:
+    """The model `name` if `scope` may read it, or None; through `cache` when given (queries only: see
+    model_cache.py)."""
     validate_name(name)
     if cache is not None:
-        return await cache.get(name)
-    return await models_db.find_model(name)
+        return visible(scope, await cache.get(name))
+    return visible(scope, await models_db.find_model(name))
 
 
-async def require_model(name: str) -> RegisteredModel:
-    model = await get_model(name)
+async def require_model(scope: Scope, name: str) -> RegisteredModel:
+    """The model, or ModelNotFound (the same for an invisible one)."""
+    model = await get_model(scope, name)
     if model is None:
         raise ModelNotFound(name)
     return model
 
 
 async def find_version(
-    name: str, version: int | None = None, alias: str | None = None
+    scope: Scope, name: str, version: int | None = None, alias: str | None = None
 ) -> ModelVersion | None:
-    """A version by number or alias (exactly one may be given), or the newest unarchived one."""
+    """A version by number or alias (exactly one may be given), or the newest unarchived one; None when
+    there is none or `scope` may not read its project."""
     validate_name(name)
     validate_version(version)
     if version is not None and alias is not None:
         raise InvalidInput("alias", "give a version or an alias, not both")
     if alias is not None:
         validate_alias(alias)
-        model = await models_db.find_model(name)
+        model = visible(scope, await models_db.find_model(name))
         if model is None or alias not in model.aliases:
             return None
         version = model.aliases[alias]
     if version is not None:
-        return await models_db.find_version(name, version)
-    return await models_db.find_latest(name)
+        return visible(scope, await models_db.find_version(name, version))
+    return visible(scope, await models_db.find_latest(name))
 
 
-async def require_version(name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
-    found = await find_version(name, version, alias)
+async def require_version(
+    scope: Scope, name: str, version: int | None = None, alias: str | None = None
+) -> ModelVersion:
+    found = await find_version(scope, name, version, alias)
     if found is not None:
         return found
-    if await models_db.find_model(name) is None:
-        raise ModelNotFound(name)
+    await require_model(scope, name)
     raise ModelVersionNotFound(name, version, alias)
 
 
 async def update_model(
-    name: str, who: Principal, description: str | None, tags: list[str] | None
+    scope: Scope, name: str, who: Principal, description: str | None, tags: list[str] | None
 ) -> RegisteredModel:
     """Changes a model's description and tags (only those: nothing that locates an artifact)."""
-    model = await require_model(name)
+    model = await require_model(scope, name)
     require_owner(model, who)
     fields: dict[str, Any] = {"updated_at": utcnow()}
     if description is not None:
@@ -249,12 +297,17 @@ async def update_model(
 
 
 async def update_version(
-    name: str, version: int, who: Principal, description: str | None, tags: list[str] | None, metadata: Any
+    scope: Scope,
+    name: str,
+    version: int,
+    who: Principal,
+    description: str | None,
+    tags: list[str] | None,
+    metadata: Any,
 ) -> ModelVersion:
     """Changes a version's description, tags and metadata; its artifact, checksum and number are immutable."""
     validate_version(version)
-    require_owner(await require_model(name), who)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # checked before anything is looked up: a bad input is named first
     if description is not None:
         validate_description(description)
         fields["description"] = description
@@ -264,6 +317,7 @@ async def update_version(
         fields["metadata"] = validate_metadata(metadata)
     if not fields:
         raise InvalidInput("input", "give at least one of description, tags or metadata")
+    require_owner(await require_model(scope, name), who)
     updated = await models_db.update_version(name, version, fields)
     if updated is None:
         raise ModelVersionNotFound(name, version)
@@ -271,10 +325,10 @@ async def update_version(
     return updated
 
 
-async def set_archived(name: str, version: int, who: Principal, archived: bool) -> ModelVersion:
+async def set_archived(scope: Scope, name: str, version: int, who: Principal, archived: bool) -> ModelVersion:
     """Archives (or restores) a version: hidden by default, no downloads, history and stats kept."""
     validate_version(version)
-    require_owner(await require_model(name), who)
+    require_owner(await require_model(scope, name), who)
     updated = await models_db.update_version(name, version, {"archived": archived})
     if updated is None:
         raise ModelVersionNotFound(name, version)
@@ -282,10 +336,36 @@ async def set_archived(name: str, version: int, who: Principal, archived: bool) 
 
 
 async def list_models(
-    query: ModelQuery, order: ModelOrder, request: PageRequest, window: DownloadWindow | None = None
+    scope: Scope,
+    query: ModelQuery,
+    order: ModelOrder,
+    request: PageRequest,
+    window: DownloadWindow | None = None,
+    cache: ModelCache | None = None,
 ) -> Page[RegisteredModel]:
+    """A page of models: from the in-memory catalogue through `cache` when given and its change stream
+    is open (queries only: see catalogue.py), else from the database; the same rows and cursors. Both
+    read `query` narrowed to the projects `scope` may read (their cursors are positions or keys of visible
+    rows only, so a cursor made by hand reaches no row outside the scope)."""
+    narrowed = scope.models(query)
+    if narrowed is None:
+        return empty_page()
+    query = narrowed
     if order.field is ModelOrderField.DOWNLOADS:
         return await _list_by_downloads(query, order, window or DownloadWindow(), request)
+    if cache is not None and await cache.catalogue.ready():
+        found = cache.catalogue.page(query, order, request)
+        by_name = await cache.get_many(n for n, _ in found.names)
+
+        async def count() -> int:
+            return found.count()
+
+        return Page(
+            items=[(by_name[n], c) for n, c in found.names if n in by_name],
+            has_next=found.has_next,
+            has_previous=found.has_previous,
+            count=count,
+        )
     return await models_db.page_models(query, order, request)
 
 
@@ -312,9 +392,9 @@ async def list_versions(query: VersionQuery, order: VersionOrder, request: PageR
     return await models_db.page_versions(query, order, request)
 
 
-async def model_by_id(model_id: Any) -> RegisteredModel | None:
-    return await models_db.get_model(model_id)
+async def model_by_id(scope: Scope, model_id: Any) -> RegisteredModel | None:
+    return visible(scope, await models_db.get_model(model_id))
 
 
-async def version_by_id(version_id: Any) -> ModelVersion | None:
-    return await models_db.get_version(version_id)
+async def version_by_id(scope: Scope, version_id: Any) -> ModelVersion | None:
+    return visible(scope, await models_db.get_version(version_id))

@@ -11,6 +11,7 @@ from .limits import RateLimiter
 from .metrics import Metrics
 from .model_cache import ModelCache
 from .operations import Registry
+from .scope import ProjectDirectory
 from .signing import Signer
 from .storage import ObjectStore, StorageScope
 
@@ -27,3 +28,4 @@ class Services:
     persisted: Registry
     models: ModelCache
     feed: Hub
+    projects: ProjectDirectory

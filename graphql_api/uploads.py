@@ -26,7 +26,8 @@ from .errors import (
     UploadAlreadyReceived,
     UploadNotFound,
 )
-from .roles import Role
+from .roles import ProjectRole
+from .scope import Scope
 from .services import Services
 from .storage import StorageScope, UploadSpec, UploadTarget, validate_key
 from .storage.local import UPLOAD_TOKEN_PURPOSE
@@ -73,25 +74,30 @@ def _part_bytes(services: Services, size: int) -> int | None:
     return part
 
 
-async def _check_may_add(req: UploadRequest, who: Principal) -> None:
+async def _check_may_add(req: UploadRequest, who: Principal, scope: Scope) -> None:
     """What registration will check, checked before any byte moves: the project, the owner, the number."""
+    registry.require_project_role(req.project_name, who, ProjectRole.ENGINEER, "uploading a model")
     model = await models_db.find_model(req.name)
+    if model is not None and not scope.can_read(model.project_name):
+        raise InvalidInput("name", f"the model name {req.name!r} is taken")
     if model is not None:
         registry.check_joins(model, req, who)
     if req.version is not None and await models_db.find_version(req.name, req.version) is not None:
         raise ModelVersionAlreadyExists(req.name, req.version)
 
 
-async def request_upload(services: Services, req: UploadRequest, who: Principal, base_url: str) -> OpenUpload:
-    """Records an open upload and prepares where its bytes go (the server's own bucket and prefix)."""
-    who.require(Role.ENGINEER, "uploading a model")
+async def request_upload(
+    services: Services, req: UploadRequest, who: Principal, scope: Scope, base_url: str
+) -> OpenUpload:
+    """Records an open upload and prepares where its bytes go (the server's own bucket and prefix): for an
+    ENGINEER of the project only, so no upload target is issued for a project the caller cannot write."""
     req.validate()
     settings = services.settings
     if req.size_bytes > settings.max_upload_bytes:
         raise InvalidInput(
             "sizeBytes", f"must be at most {settings.max_upload_bytes} bytes (MODELHUB_MAX_UPLOAD_BYTES)"
         )
-    await _check_may_add(req, who)
+    await _check_may_add(req, who, scope)
     upload_id = ObjectId()
     key = f"{settings.upload_prefix.strip('/')}/{req.name}/{upload_id}/{req.filename}"
     validate_key(key, "filename")
@@ -158,13 +164,13 @@ async def receive(services: Services, token: str, body: AsyncIterator[bytes]) ->
 
 
 async def complete_upload(
-    services: Services, upload_id: str, part_etags: list[str] | None, who: Principal
+    services: Services, upload_id: str, part_etags: list[str] | None, who: Principal, scope: Scope
 ) -> ModelVersion:
     """Assembles (multipart), checks the object's size and SHA-256 where the store holds it, and registers
     the version (its checksum verified now, or hashed in the background). Completing twice returns the
     same version."""
-    who.require(Role.ENGINEER, "uploading a model")
     upload = await _open(_upload_id(upload_id), who)
+    registry.require_project_role(upload.project_name, who, ProjectRole.ENGINEER, "uploading a model")
     if upload.status is UploadStatus.COMPLETED and upload.registered_version is not None:
         found = await models_db.find_version(upload.name, upload.registered_version)
         if found is not None:
@@ -189,7 +195,7 @@ async def complete_upload(
         **upload.notes(), version=upload.version, sha256=upload.sha256, bucket=upload.bucket, key=upload.key
     )
     # The server chose this location itself: MODELHUB_ALLOWED_STORAGE governs what users point at.
-    version = await registry.register(services, request, who, StorageScope(None))
+    version = await registry.register(services, request, who, scope, StorageScope(None))
     await uploads_db.update(
         upload.id, {}, {"status": UploadStatus.COMPLETED.value, "registered_version": version.version}
     )

@@ -10,8 +10,9 @@ from typing import Any
 from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadEvent
-from ..pagination import Page, PageRequest
+from ..pagination import Page, PageRequest, empty_page
 from ..queries import DownloadOrder, EventQuery
+from ..scope import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +28,15 @@ async def model_download_totals(keys: Sequence[tuple[str, int]]) -> list[ModelDo
     return [ModelDownloadTotals(*found.get(key, (0, None))) for key in keys]
 
 
-async def list_events(query: EventQuery, order: DownloadOrder, request: PageRequest) -> Page[DownloadEvent]:
-    """One keyset page of raw events; an unfiltered count is summed from the rollups."""
-    return await events_db.page(query, order, request, count_all=rollups_db.count_downloads)
+async def list_events(
+    scope: Scope, query: EventQuery, order: DownloadOrder, request: PageRequest
+) -> Page[DownloadEvent]:
+    """One keyset page of raw events of the projects `scope` may read; an unfiltered count is summed from
+    the rollups (a narrowed query is filtered, so it never is)."""
+    narrowed = scope.events(query)
+    if narrowed is None:
+        return empty_page()
+    return await events_db.page(narrowed, order, request, count_all=rollups_db.count_downloads)
 
 
 async def model_totals(names: Sequence[str]) -> list[ModelDownloadTotals]:
@@ -46,5 +53,7 @@ async def completed_by_model(since: datetime | None, until: datetime | None) -> 
     return await events_db.count_by_model(EventQuery(since=since, until=until), completes_only=True)
 
 
-async def event_by_id(event_id: Any) -> DownloadEvent | None:
-    return await events_db.get(event_id)
+async def event_by_id(scope: Scope, event_id: Any) -> DownloadEvent | None:
+    """The event, if `scope` may read its project."""
+    event = await events_db.get(event_id)
+    return event if event is not None and scope.can_read(event.project_name) else None

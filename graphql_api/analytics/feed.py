@@ -22,6 +22,7 @@ from ..documents import DownloadEvent, DownloadStatus
 from ..errors import DomainError, InvalidInput
 from ..metrics import Metrics
 from ..queries import EventQuery
+from ..scope import Scope
 
 DEFAULT_BUFFER = 1000
 
@@ -69,6 +70,10 @@ def matcher(query: EventQuery) -> Callable[[DownloadEvent], bool]:
             raise TypeError(f"filter field {f.name!r} has no matcher for the live feed")
         checks.append((MATCHERS[f.name], value))
     return lambda event: all(check(value, event) for check, value in checks)
+
+
+def _nothing(event: DownloadEvent) -> bool:
+    return False
 
 
 def encode_cursor(token: dict[str, Any]) -> str:
@@ -161,11 +166,15 @@ class Hub:
         return len(self._subscribers)
 
     async def follow(
-        self, query: EventQuery, owner: str, after: str | None = None
+        self, scope: Scope, query: EventQuery, owner: str, after: str | None = None
     ) -> AsyncIterator[FeedItem]:
-        """Transitions matching `query`, from now, or from just after the cursor `after` (nothing missed),
-        for the principal `owner`; SubscriptionLimitReached when a cap is reached."""
-        matches = matcher(query)
+        """Transitions matching `query` within the projects `scope` may read (as it stands when the
+        subscription starts), from now, or from just after the cursor `after` (nothing missed), for the
+        principal `owner`; SubscriptionLimitReached when a cap is reached. The shared stream carries every
+        project's events: each subscriber's scope is applied here, in memory, like its filter."""
+        query.validate()
+        narrowed = scope.events(query)
+        matches = matcher(narrowed) if narrowed is not None else _nothing
         resume = decode_cursor(after) if after else None
         self._admit(owner, resuming=after is not None and after not in self._positions)
         sub = _Subscriber(owner, matches, self.buffer)

@@ -3,6 +3,7 @@ off bucket edges), else from raw events."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadMode, DownloadStatus
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource
+from ..scope import Scope
 from . import hybrid
 from .histograms import histogram_percentile
 
@@ -131,12 +133,17 @@ def source_for(req: StatsRequest) -> StatsSource:
 
 
 async def download_stats(
-    req: StatsRequest, max_hour_range_days: int = 31, max_limit: int = MAX_STATS_LIMIT
+    scope: Scope, req: StatsRequest, max_hour_range_days: int = 31, max_limit: int = MAX_STATS_LIMIT
 ) -> StatsPage:
     """`downloadStats`: from rollups when they can answer exactly (counts, bytes), from rollups and the raw
     edges for a range off midnights, else from raw events. `max_limit` is for callers inside the server
     (`downloadSeries` reads every row of its range at once)."""
     req.validate(max_hour_range_days, max_limit)
+    narrowed = scope.events(req.query)
+    source = source_for(req)
+    if narrowed is None:  # nothing visible: no rows, and no grand total either
+        return StatsPage([], 0, source, req.offset)
+    req = dataclasses.replace(req, query=narrowed)
     source = source_for(req)
     if source is StatsSource.RAW:
         docs, total = await events_db.stats(req)

@@ -10,6 +10,10 @@
 4. The whole-model rollups (per day and per hour) are filled from the per-version ones, once: by one
    process, while any other starting at the same time waits for it (none serves before it is done, so no
    live write can be counted twice); a run left unfinished (a crash) is taken over after 30 s of silence.
+5. Projects became permission boundaries: every project that models already use gets a `projects` document,
+   INTERNAL with no grants, once (claimed like 4, so two processes starting together create one each), so
+   every authenticated principal keeps reading what it read. Tokens keep their role as their global role
+   (an ENGINEER token still writes in every project), with no project grants.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import UpdateOne
@@ -225,9 +230,28 @@ async def _still_running(db: AsyncDatabase[Any], name: str) -> None:
     await db["migrations"].update_one({"_id": name}, {"$set": {"alive_at": time.time()}})
 
 
+async def create_projects(db: AsyncDatabase[Any], stale_seconds: float = 30) -> int:
+    """An INTERNAL `projects` document for each project name in `models`; returns how many it created."""
+    if not await _claim(db, "projects", stale_seconds):
+        return 0
+    names = sorted({doc["project_name"] async for doc in db["models"].find({}, {"project_name": 1})})
+    created = 0
+    now = datetime.now(UTC)
+    for name in names:
+        new = {"name": name, "visibility": "INTERNAL", "grants": [], "created_at": now, "updated_at": now}
+        result = await db["projects"].update_one({"name": name}, {"$setOnInsert": new}, upsert=True)
+        created += int(result.upserted_id is not None)
+        await _still_running(db, "projects")
+    await db["migrations"].update_one({"_id": "projects"}, {"$set": {"done": True}})
+    if created:
+        log.warning("created %d INTERNAL projects for the projects models already use", created)
+    return created
+
+
 async def run(db: AsyncDatabase[Any]) -> None:
     await split_models_and_versions(db)
     await mark_completing_events(db)
     await pend_unhashed_versions(db)
     await number_rollup_engineers(db)
     await fill_model_rollups(db)
+    await create_projects(db)

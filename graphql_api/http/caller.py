@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
+from .. import logs
 from ..auth import Principal, require_principal
 from ..downloads import Requester
+from ..scope import Scope
 from ..services import Services
 
 
@@ -16,7 +18,16 @@ def services_of(conn: HTTPConnection) -> Services:
 
 async def principal_of(conn: HTTPConnection) -> Principal | None:
     """The caller (None: anonymous in token mode); raises Unauthenticated for a bad token or identity."""
-    return await services_of(conn).auth.authenticate(conn.headers)
+    return (await caller_of(conn))[0]
+
+
+async def caller_of(conn: HTTPConnection) -> tuple[Principal | None, Scope]:
+    """The caller with its effective grants, and what it may read."""
+    services = services_of(conn)
+    found, scope = await services.projects.resolve(await services.auth.authenticate(conn.headers))
+    if found is not None:
+        logs.principal.set(found.engineer)
+    return found, scope
 
 
 def client_address(conn: HTTPConnection) -> str | None:

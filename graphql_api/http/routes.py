@@ -18,7 +18,7 @@ from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUn
 from ..health import Health, Watch
 from ..services import Services
 from ..storage import ObjectInfo
-from .caller import principal_of, requester, services_of
+from .caller import caller_of, requester, services_of
 from .errors import domain_error_response, outage_response
 from .ranges import not_modified, parse_range
 from .streaming import StreamObject, Transfer
@@ -89,12 +89,14 @@ async def download_model(request: Request) -> Any:
     alias = request.query_params.get("alias")
     try:
         with pymongo.timeout(services.settings.request_timeout_seconds):
-            who = requester(request, await principal_of(request))
+            principal, scope = await caller_of(request)
+            who = requester(request, principal)
             services.limiter.take(who.engineer)
             if raw_version is not None and not _VERSION.match(raw_version):
                 raise InvalidInput("version", "must be a positive integer (ASCII digits)")
             version = int(raw_version) if raw_version is not None else None
-            model, info = await downloads.downloadable(services, request.path_params["name"], version, alias)
+            name = request.path_params["name"]
+            model, info = await downloads.downloadable(services, scope, name, version, alias)
             plan = _plan(request, info, model.bucket, model.key, downloads.artifact_filename(model))
             if isinstance(plan, Response):
                 return plan

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from .. import logs
 from ..analytics.events import ModelDownloadTotals, model_download_totals, model_totals
 from ..auth import Principal, require_principal
 from ..db import models as models_db
@@ -21,6 +22,7 @@ from ..downloads import Requester
 from ..errors import DomainError
 from ..http.caller import base_url, requester
 from ..model_cache import ModelCache
+from ..scope import Scope
 from ..services import Services
 
 
@@ -47,6 +49,8 @@ class Context:
     cached_reads: bool = False
     # A WebSocket's credentials (its headers with `connection_init` over them), re-checked while it lives.
     credentials: dict[str, str] | None = None
+    # What the caller may read (set with `identity`): every read takes it.
+    scope: Scope = dataclasses.field(default_factory=Scope.nothing)
 
     def for_operation(self) -> Context:
         """A fresh context for one operation on a WebSocket, with the socket's caller as last checked:
@@ -89,10 +93,13 @@ class Context:
     async def authenticate(self, headers: Mapping[str, str]) -> None:
         """Resolves the caller once; a failure is kept and raised where a principal is needed."""
         try:
-            self.identity = await self.services.auth.authenticate(headers)
+            found = await self.services.auth.authenticate(headers)
+            self.identity, self.scope = await self.services.projects.resolve(found)
             self.identity_error = None
+            if self.identity is not None:
+                logs.principal.set(self.identity.engineer)
         except DomainError as exc:
-            self.identity, self.identity_error = None, exc
+            self.identity, self.identity_error, self.scope = None, exc, Scope.nothing()
 
     @property
     def principal(self) -> Principal:

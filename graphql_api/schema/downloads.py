@@ -54,8 +54,6 @@ class DownloadEvent(Node):
     project_name: str = strawberry.field(description="The model's project.")
     size_bytes: Long = strawberry.field(description="The artifact's size.")
     engineer: str = strawberry.field(description="Who downloaded.")
-    user_agent: str | None = strawberry.field(description="The client's User-Agent, if sent.")
-    client_address: str | None = strawberry.field(description="The client's address.")
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
     status: DownloadStatus = strawberry.field(description="Where the download is.")
     bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
@@ -75,6 +73,23 @@ class DownloadEvent(Node):
     )
     version_db_id: strawberry.Private[Any]
     resumes_db_id: strawberry.Private[Any]
+    # Personal data: shown to the project's MAINTAINERs and ADMINs only.
+    user_agent_value: strawberry.Private[str | None]
+    client_address_value: strawberry.Private[str | None]
+
+    @strawberry.field(
+        description="The client's User-Agent, if sent; null unless the caller is a MAINTAINER of the "
+        "project or an ADMIN (personal data)."
+    )
+    def user_agent(self, info: Info) -> str | None:
+        return self.user_agent_value if info.context.scope.can_maintain(self.project_name) else None
+
+    @strawberry.field(
+        description="The client's address; null unless the caller is a MAINTAINER of the project or an "
+        "ADMIN (personal data)."
+    )
+    def client_address(self, info: Info) -> str | None:
+        return self.client_address_value if info.context.scope.can_maintain(self.project_name) else None
 
     @strawberry.field(description="The earlier download this one resumes, if any.")
     async def resumes(self) -> strawberry.ID | None:
@@ -101,8 +116,8 @@ class DownloadEvent(Node):
             project_name=doc.project_name,
             size_bytes=doc.size_bytes,
             engineer=doc.engineer,
-            user_agent=doc.user_agent,
-            client_address=doc.client_address,
+            user_agent_value=doc.user_agent,
+            client_address_value=doc.client_address,
             mode=DownloadMode(doc.mode.value),
             status=DownloadStatus(doc.status.value),
             bytes_sent=doc.bytes_sent,

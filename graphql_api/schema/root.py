@@ -12,6 +12,7 @@ from .. import aliases, documents, downloads, queries, registry, uploads
 from ..analytics import events, series, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
+from ..scope import Scope
 from .context import Info
 from .downloads import (
     DownloadEvent,
@@ -48,6 +49,7 @@ from .inputs import (
 )
 from .node import Node, parse_global_id
 from .operations import OperationMutations
+from .projects import ProjectMutations, ProjectQueries
 from .stats import (
     DownloadDimension,
     DownloadSeriesResult,
@@ -155,44 +157,47 @@ CompleteUploadResult = Annotated[
 ]
 
 
-async def _node(id: str) -> Node | None:
+async def _node(scope: Scope, id: str) -> Node | None:
+    """The object, or None when it does not exist or `scope` may not read its project (the same answer)."""
     type_name, key = parse_global_id(id)
     if type_name == "Model":
-        model = await registry.model_by_id(key)
+        model = await registry.model_by_id(scope, key)
         return Model.from_doc(model) if model else None
     if type_name == "ModelVersion":
-        version = await registry.version_by_id(key)
+        version = await registry.version_by_id(scope, key)
         return ModelVersion.from_doc(version) if version else None
     if type_name == "DownloadEvent":
-        event = await events.event_by_id(key)
+        event = await events.event_by_id(scope, key)
         return DownloadEvent.from_doc(event) if event else None
     if type_name == "AliasChange":
-        change = await aliases.change_by_id(key)
+        change = await aliases.change_by_id(scope, key)
         return AliasChange.from_doc(change) if change else None
     return None
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries):
+class Query(TokenQueries, ProjectQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
-        self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
     ) -> Node | None:
-        return await _node(id)
+        return await _node(info.context.scope, id)
 
     @strawberry.field(description="Objects by their global ids, in order; null where one does not exist.")
     async def nodes(
-        self, ids: Annotated[list[strawberry.ID], strawberry.argument(description="Up to 100 global ids.")]
+        self,
+        info: Info,
+        ids: Annotated[list[strawberry.ID], strawberry.argument(description="Up to 100 global ids.")],
     ) -> list[Node | None]:
         if len(ids) > 100:
             raise InvalidIds("ids", "at most 100 ids")
-        return [await _node(i) for i in ids]
+        return [await _node(info.context.scope, i) for i in ids]
 
     @strawberry.field(description="A model by name, or null.")
     async def model(
         self, info: Info, name: Annotated[str, strawberry.argument(description="The model name.")]
     ) -> Model | None:
-        doc = await registry.get_model(name, info.context.model_cache)
+        doc = await registry.get_model(info.context.scope, name, info.context.model_cache)
         return Model.from_doc(doc) if doc else None
 
     @strawberry.field(
@@ -201,16 +206,18 @@ class Query(TokenQueries):
     )
     async def model_version(
         self,
+        info: Info,
         name: Annotated[str, strawberry.argument(description="The model name.")],
         version: Annotated[int | None, strawberry.argument(description="A version number.")] = None,
         alias: Annotated[str | None, strawberry.argument(description="An alias, e.g. `prod`.")] = None,
     ) -> ModelVersion | None:
-        doc = await registry.find_version(name, version, alias)
+        doc = await registry.find_version(info.context.scope, name, version, alias)
         return ModelVersion.from_doc(doc) if doc else None
 
     @strawberry.field(description="Models (one per name), newest first by default.")
     async def models(
         self,
+        info: Info,
         filter: Annotated[ModelFilter | None, strawberry.argument(description="Which models.")] = None,
         order_by: Annotated[
             ModelOrder | None, strawberry.argument(description="Default: CREATED_AT DESC.")
@@ -229,7 +236,9 @@ class Query(TokenQueries):
         window = DownloadWindow(downloads_since, downloads_until)
         query = (filter or ModelFilter()).to_query()
         order = order_by.to_order() if order_by else queries.ModelOrder()
-        page = await registry.list_models(query, order, page_request(first, after, last, before), window)
+        request = page_request(first, after, last, before)
+        ctx = info.context
+        page = await registry.list_models(ctx.scope, query, order, request, window, ctx.model_cache)
         edges = [
             ModelEdge(node=Model.from_doc(d), cursor=c, window_downloads=page.window_downloads.get(d.id))
             for d, c in page.items
@@ -239,6 +248,7 @@ class Query(TokenQueries):
     @strawberry.field(description="Download events, newest first by default.")
     async def downloads(
         self,
+        info: Info,
         filter: Annotated[DownloadFilter | None, strawberry.argument(description="Which events.")] = None,
         order_by: Annotated[
             DownloadOrder | None, strawberry.argument(description="Default: STARTED_AT DESC.")
@@ -250,7 +260,8 @@ class Query(TokenQueries):
     ) -> DownloadEventConnection:
         query = (filter or DownloadFilter()).to_query()
         order = order_by.to_order() if order_by else queries.DownloadOrder()
-        page = await events.list_events(query, order, page_request(first, after, last, before))
+        request = page_request(first, after, last, before)
+        page = await events.list_events(info.context.scope, query, order, request)
         edges = [DownloadEventEdge(node=DownloadEvent.from_doc(d), cursor=c) for d, c in page.items]
         return DownloadEventConnection(edges=edges, page_info=page_info(page), count=page.count)
 
@@ -286,7 +297,8 @@ class Query(TokenQueries):
     ) -> DownloadStatsResult:
         query = (filter or DownloadFilter()).to_query()
         request = stats_request(group_by, query, interval, time_zone, order_by, limit, exact, after)
-        page = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
+        ctx = info.context
+        page = await stats.download_stats(ctx.scope, request, ctx.services.settings.max_hour_range_days)
         return DownloadStatsResult.from_page(page)
 
     @strawberry.field(
@@ -327,14 +339,15 @@ class Query(TokenQueries):
             top=top,
             time_zone=time_zone,
         )
-        found = await series.download_series(request, info.context.services.settings.max_hour_range_days)
+        ctx = info.context
+        found = await series.download_series(ctx.scope, request, ctx.services.settings.max_hour_range_days)
         return DownloadSeriesResult.from_result(found)
 
 
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
-class Mutation(TokenMutations, OperationMutations):
+class Mutation(TokenMutations, OperationMutations, ProjectMutations):
     @strawberry.mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."
@@ -345,12 +358,15 @@ class Mutation(TokenMutations, OperationMutations):
     ) -> RegisterModelResult:
         request = registry.RegisterRequest(**_new_version(input, info), bucket=input.bucket, key=input.key)
         ctx = info.context
-        return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal))
+        return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal, ctx.scope))
 
     @strawberry.mutation(description="Changes a model's description and tags (owner only).")
     @expected_errors
     async def update_model(self, info: Info, input: Annotated[UpdateModelInput, INPUT]) -> UpdateModelResult:
-        model = await registry.update_model(input.name, info.context.principal, input.description, input.tags)
+        ctx = info.context
+        model = await registry.update_model(
+            ctx.scope, input.name, ctx.principal, input.description, input.tags
+        )
         return Model.from_doc(model)
 
     @strawberry.mutation(description="Changes a version's description, tags and metadata (owner only).")
@@ -359,7 +375,13 @@ class Mutation(TokenMutations, OperationMutations):
         self, info: Info, input: Annotated[UpdateModelVersionInput, INPUT]
     ) -> ModelVersionResult:
         doc = await registry.update_version(
-            input.name, input.version, info.context.principal, input.description, input.tags, input.metadata
+            info.context.scope,
+            input.name,
+            input.version,
+            info.context.principal,
+            input.description,
+            input.tags,
+            input.metadata,
         )
         return ModelVersion.from_doc(doc)
 
@@ -371,7 +393,8 @@ class Mutation(TokenMutations, OperationMutations):
     async def archive_model_version(
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
-        doc = await registry.set_archived(input.name, input.version, info.context.principal, True)
+        ctx = info.context
+        doc = await registry.set_archived(ctx.scope, input.name, input.version, ctx.principal, True)
         return ModelVersion.from_doc(doc)
 
     @strawberry.mutation(description="Undoes `archiveModelVersion` (owner only).")
@@ -379,19 +402,22 @@ class Mutation(TokenMutations, OperationMutations):
     async def unarchive_model_version(
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
-        doc = await registry.set_archived(input.name, input.version, info.context.principal, False)
+        ctx = info.context
+        doc = await registry.set_archived(ctx.scope, input.name, input.version, ctx.principal, False)
         return ModelVersion.from_doc(doc)
 
     @strawberry.mutation(description="Points an alias at a version; the move is recorded (owner only).")
     @expected_errors
     async def set_alias(self, info: Info, input: Annotated[SetAliasInput, INPUT]) -> SetAliasResult:
-        model = await aliases.set_alias(input.name, input.alias, input.version, info.context.principal)
+        ctx = info.context
+        model = await aliases.set_alias(ctx.scope, input.name, input.alias, input.version, ctx.principal)
         return Model.from_doc(model)
 
     @strawberry.mutation(description="Removes an alias; the removal is recorded (owner only).")
     @expected_errors
     async def remove_alias(self, info: Info, input: Annotated[RemoveAliasInput, INPUT]) -> RemoveAliasResult:
-        return Model.from_doc(await aliases.remove_alias(input.name, input.alias, info.context.principal))
+        ctx = info.context
+        return Model.from_doc(await aliases.remove_alias(ctx.scope, input.name, input.alias, ctx.principal))
 
     @strawberry.mutation(
         description="Issues a download: a signed, single-use URL on this server (STREAM) or a presigned URL."
@@ -409,6 +435,7 @@ class Mutation(TokenMutations, OperationMutations):
             mode=documents.DownloadMode(input.mode.name),
             expires_in=input.expires_in,
             who=ctx.requester,
+            scope=ctx.scope,
             base_url=ctx.base_url,
             resumes=str(_event_key(input.resumes)) if input.resumes else None,
         )
@@ -437,7 +464,7 @@ class Mutation(TokenMutations, OperationMutations):
         )
         ctx = info.context
         return UploadTicket.of(
-            await uploads.request_upload(ctx.services, request, ctx.principal, ctx.base_url)
+            await uploads.request_upload(ctx.services, request, ctx.principal, ctx.scope, ctx.base_url)
         )
 
     @strawberry.mutation(
@@ -451,6 +478,6 @@ class Mutation(TokenMutations, OperationMutations):
     ) -> CompleteUploadResult:
         ctx = info.context
         version = await uploads.complete_upload(
-            ctx.services, input.upload_id, input.part_etags, ctx.principal
+            ctx.services, input.upload_id, input.part_etags, ctx.principal, ctx.scope
         )
         return ModelVersion.from_doc(version)

@@ -38,8 +38,9 @@ class Subscription:
         ] = None,
     ) -> AsyncGenerator[DownloadEventUpdate, None]:
         query = (filter or DownloadFilter()).to_query()
-        owner = info.context.principal.engineer
-        async for item in info.context.services.feed.follow(query, owner, after):
+        ctx = info.context
+        owner = ctx.principal.engineer
+        async for item in ctx.services.feed.follow(ctx.scope, query, owner, after):
             yield DownloadEventUpdate(
                 cursor=item.cursor,
                 status=DownloadStatus(item.status.value),

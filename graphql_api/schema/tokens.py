@@ -11,6 +11,7 @@ import strawberry
 from .. import auth, documents, roles
 from .context import Info
 from .errors import InvalidInput, expected_errors
+from .projects import ProjectRole
 
 
 @strawberry.enum(description="What a token may do.")
@@ -22,11 +23,24 @@ class Role(Enum):
     ADMIN = strawberry.enum_value("ADMIN", description="ENGINEER, plus any model and token administration.")
 
 
+@strawberry.type(description="A token's role in one project.")
+class TokenGrant:
+    project: str = strawberry.field(description="The project.")
+    role: ProjectRole = strawberry.field(description="The role in it.")
+
+
+@strawberry.input(description="A role in one project, for a new token.")
+class TokenGrantInput:
+    project: str = strawberry.field(description="The project.")
+    role: ProjectRole = strawberry.field(description="The role in it.")
+
+
 @strawberry.type(description="A bearer token's record; the token itself is shown only when it is created.")
 class ApiToken:
     name: str = strawberry.field(description="Its unique name.")
     principal: str = strawberry.field(description="Who it acts as (recorded on registrations and downloads).")
-    role: Role = strawberry.field(description="What it may do.")
+    role: Role | None = strawberry.field(description="Its global role, if any (over every project).")
+    grants: list[TokenGrant] = strawberry.field(description="Its roles in single projects.")
     created_by: str = strawberry.field(description="Who created it.")
     created_at: datetime = strawberry.field(description="When it was created.")
     expires_at: datetime | None = strawberry.field(description="When it stops working, if ever.")
@@ -38,7 +52,8 @@ class ApiToken:
         return cls(
             name=doc.name,
             principal=doc.principal,
-            role=Role(doc.role.value),
+            role=Role(doc.role.value) if doc.role else None,
+            grants=[TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grants.items())],
             created_by=doc.created_by,
             created_at=doc.created_at,
             expires_at=doc.expires_at,
@@ -57,7 +72,13 @@ class CreatedToken:
 class CreateTokenInput:
     name: str = strawberry.field(description="A unique name, e.g. `grafana` or `ci-alice`.")
     principal: str = strawberry.field(description="Who the token acts as.")
-    role: Role = strawberry.field(default=Role.READER, description="What it may do.")
+    role: Role | None = strawberry.field(
+        default=Role.READER,
+        description="Its global role over every project; null for a token with project `grants` only.",
+    )
+    grants: list[TokenGrantInput] | None = strawberry.field(
+        default=None, description="Its roles in single projects (e.g. vision: ENGINEER)."
+    )
     expires_in_days: int | None = strawberry.field(default=None, description="1..3650; never when omitted.")
 
 
@@ -91,9 +112,10 @@ class TokenMutations:
     async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
-        role = roles.Role(input.role.name)
+        role = roles.Role(input.role.name) if input.role is not None else None
+        grants = {g.project: roles.ProjectRole(g.role.name) for g in input.grants or []}
         value, record = await auth.create_token(
-            input.name, input.principal, role, who.engineer, input.expires_in_days
+            input.name, input.principal, role, who.engineer, input.expires_in_days, grants=grants
         )
         return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
 

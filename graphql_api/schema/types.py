@@ -265,9 +265,9 @@ class Model(Node):
 
     @strawberry.field(description="Every move of its aliases, newest first.")
     async def alias_history(
-        self, first: FIRST = None, after: AFTER = None, last: LAST = None, before: BEFORE = None
+        self, info: Info, first: FIRST = None, after: AFTER = None, last: LAST = None, before: BEFORE = None
     ) -> AliasChangeConnection:
-        page = await aliases.history(self.name, page_request(first, after, last, before))
+        page = await aliases.history(info.context.scope, self.name, page_request(first, after, last, before))
         edges = [AliasChangeEdge(node=AliasChange.from_doc(d), cursor=c) for d, c in page.items]
         return AliasChangeConnection(edges=edges, page_info=page_info(page))
 

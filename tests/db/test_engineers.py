@@ -13,6 +13,7 @@ from graphql_api import queries
 from graphql_api.analytics.stats import download_stats
 from graphql_api.db import connect, migrations
 from graphql_api.db.engineers import EngineerNumbers, bitmap_of
+from graphql_api.scope import Scope
 
 
 async def test_concurrent_writers_agree_on_one_number_per_engineer(mongo_uri: str) -> None:
@@ -59,7 +60,7 @@ async def test_old_rollup_names_become_bitmaps_once(mongo_uri: str) -> None:
                 "engineers" not in d and bitmap_of(d["engineer_bits"]).bit_count() == 2 for d in stored
             )
             req = queries.StatsRequest(queries.EventQuery(), [queries.Dimension.MODEL])
-            page = await download_stats(req)
+            page = await download_stats(Scope.everything(None), req)
             assert page.source is queries.StatsSource.ROLLUP
             assert [(r.model_name, r.downloads, r.unique_engineers) for r in page.rows] == [("m", 4, 3)]
             numbers = await EngineerNumbers(raw[name]).numbers(["alice", "bob", "carol", "dave"])

@@ -19,6 +19,7 @@ from graphql_api.db import connect
 from graphql_api.errors import DomainError
 from graphql_api.metrics import Metrics
 from graphql_api.queries import EventQuery
+from graphql_api.scope import Scope
 from tests.servers import (
     GraphQLClient,
     LiveServer,
@@ -119,11 +120,11 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
             got: list[feed.FeedItem] = []
 
             async def read_all() -> None:
-                async for item in hub.follow(EventQuery(), "reader"):
+                async for item in hub.follow(Scope.everything(None), EventQuery(), "reader"):
                     got.append(item)
 
             reading = asyncio.create_task(read_all())
-            stalled = hub.follow(EventQuery(), "watcher")
+            stalled = hub.follow(Scope.everything(None), EventQuery(), "watcher")
             first_download = asyncio.create_task(download(gql, http))
             first = await anext(stalled)  # reading starts; then the subscriber reads nothing more
             await first_download
@@ -166,25 +167,25 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
             await gql(REGISTER, {"n": "m", "b": bucket})
             metrics = Metrics()
             hub = feed.Hub(metrics=metrics)
-            live = [hub.follow(EventQuery(), f"e{i}") for i in range(10)]
+            live = [hub.follow(Scope.everything(None), EventQuery(), f"e{i}") for i in range(10)]
             firsts = [asyncio.create_task(anext(sub)) for sub in live]
             await asyncio.sleep(0.5)
             first_id = await download(gql, http)
             first = [await task for task in firsts]
             assert {(i.event.id, i.status.value) for i in first} == {(db_id(first_id), "ISSUED")}
             assert _gauge(metrics, "live") == 1 and hub.subscribers == 10
-            history = hub.follow(EventQuery(), "h", after=first[0].cursor)
+            history = hub.follow(Scope.everything(None), EventQuery(), "h", after=first[0].cursor)
             assert [(await anext(history)).status.value for _ in range(2)] == ["IN_PROGRESS", "COMPLETED"]
             assert _gauge(metrics, "catch_up") == 0
 
             # A hub that opens its own shared stream after the first download; one replay at a time.
             later = feed.Hub(limits=feed.FeedLimits(catching_up=1), metrics=metrics)
-            resumed = later.follow(EventQuery(), "r", after=first[0].cursor)
+            resumed = later.follow(Scope.everything(None), EventQuery(), "r", after=first[0].cursor)
             replayed = [await anext(resumed) for _ in range(2)]
             assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
             assert _gauge(metrics, "catch_up") == 1 and _gauge(metrics, "live") == 2
             with pytest.raises(feed.SubscriptionLimitReached):
-                await anext(later.follow(EventQuery(), "r2", after=first[0].cursor))
+                await anext(later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor))
             second_id = await download(gql, http)
             after_join = [await anext(resumed) for _ in range(3)]
             assert [(i.event.id, i.status.value) for i in after_join] == [
@@ -272,7 +273,7 @@ async def test_a_database_restart_ends_every_subscriber_and_the_feed_reopens(
                 await gql(REGISTER, {"n": "m", "b": bucket})
                 metrics = Metrics()
                 hub = feed.Hub(metrics=metrics)
-                subs = [hub.follow(EventQuery(), f"e{i}") for i in range(3)]
+                subs = [hub.follow(Scope.everything(None), EventQuery(), f"e{i}") for i in range(3)]
                 firsts = [asyncio.create_task(anext(sub)) for sub in subs]
                 await asyncio.sleep(0.5)
                 await download(gql, http)
@@ -286,7 +287,7 @@ async def test_a_database_restart_ends_every_subscriber_and_the_feed_reopens(
                 assert hub.subscribers == 0 and _gauge(metrics, "live") == 0
                 db.start()
                 assert await eventually(lambda: _ready(http), 60)
-                again = hub.follow(EventQuery(), "again")
+                again = hub.follow(Scope.everything(None), EventQuery(), "again")
                 first_again = asyncio.create_task(anext(again))
                 await asyncio.sleep(0.5)
                 event_id = await download(gql, http)

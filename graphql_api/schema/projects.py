@@ -1,0 +1,156 @@
+"""Projects in GraphQL: visibility, grants, and the `grants` query."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+
+from .. import documents, projects, roles
+from .context import Info
+from .errors import InvalidInput, expected_errors
+
+INPUT = strawberry.argument(description="What to do; see the input type.")
+
+
+@strawberry.enum(description="A principal's role in one project.")
+class ProjectRole(Enum):
+    READER = strawberry.enum_value("READER", description="Reads the project's models, downloads and figures.")
+    ENGINEER = strawberry.enum_value(
+        "ENGINEER", description="READER, plus registering, uploading and changing own models in the project."
+    )
+    MAINTAINER = strawberry.enum_value(
+        "MAINTAINER",
+        description="ENGINEER, plus changing any model and alias of the project, reading download events' "
+        "personal data (clientAddress, userAgent), and managing the project's grants and visibility.",
+    )
+
+
+@strawberry.enum(description="Who may read a project.")
+class ProjectVisibility(Enum):
+    INTERNAL = strawberry.enum_value("INTERNAL", description="Every authenticated principal of the server.")
+    PRIVATE = strawberry.enum_value(
+        "PRIVATE", description="Its grantees only (and principals with a global role)."
+    )
+
+
+@strawberry.type(description="A role in a project held by a principal.")
+class ProjectGrant:
+    project: str = strawberry.field(description="The project.")
+    principal: str = strawberry.field(description="Who holds the role.")
+    role: ProjectRole = strawberry.field(description="The role.")
+
+    @classmethod
+    def of(cls, grant: projects.Grant) -> ProjectGrant:
+        return cls(project=grant.project, principal=grant.principal, role=ProjectRole(grant.role.value))
+
+
+@strawberry.type(description="A project: a permission boundary over its models, downloads and figures.")
+class Project:
+    name: str = strawberry.field(description="Its name (the models' `projectName`).")
+    visibility: ProjectVisibility = strawberry.field(description="Who may read it.")
+    grants: list[ProjectGrant] = strawberry.field(description="Its project-side grants.")
+
+    @classmethod
+    def from_doc(cls, doc: documents.Project) -> Project:
+        return cls(
+            name=doc.name,
+            visibility=ProjectVisibility(doc.visibility.value),
+            grants=[
+                ProjectGrant(project=doc.name, principal=g.principal, role=ProjectRole(g.role.value))
+                for g in doc.grants
+            ],
+        )
+
+
+@strawberry.input(description="A project and who may read it.")
+class SetProjectVisibilityInput:
+    project: str = strawberry.field(description="The project.")
+    visibility: ProjectVisibility = strawberry.field(description="INTERNAL or PRIVATE.")
+
+
+@strawberry.input(description="A role to give in a project.")
+class GrantProjectRoleInput:
+    project: str = strawberry.field(description="The project.")
+    principal: str = strawberry.field(
+        description="Who gets the role (a token's principal or a sign-on name)."
+    )
+    role: ProjectRole = strawberry.field(description="The role; replaces any project-side role it had there.")
+
+
+@strawberry.input(description="A project-side role to take away.")
+class RevokeProjectRoleInput:
+    project: str = strawberry.field(description="The project.")
+    principal: str = strawberry.field(description="Whose role.")
+
+
+SetProjectVisibilityResult = Annotated[
+    Project | InvalidInput,
+    strawberry.union("SetProjectVisibilityResult", description="The project, or why it did not change."),
+]
+GrantProjectRoleResult = Annotated[
+    Project | InvalidInput,
+    strawberry.union("GrantProjectRoleResult", description="The project with its grants, or why not."),
+]
+RevokeProjectRoleResult = Annotated[
+    Project | InvalidInput,
+    strawberry.union("RevokeProjectRoleResult", description="The project with its grants, or why not."),
+]
+
+CHANGES = (
+    "MAINTAINERs of the project and ADMINs only (FORBIDDEN otherwise, the same for a project that does not "
+    "exist). It takes effect at once on this instance, within MODELHUB_TOKEN_CACHE_SECONDS on others."
+)
+
+
+@strawberry.type
+class ProjectQueries:
+    @strawberry.field(
+        description="Without `project`: the caller's own project roles (its token's or sign-on's grants with "
+        "the project-side ones). With `project`: that project's project-side grants (its MAINTAINERs and "
+        "ADMINs only)."
+    )
+    async def grants(
+        self,
+        info: Info,
+        project: Annotated[str | None, strawberry.argument(description="A project to list.")] = None,
+    ) -> list[ProjectGrant]:
+        who = info.context.principal
+        if project is None:
+            return [ProjectGrant.of(g) for g in projects.own_grants(who)]
+        return [ProjectGrant.of(g) for g in await projects.project_grants(who, project)]
+
+
+@strawberry.type
+class ProjectMutations:
+    @strawberry.mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
+    @expected_errors
+    async def set_project_visibility(
+        self, info: Info, input: Annotated[SetProjectVisibilityInput, INPUT]
+    ) -> SetProjectVisibilityResult:
+        ctx = info.context
+        visibility = documents.ProjectVisibility(input.visibility.name)
+        found = await projects.set_visibility(ctx.services.projects, ctx.principal, input.project, visibility)
+        return Project.from_doc(found)
+
+    @strawberry.mutation(description="Gives a principal a role in a project. " + CHANGES)
+    @expected_errors
+    async def grant_project_role(
+        self, info: Info, input: Annotated[GrantProjectRoleInput, INPUT]
+    ) -> GrantProjectRoleResult:
+        ctx = info.context
+        role = roles.ProjectRole(input.role.name)
+        found = await projects.grant(
+            ctx.services.projects, ctx.principal, input.project, input.principal, role
+        )
+        return Project.from_doc(found)
+
+    @strawberry.mutation(description="Takes a principal's project-side role away. " + CHANGES)
+    @expected_errors
+    async def revoke_project_role(
+        self, info: Info, input: Annotated[RevokeProjectRoleInput, INPUT]
+    ) -> RevokeProjectRoleResult:
+        ctx = info.context
+        found = await projects.revoke(ctx.services.projects, ctx.principal, input.project, input.principal)
+        return Project.from_doc(found)
