@@ -1,4 +1,4 @@
-"""OpenID Connect sign-on: bearer JWTs from one issuer → a `Principal` (discovery, JWKS cache, claims, grants).
+"""OpenID Connect sign-on: bearer JWTs from one issuer → who calls (discovery, JWKS cache, claims, grants).
 
 Framework-free: `auth.Authenticator` hands it the bearer token. Verification is joserfc's; this module only
 decides which keys to trust and which claims to demand:
@@ -72,7 +72,9 @@ class GroupGrants:
         except json.JSONDecodeError as exc:
             raise OidcConfigError(f"MODELHUB_OIDC_GROUP_GRANTS is not JSON: {exc}") from None
         if not isinstance(data, Mapping):
-            raise OidcConfigError("MODELHUB_OIDC_GROUP_GRANTS must be a JSON object: group -> {project: role}")
+            raise OidcConfigError(
+                "MODELHUB_OIDC_GROUP_GRANTS must be a JSON object: group -> {project: role}"
+            )
         groups: dict[str, GroupGrant] = {}
         for group, roles in data.items():
             if not isinstance(roles, Mapping):
@@ -88,7 +90,9 @@ class GroupGrants:
                     projects[project] = ProjectRole(name)
                 else:
                     allowed = ", ".join(ProjectRole.__members__)
-                    raise OidcConfigError(f"group {group!r}, project {project!r}: role must be one of {allowed}")
+                    raise OidcConfigError(
+                        f"group {group!r}, project {project!r}: role must be one of {allowed}"
+                    )
             groups[group] = GroupGrant(role, MappingProxyType(projects))
         return cls(MappingProxyType(groups))
 
@@ -128,7 +132,7 @@ class Endpoints:
 
 
 def looks_like_jwt(token: str) -> bool:
-    """A compact JWS has three dot-separated parts; modelhub's own tokens (`mh_` + urlsafe base64) have none."""
+    """A compact JWS has three dot-separated parts; modelhub's tokens (`mh_` + urlsafe base64) have none."""
     return token.count(".") == 2
 
 

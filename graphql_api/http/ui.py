@@ -80,7 +80,9 @@ class UiPage:
     async def index(self, request: Request) -> Response:
         oidc = await self._oidc(request)
         origins = (_origin(oidc["tokenEndpoint"]),) if oidc else ()
-        return FileResponse(UI_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_headers(origins))
+        return FileResponse(
+            UI_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_headers(origins)
+        )
 
     async def file(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -45,11 +45,15 @@ def ensure_installed() -> None:
 
 
 def rsa_key() -> RSAKey:
-    return RSAKey.generate_key(2048, {"kid": "rsa-" + uuid.uuid4().hex[:8], "alg": "RS256", "use": "sig"}, private=True)
+    return RSAKey.generate_key(
+        2048, {"kid": "rsa-" + uuid.uuid4().hex[:8], "alg": "RS256", "use": "sig"}, private=True
+    )
 
 
 def ec_key() -> ECKey:
-    return ECKey.generate_key("P-256", {"kid": "ec-" + uuid.uuid4().hex[:8], "alg": "ES256", "use": "sig"}, private=True)
+    return ECKey.generate_key(
+        "P-256", {"kid": "ec-" + uuid.uuid4().hex[:8], "alg": "ES256", "use": "sig"}, private=True
+    )
 
 
 class OidcProvider:

@@ -135,4 +135,6 @@ async def test_ui_signs_in_through_the_provider_and_shows_the_overview(
     await page.get_by_role("button", name="Sign in").wait_for()
     assert "Bearer" not in await page.evaluate("localStorage.getItem('graphiql:tabState')")
     assert errors == []
-    assert all(urlsplit(u).hostname in ("fonts.googleapis.com", "fonts.gstatic.com") for u in outside), outside
+    assert all(urlsplit(u).hostname in ("fonts.googleapis.com", "fonts.gstatic.com") for u in outside), (
+        outside
+    )
