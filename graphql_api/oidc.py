@@ -152,6 +152,7 @@ class OidcVerifier:
     _discovery: dict[str, Any] | None = None
     _keys: KeySet | None = None
     _fetched_at: float = float("-inf")  # when the JWKS was last asked for (successfully or not)
+    _discovery_failed_at: float = float("-inf")
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def endpoints(self) -> Endpoints:
@@ -228,18 +229,27 @@ class OidcVerifier:
             return self._keys
 
     async def _discover(self) -> dict[str, Any]:
-        if self._discovery is None:
-            url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            try:
-                response = await self.http.get(url)
-                response.raise_for_status()
-                doc = response.json()
-            except (httpx.HTTPError, ValueError):
-                raise Unauthenticated("the sign-in provider could not be reached") from None
+        if self._discovery is not None:
+            return self._discovery
+        # A provider that failed is asked again only after `refetch_seconds`: page loads and tokens cannot
+        # make this server hammer it (nor wait on its timeout each time).
+        if time.monotonic() - self._discovery_failed_at < self.refetch_seconds:
+            raise Unauthenticated("the sign-in provider could not be reached")
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            response = await self.http.get(url)
+            response.raise_for_status()
+            doc = response.json()
             if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
-                raise Unauthenticated("the sign-in provider's discovery document names another issuer")
-            self._discovery = doc
-        return self._discovery
+                raise ValueError("the discovery document names another issuer")
+            for name in ("jwks_uri", "authorization_endpoint", "token_endpoint"):
+                if not isinstance(doc.get(name), str):
+                    raise ValueError(f"the discovery document has no {name}")
+        except (httpx.HTTPError, ValueError):
+            self._discovery_failed_at = time.monotonic()
+            raise Unauthenticated("the sign-in provider could not be reached") from None
+        self._discovery = doc
+        return doc
 
 
 def _has(keys: KeySet, kid: str | None) -> bool:

@@ -26,7 +26,7 @@ from graphql_api.auth import create_token
 from graphql_api.config import Settings
 from graphql_api.roles import Role
 from tests.oidc.provider import AUDIENCE, OidcProvider, rsa_key
-from tests.servers import GraphQLClient, make_settings
+from tests.servers import GraphQLClient, free_port, make_settings
 
 GRANTS = {"vision-team": {"vision": "ENGINEER"}, "auditors": {"*": "READER"}}
 REGISTER = """mutation($n: String!, $p: String!) {
@@ -215,3 +215,43 @@ async def test_key_rotation_refetches_the_jwks_at_most_once_per_window(
             await asyncio.sleep(window - (time.monotonic() - refetched_at) + 0.2)
             await gql(MODELS, **bearer(third))
             assert own_provider.jwks_hits() == 3
+
+
+async def test_an_unreachable_provider_refuses_its_tokens_and_not_api_tokens(
+    provider: OidcProvider, mongo_uri: str, tmp_path: Path
+) -> None:
+    """With the issuer down, JWTs are refused with UNAUTHENTICATED (not an internal error), `mh_` tokens still
+    work, and /ui offers no sign-in (its config names no provider)."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = oidc_settings(mongo_uri, tmp_path / "data", dead, oidc_client_id="modelhub-ui")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+            gql = GraphQLClient(http)
+            token = signed(provider.rsa, claims(provider, iss=dead))
+            for _ in range(3):
+                assert error_code(await gql.raw(MODELS, **bearer(token))) == "UNAUTHENTICATED"
+            value, _ = await create_token("ci", "bob", Role.READER, "test")
+            assert (await gql(MODELS, **bearer(value)))["models"]["totalCount"] == 0
+            config = (await http.get("/ui/config.json")).json()
+            assert config["auth"] == "oidc" and config["oidc"] is None
+
+
+async def test_ui_config_names_the_provider_and_the_csp_only_its_origin(
+    provider: OidcProvider, mongo_uri: str, tmp_path: Path
+) -> None:
+    """With a client id configured, /ui/config.json gives the page the provider's endpoints (from its
+    discovery document) and /ui's CSP lets the page call this origin and the token endpoint's only."""
+    settings = oidc_settings(mongo_uri, tmp_path / "data", provider.issuer, oidc_client_id="modelhub-ui")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as http:
+            oidc = (await http.get("/ui/config.json")).json()["oidc"]
+            assert oidc["clientId"] == "modelhub-ui" and oidc["audience"] == AUDIENCE
+            assert oidc["authorizationEndpoint"] == provider.issuer + "/auth"
+            assert oidc["tokenEndpoint"] == provider.issuer + "/token"
+            csp = (await http.get("/ui")).headers["content-security-policy"]
+            assert f"connect-src 'self' {provider.issuer};" in csp
+            assert "form-action 'none'" in csp and "script-src 'self';" in csp
