@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,8 @@ from joserfc.jwk import KeySet
 from .config import Settings
 from .errors import Unauthenticated
 from .roles import PROJECT_RANK, ProjectRole, Role
+
+log = logging.getLogger("modelhub")
 
 ALGORITHMS = ("RS256", "ES256")
 # The key of a group's mapping that names its global role instead of a project (no project is named "*").
@@ -224,8 +227,10 @@ class OidcVerifier:
                 response = await self.http.get(str(doc["jwks_uri"]))
                 response.raise_for_status()
                 self._keys = KeySet.import_key_set(response.json())
-            except (httpx.HTTPError, ValueError, KeyError, JoseError):
-                raise Unauthenticated("the sign-in provider's keys could not be fetched") from None
+            except (Unauthenticated, httpx.HTTPError, ValueError, KeyError, JoseError) as exc:
+                # The keys already held stay trusted while the provider cannot be asked (its tokens keep
+                # working through a provider outage); with none, its tokens are refused.
+                log.warning("the OIDC issuer's JWKS could not be fetched: %s", type(exc).__name__)
             return self._keys
 
     async def _discover(self) -> dict[str, Any]:
