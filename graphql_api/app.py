@@ -288,7 +288,7 @@ def create_app(settings: Settings) -> Starlette:
                 persisted=registry,
                 models=model_cache,
                 feed=feed_hub,
-                projects=ProjectDirectory(settings.token_cache_seconds),
+                projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
             )
             if auth_mode != "header" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

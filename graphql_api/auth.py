@@ -204,8 +204,6 @@ async def create_token(
         raise InvalidInput("token", "must be at least 32 characters")
     for project in grants or {}:
         validate_name(project, "grants.project")
-    if role is None and not grants:
-        raise InvalidInput("role", "give a global role, or at least one project grant")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     record = ApiToken(
         name=name,

@@ -169,6 +169,14 @@ REQUEST_UPLOAD = _mutation_document(
     "partSizeBytes expiresAt }",
 )
 COMPLETE_UPLOAD = _mutation_document("CompleteUpload", f"... on ModelVersion {{ id {VERSION_FIELDS} }}")
+PROJECT_FIELDS = "... on Project { name visibility grants { project principal role } }"
+SET_PROJECT_VISIBILITY = _mutation_document("SetProjectVisibility", PROJECT_FIELDS)
+GRANT_PROJECT_ROLE = _mutation_document("GrantProjectRole", PROJECT_FIELDS)
+REVOKE_PROJECT_ROLE = _mutation_document("RevokeProjectRole", PROJECT_FIELDS)
+CREATE_TOKEN = _mutation_document(
+    "CreateToken", "... on CreatedToken { token apiToken { name principal role grants { project role } } }"
+)
+GRANTS = "query Grants($project: String) { grants(project: $project) { project principal role } }"
 REGISTER_OPERATIONS = _mutation_document(
     "RegisterOperations",
     "... on RegisteredOperations { operations { sha256Hash name created } }",
@@ -484,6 +492,24 @@ def _mutation(query: str, variables: dict[str, Any], field_name: str) -> Flow[di
     return _result((yield Call(query, variables))[field_name])
 
 
+def _token_input(
+    name: str, principal: str, role: str | None, grants: dict[str, str] | None, expires_in_days: int | None
+) -> dict[str, Any]:
+    """createToken's input: `role` the global role (None: none), `grants` project -> role."""
+    return {
+        "name": name,
+        "principal": principal,
+        "role": role,
+        "grants": [{"project": p, "role": r} for p, r in (grants or {}).items()],
+        "expiresInDays": expires_in_days,
+    }
+
+
+def _grants(project: str | None) -> Flow[list[dict[str, Any]]]:
+    found: list[dict[str, Any]] = (yield Call(GRANTS, {"project": project}))["grants"]
+    return found
+
+
 def _register(
     name: str, project: str, bucket: str, key: str, optional: dict[str, Any]
 ) -> Flow[dict[str, Any]]:
@@ -713,6 +739,38 @@ class ModelhubClient:
         operations: list[dict[str, Any]] = found["operations"]
         return operations
 
+    def create_token(
+        self,
+        name: str,
+        principal: str,
+        role: str | None = "READER",
+        grants: dict[str, str] | None = None,
+        expires_in_days: int | None = None,
+    ) -> dict[str, Any]:
+        """Creates a token (ADMIN): {token, apiToken}; the token is shown this once. `role` is the global
+        role (None: none), `grants` maps project -> READER, ENGINEER or MAINTAINER."""
+        variables = {"input": _token_input(name, principal, role, grants, expires_in_days)}
+        return self._run(_mutation(CREATE_TOKEN, variables, "createToken"))
+
+    def set_project_visibility(self, project: str, visibility: str) -> dict[str, Any]:
+        """Makes a project INTERNAL or PRIVATE (its MAINTAINERs or an ADMIN)."""
+        variables = {"input": {"project": project, "visibility": visibility}}
+        return self._run(_mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility"))
+
+    def grant_project_role(self, project: str, principal: str, role: str) -> dict[str, Any]:
+        """Gives `principal` READER, ENGINEER or MAINTAINER in `project` (its MAINTAINERs or an ADMIN)."""
+        variables = {"input": {"project": project, "principal": principal, "role": role}}
+        return self._run(_mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole"))
+
+    def revoke_project_role(self, project: str, principal: str) -> dict[str, Any]:
+        """Takes `principal`'s project-side role in `project` away."""
+        variables = {"input": {"project": project, "principal": principal}}
+        return self._run(_mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
+
+    def grants(self, project: str | None = None) -> list[dict[str, Any]]:
+        """The caller's own project roles, or (MAINTAINERs, ADMINs) a project's project-side grants."""
+        return self._run(_grants(project))
+
     def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
         """downloadStats rows grouped `by` dimensions (MODEL, VERSION, PROJECT, ENGINEER, MODE, STATUS) per
         `interval` (HOUR, DAY, WEEK, MONTH), all pages; `filter` is a DownloadFilter (since, until...)."""
@@ -836,6 +894,32 @@ class AsyncModelhubClient:
 
     async def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
         return await self._run(_stats(by, interval, filter))
+
+    async def create_token(
+        self,
+        name: str,
+        principal: str,
+        role: str | None = "READER",
+        grants: dict[str, str] | None = None,
+        expires_in_days: int | None = None,
+    ) -> dict[str, Any]:
+        variables = {"input": _token_input(name, principal, role, grants, expires_in_days)}
+        return await self._run(_mutation(CREATE_TOKEN, variables, "createToken"))
+
+    async def set_project_visibility(self, project: str, visibility: str) -> dict[str, Any]:
+        variables = {"input": {"project": project, "visibility": visibility}}
+        return await self._run(_mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility"))
+
+    async def grant_project_role(self, project: str, principal: str, role: str) -> dict[str, Any]:
+        variables = {"input": {"project": project, "principal": principal, "role": role}}
+        return await self._run(_mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole"))
+
+    async def revoke_project_role(self, project: str, principal: str) -> dict[str, Any]:
+        variables = {"input": {"project": project, "principal": principal}}
+        return await self._run(_mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
+
+    async def grants(self, project: str | None = None) -> list[dict[str, Any]]:
+        return await self._run(_grants(project))
 
     async def request_download(
         self,

@@ -59,6 +59,8 @@ class Scope:
 
     principal: Principal | None
     readable: frozenset[str] | None
+    # Header mode (local development: any caller may claim any name) shows personal data to everyone.
+    open_personal_data: bool = False
 
     @classmethod
     def everything(cls, principal: Principal | None) -> Scope:
@@ -76,6 +78,10 @@ class Scope:
 
     def can_maintain(self, project: str) -> bool:
         return self.can_read(project) and has_role(self.principal, project, ProjectRole.MAINTAINER)
+
+    def sees_personal_data(self, project: str) -> bool:
+        """Download events' client address and user agent: for the project's MAINTAINERs and ADMINs."""
+        return self.open_personal_data or self.can_maintain(project)
 
     @property
     def is_admin(self) -> bool:
@@ -119,8 +125,9 @@ def snapshot_of(projects: Sequence[Project]) -> Snapshot:
 class ProjectDirectory:
     """Builds each request's principal (with project-side grants) and `Scope` from a cached snapshot."""
 
-    def __init__(self, cache_seconds: float) -> None:
+    def __init__(self, cache_seconds: float, header_mode: bool = False) -> None:
         self.cache_seconds = cache_seconds
+        self.header_mode = header_mode
         self._snapshot: Snapshot | None = None
         self._until = 0.0
         self._generation = 0
@@ -158,5 +165,5 @@ class ProjectDirectory:
                     merged[project] = role
             principal = dataclasses.replace(principal, grants=merged)
         if principal.role is not None:
-            return principal, Scope.everything(principal)
-        return principal, Scope(principal, snap.internal | frozenset(principal.grants))
+            return principal, Scope(principal, None, self.header_mode)
+        return principal, Scope(principal, snap.internal | frozenset(principal.grants), self.header_mode)

@@ -197,8 +197,9 @@ def wait_for_heartbeat(mongo_uri: str, db_name: str) -> None:
 
 
 def test_token_commands_and_first_admin_token(tmp_path: Path, mongo_uri: str) -> None:
-    """`modelhub token create|list|revoke` manage tokens; a token-mode server's first start prints one ADMIN
-    token, which then works, while an anonymous request is refused."""
+    """`modelhub token create|list|revoke` manage tokens (`--grant PROJECT:ROLE` gives project roles); a
+    token-mode server's first start prints one ADMIN token, which then works, while an anonymous request is
+    refused."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHUB_")}
     # The commands use the suite's database (each start of an embedded one costs seconds; the embedded
     # default is what the servers below and the other tests of this module run on).
@@ -217,6 +218,13 @@ def test_token_commands_and_first_admin_token(tmp_path: Path, mongo_uri: str) ->
     assert run("create", "--name", "ci", "--principal", "x", "--exist-ok").returncode == 0
     listed = run("list")
     assert "ci-bot" in listed.stdout and token not in listed.stdout
+    scoped = run(
+        "create", "--name", "v", "--principal", "v", "--grant", "vision:ENGINEER", "--grant", "nlp:reader"
+    )
+    assert scoped.returncode == 0 and "created nlp:READER vision:ENGINEER token 'v'" in scoped.stderr, (
+        scoped.stderr
+    )
+    assert run("create", "--name", "w", "--principal", "w", "--grant", "vision").returncode == 2
     assert run("revoke", "ci").returncode == 0 and run("revoke", "ci").returncode == 1
 
     port = free_port()

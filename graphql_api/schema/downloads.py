@@ -79,17 +79,17 @@ class DownloadEvent(Node):
 
     @strawberry.field(
         description="The client's User-Agent, if sent; null unless the caller is a MAINTAINER of the "
-        "project or an ADMIN (personal data)."
+        "project or an ADMIN (personal data; everyone in header mode)."
     )
     def user_agent(self, info: Info) -> str | None:
-        return self.user_agent_value if info.context.scope.can_maintain(self.project_name) else None
+        return self.user_agent_value if info.context.scope.sees_personal_data(self.project_name) else None
 
     @strawberry.field(
         description="The client's address; null unless the caller is a MAINTAINER of the project or an "
-        "ADMIN (personal data)."
+        "ADMIN (personal data; everyone in header mode)."
     )
     def client_address(self, info: Info) -> str | None:
-        return self.client_address_value if info.context.scope.can_maintain(self.project_name) else None
+        return self.client_address_value if info.context.scope.sees_personal_data(self.project_name) else None
 
     @strawberry.field(description="The earlier download this one resumes, if any.")
     async def resumes(self) -> strawberry.ID | None:

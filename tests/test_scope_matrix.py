@@ -1,0 +1,772 @@
+"""Projects as permission boundaries: every root field, every route and the live feed as seven kinds of caller
+against a PRIVATE project A and an INTERNAL project B; the migration of old tokens and data; grant changes
+seen by a second instance on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from graphql import build_schema
+
+from graphql_api.app import create_app
+from graphql_api.config import Settings
+from tests.servers import LiveServer, ServeProcess, Stores, Subscriber, eventually, make_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CALLERS = ("anonymous", "a_reader", "a_engineer", "a_maintainer", "b_reader", "g_reader", "admin")
+SEES_A = {"a_reader", "a_engineer", "a_maintainer", "g_reader", "admin"}
+AUTHENTICATED = set(CALLERS) - {"anonymous"}
+WRITES_A = {"a_engineer", "a_maintainer", "admin"}  # a_engineer owns a-model
+MAINTAINS_A = {"a_maintainer", "admin"}
+# Tokens made through createToken: (principal, global role, token grants).
+TOKENS: dict[str, tuple[str, str | None, list[tuple[str, str]]]] = {
+    "a_reader": ("ar", None, [("A", "READER")]),
+    "a_engineer": ("ae", None, [("A", "ENGINEER")]),
+    "a_maintainer": ("am", None, []),  # MAINTAINER of A by a project-side grant
+    "b_reader": ("br", None, [("B", "READER")]),
+    "g_reader": ("gr", "READER", []),
+}
+
+
+@dataclass
+class World:
+    http: httpx.AsyncClient
+    url: str
+    tokens: dict[str, str]
+    stores: Stores
+    bucket: str
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, who: str) -> dict[str, str]:
+        token = self.tokens.get(who)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def raw(self, who: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        resp = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=self.headers(who)
+        )
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def data(self, who: str, query: str, variables: dict[str, Any] | None = None) -> Any:
+        body = await self.raw(who, query, variables)
+        assert not body.get("errors"), (who, body)
+        return body["data"]
+
+    async def code(self, who: str, query: str, variables: dict[str, Any] | None = None) -> str | None:
+        """The top-level error code, or None when there is none."""
+        body = await self.raw(who, query, variables)
+        errors = body.get("errors") or []
+        return errors[0]["extensions"]["code"] if errors else None
+
+
+REGISTER = """mutation($n: String!, $p: String!, $b: String!, $k: String!) {
+  registerModel(input: {name: $n, projectName: $p, bucket: $b, key: $k}) {
+    __typename ... on ModelVersion { id } ... on UserError { code message } } }"""
+
+
+def _admin_token(mongo_admin: Any, settings: Settings) -> str:
+    """An ADMIN token written straight into the database before the server starts (no ODM in the test's
+    loop: the server binds the process's one database client in its own)."""
+    value = "mh_root-token-of-at-least-32-characters-long"
+    mongo_admin[settings.mongo_db]["api_tokens"].insert_one(
+        {"name": "root", "principal": "root", "role": "ADMIN", "grants": {}, "created_by": "test",
+         "created_at": datetime.now(UTC), "token_hash": hashlib.sha256(value.encode()).hexdigest()}
+    )  # fmt: skip
+    return value
+
+
+async def _seed(world: World) -> None:
+    for who, (principal, role, grants) in TOKENS.items():
+        grant_list = ", ".join(f"{{project: {p!r}, role: {r}}}".replace("'", '"') for p, r in grants)
+        made = await world.data(
+            "admin",
+            f"""mutation {{ createToken(input: {{name: "t-{who}", principal: "{principal}",
+              role: {role or "null"}, grants: [{grant_list}]}}) {{ ... on CreatedToken {{ token }} }} }}""",
+        )
+        world.tokens[who] = made["createToken"]["token"]
+    world.stores.put(world.bucket, "a.bin", b"weights of A")
+    world.stores.put(world.bucket, "b.bin", b"weights of B")
+    made = await world.data(
+        "a_engineer", REGISTER, {"n": "a-model", "p": "A", "b": world.bucket, "k": "a.bin"}
+    )
+    assert made["registerModel"]["__typename"] == "ModelVersion", made
+    world.ids["a_version"] = made["registerModel"]["id"]
+    made = await world.data("admin", REGISTER, {"n": "b-model", "p": "B", "b": world.bucket, "k": "b.bin"})
+    world.ids["b_version"] = made["registerModel"]["id"]
+    changed = await world.data(
+        "admin",
+        """mutation { setProjectVisibility(input: {project: "A", visibility: PRIVATE}) {
+          ... on Project { visibility } } }""",
+    )
+    assert changed["setProjectVisibility"] == {"visibility": "PRIVATE"}
+    granted = await world.data(
+        "admin",
+        """mutation { grantProjectRole(input: {project: "A", principal: "am", role: MAINTAINER}) {
+          ... on Project { grants { principal role } } } }""",
+    )
+    assert {"principal": "am", "role": "MAINTAINER"} in granted["grantProjectRole"]["grants"]
+    await world.data(
+        "a_engineer",
+        'mutation { setAlias(input: {name: "a-model", alias: "prod", version: 1}) { __typename } }',
+    )
+    for who, name in (("a_reader", "a-model"), ("b_reader", "b-model")):
+        resp = await world.http.get(
+            f"/models/{name}/download", headers={**world.headers(who), "User-Agent": f"agent-{who}"}
+        )
+        assert resp.status_code == 200, resp.text
+
+    async def both_completed() -> bool:
+        q = "{ downloads(filter: {statuses: [COMPLETED]}) { totalCount } }"
+        return bool((await world.data("admin", q))["downloads"]["totalCount"] == 2)
+
+    assert await eventually(both_completed)
+    ids = await world.data(
+        "admin",
+        """{ model(name: "a-model") { id aliasHistory { edges { node { id } } } }
+             downloads(filter: {projectNames: ["A"]}) { edges { cursor node { id } } }
+             models(first: 10) { edges { cursor node { name } } } }""",
+    )
+    world.ids["a_model"] = ids["model"]["id"]
+    world.ids["a_alias_change"] = ids["model"]["aliasHistory"]["edges"][0]["node"]["id"]
+    world.ids["a_event"] = ids["downloads"]["edges"][0]["node"]["id"]
+    world.ids["a_event_cursor"] = ids["downloads"]["edges"][0]["cursor"]
+    world.ids["a_model_cursor"] = next(
+        e["cursor"] for e in ids["models"]["edges"] if e["node"]["name"] == "a-model"
+    )
+
+
+@pytest.fixture
+async def world(mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str) -> AsyncIterator[World]:
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data", auth="token")
+    admin = _admin_token(mongo_admin, settings)
+    with LiveServer(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            w = World(http, server.url, {"admin": admin}, Stores("local", settings), bucket)
+            await _seed(w)
+            yield w
+
+
+def _visible_models(who: str) -> set[str]:
+    if who == "anonymous":
+        return set()
+    return {"a-model", "b-model"} if who in SEES_A else {"b-model"}
+
+
+def _visible_projects(who: str) -> set[str]:
+    return {"A", "B"} if who in SEES_A else {"B"}
+
+
+def _same_text(a: str, b: str, name_a: str, name_b: str) -> None:
+    assert a.replace(name_a, "X") == b.replace(name_b, "X"), (a, b)
+
+
+# ---- the root fields --------------------------------------------------------------------------------------
+Check = Callable[[World, str], Coroutine[Any, Any, None]]
+
+
+async def q_models(w: World, who: str) -> None:
+    q = "{ models(first: 50) { totalCount edges { node { name } } } }"
+    if who == "anonymous":
+        assert await w.code(who, q) == "UNAUTHENTICATED"
+        return
+    found = (await w.data(who, q))["models"]
+    names = {e["node"]["name"] for e in found["edges"]}
+    assert names == _visible_models(who) and found["totalCount"] == len(names), (who, found)
+    only_a = '{ models(filter: {projectNames: ["A"]}) { totalCount edges { node { name } } } }'
+    found = (await w.data(who, only_a))["models"]
+    assert found["totalCount"] == (1 if who in SEES_A else 0) == len(found["edges"]), (who, found)
+    by_downloads = "{ models(orderBy: {field: DOWNLOADS}) { totalCount edges { node { name } } } }"
+    found = (await w.data(who, by_downloads))["models"]
+    assert {e["node"]["name"] for e in found["edges"]} == _visible_models(who)
+    # A cursor made for a row of A (here: taken from the admin's page, as one decoded by hand would be)
+    # leads only to rows the caller may read.
+    after = "{ models(first: 5, after: $c) { edges { node { name } } } }".replace(
+        "$c", json.dumps(w.ids["a_model_cursor"])
+    )
+    found = (await w.raw(who, after)).get("data") or {}
+    names = {e["node"]["name"] for e in ((found.get("models") or {}).get("edges") or [])}
+    assert names <= _visible_models(who), (who, names)
+
+
+async def q_model(w: World, who: str) -> None:
+    q = '{ a: model(name: "a-model") { name } b: model(name: "b-model") { name } }'
+    if who == "anonymous":
+        assert await w.code(who, q) == "UNAUTHENTICATED"
+        return
+    found = await w.data(who, q)
+    assert (found["a"] is not None) == (who in SEES_A) and found["b"] == {"name": "b-model"}, (who, found)
+
+
+async def q_model_version(w: World, who: str) -> None:
+    q = """{ a: modelVersion(name: "a-model") { version } p: modelVersion(name: "a-model", alias: "prod") { version }
+             b: modelVersion(name: "b-model") { version } }"""
+    if who == "anonymous":
+        assert await w.code(who, q) == "UNAUTHENTICATED"
+        return
+    found = await w.data(who, q)
+    sees = who in SEES_A
+    assert (found["a"] is not None) == sees and (found["p"] is not None) == sees and found["b"], (who, found)
+
+
+NODE_KEYS = ("a_model", "a_version", "a_event", "a_alias_change")
+
+
+async def q_node(w: World, who: str) -> None:
+    q = "query($id: ID!) { node(id: $id) { id } }"
+    for key in NODE_KEYS:
+        if who == "anonymous":
+            assert await w.code(who, q, {"id": w.ids[key]}) == "UNAUTHENTICATED"
+            continue
+        found = (await w.data(who, q, {"id": w.ids[key]}))["node"]
+        assert (found is not None) == (who in SEES_A), (who, key, found)
+
+
+async def q_nodes(w: World, who: str) -> None:
+    q = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }"
+    ids = [w.ids[k] for k in NODE_KEYS] + [w.ids["b_version"]]
+    if who == "anonymous":
+        assert await w.code(who, q, {"ids": ids}) == "UNAUTHENTICATED"
+        return
+    found = (await w.data(who, q, {"ids": ids}))["nodes"]
+    want_a = who in SEES_A
+    assert [n is not None for n in found] == [want_a] * len(NODE_KEYS) + [True], (who, found)
+
+
+async def q_downloads(w: World, who: str) -> None:
+    q = """{ downloads(first: 50) { totalCount edges { node { projectName clientAddress userAgent } } } }"""
+    if who == "anonymous":
+        assert await w.code(who, q) == "UNAUTHENTICATED"
+        return
+    found = (await w.data(who, q))["downloads"]
+    projects = [e["node"]["projectName"] for e in found["edges"]]
+    assert set(projects) == _visible_projects(who) and found["totalCount"] == len(projects), (who, found)
+    for edge in found["edges"]:
+        node = edge["node"]
+        personal = who == "admin" or (who == "a_maintainer" and node["projectName"] == "A")
+        assert (node["clientAddress"] is not None) == personal, (who, node)
+        assert (node["userAgent"] is not None) == personal, (who, node)
+    only_a = '{ downloads(filter: {projectNames: ["A"]}) { totalCount edges { node { id } } } }'
+    found = (await w.data(who, only_a))["downloads"]
+    assert found["totalCount"] == (1 if who in SEES_A else 0) == len(found["edges"]), (who, found)
+    after = "query($c: String) { downloads(after: $c) { edges { node { projectName } } } }"
+    body = await w.raw(who, after, {"c": w.ids["a_event_cursor"]})
+    edges = ((body.get("data") or {}).get("downloads") or {}).get("edges") or []
+    assert {e["node"]["projectName"] for e in edges} <= _visible_projects(who), (who, body)
+
+
+async def q_download_stats(w: World, who: str) -> None:
+    q = """{ total: downloadStats(groupBy: []) { totalRows rows { downloads completed } }
+             exact: downloadStats(groupBy: [], exact: true) { rows { completed } }
+             byProject: downloadStats(groupBy: [PROJECT]) { rows { projectName completed } }
+             onlyA: downloadStats(groupBy: [], filter: {projectNames: ["A"]}) { totalRows rows { completed } } }"""
+    if who == "anonymous":
+        assert await w.code(who, q) == "UNAUTHENTICATED"
+        return
+    found = await w.data(who, q)
+    visible = _visible_projects(who)
+    assert sum(r["completed"] for r in found["total"]["rows"]) == len(visible), (who, found)
+    assert sum(r["completed"] for r in found["exact"]["rows"]) == len(visible), (who, found)
+    assert {r["projectName"] for r in found["byProject"]["rows"]} == visible, (who, found)
+    assert sum(r["completed"] for r in found["onlyA"]["rows"]) == (1 if who in SEES_A else 0), (who, found)
+
+
+async def q_download_series(w: World, who: str) -> None:
+    since = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    until = since + timedelta(days=4)
+    q = """query($s: DateTime!, $u: DateTime!) {
+      all: downloadSeries(by: PROJECT, since: $s, until: $u, top: 1) { total series { key isOther total } }
+      onlyA: downloadSeries(by: MODEL, since: $s, until: $u, filter: {projectNames: ["A"]}) { total series { key } } }"""
+    variables = {"s": since.isoformat(), "u": until.isoformat()}
+    if who == "anonymous":
+        assert await w.code(who, q, variables) == "UNAUTHENTICATED"
+        return
+    found = await w.data(who, q, variables)
+    visible = _visible_projects(who)
+    assert found["all"]["total"] == len(visible), (who, found)
+    assert sum(s["total"] for s in found["all"]["series"]) == len(visible), (who, found)  # with "other"
+    assert {s["key"] for s in found["all"]["series"] if not s["isOther"]} <= visible
+    assert found["onlyA"]["total"] == (1 if who in SEES_A else 0), (who, found)
+    assert all(s["key"] != "a-model" for s in found["onlyA"]["series"]) or who in SEES_A
+
+
+async def q_tokens(w: World, who: str) -> None:
+    code = await w.code(who, "{ tokens { name } }")
+    assert code == (None if who == "admin" else "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN")
+
+
+async def q_grants(w: World, who: str) -> None:
+    mine = "{ grants { project role } }"
+    if who == "anonymous":
+        assert await w.code(who, mine) == "UNAUTHENTICATED"
+        return
+    own = {(g["project"], g["role"]) for g in (await w.data(who, mine))["grants"]}
+    want = {(p, r) for p, r in TOKENS.get(who, ("", None, []))[2]}
+    if who == "a_maintainer":
+        want = {("A", "MAINTAINER")}
+    assert own == want, (who, own)
+    project = '{ grants(project: "A") { principal role } }'
+    code = await w.code(who, project)
+    assert code == (None if who in MAINTAINS_A else "FORBIDDEN"), (who, code)
+    missing = await w.raw(who, '{ grants(project: "nope") { principal } }')
+    if who not in MAINTAINS_A:  # the refusal says nothing about whether A exists
+        _same_text(
+            (await w.raw(who, project))["errors"][0]["message"],
+            missing["errors"][0]["message"],
+            "'A'",
+            "'nope'",
+        )
+
+
+def _mutation(field: str, input: str, select: str = "__typename ... on UserError { code message }") -> str:
+    return f"mutation {{ {field}(input: {{{input}}}) {{ {select} }} }}"
+
+
+async def _outcome(w: World, who: str, query: str, field: str) -> tuple[str | None, str | None, str]:
+    """(top-level code, union member's code or None, message)."""
+    body = await w.raw(who, query)
+    if body.get("errors"):
+        return body["errors"][0]["extensions"]["code"], None, body["errors"][0]["message"]
+    result = body["data"][field]
+    return None, result.get("code"), result.get("message") or ""
+
+
+async def _model_change(w: World, who: str, field: str, input_a: str, input_missing: str) -> None:
+    """A change of a-model: done by its owner, A's maintainer and the admin; FORBIDDEN to A's other
+    readers; MODEL_NOT_FOUND (the very text of a missing model's) to a caller that cannot see A."""
+    top, member, message = await _outcome(w, who, _mutation(field, input_a), field)
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who in WRITES_A:
+        assert top is None and member is None, (who, field, message)
+    elif who in SEES_A:
+        assert top == "FORBIDDEN", (who, field, top, member)
+    else:
+        assert member == "MODEL_NOT_FOUND", (who, field, top, member)
+        _, _, missing = await _outcome(w, who, _mutation(field, input_missing), field)
+        _same_text(message, missing, "a-model", "no-model")
+
+
+async def m_update_model(w: World, who: str) -> None:
+    await _model_change(
+        w, who, "updateModel", 'name: "a-model", tags: ["t"]', 'name: "no-model", tags: ["t"]'
+    )
+
+
+async def m_update_model_version(w: World, who: str) -> None:
+    args = 'name: "{}", version: 1, tags: ["t"]'
+    await _model_change(w, who, "updateModelVersion", args.format("a-model"), args.format("no-model"))
+
+
+async def m_archive_model_version(w: World, who: str) -> None:
+    args = 'name: "{}", version: 1'
+    await _model_change(w, who, "archiveModelVersion", args.format("a-model"), args.format("no-model"))
+    if who in WRITES_A:
+        await w.data("admin", _mutation("unarchiveModelVersion", args.format("a-model")))
+
+
+async def m_unarchive_model_version(w: World, who: str) -> None:
+    args = 'name: "{}", version: 1'
+    await _model_change(w, who, "unarchiveModelVersion", args.format("a-model"), args.format("no-model"))
+
+
+async def m_set_alias(w: World, who: str) -> None:
+    args = 'name: "{}", alias: "canary", version: 1'
+    await _model_change(w, who, "setAlias", args.format("a-model"), args.format("no-model"))
+
+
+async def m_remove_alias(w: World, who: str) -> None:
+    if who in WRITES_A:
+        await w.data("admin", _mutation("setAlias", 'name: "a-model", alias: "gone", version: 1'))
+    args = 'name: "{}", alias: "gone"'
+    await _model_change(w, who, "removeAlias", args.format("a-model"), args.format("no-model"))
+
+
+async def m_register_model(w: World, who: str) -> None:
+    variables = {"n": f"new-{who}", "p": "A", "b": w.bucket, "k": "a.bin"}
+    body = await w.raw(who, REGISTER, variables)
+    if who == "anonymous":
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    elif who in WRITES_A:
+        assert body["data"]["registerModel"]["__typename"] == "ModelVersion", (who, body)
+    else:
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", (who, body)
+    # A version for a-model from a caller that cannot see A says only that the name is taken.
+    body = await w.raw(who, REGISTER, {**variables, "n": "a-model", "p": "B"})
+    if who == "b_reader":
+        assert "errors" in body and "'A'" not in json.dumps(body), body
+
+
+async def m_request_download(w: World, who: str) -> None:
+    select = "__typename ... on UserError { code message } ... on DownloadTicket { url }"
+    top, member, message = await _outcome(
+        w, who, _mutation("requestDownload", 'name: "a-model"', select), "requestDownload"
+    )
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who in SEES_A:
+        assert top is None and member is None, (who, message)
+    else:
+        assert member == "MODEL_NOT_FOUND", (who, top, member)
+        _, _, missing = await _outcome(
+            w, who, _mutation("requestDownload", 'name: "no-model"', select), "requestDownload"
+        )
+        _same_text(message, missing, "a-model", "no-model")
+
+
+UPLOAD_INPUT = 'name: "{n}", projectName: "A", sizeBytes: 4, sha256: "{s}"'
+
+
+async def m_request_upload(w: World, who: str) -> None:
+    digest = hashlib.sha256(b"four").hexdigest()
+    select = "__typename ... on UploadTicket { uploadId url } ... on UserError { code }"
+    body = await w.raw(who, _mutation("requestUpload", UPLOAD_INPUT.format(n=f"up-{who}", s=digest), select))
+    if who == "anonymous":
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    elif who in WRITES_A:
+        ticket = body["data"]["requestUpload"]
+        assert ticket["__typename"] == "UploadTicket", body
+        w.ids.setdefault("upload", ticket["uploadId"])
+    else:  # no upload target into A for a caller who cannot write there
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN" and "url" not in json.dumps(body), body
+
+
+async def m_complete_upload(w: World, who: str) -> None:
+    if "upload" not in w.ids:
+        await m_request_upload(w, "a_engineer")
+    select = "__typename ... on UserError { code }"
+    body = await w.raw(who, _mutation("completeUpload", f'uploadId: "{w.ids["upload"]}"', select))
+    if who == "anonymous":
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    elif who in {"a_engineer", "admin"}:  # nothing was PUT yet
+        assert body["data"]["completeUpload"]["code"] == "STORAGE_OBJECT_NOT_FOUND", body
+    else:  # someone else's upload is not disclosed
+        top = (body.get("errors") or [{}])[0].get("extensions", {}).get("code")
+        member = (body.get("data") or {}).get("completeUpload") or {}
+        assert member.get("code") == "UPLOAD_NOT_FOUND" or top == "FORBIDDEN", (who, body)
+
+
+async def _admin_only(w: World, who: str, query: str) -> None:
+    code = await w.code(who, query)
+    assert code == (None if who == "admin" else "UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN")
+
+
+async def m_create_token(w: World, who: str) -> None:
+    await _admin_only(w, who, _mutation("createToken", f'name: "made-by-{who}", principal: "x"'))
+
+
+async def m_revoke_token(w: World, who: str) -> None:
+    if who == "admin":
+        await w.data("admin", _mutation("createToken", 'name: "to-revoke", principal: "x"'))
+    await _admin_only(w, who, _mutation("revokeToken", 'name: "to-revoke"'))
+
+
+async def m_register_operations(w: World, who: str) -> None:
+    await _admin_only(w, who, _mutation("registerOperations", 'operations: ["{ __typename }"]', "__typename"))
+
+
+async def _maintainer_only(w: World, who: str, field: str, input_a: str) -> None:
+    top, member, message = await _outcome(w, who, _mutation(field, input_a), field)
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who in MAINTAINS_A:
+        assert top is None and member is None, (who, field, message)
+    else:
+        assert top == "FORBIDDEN", (who, field, top)
+        _, _, missing = await _outcome(w, who, _mutation(field, input_a.replace('"A"', '"Z"')), field)
+        _same_text(message, missing, "'A'", "'Z'")
+
+
+async def m_set_project_visibility(w: World, who: str) -> None:
+    await _maintainer_only(w, who, "setProjectVisibility", 'project: "A", visibility: PRIVATE')
+
+
+async def m_grant_project_role(w: World, who: str) -> None:
+    await _maintainer_only(w, who, "grantProjectRole", 'project: "A", principal: "temp", role: READER')
+
+
+async def m_revoke_project_role(w: World, who: str) -> None:
+    if who in MAINTAINS_A:
+        await w.data("admin", _mutation("grantProjectRole", 'project: "A", principal: "temp", role: READER'))
+    await _maintainer_only(w, who, "revokeProjectRole", 'project: "A", principal: "temp"')
+
+
+QUERIES: dict[str, Check] = {
+    "models": q_models,
+    "model": q_model,
+    "modelVersion": q_model_version,
+    "node": q_node,
+    "nodes": q_nodes,
+    "downloads": q_downloads,
+    "downloadStats": q_download_stats,
+    "downloadSeries": q_download_series,
+    "tokens": q_tokens,
+    "grants": q_grants,
+}
+MUTATIONS: dict[str, Check] = {
+    "registerModel": m_register_model,
+    "updateModel": m_update_model,
+    "updateModelVersion": m_update_model_version,
+    "archiveModelVersion": m_archive_model_version,
+    "unarchiveModelVersion": m_unarchive_model_version,
+    "setAlias": m_set_alias,
+    "removeAlias": m_remove_alias,
+    "requestDownload": m_request_download,
+    "requestUpload": m_request_upload,
+    "completeUpload": m_complete_upload,
+    "createToken": m_create_token,
+    "revokeToken": m_revoke_token,
+    "registerOperations": m_register_operations,
+    "setProjectVisibility": m_set_project_visibility,
+    "grantProjectRole": m_grant_project_role,
+    "revokeProjectRole": m_revoke_project_role,
+}
+SUBSCRIPTIONS = {"downloadEvents"}  # test_feed_is_scoped
+
+
+def test_every_root_field_is_in_the_matrix() -> None:
+    """Every Query, Mutation and Subscription field of the exported schema has a row in the scope matrix:
+    a new root field fails here until its scoping is asserted."""
+    schema = build_schema((ROOT / "schema.graphql").read_text())
+    for type_name, rows in (("Query", QUERIES), ("Mutation", MUTATIONS), ("Subscription", SUBSCRIPTIONS)):
+        graphql_type = schema.get_type(type_name)
+        assert graphql_type is not None
+        assert set(graphql_type.fields) == set(rows), (type_name, set(graphql_type.fields) ^ set(rows))
+
+
+async def test_scope_matrix(world: World) -> None:
+    """Every root field as each of the seven callers: what each sees (A's models, versions, events, alias
+    moves, totals, series, personal data) and may do; nothing of A reaches the B-only reader, not by id,
+    totals, series, cursors or error texts."""
+    for check in QUERIES.values():
+        for who in CALLERS:
+            await check(world, who)
+    for check in MUTATIONS.values():
+        for who in CALLERS:
+            await check(world, who)
+
+
+# ---- the routes -------------------------------------------------------------------------------------------
+ROUTES = {
+    "/", "/healthz", "/readyz", "/graphql", "/downloads/{ticket}", "/models/{name:path}/download",
+    "/objects/{token}", "/uploads/{token}", "/metrics", "/ui", "/ui/{name}",
+}  # fmt: skip
+
+
+async def test_routes_are_scoped(world: World, mongo_uri: str, tmp_path: Path) -> None:
+    """The one-step download of a-model: 200 for A's readers, 404 with a missing model's very body for the
+    B-only reader, 401 anonymous; tickets and upload targets of A are never issued to it (see the matrix);
+    /ui, /metrics and the health routes carry nothing of A's."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "x", auth="token")
+    app = create_app(settings)
+    paths = {getattr(r, "path", "") for r in app.routes}
+    assert {p for p in paths if not p.startswith("/graphiql") and p} <= ROUTES | {
+        p for p in paths if "graphiql" in p or p.startswith("/_")
+    }, paths
+    for who in CALLERS:
+        resp = await world.http.get("/models/a-model/download", headers=world.headers(who))
+        if who == "anonymous":
+            assert resp.status_code == 401
+        elif who in SEES_A:
+            assert resp.status_code == 200 and resp.content == b"weights of A"
+        else:
+            missing = await world.http.get("/models/no-model/download", headers=world.headers(who))
+            assert resp.status_code == missing.status_code == 404
+            _same_text(resp.text, missing.text, "a-model", "no-model")
+    # A STREAM ticket of A's reader works for that reader; the B-only reader never gets one (matrix).
+    made = await world.data(
+        "a_reader", _mutation("requestDownload", 'name: "a-model"', "... on DownloadTicket { url }")
+    )
+    ticket = made["requestDownload"]["url"].removeprefix(world.url)
+    assert (await world.http.get(ticket)).status_code == 200
+    for path in ("/ui", "/healthz", "/metrics"):
+        for who in ("anonymous", "b_reader"):
+            resp = await world.http.get(path, headers=world.headers(who))
+            assert "a-model" not in resp.text, (path, who)
+
+
+async def test_feed_is_scoped(world: World) -> None:
+    """The live feed: the B-only reader gets B's downloads and never A's (even filtering on A); A's reader
+    gets both; the client address is shown to the admin only here."""
+    feed = """subscription($f: DownloadFilter) { downloadEvents(filter: $f) {
+      status event { modelName projectName clientAddress } } }"""
+
+    def params(who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {world.tokens[who]}"}
+
+    async with (
+        Subscriber(world.url, feed, {}, params("b_reader")) as b_only,
+        Subscriber(world.url, feed, {"f": {"projectNames": ["A"]}}, params("b_reader")) as b_asks_a,
+        Subscriber(world.url, feed, {}, params("a_reader")) as a_reader,
+        Subscriber(world.url, feed, {}, params("admin")) as admin,
+    ):
+        await asyncio.sleep(0.5)  # subscribed
+        for who, name in (("a_reader", "a-model"), ("b_reader", "b-model")):
+            resp = await world.http.get(f"/models/{name}/download", headers=world.headers(who))
+            assert resp.status_code == 200
+        seen_b = await b_only.next(seconds=15)
+        assert seen_b["payload"]["data"]["downloadEvents"]["event"]["projectName"] == "B", seen_b
+        first_a = await a_reader.next(seconds=15)
+        assert first_a["payload"]["data"]["downloadEvents"]["event"]["projectName"] == "A", first_a
+        assert first_a["payload"]["data"]["downloadEvents"]["event"]["clientAddress"] is None
+        first_admin = await admin.next(seconds=15)
+        assert first_admin["payload"]["data"]["downloadEvents"]["event"]["clientAddress"] is not None
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                message = await b_only.next(seconds=0.3)
+            except TimeoutError:
+                continue
+            assert message["payload"]["data"]["downloadEvents"]["event"]["projectName"] == "B", message
+        with pytest.raises(TimeoutError):
+            await b_asks_a.next(seconds=1)
+
+
+async def test_sdk_manages_projects(world: World) -> None:
+    """The SDK creates a token with project grants, manages a project's visibility and grants, and lists
+    them; a caller who does not maintain the project is refused."""
+    from graphql_api.client import AsyncModelhubClient, AuthError
+
+    admin = AsyncModelhubClient(world.url, token=world.tokens["admin"])
+    made = await admin.create_token("sdk", "sdk-user", role=None, grants={"A": "ENGINEER"})
+    assert made["apiToken"]["role"] is None and made["apiToken"]["grants"] == [
+        {"project": "A", "role": "ENGINEER"}
+    ]
+    user = AsyncModelhubClient(world.url, token=made["token"])
+    assert await user.grants() == [{"project": "A", "principal": "sdk-user", "role": "ENGINEER"}]
+    assert (await user.models(projectNames=["A"]))[0]["name"] == "a-model"
+    project = await admin.grant_project_role("B", "sdk-user", "MAINTAINER")
+    assert {"project": "B", "principal": "sdk-user", "role": "MAINTAINER"} in project["grants"]
+    assert (await user.set_project_visibility("B", "PRIVATE"))["visibility"] == "PRIVATE"
+    assert [g["principal"] for g in await user.grants("B")] == ["sdk-user"]
+    await admin.revoke_project_role("B", "sdk-user")
+    with pytest.raises(AuthError):
+        await user.set_project_visibility("B", "INTERNAL")
+
+
+# ---- migration and propagation ----------------------------------------------------------------------------
+async def test_migration_keeps_access(mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str) -> None:
+    """Tokens and models from before projects had grants: the project becomes INTERNAL, a READER token
+    still reads it, an ENGINEER token still registers in it and in new projects (a global ENGINEER)."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "m", auth="token")
+    db = mongo_admin[settings.mongo_db]
+    now = datetime.now(UTC)
+    db["models"].insert_one(
+        {"name": "old", "project_name": "legacy", "owner": "carol", "description": None, "tags": [],
+         "aliases": {}, "alias_moves": 0, "created_at": now, "updated_at": now}
+    )  # fmt: skip
+    tokens = {}
+    for name, role in (("reader", "READER"), ("engineer", "ENGINEER")):
+        value = f"mh_{name}-token-of-at-least-32-characters"
+        tokens[name] = value
+        db["api_tokens"].insert_one(
+            {"name": name, "principal": name, "role": role, "created_by": "old", "created_at": now,
+             "token_hash": hashlib.sha256(value.encode()).hexdigest(), "expires_at": None,
+             "last_used_at": None, "revoked_at": None}
+        )  # fmt: skip
+    Stores("local", settings).put(bucket, "n.bin", b"new")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        project = db["projects"].find_one({"name": "legacy"})
+        assert project is not None and project["visibility"] == "INTERNAL"
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+
+            async def gql(who: str, query: str, variables: dict[str, Any] | None = None) -> Any:
+                headers = {"Authorization": f"Bearer {tokens[who]}"}
+                resp = await http.post(
+                    "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+                )
+                return resp.json()
+
+            found = await gql("reader", '{ model(name: "old") { name } models { totalCount } }')
+            assert found["data"] == {"model": {"name": "old"}, "models": {"totalCount": 1}}, found
+            for project_name in ("legacy", "brand-new"):
+                made = await gql(
+                    "engineer",
+                    REGISTER,
+                    {"n": f"n-{project_name}", "p": project_name, "b": bucket, "k": "n.bin"},
+                )
+                assert made["data"]["registerModel"]["__typename"] == "ModelVersion", made
+            refused = await gql("reader", REGISTER, {"n": "r", "p": "legacy", "b": bucket, "k": "n.bin"})
+            assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_grant_changes_reach_a_second_instance(
+    mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str
+) -> None:
+    """Two instances on one database: a grant made through the first takes effect there at once and on the
+    second within MODELHUB_TOKEN_CACHE_SECONDS (here 2 s); a revocation likewise."""
+    cache_seconds = 2.0
+    settings = make_settings(
+        "local", mongo_uri, None, tmp_path / "g", auth="token", token_cache_seconds=cache_seconds
+    )
+    admin = _admin_token(mongo_admin, settings)
+    Stores("local", settings).put(bucket, "p.bin", b"private")
+    second = ServeProcess(settings, MODELHUB_TOKEN_CACHE_SECONDS=str(cache_seconds))
+    with LiveServer(settings) as one, second as two:
+        async with (
+            httpx.AsyncClient(base_url=one.url, timeout=30) as h1,
+            httpx.AsyncClient(base_url=two.url, timeout=30) as h2,
+        ):
+
+            async def gql(
+                http: httpx.AsyncClient, token: str, query: str, variables: dict[str, Any] | None = None
+            ) -> Any:
+                resp = await http.post(
+                    "/graphql", json={"query": query, "variables": variables or {}},
+                    headers={"Authorization": f"Bearer {token}"},
+                )  # fmt: skip
+                return resp.json()["data"]
+
+            made = await gql(
+                h1,
+                admin,
+                _mutation(
+                    "createToken",
+                    'name: "u", principal: "ursula", role: null',
+                    "... on CreatedToken { token }",
+                ),
+            )
+            user = made["createToken"]["token"]
+            await gql(h1, admin, REGISTER, {"n": "secret", "p": "P", "b": bucket, "k": "p.bin"})
+            await gql(h1, admin, _mutation("setProjectVisibility", 'project: "P", visibility: PRIVATE'))
+            see = '{ model(name: "secret") { name } }'
+            for http in (h1, h2):  # each instance now caches a snapshot in which ursula may not read P
+                assert await eventually(
+                    lambda http=http: _is_none(gql(http, user, see)), seconds=cache_seconds * 3
+                )
+            await gql(
+                h1, admin, _mutation("grantProjectRole", 'project: "P", principal: "ursula", role: READER')
+            )
+            granted_at = time.monotonic()
+            assert (await gql(h1, user, see))["model"] == {"name": "secret"}  # at once on this instance
+            assert await eventually(lambda: _is_set(gql(h2, user, see)), seconds=cache_seconds * 5)
+            assert time.monotonic() - granted_at <= cache_seconds * 5
+            await gql(h1, admin, _mutation("revokeProjectRole", 'project: "P", principal: "ursula"'))
+            assert (await gql(h1, user, see))["model"] is None
+            assert await eventually(lambda: _is_none(gql(h2, user, see)), seconds=cache_seconds * 5)
+
+
+async def _is_none(found: Coroutine[Any, Any, Any]) -> bool:
+    return (await found)["model"] is None
+
+
+async def _is_set(found: Coroutine[Any, Any, Any]) -> bool:
+    return (await found)["model"] is not None
+
+
+def _decode(cursor: str) -> Any:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
