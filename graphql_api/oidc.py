@@ -203,7 +203,8 @@ class OidcVerifier:
         if not isinstance(groups, list):
             raise Unauthenticated(f"the JWT's {self.groups_claim} claim must be a list of strings")
         role, grants = self.grants.resolve(g for g in groups[:_MAX_GROUPS] if isinstance(g, str))
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        # When this server stops accepting it: a WebSocket signed in with it is closed then.
+        expires = datetime.fromtimestamp(int(claims["exp"]) + self.leeway_seconds, UTC)
         return Identity(name, role, grants, expires)
 
     async def _key(self, kid: str | None) -> Any:

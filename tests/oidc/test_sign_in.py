@@ -26,7 +26,7 @@ from graphql_api.auth import create_token
 from graphql_api.config import Settings
 from graphql_api.roles import Role
 from tests.oidc.provider import AUDIENCE, OidcProvider, rsa_key
-from tests.servers import GraphQLClient, free_port, make_settings
+from tests.servers import GraphQLClient, LiveServer, free_port, make_settings
 
 GRANTS = {"vision-team": {"vision": "ENGINEER"}, "auditors": {"*": "READER"}}
 REGISTER = """mutation($n: String!, $p: String!) {
@@ -255,3 +255,20 @@ async def test_ui_config_names_the_provider_and_the_csp_only_its_origin(
             csp = (await http.get("/ui")).headers["content-security-policy"]
             assert f"connect-src 'self' {provider.issuer};" in csp
             assert "form-action 'none'" in csp and "script-src 'self';" in csp
+
+
+async def test_a_jwt_signs_in_a_websocket_which_closes_when_it_expires(
+    provider: OidcProvider, mongo_uri: str, tmp_path: Path
+) -> None:
+    """A JWT in `connection_init` authenticates a socket's operations; the socket, running only a
+    subscription, is closed with 4401 once the JWT has expired past the leeway."""
+    from tests.http.test_websocket import FEED, Socket
+
+    settings = oidc_settings(mongo_uri, tmp_path / "data", provider.issuer, oidc_leeway_seconds=0)
+    token = signed(provider.rsa, claims(provider, exp=int(time.time()) + 4))
+    with LiveServer(settings) as server:
+        async with Socket(server.url, bearer(token)) as sock:
+            answer = await sock.run(MODELS)
+            assert answer["type"] == "next" and answer["payload"]["data"]["models"]["totalCount"] == 0
+            await sock.send("feed", {"query": FEED})
+            assert await sock.closed(20) == 4401
