@@ -357,6 +357,8 @@ async function finishSignIn() {
   if (query.has("error")) throw new ApiError("sign-in failed: " + (query.get("error_description") || query.get("error")), "UNAUTHENTICATED");
   if (!pending || query.get("state") !== pending.state) throw new ApiError("sign-in failed: the answer does not match this browser's request", "UNAUTHENTICATED");
   const oidc = state.config.oidc;
+  // RFC 9207: a provider that names itself in the answer must be the configured one (mix-up defence).
+  if (query.has("iss") && query.get("iss") !== oidc.issuer) throw new ApiError("sign-in failed: the answer comes from another provider", "UNAUTHENTICATED");
   const form = new URLSearchParams({
     grant_type: "authorization_code", code: query.get("code"), redirect_uri: redirectUri(),
     client_id: oidc.clientId, code_verifier: pending.verifier,
