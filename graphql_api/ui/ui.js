@@ -333,6 +333,10 @@ function redirectUri() { return location.origin + "/ui"; }
 
 async function startSignIn(then) {
   const oidc = state.config.oidc;
+  if (!window.crypto || !crypto.subtle) {
+    showError(new ApiError("sign-in failed: this page must be served over https (or from localhost) for the browser to offer WebCrypto", "UNAUTHENTICATED"));
+    return;
+  }
   const verifier = randomString(32);
   const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
   const pending = { verifier, state: randomString(16), then: then || location.hash || "" };
