@@ -135,8 +135,14 @@ class Endpoints:
 
 
 def looks_like_jwt(token: str) -> bool:
-    """A compact JWS has three dot-separated parts; modelhub's tokens (`mh_` + urlsafe base64) have none."""
-    return token.count(".") == 2
+    """Whether a bearer value is a compact JWS (three parts, the first a JSON header naming an `alg`);
+    modelhub's own tokens (`mh_` + urlsafe base64) have no dots, and any other value is an API token."""
+    if token.count(".") != 2:
+        return False
+    try:
+        return "alg" in jws.extract_compact(token.encode()).protected
+    except (JoseError, ValueError, UnicodeError):
+        return False
 
 
 @dataclass

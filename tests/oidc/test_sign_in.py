@@ -108,10 +108,15 @@ async def test_a_provider_token_signs_in_with_its_claims_and_group_grants(
 
 
 async def test_api_tokens_keep_working_beside_oidc(gql: GraphQLClient) -> None:
-    """With MODELHUB_AUTH=oidc an `mh_` API token still authenticates, and a wrong one is still refused."""
+    """With MODELHUB_AUTH=oidc an `mh_` API token still authenticates (and so does a provisioned one with
+    dots in it, which is no JWT), and a wrong one is still refused."""
     value, _ = await create_token("ci", "bob", Role.ADMIN, "test")
     made = await gql(REGISTER, {"n": "ranker", "p": "search"}, **bearer(value))
     assert made["registerModel"]["model"]["owner"] == "bob"
+    dotted, _ = await create_token(
+        "dotted", "carol", Role.READER, "test", token="provisioned.token.of-32-chars-or-more"
+    )
+    assert (await gql(MODELS, **bearer(dotted)))["models"]["totalCount"] == 1
     assert error_code(await gql.raw(MODELS, **bearer("mh_" + "x" * 43))) == "UNAUTHENTICATED"
 
 
