@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from .db import tokens as tokens_db
-from .documents import ApiToken, utcnow
+from .documents import ApiToken, TokenGrant, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
 from .oidc import OidcVerifier, looks_like_jwt
 from .roles import ProjectRole, Role
@@ -168,7 +168,7 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
     return Principal(
-        token.principal, token.role, str(token.id), token.expires_at, frozen_grants(token.grants)
+        token.principal, token.role, str(token.id), token.expires_at, frozen_grants(token.grant_map())
     )
 
 
@@ -209,7 +209,7 @@ async def create_token(
         name=name,
         principal=principal,
         role=role,
-        grants=dict(grants or {}),
+        grants=[TokenGrant(project=p, role=r) for p, r in sorted((grants or {}).items())],
         token_hash=hash_token(value),
         created_by=created_by,
         expires_at=expires,

@@ -602,7 +602,7 @@ def token_list(
             t.name,
             t.principal,
             t.role.value if t.role else "-",
-            " ".join(f"{p}:{r.value}" for p, r in sorted(t.grants.items())) or "-",
+            " ".join(f"{p}:{r.value}" for p, r in sorted(t.grant_map().items())) or "-",
             t.created_at.isoformat(),
             expires_label(t.expires_at),
             t.last_used_at.isoformat() if t.last_used_at else "-",

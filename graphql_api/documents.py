@@ -10,7 +10,7 @@ from beanie import Document, PydanticObjectId
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from .roles import ProjectRole, Role
+from .roles import PROJECT_RANK, ProjectRole, Role
 
 
 def utcnow() -> datetime:
@@ -142,6 +142,13 @@ class AliasChange(Document):
         ]
 
 
+class TokenGrant(BaseModel):
+    """A token's role in one project."""
+
+    project: str
+    role: ProjectRole
+
+
 class ApiToken(Document):
     """A bearer token, kept only as its SHA-256: the token itself is shown once, when it is created."""
 
@@ -149,14 +156,23 @@ class ApiToken(Document):
     principal: str
     # The global role (None: only `grants`); tokens made before grants existed keep theirs (see roles.py).
     role: Role | None = None
-    # Project name -> role in that project, on top of the project-side grants to `principal`.
-    grants: dict[str, ProjectRole] = Field(default_factory=dict)
+    # Its roles in single projects, on top of the project-side grants to `principal`. A list, not a
+    # mapping: a project name may hold a dot, which a document key should not.
+    grants: list[TokenGrant] = Field(default_factory=list)
     token_hash: str
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+    def grant_map(self) -> dict[str, ProjectRole]:
+        """Project -> role (the highest, should a project be listed twice)."""
+        found: dict[str, ProjectRole] = {}
+        for g in self.grants:
+            if g.project not in found or PROJECT_RANK[g.role] > PROJECT_RANK[found[g.project]]:
+                found[g.project] = g.role
+        return found
 
     class Settings:
         name = "api_tokens"

@@ -82,7 +82,7 @@ def _admin_token(mongo_admin: Any, settings: Settings) -> str:
     loop: the server binds the process's one database client in its own)."""
     value = "mh_root-token-of-at-least-32-characters-long"
     mongo_admin[settings.mongo_db]["api_tokens"].insert_one(
-        {"name": "root", "principal": "root", "role": "ADMIN", "grants": {}, "created_by": "test",
+        {"name": "root", "principal": "root", "role": "ADMIN", "created_by": "test",
          "created_at": datetime.now(UTC), "token_hash": hashlib.sha256(value.encode()).hexdigest()}
     )  # fmt: skip
     return value
@@ -654,6 +654,8 @@ async def test_sdk_manages_projects(world: World) -> None:
     await admin.revoke_project_role("B", "sdk-user")
     with pytest.raises(AuthError):
         await user.set_project_visibility("B", "INTERNAL")
+    await user.aclose()
+    await admin.aclose()
 
 
 # ---- migration and propagation ----------------------------------------------------------------------------

@@ -53,7 +53,9 @@ class ApiToken:
             name=doc.name,
             principal=doc.principal,
             role=Role(doc.role.value) if doc.role else None,
-            grants=[TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grants.items())],
+            grants=[
+                TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grant_map().items())
+            ],
             created_by=doc.created_by,
             created_at=doc.created_at,
             expires_at=doc.expires_at,

@@ -1,0 +1,51 @@
+"""Scope and roles without a server: narrowing filters, effective roles, the projects snapshot."""
+
+from __future__ import annotations
+
+from graphql_api.auth import Principal
+from graphql_api.documents import Project, ProjectGrant, ProjectVisibility
+from graphql_api.queries import EventQuery, ModelQuery
+from graphql_api.roles import ProjectRole, Role
+from graphql_api.scope import Scope, has_role, project_role, snapshot_of
+
+
+def test_narrowing_never_widens() -> None:
+    """A scoped read asks for its visible projects when it names none, drops the invisible ones it names,
+    and gets None (an empty answer, never the "any" of an empty filter) when nothing visible remains."""
+    scope = Scope(Principal("b", None), frozenset({"B", "C"}))
+    assert scope.narrow([]) == ["B", "C"]
+    assert scope.narrow(["A", "B"]) == ["B"]
+    assert scope.narrow(["A"]) is None
+    assert scope.models(ModelQuery(project_names=["A"])) is None
+    narrowed = scope.events(EventQuery(model_names=["m"]))
+    assert narrowed is not None and narrowed.project_names == ["B", "C"] and narrowed.model_names == ["m"]
+    assert Scope.everything(None).narrow([]) == [] and Scope.nothing().narrow([]) is None
+
+
+def test_effective_roles() -> None:
+    """A grant and a global role combine to the higher; ADMIN maintains everything, a global ENGINEER
+    (a migrated token) writes everywhere but maintains nothing, no role means nothing."""
+    engineer = Principal("e", Role.ENGINEER, grants={"A": ProjectRole.MAINTAINER})
+    assert project_role(engineer, "A") is ProjectRole.MAINTAINER
+    assert project_role(engineer, "B") is ProjectRole.ENGINEER
+    assert not has_role(engineer, "B", ProjectRole.MAINTAINER)
+    assert has_role(Principal("r", Role.ADMIN), "any", ProjectRole.MAINTAINER)
+    assert project_role(Principal("n", None), "A") is None and project_role(None, "A") is None
+    reader = Scope(Principal("r", None, grants={"A": ProjectRole.READER}), frozenset({"A"}))
+    assert reader.can_read("A") and not reader.can_write("A") and not reader.sees_personal_data("A")
+
+
+def test_snapshot_keeps_the_highest_grant_and_the_internal_projects() -> None:
+    """The directory's snapshot: INTERNAL names, and per principal the highest project-side role."""
+    grants = [
+        ProjectGrant(principal="p", role=ProjectRole.READER, granted_by="x"),
+        ProjectGrant(principal="p", role=ProjectRole.MAINTAINER, granted_by="x"),  # a raced double entry
+    ]
+    snap = snapshot_of(
+        [
+            Project.model_construct(name="A", visibility=ProjectVisibility.PRIVATE, grants=grants),
+            Project.model_construct(name="B", visibility=ProjectVisibility.INTERNAL, grants=[]),
+        ]
+    )
+    assert snap.internal == frozenset({"B"})
+    assert dict(snap.grants["p"]) == {"A": ProjectRole.MAINTAINER}
