@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
+import httpx
 import pymongo
 from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,7 +32,7 @@ from strawberry.http.ides import get_graphql_ide_html
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
-from . import checksums, downloads, operations, uploads
+from . import checksums, downloads, oidc, operations, uploads
 from .analytics import feed
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
@@ -69,6 +70,8 @@ from .storage.traced import TracedStore
 from .tracing import Tracing
 
 log = logging.getLogger("modelhub")
+# The discovery document and the JWKS are small; a provider slower than this fails the sign-in at hand.
+OIDC_FETCH_TIMEOUT = 5.0
 
 
 class MissingDatabase(RuntimeError):
@@ -260,6 +263,7 @@ def create_app(settings: Settings) -> Starlette:
         )
     mongo_uri = settings.mongo_uri
     auth_mode = settings.auth or "token"
+    grants = oidc.group_grants(settings) if auth_mode == "oidc" else None
     install_log_redaction()
 
     @contextlib.asynccontextmanager
@@ -290,6 +294,9 @@ def create_app(settings: Settings) -> Starlette:
                 model_allowlist=settings.metrics_model_allowlist,
             )
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
+            if grants is not None:
+                http = await stack.enter_async_context(httpx.AsyncClient(timeout=OIDC_FETCH_TIMEOUT))
+                auth.oidc = oidc.verifier(settings, grants, http)
             registry = operations.Registry(metrics, operations.PersistedMode(settings.persisted_operations))
             await registry.load()
             for _, body in shipped:
@@ -329,7 +336,7 @@ def create_app(settings: Settings) -> Starlette:
                 feed=feed_hub,
                 projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
             )
-            if auth_mode == "token" and (token := await bootstrap_admin()):
+            if auth_mode != "header" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweep_stopped = asyncio.Event()
@@ -374,7 +381,10 @@ def create_app(settings: Settings) -> Starlette:
     )
     ui_operations = schema_operations.split(ui.operations_text())
     shipped = schema_operations.shipped(ui_operations, client_documents)
-    ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode)
+    sign_in = None
+    if grants is not None and settings.oidc_client_id and settings.oidc_audience:
+        sign_in = ui.SignIn(settings.oidc_client_id, settings.oidc_scopes, settings.oidc_audience)
+    ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode, sign_in)
     ide_routes = []
     if settings.graphiql:
         cdn_html = get_graphql_ide_html(graphql_ide="graphiql")

@@ -18,6 +18,7 @@ from typing import Literal
 from .db import tokens as tokens_db
 from .documents import ApiToken, TokenGrant, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
+from .oidc import OidcVerifier, looks_like_jwt
 from .roles import ProjectRole, Role
 from .validation import validate_name
 
@@ -26,7 +27,7 @@ ANONYMOUS = "anonymous"
 TOKEN_PREFIX = "mh_"
 _ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
-AuthMode = Literal["header", "token"]
+AuthMode = Literal["header", "token", "oidc"]
 NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
 
 
@@ -119,6 +120,8 @@ class Authenticator:
     touch_seconds: float = 60.0
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _touched: dict[str, float] = field(default_factory=dict)
+    # MODELHUB_AUTH=oidc: bearer JWTs go to the issuer's verifier, every other token to the token records.
+    oidc: OidcVerifier | None = None
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         """The caller, or None for an anonymous one in token mode (refused by whatever needs a principal)."""
@@ -130,6 +133,9 @@ class Authenticator:
         return None
 
     async def from_token(self, token: str) -> Principal:
+        if self.oidc is not None and looks_like_jwt(token):
+            who = await self.oidc.verify(token)
+            return Principal(who.name, who.role, expires_at=who.expires_at, grants=who.grants)
         digest = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(digest)

@@ -68,6 +68,11 @@ def serve(
                 "auth: [yellow]header mode[/yellow]: X-Engineer-ID is trusted as given (local development "
                 "only; set MODELHUB_AUTH=token for bearer tokens)"
             )
+        elif auth == "oidc":
+            console.print(
+                f"auth: OIDC: bearer JWTs from {settings.oidc_issuer} (audience {settings.oidc_audience}) "
+                "or API tokens (`modelhub token create`)"
+            )
         else:
             console.print("auth: token mode: send `Authorization: Bearer <token>` (`modelhub token create`)")
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")

@@ -89,9 +89,27 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     cors_max_age_seconds: int = 600
 
-    # Identity: "token" (Authorization: Bearer) or "header" (X-Engineer-ID is trusted; local development).
+    # Identity: "token" (Authorization: Bearer) or "header" (X-Engineer-ID is trusted; local development);
+    # "oidc" is "token" plus bearer JWTs from the OpenID Connect issuer below (graphql_api/oidc.py).
     # Unset: `modelhub serve` picks "header" when it started the embedded DB itself, "token" otherwise.
-    auth: Literal["header", "token"] | None = None
+    auth: Literal["header", "token", "oidc"] | None = None
+    # Single sign-on (MODELHUB_AUTH=oidc): the issuer (its discovery document is
+    # `<issuer>/.well-known/openid-configuration`), the audience a token's `aud` must contain, the public
+    # client /ui and GraphiQL sign in as (authorization-code flow with PKCE; unset: no browser sign-in), the
+    # scopes the page asks for, the claim naming the principal (a token without it falls back to `sub`), the
+    # claim listing its groups, and group -> {project: role} (with "*": the global role, READER or ADMIN).
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_client_id: str | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_principal_claim: str = "email"
+    oidc_groups_claim: str = "groups"
+    oidc_group_grants: dict[str, dict[str, str]] = {}
+    # Clock skew allowed on exp/nbf/iat; the JWKS is fetched again for an unknown kid at most once per
+    # `oidc_jwks_refetch_seconds`, and in any case once it is older than `oidc_jwks_max_age_seconds`.
+    oidc_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    oidc_jwks_refetch_seconds: float = Field(default=60.0, ge=1.0)
+    oidc_jwks_max_age_seconds: float = Field(default=3600.0, ge=60.0)
     token_cache_seconds: float = 30.0
     # Models held in memory for queries, kept true by a change stream (0: off); see model_cache.py.
     model_cache_entries: int = Field(default=10_000, ge=0)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests need (the real Prometheus and promtool, docker-compose to validate
-# the compose file, Chromium for the browser tests) when they are missing.
+# the compose file, Chromium for the browser tests, Node.js and npm for the OpenID provider of the OIDC tests and
+# GraphiQL's assets) when they are missing.
 set -euo pipefail
 if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null \
-  && command -v chromium >/dev/null; then
+  && command -v chromium >/dev/null && command -v node >/dev/null && command -v npm >/dev/null; then
   exit 0
 fi
 SUDO=""
@@ -16,6 +17,9 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends prometheus docker-compose >/dev/null
+# node-oidc-provider (tests/oidc) runs on Node.js; npm installs it (tests/oidc/provider.py does, when missing).
+command -v node >/dev/null && command -v npm >/dev/null \
+  || $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 # Chromium with its recommended fonts, so pages render text in the screenshots.
 $SUDO apt-get install -y -qq chromium >/dev/null
 # The Debian package may start a service on some hosts; the tests start their own Prometheus.

@@ -51,6 +51,8 @@ class ApiError extends Error {
 
 function credentials() {
   const auth = state.config ? state.config.auth : "token";
+  const signedIn = oidcToken();
+  if (signedIn) return { Authorization: "Bearer " + signedIn };
   const stored = localStorage.getItem(auth === "header" ? "modelhub.engineer" : "modelhub.token");
   if (auth === "header") return { "X-Engineer-ID": stored || "analytics-ui" };
   return stored ? { Authorization: "Bearer " + stored } : {};
@@ -90,7 +92,7 @@ function range() {
 // ---- states -----------------------------------------------------------------------------------------
 function showError(err) {
   $("error-text").textContent = err.code === "UNAUTHENTICATED"
-    ? "The API needs to know who you are: use Sign in (" + err.message + ")."
+    ? (err.message.startsWith("sign-in failed") ? err.message : "The API needs to know who you are: use Sign in (" + err.message + ").")
     : err.message;
   $("error").hidden = false;
 }
@@ -295,8 +297,136 @@ function refreshAll() {
   return run(async () => { await loadModels(false); await (state.selected ? loadDetail(state.selected) : loadOverview()); });
 }
 
+// ---- single sign-on (OIDC authorization-code flow with PKCE, a public client: no secret, no library) ---
+// The access token lives in sessionStorage (this tab, until it closes or the token expires); the PKCE
+// verifier and the state only for the round trip to the provider.
+const OIDC_KEY = "modelhub.oidc";
+const PENDING_KEY = "modelhub.oidc.pending";
+
+function b64url(bytes) {
+  let bin = "";
+  for (const b of new Uint8Array(bytes)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+const randomString = (n) => b64url(crypto.getRandomValues(new Uint8Array(n)));
+
+function oidcSession() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(OIDC_KEY) || "null");
+    if (saved && saved.expiresAt > Date.now() + 5000) return saved;
+  } catch (err) { /* a damaged entry is dropped below */ }
+  sessionStorage.removeItem(OIDC_KEY);
+  return null;
+}
+function oidcToken() { const s = oidcSession(); return s ? s.accessToken : null; }
+
+// Only for display: who the token names (the server verifies it; the page never trusts these claims).
+function displayName(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return claims.email || claims.preferred_username || claims.sub || "signed in";
+  } catch (err) { return "signed in"; }
+}
+
+function redirectUri() { return location.origin + "/ui"; }
+
+async function startSignIn(then) {
+  const oidc = state.config.oidc;
+  if (!window.crypto || !crypto.subtle) {
+    showError(new ApiError("sign-in failed: this page must be served over https (or from localhost) for the browser to offer WebCrypto", "UNAUTHENTICATED"));
+    return;
+  }
+  const verifier = randomString(32);
+  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const pending = { verifier, state: randomString(16), then: then || location.hash || "" };
+  sessionStorage.setItem(PENDING_KEY, JSON.stringify(pending));
+  const params = new URLSearchParams({
+    response_type: "code", client_id: oidc.clientId, redirect_uri: redirectUri(), scope: oidc.scope,
+    state: pending.state, code_challenge: challenge, code_challenge_method: "S256",
+  });
+  // A resource indicator (RFC 8707) when the audience is a URI: providers that support it put it in the
+  // access token's `aud`; others ignore it.
+  if (oidc.audience.includes(":")) params.set("resource", oidc.audience);
+  location.assign(oidc.authorizationEndpoint + "?" + params.toString());
+}
+
+// Back from the provider with ?code=…&state=…: exchange the code (with the verifier) for tokens.
+async function finishSignIn() {
+  const query = new URLSearchParams(location.search);
+  if (!query.has("code") && !query.has("error")) return null;
+  const pending = JSON.parse(sessionStorage.getItem(PENDING_KEY) || "null");
+  sessionStorage.removeItem(PENDING_KEY);
+  history.replaceState(null, "", "/ui" + (pending && pending.then.startsWith("#") ? pending.then : ""));
+  if (query.has("error")) throw new ApiError("sign-in failed: " + (query.get("error_description") || query.get("error")), "UNAUTHENTICATED");
+  if (!pending || query.get("state") !== pending.state) throw new ApiError("sign-in failed: the answer does not match this browser's request", "UNAUTHENTICATED");
+  const oidc = state.config.oidc;
+  // RFC 9207: a provider that names itself in the answer must be the configured one (mix-up defence).
+  if (query.has("iss") && query.get("iss") !== oidc.issuer) throw new ApiError("sign-in failed: the answer comes from another provider", "UNAUTHENTICATED");
+  const form = new URLSearchParams({
+    grant_type: "authorization_code", code: query.get("code"), redirect_uri: redirectUri(),
+    client_id: oidc.clientId, code_verifier: pending.verifier,
+  });
+  if (oidc.audience.includes(":")) form.set("resource", oidc.audience);
+  let body;
+  try {
+    const resp = await fetch(oidc.tokenEndpoint, { method: "POST", body: form });
+    body = await resp.json();
+    if (!resp.ok) throw new Error(body.error_description || body.error || "HTTP " + resp.status);
+  } catch (err) {
+    throw new ApiError("sign-in failed: the provider refused the code (" + err.message + ")", "UNAUTHENTICATED");
+  }
+  const expiresIn = Number(body.expires_in) || 300;
+  sessionStorage.setItem(OIDC_KEY, JSON.stringify({
+    accessToken: body.access_token, name: displayName(body.id_token || body.access_token),
+    expiresAt: Date.now() + expiresIn * 1000,
+  }));
+  return pending.then;
+}
+
+// GraphiQL (same origin) keeps its headers editor in localStorage: hand it the signed-in token.
+function openGraphiQL(e) {
+  const token = oidcToken();
+  if (!state.config.oidc) return;
+  e.preventDefault();
+  if (!token) { startSignIn("graphiql"); return; }
+  localStorage.setItem("graphiql:headers", JSON.stringify({ Authorization: "Bearer " + token }, null, 2));
+  location.assign("/graphql");
+}
+
+// Signing out takes the token out of GraphiQL's saved tabs too (their queries stay).
+function forgetInGraphiQL(token) {
+  localStorage.removeItem("graphiql:headers");
+  try {
+    const saved = JSON.parse(localStorage.getItem("graphiql:tabState") || "null");
+    if (!token || !saved || !Array.isArray(saved.tabs)) return;
+    for (const tab of saved.tabs) if (tab.headers && tab.headers.includes(token)) tab.headers = null;
+    localStorage.setItem("graphiql:tabState", JSON.stringify(saved));
+  } catch (err) { localStorage.removeItem("graphiql:tabState"); }
+}
+
+function setupSignOn() {
+  const button = $("identity");
+  const label = () => {
+    const s = oidcSession();
+    button.textContent = s ? "Sign out " + s.name : "Sign in";
+  };
+  label();
+  button.addEventListener("click", () => {
+    if (oidcSession()) {
+      forgetInGraphiQL(oidcToken());
+      sessionStorage.removeItem(OIDC_KEY);
+      label();
+      refreshAll();
+    } else {
+      startSignIn();
+    }
+  });
+}
+
 // ---- identity ---------------------------------------------------------------------------------------
 function setupIdentity() {
+  if (state.config.oidc) { setupSignOn(); return; }
   const header = state.config.auth === "header";
   const key = header ? "modelhub.engineer" : "modelhub.token";
   const button = $("identity");
@@ -354,8 +484,17 @@ async function start() {
     showError(new ApiError("the server could not be reached (" + err.message + ")", "UNREACHABLE"));
     return;
   }
+  try {
+    if (state.config.oidc && (await finishSignIn()) === "graphiql") {
+      openGraphiQL(new Event("click"));
+      return;
+    }
+  } catch (err) {
+    showError(err instanceof ApiError ? err : new ApiError(String(err.message || err), "ERROR"));
+  }
   setupIdentity();
   setupKeys();
+  $("graphiql").addEventListener("click", openGraphiQL);
   $("range").addEventListener("change", (e) => { state.days = Number(e.target.value); route(); });
   $("more-models").addEventListener("click", () => run(() => loadModels(true)));
   $("back").addEventListener("click", () => { location.hash = ""; });
