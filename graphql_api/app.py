@@ -33,10 +33,13 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, operations, uploads
 from .analytics import feed
+from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
 from .config import Settings
+from .db import audit as audit_db
 from .db import connect
+from .db import events as events_db
 from .errors import DomainError
 from .health import Health, Watch, pause
 from .http import assets, ui
@@ -253,6 +256,11 @@ def create_app(settings: Settings) -> Starlette:
                 metrics,
             )
             stack.push_async_callback(feed_hub.close)
+            # Retention: TTL indexes made (or their expiry changed) to match the settings.
+            await events_db.ensure_retention(settings.event_retention_days)
+            await audit_db.ensure_retention(settings.audit_retention_days)
+            audit_log = AuditLog(metrics, settings.audit_queue_records, settings.audit_retention_days)
+            stack.push_async_callback(audit_log.close, asyncio.create_task(audit_log.run()))
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -264,6 +272,7 @@ def create_app(settings: Settings) -> Starlette:
                 persisted=registry,
                 models=model_cache,
                 feed=feed_hub,
+                audit=audit_log,
             )
             if auth_mode == "token" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .analytics.feed import Hub
+from .audit import AuditLog
 from .auth import Authenticator
 from .config import Settings
 from .limits import RateLimiter
@@ -27,3 +28,4 @@ class Services:
     persisted: Registry
     models: ModelCache
     feed: Hub
+    audit: AuditLog

@@ -187,3 +187,28 @@ def indexes_used(explain: Any) -> set[str]:
         for value in explain:
             found |= indexes_used(value)
     return found
+
+
+async def ensure_ttl(collection: Any, field: str, name: str, seconds: int) -> None:
+    """A TTL index `name` on `field` deleting documents `seconds` after that time: created when missing,
+    its `expireAfterSeconds` changed in place (collMod) when the setting changed, so a restart with a new
+    retention applies it without rebuilding the index. SecantusDB 0.7 keeps the option and takes the
+    collMod like MongoDB."""
+    async for index in await collection.list_indexes():
+        if index["name"] != name:
+            continue
+        if index.get("expireAfterSeconds") != seconds:
+            await collection.database.command(
+                {"collMod": collection.name, "index": {"name": name, "expireAfterSeconds": seconds}}
+            )
+        return
+    await collection.create_index([(field, 1)], name=name, expireAfterSeconds=seconds)
+
+
+async def ttl_seconds(collection: Any, name: str) -> int | None:
+    """The `expireAfterSeconds` of the index `name`, or None when there is no such index or option."""
+    async for index in await collection.list_indexes():
+        if index["name"] == name:
+            value = index.get("expireAfterSeconds")
+            return int(value) if value is not None else None
+    return None

@@ -18,6 +18,7 @@ from .common import (
     Translator,
     any_of,
     bound,
+    ensure_ttl,
     find_one,
     insert_once,
     merge_filters,
@@ -25,6 +26,7 @@ from .common import (
     read_page,
     translate,
     trunc,
+    ttl_seconds,
 )
 from .paging import Sort, keyset_page
 
@@ -71,6 +73,23 @@ def event_filter(q: EventQuery) -> Condition:
     if flt is None:
         raise TypeError(f"a field of {type(q).__name__} has no translation for download events")
     return flt
+
+
+RETENTION_INDEX = "started_at_ttl"
+
+
+async def ensure_retention(days: int) -> None:
+    """Raw events expire `days` after they started (MODELHUB_EVENT_RETENTION_DAYS): a TTL index on
+    `started_at`, created at start and changed in place (collMod) when the setting changes. The database's
+    TTL monitor deletes them (MongoDB's every 60 s; SecantusDB 0.7 runs a sweeper of its own on the same
+    period and honours the index and collMod alike), so a deleted event may outlive the horizon by a minute.
+    The rollups are not touched: they keep the figures."""
+    await ensure_ttl(DownloadEvent.get_pymongo_collection(), "started_at", RETENTION_INDEX, days * 86_400)
+
+
+async def retention_seconds() -> int | None:
+    """The TTL index's `expireAfterSeconds`, or None when it does not exist."""
+    return await ttl_seconds(DownloadEvent.get_pymongo_collection(), RETENTION_INDEX)
 
 
 async def insert(event: DownloadEvent) -> None:

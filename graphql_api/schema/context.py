@@ -19,7 +19,7 @@ from ..db import models as models_db
 from ..documents import ModelVersion, RegisteredModel
 from ..downloads import Requester
 from ..errors import DomainError
-from ..http.caller import base_url, requester
+from ..http.caller import base_url, client_address, requester
 from ..model_cache import ModelCache
 from ..services import Services
 
@@ -47,12 +47,14 @@ class Context:
     cached_reads: bool = False
     # A WebSocket's credentials (its headers with `connection_init` over them), re-checked while it lives.
     credentials: dict[str, str] | None = None
+    # Root mutation field (response key) → its outcome for the audit trail (see schema/audit.py).
+    audit_outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def for_operation(self) -> Context:
         """A fresh context for one operation on a WebSocket, with the socket's caller as last checked:
         DataLoaders and per-operation flags are never shared between operations (or kept for the
         socket's lifetime), and there is no HTTP response to put headers on."""
-        return dataclasses.replace(self, response=None, cached_reads=False)
+        return dataclasses.replace(self, response=None, cached_reads=False, audit_outcomes={})
 
     @property
     def model_cache(self) -> ModelCache | None:
@@ -91,6 +93,12 @@ class Context:
         try:
             self.identity = await self.services.auth.authenticate(headers)
             self.identity_error = None
+            if self.identity is not None:
+                transport = "websocket" if self.request.scope.get("type") == "websocket" else "http"
+                via = "token" if self.identity.token_id is not None else "header"
+                self.services.audit.first_sign_in(
+                    self.identity.engineer, client_address(self.request), transport, via
+                )
         except DomainError as exc:
             self.identity, self.identity_error = None, exc
 

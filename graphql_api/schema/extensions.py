@@ -12,6 +12,7 @@ from graphql import DocumentNode, GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
+from . import audit
 from .errors import MaskUnexpectedErrors
 from .guards import RequestGuards
 
@@ -86,6 +87,7 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
         started = time.perf_counter()
         yield from super().on_operation()
         record_operation(self.execution_context, started)
+        audit.record_operation(self.execution_context)
 
 
 def record_operation(ctx: ExecutionContext, started: float) -> None:

@@ -12,6 +12,7 @@ from .. import aliases, documents, downloads, queries, registry, uploads
 from ..analytics import events, series, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
+from .audit import AuditQueries
 from .context import Info
 from .downloads import (
     DownloadEvent,
@@ -173,7 +174,7 @@ async def _node(id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries):
+class Query(TokenQueries, AuditQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -286,7 +287,9 @@ class Query(TokenQueries):
     ) -> DownloadStatsResult:
         query = (filter or DownloadFilter()).to_query()
         request = stats_request(group_by, query, interval, time_zone, order_by, limit, exact, after)
-        page = await stats.download_stats(request, info.context.services.settings.max_hour_range_days)
+        settings = info.context.services.settings
+        horizon = stats.retention_horizon(settings.event_retention_days)
+        page = await stats.download_stats(request, settings.max_hour_range_days, horizon=horizon)
         return DownloadStatsResult.from_page(page)
 
     @strawberry.field(
@@ -327,7 +330,9 @@ class Query(TokenQueries):
             top=top,
             time_zone=time_zone,
         )
-        found = await series.download_series(request, info.context.services.settings.max_hour_range_days)
+        settings = info.context.services.settings
+        horizon = stats.retention_horizon(settings.event_retention_days)
+        found = await series.download_series(request, settings.max_hour_range_days, horizon=horizon)
         return DownloadSeriesResult.from_result(found)
 
 
