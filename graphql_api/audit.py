@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from .auth import Principal
 from .db import audit as audit_db
@@ -45,6 +46,7 @@ class _Sighting:
     client_address: str | None
     transport: str
     via: str
+    at: datetime
 
 
 class AuditLog:
@@ -73,7 +75,7 @@ class AuditLog:
         if len(self._known) >= MAX_KNOWN:
             self._known.clear()
         self._known.add(principal)
-        self._put(_Sighting(principal, client_address, transport, via))
+        self._put(_Sighting(principal, client_address, transport, via, utcnow()))
 
     def _put(self, item: _Pending | _Sighting) -> None:
         try:
@@ -99,7 +101,7 @@ class AuditLog:
         for item in batch:
             if isinstance(item, _Sighting):
                 try:
-                    if await audit_db.first_sight(item.principal, utcnow(), self._retention_days):
+                    if await audit_db.first_sight(item.principal, item.at, self._retention_days):
                         records.append(_sign_in(item))
                 except Exception:
                     self._metrics.audit_dropped.labels("write_failed").inc()
@@ -151,6 +153,7 @@ async def _fill_projects(pending: list[_Pending]) -> None:
 
 def _sign_in(item: _Sighting) -> AuditEvent:
     return AuditEvent(
+        at=item.at,
         kind=AuditKind.SIGN_IN,
         principal=item.principal,
         action="signIn",

@@ -27,6 +27,7 @@ from .. import audit
 from ..db.audit import AuditFilter
 from ..documents import AuditEvent as AuditRecord
 from ..documents import AuditKind as AuditKindValue
+from ..errors import DomainError
 from ..http.caller import client_address
 from .context import Context, Info
 from .types import AFTER, FIRST, PageInfo, page_info, page_request
@@ -98,25 +99,31 @@ def _code(error: GraphQLError) -> str:
     return str((error.extensions or {}).get("code") or "ERROR")
 
 
-def record_operation(ctx: ExecutionContext) -> None:
+def record_operation(ctx: ExecutionContext, raised: BaseException | None = None) -> None:
     """Queues the audit records of one finished operation (none for a query or subscription that was not
-    refused). Never raises: an audit failure must not fail the operation (it is logged and counted)."""
+    refused); `raised` is the domain error a request guard refused it with before it executed (it passes
+    through the hooks, so the operation has no result yet). Never raises: an audit failure must not fail
+    the operation (it is logged and counted)."""
     context = ctx.context
     if not isinstance(context, Context) or ctx.graphql_document is None:
         return
     try:
-        _record(ctx, context, ctx.graphql_document)
+        _record(ctx, context, ctx.graphql_document, raised)
     except Exception:
         audit.log.exception("audit: recording an operation failed")
         context.services.metrics.audit_dropped.labels("write_failed").inc()
 
 
-def _record(ctx: ExecutionContext, context: Context, document: DocumentNode) -> None:
+def _record(
+    ctx: ExecutionContext, context: Context, document: DocumentNode, raised: BaseException | None
+) -> None:
     operation = _operation(document, ctx.operation_name)
     if operation is None:
         return
     errors = list((ctx.result.errors if ctx.result is not None else None) or ctx.pre_execution_errors or [])
     whole = next((_code(e) for e in errors if not e.path), None)
+    if isinstance(raised, DomainError):
+        whole = raised.code
     by_key: dict[str, str] = {}
     for error in errors:
         if error.path:

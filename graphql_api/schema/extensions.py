@@ -85,7 +85,11 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield from super().on_operation()
+        try:
+            yield from super().on_operation()
+        except Exception as exc:  # a request guard's refusal passes through here before it becomes a result
+            audit.record_operation(self.execution_context, exc)
+            raise
         record_operation(self.execution_context, started)
         audit.record_operation(self.execution_context)
 
