@@ -3,9 +3,13 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
+# The server's locked versions first (their layer is cached until the lock changes), checked by hash; then
+# modelhub itself without resolving anything more.
+COPY requirements/server.txt ./requirements/server.txt
+RUN pip install --require-hashes -r requirements/server.txt
 COPY pyproject.toml README.md ./
 COPY graphql_api ./graphql_api
-RUN pip install . && useradd --create-home --uid 10001 modelhub && mkdir /data && chown modelhub /data
+RUN pip install --no-deps . && useradd --create-home --uid 10001 modelhub && mkdir /data && chown modelhub /data
 USER modelhub
 ENV MODELHUB_DATA_DIR=/data MODELHUB_HOST=0.0.0.0 MODELHUB_PORT=8000
 EXPOSE 8000

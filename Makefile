@@ -3,18 +3,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck pytest schema system-deps clean
+.PHONY: serve test lint typecheck pytest schema system-deps lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[embedded]'
+# Exact versions with hashes (requirements/*.txt, from `make lock`), then modelhub itself without resolving
+# anything more: a fresh machine gets what the tests ran on.
+$(VENV)/.serve-installed: pyproject.toml requirements/embedded.txt | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/embedded.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.dev-installed: pyproject.toml requirements/dev.txt | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@ $(VENV)/.serve-installed
 
 # GraphiQL's pinned assets, fetched with npm and integrity-checked (without npm, GraphiQL uses the CDN).
@@ -41,6 +45,10 @@ test: lint typecheck pytest
 
 schema: $(VENV)/.dev-installed
 	$(BIN)/modelhub export-schema
+
+# After changing a pin in pyproject.toml: re-resolve requirements/*.txt (pip-tools, from PyPI).
+lock:
+	bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -46,7 +46,13 @@ from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
 from .http.errors import error_response, graphql_error_response
-from .http.middleware import BodyLimit, FixedRouteMetrics, OutageGuard, install_log_redaction
+from .http.middleware import (
+    BodyLimit,
+    FixedRouteMetrics,
+    OutageGuard,
+    RequestContext,
+    install_log_redaction,
+)
 from .http.websocket import GuardedTransportWS
 from .limits import RateLimiter
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
@@ -61,6 +67,8 @@ from .storage import ObjectStore
 from .storage.guarded import GuardedStore
 from .storage.local import LocalObjectStore
 from .storage.s3 import S3ObjectStore
+from .storage.traced import TracedStore
+from .tracing import Tracing
 
 log = logging.getLogger("modelhub")
 
@@ -221,15 +229,23 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            bounds = {
+            bounds: dict[str, Any] = {
                 "serverSelectionTimeoutMS": int(settings.mongo_server_selection_timeout_seconds * 1000),
                 "connectTimeoutMS": int(settings.mongo_connect_timeout_seconds * 1000),
             }
+            # Traces when OTEL_* says so (the otel extra); exported and stopped after everything else.
+            app.state.tracing = tracing = Tracing.from_env()
+            if tracing is not None:
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
+                stack.callback(setattr, app.state, "tracing", None)
+                bounds["event_listeners"] = [tracing.mongo_listener()]
             client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
             signer = Signer(settings.resolved_signing_secret())
             raw_store = await _open_store(settings, signer, stack)
             health = _watches(settings, client, raw_store)
-            store = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
+            store: ObjectStore = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
+            if tracing is not None:
+                store = TracedStore(store, tracing)
             app.state.health = health
             for watch in health.all():
                 stack.push_async_callback(_stop, asyncio.create_task(watch.run()), watch.stop)
@@ -342,6 +358,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/ui/{name}", ui_page.file),
     ]
     middleware = [
+        Middleware(RequestContext),
         *_hosts(settings),
         *_cors(settings),
         _prometheus_middleware(),

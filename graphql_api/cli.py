@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import logging.config
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import logs
 from .client import ModelhubClient, ModelhubError, parse_ref
 from .roles import Role
 
@@ -43,9 +47,11 @@ def serve(
 ) -> None:
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
     from .app import create_app
+    from .config import Settings
     from .http.server import BodyReadTimeout
     from .metrics import prepare_multiprocess_dir
 
+    _log_format(Settings().log_format)
     overrides = {"host": host, "port": port, "data_dir": data_dir}
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets the `with` stop the
     # embedded database instead of the process dying with the database still running.
@@ -68,6 +74,8 @@ def serve(
         proxies = ",".join(settings.trusted_proxies) or None
         server = {"host": settings.host, "port": settings.port, "log_level": "info",
                   "access_log": settings.access_log}  # fmt: skip
+        if (log_config := logs.config(settings.log_format)) is not None:
+            server["log_config"] = log_config
         # X-Forwarded-For is believed only from configured proxies (uvicorn trusts 127.0.0.1 by default).
         server |= {"proxy_headers": proxies is not None, "forwarded_allow_ips": proxies}
         if workers == 1:
@@ -136,6 +144,25 @@ def served_app_from_env() -> Any:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+class _LogConsole(Console):
+    """The CLI's console as log records (plain text, markup dropped), for MODELHUB_LOG_FORMAT=json."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.text import Text
+
+        text = " ".join(Text.from_markup(o).plain if isinstance(o, str) else str(o) for o in objects)
+        logging.getLogger("modelhub.cli").info("%s", text)
+
+
+def _log_format(fmt: logs.LogFormat) -> None:
+    """With JSON logs, logging is configured before anything is said (uvicorn configures it again the same
+    way) and the CLI's own lines (database, auth mode, GraphiQL) become log records: every line is JSON."""
+    global console
+    if (log_config := logs.config(fmt)) is not None:
+        logging.config.dictConfig(log_config)
+        console = _LogConsole(stderr=True)
 
 
 @app.command("seed-demo")
@@ -733,7 +760,20 @@ def schema_sdl() -> str:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        # A plain `pip install modelhub` is the client: a server command (serve, seed-demo, token, ...) finds
+        # the server stack missing when it imports it, and says in one line what to install.
+        missing = (exc.name or "").partition(".")[0]
+        if not missing or missing == __package__:
+            raise
+        print(
+            f"modelhub: this command runs the server, which is not installed ({missing} is missing): "
+            'pip install "modelhub[server]"',
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

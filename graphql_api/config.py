@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # uvicorn's access log (one line per request); /metrics and the download events record every request too.
     access_log: bool = True
+    # "json": one JSON object per log line (time, level, logger, message, request_id, trace_id, principal,
+    # operation) for log shippers; "text": uvicorn's lines.
+    log_format: Literal["text", "json"] = "text"
     # Base URL put in download links; when unset, links are built from the request's own URL.
     public_url: str | None = None
 

@@ -23,8 +23,10 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from .catalogue import Catalogue
 from .db import models as models_db
 from .documents import RegisteredModel
 from .metrics import Metrics
@@ -45,6 +47,8 @@ class ModelCache:
         self._names: dict[Any, str] = {}  # model _id -> name, to forget a model its change names by _id
         self._epoch = 0
         self._live = False
+        # Every model's keys in order, for catalogue pages (catalogue.py); kept by the same stream.
+        self.catalogue = Catalogue()
 
     @property
     def live(self) -> bool:
@@ -107,10 +111,16 @@ class ModelCache:
     def changed(self, model_id: Any | None) -> None:
         """A change the stream reported (`_id`, or None for the whole collection)."""
         self.forget(model_id)
+        self.catalogue.changed(model_id)
 
     def clear(self) -> None:
         """Forgets everything: after a mutation of this process, so its caller reads its own write."""
         self.forget(None)
+
+    def wrote(self, since: datetime) -> None:
+        """A mutation of this process that started at `since` ended: its caller reads its own write."""
+        self.clear()
+        self.catalogue.written(since)
 
     async def run(self) -> None:
         """Follows the change stream until cancelled, reopening it (empty) after a failure."""
@@ -133,6 +143,7 @@ class ModelCache:
                     )
             finally:
                 self._live = False
+                self.catalogue.closed()
                 self.clear()
             delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
             failures += 1
@@ -141,3 +152,4 @@ class ModelCache:
     def _opened(self) -> None:
         self.clear()
         self._live = True
+        self.catalogue.opened()

@@ -253,8 +253,7 @@ async def update_version(
 ) -> ModelVersion:
     """Changes a version's description, tags and metadata; its artifact, checksum and number are immutable."""
     validate_version(version)
-    require_owner(await require_model(name), who)
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # checked before anything is looked up: a bad input is named first
     if description is not None:
         validate_description(description)
         fields["description"] = description
@@ -264,6 +263,7 @@ async def update_version(
         fields["metadata"] = validate_metadata(metadata)
     if not fields:
         raise InvalidInput("input", "give at least one of description, tags or metadata")
+    require_owner(await require_model(name), who)
     updated = await models_db.update_version(name, version, fields)
     if updated is None:
         raise ModelVersionNotFound(name, version)
@@ -282,10 +282,29 @@ async def set_archived(name: str, version: int, who: Principal, archived: bool) 
 
 
 async def list_models(
-    query: ModelQuery, order: ModelOrder, request: PageRequest, window: DownloadWindow | None = None
+    query: ModelQuery,
+    order: ModelOrder,
+    request: PageRequest,
+    window: DownloadWindow | None = None,
+    cache: ModelCache | None = None,
 ) -> Page[RegisteredModel]:
+    """A page of models: from the in-memory catalogue through `cache` when given and its change stream
+    is open (queries only: see catalogue.py), else from the database; the same rows and cursors."""
     if order.field is ModelOrderField.DOWNLOADS:
         return await _list_by_downloads(query, order, window or DownloadWindow(), request)
+    if cache is not None and await cache.catalogue.ready():
+        found = cache.catalogue.page(query, order, request)
+        by_name = await cache.get_many(n for n, _ in found.names)
+
+        async def count() -> int:
+            return found.count()
+
+        return Page(
+            items=[(by_name[n], c) for n, c in found.names if n in by_name],
+            has_next=found.has_next,
+            has_previous=found.has_previous,
+            count=count,
+        )
     return await models_db.page_models(query, order, request)
 
 

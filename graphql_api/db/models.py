@@ -136,6 +136,20 @@ async def page_models(query: ModelQuery, order: ModelOrder, request: PageRequest
     )  # fmt: skip
 
 
+KEY_FIELDS = {"name": 1, "project_name": 1, "owner": 1, "tags": 1, "created_at": 1, "updated_at": 1}
+
+
+async def model_keys(ids: list[Any] | None = None, updated_since: datetime | None = None) -> list[Condition]:
+    """The fields the catalogue orders and filters on (`_id` and KEY_FIELDS), of the models with these
+    `ids`, or updated since `updated_since` (read off the `updated_at` index), or of every model."""
+    flt: Condition = {}
+    if ids is not None:
+        flt["_id"] = {"$in": sorted(set(ids))}
+    if updated_since is not None:
+        flt["updated_at"] = {"$gte": updated_since}
+    return await RegisteredModel.get_pymongo_collection().find(flt, KEY_FIELDS).to_list()
+
+
 async def model_names(query: ModelQuery) -> list[str]:
     """Every matching model's name: the keys a downloads-ordered listing sorts."""
     cursor = RegisteredModel.get_pymongo_collection().find(model_filter(query), {"name": 1})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
+from .. import logs
 from ..auth import Principal, require_principal
 from ..downloads import Requester
 from ..services import Services
@@ -16,7 +17,10 @@ def services_of(conn: HTTPConnection) -> Services:
 
 async def principal_of(conn: HTTPConnection) -> Principal | None:
     """The caller (None: anonymous in token mode); raises Unauthenticated for a bad token or identity."""
-    return await services_of(conn).auth.authenticate(conn.headers)
+    found = await services_of(conn).auth.authenticate(conn.headers)
+    if found is not None:
+        logs.principal.set(found.engineer)
+    return found
 
 
 def client_address(conn: HTTPConnection) -> str | None:

@@ -1,19 +1,68 @@
-"""ASGI middleware and log filters at the HTTP edge: a request body cap, and tokens kept out of logs."""
+"""ASGI middleware and log filters at the HTTP edge: request ids, a request body cap, and tokens kept out of
+logs."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
+import uuid
 from typing import Any
 
 from starlette_exporter import PrometheusMiddleware
 
+from .. import logs
 from ..health import Watch
+from ..tracing import Tracing
 from .errors import error_response, outage_response
 from .streaming import Message, Receive, Scope, Send
 
 _TOKEN_PATH = re.compile(r"/(downloads|objects|uploads)/[^\s/?\"]+")
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContext:
+    """Gives each HTTP request an id (the caller's `X-Request-ID` when it is a short plain token, else a
+    new one), returned in the `x-request-id` response header, and puts it and the `traceparent` trace id
+    where the log lines of the request find them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        tracing: Tracing | None = getattr(getattr(scope.get("app"), "state", None), "tracing", None)
+        with contextlib.ExitStack() as stack:
+            span = None
+            if tracing is not None:
+                path = _redact(scope["path"])  # a download ticket in a trace is a download anyone could make
+                span = stack.enter_context(tracing.server_span(scope["method"], path, headers))
+                trace = tracing.trace_id(span)
+            else:
+                trace = logs.trace_id_of(headers.get(b"traceparent", b"").decode("latin-1"))
+            tokens = [(logs.request_id, logs.request_id.set(rid)), (logs.trace_id, logs.trace_id.set(trace))]
+
+            async def with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    added = [(b"x-request-id", rid.encode())]
+                    if tracing is not None:
+                        added += tracing.response_started(span, message["status"])
+                    message["headers"] = [*message.get("headers", []), *added]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, with_id)
+            finally:
+                for var, token in reversed(tokens):
+                    var.reset(token)
 
 
 class BodyLimit:

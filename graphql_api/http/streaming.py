@@ -105,6 +105,19 @@ class StreamObject:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = Outcome()
+        tracing = getattr(getattr(scope.get("app"), "state", None), "tracing", None)
+        if tracing is None:
+            await self._serve(scope, receive, send, outcome)
+            return
+        requested = {"modelhub.download.bytes_requested": self.transfer.length}
+        with tracing.tracer.start_as_current_span("download stream", attributes=requested) as span:
+            try:
+                await self._serve(scope, receive, send, outcome)
+            finally:
+                sent = {"modelhub.download.bytes_sent": outcome.sent}
+                span.set_attributes({**sent, "modelhub.download.outcome": outcome.status.value})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> None:
         chunks = self._open()
         if self.in_flight is not None:
             self.in_flight.inc()

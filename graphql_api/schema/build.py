@@ -11,13 +11,17 @@ from typing import Any
 
 import strawberry
 from graphql import DocumentNode, GraphQLError
-from graphql.validation import NoSchemaIntrospectionCustomRule, OverlappingFieldsCanBeMergedRule
+from graphql.validation import (
+    NoSchemaIntrospectionCustomRule,
+    OverlappingFieldsCanBeMergedRule,
+    ValuesOfCorrectTypeRule,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from . import document_limits
 from .downloads import DownloadEvent
-from .errors import is_unexpected, label_error
+from .errors import TypedValues, is_unexpected, label_error
 from .extensions import OperationHooks, parsing, validation
 from .root import Mutation, Query
 from .scalars import DATETIME_SCALAR, LONG_SCALAR, Long
@@ -35,7 +39,8 @@ class ModelhubSchema(strawberry.Schema):
         unexpected = [e for e in errors if is_unexpected(e)]
         for error in errors:
             if error not in unexpected:
-                label_error(error)  # parse errors reach here without passing the extensions
+                # parse errors reach here without passing the extensions
+                label_error(error, execution_context.graphql_document if execution_context else None)
                 log.info("graphql error: %s", error.message)
         if unexpected:
             super().process_errors(unexpected, execution_context)
@@ -80,7 +85,11 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
             parsing(limits.max_tokens),
             validation(
                 _document_rules(limits),
-                {OverlappingFieldsCanBeMergedRule: document_limits.overlap_rule(limits.overlap_budget)},
+                {
+                    OverlappingFieldsCanBeMergedRule: document_limits.overlap_rule(limits.overlap_budget),
+                    # Literal values: BAD_USER_INPUT naming the field (not graphql-core's generic check).
+                    ValuesOfCorrectTypeRule: TypedValues,
+                },
                 document_check(limits),
             ),
         ],

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from strawberry.dataloader import DataLoader
 from strawberry.types import Info as StrawberryInfo
 
+from .. import logs
 from ..analytics.events import ModelDownloadTotals, model_download_totals, model_totals
 from ..auth import Principal, require_principal
 from ..db import models as models_db
@@ -94,6 +95,7 @@ class Context:
             self.identity = await self.services.auth.authenticate(headers)
             self.identity_error = None
             if self.identity is not None:
+                logs.principal.set(self.identity.engineer)
                 transport = "websocket" if self.request.scope.get("type") == "websocket" else "http"
                 via = "token" if self.identity.token_id is not None else "header"
                 self.services.audit.first_sign_in(

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 import strawberry
-from graphql import GraphQLError
+from graphql import (
+    ArgumentNode,
+    DocumentNode,
+    GraphQLError,
+    GraphQLInputType,
+    ObjectFieldNode,
+    ValueNode,
+    VariableDefinitionNode,
+    VariableNode,
+    Visitor,
+    visit,
+)
+from graphql.language import BREAK, SKIP, VisitorAction
+from graphql.utilities.validate_input_value import validate_input_literal
+from graphql.validation import ValidationContext, ValuesOfCorrectTypeRule
 from pymongo.errors import ConnectionFailure, PyMongoError
 from strawberry.extensions import MaskErrors
 
@@ -229,9 +244,79 @@ def _request_error_code(error: GraphQLError) -> str:
     return "GRAPHQL_VALIDATION_FAILED"
 
 
-def label_error(error: GraphQLError) -> None:
+class TypedValues(ValuesOfCorrectTypeRule):
+    """The spec's rule for literals written in a document, whose errors are BAD_USER_INPUT and name the
+    argument or input field at fault (`filter.since`), like a variable's; a scalar's own complaint (a
+    ValueError from its parser) is kept as the message and not taken for a bug."""
+
+    def __init__(self, context: ValidationContext) -> None:
+        super().__init__(context)
+        self._names: list[str] = []
+
+    def enter_argument(self, node: ArgumentNode, *_args: Any) -> None:
+        self._names.append(node.name.value)
+
+    def leave_argument(self, node: ArgumentNode, *_args: Any) -> None:
+        self._names.pop()
+
+    def enter_variable_definition(self, node: VariableDefinitionNode, *_args: Any) -> None:
+        self._names.append("$" + node.variable.name.value)  # its default value
+
+    def leave_variable_definition(self, node: VariableDefinitionNode, *_args: Any) -> None:
+        self._names.pop()
+
+    def is_valid_value_node(self, node: ValueNode, input_type: GraphQLInputType | None) -> VisitorAction:
+        if input_type:
+
+            def on_error(error: GraphQLError, path: list[str | int]) -> None:
+                field = ".".join([*self._names, *(p for p in path if isinstance(p, str))])
+                extensions = {"code": "BAD_USER_INPUT", "field": field}
+                self.report_error(GraphQLError(error.message, error.nodes or node, extensions=extensions))
+
+            validate_input_literal(node, input_type, on_error, None, None, self.context.hide_suggestions)
+        return SKIP
+
+
+_VARIABLE_ERROR = re.compile(r"Variable '\$(\w+)' (?:has invalid value(?: at ([^:]*))?:)?")
+
+
+def _variable_field(document: DocumentNode, message: str) -> str | None:
+    """The argument or input field a variable's value was given for (`filter.since` for `$f` at
+    `.since` in `downloads(filter: $f)`), from a variable coercion error's message."""
+    found = _VARIABLE_ERROR.match(message)
+    if found is None:
+        return None
+    name, inner = found.group(1), re.findall(r"\.(\w+)", found.group(2) or "")
+    names: list[str] = []
+    usage: list[str] = []
+
+    class Uses(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_args: Any) -> None:
+            names.append(node.name.value)
+
+        def leave_argument(self, node: ArgumentNode, *_args: Any) -> None:
+            names.pop()
+
+        def enter_object_field(self, node: ObjectFieldNode, *_args: Any) -> None:
+            names.append(node.name.value)
+
+        def leave_object_field(self, node: ObjectFieldNode, *_args: Any) -> None:
+            names.pop()
+
+        def enter_variable(self, node: VariableNode, *_args: Any) -> VisitorAction:
+            if node.name.value == name and names:
+                usage.extend(names)
+                return BREAK
+            return None
+
+    visit(document, Uses())
+    return ".".join([*(usage or ["$" + name]), *inner])
+
+
+def label_error(error: GraphQLError, document: DocumentNode | None = None) -> None:
     """Gives an expected top-level error the `extensions.code` clients branch on: a domain error's own
-    code (and field), or the kind of pre-execution failure."""
+    code (and field), or the kind of pre-execution failure (with the argument or input field at fault
+    when a variable's value was wrong, found in `document`)."""
     if (error.extensions or {}).get("code"):
         return
     original = error.original_error
@@ -243,7 +328,10 @@ def label_error(error: GraphQLError) -> None:
         error.message = errors.OUTAGE_MESSAGES[code]  # the driver's text names hosts and paths: never sent
         error.extensions = {**(error.extensions or {}), "code": code}
     elif error.path is None:
-        error.extensions = {**(error.extensions or {}), "code": _request_error_code(error)}
+        code = _request_error_code(error)
+        field = _variable_field(document, error.message) if code == "BAD_USER_INPUT" and document else None
+        named = {"field": field} if field else {}
+        error.extensions = {**(error.extensions or {}), "code": code, **named}
 
 
 class MaskUnexpectedErrors(MaskErrors):
@@ -261,8 +349,9 @@ class MaskUnexpectedErrors(MaskErrors):
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
+        document = self.execution_context.graphql_document
         for error in processed:
-            label_error(error)
+            label_error(error, document)
         return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:

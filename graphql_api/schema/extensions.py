@@ -12,6 +12,8 @@ from graphql import DocumentNode, GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.types import ExecutionContext
 
+from .. import logs
+from ..tracing import Tracing
 from . import audit
 from .errors import MaskUnexpectedErrors
 from .guards import RequestGuards
@@ -85,27 +87,64 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
+        ctx = self.execution_context
         try:
-            yield from super().on_operation()
+            yield from self._traced(ctx, started)
         except Exception as exc:  # a request guard's refusal passes through here before it becomes a result
-            audit.record_operation(self.execution_context, exc)
+            audit.record_operation(ctx, exc)
             raise
-        record_operation(self.execution_context, started)
-        audit.record_operation(self.execution_context)
+        audit.record_operation(ctx)
+
+    def _traced(self, ctx: ExecutionContext, started: float) -> Iterator[None]:
+        tracing = _tracing_of(ctx)
+        if tracing is None:
+            yield from super().on_operation()
+            record_operation(ctx, started)
+            return
+        # Name, type and outcome only: never the document or its variables.
+        with tracing.tracer.start_as_current_span("graphql.operation") as span:
+            yield from super().on_operation()
+            record_operation(ctx, started)
+            operation_type, outcome = operation_facts(ctx)
+            name = ctx.operation_name or "(anonymous)"
+            span.update_name(f"{operation_type} {name}")
+            attributes = {
+                "graphql.operation.type": operation_type,
+                "graphql.operation.name": name,
+                "modelhub.outcome": outcome,
+            }
+            span.set_attributes(attributes | ({} if self.cost is None else {"modelhub.cost": self.cost}))
+
+    def on_execute(self) -> Iterator[None]:
+        # Parsed by now: the log lines of the rest of the request name the operation.
+        # Left set: the access log line, written after the response, names the operation too (each request
+        # runs in a task of its own, so it does not outlive the request).
+        logs.operation.set(self.execution_context.operation_name or "(anonymous)")
+        yield from super().on_execute()
 
 
-def record_operation(ctx: ExecutionContext, started: float) -> None:
-    """Counts an operation by type, allowlisted name and outcome (errors count though HTTP says 200)."""
-    services = getattr(ctx.context, "services", None)
-    if services is None:
-        return
-    metrics = services.metrics
+def _tracing_of(ctx: ExecutionContext) -> Tracing | None:
+    app = getattr(getattr(ctx.context, "request", None), "app", None)
+    return getattr(getattr(app, "state", None), "tracing", None)
+
+
+def operation_facts(ctx: ExecutionContext) -> tuple[str, str]:
+    """The operation's type and outcome (errors count though HTTP says 200)."""
     try:
         operation_type = ctx.operation_type.value
     except Exception:  # the document did not parse, so it has no operation type
         operation_type = "unknown"
-    name = metrics.operation_label(ctx.operation_name)
     errors = ctx.result.errors if ctx.result is not None else None
-    outcome = "error" if errors or ctx.result is None else "success"
+    return operation_type, "error" if errors or ctx.result is None else "success"
+
+
+def record_operation(ctx: ExecutionContext, started: float) -> None:
+    """Counts an operation by type, allowlisted name and outcome."""
+    services = getattr(ctx.context, "services", None)
+    if services is None:
+        return
+    metrics = services.metrics
+    operation_type, outcome = operation_facts(ctx)
+    name = metrics.operation_label(ctx.operation_name)
     metrics.operations.labels(operation_type, name, outcome).inc()
     metrics.operation_duration.labels(operation_type, name).observe(time.perf_counter() - started)

@@ -9,6 +9,7 @@ import pymongo
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from ..documents import utcnow
 from ..errors import DomainError
 from .context import Context
 from .cost import operation_cost
@@ -29,6 +30,8 @@ class CostLimitExceeded(DomainError):
 class RequestGuards(SchemaExtension):
     """Runs before execution (after parsing and validation): a refused operation executes nothing."""
 
+    cost: int | None = None
+
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
         context = ctx.context
@@ -41,6 +44,7 @@ class RequestGuards(SchemaExtension):
         principal = context.principal  # raises Unauthenticated: every operation needs a caller
         if ctx.graphql_document is not None:
             cost = operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables)
+            self.cost = cost  # for the operation's trace span
             if cost > settings.max_query_cost:
                 raise CostLimitExceeded(cost, settings.max_query_cost)
             if operation is OperationType.MUTATION:
@@ -51,6 +55,7 @@ class RequestGuards(SchemaExtension):
             yield
             return
         context.cached_reads = operation is OperationType.QUERY
+        started = utcnow()
         # PyMongo's client-side operation timeout: every call made while executing shares one deadline,
         # and the server is told the time left (maxTimeMS) so it stops working when the client gives up.
         try:
@@ -58,7 +63,7 @@ class RequestGuards(SchemaExtension):
                 yield
         finally:
             if operation is OperationType.MUTATION:
-                services.models.clear()  # this caller's next query reads what its mutation wrote
+                services.models.wrote(started)  # this caller's next query reads what its mutation wrote
 
 
 def _root_fields(document: object, operation_name: str | None) -> int:

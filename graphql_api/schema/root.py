@@ -212,6 +212,7 @@ class Query(TokenQueries, AuditQueries):
     @strawberry.field(description="Models (one per name), newest first by default.")
     async def models(
         self,
+        info: Info,
         filter: Annotated[ModelFilter | None, strawberry.argument(description="Which models.")] = None,
         order_by: Annotated[
             ModelOrder | None, strawberry.argument(description="Default: CREATED_AT DESC.")
@@ -230,7 +231,8 @@ class Query(TokenQueries, AuditQueries):
         window = DownloadWindow(downloads_since, downloads_until)
         query = (filter or ModelFilter()).to_query()
         order = order_by.to_order() if order_by else queries.ModelOrder()
-        page = await registry.list_models(query, order, page_request(first, after, last, before), window)
+        request = page_request(first, after, last, before)
+        page = await registry.list_models(query, order, request, window, info.context.model_cache)
         edges = [
             ModelEdge(node=Model.from_doc(d), cursor=c, window_downloads=page.window_downloads.get(d.id))
             for d, c in page.items

@@ -14,7 +14,10 @@ MAX_LONG = 2**63 - 1
 def _parse_long(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("Long must be an integer")
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"Long must be an integer; got {str(value)[:40]!r}") from None
     if not -MAX_LONG - 1 <= number <= MAX_LONG:
         raise ValueError("Long must fit in 64 bits")
     return number

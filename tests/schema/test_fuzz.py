@@ -1,9 +1,11 @@
 """Schemathesis fuzzes every root field over HTTP with an ADMIN token (about 1,000 cases): no input may
 cause an unexpected (masked) error or a 5xx; nested fragment spreads of every shape are answered or refused
-at once."""
+at once. hypothesis-graphql writes every argument inline (literals), so each case is also sent with its
+arguments lifted into variables: both forms a client can send."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -11,6 +13,21 @@ import httpx
 import pytest
 import schemathesis
 import schemathesis.graphql
+from graphql import (
+    ArgumentNode,
+    NameNode,
+    OperationDefinitionNode,
+    TypeInfo,
+    TypeInfoVisitor,
+    VariableDefinitionNode,
+    VariableNode,
+    Visitor,
+    parse,
+    parse_type,
+    print_ast,
+    value_from_ast_untyped,
+    visit,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +41,42 @@ schemathesis.graphql.scalar(
     "JSON", (st.text(max_size=8).map(nodes.String)) | st.integers(-1000, 1000).map(nodes.Int)
 )
 
-SCHEMA = schemathesis.graphql.from_dict({"data": build_schema().introspect()})
+GRAPHQL_SCHEMA = build_schema()
+SCHEMA = schemathesis.graphql.from_dict({"data": GRAPHQL_SCHEMA.introspect()})
+
+
+def lifted(query: str) -> tuple[str, dict[str, Any]]:
+    """`query` with every argument's literal value passed as a variable of the argument's type instead."""
+    document = parse(query)
+    type_info = TypeInfo(GRAPHQL_SCHEMA._schema)
+    variables: dict[str, Any] = {}
+    definitions: list[VariableDefinitionNode] = []
+
+    class Lift(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_args: Any) -> ArgumentNode | None:
+            argument = type_info.get_argument()
+            if argument is None or isinstance(node.value, VariableNode):
+                return None
+            name = NameNode(value=f"v{len(variables)}")
+            variables[name.value] = value_from_ast_untyped(node.value)
+            definitions.append(
+                VariableDefinitionNode(variable=VariableNode(name=name), type=parse_type(str(argument.type)))
+            )
+            return ArgumentNode(name=node.name, value=VariableNode(name=name))
+
+        def leave_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> Any:
+            declared = (*(node.variable_definitions or ()), *definitions)
+            return dataclasses.replace(node, variable_definitions=declared)
+
+    return print_ast(visit(document, TypeInfoVisitor(type_info, Lift()))), variables
+
+
+def test_lifting_keeps_the_values() -> None:
+    """A lifted query passes the same values as variables of the arguments' types."""
+    query, variables = lifted('{ downloads(filter: {since: "2026-01-01T00:00:00Z", statuses: [COMPLETED]}, first: 3) '
+                              "{ totalCount } }")  # fmt: skip
+    assert variables == {"v0": {"since": "2026-01-01T00:00:00Z", "statuses": ["COMPLETED"]}, "v1": 3}
+    assert "($v0: DownloadFilter, $v1: Int)" in query and "downloads(filter: $v0, first: $v1)" in query
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +97,13 @@ def fuzz_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any
 def test_no_input_breaks_the_server(case: Any, fuzz_server: httpx.Client) -> None:
     """Whatever the arguments, the answer is data or a typed error: never a 5xx, a masked bug or a traceback."""
     body = {"query": case.body} if isinstance(case.body, str) else case.body
-    resp = fuzz_server.post("/graphql", json=body)
-    assert resp.status_code in (200, 400), resp.text
-    assert "Traceback" not in resp.text
-    for error in resp.json().get("errors") or []:
-        assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", (case.body, error)
+    query, variables = lifted(body["query"])
+    for sent in (body, {"query": query, "variables": variables}):
+        resp = fuzz_server.post("/graphql", json=sent)
+        assert resp.status_code in (200, 400), resp.text
+        assert "Traceback" not in resp.text
+        for error in resp.json().get("errors") or []:
+            assert error.get("extensions", {}).get("code") != "INTERNAL_SERVER_ERROR", (sent, error)
 
 
 LEAVES = [
