@@ -12,12 +12,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Literal
 
 from .db import tokens as tokens_db
 from .documents import ApiToken, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
-from .roles import Role
+from .roles import ProjectRole, Role
 from .validation import validate_name
 
 ENGINEER_HEADER = "x-engineer-id"
@@ -26,23 +27,40 @@ TOKEN_PREFIX = "mh_"
 _ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
 AuthMode = Literal["header", "token"]
+NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
+
+
+def frozen_grants(grants: Mapping[str, ProjectRole] | None = None) -> Mapping[str, ProjectRole]:
+    """An immutable copy of project name -> role."""
+    return MappingProxyType(dict(grants)) if grants else NO_GRANTS
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller as recorded on registrations and download events, with what it may do."""
+    """The caller as recorded on registrations and download events, with what it may do: `role` is its GLOBAL
+    role (None: none, only its project `grants`), `grants` its role per project name."""
 
     engineer: str
-    role: Role = Role.ENGINEER
+    role: Role | None = Role.ENGINEER
     # The token it came from (its record id) and when that token expires: tickets and links issued to the
     # principal carry the id and die with the token; a WebSocket re-checks the token by then at the latest.
     token_id: str | None = field(default=None, compare=False)
     expires_at: datetime | None = field(default=None, compare=False)
+    grants: Mapping[str, ProjectRole] = field(default_factory=lambda: NO_GRANTS, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.grants, MappingProxyType):
+            object.__setattr__(self, "grants", frozen_grants(self.grants))
 
     def require(self, role: Role, action: str) -> None:
-        """Forbidden unless this principal's role is at least `role`."""
-        if RANK[self.role] < RANK[role]:
-            raise Forbidden(f"{action} needs the {role.value} role; {self.engineer} is {self.role.value}")
+        """Forbidden unless this principal's GLOBAL role is at least `role`."""
+        if self.role is None or RANK[self.role] < RANK[role]:
+            held = self.role.value if self.role is not None else "without a global role"
+            raise Forbidden(f"{action} needs the {role.value} role; {self.engineer} is {held}")
+
+    def project_role(self, project: str) -> ProjectRole | None:
+        """Its role in `project` by grant (None: no grant; the global role is not folded in)."""
+        return self.grants.get(project)
 
     @property
     def is_admin(self) -> bool:
