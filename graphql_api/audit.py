@@ -22,7 +22,7 @@ from .documents import AuditEvent, AuditKind, utcnow
 from .errors import Forbidden
 from .metrics import Metrics
 from .pagination import Page, PageRequest
-from .roles import Role
+from .roles import ProjectRole, Role
 
 log = logging.getLogger("modelhub.audit")
 
@@ -170,12 +170,18 @@ async def record_now(record: AuditEvent) -> None:
 
 
 def readable_projects(principal: Principal) -> Collection[str] | None:
-    """Whose records `principal` may read: None for every record (ADMIN), else the projects it maintains;
-    FORBIDDEN when it may read none. The one place the MAINTAINER rule lives: until per-project grants
-    exist, only ADMIN reads the trail (a project MAINTAINER will read the records of its projects)."""
+    """Whose records `principal` may read: None for every record (a global ADMIN), else the projects it
+    holds MAINTAINER on (records about other projects, and those about no project, such as sign-ins and
+    token changes, stay hidden); FORBIDDEN when it maintains none. The one place this rule lives."""
     if principal.role is Role.ADMIN:
         return None
-    raise Forbidden(f"reading the audit trail needs the ADMIN role; {principal.engineer} is not an ADMIN")
+    maintained = sorted(p for p, role in principal.grants.items() if role is ProjectRole.MAINTAINER)
+    if maintained:
+        return maintained
+    raise Forbidden(
+        f"reading the audit trail needs the ADMIN role or MAINTAINER of a project; {principal.engineer} "
+        "has neither"
+    )
 
 
 async def list_events(principal: Principal, flt: AuditFilter, request: PageRequest) -> Page[AuditEvent]:
