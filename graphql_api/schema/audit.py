@@ -254,7 +254,8 @@ class AuditFilterInput:
 class AuditQueries:
     @strawberry.field(
         description="The audit trail, newest first: every mutation, token change, refused attempt and first "
-        "sign-in (ADMIN: every record; others are refused FORBIDDEN). Kept MODELHUB_AUDIT_RETENTION_DAYS."
+        "sign-in. An ADMIN reads every record, a project MAINTAINER the records about its projects; anyone "
+        "else is refused FORBIDDEN. Records are kept MODELHUB_AUDIT_RETENTION_DAYS."
     )
     async def audit_events(
         self,
