@@ -97,7 +97,8 @@ class Context:
             if self.identity is not None:
                 logs.principal.set(self.identity.engineer)
                 transport = "websocket" if self.request.scope.get("type") == "websocket" else "http"
-                via = "token" if self.identity.token_id is not None else "header"
+                # An API token, else how the authenticator knows callers (header; oidc for JWTs).
+                via = "token" if self.identity.token_id is not None else self.services.auth.mode
                 self.services.audit.first_sign_in(
                     self.identity.engineer, client_address(self.request), transport, via
                 )
