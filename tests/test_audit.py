@@ -25,6 +25,7 @@ from graphql_api.documents import utcnow
 from graphql_api.downloads import TICKET_PURPOSE
 from graphql_api.roles import Role
 from graphql_api.schema import build_schema
+from graphql_api.schema.audit import target_of
 from tests.servers import LiveServer, Stores, Subscriber, eventually, make_settings
 
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
@@ -176,6 +177,17 @@ async def test_rate_limited_mutations_are_recorded(mongo_uri: str, tmp_path: Pat
     assert [(d.principal, d.action, d.kind.value) for d, _ in page.items] == [
         ("eve", "updateModel", "REFUSED")
     ] * codes.count("RATE_LIMITED")
+
+
+def test_targets_are_read_from_the_input_or_the_arguments() -> None:
+    """A model, token or upload named by the input is the target; a grant's principal is, with its project."""
+    grant = {"input": {"projectName": "vision", "principal": "bob", "role": "ENGINEER"}}
+    assert target_of(grant) == ("bob", "vision")
+    assert target_of({"input": {"projectName": "vision", "visibility": "PRIVATE"}}) == ("vision", "vision")
+    assert target_of({"input": {"name": "ci", "principal": "bot"}}) == ("ci", None)
+    assert target_of({"input": {"uploadId": "u1", "partEtags": []}}) == ("u1", None)
+    assert target_of({"name": "m", "version": 3}) == ("m", None)
+    assert target_of({}) == (None, None)
 
 
 def _first(n: int) -> Any:

@@ -98,7 +98,8 @@ async def ensure_retention(days: int) -> None:
     and changed in place when the setting changes (see db/common.ensure_ttl; SecantusDB 0.7 sweeps TTL
     indexes every 60 s as MongoDB does)."""
     collection = AuditEvent.get_pymongo_collection()
-    await ensure_ttl(collection, "at", RETENTION_INDEX, days * 86_400)
+    # Every record has a transport; no query constrains it (see ensure_ttl on why the index is partial).
+    await ensure_ttl(collection, "at", RETENTION_INDEX, days * 86_400, {"transport": {"$gte": ""}})
     await ensure_ttl(collection.database[PRINCIPALS], "first_seen_at", RETENTION_INDEX, days * 86_400)
 
 

@@ -84,7 +84,9 @@ async def ensure_retention(days: int) -> None:
     TTL monitor deletes them (MongoDB's every 60 s; SecantusDB 0.7 runs a sweeper of its own on the same
     period and honours the index and collMod alike), so a deleted event may outlive the horizon by a minute.
     The rollups are not touched: they keep the figures."""
-    await ensure_ttl(DownloadEvent.get_pymongo_collection(), "started_at", RETENTION_INDEX, days * 86_400)
+    collection = DownloadEvent.get_pymongo_collection()
+    # Every event has a size; no query ranges over it (see ensure_ttl on why the index is partial).
+    await ensure_ttl(collection, "started_at", RETENTION_INDEX, days * 86_400, {"size_bytes": {"$gte": 0}})
 
 
 async def retention_seconds() -> int | None:

@@ -138,6 +138,17 @@ async def aged(mongo_uri: str, tmp_path: Path) -> AsyncIterator[tuple[GraphQLCli
             yield GraphQLClient(http), events
 
 
+def rounded(value: Any) -> Any:
+    """`value` with every float to 9 significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
 def rows_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = answer["downloadStats"]["rows"]
     return rows
@@ -156,11 +167,12 @@ async def test_every_stats_shape_answers_the_same_after_events_expire(
     assert after.keys() == before.keys()
     for key in before:
         assert after[key] == before[key], key
-    # Rebuilding the rollups from what is kept leaves the days past the horizon as they were.
+    # Rebuilding the rollups from what is kept leaves the days past the horizon as they were (float sums
+    # of rebuilt buckets may differ in their last bits: they are added in another order).
     await rebuild_rollups(horizon=HORIZON)
     rebuilt = await answers(gql)
     for key in before:
-        assert rebuilt[key] == before[key], key
+        assert rounded(rebuilt[key]) == rounded(before[key]), key
 
     kept = [e for e in events if e["started_at"] >= HORIZON]
     # The rollups keep every figure: all time, grand total, counts the expired events too.

@@ -16,6 +16,7 @@ from graphql_api.auth import Principal
 from graphql_api.db import audit as audit_db
 from graphql_api.db import connect
 from graphql_api.db.audit import AuditFilter
+from graphql_api.db.common import indexes_used
 from graphql_api.documents import AuditEvent, AuditKind, utcnow
 from graphql_api.errors import Forbidden
 from graphql_api.metrics import Metrics
@@ -140,3 +141,13 @@ async def test_a_full_queue_drops_records_and_counts_them(database: None) -> Non
     assert signs == [("dave", "oidc", "websocket")]
     assert value(metrics, "modelhub_audit_records_total", kind="MUTATION") == 3
     assert value(metrics, "modelhub_audit_records_total", kind="SIGN_IN") == 1
+
+
+async def test_pages_use_the_time_index_not_the_ttl_one(database: None) -> None:
+    """A page's time range runs on the (at, _id) index: the TTL index, partial, is never the planner's pick."""
+    await audit_db.ensure_retention(365)
+    collection = AuditEvent.get_pymongo_collection()
+    since = utcnow() - timedelta(days=1)
+    plan = await collection.find({"at": {"$gte": since}}).sort([("at", -1), ("_id", -1)]).limit(5).explain()
+    assert indexes_used(plan) == {"at"}
+    assert await audit_db.retention_seconds() == 365 * 86_400
