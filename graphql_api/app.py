@@ -40,11 +40,13 @@ from .config import Settings
 from .db import audit as audit_db
 from .db import connect
 from .db import events as events_db
+from .documents import AuditEvent, AuditKind
 from .errors import DomainError
 from .health import Health, Watch, pause
 from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
+from .http.caller import client_address
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import (
     BodyLimit,
@@ -144,6 +146,16 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         context.credentials = headers  # re-checked before each operation and while the socket lives
         await context.authenticate(headers)
         if context.identity is None:
+            code = context.identity_error.code if context.identity_error else "UNAUTHENTICATED"
+            context.services.audit.record(
+                AuditEvent(
+                    kind=AuditKind.REFUSED,
+                    action="connection_init",
+                    outcome=code,
+                    client_address=client_address(context.request),
+                    transport="websocket",
+                )
+            )
             raise ConnectionRejectionError({"reason": "authenticate in connection_init"})
         accepted: UnsetType = UNSET
         return accepted

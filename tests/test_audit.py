@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -310,3 +311,36 @@ def test_cli_token_changes_are_recorded_and_listed(tmp_path: Path, mongo_uri: st
     assert [json.loads(line)["action"] for line in only.stdout.splitlines()] == ["token create"]
     table = run("audit")
     assert table.returncode == 0 and "token revoke" in table.stdout
+
+
+async def test_a_refused_websocket_connection_is_recorded(mongo_uri: str, tmp_path: Path) -> None:
+    """A WebSocket whose connection_init carries no valid token is refused, and the refusal recorded."""
+    from pymongo import MongoClient
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    settings = make_settings("local", mongo_uri, None, tmp_path / "ws", auth="token")
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        with LiveServer(settings) as server:
+            url = server.url.replace("http://", "ws://") + "/graphql"
+            ws = await connect(url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+            await ws.send(
+                json.dumps({"type": "connection_init", "payload": {"Authorization": "Bearer mh_nope"}})
+            )
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+
+            async def recorded() -> Any:
+                found = client[settings.mongo_db]["audit_events"].find_one({"action": "connection_init"})
+                return found
+
+            row = await eventually(recorded)
+        assert (row["kind"], row["outcome"], row["transport"], row["principal"]) == (
+            "REFUSED",
+            "UNAUTHENTICATED",
+            "websocket",
+            None,
+        )
+    finally:
+        client.close()
