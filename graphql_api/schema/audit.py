@@ -138,9 +138,10 @@ def _record(
     for field in _root_fields(document, operation.selection_set):
         key = field.alias.value if field.alias else field.name.value
         code = by_key.get(key) or whole
+        noted, noted_project = context.audit_outcomes.get(key, (None, None))
         if is_mutation:
             answered = isinstance(data, Mapping) and data.get(key) is not None
-            outcome = context.audit_outcomes.get(key) or code or ("OK" if answered else "ERROR")
+            outcome = noted or code or ("OK" if answered else "ERROR")
             kind = AuditKindValue.REFUSED if outcome in REFUSALS else AuditKindValue.MUTATION
         elif code in REFUSALS:
             outcome, kind = code, AuditKindValue.REFUSED
@@ -150,6 +151,7 @@ def _record(
             a.name.value: value_from_ast_untyped(a.value, ctx.variables) for a in field.arguments or ()
         }
         target, project = target_of(arguments)
+        project = project or noted_project
         name = field.name.value
         record = AuditRecord(
             kind=kind,

@@ -48,8 +48,9 @@ class Context:
     cached_reads: bool = False
     # A WebSocket's credentials (its headers with `connection_init` over them), re-checked while it lives.
     credentials: dict[str, str] | None = None
-    # Root mutation field (response key) → its outcome for the audit trail (see schema/audit.py).
-    audit_outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Root mutation field (response key) → its outcome and its result's project, for the audit trail (see
+    # schema/audit.py).
+    audit_outcomes: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     def for_operation(self) -> Context:
         """A fresh context for one operation on a WebSocket, with the socket's caller as last checked:

@@ -188,17 +188,18 @@ def expected_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
                 raise
             _note_outcome(kwargs.get("info"), exc.code)
             return cast(R, member)
-        _note_outcome(kwargs.get("info"), _type_name(result))
+        _note_outcome(kwargs.get("info"), _type_name(result), getattr(result, "project_name", None))
         return result
 
     return wrapper
 
 
-def _note_outcome(info: Any, outcome: str) -> None:
-    """Tells the audit trail (schema/audit.py) how this root mutation field ended."""
+def _note_outcome(info: Any, outcome: str, project: object = None) -> None:
+    """Tells the audit trail (schema/audit.py) how this root mutation field ended, and the project of the
+    model or version it returned (so the trail need not look it up)."""
     outcomes = getattr(getattr(info, "context", None), "audit_outcomes", None)
     if outcomes is not None and info.path.prev is None:
-        outcomes[str(info.path.key)] = outcome
+        outcomes[str(info.path.key)] = (outcome, project if isinstance(project, str) else None)
 
 
 def _type_name(value: object) -> str:
