@@ -19,12 +19,12 @@ import pytest
 from starlette.applications import Starlette
 
 from graphql_api.app import create_app
-from graphql_api.auth import create_token
+from graphql_api.auth import Principal, create_token
 from graphql_api.config import Settings
 from graphql_api.db import audit as audit_db
 from graphql_api.documents import utcnow
 from graphql_api.downloads import TICKET_PURPOSE
-from graphql_api.roles import Role
+from graphql_api.roles import ProjectRole, Role
 from graphql_api.schema import build_schema
 from graphql_api.schema.audit import target_of
 from tests.servers import LiveServer, Stores, Subscriber, eventually, make_settings
@@ -344,3 +344,31 @@ async def test_a_refused_websocket_connection_is_recorded(mongo_uri: str, tmp_pa
         )
     finally:
         client.close()
+
+
+async def test_a_project_maintainer_reads_its_projects_records(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A principal holding MAINTAINER on a project (and no global role) reads that project's records only:
+    not other projects', not sign-ins or token changes."""
+    await world.gql("alice", REGISTER, {"n": "m", "k": "m.bin", "b": "bucket-a"})
+    await world.gql("alice", 'mutation { updateModel(input: {name: "m", tags: ["a"]}) { __typename } }')
+    other = 'mutation { registerModel(input: {name: "n", projectName: "nlp", bucket: "bucket-a", key: "m.bin"}) { __typename } }'
+    await world.gql("alice", other)
+    await world.gql("admin", 'mutation { createToken(input: {name: "ci", principal: "bot"}) { __typename } }')
+    auth = world.app.state.services.auth
+    real = auth.authenticate
+    mia = Principal("mia", None, grants={"vision": ProjectRole.MAINTAINER, "nlp": ProjectRole.READER})
+
+    async def authenticate(headers: Any) -> Any:
+        return mia if headers.get("authorization") == "Bearer mia" else await real(headers)
+
+    monkeypatch.setattr(auth, "authenticate", authenticate)
+    await world.app.state.services.audit.flush()
+    page = await world.gql("mia", AUDIT, {"first": 100})
+    rows = page["data"]["auditEvents"]["nodes"]
+    assert sorted((r["action"], r["project"]) for r in rows) == [
+        ("registerModel", "vision"),
+        ("updateModel", "vision"),
+    ]
+    assert (await world.gql("mia", AUDIT, {"f": {"project": "nlp"}}))["data"]["auditEvents"]["nodes"] == []
