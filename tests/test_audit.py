@@ -372,3 +372,10 @@ async def test_a_project_maintainer_reads_its_projects_records(
         ("updateModel", "vision"),
     ]
     assert (await world.gql("mia", AUDIT, {"f": {"project": "nlp"}}))["data"]["auditEvents"]["nodes"] == []
+
+
+async def test_documents_refused_before_execution_are_not_recorded(world: World) -> None:
+    """A mutation document that fails validation ran nothing and names nobody: it leaves no record."""
+    body = await world.gql(None, 'mutation { updateModel(input: {name: "m", nope: 1}) { __typename } }')
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert [r for r in await world.records() if r["kind"] != "SIGN_IN"] == []

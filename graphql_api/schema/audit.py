@@ -124,6 +124,8 @@ def _record(
     whole = next((_code(e) for e in errors if not e.path), None)
     if isinstance(raised, DomainError):
         whole = raised.code
+    elif whole is not None and whole not in REFUSALS:
+        return  # refused while parsing or validating (before authentication): nothing was attempted
     by_key: dict[str, str] = {}
     for error in errors:
         if error.path:
