@@ -140,7 +140,8 @@ def _record(
     for field in _root_fields(document, operation.selection_set):
         key = field.alias.value if field.alias else field.name.value
         code = by_key.get(key) or whole
-        noted, noted_project = context.audit_outcomes.get(key, (None, None))
+        # Popped: the operations of a batched request share one context.
+        noted, noted_project = context.audit_outcomes.pop(key, (None, None))
         if is_mutation:
             answered = isinstance(data, Mapping) and data.get(key) is not None
             outcome = noted or code or ("OK" if answered else "ERROR")
