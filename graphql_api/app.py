@@ -34,15 +34,20 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, oidc, operations, uploads
 from .analytics import feed
+from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
 from .config import Settings
+from .db import audit as audit_db
 from .db import connect
+from .db import events as events_db
+from .documents import AuditEvent, AuditKind
 from .errors import DomainError
 from .health import Health, Watch, pause
 from .http import assets, ui
 from .http import routes as routes_
 from .http.assets import GraphiQLPage
+from .http.caller import client_address
 from .http.errors import error_response, graphql_error_response
 from .http.middleware import (
     BodyLimit,
@@ -148,6 +153,16 @@ class ModelhubGraphQL(GraphQL[Context, None]):
         context.credentials = headers  # re-checked before each operation and while the socket lives
         await context.authenticate(headers)
         if context.identity is None:
+            code = context.identity_error.code if context.identity_error else "UNAUTHENTICATED"
+            context.services.audit.record(
+                AuditEvent(
+                    kind=AuditKind.REFUSED,
+                    action="connection_init",
+                    outcome=code,
+                    client_address=client_address(context.request),
+                    transport="websocket",
+                )
+            )
             raise ConnectionRejectionError({"reason": "authenticate in connection_init"})
         accepted: UnsetType = UNSET
         return accepted
@@ -315,6 +330,11 @@ def create_app(settings: Settings) -> Starlette:
                 metrics,
             )
             stack.push_async_callback(feed_hub.close)
+            # Retention: TTL indexes made (or their expiry changed) to match the settings.
+            await events_db.ensure_retention(settings.event_retention_days)
+            await audit_db.ensure_retention(settings.audit_retention_days)
+            audit_log = AuditLog(metrics, settings.audit_queue_records, settings.audit_retention_days)
+            stack.push_async_callback(audit_log.close, asyncio.create_task(audit_log.run()))
             app.state.services = Services(
                 settings=settings,
                 store=store,
@@ -335,6 +355,7 @@ def create_app(settings: Settings) -> Starlette:
                 models=model_cache,
                 feed=feed_hub,
                 projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
+                audit=audit_log,
             )
             if auth_mode != "header" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.

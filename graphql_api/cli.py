@@ -484,13 +484,16 @@ def rebuild_rollups(
     since: Annotated[datetime | None, typer.Option(help="Only the days from this date on (UTC).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
-    """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet)."""
+    """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet). Days
+    older than MODELHUB_EVENT_RETENTION_DAYS keep their rollups: their raw events may be gone."""
     from .analytics.rollups import rebuild_rollups as rebuild
+    from .analytics.stats import retention_horizon
 
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with _database({"data_dir": data_dir}) as (settings, uri):
         started = time.perf_counter()
-        buckets = asyncio.run(_with_db(uri, settings.mongo_db, rebuild(when)))
+        horizon = retention_horizon(settings.event_retention_days)
+        buckets = asyncio.run(_with_db(uri, settings.mongo_db, rebuild(when, horizon=horizon)))
     console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
 
 
@@ -521,6 +524,34 @@ def describe_roles(role: Role | None, grants: dict[str, ProjectRole]) -> str:
     parts = [role.value] if role else []
     parts += [f"{p}:{r.value}" for p, r in sorted(grants.items())]
     return " ".join(parts)
+
+
+async def _audited(action: str, target: str, work: Coroutine[Any, Any, T]) -> T:
+    """Runs a token change made straight on the database and records it in the audit trail (as the GraphQL
+    mutations are): who is the OS user running the CLI, the outcome OK or the error code."""
+    import getpass
+
+    from .audit import record_now
+    from .documents import AuditEvent, AuditKind
+    from .errors import DomainError
+
+    def record(outcome: str) -> AuditEvent:
+        return AuditEvent(
+            kind=AuditKind.TOKEN,
+            principal=f"cli:{getpass.getuser()}",
+            action=action,
+            target=target,
+            outcome=outcome,
+            transport="cli",
+        )
+
+    try:
+        result = await work
+    except DomainError as exc:
+        await record_now(record(exc.code))
+        raise
+    await record_now(record("OK"))
+    return result
 
 
 tokens_app = typer.Typer(help="Bearer tokens: create, list, revoke (straight on the database).")
@@ -570,14 +601,9 @@ def token_create(
         }:
             console.print(f"token {name!r} exists; kept")
             return
+        made = create_token(name, principal, role, "cli", expires_in_days, value, grants)
         try:
-            token, _ = asyncio.run(
-                _with_db(
-                    uri,
-                    settings.mongo_db,
-                    create_token(name, principal, role, "cli", expires_in_days, value, grants),
-                )
-            )
+            token, _ = asyncio.run(_with_db(uri, settings.mongo_db, _audited("token create", name, made)))
         except DomainError as exc:
             console.print(f"[red]{exc.code}[/red] {exc.message}")
             raise typer.Exit(1) from None
@@ -622,11 +648,61 @@ def token_revoke(
 
     with _database({"data_dir": data_dir}) as (settings, uri):
         try:
-            asyncio.run(_with_db(uri, settings.mongo_db, revoke_token(name)))
+            asyncio.run(_with_db(uri, settings.mongo_db, _audited("token revoke", name, revoke_token(name))))
         except DomainError as exc:
             console.print(f"[red]{exc.code}[/red] {exc.message}")
             raise typer.Exit(1) from None
     console.print(f"revoked {name!r}")
+
+
+@app.command("audit")
+def audit_list(
+    principal: Annotated[str | None, typer.Option(help="Only this principal's records.")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. createToken.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only records about this project.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome, e.g. FORBIDDEN.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="From this moment on (UTC unless it says).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many records.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """The audit trail, newest first (straight on the database, like `token`: whoever reaches it is an
+    ADMIN)."""
+    from .db.audit import AuditFilter
+
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    flt = AuditFilter(principal=principal, action=action, project=project, outcome=outcome, since=when)
+    with _database({"data_dir": data_dir}) as (settings, uri):
+        records = asyncio.run(_with_db(uri, settings.mongo_db, _audit_records(flt, limit)))
+    if as_json:
+        for r in records:
+            print(json.dumps(r, default=str))
+        return
+    from rich.table import Table
+
+    table = Table("at", "kind", "principal", "action", "target", "project", "outcome", "from")
+    for r in records:
+        table.add_row(
+            *(str(r[k] if r[k] is not None else "-") for k in ("at", "kind", "principal", "action")),
+            *(str(r[k] if r[k] is not None else "-") for k in ("target", "project", "outcome")),
+            f"{r['client_address'] or '-'} ({r['transport']})",
+        )
+    Console().print(table)
+
+
+async def _audit_records(flt: Any, limit: int) -> list[dict[str, Any]]:
+    from .db import audit as audit_db
+    from .pagination import MAX_PAGE, PageRequest
+
+    out: list[dict[str, Any]] = []
+    after: str | None = None
+    while len(out) < limit:
+        page = await audit_db.page(flt, PageRequest(first=min(MAX_PAGE, limit - len(out)), after=after), None)
+        out += [doc.model_dump(mode="json", exclude={"id", "revision_id"}) for doc, _ in page.items]
+        if not page.has_next or not page.items:
+            break
+        after = page.items[-1][1]
+    return out
 
 
 @app.command("export-schema")

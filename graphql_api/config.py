@@ -193,6 +193,15 @@ class Settings(BaseSettings):
 
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31
+    # Personal data: raw download events (who, what, when, from which address) are deleted this many days
+    # after they started (a TTL index on `started_at`, and a periodic delete where the database does not
+    # expire documents); the rollups keep the figures (see README "Teams, sign-on and privacy").
+    event_retention_days: int = Field(default=90, ge=1, le=36_500)
+    # Audit records are kept this many days (a TTL index on their time), then deleted the same way.
+    audit_retention_days: int = Field(default=365, ge=1, le=36_500)
+    # Audit records wait in a bounded in-memory queue for their insert; when it is full a record is dropped,
+    # logged and counted (modelhub_audit_records_dropped_total), never lost silently.
+    audit_queue_records: int = Field(default=10_000, ge=1)
     # When set, /metrics answers only `Authorization: Bearer <this token>` (401 otherwise); compose's
     # Prometheus sends it from observability/prometheus/metrics-token.
     metrics_token: SecretStr | None = None

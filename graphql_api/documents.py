@@ -324,6 +324,42 @@ class DownloadEvent(Document):
         ]
 
 
+class AuditKind(StrEnum):
+    """What an audit record is about."""
+
+    MUTATION = "MUTATION"  # a root mutation field, whatever its outcome
+    TOKEN = "TOKEN"  # a token made or revoked outside GraphQL (the CLI)
+    REFUSED = "REFUSED"  # a refused attempt: UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or a route's 401/403
+    SIGN_IN = "SIGN_IN"  # the first sign-in of a principal this server had not seen
+
+
+class AuditEvent(Document):
+    """One audit record: who did what to which target, with what outcome, when and from where. Written once
+    and never changed (db/audit.py offers no update); deleted only by its own retention."""
+
+    at: datetime = Field(default_factory=utcnow)
+    kind: AuditKind
+    principal: str | None = None
+    # The root field (`createToken`), the CLI command (`token create`) or the route (`GET /downloads`).
+    action: str
+    # The model, project, token, webhook or principal the action named, when it named one.
+    target: str | None = None
+    project: str | None = None
+    # The result union's type (`ModelVersion`, `InvalidInput`), a top-level error code, or `OK`.
+    outcome: str
+    client_address: str | None = None
+    transport: str  # "http", "websocket" or "cli"
+
+    class Settings:
+        name = "audit_events"
+        indexes = [
+            IndexModel([("at", DESCENDING), ("_id", DESCENDING)], name="at"),
+            IndexModel([("principal", ASCENDING), ("at", DESCENDING)], name="principal_at"),
+            IndexModel([("action", ASCENDING), ("at", DESCENDING)], name="action_at"),
+            IndexModel([("project", ASCENDING), ("at", DESCENDING)], name="project_at"),
+        ]
+
+
 class RollupFigures(BaseModel):
     """What a rollup bucket holds about its downloads, whatever the bucket's length and key."""
 
@@ -421,4 +457,5 @@ ALL_DOCUMENTS: list[type[Document]] = [
     HourlyRollup,
     DailyModelRollup,
     HourlyModelRollup,
+    AuditEvent,
 ]

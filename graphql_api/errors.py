@@ -23,6 +23,21 @@ class InvalidInput(DomainError):
         self.field = field
 
 
+class RangeBeyondRetention(InvalidInput):
+    """A question only raw events answer reaches back past the retention horizon, where raw events may be
+    gone (MODELHUB_EVENT_RETENTION_DAYS): answering it would depend on what has expired yet."""
+
+    code = "RANGE_BEYOND_RETENTION"
+
+    def __init__(self, field: str, horizon: str) -> None:
+        super().__init__(
+            field,
+            f"reaches past the retention horizon ({horizon}): raw download events older than that are "
+            "deleted, and this question (exact, or grouped or filtered by what only raw events keep) needs "
+            "them; start at or after the horizon, or ask without exact/ENGINEER/STATUS",
+        )
+
+
 class Forbidden(DomainError):
     """The caller may not do this (not the model's owner); a top-level error, not a union member."""
 

@@ -51,6 +51,10 @@ REGISTRATION_OUTCOMES = (
     "error",
 )
 OPERATION_TYPES = ("query", "mutation", "subscription", "unknown")
+# modelhub_audit_records_total's kinds (documents.AuditKind) and modelhub_audit_records_dropped_total's
+# reasons: the in-memory queue was full, or the insert failed.
+AUDIT_KINDS = ("MUTATION", "TOKEN", "REFUSED", "SIGN_IN")
+AUDIT_DROP_REASONS = ("queue_full", "write_failed")
 
 
 def multiprocess_dir() -> str | None:
@@ -174,6 +178,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.audit_records = Counter(
+            "modelhub_audit_records_total",
+            "Audit records written, by kind (MUTATION, TOKEN, REFUSED, SIGN_IN).",
+            ["kind"],
+            registry=r,
+        )
+        self.audit_dropped = Counter(
+            "modelhub_audit_records_dropped_total",
+            "Audit records lost (each also logged): the queue was full, or the insert failed.",
+            ["reason"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -207,6 +223,10 @@ class Metrics:
             self.persisted.labels(result)
         for result in MODEL_CACHE_RESULTS:
             self.model_cache_lookups.labels(result)
+        for kind in AUDIT_KINDS:
+            self.audit_records.labels(kind)
+        for reason in AUDIT_DROP_REASONS:
+            self.audit_dropped.labels(reason)
         for operation_type in OPERATION_TYPES:
             for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
                 self.operation_duration.labels(operation_type, name)

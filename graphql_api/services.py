@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .analytics.feed import Hub
+from .audit import AuditLog
 from .auth import Authenticator
 from .config import Settings
 from .limits import CostBudget, RateLimiter, ScanSlots
@@ -31,3 +32,4 @@ class Services:
     models: ModelCache
     feed: Hub
     projects: ProjectDirectory
+    audit: AuditLog

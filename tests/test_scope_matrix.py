@@ -333,6 +333,25 @@ async def q_grants(w: World, who: str) -> None:
         )
 
 
+async def q_audit_events(w: World, who: str) -> None:
+    query = "{ auditEvents(first: 100) { edges { node { project action outcome } } } }"
+    if who not in MAINTAINS_A:
+        code = await w.code(who, query)
+        assert code == ("UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"), (who, code)
+        return
+
+    async def records() -> list[dict[str, Any]]:
+        return [e["node"] for e in (await w.data(who, query))["auditEvents"]["edges"]]
+
+    # The world's set-up (registrations in A and B, the grant to am) reaches the trail off the request path.
+    assert await eventually(records, seconds=10), who
+    found = await records()
+    if who == "a_maintainer":  # A's records only: nothing about B, no sign-ins or token changes
+        assert {r["project"] for r in found} == {"A"}, found
+    else:
+        assert {"A", "B"} <= {r["project"] for r in found}, found
+
+
 def _mutation(field: str, input: str, select: str = "__typename ... on UserError { code message }") -> str:
     return f"mutation {{ {field}(input: {{{input}}}) {{ {select} }} }}"
 
@@ -517,6 +536,7 @@ QUERIES: dict[str, Check] = {
     "downloadSeries": q_download_series,
     "tokens": q_tokens,
     "grants": q_grants,
+    "auditEvents": q_audit_events,
 }
 MUTATIONS: dict[str, Check] = {
     "registerModel": m_register_model,

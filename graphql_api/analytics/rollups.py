@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..db import events as events_db
@@ -92,15 +92,23 @@ class RollupBuilder:
         return written
 
 
-async def rebuild_rollups(since: datetime | None = None, batch: int = 10_000) -> int:
+async def rebuild_rollups(
+    since: datetime | None = None, batch: int = 10_000, horizon: datetime | None = None
+) -> int:
     """Recomputes every kind of bucket from the raw events (all days, or the days from `since` on).
 
     A repair tool: buckets are written just after their event, so a crash between the two writes leaves a
     bucket one count behind. It replays events through `RollupBuilder` (the live path's own rules) and then
     replaces the buckets of the days it covered. Downloads finishing while it runs may be counted or not:
     run it when the service is quiet. Returns the number of buckets written.
+
+    With a retention `horizon` (raw events before it may be gone), only the days wholly after it are
+    rebuilt: the buckets of older days are the only figures left of them, and are kept as they are.
     """
     start = day_of(since) if since else None
+    if horizon is not None:
+        kept_from = day_of(horizon) if day_of(horizon) == horizon else day_of(horizon) + timedelta(days=1)
+        start = kept_from if start is None or start < kept_from else start
     builder = RollupBuilder()
     async for event in events_db.scan(EventQuery(since=start), batch):
         builder.add(event)

@@ -134,7 +134,9 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-async def download_series(scope: Scope, req: SeriesRequest, max_hour_range_days: int = 31) -> SeriesResult:
+async def download_series(
+    scope: Scope, req: SeriesRequest, max_hour_range_days: int = 31, horizon: datetime | None = None
+) -> SeriesResult:
     """The top `req.top` groups' series, an "other" series when more groups exist, and the totals."""
     req.validate()
     starts = buckets(req.since, req.until, req.interval, req.time_zone)
@@ -145,7 +147,9 @@ async def download_series(scope: Scope, req: SeriesRequest, max_hour_range_days:
     query = dataclasses.replace(req.query, since=req.since, until=req.until)
     base = StatsRequest(query=query, group_by=[req.by], time_zone=req.time_zone, order_by=metric)
 
-    ranked = await download_stats(scope, dataclasses.replace(base, limit=req.top), max_hour_range_days)
+    ranked = await download_stats(
+        scope, dataclasses.replace(base, limit=req.top), max_hour_range_days, horizon=horizon
+    )
     keys = [getattr(row, ROW_FIELDS[req.by]) for row in ranked.rows]
     index = {start: i for i, start in enumerate(starts)}
 
@@ -165,12 +169,16 @@ async def download_series(scope: Scope, req: SeriesRequest, max_hour_range_days:
         per_group = dataclasses.replace(
             base, query=only_top, interval=req.interval, limit=len(keys) * len(starts)
         )
-        page = await download_stats(scope, per_group, max_hour_range_days, max_limit=per_group.limit)
+        page = await download_stats(
+            scope, per_group, max_hour_range_days, max_limit=per_group.limit, horizon=horizon
+        )
         sources.append(page.source)
         found = bucketed(page.rows)
         series = [Series(key, False, found.get(key, [0] * len(starts))) for key in keys]
     everything = dataclasses.replace(base, group_by=[], interval=req.interval, limit=len(starts))
-    page = await download_stats(scope, everything, max_hour_range_days, max_limit=everything.limit)
+    page = await download_stats(
+        scope, everything, max_hour_range_days, max_limit=everything.limit, horizon=horizon
+    )
     sources.append(page.source)
     totals = bucketed(page.rows).get(None, [0] * len(starts))
     if ranked.total > len(keys):

@@ -11,7 +11,8 @@ from typing import Any
 from ..db import events as events_db
 from ..db import rollups as rollups_db
 from ..documents import DownloadMode, DownloadStatus
-from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource
+from ..errors import RangeBeyondRetention
+from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource, hour_of
 from ..scope import Scope
 from . import hybrid
 from .histograms import histogram_percentile
@@ -132,12 +133,56 @@ def source_for(req: StatsRequest) -> StatsSource:
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW
 
 
+def retention_horizon(retention_days: int | None, now: datetime | None = None) -> datetime | None:
+    """The oldest moment raw events are kept from (MODELHUB_EVENT_RETENTION_DAYS), or None: keep all."""
+    if retention_days is None:
+        return None
+    return (now or datetime.now(UTC)) - timedelta(days=retention_days)
+
+
+def within_retention(req: StatsRequest, source: StatsSource, horizon: datetime | None) -> StatsRequest:
+    """`req` as it may be answered once raw events older than `horizon` may be gone, by a rule that depends
+    on the horizon alone (never on what has expired yet), so a range answers the same before and after
+    its events expire:
+
+    - ROLLUP: whole days from the rollups, which keep the figures forever; unchanged.
+    - HYBRID: an end of the range older than the horizon is widened to its whole UTC hour (`since` back
+      to the hour's start, `until` on to its end), so the part past the horizon is read from hourly
+      buckets and no raw edge lies beyond it.
+    - RAW (exact, ENGINEER or STATUS groupings and filters, non-UTC buckets, byte filters): only kept
+      events answer. An open start means the horizon; a `since` or `until` before it is refused with
+      RANGE_BEYOND_RETENTION rather than answered from whatever has not expired yet."""
+    if horizon is None or source is StatsSource.ROLLUP:
+        return req
+    since, until = req.query.since, req.query.until
+    if source is StatsSource.HYBRID:
+        if since is not None and since < horizon:
+            since = hour_of(since)
+        if until is not None and until < horizon and hour_of(until) != until:
+            until = hour_of(until) + timedelta(hours=1)
+    else:
+        label = horizon.isoformat(timespec="seconds")
+        if since is not None and since < horizon:
+            raise RangeBeyondRetention("filter.since", label)
+        if until is not None and until <= horizon:
+            raise RangeBeyondRetention("filter.until", label)
+        since = since or horizon
+    if (since, until) == (req.query.since, req.query.until):
+        return req
+    return dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
+
+
 async def download_stats(
-    scope: Scope, req: StatsRequest, max_hour_range_days: int = 31, max_limit: int = MAX_STATS_LIMIT
+    scope: Scope,
+    req: StatsRequest,
+    max_hour_range_days: int = 31,
+    max_limit: int = MAX_STATS_LIMIT,
+    horizon: datetime | None = None,
 ) -> StatsPage:
     """`downloadStats`: from rollups when they can answer exactly (counts, bytes), from rollups and the raw
     edges for a range off midnights, else from raw events. `max_limit` is for callers inside the server
-    (`downloadSeries` reads every row of its range at once)."""
+    (`downloadSeries` reads every row of its range at once); `horizon` is where raw events may have expired
+    (see `within_retention`)."""
     req.validate(max_hour_range_days, max_limit)
     narrowed = scope.events(req.query)
     source = source_for(req)
@@ -145,6 +190,7 @@ async def download_stats(
         return StatsPage([], 0, source, req.offset)
     req = dataclasses.replace(req, query=narrowed)
     source = source_for(req)
+    req = within_retention(req, source, horizon)
     if source is StatsSource.RAW:
         first = None if req.query.since is not None else await rollups_db.first_day()
         docs = await events_db.stats(req, first)

@@ -187,3 +187,46 @@ def indexes_used(explain: Any) -> set[str]:
         for value in explain:
             found |= indexes_used(value)
     return found
+
+
+async def ensure_ttl(
+    collection: Any, field: str, name: str, seconds: int, partial: Condition | None = None
+) -> None:
+    """A TTL index `name` on `field` deleting documents `seconds` after that time: created when missing,
+    its `expireAfterSeconds` changed in place (collMod) when the setting changed, so a restart with a new
+    retention applies it without rebuilding the index (rebuilt only when `partial` changed).
+
+    `partial` (a filter every document matches, on a field no query constrains) keeps the planner off the
+    TTL index. SecantusDB quirk: SecantusDB 0.7's planner picks a plain single-field index on a time over the
+    compound (time, _id) index that pages need, even for a sorted find; a partial index is only considered
+    for queries that imply its filter, so with one it keeps to the compound index (so does MongoDB's). Both
+    honour the TTL of a partial index."""
+    async for index in await collection.list_indexes():
+        if index["name"] != name:
+            continue
+        if _plain(index.get("partialFilterExpression")) != _plain(partial):
+            await collection.drop_index(name)
+            break
+        if index.get("expireAfterSeconds") != seconds:
+            await collection.database.command(
+                {"collMod": collection.name, "index": {"name": name, "expireAfterSeconds": seconds}}
+            )
+        return
+    options: dict[str, Any] = {"partialFilterExpression": partial} if partial else {}
+    await collection.create_index([(field, 1)], name=name, expireAfterSeconds=seconds, **options)
+
+
+def _plain(value: Any) -> Any:
+    """An index option as plain dicts (the server returns SON), for comparison."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+async def ttl_seconds(collection: Any, name: str) -> int | None:
+    """The `expireAfterSeconds` of the index `name`, or None when there is no such index or option."""
+    async for index in await collection.list_indexes():
+        if index["name"] == name:
+            value = index.get("expireAfterSeconds")
+            return int(value) if value is not None else None
+    return None

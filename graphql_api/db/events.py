@@ -22,6 +22,7 @@ from .common import (
     Translator,
     any_of,
     bound,
+    ensure_ttl,
     find_one,
     insert_once,
     merge_filters,
@@ -29,6 +30,7 @@ from .common import (
     time_window,
     translate,
     trunc,
+    ttl_seconds,
 )
 from .paging import Sort, keyset_page
 
@@ -75,6 +77,25 @@ def event_filter(q: EventQuery) -> Condition:
     if flt is None:
         raise TypeError(f"a field of {type(q).__name__} has no translation for download events")
     return flt
+
+
+RETENTION_INDEX = "started_at_ttl"
+
+
+async def ensure_retention(days: int) -> None:
+    """Raw events expire `days` after they started (MODELHUB_EVENT_RETENTION_DAYS): a TTL index on
+    `started_at`, created at start and changed in place (collMod) when the setting changes. The database's
+    TTL monitor deletes them (MongoDB's every 60 s; SecantusDB 0.7 runs a sweeper of its own on the same
+    period and honours the index and collMod alike), so a deleted event may outlive the horizon by a minute.
+    The rollups are not touched: they keep the figures."""
+    collection = DownloadEvent.get_pymongo_collection()
+    # Every event has a size; no query ranges over it (see ensure_ttl on why the index is partial).
+    await ensure_ttl(collection, "started_at", RETENTION_INDEX, days * 86_400, {"size_bytes": {"$gte": 0}})
+
+
+async def retention_seconds() -> int | None:
+    """The TTL index's `expireAfterSeconds`, or None when it does not exist."""
+    return await ttl_seconds(DownloadEvent.get_pymongo_collection(), RETENTION_INDEX)
 
 
 async def insert(event: DownloadEvent) -> None:

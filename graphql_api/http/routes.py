@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pymongo
@@ -12,16 +14,64 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import downloads, uploads
-from ..documents import DownloadEvent, DownloadMode, DownloadStatus
+from ..documents import AuditEvent, AuditKind, DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
 from ..health import Health, Watch
 from ..services import Services
 from ..storage import ObjectInfo
-from .caller import caller_of, requester, services_of
+from .caller import caller_of, client_address, requester, services_of
 from .errors import domain_error_response, outage_response
 from .ranges import not_modified, parse_range
 from .streaming import StreamObject, Transfer
+
+# Route answers that are refusals, recorded in the audit trail with their error code.
+REFUSED_STATUSES = frozenset({401, 403, 429})
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def audited(action: str, target_param: str | None = None) -> Callable[[Handler], Handler]:
+    """Records a route's refusals (401, 403, 429) in the audit trail: who (when the request named a valid
+    principal), the route, the model it names (never a ticket or signed token: those are credentials),
+    the error code, when and from where."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(request: Request) -> Any:
+            response = await handler(request)
+            if getattr(response, "status_code", 200) in REFUSED_STATUSES:
+                await _record_refusal(request, action, target_param, response)
+            return response
+
+        return run
+
+    return wrap
+
+
+async def _record_refusal(
+    request: Request, action: str, target_param: str | None, response: Response
+) -> None:
+    services = services_of(request)
+    try:
+        code = str(json.loads(bytes(response.body))["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        code = {401: "UNAUTHENTICATED", 403: "FORBIDDEN"}.get(response.status_code, "RATE_LIMITED")
+    try:
+        who, _ = await caller_of(request)
+    except DomainError:  # the credentials were refused: nobody is named
+        who = None
+    services.audit.record(
+        AuditEvent(
+            kind=AuditKind.REFUSED,
+            principal=who.engineer if who is not None else None,
+            action=f"{request.method} {action}",
+            target=request.path_params.get(target_param) if target_param else None,
+            outcome=code,
+            client_address=client_address(request),
+            transport="http",
+        ),
+        model_name=request.path_params.get(target_param) if target_param else None,
+    )
 
 
 def _stream(services: Services, transfer: Transfer, event: DownloadEvent) -> StreamObject:
@@ -54,6 +104,7 @@ def _plan(request: Request, info: ObjectInfo, bucket: str, key: str, filename: s
     return transfer
 
 
+@audited("/downloads")
 async def download_by_ticket(request: Request) -> Any:
     """GET /downloads/{ticket}: streams the ticket's model version once; honours Range, If-Range and
     If-None-Match. HEAD answers the same headers without using the ticket."""
@@ -81,6 +132,7 @@ READY_PROBE_SECONDS = 3.0
 _VERSION = re.compile(r"^[0-9]{1,9}$")
 
 
+@audited("/models/{name}/download", "name")
 async def download_model(request: Request) -> Any:
     """GET /models/{name}/download[?version=N | ?alias=A][&resumes=<x-download-id of an earlier try>]:
     the one-step download for curl and scripts. HEAD and a 304 record no download."""
@@ -111,6 +163,7 @@ async def download_model(request: Request) -> Any:
     return _stream(services, plan, event)
 
 
+@audited("/objects")
 async def local_presigned_object(request: Request) -> Any:
     """GET /objects/{token}: the local store's stand-in for an S3 presigned URL (no event is updated)."""
     services = services_of(request)
@@ -128,6 +181,7 @@ async def local_presigned_object(request: Request) -> Any:
     return StreamObject(services.store, plan, heartbeat_seconds=services.settings.heartbeat_seconds)
 
 
+@audited("/uploads")
 async def upload_object(request: Request) -> Response:
     """PUT /uploads/{token}: the local store's stand-in for a presigned S3 PUT. The body streams to disk
     (constant memory), must have the declared size and SHA-256, and is moved into place atomically; then

@@ -20,7 +20,7 @@ from ..db import models as models_db
 from ..documents import ModelVersion, RegisteredModel
 from ..downloads import Requester
 from ..errors import DomainError
-from ..http.caller import base_url, requester
+from ..http.caller import base_url, client_address, requester
 from ..model_cache import ModelCache
 from ..scope import Scope
 from ..services import Services
@@ -51,12 +51,15 @@ class Context:
     credentials: dict[str, str] | None = None
     # What the caller may read (set with `identity`): every read takes it.
     scope: Scope = dataclasses.field(default_factory=Scope.nothing)
+    # Root mutation field (response key) → its outcome and its result's project, for the audit trail (see
+    # schema/audit.py).
+    audit_outcomes: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     def for_operation(self) -> Context:
         """A fresh context for one operation on a WebSocket, with the socket's caller as last checked:
         DataLoaders and per-operation flags are never shared between operations (or kept for the
         socket's lifetime), and there is no HTTP response to put headers on."""
-        return dataclasses.replace(self, response=None, cached_reads=False)
+        return dataclasses.replace(self, response=None, cached_reads=False, audit_outcomes={})
 
     @property
     def model_cache(self) -> ModelCache | None:
@@ -98,6 +101,12 @@ class Context:
             self.identity_error = None
             if self.identity is not None:
                 logs.principal.set(self.identity.engineer)
+                transport = "websocket" if self.request.scope.get("type") == "websocket" else "http"
+                # An API token, else how the authenticator knows callers (header; oidc for JWTs).
+                via = "token" if self.identity.token_id is not None else self.services.auth.mode
+                self.services.audit.first_sign_in(
+                    self.identity.engineer, client_address(self.request), transport, via
+                )
         except DomainError as exc:
             self.identity, self.identity_error, self.scope = None, exc, Scope.nothing()
 

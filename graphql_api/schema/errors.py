@@ -181,16 +181,32 @@ def expected_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
     @functools.wraps(resolver)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await resolver(*args, **kwargs)
+            result = await resolver(*args, **kwargs)
         except errors.DomainError as exc:
             member = union_member(exc)
             if not allowed:
                 allowed.extend(_union_members(resolver))
             if member is None or type(member) not in allowed:
                 raise
+            _note_outcome(kwargs.get("info"), exc.code)
             return cast(R, member)
+        _note_outcome(kwargs.get("info"), _type_name(result), getattr(result, "project_name", None))
+        return result
 
     return wrapper
+
+
+def _note_outcome(info: Any, outcome: str, project: object = None) -> None:
+    """Tells the audit trail (schema/audit.py) how this root mutation field ended, and the project of the
+    model or version it returned (so the trail need not look it up)."""
+    outcomes = getattr(getattr(info, "context", None), "audit_outcomes", None)
+    if outcomes is not None and info.path.prev is None:
+        outcomes[str(info.path.key)] = (outcome, project if isinstance(project, str) else None)
+
+
+def _type_name(value: object) -> str:
+    definition = getattr(type(value), "__strawberry_definition__", None)
+    return str(getattr(definition, "name", None) or type(value).__name__)
 
 
 def _union_members(resolver: Callable[..., Any]) -> list[type[Any]]:

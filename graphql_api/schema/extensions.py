@@ -14,6 +14,7 @@ from strawberry.types import ExecutionContext
 
 from .. import logs
 from ..tracing import Tracing
+from . import audit
 from .errors import MaskUnexpectedErrors
 from .guards import RequestGuards
 
@@ -88,6 +89,14 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         ctx = self.execution_context
+        try:
+            yield from self._traced(ctx, started)
+        except Exception as exc:  # a request guard's refusal passes through here before it becomes a result
+            audit.record_operation(ctx, exc)
+            raise
+        audit.record_operation(ctx)
+
+    def _traced(self, ctx: ExecutionContext, started: float) -> Iterator[None]:
         tracing = _tracing_of(ctx)
         if tracing is None:
             with self.budgeted():

@@ -13,6 +13,7 @@ from ..analytics import events, series, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
 from ..scope import Scope
+from .audit import AuditQueries
 from .context import Info
 from .downloads import (
     DownloadEvent,
@@ -176,7 +177,7 @@ async def _node(scope: Scope, id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries, ProjectQueries):
+class Query(TokenQueries, ProjectQueries, AuditQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -298,7 +299,9 @@ class Query(TokenQueries, ProjectQueries):
         query = (filter or DownloadFilter()).to_query()
         request = stats_request(group_by, query, interval, time_zone, order_by, limit, exact, after)
         ctx = info.context
-        page = await stats.download_stats(ctx.scope, request, ctx.services.settings.max_hour_range_days)
+        settings = ctx.services.settings
+        horizon = stats.retention_horizon(settings.event_retention_days)
+        page = await stats.download_stats(ctx.scope, request, settings.max_hour_range_days, horizon=horizon)
         return DownloadStatsResult.from_page(page)
 
     @strawberry.field(
@@ -340,7 +343,11 @@ class Query(TokenQueries, ProjectQueries):
             time_zone=time_zone,
         )
         ctx = info.context
-        found = await series.download_series(ctx.scope, request, ctx.services.settings.max_hour_range_days)
+        settings = ctx.services.settings
+        horizon = stats.retention_horizon(settings.event_retention_days)
+        found = await series.download_series(
+            ctx.scope, request, settings.max_hour_range_days, horizon=horizon
+        )
         return DownloadSeriesResult.from_result(found)
 
 

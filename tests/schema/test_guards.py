@@ -156,7 +156,8 @@ def test_websocket_operations_spend_the_budget_and_carry_retry_after(tmp_path: P
 
 # --- database work bounded by the deadline -------------------------------------------------------------------
 
-T0 = datetime(2026, 9, 1, tzinfo=UTC)
+# 40 days back: raw scans only answer inside the event retention (MODELHUB_EVENT_RETENTION_DAYS, 90).
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=40)
 SINCE, UNTIL = T0.isoformat(), (T0 + timedelta(days=30)).isoformat()
 EXPENSIVE = [
     # raw scans of 30 days, aliased as far as the alias limit allows in a realistic document
