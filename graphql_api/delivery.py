@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 from beanie import PydanticObjectId
+from pymongo.errors import OperationFailure
 
 from . import targets, webhooks
 from .config import Settings
@@ -35,7 +36,12 @@ from .metrics import Metrics
 log = logging.getLogger("modelhub.webhooks")
 
 CURSOR = "webhooks"
-CURSOR_LEASE = timedelta(seconds=30)
+# A dispatcher that died (SIGKILL) holds the stream for at most this long; a live one renews every third.
+CURSOR_LEASE = timedelta(seconds=10)
+# Pending deliveries of one webhook read per pass: the heads of up to this many models' queues.
+PENDING_READ = 200
+# MongoDB's ChangeStreamFatalError and ChangeStreamHistoryLost.
+HISTORY_LOST = (280, 286)
 SAVE_EVERY_SECONDS = 1.0
 MAX_ERROR_CHARS = 300
 
@@ -109,7 +115,17 @@ class Deliverer:
                 if cursor is None:  # another instance reads the stream; stand by
                     await pause(stopped, CURSOR_LEASE.total_seconds() / 3)
                     continue
-                await self._follow(cursor.token, cursor.seq, stopped)
+                try:
+                    await self._follow(cursor.token, cursor.seq, stopped)
+                except OperationFailure as exc:
+                    if exc.code not in HISTORY_LOST:
+                        raise
+                    # The stored position fell out of the change history (a replica set's oplog window):
+                    # the events in between cannot be read any more. Said loudly; reading goes on from now.
+                    log.error("webhook events were lost: the stored stream position is too old (%s)", exc)
+                    await outbox_db.save_cursor(
+                        CURSOR, self.holder, None, cursor.seq, utcnow() + CURSOR_LEASE
+                    )
             except Exception:
                 log.exception("the webhook dispatcher failed; it starts again from its stored position")
                 await pause(stopped, 1.0)
@@ -181,25 +197,31 @@ class Deliverer:
 
     async def _send_due(self) -> None:
         settings = self.settings
-        free = settings.webhook_concurrency - len(self.in_flight)
-        if free <= 0:
+        if len(self.in_flight) >= settings.webhook_concurrency or not await outbox_db.any_pending():
             return
-        rows = await outbox_db.pending(max(200, 8 * settings.webhook_concurrency))
-        if not rows:
-            return
-        hooks = {h.id: h for h in await webhooks_db.all_webhooks()}
+        hooks = [h for h in await webhooks_db.all_webhooks() if h.enabled]
+        random.shuffle(hooks)  # when the overall bound is reached, no webhook always comes last
+        for hook in hooks:
+            if not await self._send_due_of(hook):
+                return
+
+    async def _send_due_of(self, hook: Webhook) -> bool:
+        """Leases and starts the due deliveries of one webhook, heads of their model's queue only, within
+        the bounds; False once the overall bound is reached."""
+        settings = self.settings
+        webhook_id = webhooks.ident(hook)
+        if self.per_webhook[webhook_id] >= settings.webhook_concurrency_per_webhook:
+            return True
+        rows = await outbox_db.pending(webhook_id, PENDING_READ)
         now = utcnow()
-        heads: set[tuple[PydanticObjectId, str]] = set()
+        heads: set[str] = set()
         for row in rows:
-            group = (row.webhook_id, row.key)
-            if group in heads:  # an earlier delivery about this model is not done yet
+            if row.key in heads:  # an earlier delivery about this model is not done yet
                 continue
-            heads.add(group)
-            hook = hooks.get(row.webhook_id)
+            heads.add(row.key)
             if (
-                hook is None or not hook.enabled or row.id in self.in_flight or row.next_attempt_at > now
+                row.id in self.in_flight or row.next_attempt_at > now
                 or (row.lease_until is not None and row.lease_until > now)
-                or self.per_webhook[row.webhook_id] >= settings.webhook_concurrency_per_webhook
             ):  # fmt: skip
                 continue
             until = now + timedelta(seconds=settings.webhook_timeout_seconds + 30)
@@ -207,11 +229,13 @@ class Deliverer:
             delivery = await outbox_db.lease(row.id, row.lease_until, until)
             if delivery is None:  # another worker took it
                 continue
-            self.per_webhook[row.webhook_id] += 1
+            self.per_webhook[webhook_id] += 1
             self.in_flight[row.id] = asyncio.create_task(self._attempt(delivery, hook, until))
-            free -= 1
-            if free <= 0:
-                return
+            if len(self.in_flight) >= settings.webhook_concurrency:
+                return False
+            if self.per_webhook[webhook_id] >= settings.webhook_concurrency_per_webhook:
+                return True
+        return True
 
     async def _attempt(self, delivery: WebhookDelivery, hook: Webhook, until: datetime) -> None:
         try:

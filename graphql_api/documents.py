@@ -417,6 +417,10 @@ class WebhookDelivery(Document):
         indexes = [
             IndexModel([("status", ASCENDING), ("seq", ASCENDING)], name="status_seq"),
             IndexModel([("webhook_id", ASCENDING), ("seq", DESCENDING)], name="webhook_seq"),
+            IndexModel(
+                [("webhook_id", ASCENDING), ("status", ASCENDING), ("seq", ASCENDING)],
+                name="webhook_status_seq",
+            ),
         ]
 
 

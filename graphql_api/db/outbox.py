@@ -196,13 +196,26 @@ class Pending:
     lease_until: datetime | None
 
 
-async def pending(limit: int) -> list[Pending]:
-    """The `limit` oldest PENDING deliveries, in `seq` order (one read of the `status_seq` index)."""
-    cursor_ = WebhookDelivery.get_pymongo_collection().find(
-        {"status": DeliveryStatus.PENDING.value},
-        {"webhook_id": 1, "key": 1, "next_attempt_at": 1, "lease_until": 1},
+async def any_pending() -> bool:
+    found = await WebhookDelivery.get_pymongo_collection().find_one(
+        {"status": DeliveryStatus.PENDING.value}, {"_id": 1}
     )
-    rows = await cursor_.sort([("status", 1), ("seq", 1)]).limit(limit).to_list()
+    return found is not None
+
+
+async def pending(webhook_id: PydanticObjectId, limit: int) -> list[Pending]:
+    """The `limit` oldest PENDING deliveries of one webhook, in `seq` order (one read of the
+    `webhook_status_seq` index): read per webhook, so that one webhook's backlog never hides another's."""
+    rows = (
+        await WebhookDelivery.get_pymongo_collection()
+        .find(
+            {"webhook_id": webhook_id, "status": DeliveryStatus.PENDING.value},
+            {"webhook_id": 1, "key": 1, "next_attempt_at": 1, "lease_until": 1},
+        )
+        .sort([("webhook_id", 1), ("status", 1), ("seq", 1)])
+        .limit(limit)
+        .to_list()
+    )
 
     def utc(value: datetime | None) -> datetime | None:
         return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
