@@ -365,3 +365,25 @@ async def test_nothing_is_lost_across_a_kill(
         got = await delivered(receiver, count, 60)
     names = sorted({verified(r, created["secret"])["data"]["name"] for r in got})
     assert names == sorted(f"k{i}" for i in range(count))
+
+
+async def test_delivery_metrics(world: World, receiver: Receiver) -> None:
+    """Every outcome and event type is exported from the start; deliveries, their duration and the outbox
+    gauges move with real deliveries."""
+    text = (await world.http.get("/metrics")).text
+    assert 'modelhub_webhook_deliveries_total{event_type="DOWNLOAD_FAILED",outcome="failed"} 0.0' in text
+    assert "modelhub_webhook_outbox_depth 0.0" in text
+    assert "modelhub_webhook_outbox_oldest_age_seconds 0.0" in text
+    receiver.plan.append("500")
+    await world.create(receiver.url, ["VERSION_REGISTERED"])
+    await world.register("m")
+    await delivered(receiver, 1)
+
+    async def counted() -> str | None:
+        text = (await world.http.get("/metrics")).text
+        wanted = 'modelhub_webhook_deliveries_total{event_type="VERSION_REGISTERED",outcome="delivered"} 1.0'
+        return text if wanted in text else None
+
+    text = await eventually(counted, 10) or ""
+    assert 'modelhub_webhook_deliveries_total{event_type="VERSION_REGISTERED",outcome="retried"} 1.0' in text
+    assert 'modelhub_webhook_delivery_seconds_count{event_type="VERSION_REGISTERED"} 2.0' in text
