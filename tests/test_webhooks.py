@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +390,57 @@ async def test_delivery_metrics(world: World, receiver: Receiver) -> None:
     text = await eventually(counted, 10) or ""
     assert 'modelhub_webhook_deliveries_total{event_type="VERSION_REGISTERED",outcome="retried"} 1.0' in text
     assert 'modelhub_webhook_delivery_seconds_count{event_type="VERSION_REGISTERED"} 2.0' in text
+
+
+def readme_receiver() -> dict[str, Any]:
+    """The README's receiver example, run as a module (not as __main__, so it does not serve on 8080)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"<!-- webhook-receiver -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert code, "the README has no webhook receiver example"
+    namespace: dict[str, Any] = {"__name__": "readme_receiver"}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)
+    return namespace
+
+
+async def test_the_readme_receiver_verifies_and_deduplicates(world: World) -> None:
+    """The README's receiver accepts real deliveries (signature checked), refuses a forged one, and handles
+    a redelivered event once."""
+    example = readme_receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), example["Receiver"])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        created = await world.create(url, ["VERSION_REGISTERED"])
+        example["SECRET"] = created["secret"]
+        await world.register("readme")
+
+        async def handled() -> bool:
+            return len(example["seen"]) == 1
+
+        assert await eventually(handled, 15)
+        [delivery] = [d for d in await world.deliveries() if d["eventType"] == "VERSION_REGISTERED"]
+        assert delivery["status"] == "DELIVERED" and delivery["lastStatusCode"] == 204
+        again = await world.data(
+            "admin",
+            "mutation($d: ID!) { redeliver(input: {delivery: $d}) { __typename } }",
+            {"d": delivery["id"]},
+        )
+        assert again["redeliver"]["__typename"] == "WebhookDelivery"
+
+        async def redelivered() -> bool:
+            found = [d for d in await world.deliveries() if d["id"] == delivery["id"]]
+            return found[0]["status"] == "DELIVERED"
+
+        assert await eventually(redelivered, 15)
+        assert example["seen"] == {delivery["id"]}
+        async with httpx.AsyncClient() as http:
+            forged = await http.post(
+                url,
+                content=b"{}",
+                headers={"webhook-id": "msg_x", "webhook-timestamp": "1", "webhook-signature": "v1,AAAA"},
+            )
+        assert forged.status_code == 400
+    finally:
+        server.shutdown()
+        server.server_close()
