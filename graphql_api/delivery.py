@@ -1,9 +1,10 @@
 """Webhook delivery: the dispatcher turns recorded changes into outbox rows, the sender POSTs them signed,
 with leases, retries with backoff, per-webhook and overall concurrency bounds, and SSRF checks per attempt.
 
-Ordering: deliveries of one webhook about one model are sent one at a time in the order the database recorded
-their events (the change stream's order); a later one waits until the earlier is delivered or given up.
-Different models, and different webhooks, proceed independently."""
+Ordering: registry events (versions, aliases, checksums) of one webhook about one model are sent one at a time
+in the order the database recorded them (the change stream's order); a later one waits until the earlier is
+delivered or given up. Download outcomes are not ordered among themselves (see `webhooks.key_of`). Different
+models, and different webhooks, proceed independently."""
 
 from __future__ import annotations
 

@@ -367,7 +367,11 @@ def data_of(doc: ModelVersion | AliasChange | DownloadEvent) -> dict[str, Any]:
 
 
 def key_of(doc: ModelVersion | AliasChange | DownloadEvent) -> str:
-    """The ordering key: deliveries to one webhook about one model are sent one at a time, in order."""
+    """The ordering key: deliveries to one webhook with one key are sent one at a time, in order. Registry
+    events key on their model; download outcomes on the download itself (one event each), since ordering a
+    busy model's downloads would send them one at a time, at the pace of the receiver's latency."""
+    if isinstance(doc, DownloadEvent):
+        return f"download:{doc.id}"
     return doc.name if isinstance(doc, ModelVersion) else doc.model_name
 
 

@@ -259,8 +259,8 @@ async def test_every_event_is_delivered_signed_through_failures(world: World, re
 
 
 async def test_events_of_one_model_arrive_in_order(world: World, receiver: Receiver) -> None:
-    """Deliveries about one model are sent one at a time in recorded order, even while the receiver fails:
-    versions 1..5 registered in order arrive in order, each delivered once."""
+    """Registry events about one model are sent one at a time in recorded order, even while the receiver
+    fails: versions 1..5 registered in order arrive in order, each delivered once."""
     created = await world.create(receiver.url, ["VERSION_REGISTERED"])
     receiver.plan.extend(["500", "drop", "500"])
     for i in range(5):
