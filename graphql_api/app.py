@@ -265,8 +265,11 @@ def create_app(settings: Settings) -> Starlette:
             )
             stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
             deliver_stopped = asyncio.Event()
-            deliverer = Deliverer(settings, metrics).run(deliver_stopped)
-            stack.push_async_callback(_stop, asyncio.create_task(deliverer), deliver_stopped.set)
+            deliverer = Deliverer(settings, metrics)
+            await deliverer.prepare()
+            stack.push_async_callback(
+                _stop, asyncio.create_task(deliverer.run(deliver_stopped)), deliver_stopped.set
+            )
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind

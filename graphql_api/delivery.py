@@ -84,6 +84,7 @@ class Deliverer:
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.per_webhook: Counter[PydanticObjectId] = Counter()
         self.backlog_read_at = 0.0
+        self.orphans_dropped_at = 0.0
         self.client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: the checked address is the one connected to
@@ -92,6 +93,23 @@ class Deliverer:
             ),
             limits=httpx.Limits(max_connections=settings.webhook_concurrency, max_keepalive_connections=8),
         )
+
+    async def prepare(self) -> None:
+        """Before the app serves: on a database where no dispatcher has stored a position yet, store "now",
+        so that the events of the first requests are read even if the dispatcher opens its stream later."""
+        try:
+            if (await outbox_db.cursor(CURSOR)).token is not None:
+                return
+            now = utcnow()
+            taken = await outbox_db.take_cursor(CURSOR, self.holder, now, now + CURSOR_LEASE)
+            if taken is None or taken.token is not None:  # another instance reads (or has read) the stream
+                return
+            async with outbox_db.Changes(outbox_db.database(), None) as changes:
+                await outbox_db.save_cursor(
+                    CURSOR, self.holder, changes.position, taken.seq, now + CURSOR_LEASE
+                )
+        except Exception:  # the dispatcher stores a position when it starts reading
+            log.exception("storing the first webhook stream position failed")
 
     async def run(self, stopped: asyncio.Event) -> None:
         try:
@@ -191,6 +209,9 @@ class Deliverer:
         if time.monotonic() - self.backlog_read_at < 5.0:
             return
         self.backlog_read_at = time.monotonic()
+        if time.monotonic() - self.orphans_dropped_at >= 60.0:
+            self.orphans_dropped_at = time.monotonic()
+            await outbox_db.drop_orphans([webhooks.ident(h) for h in await webhooks_db.all_webhooks()])
         depth, oldest = await outbox_db.backlog()
         self.metrics.webhook_outbox_depth.set(depth)
         age = (utcnow() - oldest).total_seconds() if oldest else 0.0

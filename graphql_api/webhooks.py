@@ -249,6 +249,8 @@ async def redeliver(principal: Principal, delivery_id: str) -> Delivery:
 async def send_test(principal: Principal, webhook_id: Any) -> Delivery:
     """Queues a `webhook.test.v1` event for the webhook (delivered like any other, and listed)."""
     webhook = await get(principal, webhook_id)
+    if not webhook.enabled:
+        raise InvalidInput("input.id", "the webhook is disabled: enable it first (updateWebhook)")
     now = utcnow()
     data = {"webhookId": _global_id("Webhook", webhook.id), "requestedBy": principal.engineer}
     delivery = Delivery(

@@ -31,9 +31,15 @@ class Receiver:
     plan: deque[str] = field(default_factory=deque)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Requests being answered now, and the most there ever were at once.
+    active: int = 0
+    most_active: int = 0
+    # Cleared: requests wait (up to 10 s) before they are answered, to see how many arrive at once.
+    gate: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         receiver = self
+        self.gate.set()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -48,6 +54,16 @@ class Receiver:
                     receiver.requests.append(
                         Request({k.lower(): v for k, v in self.headers.items()}, body, answer)
                     )
+                    receiver.active += 1
+                    receiver.most_active = max(receiver.most_active, receiver.active)
+                try:
+                    self.answer(answer)
+                finally:
+                    with receiver.lock:
+                        receiver.active -= 1
+
+            def answer(self, answer: str) -> None:
+                receiver.gate.wait(10)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 if answer == "drop":

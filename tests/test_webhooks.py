@@ -455,3 +455,47 @@ async def test_the_readme_receiver_verifies_and_deduplicates(world: World) -> No
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_concurrency_is_bounded_per_webhook_and_overall(
+    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver
+) -> None:
+    """A receiver that holds every request gets at most MODELHUB_WEBHOOK_CONCURRENCY_PER_WEBHOOK at once from
+    one webhook, and at most MODELHUB_WEBHOOK_CONCURRENCY from all; download outcomes go side by side."""
+    settings = world_settings(
+        mongo_uri,
+        tmp_path,
+        webhook_concurrency=3,
+        webhook_concurrency_per_webhook=2,
+        webhook_timeout_seconds=8,
+    )
+
+    async def held(count: int) -> None:
+        async def reached() -> bool:
+            return receiver.most_active >= count
+
+        assert await eventually(reached, 15), receiver.most_active
+        await asyncio.sleep(0.5)  # room for one more, if the bound let it through
+
+    async for world in open_world(settings, bucket):
+        headers = {"Authorization": f"Bearer {world.tokens['rita']}"}
+        await world.register("m")
+        assert (await world.create(receiver.url, ["DOWNLOAD_COMPLETED"]))["__typename"] == "WebhookWithSecret"
+        receiver.gate.clear()
+        for _ in range(6):
+            assert (await world.http.get("/models/m/download", headers=headers)).status_code == 200
+        await held(2)
+        assert receiver.most_active == 2  # one webhook: its own bound
+        receiver.gate.set()
+        await delivered(receiver, 6)
+        receiver.gate.clear()
+        receiver.most_active = 0
+        second = await world.create(receiver.url + "?second", ["DOWNLOAD_COMPLETED"])
+        assert second["__typename"] == "WebhookWithSecret"
+        for _ in range(6):
+            assert (await world.http.get("/models/m/download", headers=headers)).status_code == 200
+        await held(3)
+        assert receiver.most_active == 3  # two webhooks: the overall bound
+        receiver.gate.set()
+        await delivered(receiver, 18)
+        assert len(receiver.requests) == 18

@@ -267,6 +267,15 @@ async def requeue(delivery_id: str, webhook_id: PydanticObjectId, when: datetime
     return await get(delivery_id) if result.matched_count else None
 
 
+async def drop_orphans(webhook_ids: list[PydanticObjectId]) -> int:
+    """Deletes PENDING deliveries of webhooks not in `webhook_ids` (deleted while the dispatcher was writing
+    deliveries for them): nobody would ever send them."""
+    result = await WebhookDelivery.get_pymongo_collection().delete_many(
+        {"status": DeliveryStatus.PENDING.value, "webhook_id": {"$nin": webhook_ids}}
+    )
+    return int(result.deleted_count)
+
+
 async def delete_for(webhook_id: PydanticObjectId) -> None:
     await WebhookDelivery.get_pymongo_collection().delete_many({"webhook_id": webhook_id})
 
