@@ -41,6 +41,10 @@ CURSOR = "webhooks"
 CURSOR_LEASE = timedelta(seconds=10)
 # Pending deliveries of one webhook read per pass: the heads of up to this many models' queues.
 PENDING_READ = 200
+# How often the sender reads the outbox: at least this often, and not more often than the minimum even while
+# the dispatcher writes new rows.
+REREAD_SECONDS = 1.0
+REREAD_MIN_SECONDS = 0.25
 # MongoDB's ChangeStreamFatalError and ChangeStreamHistoryLost.
 HISTORY_LOST = (280, 286)
 SAVE_EVERY_SECONDS = 1.0
@@ -84,6 +88,11 @@ class Deliverer:
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.per_webhook: Counter[PydanticObjectId] = Counter()
         self.backlog_read_at = 0.0
+        # The sender's view of the outbox: enabled webhooks and their oldest PENDING rows, read at `read_at`.
+        self.hooks: list[Webhook] = []
+        self.rows: dict[PydanticObjectId, list[outbox_db.Pending]] = {}
+        self.read_at = -REREAD_SECONDS
+        self.new_rows = False
         self.orphans_dropped_at = 0.0
         self.client = httpx.AsyncClient(
             follow_redirects=False,
@@ -171,6 +180,7 @@ class Deliverer:
                     rows = webhooks.deliveries_for(change, seq, hooks, project or "")
                     if rows:
                         await outbox_db.insert_deliveries(rows)
+                        self.new_rows = True
                         self.wake.set()
                 if dirty and (change is None or time.monotonic() - saved_at >= SAVE_EVERY_SECONDS):
                     until = utcnow() + CURSOR_LEASE
@@ -218,27 +228,42 @@ class Deliverer:
         self.metrics.webhook_outbox_oldest_age.set(max(0.0, age))
 
     async def _send_due(self) -> None:
-        settings = self.settings
-        if len(self.in_flight) >= settings.webhook_concurrency or not await outbox_db.any_pending():
+        """Starts what is due. The outbox is read at most every REREAD_SECONDS (sooner, but at most every
+        REREAD_MIN_SECONDS, when the dispatcher wrote new rows); in between, a finished attempt starts the
+        next one from the rows read, kept up to date by this worker's own outcomes. The lease's
+        compare-and-set, not this view, decides who sends: a stale view can only wait, never double send.
+        (SecantusDB reads a whole index range before applying a limit: reading the outbox after every
+        attempt slowed the API while a backlog drained.)"""
+        if len(self.in_flight) >= self.settings.webhook_concurrency:
             return
-        hooks = [h for h in await webhooks_db.all_webhooks() if h.enabled]
+        age = time.monotonic() - self.read_at
+        if age >= REREAD_SECONDS or (self.new_rows and age >= REREAD_MIN_SECONDS):
+            self.new_rows = False
+            self.read_at = time.monotonic()
+            self.hooks, self.rows = [], {}
+            if await outbox_db.any_pending():
+                self.hooks = [h for h in await webhooks_db.all_webhooks() if h.enabled]
+                for hook in self.hooks:
+                    self.rows[webhooks.ident(hook)] = await outbox_db.pending(
+                        webhooks.ident(hook), PENDING_READ
+                    )
+        hooks = list(self.hooks)
         random.shuffle(hooks)  # when the overall bound is reached, no webhook always comes last
         for hook in hooks:
             if not await self._send_due_of(hook):
                 return
 
     async def _send_due_of(self, hook: Webhook) -> bool:
-        """Leases and starts the due deliveries of one webhook, heads of their model's queue only, within
-        the bounds; False once the overall bound is reached."""
+        """Leases and starts the due deliveries of one webhook, heads of their key's queue only, within the
+        bounds; False once the overall bound is reached."""
         settings = self.settings
         webhook_id = webhooks.ident(hook)
         if self.per_webhook[webhook_id] >= settings.webhook_concurrency_per_webhook:
             return True
-        rows = await outbox_db.pending(webhook_id, PENDING_READ)
         now = utcnow()
         heads: set[str] = set()
-        for row in rows:
-            if row.key in heads:  # an earlier delivery about this model is not done yet
+        for row in self.rows.get(webhook_id, []):
+            if row.key in heads:  # an earlier delivery with this key is not done yet
                 continue
             heads.add(row.key)
             if (
@@ -249,19 +274,29 @@ class Deliverer:
             until = now + timedelta(seconds=settings.webhook_timeout_seconds + 30)
             until = until.replace(microsecond=until.microsecond // 1000 * 1000)
             delivery = await outbox_db.lease(row.id, row.lease_until, until)
-            if delivery is None:  # another worker took it
+            if delivery is None:  # another worker took it (or it is done): wait for the next read
+                row.lease_until = until
                 continue
+            row.lease_until = until
             self.per_webhook[webhook_id] += 1
-            self.in_flight[row.id] = asyncio.create_task(self._attempt(delivery, hook, until))
+            self.in_flight[row.id] = asyncio.create_task(self._attempt(delivery, hook, until, row))
             if len(self.in_flight) >= settings.webhook_concurrency:
                 return False
             if self.per_webhook[webhook_id] >= settings.webhook_concurrency_per_webhook:
                 return True
         return True
 
-    async def _attempt(self, delivery: WebhookDelivery, hook: Webhook, until: datetime) -> None:
+    async def _attempt(
+        self, delivery: WebhookDelivery, hook: Webhook, until: datetime, row: outbox_db.Pending
+    ) -> None:
         try:
-            await self._attempt_once(delivery, hook, until)
+            retry_at = await self._attempt_once(delivery, hook, until)
+            rows = self.rows.get(delivery.webhook_id, [])
+            if retry_at is None:  # delivered or given up: the next with its key is the head now
+                with contextlib.suppress(ValueError):
+                    rows.remove(row)
+            else:
+                row.next_attempt_at, row.lease_until = retry_at, None
         except Exception:
             log.exception("recording a webhook delivery attempt failed (the lease lapses and it is retried)")
         finally:
@@ -269,7 +304,10 @@ class Deliverer:
             self.per_webhook[delivery.webhook_id] -= 1
             self.wake.set()
 
-    async def _attempt_once(self, delivery: WebhookDelivery, hook: Webhook, until: datetime) -> None:
+    async def _attempt_once(
+        self, delivery: WebhookDelivery, hook: Webhook, until: datetime
+    ) -> datetime | None:
+        """One attempt and its bookkeeping: when to try again, or None when delivered or given up."""
         settings = self.settings
         now = utcnow()
         status: int | None = None
@@ -290,8 +328,10 @@ class Deliverer:
         )
         self.metrics.webhook_delivery_seconds.labels(event_label).observe(seconds)
         attempts = delivery.attempts + 1
+        first = _utc(delivery.first_attempt_at) if delivery.first_attempt_at else now
         fields: dict[str, Any] = {
             "attempts": attempts, "last_status_code": status, "last_error": error, "last_attempt_at": now,
+            "first_attempt_at": first,
         }  # fmt: skip
         webhook_id = webhooks.ident(hook)
         if error is None:
@@ -299,7 +339,7 @@ class Deliverer:
             await outbox_db.finish(delivery.id, until, fields)
             await webhooks_db.record_success(webhook_id)
             self.metrics.webhook_deliveries.labels("delivered", event_label).inc()
-            return
+            return None
         window = timedelta(seconds=settings.webhook_retry_seconds)
         created = _utc(delivery.created_at)
         if now - created >= window:
@@ -317,12 +357,16 @@ class Deliverer:
         await outbox_db.finish(delivery.id, until, fields)
         self.metrics.webhook_deliveries.labels(outcome, event_label).inc()
         failing = await webhooks_db.record_failure(webhook_id, now)
-        since = failing.failing_since if failing else None
-        if since is not None and now - _utc(since) >= window:
+        since = _utc(failing.failing_since) if failing and failing.failing_since else None
+        # Disabled when its attempts have failed without a break for the whole window: seen directly, or as
+        # a delivery given up whose every attempt fell inside the run of failures.
+        if since is not None and (now - since >= window or (outcome == "failed" and since <= first)):
             reason = f"every attempt failed for {settings.webhook_retry_seconds:.0f} s; the last: {error}"
             if await webhooks_db.disable(webhook_id, reason[:MAX_ERROR_CHARS], now):
                 log.warning("disabled webhook %s: %s", webhook_id, reason)
                 await outbox_db.fail_pending(webhook_id, "the webhook was disabled: " + reason, now)
+        retry_at: datetime | None = fields.get("next_attempt_at")
+        return retry_at
 
     async def _post(
         self, hook: Webhook, delivery: WebhookDelivery, now: datetime

@@ -408,6 +408,7 @@ class WebhookDelivery(Document):
     lease_until: datetime | None = None
     last_status_code: int | None = None
     last_error: str | None = None
+    first_attempt_at: datetime | None = None
     last_attempt_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -187,8 +187,10 @@ async def get(delivery_id: str) -> WebhookDelivery | None:
     return await find_one(WebhookDelivery, {"_id": delivery_id})
 
 
-@dataclass(frozen=True)
+@dataclass
 class Pending:
+    """What the sender needs of a PENDING delivery to decide whether to lease it (kept between reads)."""
+
     id: str
     webhook_id: PydanticObjectId
     key: str
@@ -260,7 +262,7 @@ async def requeue(delivery_id: str, webhook_id: PydanticObjectId, when: datetime
         {
             "$set": {
                 "status": DeliveryStatus.PENDING.value, "attempts": 0, "next_attempt_at": when,
-                "lease_until": None, "finished_at": None, "created_at": when,
+                "lease_until": None, "finished_at": None, "created_at": when, "first_attempt_at": None,
             }
         },
     )  # fmt: skip
