@@ -337,7 +337,8 @@ class Deliverer:
         if error is None:
             fields.update(status=DeliveryStatus.DELIVERED.value, finished_at=utcnow())
             await outbox_db.finish(delivery.id, until, fields)
-            await webhooks_db.record_success(webhook_id)
+            if hook.failing_since is not None or delivery.attempts:  # a run of failures may be ending
+                await webhooks_db.record_success(webhook_id)
             self.metrics.webhook_deliveries.labels("delivered", event_label).inc()
             return None
         window = timedelta(seconds=settings.webhook_retry_seconds)
