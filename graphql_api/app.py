@@ -37,6 +37,7 @@ from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
 from .config import Settings
 from .db import connect
+from .delivery import Deliverer
 from .errors import DomainError
 from .health import Health, Watch, pause
 from .http import assets, ui
@@ -338,6 +339,12 @@ def create_app(settings: Settings) -> Starlette:
                 verify_stopped, store, settings.checksum_interval_seconds, settings.checksum_concurrency
             )
             stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
+            deliver_stopped = asyncio.Event()
+            deliverer = Deliverer(settings, metrics)
+            await deliverer.prepare()
+            stack.push_async_callback(
+                _stop, asyncio.create_task(deliverer.run(deliver_stopped)), deliver_stopped.set
+            )
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind

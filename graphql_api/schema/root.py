@@ -74,6 +74,7 @@ from .types import (
     page_request,
 )
 from .uploads import UploadTicket
+from .webhooks import WebhookMutations, WebhookQueries
 
 log = logging.getLogger("modelhub.graphql")
 INPUT = strawberry.argument(description="What to do; see the input type.")
@@ -173,7 +174,7 @@ async def _node(id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries):
+class Query(TokenQueries, WebhookQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -336,7 +337,7 @@ class Query(TokenQueries):
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
-class Mutation(TokenMutations, OperationMutations):
+class Mutation(TokenMutations, OperationMutations, WebhookMutations):
     @strawberry.mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."
