@@ -41,6 +41,7 @@ from .config import Settings
 from .db import audit as audit_db
 from .db import connect
 from .db import events as events_db
+from .delivery import Deliverer
 from .documents import AuditEvent, AuditKind
 from .errors import DomainError
 from .health import Health, Watch, pause
@@ -368,6 +369,12 @@ def create_app(settings: Settings) -> Starlette:
                 verify_stopped, store, settings.checksum_interval_seconds, settings.checksum_concurrency
             )
             stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
+            deliver_stopped = asyncio.Event()
+            deliverer = Deliverer(settings, metrics)
+            await deliverer.prepare()
+            stack.push_async_callback(
+                _stop, asyncio.create_task(deliverer.run(deliver_stopped)), deliver_stopped.set
+            )
             multiproc = multiprocess_dir()
             if multiproc:
                 reap_dead_workers(multiproc)  # a worker that crashed left its live gauges behind

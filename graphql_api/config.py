@@ -119,6 +119,25 @@ class Settings(BaseSettings):
     # local store allows anywhere under its root; S3 allows nothing until configured.
     allowed_storage: list[str] | None = None
 
+    # Webhooks (see README "Webhooks"): delivery targets on loopback, link-local or private addresses are
+    # refused unless their host is listed here (a JSON list of host names or addresses, matched exactly).
+    webhook_allowed_hosts: list[str] = []
+    # How long a delivery is retried (and a webhook may fail without a break before it is disabled).
+    webhook_retry_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Exponential backoff between attempts: the first wait, doubled per attempt up to the cap, with jitter.
+    webhook_backoff_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # The whole attempt: connect, send, and read the (capped) response.
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_response_cap_bytes: int = Field(default=4096, ge=0)
+    # Requests in flight from one instance, overall and to one webhook.
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    webhook_concurrency_per_webhook: int = Field(default=4, ge=1, le=64)
+    webhook_max_count: int = Field(default=100, ge=0, le=1000)
+    # How often an idle worker looks for due deliveries (new ones wake it sooner on the same instance).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
     # Abuse limits.
     max_body_bytes: int = 1_000_000
     max_query_tokens: int = 5_000

@@ -165,6 +165,20 @@ class ChecksumPending(DomainError):
         self.retry_after = retry_after
 
 
+class WebhookNotFound(DomainError):
+    code = "WEBHOOK_NOT_FOUND"
+
+    def __init__(self) -> None:
+        super().__init__("no webhook has this id")
+
+
+class DeliveryNotFound(DomainError):
+    code = "DELIVERY_NOT_FOUND"
+
+    def __init__(self) -> None:
+        super().__init__("no webhook delivery has this id")
+
+
 class StorageUnavailable(Exception):
     """The object store could not be reached or answered with an unexpected error."""
 

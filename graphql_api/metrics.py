@@ -55,6 +55,15 @@ OPERATION_TYPES = ("query", "mutation", "subscription", "unknown")
 # reasons: the in-memory queue was full, or the insert failed.
 AUDIT_KINDS = ("MUTATION", "TOKEN", "REFUSED", "SIGN_IN")
 AUDIT_DROP_REASONS = ("queue_full", "write_failed")
+# Webhook deliveries: what an attempt came to (delivered; failed and retried later; failed and given up), and
+# the event types (TEST: `testWebhook`).
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed")
+WEBHOOK_EVENT_TYPES = (
+    "VERSION_REGISTERED", "VERSION_UPDATED", "VERSION_ARCHIVED", "ALIAS_MOVED", "CHECKSUM_VERIFIED",
+    "CHECKSUM_MISMATCH", "DOWNLOAD_COMPLETED", "DOWNLOAD_FAILED", "TEST",
+)  # fmt: skip
+# A receiver answers in milliseconds to seconds; an attempt is cut at MODELHUB_WEBHOOK_TIMEOUT_SECONDS.
+WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 
 
 def multiprocess_dir() -> str | None:
@@ -190,6 +199,33 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.webhook_event_types = frozenset(WEBHOOK_EVENT_TYPES)
+        self.webhook_deliveries = Counter(
+            "modelhub_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome (delivered, retried, failed: given up) and event type.",
+            ["outcome", "event_type"],
+            registry=r,
+        )
+        self.webhook_delivery_seconds = Histogram(
+            "modelhub_webhook_delivery_seconds",
+            "Duration of webhook delivery attempts (resolve, connect, send, read the capped answer).",
+            ["event_type"],
+            buckets=WEBHOOK_BUCKETS,
+            registry=r,
+        )
+        # The outbox is shared by every instance; each reports what it read, and `max` merges workers.
+        self.webhook_outbox_depth = Gauge(
+            "modelhub_webhook_outbox_depth",
+            "Webhook deliveries waiting to be sent (PENDING), read every few seconds.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.webhook_outbox_oldest_age = Gauge(
+            "modelhub_webhook_outbox_oldest_age_seconds",
+            "Age of the oldest PENDING webhook delivery (0 when there is none).",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -227,6 +263,10 @@ class Metrics:
             self.audit_records.labels(kind)
         for reason in AUDIT_DROP_REASONS:
             self.audit_dropped.labels(reason)
+        for event_type in WEBHOOK_EVENT_TYPES:
+            self.webhook_delivery_seconds.labels(event_type)
+            for outcome in WEBHOOK_OUTCOMES:
+                self.webhook_deliveries.labels(outcome, event_type)
         for operation_type in OPERATION_TYPES:
             for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
                 self.operation_duration.labels(operation_type, name)

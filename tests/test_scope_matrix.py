@@ -153,7 +153,9 @@ async def _seed(world: World) -> None:
 
 @pytest.fixture
 async def world(mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str) -> AsyncIterator[World]:
-    settings = make_settings("local", mongo_uri, None, tmp_path / "data", auth="token")
+    settings = make_settings(
+        "local", mongo_uri, None, tmp_path / "data", auth="token", webhook_allowed_hosts=["127.0.0.1"]
+    )
     admin = _admin_token(mongo_admin, settings)
     with LiveServer(settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -352,6 +354,84 @@ async def q_audit_events(w: World, who: str) -> None:
         assert {"A", "B"} <= {r["project"] for r in found}, found
 
 
+# A webhook of project A (its receiver is never reached here: tests/test_webhooks.py delivers).
+HOOK_A = 'url: "http://127.0.0.1:9/hook", events: [VERSION_REGISTERED], filter: {projectNames: ["A"]}'
+
+
+async def _hook_of_a(w: World) -> str:
+    made = await w.data(
+        "admin", _mutation("createWebhook", HOOK_A, "... on WebhookWithSecret { webhook { id } }")
+    )
+    return str(made["createWebhook"]["webhook"]["id"])
+
+
+async def q_webhooks(w: World, who: str) -> None:
+    hook = await _hook_of_a(w)
+    query = "{ webhooks { id } }"
+    code = await w.code(who, query)
+    if who not in MAINTAINS_A:
+        assert code == ("UNAUTHENTICATED" if who == "anonymous" else "FORBIDDEN"), (who, code)
+        if who != "anonymous":  # the webhook is absent, as a missing one
+            assert await w.data(who, "query($i: ID!) { node(id: $i) { id } }", {"i": hook}) == {"node": None}
+        return
+    assert hook in {h["id"] for h in (await w.data(who, query))["webhooks"]}, who
+    assert (await w.data(who, "query($i: ID!) { node(id: $i) { id } }", {"i": hook}))["node"] == {"id": hook}
+
+
+async def m_create_webhook(w: World, who: str) -> None:
+    await _maintainer_only(w, who, "createWebhook", HOOK_A)
+    if who == "a_maintainer":  # every project, or one it does not maintain: refused
+        for other in (HOOK_A.replace(', filter: {projectNames: ["A"]}', ""), HOOK_A.replace('"A"', '"B"')):
+            top, _, _ = await _outcome(w, who, _mutation("createWebhook", other), "createWebhook")
+            assert top == "FORBIDDEN", other
+
+
+async def _on_hook_of_a(w: World, who: str, field: str, input: str) -> None:
+    """`field` on A's webhook: its maintainers and admins may; anyone else is refused, and a caller who
+    maintains something but not A finds it missing, as a webhook that does not exist."""
+    hook = await _hook_of_a(w)
+    top, member, message = await _outcome(w, who, _mutation(field, input.format(id=hook)), field)
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who in MAINTAINS_A:
+        assert top is None and member is None, (who, field, message)
+    else:
+        assert top == "FORBIDDEN", (who, field, top)
+
+
+async def m_update_webhook(w: World, who: str) -> None:
+    await _on_hook_of_a(w, who, "updateWebhook", 'id: "{id}", description: "changed"')
+
+
+async def m_delete_webhook(w: World, who: str) -> None:
+    await _on_hook_of_a(w, who, "deleteWebhook", 'id: "{id}"')
+
+
+async def m_rotate_webhook_secret(w: World, who: str) -> None:
+    await _on_hook_of_a(w, who, "rotateWebhookSecret", 'id: "{id}"')
+
+
+async def m_test_webhook(w: World, who: str) -> None:
+    await _on_hook_of_a(w, who, "testWebhook", 'id: "{id}"')
+
+
+async def m_redeliver(w: World, who: str) -> None:
+    hook = await _hook_of_a(w)
+    sent = await w.data(
+        "admin", _mutation("testWebhook", f'id: "{hook}"', "... on WebhookDelivery { webhookId }")
+    )
+    delivery = sent["testWebhook"]["webhookId"]
+    top, member, message = await _outcome(
+        w, who, _mutation("redeliver", f'delivery: "{delivery}"'), "redeliver"
+    )
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who in MAINTAINS_A:
+        assert top is None and member is None, (who, message)
+    else:
+        assert top == "FORBIDDEN", (who, top)
+
+
 def _mutation(field: str, input: str, select: str = "__typename ... on UserError { code message }") -> str:
     return f"mutation {{ {field}(input: {{{input}}}) {{ {select} }} }}"
 
@@ -537,6 +617,7 @@ QUERIES: dict[str, Check] = {
     "tokens": q_tokens,
     "grants": q_grants,
     "auditEvents": q_audit_events,
+    "webhooks": q_webhooks,
 }
 MUTATIONS: dict[str, Check] = {
     "registerModel": m_register_model,
@@ -555,6 +636,12 @@ MUTATIONS: dict[str, Check] = {
     "setProjectVisibility": m_set_project_visibility,
     "grantProjectRole": m_grant_project_role,
     "revokeProjectRole": m_revoke_project_role,
+    "createWebhook": m_create_webhook,
+    "updateWebhook": m_update_webhook,
+    "deleteWebhook": m_delete_webhook,
+    "rotateWebhookSecret": m_rotate_webhook_secret,
+    "testWebhook": m_test_webhook,
+    "redeliver": m_redeliver,
 }
 SUBSCRIPTIONS = {"downloadEvents"}  # test_feed_is_scoped
 

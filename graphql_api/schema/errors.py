@@ -125,6 +125,16 @@ class UploadNotFound(UserError):
     upload_id: str = strawberry.field(description="The id that was given.")
 
 
+@strawberry.type(description="No webhook has this id (or it was deleted).")
+class WebhookNotFound(UserError):
+    pass
+
+
+@strawberry.type(description="No webhook delivery has this id (or its webhook was deleted).")
+class DeliveryNotFound(UserError):
+    pass
+
+
 # Domain exception → its result-union member: the one translation, used by every mutation.
 _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
@@ -148,6 +158,8 @@ _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
     errors.ChecksumPending: lambda e: ChecksumPending(
         code=e.code, message=e.message, name=e.name, version=e.version, retry_after_seconds=e.retry_after
     ),
+    errors.WebhookNotFound: lambda e: WebhookNotFound(code=e.code, message=e.message),
+    errors.DeliveryNotFound: lambda e: DeliveryNotFound(code=e.code, message=e.message),
     errors.UploadNotFound: lambda e: UploadNotFound(code=e.code, message=e.message, upload_id=e.upload_id),
     errors.ArtifactChanged: lambda e: ArtifactChanged(
         code=e.code,

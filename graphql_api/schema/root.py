@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import strawberry
 
-from .. import aliases, documents, downloads, queries, registry, uploads
+from .. import aliases, documents, downloads, queries, registry, uploads, webhooks
 from ..analytics import events, series, stats
 from ..errors import InvalidInput as InvalidIds
 from ..queries import DownloadWindow
@@ -77,6 +77,7 @@ from .types import (
     page_request,
 )
 from .uploads import UploadTicket
+from .webhooks import Webhook, WebhookMutations, WebhookQueries
 
 log = logging.getLogger("modelhub.graphql")
 INPUT = strawberry.argument(description="What to do; see the input type.")
@@ -173,11 +174,14 @@ async def _node(scope: Scope, id: str) -> Node | None:
     if type_name == "AliasChange":
         change = await aliases.change_by_id(scope, key)
         return AliasChange.from_doc(change) if change else None
+    if type_name == "Webhook":
+        hook = await webhooks.visible(scope.principal, key)
+        return Webhook.from_doc(hook) if hook else None
     return None
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries, ProjectQueries, AuditQueries):
+class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -354,7 +358,7 @@ class Query(TokenQueries, ProjectQueries, AuditQueries):
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
-class Mutation(TokenMutations, OperationMutations, ProjectMutations):
+class Mutation(TokenMutations, OperationMutations, ProjectMutations, WebhookMutations):
     @strawberry.mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."
