@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from .db import tokens as tokens_db
-from .documents import ApiToken, utcnow
+from .documents import ApiToken, ClientKind, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
 from .roles import Role
 from .validation import validate_name
@@ -38,6 +38,8 @@ class Principal:
     # principal carry the id and die with the token; a WebSocket re-checks the token by then at the latest.
     token_id: str | None = field(default=None, compare=False)
     expires_at: datetime | None = field(default=None, compare=False)
+    # The client kind its token was created with (`--kind ci`): every download it makes is recorded so.
+    client_kind: ClientKind | None = field(default=None, compare=False)
 
     def require(self, role: Role, action: str) -> None:
         """Forbidden unless this principal's role is at least `role`."""
@@ -137,7 +139,9 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
-    return Principal(token.principal, token.role, str(token.id), token.expires_at)
+    return Principal(
+        token.principal, token.role, str(token.id), token.expires_at, client_kind=token.client_kind
+    )
 
 
 async def token_active(token_id: str) -> bool:
@@ -159,6 +163,7 @@ async def create_token(
     created_by: str,
     expires_in_days: int | None = None,
     token: str | None = None,
+    client_kind: ClientKind | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token (returned once, never stored) and its record. `token` sets the value (for provisioning)."""
     validate_name(name, "name")
@@ -177,6 +182,7 @@ async def create_token(
         token_hash=hash_token(value),
         created_by=created_by,
         expires_at=expires,
+        client_kind=client_kind,
     )
     if not await tokens_db.insert(record):
         raise InvalidInput("name", f"a token named {name!r} exists already")

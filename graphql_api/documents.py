@@ -142,6 +142,15 @@ class AliasChange(Document):
         ]
 
 
+class ClientKind(StrEnum):
+    """Who a download is for, as `client_kind.decide` tells it (the rule that decided is kept beside it)."""
+
+    CI = "CI"
+    BOT = "BOT"
+    HUMAN = "HUMAN"
+    UNKNOWN = "UNKNOWN"
+
+
 class ApiToken(Document):
     """A bearer token, kept only as its SHA-256: the token itself is shown once, when it is created."""
 
@@ -154,6 +163,8 @@ class ApiToken(Document):
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The client kind every download with this token is recorded as (`--kind ci`); None: decided per request.
+    client_kind: ClientKind | None = None
 
     class Settings:
         name = "api_tokens"
@@ -235,6 +246,11 @@ class DownloadEvent(Document):
     user_agent: str | None = None
     client_address: str | None = None
     mode: DownloadMode
+    # CI, BOT, HUMAN or UNKNOWN, and the rule of `client_kind.decide` that said so.
+    client_kind: ClientKind = ClientKind.UNKNOWN
+    client_kind_rule: str | None = None
+    # The SDK release from the user agent (`modelhub-sdk/<version>`), None for any other client.
+    client_version: str | None = None
     status: DownloadStatus = DownloadStatus.ISSUED
     bytes_sent: int = 0
     range_start: int | None = None

@@ -20,7 +20,7 @@ from . import auth, checksums, registry
 from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
-from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
+from .documents import ClientKind, DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
 from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .services import Services
@@ -40,6 +40,10 @@ class Requester:
     client_address: str | None
     # The record id of the token the requester authenticated with: its tickets and links die with it.
     token_id: str | None = None
+    # Who the download is for and the rule that said so (client_kind.decide), and the SDK release.
+    client_kind: ClientKind = ClientKind.UNKNOWN
+    client_kind_rule: str | None = None
+    client_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields
         engineer=who.engineer,
         user_agent=(who.user_agent or "")[:512] or None,
         client_address=who.client_address,
+        client_kind=who.client_kind,
+        client_kind_rule=who.client_kind_rule,
+        client_version=who.client_version,
         mode=mode,
         **fields,
     )

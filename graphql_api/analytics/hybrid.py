@@ -107,6 +107,7 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
         "max_duration": total.duration_max,
         "avg_duration": avg,
         "engineer_bits": total.bitmap(numbers),
+        "pair_bits": total.pair_bitmaps(numbers),
         "hist": total.duration_hist,
     }
 
@@ -186,6 +187,8 @@ class _EdgeEvent:
     """The stored fields of an event that `delta_of` reads."""
 
     engineer: str
+    model_name: str
+    model_version: int
     status: DownloadStatus
     completes: bool
     bytes_sent: int
@@ -196,6 +199,8 @@ class _EdgeEvent:
     def of(cls, doc: dict[str, Any]) -> _EdgeEvent:
         return cls(
             doc["engineer"],
+            doc["model_name"],
+            doc["model_version"],
             DownloadStatus(doc["status"]),
             bool(doc.get("completes")),
             doc.get("bytes_sent") or 0,

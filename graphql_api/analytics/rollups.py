@@ -19,6 +19,10 @@ class Outcome(Protocol):
     @property
     def engineer(self) -> str: ...
     @property
+    def model_name(self) -> str: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
     def status(self) -> DownloadStatus: ...
     @property
     def completes(self) -> bool: ...
@@ -36,6 +40,7 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
     if started:
         delta.downloads = 1
         delta.engineers = {event.engineer}
+        delta.pairs = {(event.engineer, event.model_name, event.model_version)}
     if finished and event.status in TERMINAL_STATUSES:
         # `completed` counts completed downloads (the event that completes one), not COMPLETED transfers:
         # a Range peek or the first leg of a resumed download is a download request, not a download.

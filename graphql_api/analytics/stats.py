@@ -9,7 +9,7 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..documents import DownloadMode, DownloadStatus
+from ..documents import ClientKind, DownloadMode, DownloadStatus
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource
 from . import hybrid
 from .histograms import histogram_percentile
@@ -23,6 +23,8 @@ class StatsRow:
     engineer: str | None = None
     mode: DownloadMode | None = None
     status: DownloadStatus | None = None
+    client_kind: ClientKind | None = None
+    client_version: str | None = None
     period_start: datetime | None = None
     downloads: int = 0
     completed: int = 0
@@ -34,6 +36,7 @@ class StatsRow:
     p95_duration: float | None = None
     max_duration: float | None = None
     unique_engineers: int = 0
+    distinct_downloads: int = 0
     source: StatsSource = StatsSource.RAW
 
 
@@ -45,6 +48,8 @@ ROW_FIELDS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.CLIENT_KIND: "client_kind",
+    Dimension.CLIENT_VERSION: "client_version",
 }
 
 
@@ -55,6 +60,8 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         group["mode"] = DownloadMode(group["mode"])
     if group["status"]:
         group["status"] = DownloadStatus(group["status"])
+    if group["client_kind"]:
+        group["client_kind"] = ClientKind(group["client_kind"])
     row = StatsRow(
         **group,
         period_start=doc.get("period_start"),
@@ -69,9 +76,11 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
     )
     if source is StatsSource.RAW:
         row.unique_engineers = doc["unique_engineers"]
+        row.distinct_downloads = doc["distinct_downloads"]
         row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
     else:
         row.unique_engineers = int(doc["engineer_bits"]).bit_count()
+        row.distinct_downloads = sum(int(bits).bit_count() for bits in doc["pair_bits"].values())
         row.p50_duration = histogram_percentile(doc["hist"], 0.5)
         row.p95_duration = histogram_percentile(doc["hist"], 0.95)
     return row

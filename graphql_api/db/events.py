@@ -35,6 +35,7 @@ FILTERS: Mapping[str, Translator] = {
     "engineers": any_of("engineer"),
     "statuses": any_of("status"),
     "modes": any_of("mode"),
+    "client_kinds": any_of("client_kind"),
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
@@ -47,6 +48,8 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.CLIENT_KIND: "client_kind",
+    Dimension.CLIENT_VERSION: "client_version",
 }
 
 SORT_FIELDS: dict[DownloadOrderField, str] = {
@@ -184,6 +187,8 @@ _PER_ENGINEER: Condition = {
     "duration_count": {"$sum": {"$cond": [_IS_DURATION, 1, 0]}},
     "max_duration": {"$max": "$duration_seconds"},
     "durations": {"$push": "$duration_seconds"},
+    # The engineer's distinct versions: the group's distinct (engineer, version) pairs add up from them.
+    "versions": {"$addToSet": {"n": "$model_name", "v": "$model_version"}},
 }
 _PER_GROUP: Condition = {
     **{f: {"$sum": f"${f}"} for f in ("downloads", "completed", "aborted", "failed", "total_bytes")},
@@ -191,6 +196,7 @@ _PER_GROUP: Condition = {
     "duration_count": {"$sum": "$duration_count"},
     "max_duration": {"$max": "$max_duration"},
     "unique_engineers": {"$sum": 1},
+    "distinct_downloads": {"$sum": {"$size": "$versions"}},
     "durations": {"$push": "$durations"},
 }
 _ALL_DURATIONS = {
@@ -199,6 +205,7 @@ _ALL_DURATIONS = {
 _ROW: Condition = {
     **{f: 1 for f in ("downloads", "completed", "aborted", "failed", "total_bytes", "max_duration")},
     "unique_engineers": 1,
+    "distinct_downloads": 1,
     "avg_duration": SAFE_AVG,
     "percentiles": {"$percentile": {"input": _ALL_DURATIONS, "p": [0.5, 0.95], "method": "approximate"}},
     "period_start": "$_id.period",

@@ -25,6 +25,16 @@ class DownloadMode(Enum):
     )
 
 
+@strawberry.enum(description="Who a download is for, and so whether it is a person's download.")
+class ClientKind(Enum):
+    CI = strawberry.enum_value("CI", description="A CI job: its token's kind, or the SDK/CLI saw a CI variable.")
+    BOT = strawberry.enum_value("BOT", description="A crawler or bot, by its user agent.")
+    HUMAN = strawberry.enum_value("HUMAN", description="A person at a terminal, as the SDK/CLI declares.")
+    UNKNOWN = strawberry.enum_value(
+        "UNKNOWN", description="Nothing said which (curl, scripts, and every download before kinds existed)."
+    )
+
+
 @strawberry.enum(description="Where a download is: ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.")
 class DownloadStatus(Enum):
     ISSUED = strawberry.enum_value("ISSUED", description="A URL was handed out; no byte has flowed yet.")
@@ -57,6 +67,13 @@ class DownloadEvent(Node):
     user_agent: str | None = strawberry.field(description="The client's User-Agent, if sent.")
     client_address: str | None = strawberry.field(description="The client's address.")
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
+    client_kind: ClientKind = strawberry.field(description="Who the download is for (CI, BOT, HUMAN, UNKNOWN).")
+    client_kind_rule: str | None = strawberry.field(
+        description="The rule that decided `clientKind`: token, header, user-agent or default."
+    )
+    client_version: str | None = strawberry.field(
+        description="The SDK release from the user agent (`modelhub-sdk/<version>`), null for other clients."
+    )
     status: DownloadStatus = strawberry.field(description="Where the download is.")
     bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
     range_start: Long | None = strawberry.field(description="First byte asked for with Range, if any.")
@@ -104,6 +121,9 @@ class DownloadEvent(Node):
             user_agent=doc.user_agent,
             client_address=doc.client_address,
             mode=DownloadMode(doc.mode.value),
+            client_kind=ClientKind(documents.ClientKind(doc.client_kind).value),
+            client_kind_rule=doc.client_kind_rule,
+            client_version=doc.client_version,
             status=DownloadStatus(doc.status.value),
             bytes_sent=doc.bytes_sent,
             range_start=doc.range_start,
@@ -180,6 +200,9 @@ class DownloadFilter:
         default=None, description="In any of these statuses."
     )
     modes: list[DownloadMode] | None = strawberry.field(default=None, description="In any of these modes.")
+    client_kinds: list[ClientKind] | None = strawberry.field(
+        default=None, description="For any of these client kinds."
+    )
     since: datetime | None = strawberry.field(default=None, description="startedAt ≥ since.")
     until: datetime | None = strawberry.field(default=None, description="startedAt < until.")
     min_bytes: Long | None = strawberry.field(default=None, description="bytesSent ≥ minBytes.")
@@ -192,6 +215,7 @@ class DownloadFilter:
             engineers=list(self.engineers or []),
             statuses=[documents.DownloadStatus(s.name) for s in self.statuses or []],
             modes=[documents.DownloadMode(m.name) for m in self.modes or []],
+            client_kinds=[documents.ClientKind(k.name) for k in self.client_kinds or []],
             since=self.since,
             until=self.until,
             min_bytes=self.min_bytes,

@@ -24,13 +24,23 @@ from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db import rollups as rollups_db
 from graphql_api.db.common import indexes_used
-from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus, utcnow
+from graphql_api.documents import (
+    ClientKind,
+    DownloadEvent,
+    DownloadMode,
+    DownloadRollup,
+    DownloadStatus,
+    utcnow,
+)
 from graphql_api.queries import EventQuery, Interval, StatsRequest, day_of, hour_of
 from tests.servers import GraphQLClient, Stores, db_id, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
 ENGINEERS = ["alice", "bob", "carol", "dave"]
+# Drawn by index, not from the seeded generator, so that the other fields stay what they were.
+CLIENT_KINDS = [ClientKind.CI, ClientKind.HUMAN, ClientKind.UNKNOWN, ClientKind.CI, ClientKind.BOT]
+CLIENT_VERSIONS = ["1.4.0", None, "1.5.0rc1"]
 EDGES = [
     T0,
     T0 + timedelta(days=1) - timedelta(milliseconds=1),
@@ -62,7 +72,8 @@ def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
             dict(
                 model_name=name, model_version=version, project_name=project, engineer=rng.choice(ENGINEERS),
                 mode=mode, status=status, size_bytes=size, bytes_sent=sent, started_at=started,
-                duration_seconds=duration,
+                duration_seconds=duration, client_kind=CLIENT_KINDS[i % len(CLIENT_KINDS)],
+                client_version=CLIENT_VERSIONS[i % len(CLIENT_VERSIONS)],
             )
         )  # fmt: skip
     return events
@@ -133,10 +144,13 @@ KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "ENGINEER": lambda e: e["engineer"],
     "MODE": lambda e: e["mode"].value,
     "STATUS": lambda e: e["status"].value,
+    "CLIENT_KIND": lambda e: e["client_kind"].value,
+    "CLIENT_VERSION": lambda e: e.get("client_version"),
 }
 ROW_KEYS = {
     "MODEL": "modelName", "VERSION": "version", "PROJECT": "projectName",
-    "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status",
+    "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status", "CLIENT_KIND": "clientKind",
+    "CLIENT_VERSION": "clientVersion",
 }  # fmt: skip
 
 
@@ -157,6 +171,7 @@ def reference(
             "failed": sum(m["status"] is DownloadStatus.FAILED for m in members),
             "totalBytes": sum(m["bytes_sent"] for m in members),
             "uniqueEngineers": len({m["engineer"] for m in members}),
+            "distinctDownloads": len({(m["engineer"], m["model_name"], m["model_version"]) for m in members}),
             "max": max(durations) if durations else None,
             "avg": sum(durations) / len(durations) if durations else None,
             "p50": nearest_rank(durations, 0.5),
@@ -172,6 +187,7 @@ STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval
     rows {
       modelName version projectName engineer mode status periodStart downloads completed aborted failed
       totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers
+      clientKind clientVersion distinctDownloads
     }
   }
 }"""
@@ -202,7 +218,8 @@ def check(
     assert len(rows) == len(ref)
     for row in rows:
         want = ref[row_key(row, group_by, interval)]
-        for k in ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers"):
+        figures = ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers")
+        for k in (*figures, "distinctDownloads"):
             assert row[k] == want[k], (k, row, want)
         assert row["maxDurationSeconds"] == want["max"]
         assert row["avgDurationSeconds"] == pytest.approx(want["avg"])
@@ -252,7 +269,17 @@ async def fresh_gql(mongo_uri: str, tmp_path: Path) -> AsyncIterator[GraphQLClie
             yield GraphQLClient(client)
 
 
-GROUPINGS = [[], ["MODEL"], ["MODEL", "VERSION"], ["PROJECT", "MODE"], ["ENGINEER"], ["STATUS", "MODE"]]
+GROUPINGS = [
+    [],
+    ["MODEL"],
+    ["MODEL", "VERSION"],
+    ["PROJECT", "MODE"],
+    ["ENGINEER"],
+    ["STATUS", "MODE"],
+    ["CLIENT_KIND"],
+    ["MODEL", "CLIENT_KIND"],
+    ["CLIENT_VERSION"],
+]
 
 
 @pytest.mark.parametrize("group_by", GROUPINGS)
@@ -287,6 +314,8 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
                 (["VERSION", "MODEL"], "MONTH"),
                 (["MODEL"], "HOUR"),
                 ([], "HOUR"),
+                (["CLIENT_KIND"], "DAY"),
+                (["MODEL", "CLIENT_KIND"], None),
             ]
         )
         hybrid = await stats(gql, group_by, i=interval, f=flt)
