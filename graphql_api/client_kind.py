@@ -5,8 +5,8 @@ The rules, in order; the first that applies decides and is recorded as `client_k
 | rule | kind | when |
 |---|---|---|
 | `token` | the token's | the token was created with a kind (`modelhub token create --kind ci`) |
-| `header` | CI or HUMAN | the request says `X-Modelhub-Client-Kind: CI` or `HUMAN` (the SDK/CLI sends CI when a CI variable is set or `--ci` is given, HUMAN on a terminal) |
-| `user-agent` | BOT | the user agent matches `BOT_PATTERNS` (`bot`, `crawl`, `spider`, `slurp`, link previewers) |
+| `header` | CI or HUMAN | `X-Modelhub-Client-Kind: CI` or `HUMAN` (SDK: a CI variable or `--ci`; a tty) |
+| `user-agent` | BOT | the user agent matches `BOT_PATTERNS` (bot, crawl, spider, slurp, previews) |
 | `default` | UNKNOWN | anything else (curl, wget, scripts, browsers that declare nothing) |
 
 A header cannot override a token's kind (a CI token stays CI whatever the job claims), and it may claim only

@@ -27,7 +27,9 @@ class DownloadMode(Enum):
 
 @strawberry.enum(description="Who a download is for, and so whether it is a person's download.")
 class ClientKind(Enum):
-    CI = strawberry.enum_value("CI", description="A CI job: its token's kind, or the SDK/CLI saw a CI variable.")
+    CI = strawberry.enum_value(
+        "CI", description="A CI job: its token's kind, or the SDK/CLI saw a CI variable."
+    )
     BOT = strawberry.enum_value("BOT", description="A crawler or bot, by its user agent.")
     HUMAN = strawberry.enum_value("HUMAN", description="A person at a terminal, as the SDK/CLI declares.")
     UNKNOWN = strawberry.enum_value(
@@ -67,7 +69,9 @@ class DownloadEvent(Node):
     user_agent: str | None = strawberry.field(description="The client's User-Agent, if sent.")
     client_address: str | None = strawberry.field(description="The client's address.")
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
-    client_kind: ClientKind = strawberry.field(description="Who the download is for (CI, BOT, HUMAN, UNKNOWN).")
+    client_kind: ClientKind = strawberry.field(
+        description="Who the download is for (CI, BOT, HUMAN, UNKNOWN)."
+    )
     client_kind_rule: str | None = strawberry.field(
         description="The rule that decided `clientKind`: token, header, user-agent or default."
     )

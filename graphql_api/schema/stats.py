@@ -89,7 +89,9 @@ class DownloadStatsRow:
     engineer: str | None = strawberry.field(description="The engineer, when grouped by ENGINEER.")
     mode: DownloadMode | None = strawberry.field(description="The mode, when grouped by MODE.")
     status: DownloadStatus | None = strawberry.field(description="The status, when grouped by STATUS.")
-    client_kind: ClientKind | None = strawberry.field(description="The client kind, when grouped by CLIENT_KIND.")
+    client_kind: ClientKind | None = strawberry.field(
+        description="The client kind, when grouped by CLIENT_KIND."
+    )
     client_version: str | None = strawberry.field(
         description="The SDK release, when grouped by CLIENT_VERSION (null: not the SDK)."
     )
