@@ -10,6 +10,7 @@ import strawberry
 
 from .. import auth, documents, roles
 from .context import Info
+from .downloads import ClientKind
 from .errors import InvalidInput, expected_errors
 
 
@@ -32,6 +33,9 @@ class ApiToken:
     expires_at: datetime | None = strawberry.field(description="When it stops working, if ever.")
     last_used_at: datetime | None = strawberry.field(description="Its last use, to within a minute.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+    kind: ClientKind | None = strawberry.field(
+        description="The client kind of every download made with it (null: decided per request)."
+    )
 
     @classmethod
     def from_doc(cls, doc: documents.ApiToken) -> ApiToken:
@@ -44,6 +48,7 @@ class ApiToken:
             expires_at=doc.expires_at,
             last_used_at=doc.last_used_at,
             revoked_at=doc.revoked_at,
+            kind=ClientKind(doc.client_kind.value) if doc.client_kind else None,
         )
 
 
@@ -59,6 +64,11 @@ class CreateTokenInput:
     principal: str = strawberry.field(description="Who the token acts as.")
     role: Role = strawberry.field(default=Role.READER, description="What it may do.")
     expires_in_days: int | None = strawberry.field(default=None, description="1..3650; never when omitted.")
+    kind: ClientKind | None = strawberry.field(
+        default=None,
+        description="Record every download made with it as this kind (e.g. CI for a CI job's token); a "
+        "client's own claim cannot override it. Null: decided per request.",
+    )
 
 
 @strawberry.input(description="The token to revoke.")
@@ -92,8 +102,9 @@ class TokenMutations:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
         role = roles.Role(input.role.name)
+        kind = documents.ClientKind(input.kind.name) if input.kind else None
         value, record = await auth.create_token(
-            input.name, input.principal, role, who.engineer, input.expires_in_days
+            input.name, input.principal, role, who.engineer, input.expires_in_days, client_kind=kind
         )
         return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
 
