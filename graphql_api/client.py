@@ -17,6 +17,7 @@ steps, synchronously or awaited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
@@ -158,6 +159,9 @@ mutation {operation}($input: {operation}Input!) {{
 }}"""
 
 
+REPORT_VERIFICATION = _mutation_document(
+    "ReportDownloadVerification", "... on DownloadEvent { id sha256Matches }"
+)
 REQUEST_DOWNLOAD = _mutation_document(
     "RequestDownload",
     "... on DownloadTicket { url mode expiresAt "
@@ -608,6 +612,8 @@ def _download(
         if received != ticket.size:
             raise ModelhubError("INCOMPLETE", f"got {received} of {ticket.size} bytes; run again to resume")
         digest = sink.digest.hexdigest()
+        if ticket.sha256 is not None:
+            yield from _report_verification(ticket.download_id, digest == ticket.sha256)
         if ticket.sha256 is None or digest == ticket.sha256:
             partial.part.replace(dest)
             partial.meta.unlink(missing_ok=True)
@@ -624,6 +630,16 @@ def _download(
                 {"expected": ticket.sha256, "actual": digest},
             )
     raise AssertionError("unreachable")
+
+
+def _report_verification(download_id: str, matches: bool) -> Flow[None]:
+    """Tells the server the verdict of the SHA-256 check (its `verified` / `mismatched` figures). A report
+    that fails (a server from before reports, a lost connection) does not fail the download."""
+    with contextlib.suppress(ModelhubError, httpx.HTTPError):
+        yield from _mutation(
+            REPORT_VERIFICATION, {"input": {"download": download_id, "sha256Matches": matches}},
+            "reportDownloadVerification",
+        )  # fmt: skip
 
 
 def _failure(base_url: str, exc: Exception) -> Exception:

@@ -275,6 +275,9 @@ class DownloadEvent(Document):
     # This event delivered the object's last byte and its chain began at byte 0: the one event that counts
     # as a completed download (a Range peek or the first leg of a resumed download does not).
     completes: bool = False
+    # The client's verdict on the SHA-256 of what it received (reportDownloadVerification): reported once.
+    sha256_matches: bool | None = None
+    verified_at: datetime | None = None
 
     class Settings:
         name = "download_events"

@@ -21,7 +21,7 @@ from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
 from .documents import ClientKind, DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
-from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
+from .errors import Forbidden, InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .services import Services
 from .storage import ObjectInfo
@@ -94,6 +94,21 @@ async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
         services.store, model, info, services.settings.verify_on_download_max_bytes
     )
     return info
+
+
+async def report_verification(who: Requester, event_id: Any, matches: bool) -> DownloadEvent:
+    """Records a client's verdict on a download's SHA-256, once, by the download's own principal only, and
+    counts it in the download's buckets (`verified` or `mismatched`)."""
+    event = await events_db.get(event_id)
+    if event is None:
+        raise InvalidInput("download", "no such download")
+    if event.engineer != who.engineer:
+        raise Forbidden(f"only {event.engineer} may report the verification of this download")
+    done = await events_db.report_verification(event_id, who.engineer, matches, utcnow())
+    if done is None:
+        raise InvalidInput("download", "its verification was already reported")
+    await rollups.record_verification(done)
+    return done
 
 
 def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:

@@ -3,14 +3,17 @@ and the `clientKinds` filter of the downloads list."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from graphql_api.client import SDK_VERSION, ModelhubClient
 from graphql_api.config import Settings
-from tests.servers import Stores, make_settings
+from tests.servers import LiveServer, Stores, make_settings
 from tests.test_security import World, token_app
 
 DOWNLOAD = """mutation {
@@ -70,3 +73,60 @@ async def test_the_downloads_list_filters_by_client_kind(world: World) -> None:
         body = await world.gql("reader", query, {"k": kinds})
         got = sorted(n["clientKind"] for n in body["data"]["downloads"]["nodes"])
         assert got == want, (kinds, body)
+
+
+VERIFY = """mutation($d: ID!, $m: Boolean!) {
+  reportDownloadVerification(input: {download: $d, sha256Matches: $m}) {
+    __typename ... on DownloadEvent { sha256Matches } ... on UserError { code message }
+  }
+}"""
+FIGURES = "{ downloadStats(groupBy: [], exact: %s) { source rows { downloads verified mismatched } } }"
+
+
+async def test_verification_is_reported_once_by_its_own_principal_and_counted(world: World) -> None:
+    """The downloader reports its verdict once (a second report is INVALID_INPUT, another principal's is
+    FORBIDDEN); `verified` and `mismatched` count them, from raw events and from rollups alike."""
+    good, bad = [(await download(world, "reader"))["id"] for _ in range(2)]
+    await download(world, "reader")  # never reported
+    done = await world.gql("reader", VERIFY, {"d": good, "m": True})
+    assert done["data"]["reportDownloadVerification"] == {
+        "__typename": "DownloadEvent",
+        "sha256Matches": True,
+    }
+    other = await world.gql("engineer", VERIFY, {"d": bad, "m": True})
+    assert other["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert (await world.gql("reader", VERIFY, {"d": bad, "m": False}))["data"]["reportDownloadVerification"][
+        "sha256Matches"
+    ] is False
+    again = (await world.gql("reader", VERIFY, {"d": good, "m": False}))["data"]["reportDownloadVerification"]
+    assert again["code"] == "INVALID_INPUT" and "already reported" in again["message"]
+    for exact, source in (("true", "RAW"), ("false", "ROLLUP")):
+        stats = (await world.gql("reader", FIGURES % exact))["data"]["downloadStats"]
+        assert stats["source"] == source
+        assert stats["rows"] == [{"downloads": 3, "verified": 1, "mismatched": 1}], exact
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+def test_the_sdk_reports_its_verification_and_declares_ci(
+    live: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download by the SDK in a CI job is recorded CI (rule header) with the SDK's release, and its
+    SHA-256 check is reported as verified."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    src = tmp_path / "m.bin"
+    src.write_bytes(os.urandom(4096))
+    with ModelhubClient(live.url, engineer="sdk") as client:
+        client.push(src, "k", "p")
+        deadline = time.monotonic() + 20
+        while client.info("k")["checksumStatus"] != "VERIFIED" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.download("k", tmp_path / "out.bin").verified
+        query = "{ downloads { nodes { clientKind clientKindRule clientVersion sha256Matches } } }"
+        assert client.graphql(query)["downloads"]["nodes"] == [
+            {
+                "clientKind": "CI",
+                "clientKindRule": "header",
+                "clientVersion": SDK_VERSION,
+                "sha256Matches": True,
+            }
+        ]

@@ -103,6 +103,8 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
         "_id": key,
         "period_start": key.get("period"),
         **{n: getattr(total, n) for n in ("downloads", "completed", "aborted", "failed")},
+        "verified": total.verified,
+        "mismatched": total.mismatched,
         "total_bytes": total.bytes_sent,
         "max_duration": total.duration_max,
         "avg_duration": avg,
@@ -194,6 +196,7 @@ class _EdgeEvent:
     bytes_sent: int
     duration_seconds: float | None
     finished_at: datetime | None
+    sha256_matches: bool | None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> _EdgeEvent:
@@ -206,4 +209,5 @@ class _EdgeEvent:
             doc.get("bytes_sent") or 0,
             doc.get("duration_seconds"),
             doc.get("finished_at"),
+            doc.get("sha256_matches"),
         )

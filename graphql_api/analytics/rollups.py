@@ -32,11 +32,17 @@ class Outcome(Protocol):
     def duration_seconds(self) -> float | None: ...
     @property
     def finished_at(self) -> datetime | None: ...
+    @property
+    def sha256_matches(self) -> bool | None: ...
 
 
 def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
-    """What `event` adds to its bucket when it is recorded (`started`) and when it ends (`finished`)."""
+    """What `event` adds to its bucket when it is recorded (`started`) and when it ends (`finished`); with
+    both (a whole event at once: bulk loads, rebuilds, raw edges) its reported verification too, which the
+    live path adds when it is reported (`record_verification`: it may come before the finish is written)."""
     delta = RollupDelta()
+    if started and finished and event.sha256_matches is not None:
+        delta.verified, delta.mismatched = (1, 0) if event.sha256_matches else (0, 1)
     if started:
         delta.downloads = 1
         delta.engineers = {event.engineer}
@@ -72,6 +78,12 @@ async def record_started(event: DownloadEvent) -> None:
 async def record_finished(event: DownloadEvent) -> None:
     """Adds a terminal download's outcome, bytes and duration to its day's and hour's buckets."""
     await _bump_all(event, delta_of(event, started=False, finished=True))
+
+
+async def record_verification(event: DownloadEvent) -> None:
+    """Counts a download's reported verification in its day's and hour's buckets (once: the report is)."""
+    matches = event.sha256_matches
+    await _bump_all(event, RollupDelta(verified=int(matches is True), mismatched=int(matches is False)))
 
 
 class RollupBuilder:

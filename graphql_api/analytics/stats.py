@@ -30,6 +30,8 @@ class StatsRow:
     completed: int = 0
     aborted: int = 0
     failed: int = 0
+    verified: int = 0
+    mismatched: int = 0
     total_bytes: int = 0
     avg_duration: float | None = None
     p50_duration: float | None = None
@@ -69,6 +71,8 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         completed=doc["completed"],
         aborted=doc["aborted"],
         failed=doc["failed"],
+        verified=doc.get("verified") or 0,
+        mismatched=doc.get("mismatched") or 0,
         total_bytes=doc["total_bytes"],
         avg_duration=doc.get("avg_duration"),
         max_duration=doc.get("max_duration"),

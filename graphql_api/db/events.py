@@ -135,6 +135,19 @@ async def record_progress(event_id: PydanticObjectId | None, sent: int, now: dat
     )
 
 
+async def report_verification(
+    event_id: PydanticObjectId, engineer: str, matches: bool, now: datetime
+) -> DownloadEvent | None:
+    """Records the verdict on an event of `engineer` that has none yet (one conditional update: two reports
+    at once cannot both count); None when there is no such event or it already has one."""
+    collection = DownloadEvent.get_pymongo_collection()
+    flt = {"_id": event_id, "engineer": engineer, "sha256_matches": None}
+    result = await collection.update_one(flt, {"$set": {"sha256_matches": matches, "verified_at": now}})
+    if not result.modified_count:
+        return None
+    return await find_one(DownloadEvent, {"_id": event_id})
+
+
 def stale(cutoff: datetime) -> AsyncIterator[DownloadEvent]:
     """IN_PROGRESS events whose last heartbeat is older than `cutoff`."""
     flt = {"status": DownloadStatus.IN_PROGRESS.value, "heartbeat_at": {"$lt": cutoff}}
@@ -174,6 +187,7 @@ def _count_if(status: DownloadStatus) -> Condition:
 
 
 _IS_DURATION = {"$isNumber": "$duration_seconds"}
+_COUNTED = ("downloads", "completed", "aborted", "failed", "verified", "mismatched")
 # Per (group, engineer): the first of two groupings, so unique engineers are a count of sub-groups
 # (`$addToSet` over a large group was some 8x slower on SecantusDB).
 _PER_ENGINEER: Condition = {
@@ -182,6 +196,8 @@ _PER_ENGINEER: Condition = {
     "completed": {"$sum": {"$cond": [{"$eq": ["$completes", True]}, 1, 0]}},
     "aborted": _count_if(DownloadStatus.ABORTED),
     "failed": _count_if(DownloadStatus.FAILED),
+    "verified": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", True]}, 1, 0]}},
+    "mismatched": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", False]}, 1, 0]}},
     "total_bytes": {"$sum": "$bytes_sent"},
     "duration_sum": {"$sum": {"$cond": [_IS_DURATION, "$duration_seconds", 0]}},
     "duration_count": {"$sum": {"$cond": [_IS_DURATION, 1, 0]}},
@@ -191,7 +207,7 @@ _PER_ENGINEER: Condition = {
     "versions": {"$addToSet": {"n": "$model_name", "v": "$model_version"}},
 }
 _PER_GROUP: Condition = {
-    **{f: {"$sum": f"${f}"} for f in ("downloads", "completed", "aborted", "failed", "total_bytes")},
+    **{f: {"$sum": f"${f}"} for f in (*_COUNTED, "total_bytes")},
     "duration_sum": {"$sum": "$duration_sum"},
     "duration_count": {"$sum": "$duration_count"},
     "max_duration": {"$max": "$max_duration"},
@@ -203,7 +219,7 @@ _ALL_DURATIONS = {
     "$reduce": {"input": "$durations", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
 }
 _ROW: Condition = {
-    **{f: 1 for f in ("downloads", "completed", "aborted", "failed", "total_bytes", "max_duration")},
+    **{f: 1 for f in (*_COUNTED, "total_bytes", "max_duration")},
     "unique_engineers": 1,
     "distinct_downloads": 1,
     "avg_duration": SAFE_AVG,

@@ -27,7 +27,9 @@ from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
 # A bucket's whole-number figures, all summed.
-COUNTS = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
+COUNTS = (
+    "downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "verified", "mismatched",
+)  # fmt: skip
 
 
 # The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
@@ -156,6 +158,9 @@ class RollupDelta:
     failed: int = 0
     bytes_sent: int = 0
     duration_count: int = 0
+    # Downloads whose client reported the SHA-256 matched / did not (counted in the download's start bucket).
+    verified: int = 0
+    mismatched: int = 0
     duration_sum: float = 0.0
     # Histogram bucket index (see analytics.histograms) → durations in it.
     duration_hist: dict[int, int] = field(default_factory=dict)
@@ -421,6 +426,8 @@ _SUMS = {
     "completed": "completed",
     "aborted": "aborted",
     "failed": "failed",
+    "verified": "verified",
+    "mismatched": "mismatched",
     "total_bytes": "bytes_sent",
     "duration_sum": "duration_sum",
     "duration_count": "duration_count",

@@ -79,6 +79,9 @@ class DownloadEvent(Node):
         description="The SDK release from the user agent (`modelhub-sdk/<version>`), null for other clients."
     )
     status: DownloadStatus = strawberry.field(description="Where the download is.")
+    sha256_matches: bool | None = strawberry.field(
+        description="The client's verdict on the SHA-256 of what it received (null: not reported)."
+    )
     bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
     range_start: Long | None = strawberry.field(description="First byte asked for with Range, if any.")
     range_end: Long | None = strawberry.field(
@@ -129,6 +132,7 @@ class DownloadEvent(Node):
             client_kind_rule=doc.client_kind_rule,
             client_version=doc.client_version,
             status=DownloadStatus(doc.status.value),
+            sha256_matches=doc.sha256_matches,
             bytes_sent=doc.bytes_sent,
             range_start=doc.range_start,
             range_end=doc.range_end,

@@ -100,6 +100,10 @@ class DownloadStatsRow:
     completed: int = strawberry.field(description="Completed downloads.")
     aborted: int = strawberry.field(description="Aborted downloads.")
     failed: int = strawberry.field(description="Failed downloads.")
+    verified: int = strawberry.field(
+        description="Downloads whose client reported the SHA-256 matched (reportDownloadVerification)."
+    )
+    mismatched: int = strawberry.field(description="Downloads whose client reported a SHA-256 mismatch.")
     total_bytes: Long = strawberry.field(description="Bytes actually sent.")
     avg_duration_seconds: float | None = strawberry.field(description="Mean duration of finished downloads.")
     p50_duration_seconds: float | None = strawberry.field(description="Median duration.")
@@ -127,6 +131,8 @@ class DownloadStatsRow:
             completed=row.completed,
             aborted=row.aborted,
             failed=row.failed,
+            verified=row.verified,
+            mismatched=row.mismatched,
             total_bytes=row.total_bytes,
             avg_duration_seconds=row.avg_duration,
             p50_duration_seconds=row.p50_duration,

@@ -41,6 +41,7 @@ ENGINEERS = ["alice", "bob", "carol", "dave"]
 # Drawn by index, not from the seeded generator, so that the other fields stay what they were.
 CLIENT_KINDS = [ClientKind.CI, ClientKind.HUMAN, ClientKind.UNKNOWN, ClientKind.CI, ClientKind.BOT]
 CLIENT_VERSIONS = ["1.4.0", None, "1.5.0rc1"]
+VERDICTS = [True, None, False, True, None, True, None]
 EDGES = [
     T0,
     T0 + timedelta(days=1) - timedelta(milliseconds=1),
@@ -74,6 +75,7 @@ def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
                 mode=mode, status=status, size_bytes=size, bytes_sent=sent, started_at=started,
                 duration_seconds=duration, client_kind=CLIENT_KINDS[i % len(CLIENT_KINDS)],
                 client_version=CLIENT_VERSIONS[i % len(CLIENT_VERSIONS)],
+                sha256_matches=VERDICTS[i % len(VERDICTS)] if status is DownloadStatus.COMPLETED else None,
             )
         )  # fmt: skip
     return events
@@ -103,7 +105,12 @@ async def store(events: list[dict[str, Any]], *, bulk: bool = False) -> None:
         await builder.save()
         return
     for e in events:
-        issued = {"status": DownloadStatus.ISSUED, "bytes_sent": 0, "finished_at": None}
+        issued = {
+            "status": DownloadStatus.ISSUED,
+            "bytes_sent": 0,
+            "finished_at": None,
+            "sha256_matches": None,
+        }
         doc = DownloadEvent(**{"model_id": ObjectId(), **e, **issued})
         await doc.insert()
         await rollups.record_started(doc)
@@ -118,6 +125,10 @@ async def store(events: list[dict[str, Any]], *, bulk: bool = False) -> None:
             doc.completes = e["status"] is DownloadStatus.COMPLETED
             await doc.save()
             await rollups.record_finished(doc)
+        if e.get("sha256_matches") is not None:  # the client's report, after the download
+            doc.sha256_matches = e["sha256_matches"]
+            await doc.save()
+            await rollups.record_verification(doc)
 
 
 def nearest_rank(values: list[float], p: float) -> float | None:
@@ -171,6 +182,8 @@ def reference(
             "failed": sum(m["status"] is DownloadStatus.FAILED for m in members),
             "totalBytes": sum(m["bytes_sent"] for m in members),
             "uniqueEngineers": len({m["engineer"] for m in members}),
+            "verified": sum(m.get("sha256_matches") is True for m in members),
+            "mismatched": sum(m.get("sha256_matches") is False for m in members),
             "distinctDownloads": len({(m["engineer"], m["model_name"], m["model_version"]) for m in members}),
             "max": max(durations) if durations else None,
             "avg": sum(durations) / len(durations) if durations else None,
@@ -187,7 +200,7 @@ STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval
     rows {
       modelName version projectName engineer mode status periodStart downloads completed aborted failed
       totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers
-      clientKind clientVersion distinctDownloads
+      clientKind clientVersion distinctDownloads verified mismatched
     }
   }
 }"""
@@ -219,7 +232,7 @@ def check(
     for row in rows:
         want = ref[row_key(row, group_by, interval)]
         figures = ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers")
-        for k in (*figures, "distinctDownloads"):
+        for k in (*figures, "distinctDownloads", "verified", "mismatched"):
             assert row[k] == want[k], (k, row, want)
         assert row["maxDurationSeconds"] == want["max"]
         assert row["avgDurationSeconds"] == pytest.approx(want["avg"])
