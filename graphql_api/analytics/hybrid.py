@@ -111,6 +111,7 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
         "engineer_bits": total.bitmap(numbers),
         "pair_bits": total.pair_bitmaps(numbers),
         "hist": total.duration_hist,
+        "throughput_hist": total.throughput_hist,
     }
 
 

@@ -10,7 +10,7 @@ from ..db import rollups as rollups_db
 from ..db.rollups import GRAINS, RollupBucket, RollupDelta
 from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus
 from ..queries import EventQuery, day_of
-from .histograms import duration_bucket
+from .histograms import duration_bucket, throughput_bucket
 
 
 class Outcome(Protocol):
@@ -60,6 +60,8 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
             delta.duration_sum = event.duration_seconds
             delta.duration_hist = {duration_bucket(event.duration_seconds): 1}
             delta.duration_max = event.duration_seconds
+            if event.duration_seconds > 0 and event.bytes_sent > 0:
+                delta.throughput_hist = {throughput_bucket(event.bytes_sent / event.duration_seconds): 1}
         if event.completes and event.finished_at is not None:
             delta.last_completed_at = event.finished_at
     return delta

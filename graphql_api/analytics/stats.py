@@ -12,7 +12,7 @@ from ..db import rollups as rollups_db
 from ..documents import ClientKind, DownloadMode, DownloadStatus
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource
 from . import hybrid
-from .histograms import histogram_percentile
+from .histograms import THROUGHPUT_MIN, histogram_percentile
 
 
 @dataclass
@@ -37,6 +37,8 @@ class StatsRow:
     p50_duration: float | None = None
     p95_duration: float | None = None
     max_duration: float | None = None
+    p50_throughput: float | None = None
+    p95_throughput: float | None = None
     unique_engineers: int = 0
     distinct_downloads: int = 0
     source: StatsSource = StatsSource.RAW
@@ -82,11 +84,14 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         row.unique_engineers = doc["unique_engineers"]
         row.distinct_downloads = doc["distinct_downloads"]
         row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
+        row.p50_throughput, row.p95_throughput = doc.get("p50_throughput"), doc.get("p95_throughput")
     else:
         row.unique_engineers = int(doc["engineer_bits"]).bit_count()
         row.distinct_downloads = sum(int(bits).bit_count() for bits in doc["pair_bits"].values())
         row.p50_duration = histogram_percentile(doc["hist"], 0.5)
         row.p95_duration = histogram_percentile(doc["hist"], 0.95)
+        row.p50_throughput = histogram_percentile(doc["throughput_hist"], 0.5, THROUGHPUT_MIN)
+        row.p95_throughput = histogram_percentile(doc["throughput_hist"], 0.95, THROUGHPUT_MIN)
     return row
 
 

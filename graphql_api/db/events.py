@@ -187,6 +187,14 @@ def _count_if(status: DownloadStatus) -> Condition:
 
 
 _IS_DURATION = {"$isNumber": "$duration_seconds"}
+# Bytes per second of a transfer with a duration and bytes; null (ignored by $percentile) for any other.
+_THROUGHPUT: Condition = {
+    "$cond": [
+        {"$and": [{"$gt": ["$duration_seconds", 0]}, {"$gt": ["$bytes_sent", 0]}]},
+        {"$divide": ["$bytes_sent", "$duration_seconds"]},
+        None,
+    ]
+}
 _COUNTED = ("downloads", "completed", "aborted", "failed", "verified", "mismatched")
 # Per (group, engineer): the first of two groupings, so unique engineers are a count of sub-groups
 # (`$addToSet` over a large group was some 8x slower on SecantusDB).
@@ -203,6 +211,7 @@ _PER_ENGINEER: Condition = {
     "duration_count": {"$sum": {"$cond": [_IS_DURATION, 1, 0]}},
     "max_duration": {"$max": "$duration_seconds"},
     "durations": {"$push": "$duration_seconds"},
+    "throughputs": {"$push": _THROUGHPUT},
     # The engineer's distinct versions: the group's distinct (engineer, version) pairs add up from them.
     "versions": {"$addToSet": {"n": "$model_name", "v": "$model_version"}},
 }
@@ -214,9 +223,13 @@ _PER_GROUP: Condition = {
     "unique_engineers": {"$sum": 1},
     "distinct_downloads": {"$sum": {"$size": "$versions"}},
     "durations": {"$push": "$durations"},
+    "throughputs": {"$push": "$throughputs"},
 }
 _ALL_DURATIONS = {
     "$reduce": {"input": "$durations", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
+}
+_ALL_THROUGHPUTS = {
+    "$reduce": {"input": "$throughputs", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
 }
 _ROW: Condition = {
     **{f: 1 for f in (*_COUNTED, "total_bytes", "max_duration")},
@@ -224,6 +237,9 @@ _ROW: Condition = {
     "distinct_downloads": 1,
     "avg_duration": SAFE_AVG,
     "percentiles": {"$percentile": {"input": _ALL_DURATIONS, "p": [0.5, 0.95], "method": "approximate"}},
+    "throughput_percentiles": {
+        "$percentile": {"input": _ALL_THROUGHPUTS, "p": [0.5, 0.95], "method": "approximate"}
+    },
     "period_start": "$_id.period",
 }
 
@@ -242,6 +258,8 @@ def stats_pipeline(req: StatsRequest) -> list[Condition]:
             "$addFields": {
                 "p50_duration": {"$arrayElemAt": ["$percentiles", 0]},
                 "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
+                "p50_throughput": {"$arrayElemAt": ["$throughput_percentiles", 0]},
+                "p95_throughput": {"$arrayElemAt": ["$throughput_percentiles", 1]},
             }
         },
         *ordered_page(req),

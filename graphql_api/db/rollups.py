@@ -105,6 +105,7 @@ class RollupBucket:
             "duration_max": None,
             "last_completed_at": None,
             "duration_hist": {},
+            "throughput_hist": {},
             "engineer_bits": {},
             **({"pair_bits": {}} if self.grain.keeps_pairs else {}),
         }
@@ -118,6 +119,7 @@ class RollupBucket:
             "duration_max": delta.duration_max,
             "last_completed_at": delta.last_completed_at,
             "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
+            "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
             "engineer_bits": words_of(delta.engineer_bits),
             **({"pair_bits": pair_words(delta.pair_bits)} if self.grain.keeps_pairs else {}),
         }
@@ -164,6 +166,8 @@ class RollupDelta:
     duration_sum: float = 0.0
     # Histogram bucket index (see analytics.histograms) → durations in it.
     duration_hist: dict[int, int] = field(default_factory=dict)
+    # The same for throughputs (bytes per second) of transfers with a duration and bytes.
+    throughput_hist: dict[int, int] = field(default_factory=dict)
     duration_max: float | None = None
     last_completed_at: datetime | None = None
     engineers: set[str] = field(default_factory=set)
@@ -179,6 +183,7 @@ class RollupDelta:
         delta = cls(
             duration_sum=doc.get("duration_sum") or 0.0,
             duration_hist={int(index): count for index, count in (doc.get("duration_hist") or {}).items()},
+            throughput_hist={int(i): count for i, count in (doc.get("throughput_hist") or {}).items()},
             duration_max=doc.get("duration_max"),
             last_completed_at=doc.get("last_completed_at"),
             engineer_bits=bitmap_of(doc.get("engineer_bits") or {}),
@@ -194,6 +199,8 @@ class RollupDelta:
         self.duration_sum += other.duration_sum
         for index, count in other.duration_hist.items():
             self.duration_hist[index] = self.duration_hist.get(index, 0) + count
+        for index, count in other.throughput_hist.items():
+            self.throughput_hist[index] = self.throughput_hist.get(index, 0) + count
         self.duration_max = _max(self.duration_max, other.duration_max)
         self.last_completed_at = _max(self.last_completed_at, other.last_completed_at)
         self.engineers |= other.engineers
@@ -221,6 +228,7 @@ class RollupDelta:
         if self.duration_count:
             inc["duration_sum"] = self.duration_sum
         inc.update({f"duration_hist.{i}": n for i, n in self.duration_hist.items()})
+        inc.update({f"throughput_hist.{i}": n for i, n in self.throughput_hist.items()})
         update: Condition = {"$inc": inc} if inc else {}
         maxima = {"duration_max": self.duration_max, "last_completed_at": self.last_completed_at}
         if any(v is not None for v in maxima.values()):
@@ -466,6 +474,7 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
                 "max_duration": {"$max": "$duration_max"},
                 "engineer_words": {"$push": "$engineer_bits"},
                 "hists": {"$push": "$duration_hist"},
+                "throughputs": {"$push": "$throughput_hist"},
                 # A whole-model bucket's `pair_bits`, or a per-version bucket's version (see pairs_of).
                 "pairs": {
                     "$push": {
@@ -487,8 +496,10 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
         delta = RollupDelta.of_bucket(
             {**doc, "bytes_sent": doc["total_bytes"], "duration_max": doc["max_duration"]}
         )
-        for hist, words, pairs in zip(doc["hists"], doc["engineer_words"], doc["pairs"], strict=True):
-            delta.add(RollupDelta.of_bucket({"duration_hist": hist, "engineer_bits": words, **pairs}))
+        parts = zip(doc["hists"], doc["throughputs"], doc["engineer_words"], doc["pairs"], strict=True)
+        for hist, throughputs, words, pairs in parts:
+            bucket = {"duration_hist": hist, "throughput_hist": throughputs, "engineer_bits": words, **pairs}
+            delta.add(RollupDelta.of_bucket(bucket))
         groups.append((dict(doc["_id"] or {}), delta))
     return groups, total
 

@@ -109,6 +109,12 @@ class DownloadStatsRow:
     p50_duration_seconds: float | None = strawberry.field(description="Median duration.")
     p95_duration_seconds: float | None = strawberry.field(description="95th percentile duration.")
     max_duration_seconds: float | None = strawberry.field(description="Longest duration.")
+    p50_throughput_bytes_per_second: float | None = strawberry.field(
+        description="Median throughput (bytes sent / duration) of transfers that sent bytes over a duration."
+    )
+    p95_throughput_bytes_per_second: float | None = strawberry.field(
+        description="95th percentile throughput (bytes per second); rollups: within about 5%, like durations."
+    )
     unique_engineers: int = strawberry.field(description="Distinct engineers who downloaded.")
     distinct_downloads: int = strawberry.field(
         description="Distinct (engineer, model version) pairs among the group's download events: retries and "
@@ -138,6 +144,8 @@ class DownloadStatsRow:
             p50_duration_seconds=row.p50_duration,
             p95_duration_seconds=row.p95_duration,
             max_duration_seconds=row.max_duration,
+            p50_throughput_bytes_per_second=row.p50_throughput,
+            p95_throughput_bytes_per_second=row.p95_throughput,
             unique_engineers=row.unique_engineers,
             distinct_downloads=row.distinct_downloads,
         )

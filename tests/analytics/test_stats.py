@@ -165,6 +165,18 @@ ROW_KEYS = {
 }  # fmt: skip
 
 
+THROUGHPUTS = ("p50ThroughputBytesPerSecond", "p95ThroughputBytesPerSecond")
+
+
+def throughputs(events: Iterable[dict[str, Any]]) -> list[float]:
+    """Bytes per second of the transfers that sent bytes over a duration."""
+    return [
+        e["bytes_sent"] / e["duration_seconds"]
+        for e in events
+        if e["duration_seconds"] and e["duration_seconds"] > 0 and e["bytes_sent"] > 0
+    ]
+
+
 def reference(
     events: Iterable[dict[str, Any]], group_by: list[str], interval: str | None
 ) -> dict[Any, dict[str, Any]]:
@@ -189,6 +201,8 @@ def reference(
             "avg": sum(durations) / len(durations) if durations else None,
             "p50": nearest_rank(durations, 0.5),
             "p95": nearest_rank(durations, 0.95),
+            "t50": nearest_rank(throughputs(members), 0.5),
+            "t95": nearest_rank(throughputs(members), 0.95),
         }
     return out
 
@@ -201,6 +215,7 @@ STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval
       modelName version projectName engineer mode status periodStart downloads completed aborted failed
       totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers
       clientKind clientVersion distinctDownloads verified mismatched
+      p50ThroughputBytesPerSecond p95ThroughputBytesPerSecond
     }
   }
 }"""
@@ -236,7 +251,13 @@ def check(
             assert row[k] == want[k], (k, row, want)
         assert row["maxDurationSeconds"] == want["max"]
         assert row["avgDurationSeconds"] == pytest.approx(want["avg"])
-        for mine, theirs in (("p50DurationSeconds", "p50"), ("p95DurationSeconds", "p95")):
+        pairs = (
+            ("p50DurationSeconds", "p50"),
+            ("p95DurationSeconds", "p95"),
+            ("p50ThroughputBytesPerSecond", "t50"),
+            ("p95ThroughputBytesPerSecond", "t95"),
+        )
+        for mine, theirs in pairs:
             if want[theirs] is None:
                 assert row[mine] is None
             elif row["source"] == "RAW":
@@ -336,7 +357,7 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
         in_range = [e for e in seeded if since <= e["started_at"] < until]
         check(hybrid, reference(in_range, group_by, interval), group_by, interval)
         raw = await stats(gql, group_by, i=interval, f=flt, exact=True)
-        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds", *THROUGHPUTS)
         assert [{k: v for k, v in r.items() if k not in strip} for r in hybrid] == [
             {k: v for k, v in r.items() if k not in strip} for r in raw
         ]
@@ -400,7 +421,7 @@ async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
             exact=True,
         )
         assert fast and all(r["source"] == "ROLLUP" for r in fast)
-        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds", *THROUGHPUTS)
         assert [{k: v for k, v in r.items() if k not in strip} for r in fast] == [
             {k: v for k, v in r.items() if k not in strip} for r in raw
         ]
@@ -448,7 +469,7 @@ async def test_long_rollup_ranges_paged_by_the_database_equal_the_app_grouped_on
                     k: v for k, v in other.items() if k not in sums
                 }
                 assert one["avgDurationSeconds"] == pytest.approx(other["avgDurationSeconds"])
-            exact_only = ("p50DurationSeconds", "p95DurationSeconds", *sums)
+            exact_only = ("p50DurationSeconds", "p95DurationSeconds", *THROUGHPUTS, *sums)
             assert [{k: v for k, v in r.items() if k not in exact_only} for r in by_db["rows"]] == [
                 {k: v for k, v in r.items() if k not in exact_only} for r in raw["rows"]
             ]
