@@ -5,7 +5,8 @@ Usage: python -m bench.write_cost [--downloads 300]
 It starts an embedded SecantusDB in a temporary directory, builds demo downloads (seed-demo's generator)
 and, one download at a time as the live path does, inserts the event and times `record_started`, then
 marks it finished and times `record_finished`, then (where the code has it) `record_verification`.
-Prints the median and p95 of each stage in milliseconds. Run it from another checkout (PYTHONPATH=that checkout) for a before/after.
+Prints the median and p95 of each stage in milliseconds. Run it from another checkout
+(PYTHONPATH=that checkout) for a before/after.
 """
 
 from __future__ import annotations
