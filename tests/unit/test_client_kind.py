@@ -77,3 +77,21 @@ def test_the_sdk_declares_ci_from_the_environment_and_human_on_a_terminal(
 ) -> None:
     """A set CI variable (or --ci's MODELHUB_CI) declares CI, a terminal HUMAN, else nothing."""
     assert declared_kind(environ, terminal) == want
+
+
+def test_the_live_feed_filters_by_client_kind() -> None:
+    """The `downloadEvents` feed's matcher keeps exactly the events of the asked kinds."""
+    from bson import ObjectId
+
+    from graphql_api.analytics.feed import matcher
+    from graphql_api.documents import DownloadEvent, DownloadMode
+    from graphql_api.queries import EventQuery
+
+    def event(kind: ClientKind) -> DownloadEvent:
+        return DownloadEvent.model_construct(
+            model_id=ObjectId(), model_name="m", model_version=1, project_name="p", size_bytes=1,
+            engineer="e", mode=DownloadMode.STREAM, client_kind=kind,
+        )  # fmt: skip
+
+    matches = matcher(EventQuery(client_kinds=[ClientKind.CI, ClientKind.BOT]))
+    assert [k for k in ClientKind if matches(event(k))] == [ClientKind.CI, ClientKind.BOT]
