@@ -715,3 +715,19 @@ async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
         await rollups.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
     )  # a partial rebuild keeps the rest
     assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
+
+
+@pytest.mark.parametrize("kinds", [["CI"], ["HUMAN", "BOT"]])
+async def test_client_kind_filter_is_answered_by_rollups_and_equals_the_reference(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], kinds: list[str]
+) -> None:
+    """`clientKinds` narrows rows from rollups (aligned range), HYBRID (off-edge range) and raw events alike,
+    distinct downloads included."""
+    since, until = T0 + timedelta(days=2), T0 + timedelta(days=11)
+    for start, end, source in ((since, until, "ROLLUP"), (since + timedelta(minutes=37), until, "HYBRID")):
+        flt = {"since": start.isoformat(), "until": end.isoformat(), "clientKinds": kinds}
+        chosen = [e for e in seeded if start <= e["started_at"] < end and e["client_kind"].value in kinds]
+        for exact in (False, True):
+            rows = await stats(gql, ["MODEL"], i="DAY", f=flt, exact=exact)
+            assert {r["source"] for r in rows} == {"RAW" if exact else source}
+            check(rows, reference(chosen, ["MODEL"], "DAY"), ["MODEL"], "DAY")
