@@ -50,7 +50,7 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
 def stats_document(args: str, declared: str = "$s: DateTime") -> str:
     """The `downloadStats` query a dashboard panel sends, with the given arguments."""
     fields = "modelName projectName engineer periodStart downloads completed totalBytes"
-    fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers"
+    fields += " p50DurationSeconds p95DurationSeconds uniqueEngineers clientKind distinctDownloads"
     return f"query({declared}) {{ downloadStats({args}) {{ source rows {{ {fields} }} }} }}"
 
 
@@ -155,6 +155,26 @@ def stats_shapes(now: datetime) -> list[tuple[str, str, dict[str, Any], queries.
                 q(since=now - timedelta(days=30, hours=12), until=now - timedelta(hours=12)),
                 [queries.Dimension.MODEL],
                 queries.Interval.DAY,
+                limit=1000,
+            ),
+        ),
+        (
+            "by client kind, last 30 d",
+            "groupBy: [CLIENT_KIND], filter: {since: $s, until: $u}, limit: 1000",
+            {"s": (now - timedelta(days=30)).isoformat(), "u": now.isoformat()},
+            queries.StatsRequest(
+                q(since=now - timedelta(days=30), until=now), [queries.Dimension.CLIENT_KIND], limit=1000
+            ),
+        ),
+        (
+            "distinct downloads by model, last 30 d",
+            "groupBy: [MODEL], filter: {since: $s, until: $u}, orderBy: {field: DISTINCT_DOWNLOADS}, "
+            "limit: 1000",
+            {"s": (now - timedelta(days=30)).isoformat(), "u": now.isoformat()},
+            queries.StatsRequest(
+                q(since=now - timedelta(days=30), until=now),
+                [queries.Dimension.MODEL],
+                order_by=queries.StatsMetric.DISTINCT_DOWNLOADS,
                 limit=1000,
             ),
         ),

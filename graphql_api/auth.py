@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from .db import tokens as tokens_db
-from .documents import ApiToken, TokenGrant, utcnow
+from .documents import ApiToken, ClientKind, TokenGrant, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
 from .oidc import OidcVerifier, looks_like_jwt
 from .roles import ProjectRole, Role
@@ -48,6 +48,8 @@ class Principal:
     token_id: str | None = field(default=None, compare=False)
     expires_at: datetime | None = field(default=None, compare=False)
     grants: Mapping[str, ProjectRole] = field(default_factory=lambda: NO_GRANTS, compare=False)
+    # The client kind its token was created with (`--kind ci`): every download it makes is recorded so.
+    client_kind: ClientKind | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.grants, MappingProxyType):
@@ -168,7 +170,12 @@ def _principal_of(token: ApiToken | None) -> Principal | None:
     if token.expires_at is not None and token.expires_at <= utcnow():
         return None
     return Principal(
-        token.principal, token.role, str(token.id), token.expires_at, frozen_grants(token.grant_map())
+        token.principal,
+        token.role,
+        str(token.id),
+        token.expires_at,
+        frozen_grants(token.grant_map()),
+        client_kind=token.client_kind,
     )
 
 
@@ -191,6 +198,7 @@ async def create_token(
     expires_in_days: int | None = None,
     token: str | None = None,
     grants: Mapping[str, ProjectRole] | None = None,
+    client_kind: ClientKind | None = None,
 ) -> tuple[str, ApiToken]:
     """A new token (returned once, never stored) and its record. `token` sets the value (for provisioning)."""
     validate_name(name, "name")
@@ -212,6 +220,7 @@ async def create_token(
         token_hash=hash_token(value),
         created_by=created_by,
         expires_at=expires,
+        client_kind=client_kind,
     )
     if not await tokens_db.insert(record):
         raise InvalidInput("name", f"a token named {name!r} exists already")

@@ -421,9 +421,14 @@ def download(
     url: Url = None,
     engineer: Engineer = None,
     token: Token = None,
+    ci: Annotated[
+        bool, typer.Option("--ci", help="Declare the download a CI job's (CI variables do it already).")
+    ] = False,
 ) -> None:
     """Download an artifact: resumed from a `.part` file if one is there, size and SHA-256 checked, then
     moved into place."""
+    if ci:
+        os.environ["MODELHUB_CI"] = "1"  # read by the SDK's declared_kind
     name, version, alias = parse_ref(ref)
     dest = output or Path(
         name.replace("/", "_") + (f"-v{version}" if version else f"-{alias}" if alias else "")
@@ -579,9 +584,14 @@ def token_create(
     ] = None,
     exist_ok: Annotated[bool, typer.Option(help="Succeed quietly if a token of this name exists.")] = False,
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Record every download with this token as CI, BOT, HUMAN or UNKNOWN (e.g. ci)."),
+    ] = None,
 ) -> None:
     """Create a token and print it once (only its hash is stored)."""
     from .auth import create_token, list_tokens
+    from .documents import ClientKind
     from .errors import DomainError
 
     try:
@@ -591,6 +601,12 @@ def token_create(
         raise typer.Exit(2) from None
     if role is None and not grants:
         role = Role.READER
+    client_kind = None
+    if kind is not None:
+        if kind.upper() not in ClientKind.__members__:
+            console.print(f"[red]error:[/red] --kind must be one of {', '.join(ClientKind)}")
+            raise typer.Exit(2)
+        client_kind = ClientKind(kind.upper())
     value = os.environ.get(value_from_env) if value_from_env else None
     if value_from_env and not value:
         console.print(f"[red]error:[/red] ${value_from_env} is empty")
@@ -601,7 +617,9 @@ def token_create(
         }:
             console.print(f"token {name!r} exists; kept")
             return
-        made = create_token(name, principal, role, "cli", expires_in_days, value, grants)
+        made = create_token(
+            name, principal, role, "cli", expires_in_days, value, grants, client_kind=client_kind
+        )
         try:
             token, _ = asyncio.run(_with_db(uri, settings.mongo_db, _audited("token create", name, made)))
         except DomainError as exc:

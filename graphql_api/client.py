@@ -17,12 +17,14 @@ steps, synchronously or awaited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -157,6 +159,9 @@ mutation {operation}($input: {operation}Input!) {{
 }}"""
 
 
+REPORT_VERIFICATION = _mutation_document(
+    "ReportDownloadVerification", "... on DownloadEvent { id sha256Matches }"
+)
 REQUEST_DOWNLOAD = _mutation_document(
     "RequestDownload",
     "... on DownloadTicket { url mode expiresAt "
@@ -303,8 +308,32 @@ Flow = Generator[Step, Any, T]
 # --- shared, I/O-free pieces ---------------------------------------------------------------------------
 
 
+SDK_VERSION = "0.2"
+USER_AGENT = f"modelhub-sdk/{SDK_VERSION}"
+# The environment variables CI services set: any of them makes the SDK declare its downloads CI.
+CI_VARIABLES = (
+    "CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD", "CIRCLECI", "TRAVIS",
+    "BITBUCKET_BUILD_NUMBER", "TEAMCITY_VERSION", "DRONE", "CODEBUILD_BUILD_ID", "BUILD_ID",
+    "MODELHUB_CI",  # what `modelhub --ci ...` sets
+)  # fmt: skip
+
+
+def declared_kind(environ: Mapping[str, str] | None = None, terminal: bool | None = None) -> str | None:
+    """What the SDK tells the server it is (X-Modelhub-Client-Kind): CI when a CI variable is set (and not
+    "false" or "0"), HUMAN on a terminal, else nothing (the server then decides by the user agent)."""
+    env = os.environ if environ is None else environ
+    if any(env.get(name, "").strip().lower() not in ("", "0", "false") for name in CI_VARIABLES):
+        return "CI"
+    if terminal is None:
+        terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    return "HUMAN" if terminal else None
+
+
 def _headers(engineer: str | None, token: str | None) -> dict[str, str]:
-    headers = {"User-Agent": "modelhub-sdk/0.2"}
+    headers = {"User-Agent": USER_AGENT}
+    kind = declared_kind()
+    if kind:
+        headers["X-Modelhub-Client-Kind"] = kind
     engineer = engineer if engineer is not None else os.environ.get("MODELHUB_ENGINEER")
     token = token if token is not None else os.environ.get("MODELHUB_TOKEN")
     if engineer:
@@ -609,6 +638,8 @@ def _download(
         if received != ticket.size:
             raise ModelhubError("INCOMPLETE", f"got {received} of {ticket.size} bytes; run again to resume")
         digest = sink.digest.hexdigest()
+        if ticket.sha256 is not None:
+            yield from _report_verification(ticket.download_id, digest == ticket.sha256)
         if ticket.sha256 is None or digest == ticket.sha256:
             partial.part.replace(dest)
             partial.meta.unlink(missing_ok=True)
@@ -625,6 +656,16 @@ def _download(
                 {"expected": ticket.sha256, "actual": digest},
             )
     raise AssertionError("unreachable")
+
+
+def _report_verification(download_id: str, matches: bool) -> Flow[None]:
+    """Tells the server the verdict of the SHA-256 check (its `verified` / `mismatched` figures). A report
+    that fails (a server from before reports, a lost connection) does not fail the download."""
+    with contextlib.suppress(ModelhubError, httpx.HTTPError):
+        yield from _mutation(
+            REPORT_VERIFICATION, {"input": {"download": download_id, "sha256Matches": matches}},
+            "reportDownloadVerification",
+        )  # fmt: skip
 
 
 def _failure(base_url: str, exc: Exception) -> Exception:
@@ -653,7 +694,7 @@ class ModelhubClient:
         self.base_url = _base_url(base_url)
         self.http = httpx.Client(base_url=self.base_url, headers=_headers(engineer, token), timeout=timeout)
         # Ticket and presigned URLs carry their own authority: no bearer token goes to an object store.
-        self.plain = httpx.Client(timeout=timeout, headers={"User-Agent": "modelhub-sdk/0.2"})
+        self.plain = httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT})
 
     def __enter__(self) -> ModelhubClient:
         return self
@@ -816,7 +857,7 @@ class AsyncModelhubClient:
         self.base_url = _base_url(base_url)
         headers = _headers(engineer, token)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout)
-        self.plain = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "modelhub-sdk/0.2"})
+        self.plain = httpx.AsyncClient(timeout=timeout, headers={"User-Agent": USER_AGENT})
 
     async def __aenter__(self) -> AsyncModelhubClient:
         return self

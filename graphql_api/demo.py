@@ -12,10 +12,12 @@ from beanie import PydanticObjectId
 from bson import ObjectId
 
 from .analytics.rollups import RollupBuilder
+from .client_kind import client_version
 from .db import events as events_db
 from .db import models as models_db
 from .documents import (
     ChecksumStatus,
+    ClientKind,
     DownloadEvent,
     DownloadMode,
     DownloadStatus,
@@ -59,7 +61,11 @@ FIRST = [
     "mo",
     "nia",
 ]
-AGENTS = ["modelhub-cli/0.1", "python-httpx/0.28", "curl/8.5", "aws-cli/2.15", "Mozilla/5.0"]
+# (kind, rule) of demo downloads and how often: mostly CI jobs, then people, a few crawlers.
+_KINDS = [(ClientKind.CI, "header"), (ClientKind.HUMAN, "header"), (ClientKind.BOT, "user-agent"),
+          (ClientKind.UNKNOWN, "default")]  # fmt: skip
+_KIND_WEIGHTS = [0.55, 0.3, 0.03, 0.12]
+AGENTS = ["modelhub-sdk/0.2", "python-httpx/0.28", "curl/8.5", "aws-cli/2.15", "Mozilla/5.0"]
 
 
 @dataclass
@@ -123,6 +129,8 @@ def build_events(
     model_weights = _zipf_weights(len(models))
     engineer_weights = _zipf_weights(len(engineers), 0.8)
     start = now - timedelta(days=days)
+    # Client kinds from a generator of their own, so the rest of the demo data stays what it was.
+    kinds = random.Random(count * 31 + days)
     events: list[DownloadEvent] = []
     while len(events) < count:
         moment = start + timedelta(seconds=rng.uniform(0, days * 86400))
@@ -147,6 +155,9 @@ def build_events(
                     1.0,
                 )
         started = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        engineer = rng.choices(engineers, engineer_weights)[0]
+        agent = rng.choice(AGENTS)  # drawn in the order they always were
+        kind, rule = kinds.choices(_KINDS, _KIND_WEIGHTS)[0]
         finished = started + timedelta(seconds=duration) if duration is not None else None
         events.append(
             DownloadEvent(
@@ -156,8 +167,11 @@ def build_events(
                 model_version=model.version,
                 project_name=model.project_name,
                 size_bytes=model.size_bytes,
-                engineer=rng.choices(engineers, engineer_weights)[0],
-                user_agent=rng.choice(AGENTS),
+                engineer=engineer,
+                user_agent=agent,
+                client_kind=kind,
+                client_kind_rule=rule,
+                client_version=client_version(agent),
                 client_address=f"127.0.{rng.randint(0, 9)}.{rng.randint(1, 254)}",
                 mode=mode,
                 status=status,

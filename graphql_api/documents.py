@@ -149,6 +149,15 @@ class TokenGrant(BaseModel):
     role: ProjectRole
 
 
+class ClientKind(StrEnum):
+    """Who a download is for, as `client_kind.decide` tells it (the rule that decided is kept beside it)."""
+
+    CI = "CI"
+    BOT = "BOT"
+    HUMAN = "HUMAN"
+    UNKNOWN = "UNKNOWN"
+
+
 class ApiToken(Document):
     """A bearer token, kept only as its SHA-256: the token itself is shown once, when it is created."""
 
@@ -165,6 +174,8 @@ class ApiToken(Document):
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The client kind every download with this token is recorded as (`--kind ci`); None: decided per request.
+    client_kind: ClientKind | None = None
 
     def grant_map(self) -> dict[str, ProjectRole]:
         """Project -> role (the highest, should a project be listed twice)."""
@@ -287,6 +298,11 @@ class DownloadEvent(Document):
     user_agent: str | None = None
     client_address: str | None = None
     mode: DownloadMode
+    # CI, BOT, HUMAN or UNKNOWN, and the rule of `client_kind.decide` that said so.
+    client_kind: ClientKind = ClientKind.UNKNOWN
+    client_kind_rule: str | None = None
+    # The SDK release from the user agent (`modelhub-sdk/<version>`), None for any other client.
+    client_version: str | None = None
     status: DownloadStatus = DownloadStatus.ISSUED
     bytes_sent: int = 0
     range_start: int | None = None
@@ -311,6 +327,9 @@ class DownloadEvent(Document):
     # This event delivered the object's last byte and its chain began at byte 0: the one event that counts
     # as a completed download (a Range peek or the first leg of a resumed download does not).
     completes: bool = False
+    # The client's verdict on the SHA-256 of what it received (reportDownloadVerification): reported once.
+    sha256_matches: bool | None = None
+    verified_at: datetime | None = None
 
     class Settings:
         name = "download_events"

@@ -20,8 +20,8 @@ from . import auth, checksums, registry
 from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
-from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
-from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
+from .documents import ClientKind, DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
+from .errors import Forbidden, InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .scope import Scope
 from .services import Services
@@ -41,6 +41,10 @@ class Requester:
     client_address: str | None
     # The record id of the token the requester authenticated with: its tickets and links die with it.
     token_id: str | None = None
+    # Who the download is for and the rule that said so (client_kind.decide), and the SDK release.
+    client_kind: ClientKind = ClientKind.UNKNOWN
+    client_kind_rule: str | None = None
+    client_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,22 @@ async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
     return info
 
 
+async def report_verification(who: Requester, scope: Scope, event_id: Any, matches: bool) -> DownloadEvent:
+    """Records a client's verdict on a download's SHA-256, once, by the download's own principal only, and
+    counts it in the download's buckets (`verified` or `mismatched`). A download of a project `scope` may not
+    read is "no such download", as a missing one."""
+    event = await events_db.get(event_id)
+    if event is None or not scope.can_read(event.project_name):
+        raise InvalidInput("download", "no such download")
+    if event.engineer != who.engineer:
+        raise Forbidden("only the principal who downloaded may report its verification")
+    done = await events_db.report_verification(event_id, who.engineer, matches, utcnow())
+    if done is None:
+        raise InvalidInput("download", "its verification was already reported")
+    await rollups.record_verification(done)
+    return done
+
+
 def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:
     return DownloadEvent(
         model_id=model.id,
@@ -103,6 +123,9 @@ def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields
         engineer=who.engineer,
         user_agent=(who.user_agent or "")[:512] or None,
         client_address=who.client_address,
+        client_kind=who.client_kind,
+        client_kind_rule=who.client_kind_rule,
+        client_version=who.client_version,
         mode=mode,
         **fields,
     )

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .documents import DownloadMode, DownloadStatus
+from .documents import ClientKind, DownloadMode, DownloadStatus
 from .errors import InvalidInput
 
 MAX_STATS_LIMIT = 1000
@@ -130,6 +130,7 @@ class EventQuery:
     engineers: list[str] = field(default_factory=list)
     statuses: list[DownloadStatus] = field(default_factory=list)
     modes: list[DownloadMode] = field(default_factory=list)
+    client_kinds: list[ClientKind] = field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
     min_bytes: int | None = None
@@ -162,6 +163,8 @@ class Dimension(StrEnum):
     ENGINEER = "ENGINEER"
     MODE = "MODE"
     STATUS = "STATUS"
+    CLIENT_KIND = "CLIENT_KIND"
+    CLIENT_VERSION = "CLIENT_VERSION"
 
 
 class Interval(StrEnum):
@@ -183,6 +186,7 @@ class StatsMetric(StrEnum):
     P95_DURATION = "P95_DURATION"
     MAX_DURATION = "MAX_DURATION"
     UNIQUE_ENGINEERS = "UNIQUE_ENGINEERS"
+    DISTINCT_DOWNLOADS = "DISTINCT_DOWNLOADS"
 
 
 class StatsSource(StrEnum):
@@ -204,6 +208,7 @@ METRIC_FIELDS: dict[StatsMetric, str] = {
     StatsMetric.P95_DURATION: "p95_duration",
     StatsMetric.MAX_DURATION: "max_duration",
     StatsMetric.UNIQUE_ENGINEERS: "unique_engineers",
+    StatsMetric.DISTINCT_DOWNLOADS: "distinct_downloads",
 }
 
 

@@ -232,7 +232,7 @@ async def test_dashboards_and_rules_return_data(
 
     now = datetime.now(UTC)
     graphql = infinity_queries(now - timedelta(hours=6), now + timedelta(minutes=1))
-    assert len(graphql) == 2
+    assert len(graphql) == 3
     for where, text, root in graphql:
         body = await live_gql.raw(text, **{"X-Engineer-ID": "grafana"})
         assert "errors" not in body, (where, body)

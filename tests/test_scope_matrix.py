@@ -432,6 +432,25 @@ async def m_redeliver(w: World, who: str) -> None:
         assert top == "FORBIDDEN", (who, top)
 
 
+async def m_report_download_verification(w: World, who: str) -> None:
+    field = "reportDownloadVerification"
+    top, member, message = await _outcome(
+        w, who, _mutation(field, f'download: "{w.ids["a_event"]}", sha256Matches: true'), field
+    )
+    if who == "anonymous":
+        assert top == "UNAUTHENTICATED"
+    elif who == "a_reader":  # who downloaded it
+        assert top is None and member is None, (who, message)
+    elif who in SEES_A:  # refused, without naming who downloaded
+        assert top == "FORBIDDEN" and "ar" not in message.split(), (who, top, message)
+    else:  # an event it cannot read is a missing one
+        missing_id = "RG93bmxvYWRFdmVudDo2NTc0MDAwMDAwMDAwMDAwMDAwMDAwMDA"  # DownloadEvent:6574000...
+        _, _, missing = await _outcome(
+            w, who, _mutation(field, f'download: "{missing_id}", sha256Matches: true'), field
+        )
+        assert member == "INVALID_INPUT" and message == missing, (who, member, message, missing)
+
+
 def _mutation(field: str, input: str, select: str = "__typename ... on UserError { code message }") -> str:
     return f"mutation {{ {field}(input: {{{input}}}) {{ {select} }} }}"
 
@@ -636,6 +655,7 @@ MUTATIONS: dict[str, Check] = {
     "setProjectVisibility": m_set_project_visibility,
     "grantProjectRole": m_grant_project_role,
     "revokeProjectRole": m_revoke_project_role,
+    "reportDownloadVerification": m_report_download_verification,
     "createWebhook": m_create_webhook,
     "updateWebhook": m_update_webhook,
     "deleteWebhook": m_delete_webhook,

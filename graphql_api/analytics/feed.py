@@ -53,6 +53,7 @@ MATCHERS: Mapping[str, Callable[[Any, DownloadEvent], bool]] = {
     "engineers": _any_of("engineer"),
     "statuses": _any_of("status"),
     "modes": _any_of("mode"),
+    "client_kinds": _any_of("client_kind"),
     "since": lambda v, e: e.started_at >= v,
     "until": lambda v, e: e.started_at < v,
     "min_bytes": lambda v, e: e.bytes_sent >= v,

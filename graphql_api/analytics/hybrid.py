@@ -103,11 +103,15 @@ def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) ->
         "_id": key,
         "period_start": key.get("period"),
         **{n: getattr(total, n) for n in ("downloads", "completed", "aborted", "failed")},
+        "verified": total.verified,
+        "mismatched": total.mismatched,
         "total_bytes": total.bytes_sent,
         "max_duration": total.duration_max,
         "avg_duration": avg,
         "engineer_bits": total.bitmap(numbers),
+        "pair_bits": total.pair_bitmaps(numbers),
         "hist": total.duration_hist,
+        "throughput_hist": total.throughput_hist,
     }
 
 
@@ -186,19 +190,25 @@ class _EdgeEvent:
     """The stored fields of an event that `delta_of` reads."""
 
     engineer: str
+    model_name: str
+    model_version: int
     status: DownloadStatus
     completes: bool
     bytes_sent: int
     duration_seconds: float | None
     finished_at: datetime | None
+    sha256_matches: bool | None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> _EdgeEvent:
         return cls(
             doc["engineer"],
+            doc["model_name"],
+            doc["model_version"],
             DownloadStatus(doc["status"]),
             bool(doc.get("completes")),
             doc.get("bytes_sent") or 0,
             doc.get("duration_seconds"),
             doc.get("finished_at"),
+            doc.get("sha256_matches"),
         )

@@ -10,7 +10,7 @@ from ..db import rollups as rollups_db
 from ..db.rollups import GRAINS, RollupBucket, RollupDelta
 from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus
 from ..queries import EventQuery, day_of
-from .histograms import duration_bucket
+from .histograms import duration_bucket, throughput_bucket
 
 
 class Outcome(Protocol):
@@ -18,6 +18,10 @@ class Outcome(Protocol):
 
     @property
     def engineer(self) -> str: ...
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def model_version(self) -> int: ...
     @property
     def status(self) -> DownloadStatus: ...
     @property
@@ -28,14 +32,21 @@ class Outcome(Protocol):
     def duration_seconds(self) -> float | None: ...
     @property
     def finished_at(self) -> datetime | None: ...
+    @property
+    def sha256_matches(self) -> bool | None: ...
 
 
 def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
-    """What `event` adds to its bucket when it is recorded (`started`) and when it ends (`finished`)."""
+    """What `event` adds to its bucket when it is recorded (`started`) and when it ends (`finished`); with
+    both (a whole event at once: bulk loads, rebuilds, raw edges) its reported verification too, which the
+    live path adds when it is reported (`record_verification`: it may come before the finish is written)."""
     delta = RollupDelta()
+    if started and finished and event.sha256_matches is not None:
+        delta.verified, delta.mismatched = (1, 0) if event.sha256_matches else (0, 1)
     if started:
         delta.downloads = 1
         delta.engineers = {event.engineer}
+        delta.pairs = {(event.engineer, event.model_name, event.model_version)}
     if finished and event.status in TERMINAL_STATUSES:
         # `completed` counts completed downloads (the event that completes one), not COMPLETED transfers:
         # a Range peek or the first leg of a resumed download is a download request, not a download.
@@ -49,6 +60,8 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
             delta.duration_sum = event.duration_seconds
             delta.duration_hist = {duration_bucket(event.duration_seconds): 1}
             delta.duration_max = event.duration_seconds
+            if event.duration_seconds > 0 and event.bytes_sent > 0:
+                delta.throughput_hist = {throughput_bucket(event.bytes_sent / event.duration_seconds): 1}
         if event.completes and event.finished_at is not None:
             delta.last_completed_at = event.finished_at
     return delta
@@ -67,6 +80,12 @@ async def record_started(event: DownloadEvent) -> None:
 async def record_finished(event: DownloadEvent) -> None:
     """Adds a terminal download's outcome, bytes and duration to its day's and hour's buckets."""
     await _bump_all(event, delta_of(event, started=False, finished=True))
+
+
+async def record_verification(event: DownloadEvent) -> None:
+    """Counts a download's reported verification in its day's and hour's buckets (once: the report is)."""
+    matches = event.sha256_matches
+    await _bump_all(event, RollupDelta(verified=int(matches is True), mismatched=int(matches is False)))
 
 
 class RollupBuilder:

@@ -51,6 +51,7 @@ _FILTER_FIELDS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineers",
     Dimension.MODE: "modes",
     Dimension.STATUS: "statuses",
+    Dimension.CLIENT_KIND: "client_kinds",
 }
 
 
@@ -74,6 +75,8 @@ class SeriesRequest:
         if not 1 <= self.top <= MAX_TOP:
             raise InvalidInput("top", f"must be between 1 and {MAX_TOP}, got {self.top}")
         check_time_zone(self.time_zone)
+        if self.by not in _FILTER_FIELDS:
+            raise InvalidInput("by", f"{self.by.value} has no filter, so it cannot split a series")
 
 
 @dataclass

@@ -10,12 +10,12 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..documents import DownloadMode, DownloadStatus
+from ..documents import ClientKind, DownloadMode, DownloadStatus
 from ..errors import RangeBeyondRetention
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource, hour_of
 from ..scope import Scope
 from . import hybrid
-from .histograms import histogram_percentile
+from .histograms import THROUGHPUT_MIN, histogram_percentile
 
 
 @dataclass
@@ -26,17 +26,24 @@ class StatsRow:
     engineer: str | None = None
     mode: DownloadMode | None = None
     status: DownloadStatus | None = None
+    client_kind: ClientKind | None = None
+    client_version: str | None = None
     period_start: datetime | None = None
     downloads: int = 0
     completed: int = 0
     aborted: int = 0
     failed: int = 0
+    verified: int = 0
+    mismatched: int = 0
     total_bytes: int = 0
     avg_duration: float | None = None
     p50_duration: float | None = None
     p95_duration: float | None = None
     max_duration: float | None = None
+    p50_throughput: float | None = None
+    p95_throughput: float | None = None
     unique_engineers: int = 0
+    distinct_downloads: int = 0
     source: StatsSource = StatsSource.RAW
 
 
@@ -48,6 +55,8 @@ ROW_FIELDS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.CLIENT_KIND: "client_kind",
+    Dimension.CLIENT_VERSION: "client_version",
 }
 
 
@@ -58,6 +67,8 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         group["mode"] = DownloadMode(group["mode"])
     if group["status"]:
         group["status"] = DownloadStatus(group["status"])
+    if group["client_kind"]:
+        group["client_kind"] = ClientKind(group["client_kind"])
     row = StatsRow(
         **group,
         period_start=doc.get("period_start"),
@@ -65,6 +76,8 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
         completed=doc["completed"],
         aborted=doc["aborted"],
         failed=doc["failed"],
+        verified=doc.get("verified") or 0,
+        mismatched=doc.get("mismatched") or 0,
         total_bytes=doc["total_bytes"],
         avg_duration=doc.get("avg_duration"),
         max_duration=doc.get("max_duration"),
@@ -72,11 +85,16 @@ def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
     )
     if source is StatsSource.RAW:
         row.unique_engineers = doc["unique_engineers"]
+        row.distinct_downloads = doc["distinct_downloads"]
         row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
+        row.p50_throughput, row.p95_throughput = doc.get("p50_throughput"), doc.get("p95_throughput")
     else:
         row.unique_engineers = int(doc["engineer_bits"]).bit_count()
+        row.distinct_downloads = sum(int(bits).bit_count() for bits in doc["pair_bits"].values())
         row.p50_duration = histogram_percentile(doc["hist"], 0.5)
         row.p95_duration = histogram_percentile(doc["hist"], 0.95)
+        row.p50_throughput = histogram_percentile(doc["throughput_hist"], 0.5, THROUGHPUT_MIN)
+        row.p95_throughput = histogram_percentile(doc["throughput_hist"], 0.95, THROUGHPUT_MIN)
     return row
 
 

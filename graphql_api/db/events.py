@@ -41,6 +41,7 @@ FILTERS: Mapping[str, Translator] = {
     "engineers": any_of("engineer"),
     "statuses": any_of("status"),
     "modes": any_of("mode"),
+    "client_kinds": any_of("client_kind"),
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
@@ -53,6 +54,8 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.CLIENT_KIND: "client_kind",
+    Dimension.CLIENT_VERSION: "client_version",
 }
 
 SORT_FIELDS: dict[DownloadOrderField, str] = {
@@ -157,6 +160,19 @@ async def record_progress(event_id: PydanticObjectId | None, sent: int, now: dat
     )
 
 
+async def report_verification(
+    event_id: PydanticObjectId, engineer: str, matches: bool, now: datetime
+) -> DownloadEvent | None:
+    """Records the verdict on an event of `engineer` that has none yet (one conditional update: two reports
+    at once cannot both count); None when there is no such event or it already has one."""
+    collection = DownloadEvent.get_pymongo_collection()
+    flt = {"_id": event_id, "engineer": engineer, "sha256_matches": None}
+    result = await collection.update_one(flt, {"$set": {"sha256_matches": matches, "verified_at": now}})
+    if not result.modified_count:
+        return None
+    return await find_one(DownloadEvent, {"_id": event_id})
+
+
 def stale(cutoff: datetime) -> AsyncIterator[DownloadEvent]:
     """IN_PROGRESS events whose last heartbeat is older than `cutoff`."""
     flt = {"status": DownloadStatus.IN_PROGRESS.value, "heartbeat_at": {"$lt": cutoff}}
@@ -196,6 +212,15 @@ def _count_if(status: DownloadStatus) -> Condition:
 
 
 _IS_DURATION = {"$isNumber": "$duration_seconds"}
+# Bytes per second of a transfer with a duration and bytes; null (ignored by $percentile) for any other.
+_THROUGHPUT: Condition = {
+    "$cond": [
+        {"$and": [{"$gt": ["$duration_seconds", 0]}, {"$gt": ["$bytes_sent", 0]}]},
+        {"$divide": ["$bytes_sent", "$duration_seconds"]},
+        None,
+    ]
+}
+_COUNTED = ("downloads", "completed", "aborted", "failed", "verified", "mismatched")
 # Per (group, engineer): the first of two groupings, so unique engineers are a count of sub-groups
 # (`$addToSet` over a large group was some 8x slower on SecantusDB).
 _PER_ENGINEER: Condition = {
@@ -204,28 +229,42 @@ _PER_ENGINEER: Condition = {
     "completed": {"$sum": {"$cond": [{"$eq": ["$completes", True]}, 1, 0]}},
     "aborted": _count_if(DownloadStatus.ABORTED),
     "failed": _count_if(DownloadStatus.FAILED),
+    "verified": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", True]}, 1, 0]}},
+    "mismatched": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", False]}, 1, 0]}},
     "total_bytes": {"$sum": "$bytes_sent"},
     "duration_sum": {"$sum": {"$cond": [_IS_DURATION, "$duration_seconds", 0]}},
     "duration_count": {"$sum": {"$cond": [_IS_DURATION, 1, 0]}},
     "max_duration": {"$max": "$duration_seconds"},
     "durations": {"$push": "$duration_seconds"},
+    "throughputs": {"$push": _THROUGHPUT},
+    # The engineer's distinct versions: the group's distinct (engineer, version) pairs add up from them.
+    "versions": {"$addToSet": {"n": "$model_name", "v": "$model_version"}},
 }
 _PER_GROUP: Condition = {
-    **{f: {"$sum": f"${f}"} for f in ("downloads", "completed", "aborted", "failed", "total_bytes")},
+    **{f: {"$sum": f"${f}"} for f in (*_COUNTED, "total_bytes")},
     "duration_sum": {"$sum": "$duration_sum"},
     "duration_count": {"$sum": "$duration_count"},
     "max_duration": {"$max": "$max_duration"},
     "unique_engineers": {"$sum": 1},
+    "distinct_downloads": {"$sum": {"$size": "$versions"}},
     "durations": {"$push": "$durations"},
+    "throughputs": {"$push": "$throughputs"},
 }
 _ALL_DURATIONS = {
     "$reduce": {"input": "$durations", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
 }
+_ALL_THROUGHPUTS = {
+    "$reduce": {"input": "$throughputs", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
+}
 _ROW: Condition = {
-    **{f: 1 for f in ("downloads", "completed", "aborted", "failed", "total_bytes", "max_duration")},
+    **{f: 1 for f in (*_COUNTED, "total_bytes", "max_duration")},
     "unique_engineers": 1,
+    "distinct_downloads": 1,
     "avg_duration": SAFE_AVG,
     "percentiles": {"$percentile": {"input": _ALL_DURATIONS, "p": [0.5, 0.95], "method": "approximate"}},
+    "throughput_percentiles": {
+        "$percentile": {"input": _ALL_THROUGHPUTS, "p": [0.5, 0.95], "method": "approximate"}
+    },
     "period_start": "$_id.period",
 }
 
@@ -245,6 +284,8 @@ def stats_pipeline(req: StatsRequest) -> list[Condition]:
             "$addFields": {
                 "p50_duration": {"$arrayElemAt": ["$percentiles", 0]},
                 "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
+                "p50_throughput": {"$arrayElemAt": ["$throughput_percentiles", 0]},
+                "p95_throughput": {"$arrayElemAt": ["$throughput_percentiles", 1]},
             }
         },
         *ordered_page(req),
@@ -262,7 +303,7 @@ def _piece_pipeline(req: StatsRequest, window: Condition) -> list[Condition]:
     ]
 
 
-_SUMMED = ("downloads", "completed", "aborted", "failed", "total_bytes", "duration_sum", "duration_count")
+_SUMMED = (*_COUNTED, "total_bytes", "duration_sum", "duration_count")
 # The first piece of a scan covers this much time; each next one is sized from how long the last one took.
 FIRST_PIECE = timedelta(hours=6)
 MIN_PIECE = timedelta(minutes=1)
@@ -271,14 +312,23 @@ MIN_PIECE = timedelta(minutes=1)
 def _merge_partial(into: dict[tuple[Any, ...], dict[str, Any]], doc: dict[str, Any]) -> None:
     k = doc["_id"].get("k") or {}
     key = (tuple(sorted(k.items())), doc["_id"].get("engineer"))
+    versions = {(v["n"], v["v"]) for v in doc["versions"]}
     have = into.get(key)
     if have is None:
-        into[key] = {"k": k, **{f: doc[f] for f in (*_SUMMED, "max_duration")}, "durations": doc["durations"]}
+        into[key] = {
+            "k": k,
+            **{f: doc[f] for f in (*_SUMMED, "max_duration")},
+            "durations": doc["durations"],
+            "throughputs": doc["throughputs"],
+            "versions": versions,
+        }
         return
     for f in _SUMMED:
         have[f] += doc[f]
     have["max_duration"] = _larger(have["max_duration"], doc["max_duration"])
     have["durations"] += doc["durations"]
+    have["throughputs"] += doc["throughputs"]
+    have["versions"] |= versions
 
 
 def _larger(a: Any, b: Any) -> Any:
@@ -296,20 +346,27 @@ def _finish(partials: dict[tuple[Any, ...], dict[str, Any]]) -> list[dict[str, A
         row = groups.get(key)
         if row is None:
             groups[key] = row = {"_id": part["k"], **{f: 0 for f in _SUMMED}, "max_duration": None}
-            row.update(unique_engineers=0, durations=[])
+            row.update(unique_engineers=0, distinct_downloads=0, durations=[], throughputs=[])
         for f in _SUMMED:
             row[f] += part[f]
         row["max_duration"] = _larger(row["max_duration"], part["max_duration"])
         row["unique_engineers"] += 1
+        row["distinct_downloads"] += len(part["versions"])  # this engineer's distinct versions
         row["durations"] += [d for d in part["durations"] if isinstance(d, int | float)]
+        row["throughputs"] += [t for t in part["throughputs"] if isinstance(t, int | float)]
     rows = []
     for row in groups.values():
         durations = sorted(row.pop("durations"))
+        throughputs = sorted(row.pop("throughputs"))
         count = row["duration_count"]
         row["avg_duration"] = row["duration_sum"] / count if count else None
         row["p50_duration"], row["p95_duration"] = (
             _nearest_rank(durations, 0.5),
             _nearest_rank(durations, 0.95),
+        )
+        row["p50_throughput"], row["p95_throughput"] = (
+            _nearest_rank(throughputs, 0.5),
+            _nearest_rank(throughputs, 0.95),
         )
         row["period_start"] = row["_id"].get("period")
         rows.append(row)

@@ -14,6 +14,10 @@
    INTERNAL with no grants, once (claimed like 4, so two processes starting together create one each), so
    every authenticated principal keeps reading what it read. Tokens keep their role as their global role
    (an ENGINEER token still writes in every project), with no project grants.
+6. Download events and rollup buckets from before client kinds get `client_kind: UNKNOWN` (rule
+   `before-kinds` on events), and whole-model buckets from before distinct downloads get `pair_bits` (their
+   engineers per version) from the per-version buckets of the same start, model and project: exact, since
+   those are, before any new write, exactly the events of the whole-model bucket. Once, under a claim like 4.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .engineers import bitmap_from, numbers_for, words_of
-from .rollups import BY_MODEL, RollupBucket, RollupDelta
+from .rollups import BY_MODEL, GRAINS, RollupBucket, RollupDelta, Version, pair_words, pairs_of
 
 log = logging.getLogger("modelhub.migrations")
 DUPLICATE_KEY = 11000
@@ -173,8 +177,9 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
                 written += await _insert_new(target, merged)
                 await _still_running(db, "model_rollups")
                 merged, start = {}, doc[fine.field]
+            kind = doc.get("client_kind") or "UNKNOWN"
             bucket = RollupBucket(
-                doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse
+                doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse, kind
             )
             merged.setdefault(bucket, RollupDelta()).add(RollupDelta.of_bucket(doc))
         written += await _insert_new(target, merged)
@@ -182,6 +187,61 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
     if written:
         log.warning("filled %d whole-model rollup buckets from the per-version ones", written)
     return written
+
+
+async def mark_client_kinds(db: AsyncDatabase[Any], stale_seconds: float = 30) -> int:
+    """Migration 5: UNKNOWN client kinds on earlier events and buckets, and `pair_bits` on earlier
+    whole-model buckets; returns how many whole-model buckets got pairs (0 once done)."""
+    if not await _claim(db, "client_kinds", stale_seconds):
+        return 0
+    missing = {"client_kind": {"$exists": False}}
+    events = await db["download_events"].update_many(
+        missing, {"$set": {"client_kind": "UNKNOWN", "client_kind_rule": "before-kinds"}}
+    )
+    await _still_running(db, "client_kinds")
+    for grain in GRAINS:
+        await db[str(grain.document.Settings.name)].update_many(missing, {"$set": {"client_kind": "UNKNOWN"}})
+    filled = 0
+    for fine, coarse in BY_MODEL.items():
+        source = db[str(fine.document.Settings.name)]
+        target = db[str(coarse.document.Settings.name)]
+        if await target.find_one({"pair_bits": {"$exists": False}}, {"_id": 1}) is None:
+            continue
+        pairs: dict[tuple[Any, str, str], dict[Version, int]] = {}
+        start: Any = None
+        async for doc in source.find({}).sort(fine.field, 1):
+            if doc[fine.field] != start:
+                filled += await _set_pairs(target, coarse.field, pairs)
+                await _still_running(db, "client_kinds")
+                pairs, start = {}, doc[fine.field]
+            found = pairs.setdefault((doc[fine.field], doc["model_name"], doc["project_name"]), {})
+            for version, bits in pairs_of(doc).items():
+                found[version] = found.get(version, 0) | bits
+        filled += await _set_pairs(target, coarse.field, pairs)
+    await db["migrations"].update_one({"_id": "client_kinds"}, {"$set": {"done": True}})
+    if events.modified_count or filled:
+        log.warning(
+            "marked %d earlier download events UNKNOWN client kind; filled distinct-download pairs of %d "
+            "whole-model rollup buckets",
+            events.modified_count,
+            filled,
+        )
+    return filled
+
+
+async def _set_pairs(target: Any, field: str, pairs: dict[tuple[Any, str, str], dict[Version, int]]) -> int:
+    """Sets the pairs of the whole-model buckets that have none yet (a re-run leaves done ones alone)."""
+    updates = [
+        UpdateOne(
+            {field: start, "model_name": name, "project_name": project, "pair_bits": {"$exists": False}},
+            {"$set": {"pair_bits": pair_words(found)}},
+        )
+        for (start, name, project), found in pairs.items()
+    ]
+    if not updates:
+        return 0
+    result = await target.bulk_write(updates, ordered=False)
+    return int(result.modified_count)
 
 
 async def _insert_new(target: Any, merged: dict[RollupBucket, RollupDelta]) -> int:
@@ -255,3 +315,4 @@ async def run(db: AsyncDatabase[Any]) -> None:
     await number_rollup_engineers(db)
     await fill_model_rollups(db)
     await create_projects(db)
+    await mark_client_kinds(db)

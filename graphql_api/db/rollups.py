@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beanie import Document
+from bson.int64 import Int64
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -26,12 +27,14 @@ from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
 # A bucket's whole-number figures, all summed.
-COUNTS = ("downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count")
+COUNTS = (
+    "downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "verified", "mismatched",
+)  # fmt: skip
 
 
 # The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
-FINE_KEYS = ("model_name", "model_version", "project_name", "mode")
-MODEL_KEYS = ("model_name", "project_name")
+FINE_KEYS = ("model_name", "model_version", "project_name", "mode", "client_kind")
+MODEL_KEYS = ("model_name", "project_name", "client_kind")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class Grain:
     @property
     def collection(self) -> Any:
         return self.document.get_pymongo_collection()
+
+    @property
+    def keeps_pairs(self) -> bool:
+        """Whether its buckets store `pair_bits` (engineers per version): the whole-model ones do; a
+        per-version bucket's pairs are its engineers with its version, so it stores nothing more."""
+        return "model_version" not in self.keys
 
 
 DAY = Grain("day", DownloadRollup, "day", "%Y-%m-%d", day_of)
@@ -69,14 +78,17 @@ class RollupBucket:
     project_name: str
     mode: str | None
     grain: Grain = DAY
+    client_kind: str = "UNKNOWN"
 
     @classmethod
     def of(cls, event: DownloadEvent, grain: Grain = DAY) -> RollupBucket:
         mode = event.mode.value if hasattr(event.mode, "value") else str(event.mode)
+        kind = getattr(event, "client_kind", None) or "UNKNOWN"
+        kind = kind.value if hasattr(kind, "value") else str(kind)
         start = grain.start_of(event.started_at)
         fine = grain.keys == FINE_KEYS
         version = event.model_version if fine else None
-        return cls(start, event.model_name, version, event.project_name, mode if fine else None, grain)
+        return cls(start, event.model_name, version, event.project_name, mode if fine else None, grain, kind)
 
     @property
     def key(self) -> str:
@@ -93,7 +105,9 @@ class RollupBucket:
             "duration_max": None,
             "last_completed_at": None,
             "duration_hist": {},
+            "throughput_hist": {},
             "engineer_bits": {},
+            **({"pair_bits": {}} if self.grain.keeps_pairs else {}),
         }
 
     def document(self, delta: RollupDelta) -> dict[str, Any]:
@@ -105,8 +119,34 @@ class RollupBucket:
             "duration_max": delta.duration_max,
             "last_completed_at": delta.last_completed_at,
             "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
+            "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
             "engineer_bits": words_of(delta.engineer_bits),
+            **({"pair_bits": pair_words(delta.pair_bits)} if self.grain.keeps_pairs else {}),
         }
+
+
+# A model version: (model name, version number).
+Version = tuple[str, int]
+
+
+def pair_words(pairs: Mapping[Version, int]) -> dict[str, dict[str, Int64]]:
+    """One model's engineers per version as stored: version number (a string) → its bitmap's words."""
+    return {str(version): words_of(bits) for (_, version), bits in pairs.items() if bits}
+
+
+def pairs_of(doc: Mapping[str, Any]) -> dict[Version, int]:
+    """A stored bucket's (engineer, model version) pairs as model version → engineers' bitmap: its
+    `pair_bits`, or, for a per-version bucket (which has no `pair_bits`), its engineers with its version."""
+    name = doc.get("model_name")
+    if name is None:
+        return {}
+    stored = doc.get("pair_bits")
+    if stored is not None:
+        return {(name, int(version)): bitmap_of(words) for version, words in stored.items()}
+    version = doc.get("model_version")
+    if version is None:
+        return {}
+    return {(name, int(version)): bitmap_of(doc.get("engineer_bits") or {})}
 
 
 @dataclass
@@ -120,13 +160,22 @@ class RollupDelta:
     failed: int = 0
     bytes_sent: int = 0
     duration_count: int = 0
+    # Downloads whose client reported the SHA-256 matched / did not (counted in the download's start bucket).
+    verified: int = 0
+    mismatched: int = 0
     duration_sum: float = 0.0
     # Histogram bucket index (see analytics.histograms) → durations in it.
     duration_hist: dict[int, int] = field(default_factory=dict)
+    # The same for throughputs (bytes per second) of transfers with a duration and bytes.
+    throughput_hist: dict[int, int] = field(default_factory=dict)
     duration_max: float | None = None
     last_completed_at: datetime | None = None
     engineers: set[str] = field(default_factory=set)
     engineer_bits: int = 0
+    # Distinct (engineer, model version) pairs: (engineer, name, version) from events, as model version →
+    # engineers' bitmap from stored buckets.
+    pairs: set[tuple[str, str, int]] = field(default_factory=set)
+    pair_bits: dict[Version, int] = field(default_factory=dict)
 
     @classmethod
     def of_bucket(cls, doc: Mapping[str, Any]) -> RollupDelta:
@@ -134,9 +183,11 @@ class RollupDelta:
         delta = cls(
             duration_sum=doc.get("duration_sum") or 0.0,
             duration_hist={int(index): count for index, count in (doc.get("duration_hist") or {}).items()},
+            throughput_hist={int(i): count for i, count in (doc.get("throughput_hist") or {}).items()},
             duration_max=doc.get("duration_max"),
             last_completed_at=doc.get("last_completed_at"),
             engineer_bits=bitmap_of(doc.get("engineer_bits") or {}),
+            pair_bits=pairs_of(doc),
         )
         for name in COUNTS:
             setattr(delta, name, doc.get(name) or 0)
@@ -148,28 +199,47 @@ class RollupDelta:
         self.duration_sum += other.duration_sum
         for index, count in other.duration_hist.items():
             self.duration_hist[index] = self.duration_hist.get(index, 0) + count
+        for index, count in other.throughput_hist.items():
+            self.throughput_hist[index] = self.throughput_hist.get(index, 0) + count
         self.duration_max = _max(self.duration_max, other.duration_max)
         self.last_completed_at = _max(self.last_completed_at, other.last_completed_at)
         self.engineers |= other.engineers
         self.engineer_bits |= other.engineer_bits
+        self.pairs |= other.pairs
+        for version, bits in other.pair_bits.items():
+            self.pair_bits[version] = self.pair_bits.get(version, 0) | bits
 
     def bitmap(self, numbers: Mapping[str, int]) -> int:
         """Every engineer of the delta as a bitmap, its names numbered by `numbers`."""
         return self.engineer_bits | bitmap_from(numbers[name] for name in self.engineers)
 
-    def to_update(self, numbers: Mapping[str, int] | None = None) -> Condition:
-        """The bucket update; `numbers` numbers the delta's engineer names (needed when it has any)."""
+    def pair_bitmaps(self, numbers: Mapping[str, int]) -> dict[Version, int]:
+        """Every (engineer, model version) pair of the delta as model version → engineers' bitmap, its
+        names numbered by `numbers`."""
+        found = dict(self.pair_bits)
+        for engineer, name, version in self.pairs:
+            found[name, version] = found.get((name, version), 0) | (1 << numbers[engineer])
+        return found
+
+    def to_update(self, numbers: Mapping[str, int] | None = None, pairs: bool = False) -> Condition:
+        """The bucket update; `numbers` numbers the delta's engineer names (needed when it has any); `pairs`
+        for a bucket that keeps `pair_bits` (Grain.keeps_pairs)."""
         inc: dict[str, Any] = {name: getattr(self, name) for name in COUNTS if getattr(self, name)}
         if self.duration_count:
             inc["duration_sum"] = self.duration_sum
         inc.update({f"duration_hist.{i}": n for i, n in self.duration_hist.items()})
+        inc.update({f"throughput_hist.{i}": n for i, n in self.throughput_hist.items()})
         update: Condition = {"$inc": inc} if inc else {}
         maxima = {"duration_max": self.duration_max, "last_completed_at": self.last_completed_at}
         if any(v is not None for v in maxima.values()):
             update["$max"] = {k: v for k, v in maxima.items() if v is not None}
         words = words_of(self.bitmap(numbers or {}))
-        if words:
-            update["$bit"] = {f"engineer_bits.{index}": {"or": word} for index, word in words.items()}
+        bits = {f"engineer_bits.{index}": {"or": word} for index, word in words.items()}
+        if pairs:
+            for version, version_words in pair_words(self.pair_bitmaps(numbers or {})).items():
+                bits.update({f"pair_bits.{version}.{i}": {"or": w} for i, w in version_words.items()})
+        if bits:
+            update["$bit"] = bits
         return update
 
 
@@ -180,8 +250,9 @@ def _max(a: Any, b: Any) -> Any:
 async def bump_each(buckets: Sequence[RollupBucket], delta: RollupDelta) -> None:
     """Applies `delta` to each bucket (an event's day and hour, per version and whole model), side by side:
     one round trip of latency for all. Its engineers are numbered once for them all."""
-    update = delta.to_update(await engineer_numbers(delta.engineers))
-    await asyncio.gather(*(_bump(bucket, update) for bucket in buckets))
+    numbers = await engineer_numbers(delta.engineers)
+    updates = {keeps: delta.to_update(numbers, pairs=keeps) for keeps in (False, True)}
+    await asyncio.gather(*(_bump(bucket, updates[bucket.grain.keeps_pairs]) for bucket in buckets))
 
 
 async def _bump(bucket: RollupBucket, update: Condition) -> None:
@@ -210,7 +281,7 @@ async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 100
             except BulkWriteError as exc:
                 if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                     raise
-            updates = [UpdateOne({"_id": b.key}, d.to_update(numbers)) for b, d in part]
+            updates = [UpdateOne({"_id": b.key}, d.to_update(numbers, grain.keeps_pairs)) for b, d in part]
             await grain.collection.bulk_write(updates)
     return len(items)
 
@@ -278,7 +349,7 @@ def _bound(grain: Grain, op: str) -> Translator:
 def filters(grain: Grain) -> Mapping[str, Translator]:
     """What the buckets can filter on; any other set field of the query makes them unable to answer."""
     keyed = {"model_names": "model_name", "versions": "model_version", "project_names": "project_name",
-             "modes": "mode"}  # fmt: skip
+             "modes": "mode", "client_kinds": "client_kind"}  # fmt: skip
     return {
         **{name: any_of(key) for name, key in keyed.items() if key in grain.keys},
         "since": _bound(grain, "$gte"),
@@ -291,6 +362,7 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.VERSION: "model_version",
     Dimension.PROJECT: "project_name",
     Dimension.MODE: "mode",
+    Dimension.CLIENT_KIND: "client_kind",
 }
 
 
@@ -370,12 +442,19 @@ _SUMS = {
     "completed": "completed",
     "aborted": "aborted",
     "failed": "failed",
+    "verified": "verified",
+    "mismatched": "mismatched",
     "total_bytes": "bytes_sent",
     "duration_sum": "duration_sum",
     "duration_count": "duration_count",
 }
 # Metrics only merged bitmaps and histograms give: a page ordered by one needs every group (`grouped`).
-MERGED_METRICS = (StatsMetric.P50_DURATION, StatsMetric.P95_DURATION, StatsMetric.UNIQUE_ENGINEERS)
+MERGED_METRICS = (
+    StatsMetric.P50_DURATION,
+    StatsMetric.P95_DURATION,
+    StatsMetric.UNIQUE_ENGINEERS,
+    StatsMetric.DISTINCT_DOWNLOADS,
+)
 
 
 async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group], int] | None:
@@ -403,6 +482,15 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
                 "max_duration": {"$max": "$duration_max"},
                 "engineer_words": {"$push": "$engineer_bits"},
                 "hists": {"$push": "$duration_hist"},
+                "throughputs": {"$push": "$throughput_hist"},
+                # A whole-model bucket's `pair_bits`, or a per-version bucket's version (see pairs_of).
+                "pairs": {
+                    "$push": {
+                        "model_name": "$model_name",
+                        "model_version": "$model_version",
+                        "pair_bits": "$pair_bits",
+                    }
+                },
             }
         },
     ]
@@ -416,8 +504,10 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
         delta = RollupDelta.of_bucket(
             {**doc, "bytes_sent": doc["total_bytes"], "duration_max": doc["max_duration"]}
         )
-        for hist, words in zip(doc["hists"], doc["engineer_words"], strict=True):
-            delta.add(RollupDelta.of_bucket({"duration_hist": hist, "engineer_bits": words}))
+        parts = zip(doc["hists"], doc["throughputs"], doc["engineer_words"], doc["pairs"], strict=True)
+        for hist, throughputs, words, pairs in parts:
+            bucket = {"duration_hist": hist, "throughput_hist": throughputs, "engineer_bits": words, **pairs}
+            delta.add(RollupDelta.of_bucket(bucket))
         groups.append((dict(doc["_id"] or {}), delta))
     return groups, total
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-from .. import logs
+from .. import client_kind, logs
 from ..auth import Principal, require_principal
 from ..downloads import Requester
 from ..scope import Scope
@@ -34,7 +34,17 @@ def client_address(conn: HTTPConnection) -> str | None:
 def requester(conn: HTTPConnection, principal: Principal | None) -> Requester:
     """The caller as recorded on a download event; Unauthenticated without a principal."""
     who = require_principal(principal)
-    return Requester(who.engineer, conn.headers.get("user-agent"), client_address(conn), who.token_id)
+    agent = conn.headers.get("user-agent")
+    kind, rule = client_kind.decide(who.client_kind, conn.headers, agent)
+    return Requester(
+        who.engineer,
+        agent,
+        client_address(conn),
+        who.token_id,
+        client_kind=kind,
+        client_kind_rule=rule,
+        client_version=client_kind.client_version(agent),
+    )
 
 
 _HTTP_SCHEME = {"ws": "http", "wss": "https"}

@@ -171,6 +171,7 @@ def _event_query(value: Any) -> queries.EventQuery | None:
             engineers=list(value.get("engineers") or []),
             statuses=[documents.DownloadStatus(s) for s in value.get("statuses") or []],
             modes=[documents.DownloadMode(m) for m in value.get("modes") or []],
+            client_kinds=[documents.ClientKind(k) for k in value.get("clientKinds") or []],
             since=_moment(value.get("since")),
             until=_moment(value.get("until")),
             min_bytes=value.get("minBytes"),

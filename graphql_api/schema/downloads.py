@@ -25,6 +25,18 @@ class DownloadMode(Enum):
     )
 
 
+@strawberry.enum(description="Who a download is for, and so whether it is a person's download.")
+class ClientKind(Enum):
+    CI = strawberry.enum_value(
+        "CI", description="A CI job: its token's kind, or the SDK/CLI saw a CI variable."
+    )
+    BOT = strawberry.enum_value("BOT", description="A crawler or bot, by its user agent.")
+    HUMAN = strawberry.enum_value("HUMAN", description="A person at a terminal, as the SDK/CLI declares.")
+    UNKNOWN = strawberry.enum_value(
+        "UNKNOWN", description="Nothing said which (curl, scripts, and every download before kinds existed)."
+    )
+
+
 @strawberry.enum(description="Where a download is: ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.")
 class DownloadStatus(Enum):
     ISSUED = strawberry.enum_value("ISSUED", description="A URL was handed out; no byte has flowed yet.")
@@ -55,7 +67,19 @@ class DownloadEvent(Node):
     size_bytes: Long = strawberry.field(description="The artifact's size.")
     engineer: str = strawberry.field(description="Who downloaded.")
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
+    client_kind: ClientKind = strawberry.field(
+        description="Who the download is for (CI, BOT, HUMAN, UNKNOWN)."
+    )
+    client_kind_rule: str | None = strawberry.field(
+        description="The rule that decided `clientKind`: token, header, user-agent or default."
+    )
+    client_version: str | None = strawberry.field(
+        description="The SDK release from the user agent (`modelhub-sdk/<version>`), null for other clients."
+    )
     status: DownloadStatus = strawberry.field(description="Where the download is.")
+    sha256_matches: bool | None = strawberry.field(
+        description="The client's verdict on the SHA-256 of what it received (null: not reported)."
+    )
     bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
     range_start: Long | None = strawberry.field(description="First byte asked for with Range, if any.")
     range_end: Long | None = strawberry.field(
@@ -119,7 +143,11 @@ class DownloadEvent(Node):
             user_agent_value=doc.user_agent,
             client_address_value=doc.client_address,
             mode=DownloadMode(doc.mode.value),
+            client_kind=ClientKind(documents.ClientKind(doc.client_kind).value),
+            client_kind_rule=doc.client_kind_rule,
+            client_version=doc.client_version,
             status=DownloadStatus(doc.status.value),
+            sha256_matches=doc.sha256_matches,
             bytes_sent=doc.bytes_sent,
             range_start=doc.range_start,
             range_end=doc.range_end,
@@ -195,6 +223,9 @@ class DownloadFilter:
         default=None, description="In any of these statuses."
     )
     modes: list[DownloadMode] | None = strawberry.field(default=None, description="In any of these modes.")
+    client_kinds: list[ClientKind] | None = strawberry.field(
+        default=None, description="For any of these client kinds."
+    )
     since: datetime | None = strawberry.field(default=None, description="startedAt ≥ since.")
     until: datetime | None = strawberry.field(default=None, description="startedAt < until.")
     min_bytes: Long | None = strawberry.field(default=None, description="bytesSent ≥ minBytes.")
@@ -207,6 +238,7 @@ class DownloadFilter:
             engineers=list(self.engineers or []),
             statuses=[documents.DownloadStatus(s.name) for s in self.statuses or []],
             modes=[documents.DownloadMode(m.name) for m in self.modes or []],
+            client_kinds=[documents.ClientKind(k.name) for k in self.client_kinds or []],
             since=self.since,
             until=self.until,
             min_bytes=self.min_bytes,

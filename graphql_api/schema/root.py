@@ -355,6 +355,20 @@ class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries):
         return DownloadSeriesResult.from_result(found)
 
 
+@strawberry.input(description="A client's verdict on the SHA-256 of a download it received.")
+class ReportDownloadVerificationInput:
+    download: strawberry.ID = strawberry.field(description="The download (its DownloadEvent id).")
+    sha256_matches: bool = strawberry.field(description="Whether the bytes' SHA-256 equals the version's.")
+
+
+ReportDownloadVerificationResult = Annotated[
+    DownloadEvent | InvalidInput,
+    strawberry.union(
+        "ReportDownloadVerificationResult", description="The download with its verdict, or why not recorded."
+    ),
+]
+
+
 @strawberry.type(
     description="Everything that changes state; each takes one `input` and returns a result union."
 )
@@ -456,6 +470,21 @@ class Mutation(TokenMutations, OperationMutations, ProjectMutations, WebhookMuta
             expires_at=ticket.expires_at,
             download=DownloadEvent.from_doc(ticket.event),
         )
+
+    @strawberry.mutation(
+        description="Reports whether a download's bytes had the version's SHA-256 (once per download, by "
+        "the principal who downloaded): counted as `verified` or `mismatched` in `downloadStats`."
+    )
+    @expected_errors
+    async def report_download_verification(
+        self, info: Info, input: Annotated[ReportDownloadVerificationInput, INPUT]
+    ) -> ReportDownloadVerificationResult:
+        type_name, key = parse_global_id(input.download, "download")
+        if type_name != "DownloadEvent":
+            raise InvalidIds("download", "is not the id of a download")
+        ctx = info.context
+        done = await downloads.report_verification(ctx.requester, ctx.scope, key, input.sha256_matches)
+        return DownloadEvent.from_doc(done)
 
     @strawberry.mutation(
         description="Starts an upload of a new version's artifact into the server's own bucket: presigned "

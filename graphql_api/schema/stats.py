@@ -11,7 +11,7 @@ from .. import queries
 from ..analytics import series as series_uc
 from ..analytics.stats import StatsPage, StatsRow
 from ..pagination import decode_cursor, encode_cursor
-from .downloads import DownloadMode, DownloadStatus
+from .downloads import ClientKind, DownloadMode, DownloadStatus
 from .scalars import Long
 from .types import OrderDirection, PageInfo
 
@@ -24,6 +24,10 @@ class DownloadDimension(Enum):
     ENGINEER = strawberry.enum_value("ENGINEER", description="Who downloaded (raw events only).")
     MODE = strawberry.enum_value("MODE", description="STREAM or PRESIGNED.")
     STATUS = strawberry.enum_value("STATUS", description="The download's status (raw events only).")
+    CLIENT_KIND = strawberry.enum_value("CLIENT_KIND", description="CI, BOT, HUMAN or UNKNOWN.")
+    CLIENT_VERSION = strawberry.enum_value(
+        "CLIENT_VERSION", description="The SDK release (null: not the SDK) (raw events only)."
+    )
 
 
 @strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
@@ -51,6 +55,9 @@ class StatsMetric(Enum):
     P95_DURATION = strawberry.enum_value("P95_DURATION", description="95th percentile duration.")
     MAX_DURATION = strawberry.enum_value("MAX_DURATION", description="Longest duration.")
     UNIQUE_ENGINEERS = strawberry.enum_value("UNIQUE_ENGINEERS", description="Distinct engineers.")
+    DISTINCT_DOWNLOADS = strawberry.enum_value(
+        "DISTINCT_DOWNLOADS", description="Distinct (engineer, model version) pairs."
+    )
 
 
 @strawberry.enum(description="Where `downloadStats` computed its answer.")
@@ -82,17 +89,37 @@ class DownloadStatsRow:
     engineer: str | None = strawberry.field(description="The engineer, when grouped by ENGINEER.")
     mode: DownloadMode | None = strawberry.field(description="The mode, when grouped by MODE.")
     status: DownloadStatus | None = strawberry.field(description="The status, when grouped by STATUS.")
+    client_kind: ClientKind | None = strawberry.field(
+        description="The client kind, when grouped by CLIENT_KIND."
+    )
+    client_version: str | None = strawberry.field(
+        description="The SDK release, when grouped by CLIENT_VERSION (null: not the SDK)."
+    )
     period_start: datetime | None = strawberry.field(description="Start of the time bucket, with `interval`.")
     downloads: int = strawberry.field(description="Download events (any status) started in the group.")
     completed: int = strawberry.field(description="Completed downloads.")
     aborted: int = strawberry.field(description="Aborted downloads.")
     failed: int = strawberry.field(description="Failed downloads.")
+    verified: int = strawberry.field(
+        description="Downloads whose client reported the SHA-256 matched (reportDownloadVerification)."
+    )
+    mismatched: int = strawberry.field(description="Downloads whose client reported a SHA-256 mismatch.")
     total_bytes: Long = strawberry.field(description="Bytes actually sent.")
     avg_duration_seconds: float | None = strawberry.field(description="Mean duration of finished downloads.")
     p50_duration_seconds: float | None = strawberry.field(description="Median duration.")
     p95_duration_seconds: float | None = strawberry.field(description="95th percentile duration.")
     max_duration_seconds: float | None = strawberry.field(description="Longest duration.")
+    p50_throughput_bytes_per_second: float | None = strawberry.field(
+        description="Median throughput (bytes sent / duration) of transfers that sent bytes over a duration."
+    )
+    p95_throughput_bytes_per_second: float | None = strawberry.field(
+        description="95th percentile throughput (bytes per second); rollups: within about 5%, like durations."
+    )
     unique_engineers: int = strawberry.field(description="Distinct engineers who downloaded.")
+    distinct_downloads: int = strawberry.field(
+        description="Distinct (engineer, model version) pairs among the group's download events: retries and "
+        "re-downloads of one version by one engineer count once per row (per period with `interval`)."
+    )
 
     @classmethod
     def from_row(cls, row: StatsRow) -> DownloadStatsRow:
@@ -103,17 +130,24 @@ class DownloadStatsRow:
             engineer=row.engineer,
             mode=DownloadMode(row.mode.value) if row.mode else None,
             status=DownloadStatus(row.status.value) if row.status else None,
+            client_kind=ClientKind(row.client_kind.value) if row.client_kind else None,
+            client_version=row.client_version,
             period_start=row.period_start,
             downloads=row.downloads,
             completed=row.completed,
             aborted=row.aborted,
             failed=row.failed,
+            verified=row.verified,
+            mismatched=row.mismatched,
             total_bytes=row.total_bytes,
             avg_duration_seconds=row.avg_duration,
             p50_duration_seconds=row.p50_duration,
             p95_duration_seconds=row.p95_duration,
             max_duration_seconds=row.max_duration,
+            p50_throughput_bytes_per_second=row.p50_throughput,
+            p95_throughput_bytes_per_second=row.p95_throughput,
             unique_engineers=row.unique_engineers,
+            distinct_downloads=row.distinct_downloads,
         )
 
 

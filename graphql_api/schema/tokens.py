@@ -10,6 +10,7 @@ import strawberry
 
 from .. import auth, documents, roles
 from .context import Info
+from .downloads import ClientKind
 from .errors import InvalidInput, expected_errors
 from .projects import ProjectRole
 
@@ -46,6 +47,9 @@ class ApiToken:
     expires_at: datetime | None = strawberry.field(description="When it stops working, if ever.")
     last_used_at: datetime | None = strawberry.field(description="Its last use, to within a minute.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+    kind: ClientKind | None = strawberry.field(
+        description="The client kind of every download made with it (null: decided per request)."
+    )
 
     @classmethod
     def from_doc(cls, doc: documents.ApiToken) -> ApiToken:
@@ -61,6 +65,7 @@ class ApiToken:
             expires_at=doc.expires_at,
             last_used_at=doc.last_used_at,
             revoked_at=doc.revoked_at,
+            kind=ClientKind(doc.client_kind.value) if doc.client_kind else None,
         )
 
 
@@ -82,6 +87,11 @@ class CreateTokenInput:
         default=None, description="Its roles in single projects (e.g. vision: ENGINEER)."
     )
     expires_in_days: int | None = strawberry.field(default=None, description="1..3650; never when omitted.")
+    kind: ClientKind | None = strawberry.field(
+        default=None,
+        description="Record every download made with it as this kind (e.g. CI for a CI job's token); a "
+        "client's own claim cannot override it. Null: decided per request.",
+    )
 
 
 @strawberry.input(description="The token to revoke.")
@@ -116,8 +126,15 @@ class TokenMutations:
         who.require(roles.Role.ADMIN, "creating tokens")
         role = roles.Role(input.role.name) if input.role is not None else None
         grants = {g.project: roles.ProjectRole(g.role.name) for g in input.grants or []}
+        kind = documents.ClientKind(input.kind.name) if input.kind else None
         value, record = await auth.create_token(
-            input.name, input.principal, role, who.engineer, input.expires_in_days, grants=grants
+            input.name,
+            input.principal,
+            role,
+            who.engineer,
+            input.expires_in_days,
+            grants=grants,
+            client_kind=kind,
         )
         return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
 

@@ -231,6 +231,8 @@ async function loadOverview() {
   stackedBars($("daily-chart"), $("daily-legend"), daily, "completed downloads");
   hbars($("top-models"), daily.series.filter((x) => x.total > 0), "No downloads in this range", openModel);
   hbars($("top-engineers"), data.engineers.series.filter((x) => x.total > 0), "No downloads in this range");
+  const kinds = data.kinds.rows.map((row) => ({ key: row.clientKind, isOther: false, total: row.distinctDownloads }));
+  hbars($("client-kinds"), kinds.filter((x) => x.total > 0), "No downloads in this range");
 }
 
 async function loadDetail(name) {

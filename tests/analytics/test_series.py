@@ -118,6 +118,8 @@ async def test_daily_series_per_model_equal_the_reference(gql: GraphQLClient, ap
         ("ENGINEER", "TOTAL_BYTES", "HOUR", 3),
         ("PROJECT", "DOWNLOADS", "DAY", 1),
         ("VERSION", "FAILED", "DAY", 5),
+        ("CLIENT_KIND", "DOWNLOADS", "DAY", 2),
+        ("CLIENT_KIND", "COMPLETED", "HOUR", 4),
     ],
 )
 async def test_ranges_off_bucket_edges_equal_the_reference(
@@ -183,3 +185,11 @@ def test_bucket_starts_by_interval() -> None:
     assert [b.date().isoformat() for b in months] == ["2026-12-01", "2027-01-01", "2027-02-01", "2027-03-01"]
     hours = buckets(wed.replace(minute=59), wed + timedelta(hours=2), Interval.HOUR, None)
     assert [b.hour for b in hours] == [15, 16]
+
+
+async def test_aligned_series_by_client_kind_come_from_rollups(gql: GraphQLClient, app: Any) -> None:
+    """Midnight-aligned days split by client kind are answered by the rollups and equal the reference."""
+    since, until = T0, T0 + timedelta(days=20)
+    got = await series(gql, by="CLIENT_KIND", since=since, until=until, top=3)
+    assert got["source"] == "ROLLUP"
+    check(got, reference(since, until, "CLIENT_KIND", "COMPLETED", Interval.DAY), top=3)

@@ -24,13 +24,24 @@ from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db import rollups as rollups_db
 from graphql_api.db.common import indexes_used
-from graphql_api.documents import DownloadEvent, DownloadMode, DownloadRollup, DownloadStatus, utcnow
+from graphql_api.documents import (
+    ClientKind,
+    DownloadEvent,
+    DownloadMode,
+    DownloadRollup,
+    DownloadStatus,
+    utcnow,
+)
 from graphql_api.queries import EventQuery, Interval, StatsRequest, day_of, hour_of
 from tests.servers import GraphQLClient, Stores, db_id, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
 ENGINEERS = ["alice", "bob", "carol", "dave"]
+# Drawn by index, not from the seeded generator, so that the other fields stay what they were.
+CLIENT_KINDS = [ClientKind.CI, ClientKind.HUMAN, ClientKind.UNKNOWN, ClientKind.CI, ClientKind.BOT]
+CLIENT_VERSIONS = ["1.4.0", None, "1.5.0rc1"]
+VERDICTS = [True, None, False, True, None, True, None]
 EDGES = [
     T0,
     T0 + timedelta(days=1) - timedelta(milliseconds=1),
@@ -62,7 +73,9 @@ def make_events(n: int = 240, seed: int = 7) -> list[dict[str, Any]]:
             dict(
                 model_name=name, model_version=version, project_name=project, engineer=rng.choice(ENGINEERS),
                 mode=mode, status=status, size_bytes=size, bytes_sent=sent, started_at=started,
-                duration_seconds=duration,
+                duration_seconds=duration, client_kind=CLIENT_KINDS[i % len(CLIENT_KINDS)],
+                client_version=CLIENT_VERSIONS[i % len(CLIENT_VERSIONS)],
+                sha256_matches=VERDICTS[i % len(VERDICTS)] if status is DownloadStatus.COMPLETED else None,
             )
         )  # fmt: skip
     return events
@@ -92,7 +105,12 @@ async def store(events: list[dict[str, Any]], *, bulk: bool = False) -> None:
         await builder.save()
         return
     for e in events:
-        issued = {"status": DownloadStatus.ISSUED, "bytes_sent": 0, "finished_at": None}
+        issued = {
+            "status": DownloadStatus.ISSUED,
+            "bytes_sent": 0,
+            "finished_at": None,
+            "sha256_matches": None,
+        }
         doc = DownloadEvent(**{"model_id": ObjectId(), **e, **issued})
         await doc.insert()
         await rollups.record_started(doc)
@@ -107,6 +125,10 @@ async def store(events: list[dict[str, Any]], *, bulk: bool = False) -> None:
             doc.completes = e["status"] is DownloadStatus.COMPLETED
             await doc.save()
             await rollups.record_finished(doc)
+        if e.get("sha256_matches") is not None:  # the client's report, after the download
+            doc.sha256_matches = e["sha256_matches"]
+            await doc.save()
+            await rollups.record_verification(doc)
 
 
 def nearest_rank(values: list[float], p: float) -> float | None:
@@ -133,11 +155,26 @@ KEYS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "ENGINEER": lambda e: e["engineer"],
     "MODE": lambda e: e["mode"].value,
     "STATUS": lambda e: e["status"].value,
+    "CLIENT_KIND": lambda e: e["client_kind"].value,
+    "CLIENT_VERSION": lambda e: e.get("client_version"),
 }
 ROW_KEYS = {
     "MODEL": "modelName", "VERSION": "version", "PROJECT": "projectName",
-    "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status",
+    "ENGINEER": "engineer", "MODE": "mode", "STATUS": "status", "CLIENT_KIND": "clientKind",
+    "CLIENT_VERSION": "clientVersion",
 }  # fmt: skip
+
+
+THROUGHPUTS = ("p50ThroughputBytesPerSecond", "p95ThroughputBytesPerSecond")
+
+
+def throughputs(events: Iterable[dict[str, Any]]) -> list[float]:
+    """Bytes per second of the transfers that sent bytes over a duration."""
+    return [
+        e["bytes_sent"] / e["duration_seconds"]
+        for e in events
+        if e["duration_seconds"] and e["duration_seconds"] > 0 and e["bytes_sent"] > 0
+    ]
 
 
 def reference(
@@ -157,10 +194,15 @@ def reference(
             "failed": sum(m["status"] is DownloadStatus.FAILED for m in members),
             "totalBytes": sum(m["bytes_sent"] for m in members),
             "uniqueEngineers": len({m["engineer"] for m in members}),
+            "verified": sum(m.get("sha256_matches") is True for m in members),
+            "mismatched": sum(m.get("sha256_matches") is False for m in members),
+            "distinctDownloads": len({(m["engineer"], m["model_name"], m["model_version"]) for m in members}),
             "max": max(durations) if durations else None,
             "avg": sum(durations) / len(durations) if durations else None,
             "p50": nearest_rank(durations, 0.5),
             "p95": nearest_rank(durations, 0.95),
+            "t50": nearest_rank(throughputs(members), 0.5),
+            "t95": nearest_rank(throughputs(members), 0.95),
         }
     return out
 
@@ -172,6 +214,8 @@ STATS = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval
     rows {
       modelName version projectName engineer mode status periodStart downloads completed aborted failed
       totalBytes avgDurationSeconds p50DurationSeconds p95DurationSeconds maxDurationSeconds uniqueEngineers
+      clientKind clientVersion distinctDownloads verified mismatched
+      p50ThroughputBytesPerSecond p95ThroughputBytesPerSecond
     }
   }
 }"""
@@ -202,11 +246,18 @@ def check(
     assert len(rows) == len(ref)
     for row in rows:
         want = ref[row_key(row, group_by, interval)]
-        for k in ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers"):
+        figures = ("downloads", "completed", "aborted", "failed", "totalBytes", "uniqueEngineers")
+        for k in (*figures, "distinctDownloads", "verified", "mismatched"):
             assert row[k] == want[k], (k, row, want)
         assert row["maxDurationSeconds"] == want["max"]
         assert row["avgDurationSeconds"] == pytest.approx(want["avg"])
-        for mine, theirs in (("p50DurationSeconds", "p50"), ("p95DurationSeconds", "p95")):
+        pairs = (
+            ("p50DurationSeconds", "p50"),
+            ("p95DurationSeconds", "p95"),
+            ("p50ThroughputBytesPerSecond", "t50"),
+            ("p95ThroughputBytesPerSecond", "t95"),
+        )
+        for mine, theirs in pairs:
             if want[theirs] is None:
                 assert row[mine] is None
             elif row["source"] == "RAW":
@@ -252,7 +303,17 @@ async def fresh_gql(mongo_uri: str, tmp_path: Path) -> AsyncIterator[GraphQLClie
             yield GraphQLClient(client)
 
 
-GROUPINGS = [[], ["MODEL"], ["MODEL", "VERSION"], ["PROJECT", "MODE"], ["ENGINEER"], ["STATUS", "MODE"]]
+GROUPINGS = [
+    [],
+    ["MODEL"],
+    ["MODEL", "VERSION"],
+    ["PROJECT", "MODE"],
+    ["ENGINEER"],
+    ["STATUS", "MODE"],
+    ["CLIENT_KIND"],
+    ["MODEL", "CLIENT_KIND"],
+    ["CLIENT_VERSION"],
+]
 
 
 @pytest.mark.parametrize("group_by", GROUPINGS)
@@ -287,6 +348,8 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
                 (["VERSION", "MODEL"], "MONTH"),
                 (["MODEL"], "HOUR"),
                 ([], "HOUR"),
+                (["CLIENT_KIND"], "DAY"),
+                (["MODEL", "CLIENT_KIND"], None),
             ]
         )
         hybrid = await stats(gql, group_by, i=interval, f=flt)
@@ -294,7 +357,7 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
         in_range = [e for e in seeded if since <= e["started_at"] < until]
         check(hybrid, reference(in_range, group_by, interval), group_by, interval)
         raw = await stats(gql, group_by, i=interval, f=flt, exact=True)
-        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds", *THROUGHPUTS)
         assert [{k: v for k, v in r.items() if k not in strip} for r in hybrid] == [
             {k: v for k, v in r.items() if k not in strip} for r in raw
         ]
@@ -358,7 +421,7 @@ async def test_rollups_answer_dashboard_shapes_and_agree_with_raw(
             exact=True,
         )
         assert fast and all(r["source"] == "ROLLUP" for r in fast)
-        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds")
+        strip = ("source", "p50DurationSeconds", "p95DurationSeconds", "avgDurationSeconds", *THROUGHPUTS)
         assert [{k: v for k, v in r.items() if k not in strip} for r in fast] == [
             {k: v for k, v in r.items() if k not in strip} for r in raw
         ]
@@ -406,7 +469,7 @@ async def test_long_rollup_ranges_paged_by_the_database_equal_the_app_grouped_on
                     k: v for k, v in other.items() if k not in sums
                 }
                 assert one["avgDurationSeconds"] == pytest.approx(other["avgDurationSeconds"])
-            exact_only = ("p50DurationSeconds", "p95DurationSeconds", *sums)
+            exact_only = ("p50DurationSeconds", "p95DurationSeconds", *THROUGHPUTS, *sums)
             assert [{k: v for k, v in r.items() if k not in exact_only} for r in by_db["rows"]] == [
                 {k: v for k, v in r.items() if k not in exact_only} for r in raw["rows"]
             ]
@@ -652,3 +715,19 @@ async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
         await rollups.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
     )  # a partial rebuild keeps the rest
     assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
+
+
+@pytest.mark.parametrize("kinds", [["CI"], ["HUMAN", "BOT"]])
+async def test_client_kind_filter_is_answered_by_rollups_and_equals_the_reference(
+    gql: GraphQLClient, seeded: list[dict[str, Any]], kinds: list[str]
+) -> None:
+    """`clientKinds` narrows rows from rollups (aligned range), HYBRID (off-edge range) and raw events alike,
+    distinct downloads included."""
+    since, until = T0 + timedelta(days=2), T0 + timedelta(days=11)
+    for start, end, source in ((since, until, "ROLLUP"), (since + timedelta(minutes=37), until, "HYBRID")):
+        flt = {"since": start.isoformat(), "until": end.isoformat(), "clientKinds": kinds}
+        chosen = [e for e in seeded if start <= e["started_at"] < end and e["client_kind"].value in kinds]
+        for exact in (False, True):
+            rows = await stats(gql, ["MODEL"], i="DAY", f=flt, exact=exact)
+            assert {r["source"] for r in rows} == {"RAW" if exact else source}
+            check(rows, reference(chosen, ["MODEL"], "DAY"), ["MODEL"], "DAY")

@@ -51,3 +51,40 @@ async def test_whole_model_rollups_are_filled_like_the_write_path(mongo_uri: str
     finally:
         await raw.drop_database(name)
         await raw.close()
+
+
+async def test_earlier_data_becomes_unknown_kind_with_exact_distinct_pairs(mongo_uri: str) -> None:
+    """Events and buckets from before client kinds get UNKNOWN, and whole-model buckets from before distinct
+    downloads get the pairs the write path would have written (from the per-version buckets); a second
+    run does nothing."""
+    from graphql_api.db.rollups import GRAINS
+    from graphql_api.documents import ClientKind
+
+    name = "kinds_" + uuid.uuid4().hex[:8]
+    raw: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    db = raw[name]
+    try:
+        events = make_events(80, seed=17)
+        for e in events:
+            e["client_kind"] = ClientKind.UNKNOWN
+        async with connect(mongo_uri, name):
+            await store(events, bulk=True)
+        written = {}
+        for grain in GRAINS:
+            collection = db[str(grain.document.Settings.name)]
+            written[collection.name] = await collection.find().sort("_id", 1).to_list()
+            await collection.update_many({}, {"$unset": {"client_kind": "", "pair_bits": ""}})
+        await db["download_events"].update_many({}, {"$unset": {"client_kind": "", "client_kind_rule": ""}})
+        await db["migrations"].delete_one({"_id": "client_kinds"})
+
+        filled = await migrations.mark_client_kinds(db)
+        assert filled == sum(len(written[str(c.document.Settings.name)]) for c in BY_MODEL.values())
+        for collection_name, docs in written.items():
+            assert await db[collection_name].find().sort("_id", 1).to_list() == docs, collection_name
+        kinds = await db["download_events"].distinct("client_kind")
+        rules = await db["download_events"].distinct("client_kind_rule")
+        assert (kinds, rules) == (["UNKNOWN"], ["before-kinds"])
+        assert await migrations.mark_client_kinds(db) == 0
+    finally:
+        await raw.drop_database(name)
+        await raw.close()

@@ -70,9 +70,9 @@ def schema() -> GraphQLSchema:
 
 
 def test_every_shipped_document_is_found() -> None:
-    """The collectors find the README's examples, both Grafana GraphQL panels and the code's documents."""
+    """The collectors find the README's examples, the three Grafana GraphQL panels and the code's documents."""
     assert len(list(readme_documents())) >= 2
-    assert len(list(dashboard_documents())) == 2
+    assert len(list(dashboard_documents())) == 3
     assert len(list(code_documents())) >= 15
 
 

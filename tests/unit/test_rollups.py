@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from beanie import PydanticObjectId
 from bson.int64 import Int64
 
-from graphql_api.analytics.histograms import duration_bucket
+from graphql_api.analytics.histograms import duration_bucket, throughput_bucket
 from graphql_api.analytics.rollups import delta_of
 from graphql_api.analytics.stats import source_for
 from graphql_api.db.engineers import bitmap_from, bitmap_of, words_of
@@ -37,9 +37,10 @@ def make_event(status: DownloadStatus, **fields: object) -> DownloadEvent:
 
 
 def test_a_started_event_counts_one_download_and_its_engineer() -> None:
-    """At start an event adds one download and its engineer, and nothing about its outcome."""
+    """At start an event adds one download, its engineer and its (engineer, model version) pair, and
+    nothing about its outcome."""
     delta = delta_of(make_event(DownloadStatus.ISSUED), started=True, finished=False)
-    assert delta == RollupDelta(downloads=1, engineers={"alice"})
+    assert delta == RollupDelta(downloads=1, engineers={"alice"}, pairs={("alice", "m", 2)})
     # alice is engineer number 70: bit 6 of word 1.
     assert delta.to_update({"alice": 70}) == {
         "$inc": {"downloads": 1},
@@ -61,6 +62,7 @@ def test_a_completed_event_adds_its_outcome_bytes_and_duration() -> None:
         duration_count=1,
         duration_sum=2.5,
         duration_hist={bucket: 1},
+        throughput_hist={throughput_bucket(100 / 2.5): 1},
         duration_max=2.5,
         last_completed_at=finished,
     )
@@ -102,9 +104,9 @@ def test_engineer_bitmaps_round_trip_through_stored_words() -> None:
 
 
 def test_an_event_belongs_to_its_utc_day_bucket() -> None:
-    """The bucket key is the UTC day, model, version, project and mode."""
+    """The bucket key is the UTC day, model, version, project, mode and client kind."""
     bucket = RollupBucket.of(make_event(DownloadStatus.ISSUED))
-    assert bucket.key == "2026-03-02|m|2|p|STREAM" and bucket.start == T0
+    assert bucket.key == "2026-03-02|m|2|p|STREAM|UNKNOWN" and bucket.start == T0
 
 
 def test_rollups_translate_only_what_they_keep() -> None:
