@@ -143,7 +143,7 @@ async def issue_ticket(
         metrics.count_download_request(mode.value, getattr(exc, "code", "error"))
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
-    event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed)
+    event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed, requested_alias=alias)
     await events_db.insert(event)
     await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
@@ -232,11 +232,19 @@ async def start_direct(
     who: Requester,
     byte_range: ByteRange,
     resumes: ObjectId | None = None,
+    alias: str | None = None,
 ) -> DownloadEvent:
-    """The one-step download: an event created already IN_PROGRESS (the caller streams it at once)."""
+    """The one-step download: an event created already IN_PROGRESS (the caller streams it at once);
+    `alias` is the alias it asked for, if it asked by alias."""
     fields = _range_fields(byte_range)
     event = _new_event(
-        model, who, DownloadMode.STREAM, status=DownloadStatus.IN_PROGRESS, resumes=resumes, **fields
+        model,
+        who,
+        DownloadMode.STREAM,
+        status=DownloadStatus.IN_PROGRESS,
+        resumes=resumes,
+        requested_alias=alias,
+        **fields,
     )
     await events_db.insert(event)
     await rollups.record_started(event)

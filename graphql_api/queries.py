@@ -130,6 +130,8 @@ class EventQuery:
     engineers: list[str] = field(default_factory=list)
     statuses: list[DownloadStatus] = field(default_factory=list)
     modes: list[DownloadMode] = field(default_factory=list)
+    # Requested aliases (None: downloads that did not ask by alias); kept by raw events only.
+    aliases: list[str | None] = field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
     min_bytes: int | None = None
@@ -162,6 +164,8 @@ class Dimension(StrEnum):
     ENGINEER = "ENGINEER"
     MODE = "MODE"
     STATUS = "STATUS"
+    # The alias a download asked for (null: asked by number or for the latest); raw events only.
+    ALIAS = "ALIAS"
 
 
 class Interval(StrEnum):

@@ -50,6 +50,7 @@ _FILTER_FIELDS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineers",
     Dimension.MODE: "modes",
     Dimension.STATUS: "statuses",
+    Dimension.ALIAS: "aliases",
 }
 
 

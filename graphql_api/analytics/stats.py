@@ -23,6 +23,7 @@ class StatsRow:
     engineer: str | None = None
     mode: DownloadMode | None = None
     status: DownloadStatus | None = None
+    requested_alias: str | None = None
     period_start: datetime | None = None
     downloads: int = 0
     completed: int = 0
@@ -45,6 +46,7 @@ ROW_FIELDS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.ALIAS: "requested_alias",
 }
 
 
@@ -124,7 +126,9 @@ def is_long(req: StatsRequest, now: datetime) -> bool:
 
 
 def source_for(req: StatsRequest) -> StatsSource:
-    """Where `download_stats` answers `req` from: the rollup translation decides, in this one place."""
+    """Where `download_stats` answers `req` from: the rollup translation decides, in this one place. A
+    dimension or filter the rollups do not keep (ENGINEER, STATUS, ALIAS, ...) is not in their translation
+    tables (rollups_db.DIMENSIONS, rollups_db.filters), so such a request is answered from raw events."""
     if rollups_db.bucket_filter(req) is not None:
         return StatsSource.ROLLUP
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW

@@ -19,6 +19,7 @@ from .common import (
     any_of,
     bound,
     find_one,
+    in_list,
     insert_once,
     merge_filters,
     ordered_page,
@@ -28,6 +29,15 @@ from .common import (
 )
 from .paging import Sort, keyset_page
 
+
+def _aliases(values: list[str | None]) -> Condition:
+    """Requested aliases, None meaning "not asked by alias" (a missing or null field, as `$in` matches it)."""
+    named = sorted({v for v in values if v is not None})
+    if None not in values:
+        return {"requested_alias": in_list(named)}
+    return {"requested_alias": {"$in": [None, *named]}}
+
+
 FILTERS: Mapping[str, Translator] = {
     "model_names": any_of("model_name"),
     "versions": any_of("model_version"),
@@ -35,6 +45,7 @@ FILTERS: Mapping[str, Translator] = {
     "engineers": any_of("engineer"),
     "statuses": any_of("status"),
     "modes": any_of("mode"),
+    "aliases": lambda values: _aliases(values),
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
@@ -47,6 +58,7 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.ENGINEER: "engineer",
     Dimension.MODE: "mode",
     Dimension.STATUS: "status",
+    Dimension.ALIAS: "requested_alias",
 }
 
 SORT_FIELDS: dict[DownloadOrderField, str] = {

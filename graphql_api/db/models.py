@@ -102,12 +102,16 @@ async def touch(name: str, when: datetime) -> None:
     await RegisteredModel.find_one(RegisteredModel.name == name).update({"$max": {"updated_at": when}})
 
 
-async def move_alias(name: str, alias: str, version: int | None, moves: int) -> bool:
+async def move_alias(name: str, alias: str, version: int | None, moves: int, moved_at: datetime) -> bool:
     """Points `alias` at `version` (None removes it) if no alias of the model has moved since the model
     was read with `alias_moves == moves`: a compare-and-set, so concurrent moves never record the same
     `from`, and this move's sequence number is exactly `moves + 1`. False when another move came first."""
     field = f"aliases.{alias}"
-    update: Condition = {"$unset": {field: ""}} if version is None else {"$set": {field: version}}
+    update: Condition = {"$set": {"alias_moved_at": moved_at}}
+    if version is None:
+        update["$unset"] = {field: ""}
+    else:
+        update["$set"][field] = version
     update["$inc"] = {"alias_moves": 1}
     flt = {"name": name, "alias_moves": moves}
     result = await RegisteredModel.get_pymongo_collection().update_one(flt, update)
@@ -121,6 +125,30 @@ async def record_alias_change(change: AliasChange) -> None:
 async def alias_changes(name: str, request: PageRequest) -> Page[AliasChange]:
     sort: Sort = [("sequence", DESC)]
     return await keyset_page(AliasChange, {"model_name": name}, sort, "ALIAS_SEQUENCE_DESC", request)
+
+
+async def alias_version_at(name: str, alias: str, at: datetime) -> int | None:
+    """The version of the last recorded move of `alias` that took effect at or before `at` (by sequence:
+    the moves' times never go backwards along it), None when there is none or it removed the alias."""
+    flt = {"model_name": name, "alias": alias, "changed_at": {"$lte": at}}
+    cursor = AliasChange.get_pymongo_collection().find(flt, {"to_version": 1, "_id": 0})
+    found = await cursor.sort([("sequence", -1)]).limit(1).to_list()
+    return None if not found or found[0].get("to_version") is None else int(found[0]["to_version"])
+
+
+async def aliases_at(name: str, at: datetime) -> dict[str, int]:
+    """Every alias of `name` as the moves recorded up to `at` left them (replayed in sequence order).
+
+    One read of the model's history up to `at`, folded here: a history is a few moves per release."""
+    flt = {"model_name": name, "changed_at": {"$lte": at}}
+    fields = {"alias": 1, "to_version": 1, "sequence": 1, "_id": 0}
+    state: dict[str, int] = {}
+    async for doc in AliasChange.get_pymongo_collection().find(flt, fields).sort([("sequence", 1)]):
+        if doc.get("to_version") is None:
+            state.pop(doc["alias"], None)
+        else:
+            state[doc["alias"]] = int(doc["to_version"])
+    return dict(sorted(state.items()))
 
 
 async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:

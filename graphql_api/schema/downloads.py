@@ -56,6 +56,10 @@ class DownloadEvent(Node):
     engineer: str = strawberry.field(description="Who downloaded.")
     user_agent: str | None = strawberry.field(description="The client's User-Agent, if sent.")
     client_address: str | None = strawberry.field(description="The client's address.")
+    requested_alias: str | None = strawberry.field(
+        description="The alias the download asked for (e.g. `prod`), when it asked by alias; `version` is "
+        "what the alias pointed at then."
+    )
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
     status: DownloadStatus = strawberry.field(description="Where the download is.")
     bytes_sent: Long = strawberry.field(description="Bytes sent so far (STREAM).")
@@ -103,6 +107,7 @@ class DownloadEvent(Node):
             engineer=doc.engineer,
             user_agent=doc.user_agent,
             client_address=doc.client_address,
+            requested_alias=doc.requested_alias,
             mode=DownloadMode(doc.mode.value),
             status=DownloadStatus(doc.status.value),
             bytes_sent=doc.bytes_sent,

@@ -197,15 +197,23 @@ class Query(TokenQueries):
 
     @strawberry.field(
         description="One version by number or alias (give at most one), or the newest unarchived one; "
-        "null if there is none."
+        "null if there is none. With `at`, the alias as it stood then (from the alias history): null "
+        "before it was first set or while it was removed."
     )
     async def model_version(
         self,
         name: Annotated[str, strawberry.argument(description="The model name.")],
         version: Annotated[int | None, strawberry.argument(description="A version number.")] = None,
         alias: Annotated[str | None, strawberry.argument(description="An alias, e.g. `prod`.")] = None,
+        at: Annotated[
+            datetime | None,
+            strawberry.argument(description="Resolve `alias` as it stood at this time (needs `alias`)."),
+        ] = None,
     ) -> ModelVersion | None:
-        doc = await registry.find_version(name, version, alias)
+        if at is not None:
+            doc = await aliases.find_version_at(name, version, alias, at)
+        else:
+            doc = await registry.find_version(name, version, alias)
         return ModelVersion.from_doc(doc) if doc else None
 
     @strawberry.field(description="Models (one per name), newest first by default.")

@@ -24,6 +24,11 @@ class DownloadDimension(Enum):
     ENGINEER = strawberry.enum_value("ENGINEER", description="Who downloaded (raw events only).")
     MODE = strawberry.enum_value("MODE", description="STREAM or PRESIGNED.")
     STATUS = strawberry.enum_value("STATUS", description="The download's status (raw events only).")
+    ALIAS = strawberry.enum_value(
+        "ALIAS",
+        description="The alias the download asked for (`requestedAlias`; null when it asked by number or "
+        "for the latest; raw events only). With VERSION: who still pulls what an alias used to point at.",
+    )
 
 
 @strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
@@ -82,6 +87,9 @@ class DownloadStatsRow:
     engineer: str | None = strawberry.field(description="The engineer, when grouped by ENGINEER.")
     mode: DownloadMode | None = strawberry.field(description="The mode, when grouped by MODE.")
     status: DownloadStatus | None = strawberry.field(description="The status, when grouped by STATUS.")
+    requested_alias: str | None = strawberry.field(
+        description="The alias asked for, when grouped by ALIAS (null: downloads not asked by alias)."
+    )
     period_start: datetime | None = strawberry.field(description="Start of the time bucket, with `interval`.")
     downloads: int = strawberry.field(description="Download events (any status) started in the group.")
     completed: int = strawberry.field(description="Completed downloads.")
@@ -103,6 +111,7 @@ class DownloadStatsRow:
             engineer=row.engineer,
             mode=DownloadMode(row.mode.value) if row.mode else None,
             status=DownloadStatus(row.status.value) if row.status else None,
+            requested_alias=row.requested_alias,
             period_start=row.period_start,
             downloads=row.downloads,
             completed=row.completed,
