@@ -21,7 +21,7 @@ from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
 from .documents import DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
-from .errors import InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
+from .errors import InvalidInput, ModelVersionArchived, ObjectDeleted, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .services import Services
 from .storage import ObjectInfo
@@ -77,9 +77,18 @@ async def downloadable(
     """The version (by number, by alias resolved now, or the latest) and its object, or the reason it
     cannot be downloaded now."""
     model = await registry.require_version(name, version, alias)
-    if model.archived:
-        raise ModelVersionArchived(model.name, model.version)
+    ensure_servable(model)
     return model, await current_object(services, model)
+
+
+def ensure_servable(model: ModelVersion) -> None:
+    """Refuses a tombstone (ObjectDeleted, also while its deletion is under way) and an archived version.
+    A version `modelhub prune` archived stays downloadable through its grace period (by number, or by an
+    alias that still points at it): such a download is the signal that cancels its deletion."""
+    if model.object_deleted or model.object_deleting:
+        raise ObjectDeleted(model.name, model.version)
+    if model.archived and model.prune_marked_at is None:
+        raise ModelVersionArchived(model.name, model.version)
 
 
 async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
@@ -203,8 +212,7 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
     model = await models_db.get_version(event.model_id)
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
-    if model.archived:  # archived after the ticket was issued: the ticket dies with it
-        raise ModelVersionArchived(model.name, model.version)
+    ensure_servable(model)  # archived (or pruned) after the ticket was issued: the ticket dies with it
     return event, model
 
 
@@ -266,8 +274,7 @@ async def open_presigned(services: Services, token: str) -> tuple[str, str, str]
         model = await models_db.get_version(_object_id(payload["m"]))
         if model is None:
             raise TicketInvalid("the model of this link no longer exists", TicketProblem.UNKNOWN)
-        if model.archived:
-            raise ModelVersionArchived(model.name, model.version)
+        ensure_servable(model)
     return bucket, key, filename
 
 

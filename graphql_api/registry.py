@@ -272,10 +272,11 @@ async def update_version(
 
 
 async def set_archived(name: str, version: int, who: Principal, archived: bool) -> ModelVersion:
-    """Archives (or restores) a version: hidden by default, no downloads, history and stats kept."""
+    """Archives (or restores) a version: hidden by default, no downloads, history and stats kept. Either way
+    a pending prune of it is cancelled (its mark cleared): the owner has decided its state."""
     validate_version(version)
     require_owner(await require_model(name), who)
-    updated = await models_db.update_version(name, version, {"archived": archived})
+    updated = await models_db.update_version(name, version, {"archived": archived, "prune_marked_at": None})
     if updated is None:
         raise ModelVersionNotFound(name, version)
     return updated

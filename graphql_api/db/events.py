@@ -302,3 +302,31 @@ async def watch_transitions(resume_after: dict[str, Any] | None) -> AsyncIterato
             fields = change.get("updateDescription", {}).get("updatedFields", {})
             status = DownloadStatus(fields.get("status", doc["status"]))
             yield Transition(change["_id"], status, DownloadEvent.model_validate(doc))
+
+
+async def versions_downloaded_since(since: datetime, project_names: list[str] | None) -> set[Any]:
+    """The ids of the versions with a download (of any outcome) started at or after `since` (an index
+    range on started_at, or on project and started_at)."""
+    flt: Condition = {"started_at": {"$gte": since}}
+    if project_names:
+        flt["project_name"] = in_list(project_names)
+    pipeline = [{"$match": flt}, {"$group": {"_id": "$model_id"}}]
+    return {d["_id"] async for d in await DownloadEvent.get_pymongo_collection().aggregate(pipeline)}
+
+
+async def last_download_of(version_ids: list[Any]) -> dict[Any, datetime]:
+    """When each of these versions was last asked for (its newest event's start), where it ever was."""
+    if not version_ids:
+        return {}
+    pipeline = [
+        {"$match": {"model_id": in_list(version_ids)}},
+        {"$group": {"_id": "$model_id", "last": {"$max": "$started_at"}}},
+    ]
+    rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
+    return {d["_id"]: d["last"] async for d in rows}
+
+
+async def downloaded_since(version_id: Any, since: datetime) -> bool:
+    """Whether any download of the version started at or after `since`."""
+    flt = {"model_id": version_id, "started_at": {"$gte": since}}
+    return await DownloadEvent.get_pymongo_collection().find_one(flt, {"_id": 1}) is not None

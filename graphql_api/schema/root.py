@@ -31,6 +31,7 @@ from .errors import (
     ModelVersionAlreadyExists,
     ModelVersionArchived,
     ModelVersionNotFound,
+    ObjectDeleted,
     StorageObjectNotFound,
     UploadNotFound,
     expected_errors,
@@ -48,6 +49,7 @@ from .inputs import (
 )
 from .node import Node, parse_global_id
 from .operations import OperationMutations
+from .retention import RetentionQueries
 from .stats import (
     DownloadDimension,
     DownloadSeriesResult,
@@ -107,6 +109,7 @@ RequestDownloadResult = Annotated[
     | ModelNotFound
     | ModelVersionNotFound
     | ModelVersionArchived
+    | ObjectDeleted
     | StorageObjectNotFound
     | ChecksumMismatch
     | ChecksumPending
@@ -173,7 +176,7 @@ async def _node(id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries):
+class Query(TokenQueries, RetentionQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
