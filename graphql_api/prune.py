@@ -195,9 +195,7 @@ async def apply(
         if c.version.prune_marked_at is None and await models_db.mark_for_prune(c.version.id, now):
             done(Step(Outcome.ARCHIVED, c.version))
     due = await models_db.prune_due(utcnow() - _grace(settings), req.project_names)
-    for i, version in enumerate(due):
-        if i and settings.prune_pause_seconds:
-            await asyncio.sleep(settings.prune_pause_seconds)
+    for version in due:
         step = await _delete(settings, store, version)
         if step is not None:
             done(step)
@@ -226,6 +224,8 @@ async def _delete(settings: Settings, store: ObjectStore, v: ModelVersion) -> St
     shared = await models_db.other_live_references(v.bucket, v.key, v.id)
     if not shared:
         await store.delete_object(v.bucket, v.key)
+        if settings.prune_pause_seconds:  # paces the deletions (a crash here is resumed by the next run)
+            await asyncio.sleep(settings.prune_pause_seconds)
     if not await models_db.finish_deletion(v.id, utcnow()):
         return None  # another run finished it
     log.info("pruned %s version %d (object %s)", v.name, v.version, "kept: shared" if shared else "deleted")

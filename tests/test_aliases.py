@@ -199,3 +199,25 @@ async def test_downloads_record_the_alias_and_group_by_it(
     )
     got = {s["key"]: s["total"] for s in series["downloadSeries"]["series"]}
     assert got == {"prod": 4, None: 1}
+
+
+def test_alias_questions_always_go_to_raw_events() -> None:
+    """Grouping or filtering by the requested alias, alone or with rollup-kept dimensions, over aligned or
+    unbounded ranges, is answered from raw events (the rollups do not keep it): never dropped."""
+    from graphql_api.analytics.stats import source_for
+    from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, StatsSource
+
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    for query in (EventQuery(), EventQuery(since=day, until=day + timedelta(days=7))):
+        for group_by in (
+            [Dimension.ALIAS],
+            [Dimension.ALIAS, Dimension.VERSION],
+            [Dimension.MODEL, Dimension.ALIAS],
+        ):
+            for interval in (None, Interval.DAY):
+                req = StatsRequest(query=query, group_by=group_by, interval=interval)
+                assert source_for(req) is StatsSource.RAW, (query, group_by, interval)
+        filtered = StatsRequest(
+            query=EventQuery(since=query.since, aliases=["prod", None]), group_by=[Dimension.MODEL]
+        )
+        assert source_for(filtered) is StatsSource.RAW

@@ -3,6 +3,7 @@ and resume, tombstones, shared objects, on the local store and S3."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -245,16 +246,10 @@ async def test_shared_objects_are_deleted_only_with_their_last_version(
     assert all(version_doc(db, "m", v)["object_deleted"] for v in (1, 2, 3))
 
 
-async def test_a_killed_prune_resumes_and_deletes_each_object_once(
-    gql: GraphQLClient, stores: Stores, bucket: str, db: Any, settings: Settings
-) -> None:
-    """`prune --apply` SIGKILLed in the middle of its deletions, then run again: every candidate ends a
-    tombstone with its object gone, each reported deleted exactly once, nothing left half done."""
-    count = 12
-    await register(gql, stores, bucket, "m", [f"k{i}.bin" for i in range(1, count + 1)])
-    age_everything(db)
-    args = ("--not-downloaded-for-days", "30", "--apply")
-    env = prune_env(settings, MODELHUB_PRUNE_GRACE_DAYS="0", MODELHUB_PRUNE_PAUSE_SECONDS="0.4")
+def kill_mid_prune(settings: Settings, args: tuple[str, ...]) -> str:
+    """Runs `prune --apply` (pausing after each object's deletion, before the version becomes a tombstone)
+    and SIGKILLs it after it reported its third deletion: its output."""
+    env = prune_env(settings, MODELHUB_PRUNE_GRACE_DAYS="0", MODELHUB_PRUNE_PAUSE_SECONDS="1.5")
     proc = subprocess.Popen(
         prune_command(settings, *args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -266,12 +261,29 @@ async def test_a_killed_prune_resumes_and_deletes_each_object_once(
         assert line or proc.poll() is None, (seen, proc.stderr.read() if proc.stderr else "")
         seen.append(line)
         assert time.monotonic() < deadline
+    time.sleep(0.75)  # into the pause after the next object's deletion
     proc.send_signal(signal.SIGKILL)
     rest, _ = proc.communicate(timeout=30)
-    first = steps("".join(seen) + rest)
+    return "".join(seen) + rest
+
+
+async def test_a_killed_prune_resumes_and_deletes_each_object_once(
+    gql: GraphQLClient, stores: Stores, bucket: str, db: Any, settings: Settings
+) -> None:
+    """`prune --apply` SIGKILLed in the middle of its deletions, then run again: every candidate ends a
+    tombstone with its object gone, each reported deleted exactly once, nothing left half done."""
+    count = 12
+    await register(gql, stores, bucket, "m", [f"k{i}.bin" for i in range(1, count + 1)])
+    age_everything(db)
+    args = ("--not-downloaded-for-days", "30", "--apply")
+    output = await asyncio.to_thread(kill_mid_prune, settings, args)
+    first = steps(output)
     deleted_first = [v for outcome, _, v in first if outcome == "DELETED"]
     assert 3 <= len(deleted_first) < count - 1, "the kill must land in the middle of the deletions"
     assert any(stores.exists(bucket, f"k{v}.bin") for v in range(1, count))
+    # Killed in the pause after an object's deletion: that version is left decided but not yet a tombstone.
+    half_done = [d["version"] for d in db.model_versions.find({"object_deleting": True})]
+    assert len(half_done) == 1 and not stores.exists(bucket, f"k{half_done[0]}.bin")
 
     second = run_prune(settings, *args, MODELHUB_PRUNE_GRACE_DAYS="0")
     assert second.returncode == 0, second.stderr
