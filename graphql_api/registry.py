@@ -18,6 +18,7 @@ from .errors import (
     ModelNotFound,
     ModelVersionAlreadyExists,
     ModelVersionNotFound,
+    ObjectDeleted,
     StorageUnavailable,
 )
 from .model_cache import ModelCache
@@ -276,6 +277,10 @@ async def set_archived(name: str, version: int, who: Principal, archived: bool) 
     a pending prune of it is cancelled (its mark cleared): the owner has decided its state."""
     validate_version(version)
     require_owner(await require_model(name), who)
+    if not archived:
+        found = await models_db.find_version(name, version)
+        if found is not None and found.object_deleted:
+            raise ObjectDeleted(name, version)  # a tombstone stays archived: it has nothing to serve
     updated = await models_db.update_version(name, version, {"archived": archived, "prune_marked_at": None})
     if updated is None:
         raise ModelVersionNotFound(name, version)

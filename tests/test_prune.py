@@ -215,6 +215,8 @@ async def test_apply_archives_then_deletes_after_the_grace_period(
     assert tomb["modelVersion"]["objectDeleted"] is True and tomb["model"]["versions"]["totalCount"] == 5
     refused = (await gql(DOWNLOAD, {"n": "m", "v": 1}, **ALICE))["requestDownload"]
     assert refused == {"__typename": "ObjectDeleted", "code": "OBJECT_DELETED"}
+    revive = 'mutation { unarchiveModelVersion(input: {name: "m", version: 1}) { __typename } }'
+    assert (await gql(revive, **ALICE))["unarchiveModelVersion"]["__typename"] == "ObjectDeleted"
     response = await http.get("/models/m/download", params={"version": "1"}, headers=ALICE)
     assert response.status_code == 410 and response.json()["error"]["code"] == "OBJECT_DELETED"
     rerun = run_prune(settings, "--not-downloaded-for-days", "30", "--apply")

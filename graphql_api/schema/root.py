@@ -89,7 +89,7 @@ UpdateModelResult = Annotated[
     strawberry.union("UpdateModelResult", description="The changed model, or why it was not changed."),
 ]
 ModelVersionResult = Annotated[
-    ModelVersion | ModelNotFound | ModelVersionNotFound | InvalidInput,
+    ModelVersion | ModelNotFound | ModelVersionNotFound | ObjectDeleted | InvalidInput,
     strawberry.union("ModelVersionResult", description="The changed version, or why it was not changed."),
 ]
 SetAliasResult = Annotated[
