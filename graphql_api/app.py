@@ -228,6 +228,11 @@ async def _open_store(settings: Settings, signer: Signer, stack: AsyncExitStack)
     return LocalObjectStore(settings.objects_dir, signer, settings.stream_chunk_bytes)
 
 
+async def open_store(settings: Settings, stack: AsyncExitStack) -> ObjectStore:
+    """The configured object store, for a command that works on it outside the app (`modelhub prune`)."""
+    return await _open_store(settings, Signer(settings.resolved_signing_secret()), stack)
+
+
 async def _sweep_until(stopped: asyncio.Event, services: Services, stale_seconds: float) -> None:
     """Sweeps stale IN_PROGRESS downloads and abandoned uploads at start-up, then every half staleness
     period, until stopped."""

@@ -502,6 +502,88 @@ def rebuild_rollups(
     console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
 
 
+@app.command()
+def prune(
+    not_downloaded_for_days: Annotated[
+        int, typer.Option(help="Versions nobody has downloaded (nor registered) for this many days.")
+    ] = 90,
+    keep_latest: Annotated[int, typer.Option(help="Keep each model's N newest unarchived versions.")] = 1,
+    keep_aliased: Annotated[bool, typer.Option(help="Keep every version an alias points at.")] = True,
+    project: Annotated[list[str] | None, typer.Option(help="Only this project (repeatable).")] = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply/--dry-run",
+            help="--dry-run (the default) lists the candidates; --apply archives them and deletes the "
+            "objects of those whose grace period (MODELHUB_PRUNE_GRACE_DAYS) is over.",
+        ),
+    ] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
+) -> None:
+    """Usage-driven clean-up of versions nobody downloads any more (straight on the database and store, as
+    an ADMIN). A download or an unarchive during the grace period cancels a deletion; a pruned version
+    stays as a tombstone with its history and figures. Safe to rerun after a crash: it resumes."""
+    from .auth import Principal
+    from .errors import DomainError
+    from .prune import RetentionRequest
+
+    req = RetentionRequest(not_downloaded_for_days, keep_latest, keep_aliased, project or None)
+    with _database({"data_dir": data_dir}) as (settings, uri):
+        try:
+            if apply:
+                asyncio.run(
+                    _with_db(
+                        uri, settings.mongo_db, _prune_apply(settings, req, Principal("cli", Role.ADMIN))
+                    )
+                )
+            else:
+                asyncio.run(_with_db(uri, settings.mongo_db, _prune_dry_run(settings, req)))
+        except DomainError as exc:
+            console.print(f"[red]{exc.code}[/red] {exc.message}")
+            raise typer.Exit(1) from None
+
+
+async def _prune_dry_run(settings: Settings, req: Any) -> None:
+    from .prune import candidates
+
+    found = await candidates(settings, req)
+    print("model\tversion\tbytes\treclaimable\tlast_downloaded\tdelete_after")
+    for c in found.candidates:
+        last = c.last_downloaded_at.isoformat() if c.last_downloaded_at else "never"
+        due = c.delete_after.isoformat() if c.delete_after else "-"
+        print(
+            f"{c.version.name}\t{c.version.version}\t{c.version.size_bytes}\t{c.reclaimable_bytes}\t{last}\t{due}"
+        )
+    print(
+        f"{len(found.candidates)} candidates not downloaded since {found.not_downloaded_since.isoformat()}: "
+        f"{found.total_bytes} bytes, {found.reclaimable_bytes} reclaimable "
+        f"({_human(found.reclaimable_bytes)}); grace period {found.grace_days:g} days"
+    )
+
+
+async def _prune_apply(settings: Settings, req: Any, who: Any) -> None:
+    from contextlib import AsyncExitStack
+
+    from .app import open_store
+    from .prune import Outcome, Step, apply
+
+    def report(step: Step) -> None:  # one line per step, flushed: a killed run has said what it did
+        print(
+            f"{step.outcome.value}\t{step.version.name}\t{step.version.version}\t{step.freed_bytes}",
+            flush=True,
+        )
+
+    async with AsyncExitStack() as stack:
+        store = await open_store(settings, stack)
+        done = await apply(settings, store, who, req, report)
+    counts = {o: done.count(o) for o in Outcome}
+    print(
+        f"archived {counts[Outcome.ARCHIVED]}, deleted {counts[Outcome.DELETED]} "
+        f"({_human(done.freed_bytes)} freed), tombstones of shared objects {counts[Outcome.TOMBSTONED]}, "
+        f"given back after a download {counts[Outcome.CANCELLED]}, left alone {counts[Outcome.SKIPPED]}"
+    )
+
+
 async def _with_db(uri: str, db: str, work: Coroutine[Any, Any, T]) -> T:
     from .db import connect
 

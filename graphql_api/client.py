@@ -67,6 +67,10 @@ class ArchivedError(ModelhubError):
     """The version is archived: no downloads."""
 
 
+class ObjectDeletedError(ArchivedError):
+    """The version was pruned: its artifact is deleted (a tombstone keeps its history and figures)."""
+
+
 class ChecksumMismatchError(ModelhubError):
     """The bytes are not those whose SHA-256 was declared (server side, or after a download)."""
 
@@ -111,6 +115,7 @@ ERRORS: dict[str, type[ModelhubError]] = {
     ),
     "MODEL_VERSION_ALREADY_EXISTS": AlreadyExistsError,
     "MODEL_VERSION_ARCHIVED": ArchivedError,
+    "OBJECT_DELETED": ObjectDeletedError,
     "CHECKSUM_MISMATCH": ChecksumMismatchError,
     "ARTIFACT_CHANGED": ArtifactChangedError,
     "UNAUTHENTICATED": AuthError,

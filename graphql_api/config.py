@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     model_cache_entries: int = Field(default=10_000, ge=0)
     model_cache_seconds: float = Field(default=300.0, gt=0)
     token_touch_seconds: float = 60.0
+    # `modelhub prune --apply`: days between archiving an unused version and deleting its object (a download
+    # or an unarchive meanwhile cancels the deletion), and a pause between two deletions (spares the store).
+    prune_grace_days: float = Field(default=7.0, ge=0)
+    prune_pause_seconds: float = Field(default=0.0, ge=0, le=60)
     # Where models may be registered: a JSON list of "bucket" or "bucket/prefix" ("*": anywhere). Unset: the
     # local store allows anywhere under its root; S3 allows nothing until configured.
     allowed_storage: list[str] | None = None

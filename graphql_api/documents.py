@@ -33,6 +33,9 @@ class RegisteredModel(Document):
     aliases: dict[str, int] = Field(default_factory=dict)
     # Bumped by every alias move in the same update: orders the moves exactly, however they race.
     alias_moves: int = 0
+    # When the last alias move took effect (written by the same update): the next move's time is never
+    # earlier, so the history's times follow its order (what `modelVersion(alias:, at:)` relies on).
+    alias_moved_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -106,6 +109,12 @@ class ModelVersion(Document, VersionNotes):
     expected_sha256: str | None = None
     checksum_status: ChecksumStatus = ChecksumStatus.PENDING
     checksum_error: str | None = None
+    # Usage-driven clean-up (prune.py): when `modelhub prune --apply` archived it (its grace period runs from
+    # here; any archive or unarchive clears it), a deletion of its object under way, and the tombstone.
+    prune_marked_at: datetime | None = None
+    object_deleting: bool = False
+    object_deleted: bool = False
+    object_deleted_at: datetime | None = None
 
     class Settings:
         name = "model_versions"
@@ -118,6 +127,7 @@ class ModelVersion(Document, VersionNotes):
             IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)], name="owner_created"),
             IndexModel([("tags", ASCENDING)], name="tags"),
             IndexModel([("checksum_status", ASCENDING)], name="checksum_status"),
+            IndexModel([("bucket", ASCENDING), ("key", ASCENDING)], name="bucket_key"),
         ]
 
 
@@ -297,6 +307,8 @@ class DownloadEvent(Document):
     engineer: str
     user_agent: str | None = None
     client_address: str | None = None
+    # The alias the download asked for (`prod`), when it asked by alias: `version` is what it resolved to.
+    requested_alias: str | None = None
     mode: DownloadMode
     # CI, BOT, HUMAN or UNKNOWN, and the rule of `client_kind.decide` that said so.
     client_kind: ClientKind = ClientKind.UNKNOWN

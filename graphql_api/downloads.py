@@ -21,7 +21,7 @@ from .analytics import rollups
 from .db import events as events_db
 from .db import models as models_db
 from .documents import ClientKind, DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
-from .errors import Forbidden, InvalidInput, ModelVersionArchived, TicketInvalid, TicketProblem
+from .errors import Forbidden, InvalidInput, ModelVersionArchived, ObjectDeleted, TicketInvalid, TicketProblem
 from .metrics import Metrics
 from .scope import Scope
 from .services import Services
@@ -82,9 +82,18 @@ async def downloadable(
     """The version (by number, by alias resolved now, or the latest) and its object, or the reason it
     cannot be downloaded now; a model `scope` may not read is not found, like an absent one."""
     model = await registry.require_version(scope, name, version, alias)
-    if model.archived:
-        raise ModelVersionArchived(model.name, model.version)
+    ensure_servable(model)
     return model, await current_object(services, model)
+
+
+def ensure_servable(model: ModelVersion) -> None:
+    """Refuses a tombstone (ObjectDeleted, also while its deletion is under way) and an archived version.
+    A version `modelhub prune` archived stays downloadable through its grace period (by number, or by an
+    alias that still points at it): such a download is the signal that cancels its deletion."""
+    if model.object_deleted or model.object_deleting:
+        raise ObjectDeleted(model.name, model.version)
+    if model.archived and model.prune_marked_at is None:
+        raise ModelVersionArchived(model.name, model.version)
 
 
 async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
@@ -168,7 +177,7 @@ async def issue_ticket(
         metrics.count_download_request(mode.value, getattr(exc, "code", "error"))
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
-    event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed)
+    event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed, requested_alias=alias)
     await events_db.insert(event)
     await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
@@ -239,8 +248,7 @@ async def open_ticket(services: Services, token: str) -> tuple[DownloadEvent, Mo
     if model is None:
         raise TicketInvalid("the model of this ticket no longer exists", TicketProblem.UNKNOWN)
     await _check_token(services, payload, model.project_name)
-    if model.archived:  # archived after the ticket was issued: the ticket dies with it
-        raise ModelVersionArchived(model.name, model.version)
+    ensure_servable(model)  # archived (or pruned) after the ticket was issued: the ticket dies with it
     return event, model
 
 
@@ -268,11 +276,19 @@ async def start_direct(
     who: Requester,
     byte_range: ByteRange,
     resumes: ObjectId | None = None,
+    alias: str | None = None,
 ) -> DownloadEvent:
-    """The one-step download: an event created already IN_PROGRESS (the caller streams it at once)."""
+    """The one-step download: an event created already IN_PROGRESS (the caller streams it at once);
+    `alias` is the alias it asked for, if it asked by alias."""
     fields = _range_fields(byte_range)
     event = _new_event(
-        model, who, DownloadMode.STREAM, status=DownloadStatus.IN_PROGRESS, resumes=resumes, **fields
+        model,
+        who,
+        DownloadMode.STREAM,
+        status=DownloadStatus.IN_PROGRESS,
+        resumes=resumes,
+        requested_alias=alias,
+        **fields,
     )
     await events_db.insert(event)
     await rollups.record_started(event)
@@ -293,8 +309,8 @@ async def open_presigned(services: Services, token: str) -> tuple[str, str, str]
     if "m" in payload and model is None:
         raise TicketInvalid("the model of this link no longer exists", TicketProblem.UNKNOWN)
     await _check_token(services, payload, model.project_name if model else None)
-    if model is not None and model.archived:
-        raise ModelVersionArchived(model.name, model.version)
+    if model is not None:
+        ensure_servable(model)
     return bucket, key, filename
 
 

@@ -81,6 +81,20 @@ class ModelVersionArchived(DomainError):
         self.version = version
 
 
+class ObjectDeleted(DomainError):
+    """The version is a tombstone: `modelhub prune` deleted its artifact (history and figures are kept)."""
+
+    code = "OBJECT_DELETED"
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(
+            f"model {name!r} version {version} was pruned: its artifact has been deleted (nobody had "
+            "downloaded it for a long time); its history and figures are kept"
+        )
+        self.name = name
+        self.version = version
+
+
 class AliasNotFound(DomainError):
     code = "ALIAS_NOT_FOUND"
 

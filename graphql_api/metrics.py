@@ -34,6 +34,7 @@ DOWNLOAD_OUTCOMES = (
     "model_version_not_found",
     "alias_not_found",
     "model_version_archived",
+    "object_deleted",
     "storage_object_not_found",
     "checksum_mismatch",
     "artifact_changed",

@@ -131,6 +131,8 @@ class EventQuery:
     statuses: list[DownloadStatus] = field(default_factory=list)
     modes: list[DownloadMode] = field(default_factory=list)
     client_kinds: list[ClientKind] = field(default_factory=list)
+    # Requested aliases (None: downloads that did not ask by alias); kept by raw events only.
+    aliases: list[str | None] = field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
     min_bytes: int | None = None
@@ -165,6 +167,8 @@ class Dimension(StrEnum):
     STATUS = "STATUS"
     CLIENT_KIND = "CLIENT_KIND"
     CLIENT_VERSION = "CLIENT_VERSION"
+    # The alias a download asked for (null: asked by number or for the latest); raw events only.
+    ALIAS = "ALIAS"
 
 
 class Interval(StrEnum):

@@ -19,6 +19,7 @@ from .errors import (
     ModelNotFound,
     ModelVersionAlreadyExists,
     ModelVersionNotFound,
+    ObjectDeleted,
     StorageUnavailable,
 )
 from .model_cache import ModelCache
@@ -326,10 +327,15 @@ async def update_version(
 
 
 async def set_archived(scope: Scope, name: str, version: int, who: Principal, archived: bool) -> ModelVersion:
-    """Archives (or restores) a version: hidden by default, no downloads, history and stats kept."""
+    """Archives (or restores) a version: hidden by default, no downloads, history and stats kept. Either way
+    a pending prune of it is cancelled (its mark cleared): the owner has decided its state."""
     validate_version(version)
     require_owner(await require_model(scope, name), who)
-    updated = await models_db.update_version(name, version, {"archived": archived})
+    if not archived:
+        found = await models_db.find_version(name, version)
+        if found is not None and found.object_deleted:
+            raise ObjectDeleted(name, version)  # a tombstone stays archived: it has nothing to serve
+    updated = await models_db.update_version(name, version, {"archived": archived, "prune_marked_at": None})
     if updated is None:
         raise ModelVersionNotFound(name, version)
     return updated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.servers import GraphQLClient, Stores
@@ -110,3 +111,113 @@ async def test_download_by_alias_records_the_version(gql: GraphQLClient, stores:
         'mutation { requestDownload(input: {name: "m", alias: "dev"}) { __typename ... on ModelVersionNotFound { alias } } }'
     )
     assert nope["requestDownload"] == {"__typename": "ModelVersionNotFound", "alias": "dev"}
+
+
+AT = """query($a: String!, $t: DateTime!) { modelVersion(name: "m", alias: $a, at: $t) { version } }"""
+ALIASES_AT = """query($t: DateTime!) { model(name: "m") { aliasesAt(at: $t) { alias version } } }"""
+FULL_HISTORY = """{ model(name: "m") { aliasHistory(first: 100) {
+  nodes { alias fromVersion toVersion changedAt } } } }"""
+
+
+def replay(history: list[dict[str, Any]], upto: str) -> dict[str, int]:
+    """The reference: the aliases after every recorded move up to `upto`, in the history's order."""
+    state: dict[str, int] = {}
+    for move in history:
+        if move["changedAt"] > upto:
+            break
+        if move["toVersion"] is None:
+            state.pop(move["alias"], None)
+        else:
+            state[move["alias"]] = move["toVersion"]
+    return state
+
+
+async def test_time_travel_over_20_concurrent_moves(gql: GraphQLClient, stores: Stores, bucket: str) -> None:
+    """After 20 concurrent moves of two aliases (and a removal), the history's times follow its order, and
+    `modelVersion(alias, at)` and `aliasesAt(at)` answer, at every recorded moment, what replaying it says."""
+    await three_versions(gql, stores, bucket)
+    before = (await gql('{ model(name: "m") { createdAt } }'))["model"]["createdAt"]
+    await asyncio.gather(*(set_alias(gql, "prod" if i % 2 else "staging", 1 + i % 3) for i in range(20)))
+    assert (await gql(REMOVE, {"n": "m", "a": "staging"}, **ALICE))["removeAlias"]["__typename"] == "Model"
+    history = list(reversed((await gql(FULL_HISTORY))["model"]["aliasHistory"]["nodes"]))
+    assert len(history) >= 3
+    times = [move["changedAt"] for move in history]
+    assert times == sorted(times), "the history's times must follow the order the moves took effect"
+    assert (await gql(AT, {"a": "prod", "t": before}))["modelVersion"] is None  # before it existed
+    for moment in times:
+        expected = replay(history, moment)
+        for alias in ("prod", "staging"):
+            found = (await gql(AT, {"a": alias, "t": moment}))["modelVersion"]
+            assert (found and found["version"]) == expected.get(alias), (moment, alias)
+        listed = (await gql(ALIASES_AT, {"t": moment}))["model"]["aliasesAt"]
+        assert {a["alias"]: a["version"] for a in listed} == expected
+    now = (await gql('{ model(name: "m") { aliases { alias version } } }'))["model"]["aliases"]
+    assert {a["alias"]: a["version"] for a in now} == replay(history, times[-1])
+    assert (await gql(AT, {"a": "staging", "t": times[-1]}))["modelVersion"] is None  # removed
+    bad = await gql.raw('{ modelVersion(name: "m", version: 1, at: "2030-01-01T00:00:00Z") { version } }')
+    assert bad["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+
+
+STATS_BY_ALIAS = """{ downloadStats(groupBy: [ALIAS, VERSION]) {
+  source rows { requestedAlias version downloads } } }"""
+
+
+async def test_downloads_record_the_alias_and_group_by_it(
+    gql: GraphQLClient, http: Any, stores: Stores, bucket: str
+) -> None:
+    """A download by alias records `requestedAlias` (GraphQL and the one-step route); `groupBy: [ALIAS,
+    VERSION]` answers from raw events who pulls what an alias pointed at, downloads without one under null."""
+    await three_versions(gql, stores, bucket)
+    await set_alias(gql, "prod", 1)
+    by_alias = 'mutation { requestDownload(input: {name: "m", alias: "prod"}) { ... on DownloadTicket { download { requestedAlias version } } } }'
+    for _ in range(2):
+        found = (await gql(by_alias))["requestDownload"]["download"]
+        assert found == {"requestedAlias": "prod", "version": 1}
+    await set_alias(gql, "prod", 2)
+    await gql(by_alias)
+    response = await http.get("/models/m/download", params={"alias": "prod"}, headers=ALICE)
+    assert response.status_code == 200
+    by_number = 'mutation { requestDownload(input: {name: "m", version: 1}) { ... on DownloadTicket { download { requestedAlias } } } }'
+    assert (await gql(by_number))["requestDownload"]["download"] == {"requestedAlias": None}
+    events = (await gql("{ downloads(first: 100) { nodes { requestedAlias version } } }"))["downloads"][
+        "nodes"
+    ]
+    reference: dict[tuple[str | None, int], int] = {}
+    for e in events:
+        key = (e["requestedAlias"], e["version"])
+        reference[key] = reference.get(key, 0) + 1
+    assert reference == {("prod", 1): 2, ("prod", 2): 2, (None, 1): 1}
+    stats = (await gql(STATS_BY_ALIAS))["downloadStats"]
+    assert stats["source"] == "RAW"  # the rollups do not keep the alias: never answered (or dropped) there
+    assert {(r["requestedAlias"], r["version"]): r["downloads"] for r in stats["rows"]} == reference
+    now = datetime.now(UTC)
+    window = {"s": (now - timedelta(days=1)).isoformat(), "u": (now + timedelta(days=1)).isoformat()}
+    series = await gql(
+        """query($s: DateTime!, $u: DateTime!) { downloadSeries(by: ALIAS, metric: DOWNLOADS, since: $s,
+             until: $u, interval: DAY) { series { key total } } }""",
+        window,
+    )
+    got = {s["key"]: s["total"] for s in series["downloadSeries"]["series"]}
+    assert got == {"prod": 4, None: 1}
+
+
+def test_alias_questions_always_go_to_raw_events() -> None:
+    """Grouping or filtering by the requested alias, alone or with rollup-kept dimensions, over aligned or
+    unbounded ranges, is answered from raw events (the rollups do not keep it): never dropped."""
+    from graphql_api.analytics.stats import source_for
+    from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, StatsSource
+
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    for query in (EventQuery(), EventQuery(since=day, until=day + timedelta(days=7))):
+        for group_by in (
+            [Dimension.ALIAS],
+            [Dimension.ALIAS, Dimension.VERSION],
+            [Dimension.MODEL, Dimension.ALIAS],
+        ):
+            for interval in (None, Interval.DAY):
+                req = StatsRequest(query=query, group_by=group_by, interval=interval)
+                assert source_for(req) is StatsSource.RAW, (query, group_by, interval)
+        filtered = StatsRequest(
+            query=EventQuery(since=query.since, aliases=["prod", None]), group_by=[Dimension.MODEL]
+        )
+        assert source_for(filtered) is StatsSource.RAW

@@ -451,6 +451,19 @@ async def m_report_download_verification(w: World, who: str) -> None:
         assert member == "INVALID_INPUT" and message == missing, (who, member, message, missing)
 
 
+async def q_retention_candidates(w: World, who: str) -> None:
+    of_a = '{ retentionCandidates(notDownloadedForDays: 30, projectNames: ["A"]) { totalCount } }'
+    everywhere = "{ retentionCandidates(notDownloadedForDays: 30) { totalCount } }"
+    if who == "anonymous":
+        assert await w.code(who, of_a) == "UNAUTHENTICATED"
+        return
+    assert await w.code(who, of_a) == (None if who in MAINTAINS_A else "FORBIDDEN"), who
+    assert await w.code(who, everywhere) == (None if who == "admin" else "FORBIDDEN"), who
+    if who not in MAINTAINS_A:  # the refusal says nothing about whether A exists
+        missing = await w.raw(who, of_a.replace('"A"', '"Z"'))
+        assert (await w.raw(who, of_a))["errors"][0]["message"] == missing["errors"][0]["message"]
+
+
 def _mutation(field: str, input: str, select: str = "__typename ... on UserError { code message }") -> str:
     return f"mutation {{ {field}(input: {{{input}}}) {{ {select} }} }}"
 
@@ -637,6 +650,7 @@ QUERIES: dict[str, Check] = {
     "grants": q_grants,
     "auditEvents": q_audit_events,
     "webhooks": q_webhooks,
+    "retentionCandidates": q_retention_candidates,
 }
 MUTATIONS: dict[str, Check] = {
     "registerModel": m_register_model,

@@ -52,6 +52,7 @@ _FILTER_FIELDS: dict[Dimension, str] = {
     Dimension.MODE: "modes",
     Dimension.STATUS: "statuses",
     Dimension.CLIENT_KIND: "client_kinds",
+    Dimension.ALIAS: "aliases",
 }
 
 

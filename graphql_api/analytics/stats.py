@@ -28,6 +28,7 @@ class StatsRow:
     status: DownloadStatus | None = None
     client_kind: ClientKind | None = None
     client_version: str | None = None
+    requested_alias: str | None = None
     period_start: datetime | None = None
     downloads: int = 0
     completed: int = 0
@@ -57,6 +58,7 @@ ROW_FIELDS: dict[Dimension, str] = {
     Dimension.STATUS: "status",
     Dimension.CLIENT_KIND: "client_kind",
     Dimension.CLIENT_VERSION: "client_version",
+    Dimension.ALIAS: "requested_alias",
 }
 
 
@@ -145,7 +147,9 @@ def is_long(req: StatsRequest, now: datetime) -> bool:
 
 
 def source_for(req: StatsRequest) -> StatsSource:
-    """Where `download_stats` answers `req` from: the rollup translation decides, in this one place."""
+    """Where `download_stats` answers `req` from: the rollup translation decides, in this one place. A
+    dimension or filter the rollups do not keep (ENGINEER, STATUS, ALIAS, ...) is not in their translation
+    tables (rollups_db.DIMENSIONS, rollups_db.filters), so such a request is answered from raw events."""
     if rollups_db.bucket_filter(req) is not None:
         return StatsSource.ROLLUP
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW

@@ -24,6 +24,7 @@ from .common import (
     bound,
     ensure_ttl,
     find_one,
+    in_list,
     insert_once,
     merge_filters,
     ordered_page,
@@ -34,6 +35,15 @@ from .common import (
 )
 from .paging import Sort, keyset_page
 
+
+def _aliases(values: list[str | None]) -> Condition:
+    """Requested aliases, None meaning "not asked by alias" (a missing or null field, as `$in` matches it)."""
+    named = sorted({v for v in values if v is not None})
+    if None not in values:
+        return {"requested_alias": in_list(named)}
+    return {"requested_alias": {"$in": [None, *named]}}
+
+
 FILTERS: Mapping[str, Translator] = {
     "model_names": any_of("model_name"),
     "versions": any_of("model_version"),
@@ -42,6 +52,7 @@ FILTERS: Mapping[str, Translator] = {
     "statuses": any_of("status"),
     "modes": any_of("mode"),
     "client_kinds": any_of("client_kind"),
+    "aliases": lambda values: _aliases(values),
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
@@ -56,6 +67,7 @@ DIMENSIONS: dict[Dimension, str] = {
     Dimension.STATUS: "status",
     Dimension.CLIENT_KIND: "client_kind",
     Dimension.CLIENT_VERSION: "client_version",
+    Dimension.ALIAS: "requested_alias",
 }
 
 SORT_FIELDS: dict[DownloadOrderField, str] = {
@@ -398,7 +410,7 @@ async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any
             window = windows.pop()
             end = None
         elif start is not None and start < until:
-            end = min(start + width, until)
+            end = until if until - start <= width else start + width  # no overflow near year 9999
             window = time_window("started_at", start, end)
         elif req.query.until is None and start is not None:
             window, end = time_window("started_at", start, None), None  # events stamped after now
@@ -481,3 +493,31 @@ async def watch_transitions(resume_after: dict[str, Any] | None) -> AsyncIterato
             fields = change.get("updateDescription", {}).get("updatedFields", {})
             status = DownloadStatus(fields.get("status", doc["status"]))
             yield Transition(change["_id"], status, DownloadEvent.model_validate(doc))
+
+
+async def versions_downloaded_since(since: datetime, project_names: list[str] | None) -> set[Any]:
+    """The ids of the versions with a download (of any outcome) started at or after `since` (an index
+    range on started_at, or on project and started_at)."""
+    flt: Condition = {"started_at": {"$gte": since}}
+    if project_names:
+        flt["project_name"] = in_list(project_names)
+    pipeline = [{"$match": flt}, {"$group": {"_id": "$model_id"}}]
+    return {d["_id"] async for d in await DownloadEvent.get_pymongo_collection().aggregate(pipeline)}
+
+
+async def last_download_of(version_ids: list[Any]) -> dict[Any, datetime]:
+    """When each of these versions was last asked for (its newest event's start), where it ever was."""
+    if not version_ids:
+        return {}
+    pipeline = [
+        {"$match": {"model_id": in_list(version_ids)}},
+        {"$group": {"_id": "$model_id", "last": {"$max": "$started_at"}}},
+    ]
+    rows = await DownloadEvent.get_pymongo_collection().aggregate(pipeline)
+    return {d["_id"]: d["last"] async for d in rows}
+
+
+async def downloaded_since(version_id: Any, since: datetime) -> bool:
+    """Whether any download of the version started at or after `since`."""
+    flt = {"model_id": version_id, "started_at": {"$gte": since}}
+    return await DownloadEvent.get_pymongo_collection().find_one(flt, {"_id": 1}) is not None

@@ -102,12 +102,16 @@ async def touch(name: str, when: datetime) -> None:
     await RegisteredModel.find_one(RegisteredModel.name == name).update({"$max": {"updated_at": when}})
 
 
-async def move_alias(name: str, alias: str, version: int | None, moves: int) -> bool:
+async def move_alias(name: str, alias: str, version: int | None, moves: int, moved_at: datetime) -> bool:
     """Points `alias` at `version` (None removes it) if no alias of the model has moved since the model
     was read with `alias_moves == moves`: a compare-and-set, so concurrent moves never record the same
     `from`, and this move's sequence number is exactly `moves + 1`. False when another move came first."""
     field = f"aliases.{alias}"
-    update: Condition = {"$unset": {field: ""}} if version is None else {"$set": {field: version}}
+    update: Condition = {"$set": {"alias_moved_at": moved_at}}
+    if version is None:
+        update["$unset"] = {field: ""}
+    else:
+        update["$set"][field] = version
     update["$inc"] = {"alias_moves": 1}
     flt = {"name": name, "alias_moves": moves}
     result = await RegisteredModel.get_pymongo_collection().update_one(flt, update)
@@ -121,6 +125,30 @@ async def record_alias_change(change: AliasChange) -> None:
 async def alias_changes(name: str, request: PageRequest) -> Page[AliasChange]:
     sort: Sort = [("sequence", DESC)]
     return await keyset_page(AliasChange, {"model_name": name}, sort, "ALIAS_SEQUENCE_DESC", request)
+
+
+async def alias_version_at(name: str, alias: str, at: datetime) -> int | None:
+    """The version of the last recorded move of `alias` that took effect at or before `at` (by sequence:
+    the moves' times never go backwards along it), None when there is none or it removed the alias."""
+    flt = {"model_name": name, "alias": alias, "changed_at": {"$lte": at}}
+    cursor = AliasChange.get_pymongo_collection().find(flt, {"to_version": 1, "_id": 0})
+    found = await cursor.sort([("sequence", -1)]).limit(1).to_list()
+    return None if not found or found[0].get("to_version") is None else int(found[0]["to_version"])
+
+
+async def aliases_at(name: str, at: datetime) -> dict[str, int]:
+    """Every alias of `name` as the moves recorded up to `at` left them (replayed in sequence order).
+
+    One read of the model's history up to `at`, folded here: a history is a few moves per release."""
+    flt = {"model_name": name, "changed_at": {"$lte": at}}
+    fields = {"alias": 1, "to_version": 1, "sequence": 1, "_id": 0}
+    state: dict[str, int] = {}
+    async for doc in AliasChange.get_pymongo_collection().find(flt, fields).sort([("sequence", 1)]):
+        if doc.get("to_version") is None:
+            state.pop(doc["alias"], None)
+        else:
+            state[doc["alias"]] = int(doc["to_version"])
+    return dict(sorted(state.items()))
 
 
 async def get_alias_change(change_id: PydanticObjectId) -> AliasChange | None:
@@ -276,3 +304,87 @@ async def count_models() -> int:
 
 async def versions_in_bucket(bucket: str) -> list[ModelVersion]:
     return await ModelVersion.find(ModelVersion.bucket == bucket).to_list()
+
+
+# --- usage-driven clean-up (prune.py) ------------------------------------------------------------------
+# A version's prune state lives on it: `prune_marked_at` (archived by prune, grace period running),
+# `object_deleting` (the deletion is decided; a rerun after a crash finishes it), `object_deleted` (the
+# tombstone). Each step is a compare-and-set on the state before it, so a crashed or repeated run never
+# takes a step twice. Versions stored before these fields existed lack them: "not deleted" is `$ne: true`.
+_NOT = {"$ne": True}
+
+
+def _in_projects(project_names: list[str] | None) -> Condition:
+    return {"project_name": in_list(project_names)} if project_names else {}
+
+
+async def live_versions(project_names: list[str] | None) -> list[ModelVersion]:
+    """Every version (of these projects) whose object has not been deleted: what retention rules weigh.
+    A maintenance read of the whole registry (or of the projects), not a request path."""
+    return await ModelVersion.find({"object_deleted": _NOT, **_in_projects(project_names)}).to_list()
+
+
+async def object_references(objects: list[tuple[str, str]]) -> dict[tuple[str, str], set[Any]]:
+    """The ids of the versions not yet deleted whose artifact is each of these (bucket, key) objects."""
+    wanted = set(objects)
+    if not wanted:
+        return {}
+    flt = {"key": in_list(sorted({k for _, k in wanted})), "object_deleted": _NOT}
+    found: dict[tuple[str, str], set[Any]] = {o: set() for o in wanted}
+    async for doc in ModelVersion.get_pymongo_collection().find(flt, {"bucket": 1, "key": 1}):
+        where = (doc["bucket"], doc["key"])
+        if where in wanted:
+            found[where].add(doc["_id"])
+    return found
+
+
+async def other_live_references(bucket: str, key: str, version_id: Any) -> int:
+    """How many other versions, objects not deleted, point at this same object (the bucket_key index)."""
+    flt = {"bucket": bucket, "key": key, "object_deleted": _NOT, "_id": {"$ne": version_id}}
+    return int(await ModelVersion.get_pymongo_collection().count_documents(flt))
+
+
+async def mark_for_prune(version_id: Any, now: datetime) -> bool:
+    """Archives an unarchived live version for pruning, its grace period starting `now`; False when it
+    changed since it was found (archived, marked or deleted by someone else)."""
+    flt = {"_id": version_id, "archived": False, "object_deleted": _NOT, "prune_marked_at": None}
+    update = {
+        "$set": {"archived": True, "prune_marked_at": now, "object_deleting": False, "object_deleted": False}
+    }
+    result = await ModelVersion.get_pymongo_collection().update_one(flt, update)
+    return result.modified_count == 1
+
+
+async def prune_due(cutoff: datetime, project_names: list[str] | None) -> list[ModelVersion]:
+    """Versions whose grace period ended by `cutoff`, and those whose deletion a crashed run left half
+    done; oldest mark first. Two reads, not one `$or` (SecantusDB plans no index for a top-level `$or`)."""
+    scope = _in_projects(project_names)
+    due = ModelVersion.find(
+        {"object_deleted": _NOT, "object_deleting": _NOT, "prune_marked_at": {"$lte": cutoff}, **scope}
+    )
+    started = ModelVersion.find({"object_deleted": _NOT, "object_deleting": True, **scope})
+    found = {v.id: v for v in [*await started.to_list(), *await due.to_list()]}
+    return sorted(found.values(), key=lambda v: (v.prune_marked_at or cutoff, v.name, v.version))
+
+
+async def begin_deletion(version_id: Any, marked_at: datetime) -> bool:
+    """Decides the deletion of a marked version: only if it is still archived with the same mark (an
+    unarchive, or an archive by hand, clears the mark and so cancels it)."""
+    flt = {"_id": version_id, "archived": True, "prune_marked_at": marked_at, "object_deleted": _NOT}
+    result = await ModelVersion.get_pymongo_collection().update_one(flt, {"$set": {"object_deleting": True}})
+    return result.modified_count == 1
+
+
+async def cancel_prune(version_id: Any) -> None:
+    """Gives a marked version back (unarchived, no mark): it was downloaded during its grace period."""
+    flt = {"_id": version_id, "object_deleted": _NOT}
+    update = {"$set": {"archived": False, "prune_marked_at": None, "object_deleting": False}}
+    await ModelVersion.get_pymongo_collection().update_one(flt, update)
+
+
+async def finish_deletion(version_id: Any, now: datetime) -> bool:
+    """Makes the version a tombstone; True only for the call that did (a rerun finds it done)."""
+    flt = {"_id": version_id, "object_deleting": True, "object_deleted": _NOT}
+    update = {"$set": {"object_deleted": True, "object_deleted_at": now, "object_deleting": False}}
+    result = await ModelVersion.get_pymongo_collection().update_one(flt, update)
+    return result.modified_count == 1

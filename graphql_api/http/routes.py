@@ -153,7 +153,7 @@ async def download_model(request: Request) -> Any:
             if isinstance(plan, Response):
                 return plan
             resumes = await downloads.resumed_event(request.query_params.get("resumes"), model, who)
-            event = await downloads.start_direct(services, model, who, plan.byte_range, resumes)
+            event = await downloads.start_direct(services, model, who, plan.byte_range, resumes, alias)
     except DomainError as exc:
         services.metrics.count_download_request(DownloadMode.STREAM.value, exc.code)
         return domain_error_response(exc)

@@ -66,6 +66,10 @@ class DownloadEvent(Node):
     project_name: str = strawberry.field(description="The model's project.")
     size_bytes: Long = strawberry.field(description="The artifact's size.")
     engineer: str = strawberry.field(description="Who downloaded.")
+    requested_alias: str | None = strawberry.field(
+        description="The alias the download asked for (e.g. `prod`), when it asked by alias; `version` is "
+        "what the alias pointed at then."
+    )
     mode: DownloadMode = strawberry.field(description="STREAM or PRESIGNED.")
     client_kind: ClientKind = strawberry.field(
         description="Who the download is for (CI, BOT, HUMAN, UNKNOWN)."
@@ -142,6 +146,7 @@ class DownloadEvent(Node):
             engineer=doc.engineer,
             user_agent_value=doc.user_agent,
             client_address_value=doc.client_address,
+            requested_alias=doc.requested_alias,
             mode=DownloadMode(doc.mode.value),
             client_kind=ClientKind(documents.ClientKind(doc.client_kind).value),
             client_kind_rule=doc.client_kind_rule,

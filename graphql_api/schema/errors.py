@@ -82,6 +82,15 @@ class ModelVersionArchived(UserError):
     version: int = strawberry.field(description="The archived version.")
 
 
+@strawberry.type(
+    description="The version is a tombstone: `modelhub prune` deleted its artifact after nobody had "
+    "downloaded it for a long time; its history and figures are kept (`objectDeleted: true`)."
+)
+class ObjectDeleted(UserError):
+    name: str = strawberry.field(description="The model name.")
+    version: int = strawberry.field(description="The pruned version.")
+
+
 @strawberry.type(description="The model has no alias with this name.")
 class AliasNotFound(UserError):
     name: str = strawberry.field(description="The model name.")
@@ -149,6 +158,9 @@ _MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
         code=e.code, message=e.message, name=e.name, version=e.version, alias=e.alias
     ),
     errors.ModelVersionArchived: lambda e: ModelVersionArchived(
+        code=e.code, message=e.message, name=e.name, version=e.version
+    ),
+    errors.ObjectDeleted: lambda e: ObjectDeleted(
         code=e.code, message=e.message, name=e.name, version=e.version
     ),
     errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),

@@ -33,6 +33,7 @@ from .errors import (
     ModelVersionAlreadyExists,
     ModelVersionArchived,
     ModelVersionNotFound,
+    ObjectDeleted,
     StorageObjectNotFound,
     UploadNotFound,
     expected_errors,
@@ -51,6 +52,7 @@ from .inputs import (
 from .node import Node, parse_global_id
 from .operations import OperationMutations
 from .projects import ProjectMutations, ProjectQueries
+from .retention import RetentionQueries
 from .stats import (
     DownloadDimension,
     DownloadSeriesResult,
@@ -91,7 +93,7 @@ UpdateModelResult = Annotated[
     strawberry.union("UpdateModelResult", description="The changed model, or why it was not changed."),
 ]
 ModelVersionResult = Annotated[
-    ModelVersion | ModelNotFound | ModelVersionNotFound | InvalidInput,
+    ModelVersion | ModelNotFound | ModelVersionNotFound | ObjectDeleted | InvalidInput,
     strawberry.union("ModelVersionResult", description="The changed version, or why it was not changed."),
 ]
 SetAliasResult = Annotated[
@@ -111,6 +113,7 @@ RequestDownloadResult = Annotated[
     | ModelNotFound
     | ModelVersionNotFound
     | ModelVersionArchived
+    | ObjectDeleted
     | StorageObjectNotFound
     | ChecksumMismatch
     | ChecksumPending
@@ -181,7 +184,7 @@ async def _node(scope: Scope, id: str) -> Node | None:
 
 
 @strawberry.type(description="Everything that can be read.")
-class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries):
+class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries, RetentionQueries):
     @strawberry.field(description="Any object by its global id (Relay), or null.")
     async def node(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
@@ -207,7 +210,8 @@ class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries):
 
     @strawberry.field(
         description="One version by number or alias (give at most one), or the newest unarchived one; "
-        "null if there is none."
+        "null if there is none. With `at`, the alias as it stood then (from the alias history): null "
+        "before it was first set or while it was removed."
     )
     async def model_version(
         self,
@@ -215,8 +219,16 @@ class Query(TokenQueries, ProjectQueries, AuditQueries, WebhookQueries):
         name: Annotated[str, strawberry.argument(description="The model name.")],
         version: Annotated[int | None, strawberry.argument(description="A version number.")] = None,
         alias: Annotated[str | None, strawberry.argument(description="An alias, e.g. `prod`.")] = None,
+        at: Annotated[
+            datetime | None,
+            strawberry.argument(description="Resolve `alias` as it stood at this time (needs `alias`)."),
+        ] = None,
     ) -> ModelVersion | None:
-        doc = await registry.find_version(info.context.scope, name, version, alias)
+        scope = info.context.scope
+        if at is not None:
+            doc = await aliases.find_version_at(scope, name, version, alias, at)
+        else:
+            doc = await registry.find_version(scope, name, version, alias)
         return ModelVersion.from_doc(doc) if doc else None
 
     @strawberry.field(description="Models (one per name), newest first by default.")

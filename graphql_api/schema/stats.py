@@ -28,6 +28,11 @@ class DownloadDimension(Enum):
     CLIENT_VERSION = strawberry.enum_value(
         "CLIENT_VERSION", description="The SDK release (null: not the SDK) (raw events only)."
     )
+    ALIAS = strawberry.enum_value(
+        "ALIAS",
+        description="The alias the download asked for (`requestedAlias`; null when it asked by number or "
+        "for the latest; raw events only). With VERSION: who still pulls what an alias used to point at.",
+    )
 
 
 @strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
@@ -95,6 +100,9 @@ class DownloadStatsRow:
     client_version: str | None = strawberry.field(
         description="The SDK release, when grouped by CLIENT_VERSION (null: not the SDK)."
     )
+    requested_alias: str | None = strawberry.field(
+        description="The alias asked for, when grouped by ALIAS (null: downloads not asked by alias)."
+    )
     period_start: datetime | None = strawberry.field(description="Start of the time bucket, with `interval`.")
     downloads: int = strawberry.field(description="Download events (any status) started in the group.")
     completed: int = strawberry.field(description="Completed downloads.")
@@ -132,6 +140,7 @@ class DownloadStatsRow:
             status=DownloadStatus(row.status.value) if row.status else None,
             client_kind=ClientKind(row.client_kind.value) if row.client_kind else None,
             client_version=row.client_version,
+            requested_alias=row.requested_alias,
             period_start=row.period_start,
             downloads=row.downloads,
             completed=row.completed,

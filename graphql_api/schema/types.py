@@ -82,7 +82,12 @@ class ModelVersion(Node):
     content_type: str = strawberry.field(description="The artifact's media type.")
     created_at: datetime = strawberry.field(description="When the version was registered.")
     archived: bool = strawberry.field(
-        description="Archived versions are hidden by default and refuse downloads."
+        description="Archived versions are hidden by default and refuse downloads (except, during the grace "
+        "period, one that `modelhub prune` archived: see the README's Prune section)."
+    )
+    object_deleted: bool = strawberry.field(
+        description="A tombstone: `modelhub prune` deleted the artifact; history and figures are kept, "
+        "downloads answer OBJECT_DELETED."
     )
     sha256: str | None = strawberry.field(
         description="The artifact's SHA-256 (hex), once the store vouched for it or the server hashed it; "
@@ -137,6 +142,7 @@ class ModelVersion(Node):
             content_type=doc.content_type,
             created_at=doc.created_at,
             archived=doc.archived,
+            object_deleted=doc.object_deleted,
             sha256=doc.sha256,
             checksum_status=ChecksumStatus(doc.checksum_status.value),
             checksum_error=doc.checksum_error,
@@ -270,6 +276,15 @@ class Model(Node):
         page = await aliases.history(info.context.scope, self.name, page_request(first, after, last, before))
         edges = [AliasChangeEdge(node=AliasChange.from_doc(d), cursor=c) for d, c in page.items]
         return AliasChangeConnection(edges=edges, page_info=page_info(page))
+
+    @strawberry.field(
+        description="Its aliases as they stood at time `at` (replayed from the alias history), by name."
+    )
+    async def aliases_at(
+        self, at: Annotated[datetime, strawberry.argument(description="The moment to look at.")]
+    ) -> list[ModelAlias]:
+        found = await aliases.aliases_at(self.name, at)
+        return [ModelAlias(alias=a, version=v) for a, v in found.items()]
 
     @strawberry.field(description="Complete downloads across all its versions (batched).")
     async def download_count(self, info: Info) -> int:

@@ -88,6 +88,10 @@ class ObjectStore(Protocol):
         """Drops whatever an unfinished upload left behind (parts, or the object)."""
         ...
 
+    async def delete_object(self, bucket: str, key: str) -> None:
+        """Deletes the object (`modelhub prune`); deleting one that is already gone is not an error."""
+        ...
+
     async def receive(
         self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
     ) -> ObjectInfo:

@@ -79,3 +79,6 @@ class GuardedStore:
 
     async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
         await self._bounded(self.inner.abort_upload(bucket, key, multipart_id))
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        await self._bounded(self.inner.delete_object(bucket, key))

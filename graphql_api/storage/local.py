@@ -143,6 +143,10 @@ class LocalObjectStore:
         return None  # the app's PUT already put the verified file in place
 
     async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
+        await self.delete_object(bucket, key)
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        """Removes the file and its recorded SHA-256; a missing one (or a link) is left as it is."""
         parts = self._object_parts(bucket, key)
 
         def remove() -> None:

@@ -219,6 +219,14 @@ class S3ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise _store_error(exc, bucket, key) from exc
 
+    async def delete_object(self, bucket: str, key: str) -> None:
+        validate_bucket(bucket)
+        validate_key(key)
+        try:  # S3 answers a delete of a missing key with success: idempotent as it is
+            await self._client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _store_error(exc, bucket, key) from exc
+
     async def receive(
         self, upload_id: str, bucket: str, key: str, body: AsyncIterator[bytes], size: int, sha256: str
     ) -> ObjectInfo:

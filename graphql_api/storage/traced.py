@@ -82,3 +82,7 @@ class TracedStore:
     async def abort_upload(self, bucket: str, key: str, multipart_id: str | None) -> None:
         with self._span("abort upload", bucket):
             await self.inner.abort_upload(bucket, key, multipart_id)
+
+    async def delete_object(self, bucket: str, key: str) -> None:
+        with self._span("delete", bucket):
+            await self.inner.delete_object(bucket, key)
