@@ -20,12 +20,13 @@ steps, synchronously or awaited.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -563,13 +564,13 @@ def _models_page(first: int, after: str | None, filter: dict[str, Any]) -> Flow[
     return (yield from _page(MODELS, variables, "models", "nodes", Model.from_graphql))
 
 
-def _stats(by: list[str], interval: str | None, filter: dict[str, Any]) -> Flow[list[StatsRow]]:
+def _stats(by: Sequence[str], interval: str | None, filter: dict[str, Any]) -> Flow[list[StatsRow]]:
     variables = {"groupBy": [b.upper() for b in by], "interval": interval, "filter": filter or None}
     return (yield from _pages(STATS, variables, "downloadStats", "rows", StatsRow.from_graphql))
 
 
-def _register_operations(bodies: list[str]) -> Flow[list[RegisteredOperation]]:
-    variables = {"input": {"operations": bodies}}
+def _register_operations(bodies: Sequence[str]) -> Flow[list[RegisteredOperation]]:
+    variables = {"input": {"operations": list(bodies)}}
     found = yield from _mutation(REGISTER_OPERATIONS, variables, "registerOperations")
     return [RegisteredOperation.from_graphql(op) for op in found["operations"]]
 
@@ -729,7 +730,7 @@ class ModelhubClient:
         and returns it. The file's SHA-256 is declared, so the server refuses other bytes."""
         return self._run(_push(path, name, project, progress, optional))
 
-    def models(self, **filter: Any) -> list[Model]:
+    def models(self, **filter: Any) -> builtins.list[Model]:
         """Every model matching `filter` (a ModelFilter: names, namePrefix, projectNames, owners, tags...),
         following the pages."""
         return self._run(_models(filter))
@@ -744,11 +745,11 @@ class ModelhubClient:
         model's totals; NotFoundError when there is none."""
         return self._run(_info(name, version, alias))
 
-    def register_operations(self, bodies: list[str]) -> list[RegisteredOperation]:
+    def register_operations(self, bodies: Sequence[str]) -> builtins.list[RegisteredOperation]:
         """Registers operation texts for persisted-operation mode (needs an ADMIN token)."""
         return self._run(_register_operations(bodies))
 
-    def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[StatsRow]:
+    def stats(self, by: Sequence[str], interval: str | None = None, **filter: Any) -> builtins.list[StatsRow]:
         """downloadStats rows grouped `by` dimensions (MODEL, VERSION, PROJECT, ENGINEER, MODE, STATUS) per
         `interval` (HOUR, DAY, WEEK, MONTH), all pages; `filter` is a DownloadFilter (since, until...)."""
         return self._run(_stats(by, interval, filter))
@@ -779,7 +780,9 @@ class ModelhubClient:
         `name` may be a NAME@VERSION or NAME@ALIAS ref."""
         return self._run(_download(name, dest, version, alias, presigned, progress))
 
-    list = models  # `client.list(projectNames=[...])`; last, so that `list[...]` above is the builtin
+    # `client.list(projectNames=[...])`; so `list` in this class is this method, and the annotations say
+    # `builtins.list` (documentation tools evaluate them in the class's namespace).
+    list = models
 
 
 class AsyncModelhubClient:
@@ -867,7 +870,7 @@ class AsyncModelhubClient:
         """`ModelhubClient.push`, awaited (the file is hashed off the event loop)."""
         return await self._run(_push(path, name, project, progress, optional))
 
-    async def models(self, **filter: Any) -> list[Model]:
+    async def models(self, **filter: Any) -> builtins.list[Model]:
         """`ModelhubClient.models`, awaited."""
         return await self._run(_models(filter))
 
@@ -879,11 +882,13 @@ class AsyncModelhubClient:
         """`ModelhubClient.info`, awaited."""
         return await self._run(_info(name, version, alias))
 
-    async def register_operations(self, bodies: list[str]) -> list[RegisteredOperation]:
+    async def register_operations(self, bodies: Sequence[str]) -> builtins.list[RegisteredOperation]:
         """`ModelhubClient.register_operations`, awaited."""
         return await self._run(_register_operations(bodies))
 
-    async def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[StatsRow]:
+    async def stats(
+        self, by: Sequence[str], interval: str | None = None, **filter: Any
+    ) -> builtins.list[StatsRow]:
         """`ModelhubClient.stats`, awaited."""
         return await self._run(_stats(by, interval, filter))
 
