@@ -69,7 +69,10 @@ def serve(
                 "only; set MODELHUB_AUTH=token for bearer tokens)"
             )
         else:
-            console.print("auth: token mode: send `Authorization: Bearer <token>` (`modelhub token create`)")
+            console.print(
+                "auth: token mode: send `Authorization: Bearer <token>` "
+                "(`modelhub token create --name NAME --principal WHO`)"
+            )
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
         proxies = ",".join(settings.trusted_proxies) or None
         server = {"host": settings.host, "port": settings.port, "log_level": "info",

@@ -41,7 +41,7 @@ class OperationNotPersisted(DomainError):
 
     def __init__(self) -> None:
         super().__init__(
-            "this server runs registered operations only: register it with `modelhub operations push` and "
+            "this server runs registered operations only: register it with `modelhub operations push FILE` and "
             "send its hash as extensions.persistedQuery.sha256Hash"
         )
 
