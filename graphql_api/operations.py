@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -72,15 +73,31 @@ class Registry:
     metrics: Metrics
     mode: PersistedMode = PersistedMode.OFF
     known: dict[str, str] = field(default_factory=dict)
+    # Misses are looked up in the database (another worker may have registered the operation), at most this
+    # many a second: a flood of unknown texts, which needs no token, costs no more database reads than that.
+    misses_per_second: float = 20.0
+    _allowance: float = 0.0
+    _checked_at: float = 0.0
 
     async def load(self) -> None:
         self.known.update(await operations_db.all_hashes())
 
     async def lookup(self, sha256: str) -> str | None:
         body = self.known.get(sha256)
-        if body is None and (found := await operations_db.by_hash(sha256)) is not None:
+        if body is None and self._may_ask_database() and (found := await operations_db.by_hash(sha256)):
             body = self.known[sha256] = found.body
         return body
+
+    def _may_ask_database(self) -> bool:
+        """A token bucket of `misses_per_second` (burst as large) for database look-ups of misses."""
+        now = time.monotonic()
+        rate = self.misses_per_second
+        self._allowance = min(rate, self._allowance + (now - self._checked_at) * rate)
+        self._checked_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
 
     async def resolve(self, query: str | None, sha256: str | None) -> str | None:
         """The text to run for a request carrying `query` and/or a persisted-query hash, or a DomainError."""

@@ -195,3 +195,26 @@ def _admin_token(settings: Settings) -> str:
             }
         )
     return token
+
+
+async def test_a_flood_of_unknown_texts_costs_bounded_database_reads(app: Any) -> None:
+    """Misses are looked up in the database at most `misses_per_second` a second: past that budget an
+    operation another worker registered is not found until the budget refills, then it is (so a flood of
+    unknown texts, which needs no token, cannot turn into one database read each)."""
+    import asyncio
+
+    from graphql_api.db import operations as operations_db
+    from graphql_api.documents import PersistedOperation
+    from graphql_api.metrics import Metrics
+    from graphql_api.operations import PersistedMode, Registry
+
+    registry = Registry(Metrics(), PersistedMode.ENFORCE, misses_per_second=4)
+    for i in range(10):  # the flood spends the budget
+        assert await registry.lookup(sha256_of(f"{{ flood{i} }}")) is None
+    body = "query Elsewhere { __typename }"
+    await operations_db.insert(
+        PersistedOperation(id=sha256_of(body), body=body, name="Elsewhere", source="t")
+    )
+    assert await registry.lookup(sha256_of(body)) is None  # no database read left this instant
+    await asyncio.sleep(0.4)
+    assert await registry.lookup(sha256_of(body)) == body  # the budget refilled: found in the database

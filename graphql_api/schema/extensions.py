@@ -108,6 +108,8 @@ class OperationHooks(MaskUnexpectedErrors, RequestGuards):
 
     def on_execute(self) -> Iterator[None]:
         # Parsed by now: the log lines of the rest of the request name the operation.
+        # Left set: the access log line, written after the response, names the operation too (each request
+        # runs in a task of its own, so it does not outlive the request).
         logs.operation.set(self.execution_context.operation_name or "(anonymous)")
         yield from super().on_execute()
 
