@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck pytest schema system-deps lock clean
+.PHONY: serve test lint typecheck pytest schema system-deps lock docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,13 @@ test: lint typecheck pytest
 schema: $(VENV)/.dev-installed
 	$(BIN)/modelhub export-schema
 
+# The SDK's API reference (docs/api/graphql_api/client.html) from its docstrings, offline (pdoc).
+docs: $(VENV)/.dev-installed
+	$(BIN)/pdoc graphql_api.client -o docs/api
+
 # After changing a pin in pyproject.toml: re-resolve requirements/*.txt (pip-tools, from PyPI).
 lock:
 	bash scripts/lock.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) docs/api .pytest_cache .mypy_cache .ruff_cache

@@ -82,7 +82,7 @@ def run_store(kind: str, size: int, work: Path, mongo_uri: str) -> dict[str, flo
             rss_before = rss_kib(app.pid)
             pushed = _timed(lambda: client.push(source, NAME, "bench"))
             done = time.perf_counter()
-            while client.info(NAME)["checksumStatus"] != "VERIFIED":
+            while client.info(NAME).checksum_status != "VERIFIED":
                 time.sleep(0.05)
             verified_after = time.perf_counter() - done
             raw, _, total = fetch(client.request_download(NAME).url)

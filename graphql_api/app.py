@@ -420,7 +420,7 @@ def create_app(settings: Settings) -> Starlette:
     ui_page = ui.UiPage({name: sha256_of(body) for name, body in ui_operations if name}, auth_mode, sign_in)
     ide_routes = []
     if settings.graphiql:
-        cdn_html = get_graphql_ide_html(graphql_ide="graphiql")
+        cdn_html = assets.with_default_document(get_graphql_ide_html(graphql_ide="graphiql"))
         page = GraphiQLPage.build(cdn_html, settings.assets_dir or assets.default_dir())
         graphql_app.ide_page = page
         ide_routes.append(Route(assets.PREFIX + "{path:path}", page.serve))

@@ -71,10 +71,13 @@ def serve(
         elif auth == "oidc":
             console.print(
                 f"auth: OIDC: bearer JWTs from {settings.oidc_issuer} (audience {settings.oidc_audience}) "
-                "or API tokens (`modelhub token create`)"
+                "or API tokens (`modelhub token create ...`)"
             )
         else:
-            console.print("auth: token mode: send `Authorization: Bearer <token>` (`modelhub token create`)")
+            console.print(
+                "auth: token mode: send `Authorization: Bearer <token>` "
+                "(`modelhub token create --name NAME --principal WHO`)"
+            )
         console.print(f"GraphiQL: [bold]http://{settings.host}:{settings.port}/graphql[/bold]")
         proxies = ",".join(settings.trusted_proxies) or None
         server = {"host": settings.host, "port": settings.port, "log_level": "info",
@@ -298,6 +301,15 @@ def _progress(description: str, quiet: bool) -> Iterator[Callable[[int, int], No
         yield update
 
 
+def _reason(error: str | None) -> str:
+    return f": {error}" if error else ""
+
+
+def _when(moment: datetime) -> str:
+    """A time as the tables show it: UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -325,11 +337,9 @@ def push(
         made = client.push(
             file, name, project, version=version, tags=tag, description=description, progress=progress
         )
-    checksum = made["sha256"] or f"{made['checksumStatus'].lower()} (the server is hashing it)"
-    console.print(
-        f"pushed {made['name']} version {made['version']}: {_human(made['sizeBytes'])}, sha256 {checksum}"
-    )
-    print(f"{made['name']}@{made['version']}")
+    checksum = made.sha256 or f"{made.checksum_status.lower()} (the server is hashing it)"
+    console.print(f"pushed {made.name} version {made.version}: {_human(made.size_bytes)}, sha256 {checksum}")
+    print(made.ref)
 
 
 @app.command("list")
@@ -355,17 +365,17 @@ def list_models(
         rows = client.models(**{k: v for k, v in filters.items() if v})
     table = Table("name", "latest", "aliases", "project", "owner", "size", "downloads", "created")
     for r in rows:
-        latest = r["latestVersion"] or {}
-        aliases = ", ".join(f"{a['alias']}→{a['version']}" for a in r["aliases"])
+        latest = r.latest_version
+        aliases = ", ".join(f"{a.alias}→{a.version}" for a in r.aliases)
         table.add_row(
-            escape(r["name"]),
-            str(latest.get("version", "-")),
+            escape(r.name),
+            str(latest.version) if latest else "-",
             escape(aliases),
-            escape(r["projectName"]),
-            escape(r["owner"]),
-            _human(latest["sizeBytes"]) if latest else "-",
-            str(r["downloadCount"]),
-            r["createdAt"][:19].replace("T", " "),
+            escape(r.project_name),
+            escape(r.owner),
+            _human(latest.size_bytes) if latest else "-",
+            str(r.download_count),
+            _when(r.created_at),
         )
     Console().print(table)
     if not rows:
@@ -386,24 +396,26 @@ def info(
     name, version, alias = parse_ref(ref)
     with _client(url, engineer, token) as client:
         v = client.info(name, version, alias)
-    model = v["model"]
+    model = v.model
     lines = [
-        ("model", f"{v['name']} (project {v['projectName']})"),
-        ("version", f"{v['version']}" + (" [archived]" if v["archived"] else "")),
-        ("owner", v["owner"]),
-        ("aliases", ", ".join(v["aliases"]) or "-"),
-        ("artifact", f"{v['storageUri']} ({_human(v['sizeBytes'])}, {v['contentType']})"),
+        ("model", f"{v.name} (project {v.project_name})"),
+        ("version", f"{v.version}" + (" [archived]" if v.archived else "")),
+        ("owner", v.owner),
+        ("aliases", ", ".join(v.aliases) or "-"),
+        ("artifact", f"{v.storage_uri} ({_human(v.size_bytes)}, {v.content_type})"),
         (
             "sha256",
-            v["sha256"]
-            or f"- ({v['checksumStatus']}{': ' + v['checksumError'] if v['checksumError'] else ''})",
+            v.sha256 or f"- ({v.checksum_status}{': ' + v.checksum_error if v.checksum_error else ''})",
         ),
-        ("checksum", v["checksumStatus"]),
-        ("created", v["createdAt"]),
-        ("tags", ", ".join(v["tags"]) or "-"),
-        ("description", v["description"] or model["description"] or "-"),
-        ("downloads", f"{v['downloadCount']} of this version, {model['downloadCount']} of the model"),
-        ("last downloaded", v["lastDownloadedAt"] or "never"),
+        ("checksum", v.checksum_status),
+        ("created", v.created_at.isoformat()),
+        ("tags", ", ".join(v.tags) or "-"),
+        ("description", v.description or (model.description if model else None) or "-"),
+        (
+            "downloads",
+            f"{v.download_count} of this version, {model.download_count if model else '-'} of the model",
+        ),
+        ("last downloaded", v.last_downloaded_at.isoformat() if v.last_downloaded_at else "never"),
     ]
     out = Console()
     for label, value in lines:
@@ -465,21 +477,17 @@ def stats(
     with _client(url, engineer, token) as client:
         rows = client.stats(dims, interval.upper() if interval else None, **flt)
     columns = {
-        "MODEL": "modelName", "VERSION": "version", "PROJECT": "projectName", "ENGINEER": "engineer",
+        "MODEL": "model_name", "VERSION": "version", "PROJECT": "project_name", "ENGINEER": "engineer",
         "MODE": "mode", "STATUS": "status",
     }  # fmt: skip
     shown = [columns[d] for d in dims if d in columns]
-    table = Table(*(["period"] if interval else []), *shown, "downloads", "completed", "failed", "bytes")
+    headers = [c.replace("_name", "Name") for c in shown]  # the GraphQL field names, as before
+    table = Table(*(["period"] if interval else []), *headers, "downloads", "completed", "failed", "bytes")
     for r in rows:
-        period = [r["periodStart"][:16].replace("T", " ")] if interval else []
-        cells = [escape(str(r[c])) for c in shown]
+        period = [_when(r.period_start)[:16]] if interval and r.period_start else [""] if interval else []
+        cells = [escape(str(getattr(r, c))) for c in shown]
         table.add_row(
-            *period,
-            *cells,
-            str(r["downloads"]),
-            str(r["completed"]),
-            str(r["failed"]),
-            _human(r["totalBytes"]),
+            *period, *cells, str(r.downloads), str(r.completed), str(r.failed), _human(r.total_bytes)
         )
     Console().print(table)
 
@@ -868,9 +876,7 @@ def operations_push(
         registered = client.register_operations(bodies)
     table = Table("operation", "sha256", "")
     for op in registered:
-        table.add_row(
-            op["name"] or "(anonymous)", op["sha256Hash"], "new" if op["created"] else "already registered"
-        )
+        table.add_row(op.name or "(anonymous)", op.sha256_hash, "new" if op.created else "already registered")
     Console().print(table)
 
 

@@ -9,6 +9,9 @@ from), resume with `Range` + `If-Range` and `requestDownload(resumes:)` so that 
 download, are checked for size and SHA-256, and are renamed into place atomically. A checksum mismatch
 deletes the partial file and starts over once; a second one raises `ChecksumMismatchError`.
 
+Results are typed (`graphql_api.client_types`, re-exported here): `ModelVersion`, `Model`, `DownloadTicket`,
+`DownloadResult`, `StatsRow`, `Page`, ...: frozen dataclasses with snake_case fields.
+
 Each operation is written once, as a generator ("flow") that yields the I/O it needs (`Call`, `Put`,
 `Fetch`, `Blocking`) and gets the answers back; `ModelhubClient` and `AsyncModelhubClient` only run those
 steps, synchronously or awaited.
@@ -17,6 +20,7 @@ steps, synchronously or awaited.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import hashlib
@@ -24,12 +28,53 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx
+
+from .client_types import (
+    Alias,
+    DownloadResult,
+    DownloadTicket,
+    LatestVersion,
+    Model,
+    ModelTotals,
+    ModelVersion,
+    Page,
+    RegisteredOperation,
+    StatsRow,
+)
+
+__all__ = [
+    "Alias",
+    "AlreadyExistsError",
+    "ArchivedError",
+    "ArtifactChangedError",
+    "AsyncModelhubClient",
+    "AuthError",
+    "ChecksumMismatchError",
+    "DownloadResult",
+    "DownloadTicket",
+    "InvalidInputError",
+    "LatestVersion",
+    "Model",
+    "ModelTotals",
+    "ModelVersion",
+    "ModelhubClient",
+    "ModelhubError",
+    "NotFoundError",
+    "Page",
+    "RateLimitedError",
+    "RegisteredOperation",
+    "StatsRow",
+    "UnavailableError",
+    "error_for",
+    "file_digest",
+    "parse_ref",
+]
 
 CHUNK = 1024 * 1024
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -136,17 +181,21 @@ ERRORS: dict[str, type[ModelhubError]] = {
 
 
 def error_for(code: str, message: str, details: dict[str, Any] | None = None) -> ModelhubError:
+    """The `ModelhubError` subclass for a server's error `code` (`ModelhubError` for an unknown one)."""
     return ERRORS.get(code, ModelhubError)(code, message, details)
 
 
 def unreachable(base_url: str, exc: httpx.HTTPError) -> UnavailableError:
+    """The error raised when the server at `base_url` cannot be reached (code UNREACHABLE)."""
     return UnavailableError("UNREACHABLE", f"cannot reach {base_url} ({type(exc).__name__})")
 
 
 # --- GraphQL documents ---------------------------------------------------------------------------------
 
-VERSION_FIELDS = """name version projectName owner description tags sizeBytes sha256 checksumStatus
-      checksumError storageUri createdAt archived aliases downloadCount"""
+# What `ModelVersion.from_graphql` reads.
+VERSION_FIELDS = """id name version projectName owner description tags metadata sizeBytes etag
+      contentType sha256 checksumStatus checksumError storageUri createdAt archived aliases downloadCount
+      lastDownloadedAt"""
 ERROR_FIELDS = "... on UserError { __typename code message } ... on InvalidInput { field }"
 
 
@@ -172,13 +221,13 @@ REQUEST_DOWNLOAD = _mutation_document(
     "... on DownloadTicket { url mode expiresAt "
     "download { id version sizeBytes modelVersion { etag sha256 checksumStatus } } }",
 )
-REGISTER = _mutation_document("RegisterModel", f"... on ModelVersion {{ id {VERSION_FIELDS} }}")
+REGISTER = _mutation_document("RegisterModel", f"... on ModelVersion {{ {VERSION_FIELDS} }}")
 REQUEST_UPLOAD = _mutation_document(
     "RequestUpload",
     "... on UploadTicket { uploadId url headers { name value } parts { partNumber url sizeBytes } "
     "partSizeBytes expiresAt }",
 )
-COMPLETE_UPLOAD = _mutation_document("CompleteUpload", f"... on ModelVersion {{ id {VERSION_FIELDS} }}")
+COMPLETE_UPLOAD = _mutation_document("CompleteUpload", f"... on ModelVersion {{ {VERSION_FIELDS} }}")
 PROJECT_FIELDS = "... on Project { name visibility grants { project principal role } }"
 SET_PROJECT_VISIBILITY = _mutation_document("SetProjectVisibility", PROJECT_FIELDS)
 GRANT_PROJECT_ROLE = _mutation_document("GrantProjectRole", PROJECT_FIELDS)
@@ -207,7 +256,7 @@ query ListModels($first: Int!, $after: String, $filter: ModelFilter) {
 INFO = f"""
 query Info($name: String!, $version: Int, $alias: String) {{
   modelVersion(name: $name, version: $version, alias: $alias) {{
-    {VERSION_FIELDS} metadata etag contentType lastDownloadedAt
+    {VERSION_FIELDS}
     model {{ description downloadCount aliases {{ alias version }} }}
   }}
   model(name: $name) {{ name }}
@@ -239,32 +288,6 @@ DOCUMENTS = {
 
 
 # --- shared, I/O-free pieces ---------------------------------------------------------------------------
-
-
-# --- values --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DownloadResult:
-    path: Path
-    version: int
-    size: int
-    bytes_written: int
-    resumed_from: int
-    sha256: str
-    # Whether `sha256` was compared with the server's (False while the server has not hashed the object).
-    verified: bool
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Ticket:
-    url: str
-    download_id: str
-    version: int
-    size: int
-    etag: str
-    sha256: str | None
 
 
 # --- the steps a flow yields, and what its driver answers -----------------------------------------------
@@ -319,7 +342,7 @@ USER_AGENT = f"modelhub-sdk/{SDK_VERSION}"
 CI_VARIABLES = (
     "CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD", "CIRCLECI", "TRAVIS",
     "BITBUCKET_BUILD_NUMBER", "TEAMCITY_VERSION", "DRONE", "CODEBUILD_BUILD_ID", "BUILD_ID",
-    "MODELHUB_CI",  # what `modelhub --ci ...` sets
+    "MODELHUB_CI",  # what `modelhub download --ci REF` sets
 )  # fmt: skip
 
 
@@ -379,19 +402,6 @@ def _http_error(resp: httpx.Response) -> ModelhubError:
     except (ValueError, AttributeError):
         error = {}
     return error_for(error.get("code", f"HTTP_{resp.status_code}"), error.get("message", resp.text[:200]))
-
-
-def _ticket(value: dict[str, Any]) -> Ticket:
-    download = value["download"]
-    version = download.get("modelVersion") or {}
-    return Ticket(
-        url=value["url"],
-        download_id=download["id"],
-        version=int(download["version"]),
-        size=int(download["sizeBytes"]),
-        etag=version.get("etag") or "",
-        sha256=version.get("sha256") if version.get("checksumStatus") == "VERIFIED" else None,
-    )
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
@@ -463,7 +473,7 @@ class _Partial:
             return 0, {}
         return self.part.stat().st_size, meta
 
-    def record(self, name: str, ticket: Ticket) -> None:
+    def record(self, name: str, ticket: DownloadTicket) -> None:
         meta = {"name": name, "version": ticket.version, "etag": ticket.etag, "download": ticket.download_id}
         self.meta.write_text(json.dumps(meta))
 
@@ -510,16 +520,27 @@ class _Sink:
 # --- flows: each operation once, as the steps it takes ------------------------------------------------
 
 
-def _pages(query: str, variables: dict[str, Any], field_name: str, rows: str) -> Flow[list[dict[str, Any]]]:
+def _page(
+    query: str, variables: dict[str, Any], field_name: str, rows: str, parse: Callable[[Any], T]
+) -> Flow[Page[T]]:
+    """One page of a paged query, each row parsed."""
+    page = (yield Call(query, variables))[field_name]
+    info = page["pageInfo"]
+    return Page(tuple(parse(row) for row in page[rows]), bool(info["hasNextPage"]), info.get("endCursor"))
+
+
+def _pages(
+    query: str, variables: dict[str, Any], field_name: str, rows: str, parse: Callable[[Any], T]
+) -> Flow[list[T]]:
     """Every row of a paged query, following `pageInfo.endCursor`."""
-    found: list[dict[str, Any]] = []
+    found: list[T] = []
     after = None
     while True:
-        page = (yield Call(query, {**variables, "after": after}))[field_name]
-        found += page[rows]
-        if not page["pageInfo"]["hasNextPage"]:
+        page = yield from _page(query, {**variables, "after": after}, field_name, rows, parse)
+        found += page.items
+        if not page.has_next_page:
             return found
-        after = page["pageInfo"]["endCursor"]
+        after = page.end_cursor
 
 
 def _mutation(query: str, variables: dict[str, Any], field_name: str) -> Flow[dict[str, Any]]:
@@ -544,16 +565,14 @@ def _grants(project: str | None) -> Flow[list[dict[str, Any]]]:
     return found
 
 
-def _register(
-    name: str, project: str, bucket: str, key: str, optional: dict[str, Any]
-) -> Flow[dict[str, Any]]:
+def _register(name: str, project: str, bucket: str, key: str, optional: dict[str, Any]) -> Flow[ModelVersion]:
     fields = {"name": name, "projectName": project, "bucket": bucket, "key": key, **optional}
-    return (yield from _mutation(REGISTER, {"input": fields}, "registerModel"))
+    return ModelVersion.from_graphql((yield from _mutation(REGISTER, {"input": fields}, "registerModel")))
 
 
 def _push(
     path: Path, name: str, project: str, progress: Progress | None, optional: dict[str, Any]
-) -> Flow[dict[str, Any]]:
+) -> Flow[ModelVersion]:
     size, sha256 = yield Blocking(lambda: file_digest(path))
     fields = {
         "name": name,
@@ -580,35 +599,48 @@ def _push(
         start, length = (part["partNumber"] - 1) * ticket["partSizeBytes"], int(part["sizeBytes"])
         etags.append((yield Put(part["url"], path, start, length, {"Content-Length": str(length)}, sent)))
     completion = {"uploadId": ticket["uploadId"], "partEtags": etags or None}
-    return (yield from _mutation(COMPLETE_UPLOAD, {"input": completion}, "completeUpload"))
+    made = yield from _mutation(COMPLETE_UPLOAD, {"input": completion}, "completeUpload")
+    return ModelVersion.from_graphql(made)
 
 
-def _info(name: str, version: int | None, alias: str | None) -> Flow[dict[str, Any]]:
+def _info(name: str, version: int | None, alias: str | None) -> Flow[ModelVersion]:
     name, version, alias = _resolve(name, version, alias)
     data = yield Call(INFO, {"name": name, "version": version, "alias": alias})
     if data.get("modelVersion"):
-        return dict(data["modelVersion"])
+        return ModelVersion.from_graphql(data["modelVersion"])
     if data.get("model") is None:
         raise NotFoundError("MODEL_NOT_FOUND", f"model {name!r} does not exist")
     what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
     raise NotFoundError("MODEL_VERSION_NOT_FOUND", f"model {name!r} has no {what}")
 
 
-def _models(filter: dict[str, Any]) -> Flow[list[dict[str, Any]]]:
-    return (yield from _pages(MODELS, {"first": 100, "filter": filter or None}, "models", "nodes"))
+def _models(filter: dict[str, Any]) -> Flow[list[Model]]:
+    variables = {"first": 100, "filter": filter or None}
+    return (yield from _pages(MODELS, variables, "models", "nodes", Model.from_graphql))
 
 
-def _stats(by: list[str], interval: str | None, filter: dict[str, Any]) -> Flow[list[dict[str, Any]]]:
+def _models_page(first: int, after: str | None, filter: dict[str, Any]) -> Flow[Page[Model]]:
+    variables = {"first": first, "after": after, "filter": filter or None}
+    return (yield from _page(MODELS, variables, "models", "nodes", Model.from_graphql))
+
+
+def _stats(by: Sequence[str], interval: str | None, filter: dict[str, Any]) -> Flow[list[StatsRow]]:
     variables = {"groupBy": [b.upper() for b in by], "interval": interval, "filter": filter or None}
-    return (yield from _pages(STATS, variables, "downloadStats", "rows"))
+    return (yield from _pages(STATS, variables, "downloadStats", "rows", StatsRow.from_graphql))
+
+
+def _register_operations(bodies: Sequence[str]) -> Flow[list[RegisteredOperation]]:
+    variables = {"input": {"operations": list(bodies)}}
+    found = yield from _mutation(REGISTER_OPERATIONS, variables, "registerOperations")
+    return [RegisteredOperation.from_graphql(op) for op in found["operations"]]
 
 
 def _request_download(
     name: str, version: int | None, mode: str, alias: str | None, resumes: str | None
-) -> Flow[Ticket]:
+) -> Flow[DownloadTicket]:
     request = {"name": name, "version": version, "alias": alias, "mode": mode, "resumes": resumes}
     variables = {"input": {k: v for k, v in request.items() if v is not None}}
-    return _ticket((yield from _mutation(REQUEST_DOWNLOAD, variables, "requestDownload")))
+    return DownloadTicket.from_graphql((yield from _mutation(REQUEST_DOWNLOAD, variables, "requestDownload")))
 
 
 def _download(
@@ -708,6 +740,7 @@ class ModelhubClient:
         self.close()
 
     def close(self) -> None:
+        """Closes the client's connections (the `with` block does it)."""
         self.http.close()
         self.plain.close()
 
@@ -749,41 +782,44 @@ class ModelhubClient:
         return resp.status_code
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Runs any GraphQL operation and returns its `data` (untyped); a top-level error is raised as the
+        `ModelhubError` subclass of its code."""
         try:
             resp = self.http.post("/graphql", json={"query": query, "variables": variables or {}})
         except httpx.TransportError as exc:
             raise unreachable(self.base_url, exc) from exc
         return _graphql_data(resp)
 
-    def register(self, name: str, project: str, bucket: str, key: str, **optional: Any) -> dict[str, Any]:
+    def register(self, name: str, project: str, bucket: str, key: str, **optional: Any) -> ModelVersion:
         """Registers an artifact already in the store (optional: version, description, tags, metadata,
-        sha256)."""
+        sha256) and returns the new version."""
         return self._run(_register(name, project, bucket, key, optional))
 
     def push(
         self, path: Path, name: str, project: str, *, progress: Progress | None = None, **optional: Any
-    ) -> dict[str, Any]:
+    ) -> ModelVersion:
         """Uploads a file as a new version (optional: version, description, tags, metadata, contentType)
         and returns it. The file's SHA-256 is declared, so the server refuses other bytes."""
         return self._run(_push(path, name, project, progress, optional))
 
-    def models(self, **filter: Any) -> list[dict[str, Any]]:
+    def models(self, **filter: Any) -> builtins.list[Model]:
         """Every model matching `filter` (a ModelFilter: names, namePrefix, projectNames, owners, tags...),
         following the pages."""
         return self._run(_models(filter))
 
-    def info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+    def models_page(self, first: int = 100, after: str | None = None, **filter: Any) -> Page[Model]:
+        """One page of `first` models matching `filter`, after the cursor `after` (a previous page's
+        `end_cursor`)."""
+        return self._run(_models_page(first, after, filter))
+
+    def info(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
         """One version (the latest by default; `name` may be a NAME@VERSION or NAME@ALIAS ref) with its
         model's totals; NotFoundError when there is none."""
         return self._run(_info(name, version, alias))
 
-    def register_operations(self, bodies: list[str]) -> list[dict[str, Any]]:
-        """Registers operations for persisted-operation mode (ADMIN); each {sha256Hash, name, created}."""
-        found = self._run(
-            _mutation(REGISTER_OPERATIONS, {"input": {"operations": bodies}}, "registerOperations")
-        )
-        operations: list[dict[str, Any]] = found["operations"]
-        return operations
+    def register_operations(self, bodies: Sequence[str]) -> builtins.list[RegisteredOperation]:
+        """Registers operation texts for persisted-operation mode (needs an ADMIN token)."""
+        return self._run(_register_operations(bodies))
 
     def create_token(
         self,
@@ -813,11 +849,11 @@ class ModelhubClient:
         variables = {"input": {"project": project, "principal": principal}}
         return self._run(_mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
 
-    def grants(self, project: str | None = None) -> list[dict[str, Any]]:
+    def grants(self, project: str | None = None) -> builtins.list[dict[str, Any]]:
         """The caller's own project roles, or (MAINTAINERs, ADMINs) a project's project-side grants."""
         return self._run(_grants(project))
 
-    def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
+    def stats(self, by: Sequence[str], interval: str | None = None, **filter: Any) -> builtins.list[StatsRow]:
         """downloadStats rows grouped `by` dimensions (MODEL, VERSION, PROJECT, ENGINEER, MODE, STATUS) per
         `interval` (HOUR, DAY, WEEK, MONTH), all pages; `filter` is a DownloadFilter (since, until...)."""
         return self._run(_stats(by, interval, filter))
@@ -829,7 +865,9 @@ class ModelhubClient:
         mode: str = "STREAM",
         alias: str | None = None,
         resumes: str | None = None,
-    ) -> Ticket:
+    ) -> DownloadTicket:
+        """Asks for a download of a version (the latest by default) by `mode` STREAM or PRESIGNED and
+        returns its ticket, without fetching it; `resumes` names an earlier download this one continues."""
         return self._run(_request_download(name, version, mode, alias, resumes))
 
     def download(
@@ -846,7 +884,9 @@ class ModelhubClient:
         `name` may be a NAME@VERSION or NAME@ALIAS ref."""
         return self._run(_download(name, dest, version, alias, presigned, progress))
 
-    list = models  # `client.list(projectNames=[...])`; last, so that `list[...]` above is the builtin
+    # `client.list(projectNames=[...])`; so `list` in this class is this method, and the annotations say
+    # `builtins.list` (documentation tools evaluate them in the class's namespace).
+    list = models
 
 
 class AsyncModelhubClient:
@@ -871,6 +911,7 @@ class AsyncModelhubClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Closes the client's connections (the `async with` block does it)."""
         await self.http.aclose()
         await self.plain.aclose()
 
@@ -916,29 +957,43 @@ class AsyncModelhubClient:
         return resp.status_code
 
     async def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`ModelhubClient.graphql`, awaited."""
         try:
             resp = await self.http.post("/graphql", json={"query": query, "variables": variables or {}})
         except httpx.TransportError as exc:
             raise unreachable(self.base_url, exc) from exc
         return _graphql_data(resp)
 
-    async def register(
-        self, name: str, project: str, bucket: str, key: str, **optional: Any
-    ) -> dict[str, Any]:
+    async def register(self, name: str, project: str, bucket: str, key: str, **optional: Any) -> ModelVersion:
+        """`ModelhubClient.register`, awaited."""
         return await self._run(_register(name, project, bucket, key, optional))
 
     async def push(
         self, path: Path, name: str, project: str, *, progress: Progress | None = None, **optional: Any
-    ) -> dict[str, Any]:
+    ) -> ModelVersion:
+        """`ModelhubClient.push`, awaited (the file is hashed off the event loop)."""
         return await self._run(_push(path, name, project, progress, optional))
 
-    async def models(self, **filter: Any) -> list[dict[str, Any]]:
+    async def models(self, **filter: Any) -> builtins.list[Model]:
+        """`ModelhubClient.models`, awaited."""
         return await self._run(_models(filter))
 
-    async def info(self, name: str, version: int | None = None, alias: str | None = None) -> dict[str, Any]:
+    async def models_page(self, first: int = 100, after: str | None = None, **filter: Any) -> Page[Model]:
+        """`ModelhubClient.models_page`, awaited."""
+        return await self._run(_models_page(first, after, filter))
+
+    async def info(self, name: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
+        """`ModelhubClient.info`, awaited."""
         return await self._run(_info(name, version, alias))
 
-    async def stats(self, by: list[str], interval: str | None = None, **filter: Any) -> list[dict[str, Any]]:
+    async def register_operations(self, bodies: Sequence[str]) -> builtins.list[RegisteredOperation]:
+        """`ModelhubClient.register_operations`, awaited."""
+        return await self._run(_register_operations(bodies))
+
+    async def stats(
+        self, by: Sequence[str], interval: str | None = None, **filter: Any
+    ) -> builtins.list[StatsRow]:
+        """`ModelhubClient.stats`, awaited."""
         return await self._run(_stats(by, interval, filter))
 
     async def create_token(
@@ -949,22 +1004,27 @@ class AsyncModelhubClient:
         grants: dict[str, str] | None = None,
         expires_in_days: int | None = None,
     ) -> dict[str, Any]:
+        """`ModelhubClient.create_token`, awaited."""
         variables = {"input": _token_input(name, principal, role, grants, expires_in_days)}
         return await self._run(_mutation(CREATE_TOKEN, variables, "createToken"))
 
     async def set_project_visibility(self, project: str, visibility: str) -> dict[str, Any]:
+        """`ModelhubClient.set_project_visibility`, awaited."""
         variables = {"input": {"project": project, "visibility": visibility}}
         return await self._run(_mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility"))
 
     async def grant_project_role(self, project: str, principal: str, role: str) -> dict[str, Any]:
+        """`ModelhubClient.grant_project_role`, awaited."""
         variables = {"input": {"project": project, "principal": principal, "role": role}}
         return await self._run(_mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole"))
 
     async def revoke_project_role(self, project: str, principal: str) -> dict[str, Any]:
+        """`ModelhubClient.revoke_project_role`, awaited."""
         variables = {"input": {"project": project, "principal": principal}}
         return await self._run(_mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
 
-    async def grants(self, project: str | None = None) -> list[dict[str, Any]]:
+    async def grants(self, project: str | None = None) -> builtins.list[dict[str, Any]]:
+        """`ModelhubClient.grants`, awaited."""
         return await self._run(_grants(project))
 
     async def request_download(
@@ -974,7 +1034,8 @@ class AsyncModelhubClient:
         mode: str = "STREAM",
         alias: str | None = None,
         resumes: str | None = None,
-    ) -> Ticket:
+    ) -> DownloadTicket:
+        """`ModelhubClient.request_download`, awaited."""
         return await self._run(_request_download(name, version, mode, alias, resumes))
 
     async def download(
@@ -987,6 +1048,7 @@ class AsyncModelhubClient:
         presigned: bool = False,
         progress: Progress | None = None,
     ) -> DownloadResult:
+        """`ModelhubClient.download`, awaited."""
         return await self._run(_download(name, dest, version, alias, presigned, progress))
 
     list = models

@@ -4,7 +4,7 @@ The rules, in order; the first that applies decides and is recorded as `client_k
 
 | rule | kind | when |
 |---|---|---|
-| `token` | the token's | the token was created with a kind (`modelhub token create --kind ci`) |
+| `token` | the token's | the token was created with a kind (`modelhub token create --kind ci ...`) |
 | `header` | CI or HUMAN | `X-Modelhub-Client-Kind: CI` or `HUMAN` (SDK: a CI variable or `--ci`; a tty) |
 | `user-agent` | BOT | the user agent matches `BOT_PATTERNS` (bot, crawl, spider, slurp, previews) |
 | `default` | UNKNOWN | anything else (curl, wget, scripts, browsers that declare nothing) |

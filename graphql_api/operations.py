@@ -42,8 +42,8 @@ class OperationNotPersisted(DomainError):
 
     def __init__(self) -> None:
         super().__init__(
-            "this server runs registered operations only: register it with `modelhub operations push` and "
-            "send its hash as extensions.persistedQuery.sha256Hash"
+            "this server runs registered operations only: register it with "
+            "`modelhub operations push FILE` and send its hash as extensions.persistedQuery.sha256Hash"
         )
 
 

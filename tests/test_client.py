@@ -15,9 +15,15 @@ import pytest
 from graphql_api.client import (
     AsyncModelhubClient,
     ChecksumMismatchError,
+    DownloadResult,
+    DownloadTicket,
     InvalidInputError,
+    Model,
     ModelhubClient,
+    ModelVersion,
     NotFoundError,
+    Page,
+    StatsRow,
     UnavailableError,
     parse_ref,
 )
@@ -43,19 +49,32 @@ def test_push_list_info_download_on_both_stores(live: LiveServer, tmp_path: Path
     seen: list[tuple[int, int]] = []
     with ModelhubClient(live.url, engineer="sdk") as client:
         made = client.push(src, "sdk/model", "p", tags=["x"], progress=lambda d, t: seen.append((d, t)))
-        assert made["version"] == 1 and made["sizeBytes"] == len(data) and made["tags"] == ["x"]
+        assert isinstance(made, ModelVersion) and made.ref == "sdk/model@1"
+        assert made.size_bytes == len(data) and made.tags == ("x",) and made.project_name == "p"
         assert seen[-1] == (len(data), len(data))
-        assert [m["name"] for m in client.list(projectNames=["p"])] == ["sdk/model"]
-        assert wait_until(lambda: client.info("sdk/model")["checksumStatus"] == "VERIFIED")
+        (listed,) = client.list(projectNames=["p"])
+        assert isinstance(listed, Model) and listed.name == "sdk/model" and listed.latest_version is not None
+        assert listed.latest_version.version == 1 and listed.latest_version.size_bytes == len(data)
+        assert wait_until(lambda: client.info("sdk/model").checksum_status == "VERIFIED")
         info = client.info("sdk/model@1")
-        assert info["sha256"] == sha(data) and info["storageUri"].startswith("s3://modelhub-artifacts/")
+        assert info.sha256 == sha(data) and info.storage_uri.startswith("s3://modelhub-artifacts/")
+        assert info.id == made.id and info.created_at.tzinfo is not None and info.last_downloaded_at is None
+        assert info.model is not None and info.model.download_count == 0
         result = client.download("sdk/model", tmp_path / "out.bin")
+        assert isinstance(result, DownloadResult) and result.path == tmp_path / "out.bin"
         assert result.sha256 == sha(data) and result.verified and result.resumed_from == 0
         assert (tmp_path / "out.bin").read_bytes() == data
         assert not (tmp_path / "out.bin.part").exists() and not (tmp_path / "out.bin.part.json").exists()
         second = client.push(src, "sdk/model", "p")
-        assert second["version"] == 2
-        assert wait_until(lambda: client.stats(["model"])[0]["completed"] == 1)
+        assert second.version == 2
+        assert wait_until(lambda: client.stats(["model"])[0].completed == 1)
+        (row,) = client.stats(["model", "version"], interval="DAY")
+        assert isinstance(row, StatsRow) and (row.model_name, row.version, row.downloads) == (
+            "sdk/model",
+            1,
+            1,
+        )
+        assert row.period_start is not None and row.total_bytes == len(data)
 
 
 def _interrupted(client: ModelhubClient, dest: Path, name: str, keep: int) -> str:
@@ -94,7 +113,7 @@ def test_resume_counts_one_download_and_repairs_corruption(live: LiveServer, tmp
         resumed = client.download("r", dest)
         assert resumed.resumed_from == have and resumed.bytes_written == len(data) - have and resumed.verified
         assert dest.read_bytes() == data
-        assert wait_until(lambda: client.info("r")["downloadCount"] == 1)
+        assert wait_until(lambda: client.info("r").download_count == 1)
 
         _interrupted(client, dest, "r", 1024 * 1024)
         part = dest.with_name("r.bin.part")
@@ -123,7 +142,7 @@ def test_typed_errors(live: LiveServer, stores: Stores, bucket: str, tmp_path: P
             client.register("bad name", "p", bucket, "w.bin")
         assert bad.value.code == "INVALID_INPUT" and bad.value.details["field"] == "name"
         client.register("w", "p", bucket, "w.bin", sha256="0" * 64)
-        assert wait_until(lambda: client.info("w")["checksumStatus"] == "MISMATCH")
+        assert wait_until(lambda: client.info("w").checksum_status == "MISMATCH")
         with pytest.raises(ChecksumMismatchError):
             client.download("w", tmp_path / "w")
         with pytest.raises(NotFoundError):
@@ -140,12 +159,32 @@ async def test_async_client_round_trip(live: LiveServer, tmp_path: Path) -> None
     src.write_bytes(data)
     async with AsyncModelhubClient(live.url, engineer="async") as client:
         made = await client.push(src, "async/m", "p")
-        assert made["version"] == 1
-        assert [m["name"] for m in await client.models()] == ["async/m"]
+        assert made.version == 1
+        assert [m.name for m in await client.models()] == ["async/m"]
         result = await client.download("async/m", tmp_path / "b.bin", presigned=True)
         assert (tmp_path / "b.bin").read_bytes() == data and result.sha256 == sha(data)
         with pytest.raises(NotFoundError):
             await client.info("async/m", version=9)
+
+
+def test_pages_and_tickets_are_typed(live: LiveServer, tmp_path: Path) -> None:
+    """`models_page` walks the catalogue (newest first) a page at a time by `end_cursor`; `request_download` returns a typed
+    ticket; results are frozen."""
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"typed")
+    with ModelhubClient(live.url, engineer="sdk") as client:
+        for n in range(3):
+            client.push(src, f"paged/m{n}", "p")
+        first = client.models_page(2, namePrefix="paged/")
+        assert isinstance(first, Page) and [m.name for m in first.items] == ["paged/m2", "paged/m1"]
+        assert first.has_next_page and first.end_cursor
+        rest = client.models_page(2, first.end_cursor, namePrefix="paged/")
+        assert [m.name for m in rest.items] == ["paged/m0"] and not rest.has_next_page
+        ticket = client.request_download("paged/m1")
+        assert isinstance(ticket, DownloadTicket) and ticket.mode == "STREAM" and ticket.size == 5
+        assert ticket.expires_at.tzinfo is not None and ticket.version == 1
+        with pytest.raises(AttributeError):
+            ticket.url = "elsewhere"  # type: ignore[misc]
 
 
 def test_refs_parse() -> None:

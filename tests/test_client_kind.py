@@ -118,7 +118,7 @@ def test_the_sdk_reports_its_verification_and_declares_ci(
     with ModelhubClient(live.url, engineer="sdk") as client:
         client.push(src, "k", "p")
         deadline = time.monotonic() + 20
-        while client.info("k")["checksumStatus"] != "VERIFIED" and time.monotonic() < deadline:
+        while client.info("k").checksum_status != "VERIFIED" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.download("k", tmp_path / "out.bin").verified
         query = "{ downloads { nodes { clientKind clientKindRule clientVersion sha256Matches } } }"

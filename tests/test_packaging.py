@@ -119,7 +119,8 @@ print(json.dumps({"installed": sorted(installed), "needed": sorted(seen)}))
 def test_client_install_without_extras(live: LiveServer, tmp_path: Path) -> None:
     """The wheel installed without extras into a fresh venv holds only the client's dependency tree (no
     Strawberry, Beanie, PyMongo, uvicorn, aioboto3); its `modelhub` pushes, lists and downloads against a
-    live server, and `modelhub serve` says in one line to install modelhub[server]."""
+    live server, and `modelhub serve` says in one line to install modelhub[server]; the package is marked
+    typed (py.typed)."""
     wheel = _wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -141,6 +142,13 @@ def test_client_install_without_extras(live: LiveServer, tmp_path: Path) -> None
     assert "modelhub" in needed and {"httpx", "typer", "rich"} <= needed
     assert installed - VENV_TOOLS == needed, f"not the client's: {sorted(installed - VENV_TOOLS - needed)}"
     assert not installed & SERVER_ONLY, sorted(installed & SERVER_ONLY)
+    # The SDK says it is typed (PEP 561) and its result types import without the server.
+    typed = "import graphql_api, graphql_api.client_types, pathlib; print(pathlib.Path(graphql_api.__file__).parent)"
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", typed], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert where.returncode == 0, where.stderr
+    assert (Path(where.stdout.strip()) / "py.typed").is_file()
 
     env |= {"MODELHUB_URL": live.url, "MODELHUB_ENGINEER": "pip-user", "COLUMNS": "200"}
     modelhub = str(venv / "bin" / "modelhub")

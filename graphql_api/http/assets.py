@@ -39,6 +39,41 @@ _ASSET = re.compile(
 )
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
+# What GraphiQL's editor holds when it opens (Strawberry's default shows
+# `{ field(arg: "value") { subField } }`, which no modelhub schema answers): an operation that runs as written
+# on any server, checked by tests/test_commands_shown.py. Inside a JavaScript template literal: no backquote,
+# no "${", no backslash.
+DEFAULT_DOCUMENT = """# modelhub: a GraphQL registry for ML model artifacts.
+#
+# Run the operation below with Ctrl-Enter (or the play button above); the Docs
+# pane lists every query, mutation and subscription. Credentials go in the
+# Headers tab: {"Authorization": "Bearer <token>"}, or {"X-Engineer-ID": "<name>"}
+# on a server in header mode.
+
+query RecentModels {
+  models(first: 10) {
+    nodes {
+      name
+      projectName
+      latestVersion { version sizeBytes checksumStatus }
+      downloadCount
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+_EXAMPLE = re.compile(r"const EXAMPLE_QUERY = `.*?`;", re.DOTALL)
+
+
+def with_default_document(html: str, document: str = DEFAULT_DOCUMENT) -> str:
+    """Strawberry's GraphiQL page with `document` as what its editor opens with."""
+    if "`" in document or "${" in document or "\\" in document:
+        raise ValueError("the document must fit in a JavaScript template literal")
+    replaced, count = _EXAMPLE.subn(lambda _: f"const EXAMPLE_QUERY = `{document}`;", html)
+    if count != 1:  # a Strawberry upgrade changed the page: keep its own default rather than break it
+        log.warning("GraphiQL's default document was not replaced (Strawberry's page changed)")
+    return replaced
+
 
 class AssetError(RuntimeError):
     """The assets could not be fetched (no npm, a package that would not download, a file that fails its

@@ -173,7 +173,7 @@ def _record(
 @strawberry.enum(description="What an audit record is about.")
 class AuditKind(Enum):
     MUTATION = strawberry.enum_value("MUTATION", description="A root mutation field, whatever its outcome.")
-    TOKEN = strawberry.enum_value("TOKEN", description="A token made or revoked by `modelhub token`.")
+    TOKEN = strawberry.enum_value("TOKEN", description="A token made or revoked by `modelhub token ...`.")
     REFUSED = strawberry.enum_value(
         "REFUSED",
         description="A refused attempt: an operation refused UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or "

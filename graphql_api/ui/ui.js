@@ -441,7 +441,7 @@ function setupIdentity() {
   $("credential").type = header ? "text" : "password";
   $("signin-help").textContent = header
     ? "This server trusts the X-Engineer-ID header (development mode)."
-    : "Create one with `modelhub tokens create NAME --role READER`. It stays in this browser only.";
+    : "Create one with `modelhub token create --name NAME --principal WHO --role READER`. It stays in this browser only.";
   button.addEventListener("click", () => { $("credential").value = localStorage.getItem(key) || ""; $("signin").showModal(); });
   $("signin").addEventListener("close", () => {
     if ($("signin").returnValue !== "save") return;
