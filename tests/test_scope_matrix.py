@@ -799,7 +799,7 @@ async def test_sdk_manages_projects(world: World) -> None:
     ]
     user = AsyncModelhubClient(world.url, token=made["token"])
     assert await user.grants() == [{"project": "A", "principal": "sdk-user", "role": "ENGINEER"}]
-    assert (await user.models(projectNames=["A"]))[0]["name"] == "a-model"
+    assert (await user.models(projectNames=["A"]))[0].name == "a-model"
     project = await admin.grant_project_role("B", "sdk-user", "MAINTAINER")
     assert {"project": "B", "principal": "sdk-user", "role": "MAINTAINER"} in project["grants"]
     assert (await user.set_project_visibility("B", "PRIVATE"))["visibility"] == "PRIVATE"
