@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test lint typecheck pytest schema system-deps lock docs clean
+.PHONY: serve test check lint typecheck pytest schema system-deps lock docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ pytest: $(VENV)/.dev-installed $(VENV)/.assets system-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# The fast tier, for between edits: ruff, mypy and the in-process tests on the local store. Left out (markers in
+# pyproject.toml): child processes, browsers, the S3 twins of local-store tests, tools from outside the virtualenv
+# and slow tests; --forbid-child-processes fails a test that starts a child without its `process` marker.
+# `make test` (what CI runs) runs everything.
+check: lint typecheck
+	$(BIN)/pytest -q -m "not (slow or process or browser or s3 or external)" --forbid-child-processes
 
 schema: $(VENV)/.dev-installed
 	$(BIN)/modelhub export-schema

@@ -28,8 +28,10 @@ import httpx
 
 from bench._common import free_port, rss_kib, start_app, start_moto, stop
 from bench.download_throughput import CHUNK, CREDS, fetch, make_artifact
-from graphql_api.client import ModelhubClient, _hash_file, _Partial
+from graphql_api.client import ModelhubClient
 from graphql_api.embedded import EmbeddedMongo
+from graphql_api.sdk.files import Partial as _Partial
+from graphql_api.sdk.files import hash_file as _hash_file
 
 NAME = "bench/transfer"
 

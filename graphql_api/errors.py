@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from . import codes
+
 
 class DomainError(Exception):
     """An expected failure, reported to the client as a typed error."""
 
-    code = "ERROR"
+    code = codes.ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -16,7 +18,7 @@ class DomainError(Exception):
 
 
 class InvalidInput(DomainError):
-    code = "INVALID_INPUT"
+    code = codes.INVALID_INPUT
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -27,7 +29,7 @@ class RangeBeyondRetention(InvalidInput):
     """A question only raw events answer reaches back past the retention horizon, where raw events may be
     gone (MODELHUB_EVENT_RETENTION_DAYS): answering it would depend on what has expired yet."""
 
-    code = "RANGE_BEYOND_RETENTION"
+    code = codes.RANGE_BEYOND_RETENTION
 
     def __init__(self, field: str, horizon: str) -> None:
         super().__init__(
@@ -41,11 +43,11 @@ class RangeBeyondRetention(InvalidInput):
 class Forbidden(DomainError):
     """The caller may not do this (not the model's owner); a top-level error, not a union member."""
 
-    code = "FORBIDDEN"
+    code = codes.FORBIDDEN
 
 
 class ModelVersionAlreadyExists(DomainError):
-    code = "MODEL_VERSION_ALREADY_EXISTS"
+    code = codes.MODEL_VERSION_ALREADY_EXISTS
 
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"model {name!r} version {version} already exists")
@@ -54,7 +56,7 @@ class ModelVersionAlreadyExists(DomainError):
 
 
 class ModelNotFound(DomainError):
-    code = "MODEL_NOT_FOUND"
+    code = codes.MODEL_NOT_FOUND
 
     def __init__(self, name: str) -> None:
         super().__init__(f"model {name!r} does not exist")
@@ -62,7 +64,7 @@ class ModelNotFound(DomainError):
 
 
 class ModelVersionNotFound(DomainError):
-    code = "MODEL_VERSION_NOT_FOUND"
+    code = codes.MODEL_VERSION_NOT_FOUND
 
     def __init__(self, name: str, version: int | None = None, alias: str | None = None) -> None:
         what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
@@ -73,7 +75,7 @@ class ModelVersionNotFound(DomainError):
 
 
 class ModelVersionArchived(DomainError):
-    code = "MODEL_VERSION_ARCHIVED"
+    code = codes.MODEL_VERSION_ARCHIVED
 
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"model {name!r} version {version} is archived")
@@ -84,7 +86,7 @@ class ModelVersionArchived(DomainError):
 class ObjectDeleted(DomainError):
     """The version is a tombstone: `modelhub prune` deleted its artifact (history and figures are kept)."""
 
-    code = "OBJECT_DELETED"
+    code = codes.OBJECT_DELETED
 
     def __init__(self, name: str, version: int) -> None:
         super().__init__(
@@ -96,7 +98,7 @@ class ObjectDeleted(DomainError):
 
 
 class AliasNotFound(DomainError):
-    code = "ALIAS_NOT_FOUND"
+    code = codes.ALIAS_NOT_FOUND
 
     def __init__(self, name: str, alias: str) -> None:
         super().__init__(f"model {name!r} has no alias {alias!r}")
@@ -105,7 +107,7 @@ class AliasNotFound(DomainError):
 
 
 class StorageObjectNotFound(DomainError):
-    code = "STORAGE_OBJECT_NOT_FOUND"
+    code = codes.STORAGE_OBJECT_NOT_FOUND
 
     def __init__(self, bucket: str, key: str) -> None:
         super().__init__(f"no object at s3://{bucket}/{key}")
@@ -116,7 +118,7 @@ class StorageObjectNotFound(DomainError):
 class ChecksumMismatch(DomainError):
     """The artifact's bytes are not those whose SHA-256 registration (or an upload) declared."""
 
-    code = "CHECKSUM_MISMATCH"
+    code = codes.CHECKSUM_MISMATCH
 
     def __init__(self, expected: str, actual: str, what: str = "the artifact") -> None:
         super().__init__(f"{what} has SHA-256 {actual}, not the declared {expected}")
@@ -127,7 +129,7 @@ class ChecksumMismatch(DomainError):
 class ArtifactChanged(DomainError):
     """The object behind a version is not the one registered (its ETag changed): refused, not served."""
 
-    code = "ARTIFACT_CHANGED"
+    code = codes.ARTIFACT_CHANGED
 
     def __init__(self, name: str, version: int, registered_etag: str, current_etag: str) -> None:
         super().__init__(
@@ -143,7 +145,7 @@ class ArtifactChanged(DomainError):
 class UploadNotFound(DomainError):
     """No open upload has this id (never issued, already expired, or cleaned up)."""
 
-    code = "UPLOAD_NOT_FOUND"
+    code = codes.UPLOAD_NOT_FOUND
 
     def __init__(self, upload_id: str, why: str = "does not exist or has expired") -> None:
         super().__init__(f"upload {upload_id} {why}")
@@ -154,7 +156,7 @@ class UploadAlreadyReceived(DomainError):
     """The upload's bytes already arrived and were put in place: a later (or concurrent) PUT cannot replace
     them."""
 
-    code = "UPLOAD_ALREADY_RECEIVED"
+    code = codes.UPLOAD_ALREADY_RECEIVED
 
     def __init__(self, upload_id: str) -> None:
         super().__init__(
@@ -167,7 +169,7 @@ class ChecksumPending(DomainError):
     """The version's SHA-256 has not been verified yet and its store does not vouch for the bytes: it is not
     served until the verifier (or a download that hashes it) has checked them."""
 
-    code = "CHECKSUM_PENDING"
+    code = codes.CHECKSUM_PENDING
 
     def __init__(self, name: str, version: int, retry_after: float) -> None:
         super().__init__(
@@ -180,14 +182,14 @@ class ChecksumPending(DomainError):
 
 
 class WebhookNotFound(DomainError):
-    code = "WEBHOOK_NOT_FOUND"
+    code = codes.WEBHOOK_NOT_FOUND
 
     def __init__(self) -> None:
         super().__init__("no webhook has this id")
 
 
 class DeliveryNotFound(DomainError):
-    code = "DELIVERY_NOT_FOUND"
+    code = codes.DELIVERY_NOT_FOUND
 
     def __init__(self) -> None:
         super().__init__("no webhook delivery has this id")
@@ -199,9 +201,9 @@ class StorageUnavailable(Exception):
 
 # What clients are told about an outage: fixed texts (a driver's own message names hosts, ports and paths).
 OUTAGE_MESSAGES = {
-    "DATABASE_TIMEOUT": "the database did not answer within the request's deadline; try again",
-    "DATABASE_UNAVAILABLE": "the database is unavailable; try again shortly",
-    "STORAGE_UNAVAILABLE": "the object store is unavailable; try again shortly",
+    codes.DATABASE_TIMEOUT: "the database did not answer within the request's deadline; try again",
+    codes.DATABASE_UNAVAILABLE: "the database is unavailable; try again shortly",
+    codes.STORAGE_UNAVAILABLE: "the object store is unavailable; try again shortly",
 }
 
 
@@ -210,7 +212,7 @@ class DatabaseUnavailable(Exception):
 
 
 class RangeNotSatisfiable(DomainError):
-    code = "RANGE_NOT_SATISFIABLE"
+    code = codes.RANGE_NOT_SATISFIABLE
 
     def __init__(self, size: int) -> None:
         super().__init__(f"requested range is not satisfiable for an object of {size} bytes")
@@ -228,7 +230,7 @@ class TicketProblem(StrEnum):
 class TicketInvalid(DomainError):
     """A download ticket that is malformed, tampered, expired, unknown or already used."""
 
-    code = "TICKET_INVALID"
+    code = codes.TICKET_INVALID
 
     def __init__(self, message: str, problem: TicketProblem) -> None:
         super().__init__(message)
@@ -238,4 +240,4 @@ class TicketInvalid(DomainError):
 class Unauthenticated(DomainError):
     """The caller's identity is malformed (or, with tokens, missing or invalid)."""
 
-    code = "UNAUTHENTICATED"
+    code = codes.UNAUTHENTICATED

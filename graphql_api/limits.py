@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from . import codes
 from .errors import DomainError
 
 
@@ -24,7 +25,7 @@ class Quota:
 
 
 class RateLimited(DomainError):
-    code = "RATE_LIMITED"
+    code = codes.RATE_LIMITED
 
     def __init__(self, retry_after: float, quota: Quota | None = None) -> None:
         super().__init__(f"too many requests; retry in {math.ceil(retry_after)} s")

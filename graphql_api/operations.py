@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from . import codes
 from .db import operations as operations_db
 from .documents import PersistedOperation
 from .errors import DomainError
@@ -31,14 +32,14 @@ class PersistedMode(StrEnum):
 class PersistedQueryNotFound(DomainError):
     """An unregistered hash. Apollo's clients look for this message and code, then resend the text."""
 
-    code = "PERSISTED_QUERY_NOT_FOUND"
+    code = codes.PERSISTED_QUERY_NOT_FOUND
 
     def __init__(self) -> None:
         super().__init__("PersistedQueryNotFound")
 
 
 class OperationNotPersisted(DomainError):
-    code = "OPERATION_NOT_PERSISTED"
+    code = codes.OPERATION_NOT_PERSISTED
 
     def __init__(self) -> None:
         super().__init__(
@@ -48,14 +49,14 @@ class OperationNotPersisted(DomainError):
 
 
 class PersistedHashMismatch(DomainError):
-    code = "PERSISTED_QUERY_HASH_MISMATCH"
+    code = codes.PERSISTED_QUERY_HASH_MISMATCH
 
     def __init__(self) -> None:
         super().__init__("extensions.persistedQuery.sha256Hash is not the SHA-256 of the query sent with it")
 
 
 class MalformedPersistedQuery(DomainError):
-    code = "BAD_REQUEST"
+    code = codes.BAD_REQUEST
 
     def __init__(self) -> None:
         super().__init__("extensions.persistedQuery.sha256Hash must be a hex SHA-256")

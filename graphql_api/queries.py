@@ -6,11 +6,12 @@ of the collection owner that runs it (`db/`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import figures
 from .documents import ClientKind, DownloadMode, DownloadStatus
 from .errors import InvalidInput
 
@@ -188,6 +189,7 @@ class StatsMetric(StrEnum):
     AVG_DURATION = "AVG_DURATION"
     P50_DURATION = "P50_DURATION"
     P95_DURATION = "P95_DURATION"
+    P99_DURATION = "P99_DURATION"
     MAX_DURATION = "MAX_DURATION"
     UNIQUE_ENGINEERS = "UNIQUE_ENGINEERS"
     DISTINCT_DOWNLOADS = "DISTINCT_DOWNLOADS"
@@ -199,21 +201,14 @@ class StatsSource(StrEnum):
     HYBRID = "HYBRID"
 
 
-# The name of each metric in a stats row (and in the documents a stats pipeline returns).
-METRIC_FIELDS: dict[StatsMetric, str] = {
-    StatsMetric.PERIOD_START: "period_start",
-    StatsMetric.DOWNLOADS: "downloads",
-    StatsMetric.COMPLETED: "completed",
-    StatsMetric.ABORTED: "aborted",
-    StatsMetric.FAILED: "failed",
-    StatsMetric.TOTAL_BYTES: "total_bytes",
-    StatsMetric.AVG_DURATION: "avg_duration",
-    StatsMetric.P50_DURATION: "p50_duration",
-    StatsMetric.P95_DURATION: "p95_duration",
-    StatsMetric.MAX_DURATION: "max_duration",
-    StatsMetric.UNIQUE_ENGINEERS: "unique_engineers",
-    StatsMetric.DISTINCT_DOWNLOADS: "distinct_downloads",
-}
+# The name of each metric in a stats row (and in the documents a stats pipeline returns): figures.FIGURES.
+METRIC_FIELDS: dict[StatsMetric, str] = {StatsMetric(name): row for name, row in figures.METRIC_NAMES.items()}
+figures.require_names([m.value for m in StatsMetric], list(figures.METRIC_NAMES), "queries.StatsMetric")
+figures.require(
+    {d.filter for d in figures.DIMENSIONS if d.filter} <= {f.name for f in fields(EventQuery)},
+    "a dimension's filter is not a field of queries.EventQuery",
+)
+figures.require_names([d.value for d in Dimension], list(figures.DIMENSION), "queries.Dimension")
 
 
 @dataclass

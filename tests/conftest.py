@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,47 @@ from graphql_api.config import Settings
 from tests.servers import GraphQLClient, LiveServer, Stores, free_port, make_settings
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--forbid-child-processes",
+        action="store_true",
+        help="fail any test not marked `process` that starts a child process (`make check` keeps its tier honest)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks what a test uses, for `make check` to leave out: `s3` on the S3 twin of a test that also runs
+    on the local store, `external` on a test of the real OpenID provider (node)."""
+
+    def twin(item: pytest.Item) -> tuple[str, str, str]:
+        params = item.callspec.params if isinstance(item, pytest.Function) else {}
+        others = sorted((name, repr(value)) for name, value in params.items() if name != "store_kind")
+        return (str(item.path), getattr(item, "originalname", item.name), repr(others))
+
+    def store(item: pytest.Item) -> str | None:
+        callspec = getattr(item, "callspec", None)
+        return None if callspec is None else callspec.params.get("store_kind")
+
+    on_local = {twin(item) for item in items if store(item) == "local"}
+    for item in items:
+        if store(item) == "s3" and twin(item) in on_local:
+            item.add_marker(pytest.mark.s3)
+        if "oidc_installed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.external)
+
+
+@pytest.fixture(autouse=True)
+def forbid_child_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --forbid-child-processes, a test not marked `process` fails when it starts a child process."""
+    if not request.config.getoption("--forbid-child-processes") or request.node.get_closest_marker("process"):
+        return
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a child process ({args!r}): mark it `process`")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -286,6 +286,7 @@ async def test_websocket_operations_are_recorded(mongo_uri: str, tmp_path: Path)
     ]
 
 
+@pytest.mark.process
 def test_cli_token_changes_are_recorded_and_listed(tmp_path: Path, mongo_uri: str) -> None:
     """`modelhub token create|revoke` (straight on the database) record TOKEN records, failures with their
     code, and `modelhub audit --json` lists them filtered by action."""

@@ -34,6 +34,7 @@ from tests.servers import GraphQLClient, LiveServer, ServeProcess, free_port, ma
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.browser,
     pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed"),
 ]
 

@@ -16,6 +16,8 @@ from pymongo import MongoClient
 
 from tests.servers import LiveServer, free_port, wait_ready
 
+pytestmark = pytest.mark.process  # every test runs `modelhub` in a child process
+
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 
 

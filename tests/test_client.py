@@ -79,7 +79,7 @@ def test_push_list_info_download_on_both_stores(live: LiveServer, tmp_path: Path
 
 def _interrupted(client: ModelhubClient, dest: Path, name: str, keep: int) -> str:
     """A download cut off by its client after `keep` bytes, as a crash would leave it: `.part` + record."""
-    from graphql_api.client import _Partial
+    from graphql_api.sdk.files import Partial as _Partial
 
     ticket = client.request_download(name)
     partial = _Partial(dest)

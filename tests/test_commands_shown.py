@@ -182,7 +182,7 @@ def test_the_scan_finds_the_texts_people_see() -> None:
     """The scan finds commands in each kind of place: /ui, error messages, start-up output, the README's
     prose and blocks (so a scan that silently finds nothing cannot pass)."""
     where = " ".join(w for w, _ in commands_shown())
-    for place in ("graphql_api/ui/ui.js", "graphql_api/operations.py", "graphql_api/cli.py", "graphql_api/app.py",
+    for place in ("graphql_api/ui/ui.js", "graphql_api/operations.py", "graphql_api/cli/", "graphql_api/app.py",
                   "graphql_api/http/assets.py", "README.md (block)", "README.md "):  # fmt: skip
         assert place in where + " ", f"no command found in {place}"
 

@@ -201,6 +201,8 @@ def test_the_environment_is_settings_the_app_reads(
     assert settings.storage_backend == "s3" and settings.auth == "token" and settings.port == 8000
 
 
+@pytest.mark.process
+@pytest.mark.external
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 @pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
 def test_kustomize_renders_the_same(directory: Path) -> None:

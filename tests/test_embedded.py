@@ -9,9 +9,12 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from pymongo import MongoClient
 
 from graphql_api.embedded import EmbeddedMongo, state_failed
+
+pytestmark = pytest.mark.process  # the embedded database is a child process
 
 
 def test_data_survive_restart_and_kill(tmp_path: Path) -> None:

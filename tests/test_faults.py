@@ -18,6 +18,10 @@ import pytest
 
 from tests.servers import ServeProcess, ServerProcess, eventually, make_settings
 
+pytestmark = (
+    pytest.mark.process
+)  # the database and the store run in child processes that a test stops and kills
+
 BOUND = 5.0  # seconds: the longest an outage may keep a request waiting
 REGISTER = 'mutation($b: String!, $k: String!) { registerModel(input: {name: "m", projectName: "p", bucket: $b, key: $k}) { __typename } }'
 TICKET = 'mutation { requestDownload(input: {name: "m", mode: STREAM}) { __typename ... on DownloadTicket { url } } }'

@@ -66,6 +66,7 @@ async def test_every_response_has_a_request_id(http: httpx.AsyncClient) -> None:
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_serve_with_json_logs(mongo_uri: str, tmp_path: Path) -> None:
     """`modelhub serve` with MODELHUB_LOG_FORMAT=json writes nothing but JSON lines on stdout and stderr

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -94,6 +95,7 @@ def test_label_allowlists_and_buckets() -> None:
     assert SIZE_BUCKETS[-1] > 100e9
 
 
+@pytest.mark.process
 def test_reap_dead_workers(tmp_path: Path) -> None:
     """Live-gauge files of a dead pid are dropped; counters of the dead pid and files of live pids stay."""
     dead = subprocess.run(
@@ -108,6 +110,7 @@ def test_reap_dead_workers(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.process
 def test_two_workers_add_up(mongo_uri: str, tmp_path: Path, bucket: str) -> None:
     """Under `modelhub serve --workers 2` the counters scraped from either worker add up to the real total."""
     port = free_port()

@@ -185,6 +185,7 @@ async def test_capacity_and_settings(app: Starlette, gql: GraphQLClient, stores:
     assert not off.live and (await off.get("a")) is not None and len(off) == 0
 
 
+@pytest.mark.process
 async def test_a_database_outage_empties_and_bypasses_the_cache(tmp_path: Path) -> None:
     """When the DB dies the cache empties and every read goes to the DB (bypass); once the DB is back the
     stream reopens and models are held again."""

@@ -35,6 +35,8 @@ def tool(name: str) -> str:
     return path
 
 
+@pytest.mark.process
+@pytest.mark.external
 def test_promtool_checks_config_and_rules() -> None:
     """promtool accepts prometheus.yml and rules.yml, and the rule unit tests in tests.yml pass."""
     for args in (["check", "config", "prometheus.yml"], ["test", "rules", "tests.yml"]):
@@ -42,6 +44,8 @@ def test_promtool_checks_config_and_rules() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.process
+@pytest.mark.external
 def test_compose_file_is_valid() -> None:
     """docker-compose validates the stack, and every long-running service has a healthcheck."""
     done = subprocess.run(
@@ -164,6 +168,8 @@ async def query(prom: httpx.AsyncClient, expr: str) -> list[Any]:
     return result
 
 
+@pytest.mark.process
+@pytest.mark.external
 @pytest.mark.parametrize("store_kind", ["local"])
 async def test_dashboards_and_rules_return_data(
     prometheus: str, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str

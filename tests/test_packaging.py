@@ -114,6 +114,7 @@ print(json.dumps({"installed": sorted(installed), "needed": sorted(seen)}))
 """
 
 
+@pytest.mark.process
 @pytest.mark.slow
 @pytest.mark.parametrize("store_kind", ["local"])
 def test_client_install_without_extras(live: LiveServer, tmp_path: Path) -> None:

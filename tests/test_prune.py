@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from graphql_api.auth import create_token
 from graphql_api.config import Settings
 from graphql_api.prune import may_delete
@@ -103,6 +105,7 @@ def version_doc(db: Any, name: str, version: int) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.process
 async def test_candidates_follow_the_rules_and_the_dry_run_prints_them(
     gql: GraphQLClient, stores: Stores, bucket: str, db: Any, settings: Settings
 ) -> None:
@@ -155,6 +158,7 @@ async def test_candidates_follow_the_rules_and_the_dry_run_prints_them(
     assert not version_doc(db, "m", 1)["archived"] and stores.exists(bucket, "m1.bin")
 
 
+@pytest.mark.process
 async def test_apply_archives_then_deletes_after_the_grace_period(
     gql: GraphQLClient, http: Any, stores: Stores, bucket: str, db: Any, settings: Settings
 ) -> None:
@@ -223,6 +227,7 @@ async def test_apply_archives_then_deletes_after_the_grace_period(
     assert [s for s in steps(rerun.stdout) if s[0] in ("DELETED", "TOMBSTONED")] == []  # idempotent
 
 
+@pytest.mark.process
 async def test_shared_objects_are_deleted_only_with_their_last_version(
     gql: GraphQLClient, stores: Stores, bucket: str, db: Any, settings: Settings
 ) -> None:
@@ -269,6 +274,7 @@ def kill_mid_prune(settings: Settings, args: tuple[str, ...]) -> str:
     return "".join(seen) + rest
 
 
+@pytest.mark.process
 async def test_a_killed_prune_resumes_and_deletes_each_object_once(
     gql: GraphQLClient, stores: Stores, bucket: str, db: Any, settings: Settings
 ) -> None:

@@ -27,6 +27,7 @@ def test_the_readme_marks_a_walkthrough() -> None:
         assert step in script
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("store_kind", ["local"])
 def test_readme_walkthrough_runs_as_written(live: LiveServer, tmp_path: Path) -> None:
     """Every runnable block succeeds in order (`set -e`), and the downloaded file is the pushed one; the

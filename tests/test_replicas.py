@@ -26,6 +26,7 @@ async def _seed(mongo_uri: str, db_name: str) -> None:
         await store(make_events(120, seed=5), bulk=True)
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_three_replicas_start_together_and_do_the_start_up_work_once(mongo_uri: str, tmp_path: Path) -> None:
     """Three `modelhub serve` processes started together on a database of an earlier release (download

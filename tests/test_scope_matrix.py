@@ -911,6 +911,7 @@ async def test_migration_keeps_access(mongo_uri: str, mongo_admin: Any, tmp_path
             assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
+@pytest.mark.process
 async def test_grant_changes_reach_a_second_instance(
     mongo_uri: str, mongo_admin: Any, tmp_path: Path, bucket: str
 ) -> None:

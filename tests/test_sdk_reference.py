@@ -14,6 +14,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from graphql_api import client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +83,7 @@ def test_every_public_name_has_its_own_docstring() -> None:
     assert (ROOT / "graphql_api" / "py.typed").exists()
 
 
+@pytest.mark.process
 def test_reference_builds_offline_with_every_docstring(tmp_path: Path) -> None:
     """`pdoc graphql_api.client` (what `make docs` runs) builds a page holding every public name with its
     docstring, and the page loads nothing from the network."""

@@ -409,6 +409,7 @@ async def _token_for(settings: Settings, name: str) -> str:
     return token
 
 
+@pytest.mark.process
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     mongo_uri: str, tmp_path: Path, bucket: str
 ) -> None:

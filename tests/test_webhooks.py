@@ -337,6 +337,7 @@ async def test_a_webhook_failing_for_the_whole_window_is_disabled(
         assert len(receiver.requests) >= 2
 
 
+@pytest.mark.process
 async def test_nothing_is_lost_across_a_kill(
     mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver
 ) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..db.rollups import RollupDelta
 from ..documents import DownloadStatus
 from ..queries import Interval, StatsRequest, day_of, hour_of, truncate
 from .rollups import delta_of
@@ -95,26 +94,6 @@ def _days_grain(req: StatsRequest) -> rollups_db.Grain:
     return rollups_db.HOUR if req.interval is Interval.HOUR else rollups_db.DAY
 
 
-def _as_doc(key: dict[str, Any], total: RollupDelta, numbers: dict[str, int]) -> dict[str, Any]:
-    """The merged row as `stats._row` finishes it (like a raw stats row, with the engineers as a bitmap and
-    the durations as a histogram); `numbers` numbers the engineers met in raw edges."""
-    avg = total.duration_sum / total.duration_count if total.duration_count else None
-    return {
-        "_id": key,
-        "period_start": key.get("period"),
-        **{n: getattr(total, n) for n in ("downloads", "completed", "aborted", "failed")},
-        "verified": total.verified,
-        "mismatched": total.mismatched,
-        "total_bytes": total.bytes_sent,
-        "max_duration": total.duration_max,
-        "avg_duration": avg,
-        "engineer_bits": total.bitmap(numbers),
-        "pair_bits": total.pair_bitmaps(numbers),
-        "hist": total.duration_hist,
-        "throughput_hist": total.throughput_hist,
-    }
-
-
 async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
     """Where the range may end for cutting it into buckets: `until` itself, or the end of the bucket that
     holds it when that bucket holds nothing from `until` on.
@@ -136,7 +115,7 @@ async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
     return until if await events_db.any_started(until, end) else end
 
 
-async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
+async def hybrid_groups(req: StatsRequest) -> list[rollups_db.Group]:
     """Every group's merged row (unordered) for `req`, from days, hours and raw minutes.
 
     The pieces are read concurrently (the database works on one while the app decodes another) and merged
@@ -150,14 +129,17 @@ async def hybrid_docs(req: StatsRequest) -> list[dict[str, Any]]:
     for part in await asyncio.gather(*reads):
         for key, delta in part:  # each delta is read once, so a group's first may become its total
             rollups_db.add_to(groups, key, delta)
-    return await as_docs(list(groups.values()))
+    return await with_bitmaps(list(groups.values()))
 
 
-async def as_docs(groups: list[rollups_db.Group]) -> list[dict[str, Any]]:
-    """Merged groups as rows for `stats._row`, in their order; the engineers met in raw edges are numbered
-    (once, together) so that every row's engineers are one bitmap."""
+async def with_bitmaps(groups: list[rollups_db.Group]) -> list[rollups_db.Group]:
+    """Merged groups, in their order, with the engineers met in raw edges numbered (once, together) and
+    folded into each total's bitmaps, so that every row's engineers (and pairs) are one bitmap."""
     numbers = await rollups_db.engineer_numbers(set().union(*(t.engineers for _, t in groups)))
-    return [_as_doc(key, total, numbers) for key, total in groups]
+    for _, total in groups:
+        total.engineer_bits, total.pair_bits = total.bitmap(numbers), total.pair_bitmaps(numbers)
+        total.engineers, total.pairs = set(), set()
+    return groups
 
 
 async def _buckets(

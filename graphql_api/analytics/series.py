@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .. import figures
 from ..errors import InvalidInput
 from ..queries import (
     METRIC_FIELDS,
@@ -43,17 +44,10 @@ class SeriesMetric(StrEnum):
     TOTAL_BYTES = "TOTAL_BYTES"
 
 
+figures.require_names([m.value for m in SeriesMetric], list(figures.SERIES_NAMES), "analytics SeriesMetric")
+
 # Where a dimension's chosen values go in an EventQuery, to fetch only the top groups' buckets.
-_FILTER_FIELDS: dict[Dimension, str] = {
-    Dimension.MODEL: "model_names",
-    Dimension.VERSION: "versions",
-    Dimension.PROJECT: "project_names",
-    Dimension.ENGINEER: "engineers",
-    Dimension.MODE: "modes",
-    Dimension.STATUS: "statuses",
-    Dimension.CLIENT_KIND: "client_kinds",
-    Dimension.ALIAS: "aliases",
-}
+_FILTER_FIELDS: dict[Dimension, str] = {Dimension(d.name): d.filter for d in figures.DIMENSIONS if d.filter}
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .. import figures
 from ..db import events as events_db
 from ..db import rollups as rollups_db
+from ..db.rollups import RollupDelta
 from ..documents import ClientKind, DownloadMode, DownloadStatus
 from ..errors import RangeBeyondRetention
+from ..figures import Finish
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource, hour_of
 from ..scope import Scope
 from . import hybrid
-from .histograms import THROUGHPUT_MIN, histogram_percentile
+from .histograms import HIST_MIN, THROUGHPUT_MIN, histogram_percentile
 
 
 @dataclass
@@ -40,6 +43,7 @@ class StatsRow:
     avg_duration: float | None = None
     p50_duration: float | None = None
     p95_duration: float | None = None
+    p99_duration: float | None = None
     max_duration: float | None = None
     p50_throughput: float | None = None
     p95_throughput: float | None = None
@@ -48,56 +52,62 @@ class StatsRow:
     source: StatsSource = StatsSource.RAW
 
 
-# Dimension → the StatsRow attribute holding its value.
-ROW_FIELDS: dict[Dimension, str] = {
-    Dimension.MODEL: "model_name",
-    Dimension.VERSION: "model_version",
-    Dimension.PROJECT: "project_name",
-    Dimension.ENGINEER: "engineer",
-    Dimension.MODE: "mode",
-    Dimension.STATUS: "status",
-    Dimension.CLIENT_KIND: "client_kind",
-    Dimension.CLIENT_VERSION: "client_version",
-    Dimension.ALIAS: "requested_alias",
-}
+# Dimension → the StatsRow attribute holding its value (figures.DIMENSIONS).
+ROW_FIELDS: dict[Dimension, str] = {Dimension(d.name): d.row for d in figures.DIMENSIONS}
 
 
-def _row(doc: dict[str, Any], source: StatsSource) -> StatsRow:
-    key = doc["_id"] or {}
-    group: dict[str, Any] = {attr: key.get(dim.value) for dim, attr in ROW_FIELDS.items()}
-    if group["mode"]:
-        group["mode"] = DownloadMode(group["mode"])
-    if group["status"]:
-        group["status"] = DownloadStatus(group["status"])
-    if group["client_kind"]:
-        group["client_kind"] = ClientKind(group["client_kind"])
-    row = StatsRow(
-        **group,
-        period_start=doc.get("period_start"),
-        downloads=doc["downloads"],
-        completed=doc["completed"],
-        aborted=doc["aborted"],
-        failed=doc["failed"],
-        verified=doc.get("verified") or 0,
-        mismatched=doc.get("mismatched") or 0,
-        total_bytes=doc["total_bytes"],
-        avg_duration=doc.get("avg_duration"),
-        max_duration=doc.get("max_duration"),
-        source=source,
-    )
-    if source is StatsSource.RAW:
-        row.unique_engineers = doc["unique_engineers"]
-        row.distinct_downloads = doc["distinct_downloads"]
-        row.p50_duration, row.p95_duration = doc.get("p50_duration"), doc.get("p95_duration")
-        row.p50_throughput, row.p95_throughput = doc.get("p50_throughput"), doc.get("p95_throughput")
-    else:
-        row.unique_engineers = int(doc["engineer_bits"]).bit_count()
-        row.distinct_downloads = sum(int(bits).bit_count() for bits in doc["pair_bits"].values())
-        row.p50_duration = histogram_percentile(doc["hist"], 0.5)
-        row.p95_duration = histogram_percentile(doc["hist"], 0.95)
-        row.p50_throughput = histogram_percentile(doc["throughput_hist"], 0.5, THROUGHPUT_MIN)
-        row.p95_throughput = histogram_percentile(doc["throughput_hist"], 0.95, THROUGHPUT_MIN)
-    return row
+def _check() -> None:
+    """StatsRow against figures.DIMENSIONS and figures.FIGURES (at import: at start)."""
+    want: list[tuple[str, Any]] = [(d.row, None) for d in figures.DIMENSIONS] + [("period_start", None)]
+    want += [(f.name, 0 if f.integral else None) for f in figures.FIGURES] + [("source", StatsSource.RAW)]
+    have = [(f.name, f.default) for f in dataclasses.fields(StatsRow)]
+    figures.require_names([n for n, _ in have], [n for n, _ in want], "StatsRow")
+    figures.require(have == want, f"StatsRow's defaults must be {want}")
+    for f in figures.FIGURES:
+        low = f.rollup.minimum if f.rollup is not None else None
+        figures.require(low in (None, THROUGHPUT_MIN), f"figure {f.name}: a histogram with no bucketing")
+
+
+_check()
+
+
+def _group(key: dict[str, Any] | None) -> dict[str, Any]:
+    """A group key (Dimension name → stored value) as StatsRow attributes, enums read back."""
+    key = key or {}
+    group: dict[str, Any] = {}
+    for d in figures.DIMENSIONS:
+        value = key.get(d.name)
+        group[d.row] = d.kind(value) if d.kind is not None and value is not None else value
+    return group
+
+
+def _row(doc: dict[str, Any]) -> StatsRow:
+    """A raw row (`db/events.py`: `_id` the group key, every figure under its name)."""
+    figured = {f.name: doc[f.name] for f in figures.FIGURES}
+    return StatsRow(**_group(doc["_id"]), period_start=doc.get("period_start"), **figured)
+
+
+def _rollup_figure(made: figures.Made, total: RollupDelta) -> Any:
+    """One figure of a rollup row, as figures.FIGURES says it is made from the merged buckets."""
+    values = [getattr(total, name) for name in made.of]
+    if made.finish is Finish.VALUE:
+        return values[0]
+    if made.finish is Finish.MEAN:
+        return values[0] / values[1] if values[1] else None
+    if made.finish is Finish.PERCENTILE:
+        return histogram_percentile(values[0], made.p, made.minimum or HIST_MIN)
+    if made.finish is Finish.BITS:
+        return int(values[0]).bit_count()
+    if made.finish is Finish.PAIR_BITS:
+        return sum(int(bits).bit_count() for bits in values[0].values())
+    raise figures.FigureMismatch(f"rollups cannot finish {made.finish}")
+
+
+def _rollup_row(group: rollups_db.Group, source: StatsSource) -> StatsRow:
+    """A merged rollup group (its engineers folded into bitmaps: hybrid.with_bitmaps) as a row."""
+    key, total = group
+    figured = {f.name: _rollup_figure(f.rollup, total) for f in figures.FIGURES if f.rollup is not None}
+    return StatsRow(**_group(key), period_start=key.get("period"), **figured, source=source)
 
 
 def _sortable(value: Any) -> tuple[int, Any]:
@@ -150,6 +160,8 @@ def source_for(req: StatsRequest) -> StatsSource:
     """Where `download_stats` answers `req` from: the rollup translation decides, in this one place. A
     dimension or filter the rollups do not keep (ENGINEER, STATUS, ALIAS, ...) is not in their translation
     tables (rollups_db.DIMENSIONS, rollups_db.filters), so such a request is answered from raw events."""
+    if not figures.ROLLUPS_ANSWER:
+        return StatsSource.RAW
     if rollups_db.bucket_filter(req) is not None:
         return StatsSource.ROLLUP
     return StatsSource.HYBRID if hybrid.can_answer(req) else StatsSource.RAW
@@ -216,15 +228,15 @@ async def download_stats(
     if source is StatsSource.RAW:
         first = None if req.query.since is not None else await rollups_db.first_day()
         docs = await events_db.stats(req, first)
-        rows = [_row(d, source) for d in docs]
+        rows = [_row(d) for d in docs]
         return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
     if source is StatsSource.ROLLUP and is_long(req, datetime.now(UTC)):
         found = await rollups_db.page_in_db(req)
         if found is not None:
             groups, total = found
-            rows = [_row(d, source) for d in await hybrid.as_docs(groups)]
+            rows = [_rollup_row(g, source) for g in await hybrid.with_bitmaps(groups)]
             return StatsPage(rows, total, source, req.offset)
     # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
     # whose range holds whole days only.
-    rows = [_row(d, source) for d in await hybrid.hybrid_docs(req)]
+    rows = [_rollup_row(g, source) for g in await hybrid.hybrid_groups(req)]
     return StatsPage(order_rows(rows, req), len(rows), source, req.offset)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
 
+from .. import figures
 from ..documents import DownloadEvent, DownloadStatus, utcnow
+from ..figures import FigureMismatch, FilterForm, Finish, Merge
 from ..limits import piece_seconds, scan_piece
 from ..pagination import Page, PageRequest
 from ..queries import Dimension, DownloadOrder, DownloadOrderField, EventQuery, StatsRequest
 from . import work
 from .common import (
-    SAFE_AVG,
     Condition,
     Translator,
     any_of,
@@ -36,39 +37,32 @@ from .common import (
 from .paging import Sort, keyset_page
 
 
-def _aliases(values: list[str | None]) -> Condition:
-    """Requested aliases, None meaning "not asked by alias" (a missing or null field, as `$in` matches it)."""
-    named = sorted({v for v in values if v is not None})
-    if None not in values:
-        return {"requested_alias": in_list(named)}
-    return {"requested_alias": {"$in": [None, *named]}}
+def _any_of_or_none(field: str) -> Translator:
+    """Listed values, None meaning "no value" (a missing or null field, as `$in` matches it)."""
+
+    def translated(values: list[Any]) -> Condition:
+        named = sorted({v for v in values if v is not None})
+        if None not in values:
+            return {field: in_list(named)}
+        return {field: {"$in": [None, *named]}}
+
+    return translated
 
 
+_FORMS: dict[FilterForm, Callable[[str], Translator]] = {
+    FilterForm.ANY_OF: any_of,
+    FilterForm.ANY_OF_OR_NONE: _any_of_or_none,
+}
+# The dimensions' filters (figures.DIMENSIONS), then the range and size.
 FILTERS: Mapping[str, Translator] = {
-    "model_names": any_of("model_name"),
-    "versions": any_of("model_version"),
-    "project_names": any_of("project_name"),
-    "engineers": any_of("engineer"),
-    "statuses": any_of("status"),
-    "modes": any_of("mode"),
-    "client_kinds": any_of("client_kind"),
-    "aliases": lambda values: _aliases(values),
+    **{d.filter: _FORMS[d.form](d.event) for d in figures.DIMENSIONS if d.filter},
     "since": bound("started_at", "$gte"),
     "until": bound("started_at", "$lt"),
     "min_bytes": bound("bytes_sent", "$gte"),
 }
 
-DIMENSIONS: dict[Dimension, str] = {
-    Dimension.MODEL: "model_name",
-    Dimension.VERSION: "model_version",
-    Dimension.PROJECT: "project_name",
-    Dimension.ENGINEER: "engineer",
-    Dimension.MODE: "mode",
-    Dimension.STATUS: "status",
-    Dimension.CLIENT_KIND: "client_kind",
-    Dimension.CLIENT_VERSION: "client_version",
-    Dimension.ALIAS: "requested_alias",
-}
+# Dimension → the event field it groups by (declared in figures.DIMENSIONS).
+DIMENSIONS: dict[Dimension, str] = {Dimension(d.name): d.event for d in figures.DIMENSIONS}
 
 SORT_FIELDS: dict[DownloadOrderField, str] = {
     DownloadOrderField.STARTED_AT: "started_at",
@@ -219,66 +213,60 @@ async def count_by_model(q: EventQuery, completes_only: bool = False) -> dict[st
     return {r["_id"]: r["c"] async for r in rows if r["c"]}
 
 
-def _count_if(status: DownloadStatus) -> Condition:
-    return {"$sum": {"$cond": [{"$eq": ["$status", status.value]}, 1, 0]}}
+# The first grouping, per (group, engineer), so unique engineers are a count of sub-groups (`$addToSet`
+# over a large group was some 8x slower on SecantusDB): every partial of figures.PARTIALS.
+_PER_ENGINEER: Condition = {p.name: p.accumulator for p in figures.PARTIALS}
+_SPREAD = (Merge.SUM, Merge.MAX, Merge.CONCAT)  # partials the second grouping merges as they are
 
 
-_IS_DURATION = {"$isNumber": "$duration_seconds"}
-# Bytes per second of a transfer with a duration and bytes; null (ignored by $percentile) for any other.
-_THROUGHPUT: Condition = {
-    "$cond": [
-        {"$and": [{"$gt": ["$duration_seconds", 0]}, {"$gt": ["$bytes_sent", 0]}]},
-        {"$divide": ["$bytes_sent", "$duration_seconds"]},
-        None,
-    ]
+def _per_group() -> Condition:
+    """The second grouping: the engineers' partials merged, and the figures only a whole group makes."""
+    merge = {Merge.SUM: "$sum", Merge.MAX: "$max", Merge.CONCAT: "$push"}
+    out: Condition = {p.name: {merge[p.merge]: f"${p.name}"} for p in figures.PARTIALS if p.merge in _SPREAD}
+    for f in figures.FIGURES:
+        if f.raw.finish is Finish.GROUPS:
+            out[f.name] = {"$sum": 1}
+        elif f.raw.finish is Finish.SIZE:
+            out[f.name] = {"$sum": {"$size": f"${f.raw.of[0]}"}}
+    return out
+
+
+def _concatenated(name: str) -> Condition:
+    return {
+        "$reduce": {"input": f"${name}", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
+    }
+
+
+def _finished(figure: figures.Figure) -> Any:
+    """The row projection's expression of a figure, from the second grouping's fields."""
+    made = figure.raw
+    if made.finish is Finish.VALUE:
+        return 1 if made.of[0] == figure.name else f"${made.of[0]}"
+    if made.finish is Finish.MEAN:
+        total, count = made.of
+        return {"$cond": [{"$gt": [f"${count}", 0]}, {"$divide": [f"${total}", f"${count}"]}, None]}
+    if made.finish is Finish.PERCENTILE:  # picked from the list's percentiles (_PERCENTILES)
+        ps = _percentiles_of(made.of[0])
+        return {"$arrayElemAt": [f"$_p_{made.of[0]}", ps.index(made.p)]}
+    return f"${figure.name}"  # GROUPS, SIZE: made by the second grouping
+
+
+def _percentiles_of(partial: str) -> list[float]:
+    """Every percentile the figures read of one listed partial, in declaration order."""
+    found = [f.raw.p for f in figures.FIGURES if f.raw.finish is Finish.PERCENTILE and f.raw.of[0] == partial]
+    return list(dict.fromkeys(found))
+
+
+_PER_GROUP = _per_group()
+# Each listed partial's percentiles in one `$percentile` (the lists are concatenated once), as `_p_<name>`.
+_LISTED = list(dict.fromkeys(f.raw.of[0] for f in figures.FIGURES if f.raw.finish is Finish.PERCENTILE))
+_PERCENTILES: Condition = {
+    f"_p_{name}": {
+        "$percentile": {"input": _concatenated(name), "p": _percentiles_of(name), "method": "approximate"}
+    }
+    for name in _LISTED
 }
-_COUNTED = ("downloads", "completed", "aborted", "failed", "verified", "mismatched")
-# Per (group, engineer): the first of two groupings, so unique engineers are a count of sub-groups
-# (`$addToSet` over a large group was some 8x slower on SecantusDB).
-_PER_ENGINEER: Condition = {
-    "downloads": {"$sum": 1},
-    # Completed downloads, not COMPLETED transfers: see DownloadEvent.completes.
-    "completed": {"$sum": {"$cond": [{"$eq": ["$completes", True]}, 1, 0]}},
-    "aborted": _count_if(DownloadStatus.ABORTED),
-    "failed": _count_if(DownloadStatus.FAILED),
-    "verified": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", True]}, 1, 0]}},
-    "mismatched": {"$sum": {"$cond": [{"$eq": ["$sha256_matches", False]}, 1, 0]}},
-    "total_bytes": {"$sum": "$bytes_sent"},
-    "duration_sum": {"$sum": {"$cond": [_IS_DURATION, "$duration_seconds", 0]}},
-    "duration_count": {"$sum": {"$cond": [_IS_DURATION, 1, 0]}},
-    "max_duration": {"$max": "$duration_seconds"},
-    "durations": {"$push": "$duration_seconds"},
-    "throughputs": {"$push": _THROUGHPUT},
-    # The engineer's distinct versions: the group's distinct (engineer, version) pairs add up from them.
-    "versions": {"$addToSet": {"n": "$model_name", "v": "$model_version"}},
-}
-_PER_GROUP: Condition = {
-    **{f: {"$sum": f"${f}"} for f in (*_COUNTED, "total_bytes")},
-    "duration_sum": {"$sum": "$duration_sum"},
-    "duration_count": {"$sum": "$duration_count"},
-    "max_duration": {"$max": "$max_duration"},
-    "unique_engineers": {"$sum": 1},
-    "distinct_downloads": {"$sum": {"$size": "$versions"}},
-    "durations": {"$push": "$durations"},
-    "throughputs": {"$push": "$throughputs"},
-}
-_ALL_DURATIONS = {
-    "$reduce": {"input": "$durations", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
-}
-_ALL_THROUGHPUTS = {
-    "$reduce": {"input": "$throughputs", "initialValue": [], "in": {"$concatArrays": ["$$value", "$$this"]}}
-}
-_ROW: Condition = {
-    **{f: 1 for f in (*_COUNTED, "total_bytes", "max_duration")},
-    "unique_engineers": 1,
-    "distinct_downloads": 1,
-    "avg_duration": SAFE_AVG,
-    "percentiles": {"$percentile": {"input": _ALL_DURATIONS, "p": [0.5, 0.95], "method": "approximate"}},
-    "throughput_percentiles": {
-        "$percentile": {"input": _ALL_THROUGHPUTS, "p": [0.5, 0.95], "method": "approximate"}
-    },
-    "period_start": "$_id.period",
-}
+_ROW: Condition = {**{f.name: _finished(f) for f in figures.FIGURES}, "period_start": "$_id.period"}
 
 
 def stats_pipeline(req: StatsRequest) -> list[Condition]:
@@ -291,15 +279,8 @@ def stats_pipeline(req: StatsRequest) -> list[Condition]:
         {"$match": event_filter(req.query)},
         {"$group": {"_id": {"k": key, "engineer": "$engineer"}, **_PER_ENGINEER}},
         {"$group": {"_id": "$_id.k", **_PER_GROUP}},
+        {"$addFields": _PERCENTILES},
         {"$project": _ROW},
-        {
-            "$addFields": {
-                "p50_duration": {"$arrayElemAt": ["$percentiles", 0]},
-                "p95_duration": {"$arrayElemAt": ["$percentiles", 1]},
-                "p50_throughput": {"$arrayElemAt": ["$throughput_percentiles", 0]},
-                "p95_throughput": {"$arrayElemAt": ["$throughput_percentiles", 1]},
-            }
-        },
         *ordered_page(req),
     ]
 
@@ -315,32 +296,40 @@ def _piece_pipeline(req: StatsRequest, window: Condition) -> list[Condition]:
     ]
 
 
-_SUMMED = (*_COUNTED, "total_bytes", "duration_sum", "duration_count")
 # The first piece of a scan covers this much time; each next one is sized from how long the last one took.
 FIRST_PIECE = timedelta(hours=6)
 MIN_PIECE = timedelta(minutes=1)
 
 
+def _hashable(value: Any) -> Any:
+    """A UNION partial's member as a set element (documents become sorted item tuples)."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
+
+
 def _merge_partial(into: dict[tuple[Any, ...], dict[str, Any]], doc: dict[str, Any]) -> None:
+    """Adds one piece's partial figures of a (group, engineer) to those of earlier pieces."""
     k = doc["_id"].get("k") or {}
     key = (tuple(sorted(k.items())), doc["_id"].get("engineer"))
-    versions = {(v["n"], v["v"]) for v in doc["versions"]}
     have = into.get(key)
     if have is None:
-        into[key] = {
-            "k": k,
-            **{f: doc[f] for f in (*_SUMMED, "max_duration")},
-            "durations": doc["durations"],
-            "throughputs": doc["throughputs"],
-            "versions": versions,
-        }
+        into[key] = have = {"k": k}
+        for p in figures.PARTIALS:
+            value = doc[p.name]
+            have[p.name] = {_hashable(v) for v in value} if p.merge is Merge.UNION else value
         return
-    for f in _SUMMED:
-        have[f] += doc[f]
-    have["max_duration"] = _larger(have["max_duration"], doc["max_duration"])
-    have["durations"] += doc["durations"]
-    have["throughputs"] += doc["throughputs"]
-    have["versions"] |= versions
+    for p in figures.PARTIALS:
+        have[p.name] = _merged(p.merge, have[p.name], doc[p.name])
+
+
+def _merged(merge: Merge, have: Any, value: Any) -> Any:
+    if merge is Merge.SUM:
+        return have + value
+    if merge is Merge.MAX:
+        return _larger(have, value)
+    if merge is Merge.CONCAT:
+        have.extend(value)  # in place: a long scan merges many pieces into one list
+        return have
+    return have | {_hashable(v) for v in value}
 
 
 def _larger(a: Any, b: Any) -> Any:
@@ -351,38 +340,52 @@ def _nearest_rank(ordered: list[float], p: float) -> float | None:
     return ordered[max(1, math.ceil(p * len(ordered))) - 1] if ordered else None
 
 
+def _empty(merge: Merge) -> Any:
+    """A group's value before its first engineer: a UNION partial is kept as the summed set sizes."""
+    return {Merge.SUM: 0, Merge.MAX: None, Merge.CONCAT: []}.get(merge, 0)
+
+
+_GROUPS = "__engineers"
+
+
 def _finish(partials: dict[tuple[Any, ...], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per group: the second grouping and the row projection of `stats_pipeline`, done here."""
+    """Per group: the second grouping and the row projection of `stats_pipeline`, done here. A UNION
+    partial is kept as the summed sizes of its engineers' sets (their members differ by engineer)."""
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for (key, _), part in partials.items():
-        row = groups.get(key)
-        if row is None:
-            groups[key] = row = {"_id": part["k"], **{f: 0 for f in _SUMMED}, "max_duration": None}
-            row.update(unique_engineers=0, distinct_downloads=0, durations=[], throughputs=[])
-        for f in _SUMMED:
-            row[f] += part[f]
-        row["max_duration"] = _larger(row["max_duration"], part["max_duration"])
-        row["unique_engineers"] += 1
-        row["distinct_downloads"] += len(part["versions"])  # this engineer's distinct versions
-        row["durations"] += [d for d in part["durations"] if isinstance(d, int | float)]
-        row["throughputs"] += [t for t in part["throughputs"] if isinstance(t, int | float)]
-    rows = []
-    for row in groups.values():
-        durations = sorted(row.pop("durations"))
-        throughputs = sorted(row.pop("throughputs"))
-        count = row["duration_count"]
-        row["avg_duration"] = row["duration_sum"] / count if count else None
-        row["p50_duration"], row["p95_duration"] = (
-            _nearest_rank(durations, 0.5),
-            _nearest_rank(durations, 0.95),
-        )
-        row["p50_throughput"], row["p95_throughput"] = (
-            _nearest_rank(throughputs, 0.5),
-            _nearest_rank(throughputs, 0.95),
-        )
-        row["period_start"] = row["_id"].get("period")
-        rows.append(row)
-    return rows
+        group = groups.get(key)
+        if group is None:
+            groups[key] = group = {"k": part["k"], _GROUPS: 0}
+            group.update({p.name: _empty(p.merge) for p in figures.PARTIALS})
+        group[_GROUPS] += 1
+        for p in figures.PARTIALS:
+            value = part[p.name]
+            if p.merge is Merge.UNION:
+                group[p.name] += len(value)
+            elif p.merge is Merge.CONCAT:
+                group[p.name] += [v for v in value if isinstance(v, int | float)]
+            else:
+                group[p.name] = _merged(p.merge, group[p.name], value)
+    return [_row_of(group) for group in groups.values()]
+
+
+def _row_of(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's raw row: its key (`_id`), `period_start` and every figure as figures.FIGURES finish it."""
+    row: dict[str, Any] = {"_id": group["k"], "period_start": group["k"].get("period")}
+    for f in figures.FIGURES:
+        made = f.raw
+        if made.finish is Finish.VALUE or made.finish is Finish.SIZE:
+            row[f.name] = group[made.of[0]]
+        elif made.finish is Finish.MEAN:
+            total, count = (group[name] for name in made.of)
+            row[f.name] = total / count if count else None
+        elif made.finish is Finish.PERCENTILE:
+            row[f.name] = _nearest_rank(sorted(group[made.of[0]]), made.p)
+        elif made.finish is Finish.GROUPS:
+            row[f.name] = group[_GROUPS]
+        else:
+            raise FigureMismatch(f"figure {f.name}: raw events cannot finish {made.finish}")
+    return row
 
 
 async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any]]:

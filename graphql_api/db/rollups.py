@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +21,11 @@ from bson.int64 import Int64
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from .. import figures
 from ..documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyModelRollup, HourlyRollup
+from ..figures import Finish
 from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of, truncate
-from .common import SAFE_AVG, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
+from .common import Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
 DUPLICATE_KEY = 11000
@@ -348,8 +351,8 @@ def _bound(grain: Grain, op: str) -> Translator:
 
 def filters(grain: Grain) -> Mapping[str, Translator]:
     """What the buckets can filter on; any other set field of the query makes them unable to answer."""
-    keyed = {"model_names": "model_name", "versions": "model_version", "project_names": "project_name",
-             "modes": "mode", "client_kinds": "client_kind"}  # fmt: skip
+    keyed = {d.filter: d.rollup for d in figures.DIMENSIONS if d.filter and d.rollup}
+    # Only ANY_OF filters translate: a bucket key always has a value (checked by _check).
     return {
         **{name: any_of(key) for name, key in keyed.items() if key in grain.keys},
         "since": _bound(grain, "$gte"),
@@ -357,13 +360,8 @@ def filters(grain: Grain) -> Mapping[str, Translator]:
     }
 
 
-DIMENSIONS: dict[Dimension, str] = {
-    Dimension.MODEL: "model_name",
-    Dimension.VERSION: "model_version",
-    Dimension.PROJECT: "project_name",
-    Dimension.MODE: "mode",
-    Dimension.CLIENT_KIND: "client_kind",
-}
+# Dimension → the bucket key it groups by, for the dimensions the buckets keep (figures.DIMENSIONS).
+DIMENSIONS: dict[Dimension, str] = {Dimension(d.name): d.rollup for d in figures.DIMENSIONS if d.rollup}
 
 
 def rollup_filter(q: EventQuery, grain: Grain = DAY) -> Condition | None:
@@ -436,25 +434,48 @@ async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
     return list(groups.values())
 
 
-# Summed row figure → the bucket field it sums.
-_SUMS = {
-    "downloads": "downloads",
-    "completed": "completed",
-    "aborted": "aborted",
-    "failed": "failed",
-    "verified": "verified",
-    "mismatched": "mismatched",
-    "total_bytes": "bytes_sent",
-    "duration_sum": "duration_sum",
-    "duration_count": "duration_count",
-}
+# Bucket fields a page grouped in the database sums (the counts and what means divide) and takes the
+# maximum of; every other field a figure reads is a histogram or a bitmap, merged in the app.
+_SUMMED = (*COUNTS, "duration_sum")
+_MAXIMA = ("duration_max",)
 # Metrics only merged bitmaps and histograms give: a page ordered by one needs every group (`grouped`).
-MERGED_METRICS = (
-    StatsMetric.P50_DURATION,
-    StatsMetric.P95_DURATION,
-    StatsMetric.UNIQUE_ENGINEERS,
-    StatsMetric.DISTINCT_DOWNLOADS,
-)
+MERGED_METRICS = tuple(StatsMetric(f.metric) for f in figures.FIGURES if f.merged and f.metric is not None)
+
+
+def _sort_field(metric: StatsMetric) -> Condition | None:
+    """The figure a page is ordered by, from the grouped bucket fields, under its row name (None: it is
+    a grouped field already)."""
+    figure = next(f for f in figures.FIGURES if f.metric == metric.value)
+    made = figure.rollup
+    assert made is not None and not figure.merged
+    if made.finish is Finish.MEAN:
+        total, count = (f"${name}" for name in made.of)
+        return {figure.name: {"$cond": [{"$gt": [count, 0]}, {"$divide": [total, count]}, None]}}
+    return None if made.of[0] == figure.name else {figure.name: f"${made.of[0]}"}
+
+
+def _check() -> None:
+    """The rollups against figures.FIGURES and figures.DIMENSIONS (at import: at start)."""
+    fields = {f.name for f in dataclasses.fields(RollupDelta)}
+    for figure in figures.FIGURES:
+        made = figure.rollup
+        if made is None:
+            continue
+        for name in made.of:
+            figures.require(name in fields, f"figure {figure.name} reads {name}, which RollupDelta lacks")
+        if not figure.merged:
+            kept = _SUMMED if made.finish is Finish.MEAN or made.of[0] not in _MAXIMA else _MAXIMA
+            figures.require(all(n in kept for n in made.of), f"figure {figure.name}: a page cannot group it")
+    for d in figures.DIMENSIONS:
+        figures.require(d.rollup is None or d.rollup in FINE_KEYS, f"dimension {d.name}: no bucket key")
+        figures.require(
+            d.rollup is None or d.form is figures.FilterForm.ANY_OF,
+            f"dimension {d.name}: a bucket key has a value",
+        )
+    figures.require(all(f in fields for f in _SUMMED + _MAXIMA), "RollupDelta lacks a summed field")
+
+
+_check()
 
 
 async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group], int] | None:
@@ -478,8 +499,8 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
         {
             "$group": {
                 "_id": key,
-                **{out: {"$sum": f"${source}"} for out, source in _SUMS.items()},
-                "max_duration": {"$max": "$duration_max"},
+                **{name: {"$sum": f"${name}"} for name in _SUMMED},
+                **{name: {"$max": f"${name}"} for name in _MAXIMA},
                 "engineer_words": {"$push": "$engineer_bits"},
                 "hists": {"$push": "$duration_hist"},
                 "throughputs": {"$push": "$throughput_hist"},
@@ -494,16 +515,15 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
             }
         },
     ]
-    if req.sort_metric is StatsMetric.AVG_DURATION:
-        pipeline.append({"$addFields": {"avg_duration": SAFE_AVG}})
+    sort_field = None if req.sort_metric is StatsMetric.PERIOD_START else _sort_field(req.sort_metric)
+    if sort_field is not None:
+        pipeline.append({"$addFields": sort_field})
     page = ordered_page(req, period="_id.period")
     docs, total = await read_page(await grain.collection.aggregate([*pipeline, *page]))
     groups = []
     for doc in docs:
-        # The row's sums and maximum under the bucket fields' names, then each bucket's histogram and bitmap.
-        delta = RollupDelta.of_bucket(
-            {**doc, "bytes_sent": doc["total_bytes"], "duration_max": doc["max_duration"]}
-        )
+        # The row's sums and maxima (under the bucket fields' names), then each bucket's histogram and bitmap.
+        delta = RollupDelta.of_bucket(doc)
         parts = zip(doc["hists"], doc["throughputs"], doc["engineer_words"], doc["pairs"], strict=True)
         for hist, throughputs, words, pairs in parts:
             bucket = {"duration_hist": hist, "throughput_hist": throughputs, "engineer_bits": words, **pairs}

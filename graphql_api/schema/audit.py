@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from graphql import (
@@ -29,8 +29,8 @@ from ..documents import AuditEvent as AuditRecord
 from ..documents import AuditKind as AuditKindValue
 from ..errors import DomainError
 from ..http.caller import client_address
+from .connections import AFTER, FIRST, Connection, PageWords, page_request
 from .context import Context, Info
-from .types import AFTER, FIRST, PageInfo, page_info, page_request
 
 REFUSALS = frozenset({"UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"})
 # Where a root field's arguments name what it acts on, in order of preference (looked for in its `input`
@@ -186,6 +186,14 @@ class AuditKind(Enum):
 
 @strawberry.type(description="One audit record: who did what to which target, the outcome, when, from where.")
 class AuditEvent:
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of audit records, newest first.",
+        edge="An audit record and its cursor.",
+        one="The record.",
+        many="records",
+        cursor="Pass as `after` to page from here.",
+    )
+
     at: datetime = strawberry.field(description="When it happened.")
     kind: AuditKind = strawberry.field(description="What the record is about.")
     principal: str | None = strawberry.field(description="Who: the principal, or null when unidentified.")
@@ -219,20 +227,7 @@ class AuditEvent:
         )
 
 
-@strawberry.type(description="An audit record and its cursor.")
-class AuditEventEdge:
-    node: AuditEvent = strawberry.field(description="The record.")
-    cursor: str = strawberry.field(description="Pass as `after` to page from here.")
-
-
-@strawberry.type(description="A page of audit records, newest first.")
-class AuditEventConnection:
-    edges: list[AuditEventEdge] = strawberry.field(description="The records of this page with their cursors.")
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-
-    @strawberry.field(description="The records of this page, for clients that need no cursors.")
-    def nodes(self) -> list[AuditEvent]:
-        return [edge.node for edge in self.edges]
+AuditEventConnection = Connection[AuditEvent]
 
 
 @strawberry.input(description="Which audit records: every field given must match.")
@@ -271,5 +266,4 @@ class AuditQueries:
     ) -> AuditEventConnection:
         flt = (filter or AuditFilterInput()).to_filter()
         page = await audit.list_events(info.context.principal, flt, page_request(first, after, None, None))
-        edges = [AuditEventEdge(node=AuditEvent.from_doc(d), cursor=c) for d, c in page.items]
-        return AuditEventConnection(edges=edges, page_info=page_info(page))
+        return AuditEventConnection.of(page, AuditEvent.from_doc)

@@ -1,4 +1,5 @@
-"""`build_schema`: the root types, the scalar map, and the extensions every operation passes through."""
+"""`build_schema`: the root types composed from each domain's queries and mutations, the scalar map, and the
+extensions every operation passes through."""
 
 from __future__ import annotations
 
@@ -20,15 +21,57 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from . import document_limits
+from .analytics import AnalyticsQueries
+from .audit import AuditQueries
+from .connections import describe_pages
+from .download_fields import DownloadMutations, DownloadQueries
 from .downloads import DownloadEvent
 from .errors import TypedValues, is_unexpected, label_error
 from .extensions import OperationHooks, parsing, validation
-from .root import Mutation, Query
+from .operations import OperationMutations
+from .projects import ProjectMutations, ProjectQueries
+from .registry import RegistryMutations, RegistryQueries
+from .relay import NodeQueries
+from .retention import RetentionQueries
 from .scalars import DATETIME_SCALAR, LONG_SCALAR, Long
 from .subscriptions import Subscription
+from .tokens import TokenMutations, TokenQueries
 from .types import AliasChange, Model, ModelVersion
+from .uploads import UploadMutations
+from .webhooks import WebhookMutations, WebhookQueries
 
 log = logging.getLogger("modelhub.graphql")
+
+
+# The order of the bases is the order of the fields in the exported SDL.
+@strawberry.type(description="Everything that can be read.")
+class Query(
+    TokenQueries,
+    ProjectQueries,
+    AuditQueries,
+    WebhookQueries,
+    RetentionQueries,
+    NodeQueries,
+    RegistryQueries,
+    DownloadQueries,
+    AnalyticsQueries,
+):
+    pass
+
+
+@strawberry.type(
+    description="Everything that changes state; each takes one `input` and returns a result union."
+)
+class Mutation(
+    TokenMutations,
+    OperationMutations,
+    ProjectMutations,
+    WebhookMutations,
+    RegistryMutations,
+    DownloadMutations,
+    UploadMutations,
+):
+    pass
 
 
 class ModelhubSchema(strawberry.Schema):
@@ -74,7 +117,7 @@ def document_check(limits: SchemaLimits) -> Callable[[DocumentNode], list[GraphQ
 
 def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
     limits = limits or SchemaLimits()
-    return ModelhubSchema(
+    schema = ModelhubSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -94,3 +137,5 @@ def build_schema(limits: SchemaLimits | None = None) -> strawberry.Schema:
             ),
         ],
     )
+    describe_pages(schema._schema)
+    return schema

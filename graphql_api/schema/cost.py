@@ -71,7 +71,7 @@ class CostCounter:
 
     def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> None:
         self.fragments = fragments
-        self.variables = variables
+        self.variables = dict(variables)  # graphql-core reads a dict
         self.visits = 0  # selections walked: the work done, for tests
         self._prices: dict[str, int] = {}
         self._names: dict[str, frozenset[str]] = {}
@@ -126,7 +126,7 @@ class CostCounter:
     def argument(self, field: FieldNode, name: str) -> Any:
         for arg in field.arguments or ():
             if arg.name.value == name:
-                return _defined(value_from_ast_untyped(arg.value, self.variables))  # type: ignore[arg-type]
+                return _defined(value_from_ast_untyped(arg.value, self.variables))
         return None
 
     def field(self, field: FieldNode) -> int:

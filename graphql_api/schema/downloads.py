@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 import strawberry
 
 from .. import documents, queries
+from .connections import CountedConnection, PageWords
 from .context import Info
 from .node import Node, global_id
 from .scalars import Long
-from .types import ModelVersion, OrderDirection, PageInfo
+from .types import ModelVersion, OrderDirection
 
 
 @strawberry.enum(description="How the bytes reach the client.")
@@ -59,6 +59,14 @@ class DownloadStatus(Enum):
     "leg of a resumed download) stay listed here with their byte range."
 )
 class DownloadEvent(Node):
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of download events.",
+        edge="One download event and its cursor.",
+        one="The event.",
+        many="events",
+        total="Events matching the filter, across all pages (counted only when asked for).",
+    )
+
     model_name: str = strawberry.field(description="The model's name.")
     version: int = strawberry.field(
         description="The version number downloaded (an alias is resolved at issue)."
@@ -175,29 +183,7 @@ class DownloadTicket:
     download: DownloadEvent = strawberry.field(description="The download event this ticket records.")
 
 
-@strawberry.type(description="One download event and its cursor.")
-class DownloadEventEdge:
-    node: DownloadEvent = strawberry.field(description="The event.")
-    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
-
-
-@strawberry.type(description="A page of download events.")
-class DownloadEventConnection:
-    edges: list[DownloadEventEdge] = strawberry.field(
-        description="The events of this page with their cursors."
-    )
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
-
-    @strawberry.field(
-        description="Events matching the filter, across all pages (counted only when asked for)."
-    )
-    async def total_count(self) -> int:
-        return await self.count()
-
-    @strawberry.field(description="The events of this page, for clients that need no cursors.")
-    def nodes(self) -> list[DownloadEvent]:
-        return [edge.node for edge in self.edges]
+DownloadEventConnection = CountedConnection[DownloadEvent]
 
 
 @strawberry.enum(description="What download events can be ordered by.")

@@ -8,7 +8,7 @@ import math
 import re
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 import strawberry
 from graphql import (
@@ -365,6 +365,10 @@ def label_error(error: GraphQLError, document: DocumentNode | None = None) -> No
         error.extensions = {**(error.extensions or {}), "code": code, **named}
 
 
+class _WithErrors(Protocol):
+    errors: list[GraphQLError] | None
+
+
 class MaskUnexpectedErrors(MaskErrors):
     """Replaces unexpected errors with a generic message (Strawberry has already logged them in full), and
     gives every other error an `extensions.code` clients can branch on."""
@@ -376,7 +380,7 @@ class MaskUnexpectedErrors(MaskErrors):
         """As Strawberry's, without its runtime-Protocol `isinstance` (2-3 % of a trivial query's CPU)."""
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
+            cast(_WithErrors, result).errors = self._process_errors(errors)
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)

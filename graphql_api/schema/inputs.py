@@ -8,6 +8,8 @@ from strawberry.scalars import JSON
 from .downloads import DownloadMode
 from .scalars import Long
 
+INPUT = strawberry.argument(description="What to do; see the input type.")
+
 
 @strawberry.input(description="A new version of a model whose artifact already sits in the object store.")
 class RegisterModelInput:
@@ -114,3 +116,9 @@ class CompleteUploadInput:
         default=None,
         description="Multipart uploads only: the `ETag` response header of each part's PUT, in part order.",
     )
+
+
+@strawberry.input(description="A client's verdict on the SHA-256 of a download it received.")
+class ReportDownloadVerificationInput:
+    download: strawberry.ID = strawberry.field(description="The download (its DownloadEvent id).")
+    sha256_matches: bool = strawberry.field(description="Whether the bytes' SHA-256 equals the version's.")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
 
-from .. import queries
+from .. import documents, figures, queries
 from ..analytics import series as series_uc
 from ..analytics.stats import StatsPage, StatsRow
 from ..pagination import decode_cursor, encode_cursor
+from .connections import PageInfo
 from .downloads import ClientKind, DownloadMode, DownloadStatus
 from .scalars import Long
-from .types import OrderDirection, PageInfo
+from .types import OrderDirection
 
 
 @strawberry.enum(description="What `downloadStats` can group by.")
@@ -58,6 +60,7 @@ class StatsMetric(Enum):
     AVG_DURATION = strawberry.enum_value("AVG_DURATION", description="Mean duration.")
     P50_DURATION = strawberry.enum_value("P50_DURATION", description="Median duration.")
     P95_DURATION = strawberry.enum_value("P95_DURATION", description="95th percentile duration.")
+    P99_DURATION = strawberry.enum_value("P99_DURATION", description="99th percentile duration.")
     MAX_DURATION = strawberry.enum_value("MAX_DURATION", description="Longest duration.")
     UNIQUE_ENGINEERS = strawberry.enum_value("UNIQUE_ENGINEERS", description="Distinct engineers.")
     DISTINCT_DOWNLOADS = strawberry.enum_value(
@@ -86,6 +89,10 @@ class StatsOrder:
     direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
 
 
+def _figure(name: str) -> Any:
+    return strawberry.field(description=figures.FIGURE[name].description)
+
+
 @strawberry.type(description="One group of downloads: its key (null where not grouped) and its figures.")
 class DownloadStatsRow:
     model_name: str | None = strawberry.field(description="The model, when grouped by MODEL.")
@@ -104,60 +111,53 @@ class DownloadStatsRow:
         description="The alias asked for, when grouped by ALIAS (null: downloads not asked by alias)."
     )
     period_start: datetime | None = strawberry.field(description="Start of the time bucket, with `interval`.")
-    downloads: int = strawberry.field(description="Download events (any status) started in the group.")
-    completed: int = strawberry.field(description="Completed downloads.")
-    aborted: int = strawberry.field(description="Aborted downloads.")
-    failed: int = strawberry.field(description="Failed downloads.")
-    verified: int = strawberry.field(
-        description="Downloads whose client reported the SHA-256 matched (reportDownloadVerification)."
-    )
-    mismatched: int = strawberry.field(description="Downloads whose client reported a SHA-256 mismatch.")
-    total_bytes: Long = strawberry.field(description="Bytes actually sent.")
-    avg_duration_seconds: float | None = strawberry.field(description="Mean duration of finished downloads.")
-    p50_duration_seconds: float | None = strawberry.field(description="Median duration.")
-    p95_duration_seconds: float | None = strawberry.field(description="95th percentile duration.")
-    max_duration_seconds: float | None = strawberry.field(description="Longest duration.")
-    p50_throughput_bytes_per_second: float | None = strawberry.field(
-        description="Median throughput (bytes sent / duration) of transfers that sent bytes over a duration."
-    )
-    p95_throughput_bytes_per_second: float | None = strawberry.field(
-        description="95th percentile throughput (bytes per second); rollups: within about 5%, like durations."
-    )
-    unique_engineers: int = strawberry.field(description="Distinct engineers who downloaded.")
-    distinct_downloads: int = strawberry.field(
-        description="Distinct (engineer, model version) pairs among the group's download events: retries and "
-        "re-downloads of one version by one engineer count once per row (per period with `interval`)."
-    )
+    # The figures: names and descriptions from figures.FIGURES (checked below).
+    downloads: int = _figure("downloads")
+    completed: int = _figure("completed")
+    aborted: int = _figure("aborted")
+    failed: int = _figure("failed")
+    verified: int = _figure("verified")
+    mismatched: int = _figure("mismatched")
+    total_bytes: Long = _figure("total_bytes")
+    avg_duration_seconds: float | None = _figure("avg_duration")
+    p50_duration_seconds: float | None = _figure("p50_duration")
+    p95_duration_seconds: float | None = _figure("p95_duration")
+    p99_duration_seconds: float | None = _figure("p99_duration")
+    max_duration_seconds: float | None = _figure("max_duration")
+    p50_throughput_bytes_per_second: float | None = _figure("p50_throughput")
+    p95_throughput_bytes_per_second: float | None = _figure("p95_throughput")
+    unique_engineers: int = _figure("unique_engineers")
+    distinct_downloads: int = _figure("distinct_downloads")
 
     @classmethod
     def from_row(cls, row: StatsRow) -> DownloadStatsRow:
-        return cls(
-            model_name=row.model_name,
-            version=row.model_version,
-            project_name=row.project_name,
-            engineer=row.engineer,
-            mode=DownloadMode(row.mode.value) if row.mode else None,
-            status=DownloadStatus(row.status.value) if row.status else None,
-            client_kind=ClientKind(row.client_kind.value) if row.client_kind else None,
-            client_version=row.client_version,
-            requested_alias=row.requested_alias,
-            period_start=row.period_start,
-            downloads=row.downloads,
-            completed=row.completed,
-            aborted=row.aborted,
-            failed=row.failed,
-            verified=row.verified,
-            mismatched=row.mismatched,
-            total_bytes=row.total_bytes,
-            avg_duration_seconds=row.avg_duration,
-            p50_duration_seconds=row.p50_duration,
-            p95_duration_seconds=row.p95_duration,
-            max_duration_seconds=row.max_duration,
-            p50_throughput_bytes_per_second=row.p50_throughput,
-            p95_throughput_bytes_per_second=row.p95_throughput,
-            unique_engineers=row.unique_engineers,
-            distinct_downloads=row.distinct_downloads,
-        )
+        """The row as it is, under the GraphQL fields' names (figures.DIMENSIONS, figures.FIGURES)."""
+        group = {d.field: _out(getattr(row, d.row)) for d in figures.DIMENSIONS}
+        figured = {f.field: getattr(row, f.name) for f in figures.FIGURES}
+        return cls(**group, period_start=row.period_start, **figured)
+
+
+def _check() -> None:
+    """The row type and the enums against figures.DIMENSIONS and figures.FIGURES (at import: at start)."""
+    names = [d.field for d in figures.DIMENSIONS] + ["period_start"] + [f.field for f in figures.FIGURES]
+    figures.require_names(list(DownloadStatsRow.__annotations__), names, "schema DownloadStatsRow")
+    figures.require_names([m.name for m in StatsMetric], list(figures.METRIC_NAMES), "schema StatsMetric")
+    figures.require_names([m.name for m in SeriesMetric], list(figures.SERIES_NAMES), "schema SeriesMetric")
+    figures.require_names([m.name for m in DownloadDimension], list(figures.DIMENSION), "DownloadDimension")
+    for d in figures.DIMENSIONS:
+        figures.require(d.kind is None or d.kind in _ENUMS, f"dimension {d.name}: no GraphQL enum")
+
+
+_ENUMS: dict[type[Enum], type[Enum]] = {
+    documents.DownloadMode: DownloadMode,
+    documents.DownloadStatus: DownloadStatus,
+    documents.ClientKind: ClientKind,
+}
+
+
+def _out(value: Any) -> Any:
+    """A group's value for GraphQL: a stored enum as its GraphQL enum."""
+    return _ENUMS[type(value)](value.value) if isinstance(value, Enum) else value
 
 
 STATS_CURSOR = "STATS"
@@ -284,3 +284,6 @@ class DownloadSeriesResult:
             groups=found.groups,
             source=StatsSource(found.source.value),
         )
+
+
+_check()

@@ -2,52 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, ClassVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
 from .. import aliases, documents, queries, registry
-from ..pagination import Page, PageRequest
+from .connections import (
+    AFTER,
+    BEFORE,
+    EDGES,
+    FIRST,
+    LAST,
+    Connection,
+    CountedConnection,
+    Edge,
+    NodeT,
+    PageWords,
+    page_request,
+)
 from .context import Info
 from .node import Node, global_id
 from .scalars import Long
-
-FIRST = Annotated[int | None, strawberry.argument(description="Page forward: at most this many (1..100).")]
-AFTER = Annotated[str | None, strawberry.argument(description="Page forward from this cursor.")]
-LAST = Annotated[int | None, strawberry.argument(description="Page backward: at most this many (1..100).")]
-BEFORE = Annotated[str | None, strawberry.argument(description="Page backward from this cursor.")]
 
 
 @strawberry.enum(description="Which way an ordering runs.")
 class OrderDirection(Enum):
     ASC = strawberry.enum_value("ASC", description="Smallest, oldest or A first.")
     DESC = strawberry.enum_value("DESC", description="Largest, newest or Z first.")
-
-
-@strawberry.type(description="Where a page sits in its connection (Relay).")
-class PageInfo:
-    has_next_page: bool = strawberry.field(description="More rows follow `endCursor`.")
-    has_previous_page: bool = strawberry.field(description="More rows precede `startCursor`.")
-    start_cursor: str | None = strawberry.field(description="The cursor of the first row of this page.")
-    end_cursor: str | None = strawberry.field(description="The cursor of the last row of this page.")
-
-
-def page_info(page: Page[Any]) -> PageInfo:
-    items = page.items
-    return PageInfo(
-        has_next_page=page.has_next,
-        has_previous_page=page.has_previous,
-        start_cursor=items[0][1] if items else None,
-        end_cursor=items[-1][1] if items else None,
-    )
-
-
-def page_request(first: int | None, after: str | None, last: int | None, before: str | None) -> PageRequest:
-    return PageRequest(first=first, after=after, last=last, before=before)
 
 
 @strawberry.enum(description="Where a version's SHA-256 stands.")
@@ -68,6 +53,14 @@ class ChecksumStatus(Enum):
 
 @strawberry.type(description="One registered version of a model: an immutable artifact plus editable notes.")
 class ModelVersion(Node):
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of model versions.",
+        edge="One version and its cursor.",
+        one="The version.",
+        many="versions",
+        total="Versions matching, across all pages (counted only when asked for).",
+    )
+
     name: str = strawberry.field(description="The model's name.")
     version: int = strawberry.field(description="The version number (1, 2, ...), immutable.")
     project_name: str = strawberry.field(description="The model's project.")
@@ -157,6 +150,10 @@ class ModelAlias:
 
 @strawberry.type(description="One move of an alias: set, moved from one version to another, or removed.")
 class AliasChange(Node):
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of alias moves.", edge="One alias move and its cursor.", one="The move.", many="moves"
+    )
+
     model_name: str = strawberry.field(description="The model whose alias moved.")
     alias: str = strawberry.field(description="The alias that moved.")
     from_version: int | None = strawberry.field(description="Where it pointed before; null when it was new.")
@@ -177,43 +174,8 @@ class AliasChange(Node):
         )
 
 
-@strawberry.type(description="A page of alias moves.")
-class AliasChangeConnection:
-    edges: list[AliasChangeEdge] = strawberry.field(description="The moves of this page with their cursors.")
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-
-    @strawberry.field(description="The moves of this page, for clients that need no cursors.")
-    def nodes(self) -> list[AliasChange]:
-        return [edge.node for edge in self.edges]
-
-
-@strawberry.type(description="One alias move and its cursor.")
-class AliasChangeEdge:
-    node: AliasChange = strawberry.field(description="The move.")
-    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
-
-
-@strawberry.type(description="A page of model versions.")
-class ModelVersionConnection:
-    edges: list[ModelVersionEdge] = strawberry.field(
-        description="The versions of this page with their cursors."
-    )
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
-
-    @strawberry.field(description="Versions matching, across all pages (counted only when asked for).")
-    async def total_count(self) -> int:
-        return await self.count()
-
-    @strawberry.field(description="The versions of this page, for clients that need no cursors.")
-    def nodes(self) -> list[ModelVersion]:
-        return [edge.node for edge in self.edges]
-
-
-@strawberry.type(description="One version and its cursor.")
-class ModelVersionEdge:
-    node: ModelVersion = strawberry.field(description="The version.")
-    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
+AliasChangeConnection = Connection[AliasChange]
+ModelVersionConnection = CountedConnection[ModelVersion]
 
 
 @strawberry.enum(description="What versions can be ordered by.")
@@ -235,6 +197,14 @@ class ModelVersionOrder:
 
 @strawberry.type(description="A model: one name, its project and owner, its versions and aliases.")
 class Model(Node):
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of models.",
+        edge="One model and its cursor.",
+        one="The model.",
+        many="models",
+        total="Models matching the filter, across all pages (counted only when asked for).",
+    )
+
     name: str = strawberry.field(description="Unique name: letters, digits and . _ - /.")
     project_name: str = strawberry.field(description="The project every version belongs to.")
     owner: str = strawberry.field(description="Who registered the first version; only they add versions.")
@@ -266,16 +236,14 @@ class Model(Node):
         query = queries.VersionQuery(self.name, include_archived)
         order = order_by.to_order() if order_by else queries.VersionOrder()
         page = await registry.list_versions(query, order, page_request(first, after, last, before))
-        edges = [ModelVersionEdge(node=ModelVersion.from_doc(d), cursor=c) for d, c in page.items]
-        return ModelVersionConnection(edges=edges, page_info=page_info(page), count=page.count)
+        return ModelVersionConnection.of(page, ModelVersion.from_doc)
 
     @strawberry.field(description="Every move of its aliases, newest first.")
     async def alias_history(
         self, info: Info, first: FIRST = None, after: AFTER = None, last: LAST = None, before: BEFORE = None
     ) -> AliasChangeConnection:
         page = await aliases.history(info.context.scope, self.name, page_request(first, after, last, before))
-        edges = [AliasChangeEdge(node=AliasChange.from_doc(d), cursor=c) for d, c in page.items]
-        return AliasChangeConnection(edges=edges, page_info=page_info(page))
+        return AliasChangeConnection.of(page, AliasChange.from_doc)
 
     @strawberry.field(
         description="Its aliases as they stood at time `at` (replayed from the alias history), by name."
@@ -309,30 +277,22 @@ class Model(Node):
         )
 
 
-@strawberry.type(description="One model and its cursor.")
-class ModelEdge:
-    node: Model = strawberry.field(description="The model.")
-    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
+@strawberry.type(name="Edge", description="{edge}")
+class WindowEdge(Edge[NodeT]):
+    """An edge of a page that may be ordered by downloads in a window."""
+
     window_downloads: int | None = strawberry.field(
         default=None, description="Complete downloads in the window, when ordered by DOWNLOADS."
     )
 
 
-@strawberry.type(description="A page of models.")
-class ModelConnection:
-    edges: list[ModelEdge] = strawberry.field(description="The models of this page with their cursors.")
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
+@strawberry.type(name="Connection", description="{page}")
+class WindowConnection(CountedConnection[NodeT]):
+    edges: Sequence[WindowEdge[NodeT]] = strawberry.field(description=EDGES)
 
-    @strawberry.field(
-        description="Models matching the filter, across all pages (counted only when asked for)."
-    )
-    async def total_count(self) -> int:
-        return await self.count()
 
-    @strawberry.field(description="The models of this page, for clients that need no cursors.")
-    def nodes(self) -> list[Model]:
-        return [edge.node for edge in self.edges]
+ModelEdge = WindowEdge[Model]
+ModelConnection = WindowConnection[Model]
 
 
 @strawberry.enum(description="What models can be ordered by.")

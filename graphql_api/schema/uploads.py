@@ -1,13 +1,27 @@
-"""Strawberry types of uploads: the ticket saying where to PUT the bytes."""
+"""Uploads at the edge: the ticket saying where to PUT the bytes, and `requestUpload`/`completeUpload`."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
 from .. import uploads
+from .context import Info
+from .errors import (
+    ChecksumMismatch,
+    InvalidInput,
+    ModelNotFound,
+    ModelVersionAlreadyExists,
+    StorageObjectNotFound,
+    UploadNotFound,
+    expected_errors,
+)
+from .inputs import INPUT, CompleteUploadInput, RequestUploadInput
+from .registry import new_version
 from .scalars import Long
+from .types import ModelVersion
 
 
 @strawberry.type(description="An HTTP header the PUT must send exactly as given.")
@@ -59,3 +73,60 @@ class UploadTicket:
             key=upload.key,
             expires_at=upload.expires_at,
         )
+
+
+RequestUploadResult = Annotated[
+    UploadTicket | ModelVersionAlreadyExists | ModelNotFound | InvalidInput,
+    strawberry.union("RequestUploadResult", description="Where to PUT the bytes, or why not."),
+]
+CompleteUploadResult = Annotated[
+    ModelVersion
+    | UploadNotFound
+    | ChecksumMismatch
+    | ModelVersionAlreadyExists
+    | StorageObjectNotFound
+    | InvalidInput,
+    strawberry.union(
+        "CompleteUploadResult",
+        description="The registered version, or why not (`StorageObjectNotFound`: the bytes never arrived).",
+    ),
+]
+
+
+@strawberry.type
+class UploadMutations:
+    @strawberry.mutation(
+        description="Starts an upload of a new version's artifact into the server's own bucket: presigned "
+        "PUT URLs (one, or one per part above the multipart threshold) on S3, or an app URL on the local "
+        "store. The bytes are checked against `sizeBytes` and `sha256`; `completeUpload` then registers "
+        "the version."
+    )
+    @expected_errors
+    async def request_upload(
+        self, info: Info, input: Annotated[RequestUploadInput, INPUT]
+    ) -> RequestUploadResult:
+        request = uploads.UploadRequest(
+            **new_version(input, info),
+            size_bytes=input.size_bytes,
+            filename=input.filename,
+            content_type=input.content_type,
+        )
+        ctx = info.context
+        return UploadTicket.of(
+            await uploads.request_upload(ctx.services, request, ctx.principal, ctx.scope, ctx.base_url)
+        )
+
+    @strawberry.mutation(
+        description="Finishes an upload: assembles multipart parts, checks size and checksum, and registers "
+        "the version (`checksumStatus` VERIFIED at once where the store vouches for the SHA-256, else "
+        "PENDING until the server has hashed it). Completing the same upload again returns the same version."
+    )
+    @expected_errors
+    async def complete_upload(
+        self, info: Info, input: Annotated[CompleteUploadInput, INPUT]
+    ) -> CompleteUploadResult:
+        ctx = info.context
+        version = await uploads.complete_upload(
+            ctx.services, input.upload_id, input.part_etags, ctx.principal, ctx.scope
+        )
+        return ModelVersion.from_doc(version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, ClassVar, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -13,11 +13,11 @@ from strawberry.scalars import JSON
 from .. import documents, errors, webhooks
 from ..pagination import Page
 from ..queries import EventQuery
+from .connections import AFTER, BEFORE, FIRST, LAST, Connection, PageWords, page_request
 from .context import Info
 from .downloads import DownloadFilter
 from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, expected_errors
 from .node import Node, global_id, parse_global_id
-from .types import AFTER, BEFORE, FIRST, LAST, PageInfo, page_info, page_request
 
 
 @strawberry.enum(description="What a webhook can be told about.")
@@ -64,6 +64,13 @@ class DeliveryStatus(Enum):
 
 @strawberry.type(description="One event sent (or to be sent) to one webhook.")
 class WebhookDelivery:
+    page_words: ClassVar[PageWords] = PageWords(
+        page="A page of deliveries, newest event first.",
+        edge="One delivery and its cursor.",
+        one="The delivery.",
+        many="deliveries",
+    )
+
     webhook_id: strawberry.ID = strawberry.field(
         description="The `webhook-id` header of its requests (the same on every retry and redelivery): what "
         "receivers deduplicate by, and what `redeliver` takes."
@@ -97,20 +104,7 @@ class WebhookDelivery:
         )
 
 
-@strawberry.type(description="One delivery and its cursor.")
-class WebhookDeliveryEdge:
-    node: WebhookDelivery = strawberry.field(description="The delivery.")
-    cursor: str = strawberry.field(description="Pass as `after`/`before` to page from here.")
-
-
-@strawberry.type(description="A page of deliveries, newest event first.")
-class WebhookDeliveryConnection:
-    edges: list[WebhookDeliveryEdge] = strawberry.field(description="The deliveries with their cursors.")
-    page_info: PageInfo = strawberry.field(description="Where this page sits.")
-
-    @strawberry.field(description="The deliveries of this page, for clients that need no cursors.")
-    def nodes(self) -> list[WebhookDelivery]:
-        return [edge.node for edge in self.edges]
+WebhookDeliveryConnection = Connection[WebhookDelivery]
 
 
 def _camel(name: str) -> str:
@@ -146,8 +140,7 @@ class Webhook(Node):
         page: Page[documents.WebhookDelivery] = await webhooks.deliveries(
             info.context.principal, self.doc, request
         )
-        edges = [WebhookDeliveryEdge(node=WebhookDelivery.from_doc(d), cursor=c) for d, c in page.items]
-        return WebhookDeliveryConnection(edges=edges, page_info=page_info(page))
+        return WebhookDeliveryConnection.of(page, WebhookDelivery.from_doc)
 
     @classmethod
     def from_doc(cls, doc: documents.Webhook) -> Webhook:

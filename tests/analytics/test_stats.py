@@ -22,6 +22,7 @@ from graphql_api.analytics.stats import LONG_RANGE
 from graphql_api.app import create_app
 from graphql_api.config import Settings
 from graphql_api.db import connect
+from graphql_api.db import events as events_db
 from graphql_api.db import rollups as rollups_db
 from graphql_api.db.common import indexes_used
 from graphql_api.documents import (
@@ -32,7 +33,8 @@ from graphql_api.documents import (
     DownloadStatus,
     utcnow,
 )
-from graphql_api.queries import EventQuery, Interval, StatsRequest, day_of, hour_of
+from graphql_api.figures import FIGURES
+from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, day_of, hour_of
 from tests.servers import GraphQLClient, Stores, db_id, make_settings
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
@@ -731,3 +733,71 @@ async def test_client_kind_filter_is_answered_by_rollups_and_equals_the_referenc
             rows = await stats(gql, ["MODEL"], i="DAY", f=flt, exact=exact)
             assert {r["source"] for r in rows} == {"RAW" if exact else source}
             check(rows, reference(chosen, ["MODEL"], "DAY"), ["MODEL"], "DAY")
+
+
+P99 = """query($g: [DownloadDimension!]!, $f: DownloadFilter, $i: TimeInterval, $o: StatsOrder, $x: Boolean!) {
+  downloadStats(groupBy: $g, filter: $f, interval: $i, orderBy: $o, limit: 1000, exact: $x) {
+    source rows { modelName version periodStart p99DurationSeconds }
+  }
+}"""
+OFF_MIDNIGHTS = (T0 + timedelta(hours=5, minutes=7), T0 + timedelta(days=9, hours=2, minutes=30))
+
+
+@pytest.mark.parametrize(
+    ("group_by", "interval", "window", "source"),
+    [(["MODEL", "VERSION"], None, None, "ROLLUP"), (["MODEL"], "DAY", OFF_MIDNIGHTS, "HYBRID")],
+)
+async def test_p99_duration_added_by_one_declaration_is_answered_by_every_source(
+    gql: GraphQLClient,
+    seeded: list[dict[str, Any]],
+    group_by: list[str],
+    interval: str | None,
+    window: tuple[datetime, datetime] | None,
+    source: str,
+) -> None:
+    """p99DurationSeconds (one entry in figures.FIGURES): raw equals the nearest rank, rollup and hybrid rows are
+    within the histogram bound, and rows order by P99_DURATION either way from either source."""
+    flt = {"since": window[0].isoformat(), "until": window[1].isoformat()} if window else None
+    in_range = [e for e in seeded if window is None or window[0] <= e["started_at"] < window[1]]
+    groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    for e in in_range:
+        key = tuple(KEYS[d](e) for d in group_by) + ((trunc(e["started_at"], interval),) if interval else ())
+        groups.setdefault(key, [])
+        if e["duration_seconds"] is not None:
+            groups[key].append(e["duration_seconds"])
+    bound = math.sqrt(histograms.HIST_RATIO) + 1e-9
+    for exact in (False, True):
+        for direction in ("ASC", "DESC"):
+            variables = {"g": group_by, "f": flt, "i": interval, "x": exact}
+            found = await gql(P99, {**variables, "o": {"field": "P99_DURATION", "direction": direction}})
+            answer = found["downloadStats"]
+            assert answer["source"] == ("RAW" if exact else source)
+            rows = answer["rows"]
+            assert len(rows) == len(groups)
+            for row in rows:
+                want = nearest_rank(groups[row_key(row, group_by, interval)], 0.99)
+                got = row["p99DurationSeconds"]
+                if want is None:
+                    assert got is None
+                elif exact:
+                    assert got == pytest.approx(want)
+                else:
+                    assert want / bound <= got <= want * bound, (row, want)
+            values = [(r["p99DurationSeconds"] is not None, r["p99DurationSeconds"] or 0) for r in rows]
+            assert values == sorted(values, reverse=direction == "DESC"), (exact, direction)
+
+
+async def test_the_single_pipeline_equals_the_scan_in_pieces(app: Any, seeded: list[dict[str, Any]]) -> None:
+    """`stats_pipeline` (the bench's one-pipeline form) and the scan in pieces, both derived from
+    figures.FIGURES, give the same rows with every figure."""
+    req = StatsRequest(EventQuery(), [Dimension.MODEL, Dimension.VERSION], interval=Interval.WEEK, limit=1000)
+    collection = DownloadEvent.get_pymongo_collection()
+    (out,) = await (await collection.aggregate(events_db.stats_pipeline(req))).to_list()
+    piped = {tuple(sorted(r["_id"].items())): r for r in out["rows"]}
+    pieces = await events_db.stats(req, T0 - timedelta(days=1))
+    assert len(piped) == len(pieces) == out["total"][0]["n"] > 10
+    for row in pieces:
+        other = piped[tuple(sorted(row["_id"].items()))]
+        for f in FIGURES:
+            assert other[f.name] == pytest.approx(row[f.name]), (f.name, row, other)
+        assert other["period_start"].replace(tzinfo=UTC) == row["period_start"].replace(tzinfo=UTC)

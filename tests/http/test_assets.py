@@ -70,6 +70,7 @@ def test_pins_are_read_off_strawberrys_page() -> None:
     assert all(p.integrity.startswith("sha384-") and p.version[0].isdigit() for p in pins)
 
 
+@pytest.mark.process
 def test_fetch_keeps_only_files_matching_their_pins(tmp_path: Path) -> None:
     """Good files are written under PACKAGE@VERSION/PATH; a tampered one raises and is not written; a second
     fetch has nothing to do."""

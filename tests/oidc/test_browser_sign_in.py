@@ -25,6 +25,8 @@ from tests.test_browser import CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.browser,
+    pytest.mark.external,
     pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed"),
 ]
 

@@ -198,6 +198,7 @@ async def _cheap_db_query(probe: Any) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.slow  # 40,000 events seeded, then scans held to their deadlines
 async def test_an_expensive_loop_leaves_the_database_idle_soon_after_its_last_deadline(
     tmp_path: Path, mongo_uri: str
 ) -> None:
@@ -269,6 +270,7 @@ async def test_an_expensive_loop_leaves_the_database_idle_soon_after_its_last_de
     assert slowest < 2 * deadline
 
 
+@pytest.mark.slow  # 40,000 events seeded, then scans held to their deadlines
 async def test_a_client_that_leaves_stops_its_database_work(tmp_path: Path, mongo_uri: str) -> None:
     """An HTTP client that hangs up mid-request has its operation cancelled: its raw scan stops taking pieces
     and the database is idle again long before the request's deadline."""

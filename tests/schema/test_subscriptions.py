@@ -58,6 +58,7 @@ async def updates(sub: Subscriber, count: int) -> list[dict[str, Any]]:
     return got
 
 
+@pytest.mark.process
 async def test_a_download_on_one_instance_reaches_a_subscriber_on_another(
     settings: Settings, stores: Stores, bucket: str
 ) -> None:
@@ -103,6 +104,7 @@ async def test_reconnecting_after_a_cursor_misses_nothing(
     assert "malformed cursor" in str(message["payload"])
 
 
+@pytest.mark.process
 async def test_a_subscriber_that_never_reads_slows_nothing(
     settings: Settings, stores: Stores, bucket: str
 ) -> None:
@@ -150,6 +152,7 @@ def _gauge(metrics: Metrics, purpose: str) -> float:
     return value
 
 
+@pytest.mark.process
 async def test_resuming_subscribers_join_the_one_shared_stream(
     settings: Settings, stores: Stores, bucket: str
 ) -> None:
@@ -209,6 +212,7 @@ async def _async(value: bool) -> bool:
     return value
 
 
+@pytest.mark.process
 async def test_500_subscribers_leave_a_trivial_query_fast(
     store_kind: str, tmp_path: Path, bucket: str
 ) -> None:
@@ -255,6 +259,7 @@ async def test_500_subscribers_leave_a_trivial_query_fast(
     assert all(m["payload"]["data"]["downloadEvents"]["status"] == "ISSUED" for m in seen)
 
 
+@pytest.mark.process
 async def test_a_database_restart_ends_every_subscriber_and_the_feed_reopens(
     store_kind: str, tmp_path: Path, bucket: str
 ) -> None:
