@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -12,7 +13,30 @@ import httpx
 
 from graphql_api.net import free_port
 
-__all__ = ["app_env", "free_port", "rss_kib", "start_app", "stop", "wait_http"]
+__all__ = [
+    "app_env",
+    "arg_parser",
+    "free_port",
+    "percentile",
+    "rss_kib",
+    "start_app",
+    "start_process",
+    "stop",
+    "wait_http",
+]
+
+
+def arg_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A bench's command line, its module docstring as the help text (line breaks kept)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values` by rank (nan when there are none)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -40,24 +64,29 @@ def app_env(mongo_uri: str, data_dir: Path | str, db: str = "bench") -> dict[str
             "MODELHUB_MONGO_DB": db, "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
 
 
-def start_app(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    """`modelhub serve` in a child process, so its memory and CPU are its own."""
-    cmd = [sys.executable, "-m", "graphql_api.cli", "serve", "--port", str(port), "--workers", str(workers)]
+def start_process(cmd: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+    """`cmd` in a child process (output discarded) once `ready_url` answers; stopped again if it never does,
+    or if the wait is interrupted (Ctrl-C)."""
     proc = subprocess.Popen(
         cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    wait_http(f"http://127.0.0.1:{port}/healthz")
+    try:
+        wait_http(ready_url)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
+
+
+def start_app(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    """`modelhub serve` in a child process, so its memory and CPU are its own."""
+    cmd = [sys.executable, "-m", "graphql_api.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    return start_process(cmd, env, f"http://127.0.0.1:{port}/healthz")
 
 
 def start_moto(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_http(f"http://127.0.0.1:{port}/moto-api/")
-    return proc
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    return start_process(cmd, {}, f"http://127.0.0.1:{port}/moto-api/")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from bench._common import free_port, start_app, stop, wait_http
+from bench._common import free_port, percentile, start_app, stop, wait_http
 from graphql_api.embedded import EmbeddedMongo
 
 BUCKET = "load"
@@ -37,13 +37,6 @@ QUERIES = [
 REGISTER = (
     "mutation($i: RegisterModelInput!) { registerModel(input: $i) { __typename ... on UserError { code } } }"
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def client(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from graphql import GraphQLSchema, parse, validate
 
-from bench import analytics, api, download_throughput, load
+from bench import analytics, api, burst, download_throughput, load
 from graphql_api import client
 from graphql_api.http import ui
 from graphql_api.schema import build_schema
@@ -54,6 +54,9 @@ def code_documents() -> Iterator[tuple[str, str]]:
         ("bench.download_throughput.REGISTER", download_throughput.REGISTER),
         ("bench.load.REGISTER", load.REGISTER),
         ("bench.analytics.downloads_document", analytics.downloads_document(True)),
+        ("bench.burst.REGISTER", burst.REGISTER),
+        ("bench.burst.STATS", burst.STATS),
+        ("bench.burst.probe_document", burst.probe_document("m")),
     ]
     for n, query in enumerate(load.QUERIES):
         yield f"bench.load.QUERIES[{n}]", query.replace("%(since)s", "2026-11-26T00:00:00Z")
