@@ -15,6 +15,7 @@ from .analytics.rollups import RollupBuilder
 from .client_kind import client_version
 from .db import events as events_db
 from .db import models as models_db
+from .db import projects as projects_db
 from .documents import (
     ChecksumStatus,
     ClientKind,
@@ -236,6 +237,9 @@ async def seed(
     ]
     if new_models:
         await models_db.insert_many_models(new_models)
+    # Their projects INTERNAL, as a first registration makes them: every authenticated caller (one with
+    # project grants only too) reads the demo models. A project that exists keeps its visibility.
+    await projects_db.ensure_many(sorted({m.project_name for m in fresh}))
     ours = [
         v
         for v in await models_db.versions_in_bucket(DEMO_BUCKET)

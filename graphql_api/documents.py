@@ -275,7 +275,10 @@ class Upload(Document, VersionNotes):
 
     class Settings:
         name = "uploads"
-        indexes = [IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="status_expires")]
+        indexes = [
+            IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)], name="status_expires"),
+            IndexModel([("bucket", ASCENDING), ("key", ASCENDING)], name="bucket_key"),
+        ]
 
 
 class DownloadMode(StrEnum):

@@ -23,10 +23,10 @@ class Grant:
 
 def require_maintainer(who: Principal, project: str) -> None:
     """Forbidden unless `who` is a MAINTAINER of `project` (or an ADMIN). The same refusal whether or not
-    the project exists, so it tells nothing about projects the caller cannot see."""
+    the project exists, naming no project, so it tells nothing about projects the caller cannot see."""
     validate_name(project, "input.project")
     if not has_role(who, project, ProjectRole.MAINTAINER):
-        raise Forbidden(f"managing project {project!r} needs its MAINTAINER role; {who.engineer} lacks it")
+        raise Forbidden(f"managing a project needs its MAINTAINER role; {who.engineer} lacks it")
 
 
 async def set_visibility(

@@ -11,6 +11,7 @@ from .analytics import events
 from .auth import Principal
 from .db import models as models_db
 from .db import projects as projects_db
+from .db import uploads as uploads_db
 from .documents import ModelVersion, RegisteredModel, utcnow
 from .errors import (
     DomainError,
@@ -20,6 +21,7 @@ from .errors import (
     ModelVersionAlreadyExists,
     ModelVersionNotFound,
     ObjectDeleted,
+    StorageObjectNotFound,
     StorageUnavailable,
 )
 from .model_cache import ModelCache
@@ -97,11 +99,42 @@ class RegisterRequest(VersionRequest):
 
 
 def require_project_role(project: str, who: Principal, role: ProjectRole, action: str) -> None:
-    """Forbidden unless `who` holds `role` (or more) in `project`, by grant or by its global role."""
+    """Forbidden unless `who` holds `role` (or more) in `project`, by grant or by its global role. The
+    message does not name the project: the same text whether or not it exists (or is visible)."""
     if not has_role(who, project, role):
-        raise Forbidden(
-            f"{action} needs the {role.value} role in project {project!r}; {who.engineer} lacks it"
-        )
+        raise Forbidden(f"{action} needs the {role.value} role in the project; {who.engineer} lacks it")
+
+
+async def used_elsewhere(scope: Scope, bucket: str, key: str) -> bool:
+    """Whether a version or an upload of a project `scope` cannot write (an INTERNAL one it only reads
+    too) already locates this object: then no new version of the caller's may adopt it (to download
+    it), and the refusal is StorageObjectNotFound, exactly as for a missing object (type, code, message),
+    so it confirms nothing. Two indexed lookups side by side; none for a caller who writes everywhere."""
+    writable = scope.writable()
+    if writable is None:
+        return False
+    taken = await asyncio.gather(
+        models_db.object_used_outside(bucket, key, writable),
+        uploads_db.object_used_outside(bucket, key, writable),
+    )
+    return any(taken)
+
+
+async def adopt(store: ObjectStore, scope: Scope, bucket: str, key: str) -> ObjectInfo:
+    """The object a new version is to locate, unless it is missing or `used_elsewhere` (both
+    StorageObjectNotFound). The lookups and the store's HEAD run together and are both awaited, so a
+    refusal costs what a miss costs."""
+
+    async def head() -> ObjectInfo | None:
+        try:
+            return await store.head(bucket, key)
+        except StorageObjectNotFound:
+            return None
+
+    taken, info = await asyncio.gather(used_elsewhere(scope, bucket, key), head())
+    if taken or info is None:
+        raise StorageObjectNotFound(bucket, key)
+    return info
 
 
 def require_owner(model: RegisteredModel, who: Principal) -> None:
@@ -160,7 +193,8 @@ async def register_model(
     directory: ProjectDirectory | None = None,
 ) -> ModelVersion:
     """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
-    A location outside `scope` is refused before the store is asked anything, so nothing leaks about it.
+    A location outside `storage` is refused before the store is asked anything, so nothing leaks about it;
+    one another project uses is refused as a missing object (`adopt`).
 
     Three sequential DB round trips on the common paths: the model (found, or inserted after a miss),
     the highest version off the (name, version) index (skipped for a model just created, and sent
@@ -169,7 +203,7 @@ async def register_model(
     req.validate()
     require_project_role(req.project_name, who, ProjectRole.ENGINEER, "registering a model")
     storage.check(req.bucket, req.key)
-    info = await store.head(req.bucket, req.key)
+    info = await adopt(store, scope, req.bucket, req.key)  # before anything compares its SHA-256
     checksum = checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before any write
     _, created = await _model_for(req, who, scope)
     if created:

@@ -75,6 +75,17 @@ class Scope:
     def can_write(self, project: str) -> bool:
         return self.can_read(project) and has_role(self.principal, project, ProjectRole.ENGINEER)
 
+    def writable(self) -> frozenset[str] | None:
+        """The projects this caller may write (`can_write`): None for every project (a global ENGINEER or
+        ADMIN role), else the readable ones it holds ENGINEER or MAINTAINER in (empty for anonymous)."""
+        who = self.principal
+        if who is None:
+            return frozenset()
+        overall = GLOBAL_AS_PROJECT[who.role] if who.role is not None else None
+        if self.readable is None and overall is not None and overall is not ProjectRole.READER:
+            return None
+        return frozenset(p for p in who.grants if self.can_write(p))
+
     def can_maintain(self, project: str) -> bool:
         return self.can_read(project) and has_role(self.principal, project, ProjectRole.MAINTAINER)
 

@@ -56,14 +56,49 @@ def parse(url: str) -> Target:
     )
 
 
+# Refused whatever this Python's ipaddress tables say (they differ across versions: 3.11 calls the first
+# four global). 64:ff9b::/96 (well-known NAT64), ::ffff:0:0/96 (IPv4-mapped) and 2002::/16 (6to4) are
+# judged by the IPv4 address they carry instead.
+_REFUSED = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): whatever the operator translates it to
+        "::/96",  # IPv4-compatible (deprecated): ::7f00:1 is 127.0.0.1 on some stacks
+        "fec0::/10",  # site-local (deprecated)
+        "3fff::/20",  # documentation (RFC 9637)
+        "2001::/32",  # Teredo: tunnels to an IPv4 address
+        "2001:db8::/32",  # documentation
+        "192.0.0.0/24",  # IETF protocol assignments
+    )
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a well-known NAT64 (64:ff9b::/96), IPv4-mapped or 6to4 address reaches."""
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.ipv4_mapped or address.sixtofour
+
+
 def forbidden(address: IPAddress) -> bool:
-    """Loopback, link-local (cloud metadata), private, shared, multicast, reserved or unspecified: anything
-    not globally routable, including IPv4 addresses wrapped in IPv6 (::ffff:127.0.0.1, 64:ff9b::/96...)."""
+    """Loopback, link-local (cloud metadata), private, shared, multicast, reserved, site-local, unspecified,
+    documentation, Teredo, local-use NAT64 or IPv4-compatible: anything not globally routable. An IPv4
+    address carried in IPv6 (64:ff9b::7f00:1, ::ffff:127.0.0.1, 2002:7f00:1::) is judged by that IPv4."""
     if isinstance(address, ipaddress.IPv6Address):
-        inner = address.ipv4_mapped or address.sixtofour
+        inner = embedded_ipv4(address)
         if inner is not None:
             return forbidden(inner)
-    return not address.is_global or address.is_multicast
+    return (
+        any(address in network for network in _REFUSED)
+        or not address.is_global
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_unspecified
+    )
 
 
 async def resolve(target: Target, allowed: Iterable[str]) -> list[IPAddress]:
@@ -87,7 +122,7 @@ async def resolve(target: Target, allowed: Iterable[str]) -> list[IPAddress]:
     bad = [a for a in addresses if forbidden(a)]
     if bad:
         raise UnsafeTarget(
-            f"host {target.host!r} resolves to {bad[0]}, a loopback, link-local or private address "
+            f"host {target.host!r} resolves to {bad[0]}, a loopback, link-local, private or reserved address "
             "(list the host in MODELHUB_WEBHOOK_ALLOWED_HOSTS to allow it)"
         )
     return addresses

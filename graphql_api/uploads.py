@@ -175,6 +175,10 @@ async def complete_upload(
         found = await models_db.find_version(upload.name, upload.registered_version)
         if found is not None:
             return found
+    if await registry.used_elsewhere(scope, upload.bucket, upload.key):
+        # Never the case for a location the server chose, but were it another project's object, it is
+        # neither assembled, nor aborted (deleted) on a size mismatch, nor registered: refused as missing.
+        raise StorageObjectNotFound(upload.bucket, upload.key)
     if upload.multipart_id is not None:
         expected_parts = -(-upload.size_bytes // (upload.part_bytes or 1))
         if not part_etags or len(part_etags) != expected_parts:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 from graphql import build_schema
 from hypothesis import HealthCheck, settings
 
@@ -809,6 +811,123 @@ async def test_sdk_manages_projects(world: World) -> None:
         await user.set_project_visibility("B", "INTERNAL")
     await user.aclose()
     await admin.aclose()
+
+
+# ---- artifacts of other projects, and refusals that name no project ------------------------------------------
+ADOPT = """mutation($n: String!, $p: String!, $b: String!, $k: String!) {
+  registerModel(input: {name: $n, projectName: $p, bucket: $b, key: $k}) {
+    __typename ... on ModelVersion { version } ... on StorageObjectNotFound { code message bucket key } } }"""
+
+
+async def _engineer_of_b(world: World) -> None:
+    made = await world.data(
+        "admin",
+        """mutation { createToken(input: {name: "t-b-engineer", principal: "be", grants: [
+          {project: "B", role: ENGINEER}]}) { ... on CreatedToken { token } } }""",
+    )
+    world.tokens["b_engineer"] = made["createToken"]["token"]
+
+
+async def _adopts(world: World, who: str, name: str, project: str, bucket: str, key: str) -> dict[str, Any]:
+    """registerModel's result for a version at (bucket, key), and that it says the same as for a missing
+    object (the key the caller gave is the only difference); a refused one makes no model."""
+    variables = {"n": name, "p": project, "b": bucket, "k": key}
+    result: dict[str, Any] = (await world.data(who, ADOPT, variables))["registerModel"]
+    missing = (await world.data(who, ADOPT, {**variables, "k": "no/such/object.bin"}))["registerModel"]
+    assert missing["code"] == "STORAGE_OBJECT_NOT_FOUND", missing
+    if result["__typename"] != "ModelVersion":
+        assert result.keys() == missing.keys() and result["code"] == missing["code"], (result, missing)
+        _same_text(result["message"], missing["message"], key, "no/such/object.bin")
+        found = await world.data("admin", "query($n: String!) { model(name: $n) { name } }", {"n": name})
+        assert found["model"] is None
+    return result
+
+
+async def test_another_projects_artifact_is_not_adopted(world: World, mongo_admin: Any) -> None:
+    """A version (or an upload, open or completed) of a project the caller cannot write keeps its object:
+    registerModel at its bucket/key is refused exactly as a missing object (type, code, message), for a
+    PRIVATE project and for an INTERNAL one the caller only reads; a completeUpload whose location is such
+    an object neither registers nor deletes it; writing one's own project's object still works."""
+    await _engineer_of_b(world)
+    bucket = world.bucket
+    refused = await _adopts(world, "b_engineer", "stolen", "B", bucket, "a.bin")  # A is PRIVATE
+    assert refused["__typename"] == "StorageObjectNotFound", refused
+    refused = await _adopts(world, "a_engineer", "borrowed", "A", bucket, "b.bin")  # B: INTERNAL, read only
+    assert refused["__typename"] == "StorageObjectNotFound", refused
+    mine = await _adopts(world, "a_engineer", "a-model", "A", bucket, "a.bin")  # A's own object
+    assert mine == {"__typename": "ModelVersion", "version": 2}, mine
+    assert (await _adopts(world, "admin", "a-copy", "B", bucket, "a.bin"))["__typename"] == "ModelVersion"
+
+    # An upload into A: its location is A's while it is open and once it is completed.
+    digest = hashlib.sha256(b"four").hexdigest()
+    select = "... on UploadTicket { uploadId url bucket key }"
+    ticket = (
+        await world.data(
+            "a_engineer", _mutation("requestUpload", UPLOAD_INPUT.format(n="a-up", s=digest), select)
+        )
+    )["requestUpload"]
+    put = await world.http.put(ticket["url"], content=b"four")
+    assert put.status_code == 200, put.text
+    refused = await _adopts(world, "b_engineer", "early", "B", ticket["bucket"], ticket["key"])
+    assert refused["__typename"] == "StorageObjectNotFound", refused
+    done = await world.data(
+        "a_engineer", _mutation("completeUpload", f'uploadId: "{ticket["uploadId"]}"', "__typename")
+    )
+    assert done["completeUpload"]["__typename"] == "ModelVersion", done
+    refused = await _adopts(world, "b_engineer", "late", "B", ticket["bucket"], ticket["key"])
+    assert refused["__typename"] == "StorageObjectNotFound", refused
+
+    # An upload of B's whose recorded location were A's object (made by hand here: the server never
+    # chooses one) is refused at completion before anything is assembled, checked or aborted.
+    ticket = (
+        await world.data(
+            "b_engineer",
+            _mutation("requestUpload", UPLOAD_INPUT.format(n="b-up", s=digest).replace('"A"', '"B"'), select),
+        )
+    )["requestUpload"]
+    uploads = mongo_admin[world.stores.settings.mongo_db]["uploads"]
+    moved = uploads.update_one(
+        {"_id": ObjectId(ticket["uploadId"])}, {"$set": {"bucket": bucket, "key": "a.bin", "received": True}}
+    )
+    assert moved.modified_count == 1
+    select = "__typename ... on StorageObjectNotFound { code message }"
+    done = await world.data(
+        "b_engineer", _mutation("completeUpload", f'uploadId: "{ticket["uploadId"]}"', select)
+    )
+    assert done["completeUpload"] == {
+        "__typename": "StorageObjectNotFound",
+        "code": "STORAGE_OBJECT_NOT_FOUND",
+        "message": f"no object at s3://{bucket}/a.bin",
+    }
+    assert world.stores.exists(bucket, "a.bin")
+    resp = await world.http.get(
+        "/models/a-model/download", params={"version": "1"}, headers=world.headers("a_reader")
+    )
+    assert resp.status_code == 200 and resp.content == b"weights of A"
+
+
+PROJECT_REFUSALS = {
+    "registerModel": _mutation("registerModel", 'name: "x", projectName: "A", bucket: "bkt", key: "k.bin"'),
+    "requestUpload": _mutation("requestUpload", UPLOAD_INPUT.format(n="x", s="0" * 64)),
+    "setProjectVisibility": _mutation("setProjectVisibility", 'project: "A", visibility: INTERNAL'),
+    "grantProjectRole": _mutation("grantProjectRole", 'project: "A", principal: "x", role: READER'),
+    "revokeProjectRole": _mutation("revokeProjectRole", 'project: "A", principal: "x"'),
+    "grants": '{ grants(project: "A") { principal } }',
+}
+
+
+async def test_refusals_do_not_name_the_project(world: World) -> None:
+    """FORBIDDEN from a write or a grants change in a PRIVATE project names no project: to a caller
+    without rights there it reads the same as for a project that does not exist."""
+    for root, query in PROJECT_REFUSALS.items():
+        for who in ("b_reader", "a_reader"):
+            body = await world.raw(who, query)
+            assert body.get("errors"), (root, who, body)
+            error = body["errors"][0]
+            assert error["extensions"]["code"] == "FORBIDDEN", (root, who, body)
+            assert not re.search(r"(?<![\w-])A(?![\w-])", error["message"]), (root, who, error)
+            missing = await world.raw(who, query.replace('"A"', '"Z"'))
+            assert missing["errors"][0]["message"] == error["message"], (root, who, missing)
 
 
 # ---- the fuzz, with a B-only token --------------------------------------------------------------------------

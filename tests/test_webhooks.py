@@ -176,6 +176,11 @@ async def test_only_admins_manage_and_the_secret_is_shown_once(world: World, rec
         "http://192.168.0.1/",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[2001::1]/",
+        "http://[::7f00:1]/",
+        "http://[fec0::1]/",
         "http://0.0.0.0/",
         "ftp://example.com/",
         "http://user:pw@example.com/",
@@ -183,8 +188,8 @@ async def test_only_admins_manage_and_the_secret_is_shown_once(world: World, rec
     ],
 )
 async def test_unsafe_targets_are_refused(world: World, url: str) -> None:
-    """Loopback, link-local, private, unspecified and mapped addresses, other schemes and credentials are
-    refused at creation (127.0.0.1 itself is allowed by the test's MODELHUB_WEBHOOK_ALLOWED_HOSTS)."""
+    """Loopback, link-local, private, unspecified, mapped and NAT64 loopback, local-use NAT64, Teredo,
+    IPv4-compatible and site-local addresses, other schemes and credentials are refused at creation (127.0.0.1 itself is allowed by the test's MODELHUB_WEBHOOK_ALLOWED_HOSTS)."""
     created = await world.create(url, ["VERSION_REGISTERED"])
     assert created["__typename"] == "InvalidInput", created
     assert created["field"] == "input.url"

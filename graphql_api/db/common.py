@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -69,6 +69,22 @@ async def find_one(document: type[D], flt: Condition) -> D | None:
     """
     doc = await document.get_pymongo_collection().find_one(flt)
     return None if doc is None else document.model_validate(doc)
+
+
+def object_filter(bucket: str, key: str) -> Condition:
+    """Documents locating this object (versions, uploads): their bucket_key index answers it."""
+    return {"bucket": bucket, "key": key}
+
+
+async def used_outside(document: type[Document], bucket: str, key: str, writable: Collection[str]) -> bool:
+    """Whether a document of `document` (a version, an upload) locates this object for a project not among
+    `writable`: the object's few documents, read off the collection's bucket_key index.
+
+    SecantusDB quirk: SecantusDB 0.7 plans no index for a filter holding a negation (`project_name` `$nin`
+    or `$ne` beside the bucket and key made it a collection scan), so the projects are compared here; the
+    same on MongoDB."""
+    found = document.get_pymongo_collection().find(object_filter(bucket, key), {"project_name": 1, "_id": 0})
+    return any(doc.get("project_name") not in writable for doc in await found.to_list())
 
 
 async def insert_once(doc: Document) -> bool:

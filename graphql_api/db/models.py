@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ from beanie import PydanticObjectId, SortDirection
 from ..documents import AliasChange, ModelVersion, RegisteredModel
 from ..pagination import Page, PageRequest
 from ..queries import ModelOrder, ModelOrderField, ModelQuery, VersionOrder, VersionOrderField, VersionQuery
-from .common import Condition, find_one, in_list, insert_once, time_window, value_of
+from .common import Condition, find_one, in_list, insert_once, time_window, used_outside, value_of
 from .paging import Sort, keyset_page
 
 ASC, DESC = SortDirection.ASCENDING, SortDirection.DESCENDING
@@ -296,6 +296,12 @@ async def names_with_versions_outside(names: list[str], bucket: str) -> set[str]
     """Those of `names` that have a version whose artifact is not in `bucket`."""
     flt = {"name": {"$in": names}, "bucket": {"$ne": bucket}}
     return {d["name"] async for d in ModelVersion.get_pymongo_collection().find(flt, {"name": 1})}
+
+
+async def object_used_outside(bucket: str, key: str, writable: Collection[str]) -> bool:
+    """Whether a version of a project not among `writable` has this object for its artifact (tombstones
+    too: a location once a project's stays its own)."""
+    return await used_outside(ModelVersion, bucket, key, writable)
 
 
 async def count_models() -> int:

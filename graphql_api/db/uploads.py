@@ -1,13 +1,14 @@
-"""Owner of `uploads`: open uploads, their completion, and the expired ones to clean up."""
+"""Owner of `uploads`: open uploads, their completion, the expired ones to clean up, and which project an
+upload location is for."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
 from typing import Any
 
 from ..documents import Upload, UploadStatus
-from .common import Condition, find_one, insert_once
+from .common import Condition, find_one, insert_once, used_outside
 
 
 async def insert(upload: Upload) -> None:
@@ -28,3 +29,9 @@ async def update(upload_id: Any, when: Condition, fields: Condition) -> bool:
 def expired(now: datetime) -> AsyncIterator[Upload]:
     flt = {"status": UploadStatus.PENDING.value, "expires_at": {"$lt": now}}
     return aiter(Upload.find(flt))
+
+
+async def object_used_outside(bucket: str, key: str, writable: Collection[str]) -> bool:
+    """Whether an upload of a project not among `writable` goes (or went) to this object: any status, an
+    upload's location is its project's whether it is open, completed or expired."""
+    return await used_outside(Upload, bucket, key, writable)

@@ -1,4 +1,5 @@
-"""The models collection owner: checksum leases (the background verifier's claim on a PENDING version)."""
+"""The models collection owner: checksum leases (the background verifier's claim on a PENDING version), and
+whose an object is (with the uploads owner)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db import models as models_db
-from graphql_api.documents import ChecksumStatus, ModelVersion, utcnow
+from graphql_api.db import uploads as uploads_db
+from graphql_api.db.common import indexes_used, object_filter
+from graphql_api.documents import ChecksumStatus, ModelVersion, Upload, UploadStatus, utcnow
 
 
 def version(n: int, status: ChecksumStatus = ChecksumStatus.PENDING) -> ModelVersion:
@@ -49,3 +52,26 @@ async def test_a_pending_version_is_leased_once_until_its_lease_lapses(settings:
         # m3 is done for good; m2 comes back once its second lease lapses
         assert await models_db.pending_checksums(later) == []
         assert [p[0] for p in await models_db.pending_checksums(later + timedelta(minutes=6))] == [ids["m2"]]
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+async def test_an_object_used_outside_the_writable_projects_is_found_off_an_index(settings: Settings) -> None:
+    """`object_used_outside` finds a version or an upload (of any status) of a project not among the
+    writable ones at exactly that object, and none of a writable project; each is read off its
+    collection's bucket_key index."""
+    async with connect(settings.mongo_uri or "", settings.mongo_db):
+        await models_db.insert_many_versions([version(1)])  # project p, at b/k
+        upload = Upload(
+            name="u", project_name="q", owner="o", bucket="b", key="u", size_bytes=1, sha256="0" * 64,
+            content_type="x", expires_at=utcnow(), status=UploadStatus.EXPIRED,
+        )  # fmt: skip
+        await uploads_db.insert(upload)
+        assert await models_db.object_used_outside("b", "k", {"q"})
+        assert not await models_db.object_used_outside("b", "k", {"p", "q"})
+        assert not await models_db.object_used_outside("b", "u", {"q"})
+        assert await uploads_db.object_used_outside("b", "u", {"p"})
+        assert not await uploads_db.object_used_outside("b", "u", {"q"})
+        assert not await uploads_db.object_used_outside("c", "u", set())
+        for document in (ModelVersion, Upload):
+            plan = await document.get_pymongo_collection().find(object_filter("b", "k")).explain()
+            assert indexes_used(plan) == {"bucket_key"}, document

@@ -28,6 +28,19 @@ def test_narrowing_never_widens() -> None:
     assert Scope.everything(None).narrow([]) == [] and Scope.nothing().narrow([]) is None
 
 
+def test_writable_projects() -> None:
+    """`writable` is every project (None) for a global ENGINEER or ADMIN, else the readable projects held
+    as ENGINEER or MAINTAINER (a global READER's ENGINEER grant too); nothing for anonymous."""
+    assert Scope.everything(Principal("a", Role.ADMIN)).writable() is None
+    assert Scope.everything(Principal("e", Role.ENGINEER)).writable() is None
+    grants = {"A": ProjectRole.ENGINEER, "B": ProjectRole.READER, "C": ProjectRole.MAINTAINER}
+    auditor = Scope.everything(Principal("r", Role.READER, grants=grants))
+    assert auditor.writable() == {"A", "C"}
+    member = Scope(Principal("m", None, grants=grants), frozenset({"A", "B", "C", "INTERNAL"}))
+    assert member.writable() == {"A", "C"}
+    assert Scope.nothing().writable() == frozenset()
+
+
 def test_effective_roles() -> None:
     """A grant and a global role combine to the higher; ADMIN maintains everything, a global ENGINEER
     (a migrated token) writes everywhere but maintains nothing, no role means nothing."""

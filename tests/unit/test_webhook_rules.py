@@ -20,11 +20,19 @@ from graphql_api.roles import ProjectRole, Role
         ("127.0.0.1", True), ("10.0.0.1", True), ("172.16.0.1", True), ("192.168.1.1", True),
         ("169.254.169.254", True), ("100.64.0.1", True), ("0.0.0.0", True), ("224.0.0.1", True),
         ("::1", True), ("fe80::1", True), ("fc00::1", True), ("::ffff:10.0.0.1", True), ("2002:7f00:1::", True),
-        ("8.8.8.8", False), ("2606:4700:4700::1111", False),
+        ("64:ff9b::7f00:1", True), ("64:ff9b::a9fe:a9fe", True), ("64:ff9b:1::808:808", True),
+        ("2001::1", True), ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True), ("::7f00:1", True),
+        ("::808:808", True), ("fec0::1", True), ("::ffff:0:7f00:1", True), ("2001:db8::1", True),
+        ("3fff::1", True), ("100::1", True), ("ff0e::1", True), ("192.0.0.9", True), ("198.18.0.1", True),
+        ("240.0.0.1", True), ("::ffff:127.0.0.1", True),
+        ("8.8.8.8", False), ("2606:4700:4700::1111", False), ("64:ff9b::808:808", False),
+        ("::ffff:8.8.8.8", False), ("2002:808:808::1", False),
     ],
 )  # fmt: skip
 def test_forbidden_addresses(address: str, refused: bool) -> None:
-    """Every non-global address (IPv4 inside IPv6 too) is refused; public ones are not."""
+    """Every non-global address is refused: NAT64 (64:ff9b::/96), IPv4-mapped and 6to4 addresses by the
+    IPv4 address they carry, local-use NAT64, Teredo, IPv4-compatible, site-local and every other reserved
+    range outright; public ones (also carried in NAT64, mapped or 6to4 form) are not."""
     assert targets.forbidden(ipaddress.ip_address(address)) is refused
 
 
