@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -144,50 +145,21 @@ class DeliveryNotFound(UserError):
     pass
 
 
-# Domain exception → its result-union member: the one translation, used by every mutation.
-_MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
-    errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
-    errors.ModelVersionAlreadyExists: lambda e: ModelVersionAlreadyExists(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.StorageObjectNotFound: lambda e: StorageObjectNotFound(
-        code=e.code, message=e.message, bucket=e.bucket, key=e.key
-    ),
-    errors.ModelNotFound: lambda e: ModelNotFound(code=e.code, message=e.message, name=e.name),
-    errors.ModelVersionNotFound: lambda e: ModelVersionNotFound(
-        code=e.code, message=e.message, name=e.name, version=e.version, alias=e.alias
-    ),
-    errors.ModelVersionArchived: lambda e: ModelVersionArchived(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.ObjectDeleted: lambda e: ObjectDeleted(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),
-    errors.ChecksumMismatch: lambda e: ChecksumMismatch(
-        code=e.code, message=e.message, expected=e.expected, actual=e.actual
-    ),
-    errors.ChecksumPending: lambda e: ChecksumPending(
-        code=e.code, message=e.message, name=e.name, version=e.version, retry_after_seconds=e.retry_after
-    ),
-    errors.WebhookNotFound: lambda e: WebhookNotFound(code=e.code, message=e.message),
-    errors.DeliveryNotFound: lambda e: DeliveryNotFound(code=e.code, message=e.message),
-    errors.UploadNotFound: lambda e: UploadNotFound(code=e.code, message=e.message, upload_id=e.upload_id),
-    errors.ArtifactChanged: lambda e: ArtifactChanged(
-        code=e.code,
-        message=e.message,
-        name=e.name,
-        version=e.version,
-        registered_etag=e.registered_etag,
-        current_etag=e.current_etag,
-    ),
+# Domain exception → its result-union member, the type of the same name: the one translation, used by every
+# mutation. A member's fields are the exception's attributes of the same name, but for those renamed here.
+_MEMBERS: dict[type[errors.DomainError], type[UserError]] = {
+    getattr(errors, member.__name__): member for member in UserError.__subclasses__()
 }
+_ATTRIBUTES = {"retry_after_seconds": "retry_after"}
 
 
 def union_member(exc: errors.DomainError) -> UserError | None:
     """The result-union member for a domain exception, if it has one."""
-    build = _MEMBERS.get(type(exc))
-    return build(exc) if build is not None else None
+    member = _MEMBERS.get(type(exc))
+    if member is None:
+        return None
+    fields = (field.name for field in dataclasses.fields(member))
+    return member(**{name: getattr(exc, _ATTRIBUTES.get(name, name)) for name in fields})
 
 
 P = ParamSpec("P")
@@ -390,11 +362,5 @@ class MaskUnexpectedErrors(MaskErrors):
         return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        return GraphQLError(
-            message=self.error_message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR"},
-        )
+        where = (error.nodes, error.source, error.positions, error.path)
+        return GraphQLError(self.error_message, *where, extensions={"code": "INTERNAL_SERVER_ERROR"})
