@@ -3,6 +3,7 @@ operation refused as UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED; and the `auditE
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import Enum
@@ -31,6 +32,7 @@ from ..errors import DomainError
 from ..http.caller import client_address
 from .connections import AFTER, FIRST, Connection, PageWords, page_request
 from .context import Context, Info
+from .node import from_doc
 
 REFUSALS = frozenset({"UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"})
 # Where a root field's arguments name what it acts on, in order of preference (looked for in its `input`
@@ -214,17 +216,7 @@ class AuditEvent:
 
     @classmethod
     def from_doc(cls, doc: AuditRecord) -> AuditEvent:
-        return cls(
-            at=doc.at,
-            kind=AuditKind(doc.kind.value),
-            principal=doc.principal,
-            action=doc.action,
-            target=doc.target,
-            project=doc.project,
-            outcome=doc.outcome,
-            client_address=doc.client_address,
-            transport=doc.transport,
-        )
+        return from_doc(cls, doc, kind=AuditKind(doc.kind.value))
 
 
 AuditEventConnection = Connection[AuditEvent]
@@ -240,14 +232,8 @@ class AuditFilterInput:
     until: datetime | None = strawberry.field(default=None, description="Before this moment (exclusive).")
 
     def to_filter(self) -> AuditFilter:
-        return AuditFilter(
-            principal=self.principal,
-            action=self.action,
-            project=self.project,
-            outcome=self.outcome,
-            since=self.since,
-            until=self.until,
-        )
+        names = (field.name for field in dataclasses.fields(AuditFilter))
+        return AuditFilter(**{name: getattr(self, name) for name in names})
 
 
 @strawberry.type

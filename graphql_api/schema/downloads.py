@@ -11,7 +11,7 @@ import strawberry
 from .. import documents, queries
 from .connections import CountedConnection, PageWords
 from .context import Info
-from .node import Node, global_id
+from .node import Node, from_doc, global_id
 from .scalars import Long
 from .types import ModelVersion, OrderDirection
 
@@ -144,31 +144,17 @@ class DownloadEvent(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.DownloadEvent) -> DownloadEvent:
-        return cls(
+        return from_doc(
+            cls,
+            doc,
             id=global_id("DownloadEvent", doc.id),
             version_db_id=doc.model_id,
-            model_name=doc.model_name,
             version=doc.model_version,
-            project_name=doc.project_name,
-            size_bytes=doc.size_bytes,
-            engineer=doc.engineer,
             user_agent_value=doc.user_agent,
             client_address_value=doc.client_address,
-            requested_alias=doc.requested_alias,
             mode=DownloadMode(doc.mode.value),
             client_kind=ClientKind(documents.ClientKind(doc.client_kind).value),
-            client_kind_rule=doc.client_kind_rule,
-            client_version=doc.client_version,
             status=DownloadStatus(doc.status.value),
-            sha256_matches=doc.sha256_matches,
-            bytes_sent=doc.bytes_sent,
-            range_start=doc.range_start,
-            range_end=doc.range_end,
-            started_at=doc.started_at,
-            transfer_started_at=doc.transfer_started_at,
-            finished_at=doc.finished_at,
-            duration_seconds=doc.duration_seconds,
-            expires_at=doc.expires_at,
             failure_reason=doc.error,
             completes_download=doc.completes,
             resumes_db_id=doc.resumes,

@@ -12,6 +12,7 @@ from .. import auth, documents, roles
 from .context import Info
 from .downloads import ClientKind
 from .errors import InvalidInput, expected_errors
+from .node import from_doc
 from .projects import ProjectRole
 
 
@@ -53,18 +54,13 @@ class ApiToken:
 
     @classmethod
     def from_doc(cls, doc: documents.ApiToken) -> ApiToken:
-        return cls(
-            name=doc.name,
-            principal=doc.principal,
+        return from_doc(
+            cls,
+            doc,
             role=Role(doc.role.value) if doc.role else None,
             grants=[
                 TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grant_map().items())
             ],
-            created_by=doc.created_by,
-            created_at=doc.created_at,
-            expires_at=doc.expires_at,
-            last_used_at=doc.last_used_at,
-            revoked_at=doc.revoked_at,
             kind=ClientKind(doc.client_kind.value) if doc.client_kind else None,
         )
 

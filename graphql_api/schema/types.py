@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -25,7 +25,7 @@ from .connections import (
     page_request,
 )
 from .context import Info
-from .node import Node, global_id
+from .node import Node, from_doc, global_id
 from .scalars import Long
 
 
@@ -118,28 +118,8 @@ class ModelVersion(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.ModelVersion) -> ModelVersion:
-        return cls(
-            id=global_id("ModelVersion", doc.id),
-            db_id=doc.id,
-            name=doc.name,
-            version=doc.version,
-            project_name=doc.project_name,
-            owner=doc.owner,
-            description=doc.description,
-            tags=doc.tags,
-            metadata=cast(JSON, doc.metadata),
-            bucket=doc.bucket,
-            key=doc.key,
-            size_bytes=doc.size_bytes,
-            etag=doc.etag,
-            content_type=doc.content_type,
-            created_at=doc.created_at,
-            archived=doc.archived,
-            object_deleted=doc.object_deleted,
-            sha256=doc.sha256,
-            checksum_status=ChecksumStatus(doc.checksum_status.value),
-            checksum_error=doc.checksum_error,
-        )
+        status = ChecksumStatus(doc.checksum_status.value)
+        return from_doc(cls, doc, id=global_id("ModelVersion", doc.id), db_id=doc.id, checksum_status=status)
 
 
 @strawberry.type(description="An alias and the version it points at.")
@@ -163,15 +143,7 @@ class AliasChange(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.AliasChange) -> AliasChange:
-        return cls(
-            id=global_id("AliasChange", doc.id),
-            model_name=doc.model_name,
-            alias=doc.alias,
-            from_version=doc.from_version,
-            to_version=doc.to_version,
-            changed_by=doc.changed_by,
-            changed_at=doc.changed_at,
-        )
+        return from_doc(cls, doc, id=global_id("AliasChange", doc.id))
 
 
 AliasChangeConnection = Connection[AliasChange]
@@ -264,17 +236,8 @@ class Model(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.RegisteredModel) -> Model:
-        return cls(
-            id=global_id("Model", doc.id),
-            name=doc.name,
-            project_name=doc.project_name,
-            owner=doc.owner,
-            description=doc.description,
-            tags=doc.tags,
-            created_at=doc.created_at,
-            updated_at=doc.updated_at,
-            aliases=[ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())],
-        )
+        aliases = [ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())]
+        return from_doc(cls, doc, id=global_id("Model", doc.id), aliases=aliases)
 
 
 @strawberry.type(name="Edge", description="{edge}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -17,7 +17,7 @@ from .connections import AFTER, BEFORE, FIRST, LAST, Connection, PageWords, page
 from .context import Info
 from .downloads import DownloadFilter
 from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, expected_errors
-from .node import Node, global_id, parse_global_id
+from .node import Node, from_doc, global_id, parse_global_id
 
 
 @strawberry.enum(description="What a webhook can be told about.")
@@ -89,17 +89,12 @@ class WebhookDelivery:
     @classmethod
     def from_doc(cls, doc: documents.WebhookDelivery) -> WebhookDelivery:
         pending = doc.status is documents.DeliveryStatus.PENDING
-        return cls(
+        return from_doc(
+            cls,
+            doc,
             webhook_id=strawberry.ID(doc.id),
-            event_type=doc.event_type,
             status=DeliveryStatus(doc.status.value),
-            attempts=doc.attempts,
             next_attempt_at=doc.next_attempt_at if pending else None,
-            last_attempt_at=doc.last_attempt_at,
-            last_status_code=doc.last_status_code,
-            last_error=doc.last_error,
-            created_at=doc.created_at,
-            finished_at=doc.finished_at,
             payload=json.loads(doc.body),
         )
 
@@ -147,20 +142,8 @@ class Webhook(Node):
         shown = {
             _camel(k): [str(x) for x in v] if k in ("statuses", "modes") else v for k, v in doc.filter.items()
         }
-        return cls(
-            id=global_id("Webhook", doc.id),
-            url=doc.url,
-            events=[WebhookEventType(e) for e in doc.events],
-            filter=cast(JSON, shown),
-            description=doc.description,
-            enabled=doc.enabled,
-            disabled_reason=doc.disabled_reason,
-            failing_since=doc.failing_since,
-            created_by=doc.created_by,
-            created_at=doc.created_at,
-            updated_at=doc.updated_at,
-            doc=doc,
-        )
+        events = [WebhookEventType(e) for e in doc.events]
+        return from_doc(cls, doc, id=global_id("Webhook", doc.id), events=events, filter=shown, doc=doc)
 
 
 @strawberry.type(description="A webhook with its signing secret: shown this once, never again.")
