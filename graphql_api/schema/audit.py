@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any, ClassVar
 
 import strawberry
@@ -32,6 +31,7 @@ from ..errors import DomainError
 from ..http.caller import client_address
 from .connections import AFTER, FIRST, Connection, PageWords, page_request
 from .context import Context, Info
+from .enums import graphql_enum
 from .node import from_doc
 
 REFUSALS = frozenset({"UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"})
@@ -172,18 +172,17 @@ def _record(
         context.services.audit.record(record, model_name)
 
 
-@strawberry.enum(description="What an audit record is about.")
-class AuditKind(Enum):
-    MUTATION = strawberry.enum_value("MUTATION", description="A root mutation field, whatever its outcome.")
-    TOKEN = strawberry.enum_value("TOKEN", description="A token made or revoked by `modelhub token ...`.")
-    REFUSED = strawberry.enum_value(
-        "REFUSED",
-        description="A refused attempt: an operation refused UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or "
-        "a download, object or upload route answering 401/403.",
-    )
-    SIGN_IN = strawberry.enum_value(
-        "SIGN_IN", description="The first sign-in of a principal not seen before."
-    )
+AuditKind = AuditKindValue
+graphql_enum(
+    AuditKind,
+    "What an audit record is about.",
+    name="AuditKind",
+    MUTATION="A root mutation field, whatever its outcome.",
+    TOKEN="A token made or revoked by `modelhub token ...`.",
+    REFUSED="A refused attempt: an operation refused UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or a "
+    "download, object or upload route answering 401/403.",
+    SIGN_IN="The first sign-in of a principal not seen before.",
+)
 
 
 @strawberry.type(description="One audit record: who did what to which target, the outcome, when, from where.")
@@ -216,7 +215,7 @@ class AuditEvent:
 
     @classmethod
     def from_doc(cls, doc: AuditRecord) -> AuditEvent:
-        return from_doc(cls, doc, kind=AuditKind(doc.kind.value))
+        return from_doc(cls, doc)
 
 
 AuditEventConnection = Connection[AuditEvent]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import strawberry
 
-from .. import documents, downloads, queries
+from .. import downloads, queries
 from ..analytics import events
 from ..errors import InvalidInput as InvalidId
 from .connections import AFTER, BEFORE, FIRST, LAST, page_request
@@ -93,7 +93,7 @@ class DownloadMutations:
             name=input.name,
             version=input.version,
             alias=input.alias,
-            mode=documents.DownloadMode(input.mode.name),
+            mode=input.mode,
             expires_in=input.expires_in,
             who=ctx.requester,
             scope=ctx.scope,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Annotated
 
 import strawberry
@@ -11,18 +10,19 @@ import strawberry
 from .. import auth, documents, roles
 from .context import Info
 from .downloads import ClientKind
+from .enums import graphql_enum
 from .errors import InvalidInput, expected_errors
 from .node import from_doc
 from .projects import ProjectRole
 
-
-@strawberry.enum(description="What a token may do.")
-class Role(Enum):
-    READER = strawberry.enum_value("READER", description="Queries, the live feed and downloads.")
-    ENGINEER = strawberry.enum_value(
-        "ENGINEER", description="READER, plus registering and changing own models."
-    )
-    ADMIN = strawberry.enum_value("ADMIN", description="ENGINEER, plus any model and token administration.")
+Role = roles.Role
+graphql_enum(
+    Role,
+    "What a token may do.",
+    READER="Queries, the live feed and downloads.",
+    ENGINEER="READER, plus registering and changing own models.",
+    ADMIN="ENGINEER, plus any model and token administration.",
+)
 
 
 @strawberry.type(description="A token's role in one project.")
@@ -57,11 +57,9 @@ class ApiToken:
         return from_doc(
             cls,
             doc,
-            role=Role(doc.role.value) if doc.role else None,
-            grants=[
-                TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grant_map().items())
-            ],
-            kind=ClientKind(doc.client_kind.value) if doc.client_kind else None,
+            role=doc.role,
+            grants=[TokenGrant(project=p, role=r) for p, r in sorted(doc.grant_map().items())],
+            kind=doc.client_kind,
         )
 
 
@@ -120,8 +118,8 @@ class TokenMutations:
     async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
-        role = roles.Role(input.role.name) if input.role is not None else None
-        grants = {g.project: roles.ProjectRole(g.role.name) for g in input.grants or []}
+        role = input.role
+        grants = {g.project: g.role for g in input.grants or []}
         kind = documents.ClientKind(input.kind.name) if input.kind else None
         value, record = await auth.create_token(
             input.name,

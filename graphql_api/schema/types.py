@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -25,6 +25,7 @@ from .connections import (
     page_request,
 )
 from .context import Info
+from .enums import graphql_enum
 from .node import Node, from_doc, global_id
 from .scalars import Long
 
@@ -35,20 +36,15 @@ class OrderDirection(Enum):
     DESC = strawberry.enum_value("DESC", description="Largest, newest or Z first.")
 
 
-@strawberry.enum(description="Where a version's SHA-256 stands.")
-class ChecksumStatus(Enum):
-    PENDING = strawberry.enum_value(
-        "PENDING", description="Not verified yet: the server is hashing the object in the background."
-    )
-    VERIFIED = strawberry.enum_value("VERIFIED", description="`sha256` is the object's SHA-256.")
-    MISMATCH = strawberry.enum_value(
-        "MISMATCH", description="The object is not what registration declared: downloads are refused."
-    )
-    UNAVAILABLE = strawberry.enum_value(
-        "UNAVAILABLE",
-        description="The object could not be hashed (gone, or changed since registration); see "
-        "`checksumError`.",
-    )
+ChecksumStatus = documents.ChecksumStatus
+graphql_enum(
+    ChecksumStatus,
+    "Where a version's SHA-256 stands.",
+    PENDING="Not verified yet: the server is hashing the object in the background.",
+    VERIFIED="`sha256` is the object's SHA-256.",
+    MISMATCH="The object is not what registration declared: downloads are refused.",
+    UNAVAILABLE="The object could not be hashed (gone, or changed since registration); see `checksumError`.",
+)
 
 
 @strawberry.type(description="One registered version of a model: an immutable artifact plus editable notes.")
@@ -118,8 +114,7 @@ class ModelVersion(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.ModelVersion) -> ModelVersion:
-        status = ChecksumStatus(doc.checksum_status.value)
-        return from_doc(cls, doc, id=global_id("ModelVersion", doc.id), db_id=doc.id, checksum_status=status)
+        return from_doc(cls, doc, id=global_id("ModelVersion", doc.id), db_id=doc.id)
 
 
 @strawberry.type(description="An alias and the version it points at.")
@@ -150,21 +145,35 @@ AliasChangeConnection = Connection[AliasChange]
 ModelVersionConnection = CountedConnection[ModelVersion]
 
 
-@strawberry.enum(description="What versions can be ordered by.")
-class ModelVersionOrderField(Enum):
-    VERSION = strawberry.enum_value("VERSION", description="The version number.")
-    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the version was registered.")
+ModelVersionOrderField = queries.VersionOrderField
+graphql_enum(
+    ModelVersionOrderField,
+    "What versions can be ordered by.",
+    name="ModelVersionOrderField",
+    VERSION="The version number.",
+    CREATED_AT="When the version was registered.",
+)
+
+
+FieldT = TypeVar("FieldT", bound=Enum)
+
+
+@strawberry.input(description="How to order.")
+class Order(Generic[FieldT]):
+    """A connection's order argument (each concrete one is a subclass, named and described by it)."""
+
+    field: FieldT = strawberry.field(description="What to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
+
+    @property
+    def descending(self) -> bool:
+        return self.direction is OrderDirection.DESC
 
 
 @strawberry.input(description="How to order versions.")
-class ModelVersionOrder:
-    field: ModelVersionOrderField = strawberry.field(description="What to order by.")
-    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
-
+class ModelVersionOrder(Order[ModelVersionOrderField]):
     def to_order(self) -> queries.VersionOrder:
-        return queries.VersionOrder(
-            queries.VersionOrderField(self.field.name), self.direction is OrderDirection.DESC
-        )
+        return queries.VersionOrder(self.field, self.descending)
 
 
 @strawberry.type(description="A model: one name, its project and owner, its versions and aliases.")
@@ -258,28 +267,21 @@ ModelEdge = WindowEdge[Model]
 ModelConnection = WindowConnection[Model]
 
 
-@strawberry.enum(description="What models can be ordered by.")
-class ModelOrderField(Enum):
-    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the first version was registered.")
-    UPDATED_AT = strawberry.enum_value(
-        "UPDATED_AT", description="When anything about the model last changed."
-    )
-    NAME = strawberry.enum_value("NAME", description="The name.")
-    DOWNLOADS = strawberry.enum_value(
-        "DOWNLOADS",
-        description="Complete downloads in `downloadsSince`..`downloadsUntil` (all time by default).",
-    )
+ModelOrderField = queries.ModelOrderField
+graphql_enum(
+    ModelOrderField,
+    "What models can be ordered by.",
+    CREATED_AT="When the first version was registered.",
+    UPDATED_AT="When anything about the model last changed.",
+    NAME="The name.",
+    DOWNLOADS="Complete downloads in `downloadsSince`..`downloadsUntil` (all time by default).",
+)
 
 
 @strawberry.input(description="How to order models.")
-class ModelOrder:
-    field: ModelOrderField = strawberry.field(description="What to order by.")
-    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
-
+class ModelOrder(Order[ModelOrderField]):
     def to_order(self) -> queries.ModelOrder:
-        return queries.ModelOrder(
-            queries.ModelOrderField(self.field.name), self.direction is OrderDirection.DESC
-        )
+        return queries.ModelOrder(self.field, self.descending)
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any, ClassVar
 
 import strawberry
@@ -16,50 +15,35 @@ from ..queries import EventQuery
 from .connections import AFTER, BEFORE, FIRST, LAST, Connection, PageWords, page_request
 from .context import Info
 from .downloads import DownloadFilter
+from .enums import graphql_enum
 from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, expected_errors
 from .node import Node, from_doc, global_id, parse_global_id
 
-
-@strawberry.enum(description="What a webhook can be told about.")
-class WebhookEventType(Enum):
-    VERSION_REGISTERED = strawberry.enum_value(
-        "VERSION_REGISTERED", description="A version was registered (`model_version.registered.v1`)."
-    )
-    VERSION_UPDATED = strawberry.enum_value(
-        "VERSION_UPDATED",
-        description="A version's description, tags or metadata changed, or it was unarchived "
-        "(`model_version.updated.v1`).",
-    )
-    VERSION_ARCHIVED = strawberry.enum_value(
-        "VERSION_ARCHIVED", description="A version was archived (`model_version.archived.v1`)."
-    )
-    ALIAS_MOVED = strawberry.enum_value(
-        "ALIAS_MOVED", description="An alias was set, moved or removed (`alias.moved.v1`)."
-    )
-    CHECKSUM_VERIFIED = strawberry.enum_value(
-        "CHECKSUM_VERIFIED",
-        description="A version's SHA-256 was verified (`model_version.checksum_verified.v1`).",
-    )
-    CHECKSUM_MISMATCH = strawberry.enum_value(
-        "CHECKSUM_MISMATCH",
-        description="A version's object is not what was declared (`model_version.checksum_mismatch.v1`).",
-    )
-    DOWNLOAD_COMPLETED = strawberry.enum_value(
-        "DOWNLOAD_COMPLETED", description="A download reached COMPLETED (`download.completed.v1`)."
-    )
-    DOWNLOAD_FAILED = strawberry.enum_value(
-        "DOWNLOAD_FAILED", description="A download reached FAILED (`download.failed.v1`)."
-    )
+WebhookEventType = webhooks.WebhookEvent
+graphql_enum(
+    WebhookEventType,
+    "What a webhook can be told about.",
+    name="WebhookEventType",
+    VERSION_REGISTERED="A version was registered (`model_version.registered.v1`).",
+    VERSION_UPDATED="A version's description, tags or metadata changed, or it was unarchived "
+    "(`model_version.updated.v1`).",
+    VERSION_ARCHIVED="A version was archived (`model_version.archived.v1`).",
+    ALIAS_MOVED="An alias was set, moved or removed (`alias.moved.v1`).",
+    CHECKSUM_VERIFIED="A version's SHA-256 was verified (`model_version.checksum_verified.v1`).",
+    CHECKSUM_MISMATCH="A version's object is not what was declared (`model_version.checksum_mismatch.v1`).",
+    DOWNLOAD_COMPLETED="A download reached COMPLETED (`download.completed.v1`).",
+    DOWNLOAD_FAILED="A download reached FAILED (`download.failed.v1`).",
+)
 
 
-@strawberry.enum(description="Where a delivery stands.")
-class DeliveryStatus(Enum):
-    PENDING = strawberry.enum_value("PENDING", description="In the outbox: being sent, or waiting to retry.")
-    DELIVERED = strawberry.enum_value("DELIVERED", description="The receiver answered 2xx.")
-    FAILED = strawberry.enum_value(
-        "FAILED",
-        description="Given up (retried for MODELHUB_WEBHOOK_RETRY_SECONDS, or its webhook disabled).",
-    )
+DeliveryStatus = documents.DeliveryStatus
+graphql_enum(
+    DeliveryStatus,
+    "Where a delivery stands.",
+    PENDING="In the outbox: being sent, or waiting to retry.",
+    DELIVERED="The receiver answered 2xx.",
+    FAILED="Given up (retried for MODELHUB_WEBHOOK_RETRY_SECONDS, or its webhook disabled).",
+)
 
 
 @strawberry.type(description="One event sent (or to be sent) to one webhook.")
@@ -93,7 +77,6 @@ class WebhookDelivery:
             cls,
             doc,
             webhook_id=strawberry.ID(doc.id),
-            status=DeliveryStatus(doc.status.value),
             next_attempt_at=doc.next_attempt_at if pending else None,
             payload=json.loads(doc.body),
         )
@@ -232,7 +215,7 @@ def _query(flt: DownloadFilter | None) -> EventQuery:
 
 
 def _events(events: list[WebhookEventType]) -> list[webhooks.WebhookEvent]:
-    return [webhooks.WebhookEvent(e.name) for e in events]
+    return list(events)
 
 
 @strawberry.type
