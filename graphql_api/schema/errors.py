@@ -192,6 +192,15 @@ def expected_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
     return wrapper
 
 
+def mutation(*, description: str) -> Callable[[Callable[P, Awaitable[R]]], Any]:
+    """A root mutation field (`strawberry.mutation`) whose expected errors are data (`expected_errors`)."""
+
+    def field(resolver: Callable[P, Awaitable[R]]) -> Any:
+        return strawberry.mutation(description=description)(expected_errors(resolver))
+
+    return field
+
+
 def _note_outcome(info: Any, outcome: str, project: object = None) -> None:
     """Tells the audit trail (schema/audit.py) how this root mutation field ended, and the project of the
     model or version it returned (so the trail need not look it up)."""

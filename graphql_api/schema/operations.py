@@ -20,7 +20,7 @@ from graphql.language import Visitor, visit
 from .. import roles
 from ..errors import InvalidInput as InvalidInputError
 from .context import Info
-from .errors import InvalidInput, expected_errors
+from .errors import InvalidInput, mutation
 
 
 def split(text: str) -> list[tuple[str | None, str]]:
@@ -103,11 +103,10 @@ RegisterOperationsResult = Annotated[
 
 @strawberry.type
 class OperationMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Registers operations by the SHA-256 of their text (ADMIN only); nothing is stored when "
         "any of them is invalid. `modelhub operations push FILE` calls it."
     )
-    @expected_errors
     async def register_operations(
         self, info: Info, input: Annotated[RegisterOperationsInput, strawberry.argument(description="What.")]
     ) -> RegisterOperationsResult:

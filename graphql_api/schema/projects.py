@@ -9,7 +9,7 @@ import strawberry
 from .. import documents, projects, roles
 from .context import Info
 from .enums import graphql_enum
-from .errors import InvalidInput, expected_errors
+from .errors import InvalidInput, mutation
 
 INPUT = strawberry.argument(description="What to do; see the input type.")
 
@@ -120,8 +120,7 @@ class ProjectQueries:
 
 @strawberry.type
 class ProjectMutations:
-    @strawberry.mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
-    @expected_errors
+    @mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
     async def set_project_visibility(
         self, info: Info, input: Annotated[SetProjectVisibilityInput, INPUT]
     ) -> SetProjectVisibilityResult:
@@ -130,8 +129,7 @@ class ProjectMutations:
         found = await projects.set_visibility(ctx.services.projects, ctx.principal, input.project, visibility)
         return Project.from_doc(found)
 
-    @strawberry.mutation(description="Gives a principal a role in a project. " + CHANGES)
-    @expected_errors
+    @mutation(description="Gives a principal a role in a project. " + CHANGES)
     async def grant_project_role(
         self, info: Info, input: Annotated[GrantProjectRoleInput, INPUT]
     ) -> GrantProjectRoleResult:
@@ -142,8 +140,7 @@ class ProjectMutations:
         )
         return Project.from_doc(found)
 
-    @strawberry.mutation(description="Takes a principal's project-side role away. " + CHANGES)
-    @expected_errors
+    @mutation(description="Takes a principal's project-side role away. " + CHANGES)
     async def revoke_project_role(
         self, info: Info, input: Annotated[RevokeProjectRoleInput, INPUT]
     ) -> RevokeProjectRoleResult:

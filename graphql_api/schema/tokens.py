@@ -11,7 +11,7 @@ from .. import auth, documents, roles
 from .context import Info
 from .downloads import ClientKind
 from .enums import graphql_enum
-from .errors import InvalidInput, expected_errors
+from .errors import InvalidInput, mutation
 from .node import from_doc
 from .projects import ProjectRole
 
@@ -113,8 +113,7 @@ class TokenQueries:
 
 @strawberry.type
 class TokenMutations:
-    @strawberry.mutation(description="Creates a bearer token (ADMIN only); its value is returned once.")
-    @expected_errors
+    @mutation(description="Creates a bearer token (ADMIN only); its value is returned once.")
     async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
@@ -132,11 +131,10 @@ class TokenMutations:
         )
         return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
 
-    @strawberry.mutation(
+    @mutation(
         description="Revokes a bearer token (ADMIN only); it stops working at once here, "
         "within MODELHUB_TOKEN_CACHE_SECONDS elsewhere."
     )
-    @expected_errors
     async def revoke_token(self, info: Info, input: Annotated[RevokeTokenInput, INPUT]) -> RevokeTokenResult:
         info.context.principal.require(roles.Role.ADMIN, "revoking tokens")
         revoked = await auth.revoke_token(input.name)

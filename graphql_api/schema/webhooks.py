@@ -16,7 +16,7 @@ from .connections import AFTER, BEFORE, FIRST, LAST, Connection, PageWords, page
 from .context import Info
 from .downloads import DownloadFilter
 from .enums import graphql_enum
-from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, expected_errors
+from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, mutation
 from .node import Node, from_doc, global_id, parse_global_id
 
 WebhookEventType = webhooks.WebhookEvent
@@ -229,8 +229,7 @@ class WebhookQueries:
 
 @strawberry.type
 class WebhookMutations:
-    @strawberry.mutation(description="Creates a webhook (ADMIN only); its signing secret is returned once.")
-    @expected_errors
+    @mutation(description="Creates a webhook (ADMIN only); its signing secret is returned once.")
     async def create_webhook(
         self, info: Info, input: Annotated[CreateWebhookInput, INPUT]
     ) -> CreateWebhookResult:
@@ -241,8 +240,7 @@ class WebhookMutations:
         )  # fmt: skip
         return WebhookWithSecret(webhook=Webhook.from_doc(doc), secret=doc.secret)
 
-    @strawberry.mutation(description="Changes a webhook (ADMIN only).")
-    @expected_errors
+    @mutation(description="Changes a webhook (ADMIN only).")
     async def update_webhook(
         self, info: Info, input: Annotated[UpdateWebhookInput, INPUT]
     ) -> UpdateWebhookResult:
@@ -257,34 +255,30 @@ class WebhookMutations:
         doc = await webhooks.update(info.context.principal, _webhook_key(input.id), change, allowed)
         return Webhook.from_doc(doc)
 
-    @strawberry.mutation(description="Deletes a webhook and its deliveries (ADMIN only).")
-    @expected_errors
+    @mutation(description="Deletes a webhook and its deliveries (ADMIN only).")
     async def delete_webhook(
         self, info: Info, input: Annotated[WebhookIdInput, INPUT]
     ) -> DeleteWebhookResult:
         return Webhook.from_doc(await webhooks.delete(info.context.principal, _webhook_key(input.id)))
 
-    @strawberry.mutation(
+    @mutation(
         description="Gives a webhook a new signing secret, returned once; every attempt from now on is "
         "signed with it (ADMIN only)."
     )
-    @expected_errors
     async def rotate_webhook_secret(
         self, info: Info, input: Annotated[WebhookIdInput, INPUT]
     ) -> RotateWebhookSecretResult:
         doc = await webhooks.rotate_secret(info.context.principal, _webhook_key(input.id))
         return WebhookWithSecret(webhook=Webhook.from_doc(doc), secret=doc.secret)
 
-    @strawberry.mutation(
+    @mutation(
         description="Sends a delivery again, with the same `webhook-id` (receivers that saw it can tell), "
         "retried as a new one would be (ADMIN only)."
     )
-    @expected_errors
     async def redeliver(self, info: Info, input: Annotated[RedeliverInput, INPUT]) -> RedeliverResult:
         return WebhookDelivery.from_doc(await webhooks.redeliver(info.context.principal, str(input.delivery)))
 
-    @strawberry.mutation(description="Queues a `webhook.test.v1` event for a webhook (ADMIN only).")
-    @expected_errors
+    @mutation(description="Queues a `webhook.test.v1` event for a webhook (ADMIN only).")
     async def test_webhook(self, info: Info, input: Annotated[WebhookIdInput, INPUT]) -> TestWebhookResult:
         return WebhookDelivery.from_doc(
             await webhooks.send_test(info.context.principal, _webhook_key(input.id))
