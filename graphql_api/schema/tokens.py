@@ -32,9 +32,8 @@ class TokenGrant:
 
 
 @strawberry.input(description="A role in one project, for a new token.")
-class TokenGrantInput:
-    project: str = strawberry.field(description="The project.")
-    role: ProjectRole = strawberry.field(description="The role in it.")
+class TokenGrantInput(TokenGrant):
+    """The same fields as `TokenGrant`, as an input."""
 
 
 @strawberry.type(description="A bearer token's record; the token itself is shown only when it is created.")
