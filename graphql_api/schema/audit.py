@@ -12,7 +12,6 @@ import strawberry
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
@@ -31,6 +30,7 @@ from ..errors import DomainError
 from ..http.caller import client_address
 from .connections import AFTER, FIRST, Connection, PageWords, page_request
 from .context import Context, Info
+from .document_limits import fragments_of
 from .enums import graphql_enum
 from .node import from_doc
 
@@ -84,7 +84,7 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
 
 def _root_fields(document: DocumentNode, selections: SelectionSetNode, depth: int = 0) -> Iterator[FieldNode]:
     """The root fields, fragments spread out (at most a few levels: the document limits apply already)."""
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    fragments = fragments_of(document)
     for selection in selections.selections:
         if isinstance(selection, FieldNode):
             if not selection.name.value.startswith("__"):

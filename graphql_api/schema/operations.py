@@ -20,6 +20,7 @@ from graphql.language import Visitor, visit
 from .. import roles
 from ..errors import InvalidInput as InvalidInputError
 from .context import Info
+from .document_limits import fragments_of
 from .errors import InvalidInput, mutation
 
 
@@ -27,7 +28,7 @@ def split(text: str) -> list[tuple[str | None, str]]:
     """Each operation of a .graphql document as (name, its own text exactly as written, followed by the
     fragments it uses in the order they appear); the text a client sends, whose SHA-256 is its id."""
     document = parse(text)
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    fragments = fragments_of(document)
     out = []
     for node in document.definitions:
         if not isinstance(node, OperationDefinitionNode):
