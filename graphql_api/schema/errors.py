@@ -46,14 +46,20 @@ class UserError:
     message: str = strawberry.field(description="A human-readable explanation.")
 
 
+@strawberry.type(description="About a model.")
+class ModelNamed(UserError):
+    """The `name` the errors about a model start with (not in the schema itself)."""
+
+    name: str = strawberry.field(description="The model name.")
+
+
 @strawberry.type(description="An argument or input field is invalid; `field` names it. Nothing was written.")
 class InvalidInput(UserError):
     field: str = strawberry.field(description="The argument or input field at fault, e.g. `input.name`.")
 
 
 @strawberry.type(description="A version with this number is already registered for the model.")
-class ModelVersionAlreadyExists(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionAlreadyExists(ModelNamed):
     version: int = strawberry.field(description="The version number that is taken.")
 
 
@@ -69,8 +75,7 @@ class ModelNotFound(UserError):
 
 
 @strawberry.type(description="The model exists but has no such version (or alias).")
-class ModelVersionNotFound(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionNotFound(ModelNamed):
     version: int | None = strawberry.field(description="The version number asked for, if any.")
     alias: str | None = strawberry.field(description="The alias asked for, if any.")
 
@@ -78,8 +83,7 @@ class ModelVersionNotFound(UserError):
 @strawberry.type(
     description="The version is archived: it keeps its history and stats but cannot be downloaded."
 )
-class ModelVersionArchived(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionArchived(ModelNamed):
     version: int = strawberry.field(description="The archived version.")
 
 
@@ -87,14 +91,12 @@ class ModelVersionArchived(UserError):
     description="The version is a tombstone: `modelhub prune` deleted its artifact after nobody had "
     "downloaded it for a long time; its history and figures are kept (`objectDeleted: true`)."
 )
-class ObjectDeleted(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ObjectDeleted(ModelNamed):
     version: int = strawberry.field(description="The pruned version.")
 
 
 @strawberry.type(description="The model has no alias with this name.")
-class AliasNotFound(UserError):
-    name: str = strawberry.field(description="The model name.")
+class AliasNotFound(ModelNamed):
     alias: str = strawberry.field(description="The alias that does not exist.")
 
 
@@ -113,8 +115,7 @@ class ChecksumMismatch(UserError):
     "MODELHUB_VERIFY_ON_DOWNLOAD_MAX_BYTES itself; a larger one waits for the background verifier). Retry "
     "after `retryAfterSeconds`."
 )
-class ChecksumPending(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ChecksumPending(ModelNamed):
     version: int = strawberry.field(description="The version whose checksum is pending.")
     retry_after_seconds: float = strawberry.field(description="When to try again, in seconds.")
 
@@ -123,8 +124,7 @@ class ChecksumPending(UserError):
     description="The object behind this version changed in the store since it was registered (a new ETag): "
     "its downloads are refused; register the new object as a new version."
 )
-class ArtifactChanged(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ArtifactChanged(ModelNamed):
     version: int = strawberry.field(description="The version whose artifact changed.")
     registered_etag: str = strawberry.field(description="The ETag when the version was registered.")
     current_etag: str = strawberry.field(description="The ETag in the store now.")
@@ -147,8 +147,14 @@ class DeliveryNotFound(UserError):
 
 # Domain exception → its result-union member, the type of the same name: the one translation, used by every
 # mutation. A member's fields are the exception's attributes of the same name, but for those renamed here.
+def _subclasses(kind: type[UserError]) -> list[type[UserError]]:
+    return [kind, *(sub for direct in kind.__subclasses__() for sub in _subclasses(direct))]
+
+
 _MEMBERS: dict[type[errors.DomainError], type[UserError]] = {
-    getattr(errors, member.__name__): member for member in UserError.__subclasses__()
+    getattr(errors, member.__name__): member
+    for member in _subclasses(UserError)
+    if hasattr(errors, member.__name__)
 }
 _ATTRIBUTES = {"retry_after_seconds": "retry_after"}
 
