@@ -6,28 +6,5 @@ has it.
 
 from __future__ import annotations
 
-from .sdk.types import (
-    Alias,
-    DownloadResult,
-    DownloadTicket,
-    LatestVersion,
-    Model,
-    ModelTotals,
-    ModelVersion,
-    Page,
-    RegisteredOperation,
-    StatsRow,
-)
-
-__all__ = [
-    "Alias",
-    "DownloadResult",
-    "DownloadTicket",
-    "LatestVersion",
-    "Model",
-    "ModelTotals",
-    "ModelVersion",
-    "Page",
-    "RegisteredOperation",
-    "StatsRow",
-]
+from .sdk.types import *  # noqa: F403
+from .sdk.types import __all__ as __all__

@@ -161,13 +161,9 @@ def build_events(
         kind, rule = kinds.choices(_KINDS, _KIND_WEIGHTS)[0]
         finished = started + timedelta(seconds=duration) if duration is not None else None
         events.append(
-            DownloadEvent(
+            DownloadEvent.of_version(
+                model,
                 id=ObjectId(),
-                model_id=model.id,
-                model_name=model.name,
-                model_version=model.version,
-                project_name=model.project_name,
-                size_bytes=model.size_bytes,
                 engineer=engineer,
                 user_agent=agent,
                 client_kind=kind,

@@ -346,6 +346,18 @@ class DownloadEvent(Document):
     sha256_matches: bool | None = None
     verified_at: datetime | None = None
 
+    @classmethod
+    def of_version(cls, version: ModelVersion, **fields: Any) -> DownloadEvent:
+        """A download of `version`: its model, number, project and size copied from it."""
+        return cls(
+            model_id=version.id,
+            model_name=version.name,
+            model_version=version.version,
+            project_name=version.project_name,
+            size_bytes=version.size_bytes,
+            **fields,
+        )
+
     class Settings:
         name = "download_events"
         indexes = [

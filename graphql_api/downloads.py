@@ -123,12 +123,8 @@ async def report_verification(who: Requester, scope: Scope, event_id: Any, match
 
 
 def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:
-    return DownloadEvent(
-        model_id=model.id,
-        model_name=model.name,
-        model_version=model.version,
-        project_name=model.project_name,
-        size_bytes=model.size_bytes,
+    return DownloadEvent.of_version(
+        model,
         engineer=who.engineer,
         user_agent=(who.user_agent or "")[:512] or None,
         client_address=who.client_address,

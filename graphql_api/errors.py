@@ -1,20 +1,50 @@
-"""Domain exceptions raised by the use-case modules; free of any framework type or protocol status."""
+"""Domain exceptions raised by the use-case modules; free of any framework type or protocol status.
+
+An error with fields is a dataclass (`@error`) whose class-level `text` is its message, a `str.format`
+template over its attributes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from . import codes
+
+
+class _Attributes:
+    """An object's attributes (properties too) as the mapping `str.format_map` reads."""
+
+    def __init__(self, source: object) -> None:
+        self._source = source
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self._source, key)
 
 
 class DomainError(Exception):
     """An expected failure, reported to the client as a typed error."""
 
     code = codes.ERROR
+    text: ClassVar[str] = "an expected failure"  # the message when none is given: a template over attributes
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str | None = None) -> None:
+        message = self.text.format_map(_Attributes(self)) if message is None else message
         super().__init__(message)
         self.message = message
+
+    def __post_init__(self) -> None:
+        DomainError.__init__(self)  # a dataclass subclass: its fields are set, its message follows
+
+
+E = TypeVar("E", bound=DomainError)
+
+
+@dataclass_transform(eq_default=False)
+def error(cls: type[E]) -> type[E]:
+    """Makes a domain error with fields a dataclass (`eq=False`: it stays hashable; `repr=False`: it keeps an
+    exception's repr)."""
+    return dataclass(eq=False, repr=False)(cls)
 
 
 class InvalidInput(DomainError):
@@ -46,153 +76,145 @@ class Forbidden(DomainError):
     code = codes.FORBIDDEN
 
 
-class ModelVersionAlreadyExists(DomainError):
-    code = codes.MODEL_VERSION_ALREADY_EXISTS
-
-    def __init__(self, name: str, version: int) -> None:
-        super().__init__(f"model {name!r} version {version} already exists")
-        self.name = name
-        self.version = version
-
-
+@error
 class ModelNotFound(DomainError):
     code = codes.MODEL_NOT_FOUND
+    text = "model {name!r} does not exist"
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model {name!r} does not exist")
-        self.name = name
+    name: str
 
 
+@error
+class ModelVersionError(DomainError):
+    """A failure about one version of a model."""
+
+    name: str
+    version: int
+
+
+class ModelVersionAlreadyExists(ModelVersionError):
+    code = codes.MODEL_VERSION_ALREADY_EXISTS
+    text = "model {name!r} version {version} already exists"
+
+
+@error
 class ModelVersionNotFound(DomainError):
     code = codes.MODEL_VERSION_NOT_FOUND
+    text = "model {name!r} has no {what}"
 
-    def __init__(self, name: str, version: int | None = None, alias: str | None = None) -> None:
-        what = f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
-        super().__init__(f"model {name!r} has no {what}")
-        self.name = name
-        self.version = version
-        self.alias = alias
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @property
+    def what(self) -> str:
+        version, alias = self.version, self.alias
+        return f"version {version}" if version is not None else f"alias {alias!r}" if alias else "a version"
 
 
-class ModelVersionArchived(DomainError):
+class ModelVersionArchived(ModelVersionError):
     code = codes.MODEL_VERSION_ARCHIVED
-
-    def __init__(self, name: str, version: int) -> None:
-        super().__init__(f"model {name!r} version {version} is archived")
-        self.name = name
-        self.version = version
+    text = "model {name!r} version {version} is archived"
 
 
-class ObjectDeleted(DomainError):
+class ObjectDeleted(ModelVersionError):
     """The version is a tombstone: `modelhub prune` deleted its artifact (history and figures are kept)."""
 
     code = codes.OBJECT_DELETED
-
-    def __init__(self, name: str, version: int) -> None:
-        super().__init__(
-            f"model {name!r} version {version} was pruned: its artifact has been deleted (nobody had "
-            "downloaded it for a long time); its history and figures are kept"
-        )
-        self.name = name
-        self.version = version
+    text = (
+        "model {name!r} version {version} was pruned: its artifact has been deleted (nobody had "
+        "downloaded it for a long time); its history and figures are kept"
+    )
 
 
+@error
 class AliasNotFound(DomainError):
     code = codes.ALIAS_NOT_FOUND
+    text = "model {name!r} has no alias {alias!r}"
 
-    def __init__(self, name: str, alias: str) -> None:
-        super().__init__(f"model {name!r} has no alias {alias!r}")
-        self.name = name
-        self.alias = alias
+    name: str
+    alias: str
 
 
+@error
 class StorageObjectNotFound(DomainError):
     code = codes.STORAGE_OBJECT_NOT_FOUND
+    text = "no object at s3://{bucket}/{key}"
 
-    def __init__(self, bucket: str, key: str) -> None:
-        super().__init__(f"no object at s3://{bucket}/{key}")
-        self.bucket = bucket
-        self.key = key
+    bucket: str
+    key: str
 
 
+@error
 class ChecksumMismatch(DomainError):
     """The artifact's bytes are not those whose SHA-256 registration (or an upload) declared."""
 
     code = codes.CHECKSUM_MISMATCH
+    text = "{what} has SHA-256 {actual}, not the declared {expected}"
 
-    def __init__(self, expected: str, actual: str, what: str = "the artifact") -> None:
-        super().__init__(f"{what} has SHA-256 {actual}, not the declared {expected}")
-        self.expected = expected
-        self.actual = actual
+    expected: str
+    actual: str
+    what: str = "the artifact"
 
 
-class ArtifactChanged(DomainError):
+@error
+class ArtifactChanged(ModelVersionError):
     """The object behind a version is not the one registered (its ETag changed): refused, not served."""
 
     code = codes.ARTIFACT_CHANGED
+    text = (
+        "the artifact of model {name!r} version {version} changed in the store since it was registered "
+        "(ETag {registered_etag} then, {current_etag} now); register the new object as a new version"
+    )
 
-    def __init__(self, name: str, version: int, registered_etag: str, current_etag: str) -> None:
-        super().__init__(
-            f"the artifact of model {name!r} version {version} changed in the store since it was registered "
-            f"(ETag {registered_etag} then, {current_etag} now); register the new object as a new version"
-        )
-        self.name = name
-        self.version = version
-        self.registered_etag = registered_etag
-        self.current_etag = current_etag
+    registered_etag: str
+    current_etag: str
 
 
+@error
 class UploadNotFound(DomainError):
     """No open upload has this id (never issued, already expired, or cleaned up)."""
 
     code = codes.UPLOAD_NOT_FOUND
+    text = "upload {upload_id} {why}"
 
-    def __init__(self, upload_id: str, why: str = "does not exist or has expired") -> None:
-        super().__init__(f"upload {upload_id} {why}")
-        self.upload_id = upload_id
+    upload_id: str
+    why: str = "does not exist or has expired"
 
 
+@error
 class UploadAlreadyReceived(DomainError):
     """The upload's bytes already arrived and were put in place: a later (or concurrent) PUT cannot replace
     them."""
 
     code = codes.UPLOAD_ALREADY_RECEIVED
+    text = "upload {upload_id} has already received its bytes; they cannot be replaced (start a new upload)"
 
-    def __init__(self, upload_id: str) -> None:
-        super().__init__(
-            f"upload {upload_id} has already received its bytes; they cannot be replaced (start a new upload)"
-        )
-        self.upload_id = upload_id
+    upload_id: str
 
 
-class ChecksumPending(DomainError):
+@error
+class ChecksumPending(ModelVersionError):
     """The version's SHA-256 has not been verified yet and its store does not vouch for the bytes: it is not
     served until the verifier (or a download that hashes it) has checked them."""
 
     code = codes.CHECKSUM_PENDING
+    text = (
+        "model {name!r} version {version}: its artifact's SHA-256 is still being verified; try again "
+        "in {retry_after:g} s"
+    )
 
-    def __init__(self, name: str, version: int, retry_after: float) -> None:
-        super().__init__(
-            f"model {name!r} version {version}: its artifact's SHA-256 is still being verified; try again "
-            f"in {retry_after:g} s"
-        )
-        self.name = name
-        self.version = version
-        self.retry_after = retry_after
+    retry_after: float
 
 
 class WebhookNotFound(DomainError):
     code = codes.WEBHOOK_NOT_FOUND
-
-    def __init__(self) -> None:
-        super().__init__("no webhook has this id")
+    text = "no webhook has this id"
 
 
 class DeliveryNotFound(DomainError):
     code = codes.DELIVERY_NOT_FOUND
-
-    def __init__(self) -> None:
-        super().__init__("no webhook delivery has this id")
+    text = "no webhook delivery has this id"
 
 
 class StorageUnavailable(Exception):
@@ -211,12 +233,12 @@ class DatabaseUnavailable(Exception):
     """The database stopped answering (its watch is down): the request is answered now, not after a hang."""
 
 
+@error
 class RangeNotSatisfiable(DomainError):
     code = codes.RANGE_NOT_SATISFIABLE
+    text = "requested range is not satisfiable for an object of {size} bytes"
 
-    def __init__(self, size: int) -> None:
-        super().__init__(f"requested range is not satisfiable for an object of {size} bytes")
-        self.size = size
+    size: int
 
 
 class TicketProblem(StrEnum):

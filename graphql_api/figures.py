@@ -152,74 +152,57 @@ class Figure:
         return self.rollup is not None and self.rollup.finish not in (Finish.VALUE, Finish.MEAN)
 
 
+def _sum(name: str, description: str, bucket: str | None = None, *, ordered: bool = False) -> Figure:
+    """A count summed as it is (from the rollup bucket field `bucket`, else `name`); an `ordered` one is a
+    metric of its name that series may plot."""
+    made = _value(name)
+    rollup = _value(bucket) if bucket else made
+    metric = name.upper() if ordered else None
+    return Figure(name, name, description, made, rollup, metric=metric, series=ordered)
+
+
+def _percentile(what: str, p: float, field: str, description: str, *, ordered: bool = False) -> Figure:
+    """The `p` percentile of durations or throughputs: nearest rank of the raw values, else read off the
+    rollups' histogram (within about 5%); an `ordered` one is a metric of its name."""
+    name = f"p{round(p * 100)}_{what}"
+    minimum = None if what == "duration" else 0.001  # throughputs' histogram starts lower
+    raw = Made(Finish.PERCENTILE, (f"{what}s",), p)
+    rollup = Made(Finish.PERCENTILE, (f"{what}_hist",), p, minimum=minimum)
+    metric = name.upper() if ordered else None
+    return Figure(name, field, description, raw, rollup, integral=False, metric=metric, exact=False)
+
+
 FIGURES: tuple[Figure, ...] = (
-    Figure(
-        "downloads", "downloads", "Download events (any status) started in the group.",
-        _value("downloads"), _value("downloads"), metric="DOWNLOADS", series=True,
-    ),
-    Figure(
-        "completed", "completed", "Completed downloads.",
-        _value("completed"), _value("completed"), metric="COMPLETED", series=True,
-    ),
-    Figure(
-        "aborted", "aborted", "Aborted downloads.",
-        _value("aborted"), _value("aborted"), metric="ABORTED", series=True,
-    ),
-    Figure(
-        "failed", "failed", "Failed downloads.",
-        _value("failed"), _value("failed"), metric="FAILED", series=True,
-    ),
-    Figure(
-        "verified", "verified",
-        "Downloads whose client reported the SHA-256 matched (reportDownloadVerification).",
-        _value("verified"), _value("verified"),
-    ),
-    Figure(
-        "mismatched", "mismatched", "Downloads whose client reported a SHA-256 mismatch.",
-        _value("mismatched"), _value("mismatched"),
-    ),
-    Figure(
-        "total_bytes", "total_bytes", "Bytes actually sent.",
-        _value("total_bytes"), _value("bytes_sent"), metric="TOTAL_BYTES", series=True,
-    ),
+    _sum("downloads", "Download events (any status) started in the group.", ordered=True),
+    _sum("completed", "Completed downloads.", ordered=True),
+    _sum("aborted", "Aborted downloads.", ordered=True),
+    _sum("failed", "Failed downloads.", ordered=True),
+    _sum("verified", "Downloads whose client reported the SHA-256 matched (reportDownloadVerification)."),
+    _sum("mismatched", "Downloads whose client reported a SHA-256 mismatch."),
+    _sum("total_bytes", "Bytes actually sent.", "bytes_sent", ordered=True),
     Figure(
         "avg_duration", "avg_duration_seconds", "Mean duration of finished downloads.",
         Made(Finish.MEAN, ("duration_sum", "duration_count")),
         Made(Finish.MEAN, ("duration_sum", "duration_count")),
         integral=False, metric="AVG_DURATION",
     ),
-    Figure(
-        "p50_duration", "p50_duration_seconds", "Median duration.",
-        Made(Finish.PERCENTILE, ("durations",), 0.5), Made(Finish.PERCENTILE, ("duration_hist",), 0.5),
-        integral=False, metric="P50_DURATION", exact=False,
-    ),
-    Figure(
-        "p95_duration", "p95_duration_seconds", "95th percentile duration.",
-        Made(Finish.PERCENTILE, ("durations",), 0.95), Made(Finish.PERCENTILE, ("duration_hist",), 0.95),
-        integral=False, metric="P95_DURATION", exact=False,
-    ),
-    Figure(
-        "p99_duration", "p99_duration_seconds", "99th percentile duration: the slow tail p95 hides.",
-        Made(Finish.PERCENTILE, ("durations",), 0.99), Made(Finish.PERCENTILE, ("duration_hist",), 0.99),
-        integral=False, metric="P99_DURATION", exact=False,
+    _percentile("duration", 0.5, "p50_duration_seconds", "Median duration.", ordered=True),
+    _percentile("duration", 0.95, "p95_duration_seconds", "95th percentile duration.", ordered=True),
+    _percentile(
+        "duration", 0.99, "p99_duration_seconds", "99th percentile duration: the slow tail p95 hides.",
+        ordered=True,
     ),
     Figure(
         "max_duration", "max_duration_seconds", "Longest duration.",
         _value("max_duration"), _value("duration_max"), integral=False, metric="MAX_DURATION",
     ),
-    Figure(
-        "p50_throughput", "p50_throughput_bytes_per_second",
+    _percentile(
+        "throughput", 0.5, "p50_throughput_bytes_per_second",
         "Median throughput (bytes sent / duration) of transfers that sent bytes over a duration.",
-        Made(Finish.PERCENTILE, ("throughputs",), 0.5),
-        Made(Finish.PERCENTILE, ("throughput_hist",), 0.5, minimum=0.001),
-        integral=False, exact=False,
     ),
-    Figure(
-        "p95_throughput", "p95_throughput_bytes_per_second",
+    _percentile(
+        "throughput", 0.95, "p95_throughput_bytes_per_second",
         "95th percentile throughput (bytes per second); rollups: within about 5%, like durations.",
-        Made(Finish.PERCENTILE, ("throughputs",), 0.95),
-        Made(Finish.PERCENTILE, ("throughput_hist",), 0.95, minimum=0.001),
-        integral=False, exact=False,
     ),
     Figure(
         "unique_engineers", "unique_engineers", "Distinct engineers who downloaded.",

@@ -33,33 +33,25 @@ class PersistedQueryNotFound(DomainError):
     """An unregistered hash. Apollo's clients look for this message and code, then resend the text."""
 
     code = codes.PERSISTED_QUERY_NOT_FOUND
-
-    def __init__(self) -> None:
-        super().__init__("PersistedQueryNotFound")
+    text = "PersistedQueryNotFound"
 
 
 class OperationNotPersisted(DomainError):
     code = codes.OPERATION_NOT_PERSISTED
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this server runs registered operations only: register it with "
-            "`modelhub operations push FILE` and send its hash as extensions.persistedQuery.sha256Hash"
-        )
+    text = (
+        "this server runs registered operations only: register it with "
+        "`modelhub operations push FILE` and send its hash as extensions.persistedQuery.sha256Hash"
+    )
 
 
 class PersistedHashMismatch(DomainError):
     code = codes.PERSISTED_QUERY_HASH_MISMATCH
-
-    def __init__(self) -> None:
-        super().__init__("extensions.persistedQuery.sha256Hash is not the SHA-256 of the query sent with it")
+    text = "extensions.persistedQuery.sha256Hash is not the SHA-256 of the query sent with it"
 
 
 class MalformedPersistedQuery(DomainError):
     code = codes.BAD_REQUEST
-
-    def __init__(self) -> None:
-        super().__init__("extensions.persistedQuery.sha256Hash must be a hex SHA-256")
+    text = "extensions.persistedQuery.sha256Hash must be a hex SHA-256"
 
 
 def sha256_of(body: str) -> str:

@@ -49,11 +49,13 @@ def check_time_zone(time_zone: str | None) -> None:
             raise InvalidInput("timeZone", f"unknown time zone {time_zone!r}") from exc
 
 
+@dataclass(frozen=True)
 class CursorKeyed:
-    """An order's short name for cursors (`NAME_ASC`): a cursor made for one order is refused by another."""
+    """An order: a field (each order's own enum and default), which way, and its short name for cursors
+    (`NAME_ASC`): a cursor made for one order is refused by another."""
 
     field: StrEnum
-    descending: bool
+    descending: bool = True
 
     @property
     def key(self) -> str:
@@ -70,7 +72,6 @@ class ModelOrderField(StrEnum):
 @dataclass(frozen=True)
 class ModelOrder(CursorKeyed):
     field: ModelOrderField = ModelOrderField.CREATED_AT
-    descending: bool = True
 
 
 @dataclass
@@ -98,7 +99,6 @@ class VersionOrderField(StrEnum):
 @dataclass(frozen=True)
 class VersionOrder(CursorKeyed):
     field: VersionOrderField = VersionOrderField.VERSION
-    descending: bool = True
 
 
 @dataclass
@@ -156,7 +156,6 @@ class DownloadOrderField(StrEnum):
 @dataclass(frozen=True)
 class DownloadOrder(CursorKeyed):
     field: DownloadOrderField = DownloadOrderField.STARTED_AT
-    descending: bool = True
 
 
 class Dimension(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import anyio
@@ -73,29 +73,20 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(eq=False)
 class StreamObject:
     """Streams `transfer` from `store`. It counts bytes only after `send` returns, watches for the client
     going away, and reports the outcome (COMPLETED, ABORTED with the bytes really sent, or FAILED) to
     `on_finish` even when cancelled; `on_progress` hears the bytes sent every `heartbeat_seconds`."""
 
-    def __init__(
-        self,
-        store: ObjectStore,
-        transfer: Transfer,
-        *,
-        extra_headers: dict[str, str] | None = None,
-        heartbeat_seconds: float = 5.0,
-        on_progress: OnProgress | None = None,
-        on_finish: OnFinish | None = None,
-        in_flight: Any = None,
-    ) -> None:
-        self.store = store
-        self.transfer = transfer
-        self.extra_headers = extra_headers
-        self.heartbeat_seconds = heartbeat_seconds
-        self.on_progress = on_progress
-        self.on_finish = on_finish
-        self.in_flight = in_flight
+    store: ObjectStore
+    transfer: Transfer
+    _: KW_ONLY
+    extra_headers: dict[str, str] | None = None
+    heartbeat_seconds: float = 5.0
+    on_progress: OnProgress | None = None
+    on_finish: OnFinish | None = None
+    in_flight: Any = None
 
     def _open(self) -> AsyncIterator[bytes] | None:
         t = self.transfer

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import strawberry
 
-from .. import queries
 from ..analytics import series, stats
 from .context import Info
 from .downloads import DownloadFilter
@@ -89,9 +88,9 @@ class AnalyticsQueries:
         time_zone: Annotated[str | None, TIME_ZONE] = None,
     ) -> DownloadSeriesResult:
         request = series.SeriesRequest(
-            by=queries.Dimension(by.name),
-            metric=series.SeriesMetric(metric.name),
-            interval=queries.Interval(interval.name),
+            by=by,
+            metric=metric,
+            interval=interval,
             since=since,
             until=until,
             query=(filter or DownloadFilter()).to_query(),

@@ -3,16 +3,15 @@ operation refused as UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED; and the `auditE
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from enum import Enum
 from typing import Annotated, Any, ClassVar
 
 import strawberry
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
@@ -31,6 +30,9 @@ from ..errors import DomainError
 from ..http.caller import client_address
 from .connections import AFTER, FIRST, Connection, PageWords, page_request
 from .context import Context, Info
+from .document_limits import fragments_of
+from .enums import graphql_enum
+from .node import from_doc
 
 REFUSALS = frozenset({"UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED"})
 # Where a root field's arguments name what it acts on, in order of preference (looked for in its `input`
@@ -82,7 +84,7 @@ def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionN
 
 def _root_fields(document: DocumentNode, selections: SelectionSetNode, depth: int = 0) -> Iterator[FieldNode]:
     """The root fields, fragments spread out (at most a few levels: the document limits apply already)."""
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    fragments = fragments_of(document)
     for selection in selections.selections:
         if isinstance(selection, FieldNode):
             if not selection.name.value.startswith("__"):
@@ -170,18 +172,17 @@ def _record(
         context.services.audit.record(record, model_name)
 
 
-@strawberry.enum(description="What an audit record is about.")
-class AuditKind(Enum):
-    MUTATION = strawberry.enum_value("MUTATION", description="A root mutation field, whatever its outcome.")
-    TOKEN = strawberry.enum_value("TOKEN", description="A token made or revoked by `modelhub token ...`.")
-    REFUSED = strawberry.enum_value(
-        "REFUSED",
-        description="A refused attempt: an operation refused UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or "
-        "a download, object or upload route answering 401/403.",
-    )
-    SIGN_IN = strawberry.enum_value(
-        "SIGN_IN", description="The first sign-in of a principal not seen before."
-    )
+AuditKind = AuditKindValue
+graphql_enum(
+    AuditKind,
+    "What an audit record is about.",
+    name="AuditKind",
+    MUTATION="A root mutation field, whatever its outcome.",
+    TOKEN="A token made or revoked by `modelhub token ...`.",
+    REFUSED="A refused attempt: an operation refused UNAUTHENTICATED, FORBIDDEN or RATE_LIMITED, or a "
+    "download, object or upload route answering 401/403.",
+    SIGN_IN="The first sign-in of a principal not seen before.",
+)
 
 
 @strawberry.type(description="One audit record: who did what to which target, the outcome, when, from where.")
@@ -214,17 +215,7 @@ class AuditEvent:
 
     @classmethod
     def from_doc(cls, doc: AuditRecord) -> AuditEvent:
-        return cls(
-            at=doc.at,
-            kind=AuditKind(doc.kind.value),
-            principal=doc.principal,
-            action=doc.action,
-            target=doc.target,
-            project=doc.project,
-            outcome=doc.outcome,
-            client_address=doc.client_address,
-            transport=doc.transport,
-        )
+        return from_doc(cls, doc)
 
 
 AuditEventConnection = Connection[AuditEvent]
@@ -240,14 +231,8 @@ class AuditFilterInput:
     until: datetime | None = strawberry.field(default=None, description="Before this moment (exclusive).")
 
     def to_filter(self) -> AuditFilter:
-        return AuditFilter(
-            principal=self.principal,
-            action=self.action,
-            project=self.project,
-            outcome=self.outcome,
-            since=self.since,
-            until=self.until,
-        )
+        names = (field.name for field in dataclasses.fields(AuditFilter))
+        return AuditFilter(**{name: getattr(self, name) for name in names})
 
 
 @strawberry.type

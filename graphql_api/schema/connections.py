@@ -77,17 +77,24 @@ class _Page(Generic[NodeT]):
     edges: Sequence[Edge[NodeT]] = strawberry.field(description=EDGES)
     page_info: PageInfo = strawberry.field(description="Where this page sits.")
 
+    def _nodes(self) -> list[NodeT]:
+        return [edge.node for edge in self.edges]
+
+    @classmethod
+    def _of(cls, page: Page[DocT], node: Callable[[DocT], NodeT], **more: Any) -> Self:
+        edges = [Edge(node=node(doc), cursor=cursor) for doc, cursor in page.items]
+        return cls(edges=edges, page_info=page_info(page), **more)
+
 
 @strawberry.type(description="{page}")
 class Connection(_Page[NodeT]):
     @strawberry.field(description=NODES)
     def nodes(self) -> list[NodeT]:
-        return [edge.node for edge in self.edges]
+        return self._nodes()
 
     @classmethod
     def of(cls, page: Page[DocT], node: Callable[[DocT], NodeT]) -> Self:
-        edges = [Edge(node=node(doc), cursor=cursor) for doc, cursor in page.items]
-        return cls(edges=edges, page_info=page_info(page))
+        return cls._of(page, node)
 
 
 # Named "Connection" too, so that `CountedConnection[Model]` is `ModelConnection` in the schema.
@@ -104,12 +111,11 @@ class CountedConnection(_Page[NodeT]):
     # After `totalCount`, as in the SDL before connections were generic.
     @strawberry.field(description=NODES)
     def nodes(self) -> list[NodeT]:
-        return [edge.node for edge in self.edges]
+        return self._nodes()
 
     @classmethod
     def of(cls, page: Page[DocT], node: Callable[[DocT], NodeT]) -> Self:
-        edges = [Edge(node=node(doc), cursor=cursor) for doc, cursor in page.items]
-        return cls(edges=edges, page_info=page_info(page), count=page.count)
+        return cls._of(page, node, count=page.count)
 
 
 def describe_pages(schema: GraphQLSchema) -> None:

@@ -43,15 +43,18 @@ class _Local:
     spreads: list[tuple[str, int, bool]] = field(default_factory=list)
 
 
+def fragments_of(document: DocumentNode) -> dict[str, FragmentDefinitionNode]:
+    """A document's fragment definitions by name."""
+    return {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+
+
 class DocumentShapes:
     """The shapes of a document's operations and fragments. Each definition's own text is walked once and
     each fragment's shape is computed once (without recursion, so a long chain of fragments cannot exhaust
     the stack); a spread closing a cycle adds nothing (graphql-core's NoFragmentCycles refuses it)."""
 
     def __init__(self, document: DocumentNode) -> None:
-        self.fragments: dict[str, FragmentDefinitionNode] = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
+        self.fragments = fragments_of(document)
         self.visits = 0  # selections walked: the work done, for tests
         self._locals: dict[str, _Local] = {}
         self._shapes: dict[str, Shape] = {}

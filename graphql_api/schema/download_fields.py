@@ -6,7 +6,7 @@ from typing import Annotated
 
 import strawberry
 
-from .. import documents, downloads, queries
+from .. import downloads, queries
 from ..analytics import events
 from ..errors import InvalidInput as InvalidId
 from .connections import AFTER, BEFORE, FIRST, LAST, page_request
@@ -22,7 +22,7 @@ from .errors import (
     ModelVersionNotFound,
     ObjectDeleted,
     StorageObjectNotFound,
-    expected_errors,
+    mutation,
 )
 from .inputs import INPUT, ReportDownloadVerificationInput, RequestDownloadInput
 from .node import parse_global_id
@@ -80,10 +80,9 @@ class DownloadQueries:
 
 @strawberry.type
 class DownloadMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Issues a download: a signed, single-use URL on this server (STREAM) or a presigned URL."
     )
-    @expected_errors
     async def request_download(
         self, info: Info, input: Annotated[RequestDownloadInput, INPUT]
     ) -> RequestDownloadResult:
@@ -93,7 +92,7 @@ class DownloadMutations:
             name=input.name,
             version=input.version,
             alias=input.alias,
-            mode=documents.DownloadMode(input.mode.name),
+            mode=input.mode,
             expires_in=input.expires_in,
             who=ctx.requester,
             scope=ctx.scope,
@@ -107,11 +106,10 @@ class DownloadMutations:
             download=DownloadEvent.from_doc(ticket.event),
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Reports whether a download's bytes had the version's SHA-256 (once per download, by "
         "the principal who downloaded): counted as `verified` or `mismatched` in `downloadStats`."
     )
-    @expected_errors
     async def report_download_verification(
         self, info: Info, input: Annotated[ReportDownloadVerificationInput, INPUT]
     ) -> ReportDownloadVerificationResult:

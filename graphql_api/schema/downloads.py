@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Any, ClassVar
 
 import strawberry
@@ -11,43 +10,42 @@ import strawberry
 from .. import documents, queries
 from .connections import CountedConnection, PageWords
 from .context import Info
-from .node import Node, global_id
+from .enums import graphql_enum
+from .node import Node, from_doc, global_id
 from .scalars import Long
-from .types import ModelVersion, OrderDirection
+from .types import ModelVersion, Order
+
+DownloadMode = documents.DownloadMode
+graphql_enum(
+    DownloadMode,
+    "How the bytes reach the client.",
+    STREAM="Through this server, from a signed single-use URL.",
+    PRESIGNED="Straight from the store by a short-lived presigned URL (not tracked further).",
+)
 
 
-@strawberry.enum(description="How the bytes reach the client.")
-class DownloadMode(Enum):
-    STREAM = strawberry.enum_value("STREAM", description="Through this server, from a signed single-use URL.")
-    PRESIGNED = strawberry.enum_value(
-        "PRESIGNED",
-        description="Straight from the store by a short-lived presigned URL (not tracked further).",
-    )
+ClientKind = documents.ClientKind
+graphql_enum(
+    ClientKind,
+    "Who a download is for, and so whether it is a person's download.",
+    CI="A CI job: its token's kind, or the SDK/CLI saw a CI variable.",
+    BOT="A crawler or bot, by its user agent.",
+    HUMAN="A person at a terminal, as the SDK/CLI declares.",
+    UNKNOWN="Nothing said which (curl, scripts, and every download before kinds existed).",
+)
 
 
-@strawberry.enum(description="Who a download is for, and so whether it is a person's download.")
-class ClientKind(Enum):
-    CI = strawberry.enum_value(
-        "CI", description="A CI job: its token's kind, or the SDK/CLI saw a CI variable."
-    )
-    BOT = strawberry.enum_value("BOT", description="A crawler or bot, by its user agent.")
-    HUMAN = strawberry.enum_value("HUMAN", description="A person at a terminal, as the SDK/CLI declares.")
-    UNKNOWN = strawberry.enum_value(
-        "UNKNOWN", description="Nothing said which (curl, scripts, and every download before kinds existed)."
-    )
-
-
-@strawberry.enum(description="Where a download is: ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.")
-class DownloadStatus(Enum):
-    ISSUED = strawberry.enum_value("ISSUED", description="A URL was handed out; no byte has flowed yet.")
-    IN_PROGRESS = strawberry.enum_value("IN_PROGRESS", description="Bytes are flowing.")
-    COMPLETED = strawberry.enum_value(
-        "COMPLETED",
-        description="Every byte asked for was sent (which, for a Range fetch, is not the whole object: "
-        "see `completesDownload`).",
-    )
-    ABORTED = strawberry.enum_value("ABORTED", description="The client went away (or its server died).")
-    FAILED = strawberry.enum_value("FAILED", description="The store failed; `failureReason` says how.")
+DownloadStatus = documents.DownloadStatus
+graphql_enum(
+    DownloadStatus,
+    "Where a download is: ISSUED → IN_PROGRESS → COMPLETED | ABORTED | FAILED.",
+    ISSUED="A URL was handed out; no byte has flowed yet.",
+    IN_PROGRESS="Bytes are flowing.",
+    COMPLETED="Every byte asked for was sent (which, for a Range fetch, is not the whole object: see "
+    "`completesDownload`).",
+    ABORTED="The client went away (or its server died).",
+    FAILED="The store failed; `failureReason` says how.",
+)
 
 
 @strawberry.type(
@@ -144,31 +142,15 @@ class DownloadEvent(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.DownloadEvent) -> DownloadEvent:
-        return cls(
+        return from_doc(
+            cls,
+            doc,
             id=global_id("DownloadEvent", doc.id),
             version_db_id=doc.model_id,
-            model_name=doc.model_name,
             version=doc.model_version,
-            project_name=doc.project_name,
-            size_bytes=doc.size_bytes,
-            engineer=doc.engineer,
             user_agent_value=doc.user_agent,
             client_address_value=doc.client_address,
-            requested_alias=doc.requested_alias,
-            mode=DownloadMode(doc.mode.value),
-            client_kind=ClientKind(documents.ClientKind(doc.client_kind).value),
-            client_kind_rule=doc.client_kind_rule,
-            client_version=doc.client_version,
-            status=DownloadStatus(doc.status.value),
-            sha256_matches=doc.sha256_matches,
-            bytes_sent=doc.bytes_sent,
-            range_start=doc.range_start,
-            range_end=doc.range_end,
-            started_at=doc.started_at,
-            transfer_started_at=doc.transfer_started_at,
-            finished_at=doc.finished_at,
-            duration_seconds=doc.duration_seconds,
-            expires_at=doc.expires_at,
+            client_kind=ClientKind(doc.client_kind),
             failure_reason=doc.error,
             completes_download=doc.completes,
             resumes_db_id=doc.resumes,
@@ -186,22 +168,20 @@ class DownloadTicket:
 DownloadEventConnection = CountedConnection[DownloadEvent]
 
 
-@strawberry.enum(description="What download events can be ordered by.")
-class DownloadOrderField(Enum):
-    STARTED_AT = strawberry.enum_value("STARTED_AT", description="When the download was requested.")
-    BYTES_SENT = strawberry.enum_value("BYTES_SENT", description="Bytes sent.")
-    DURATION = strawberry.enum_value("DURATION", description="Duration (lists finished downloads only).")
+DownloadOrderField = queries.DownloadOrderField
+graphql_enum(
+    DownloadOrderField,
+    "What download events can be ordered by.",
+    STARTED_AT="When the download was requested.",
+    BYTES_SENT="Bytes sent.",
+    DURATION="Duration (lists finished downloads only).",
+)
 
 
 @strawberry.input(description="How to order download events.")
-class DownloadOrder:
-    field: DownloadOrderField = strawberry.field(description="What to order by.")
-    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
-
+class DownloadOrder(Order[DownloadOrderField]):
     def to_order(self) -> queries.DownloadOrder:
-        return queries.DownloadOrder(
-            queries.DownloadOrderField(self.field.name), self.direction is OrderDirection.DESC
-        )
+        return queries.DownloadOrder(self.field, self.descending)
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")
@@ -227,9 +207,9 @@ class DownloadFilter:
             versions=list(self.versions or []),
             project_names=list(self.project_names or []),
             engineers=list(self.engineers or []),
-            statuses=[documents.DownloadStatus(s.name) for s in self.statuses or []],
-            modes=[documents.DownloadMode(m.name) for m in self.modes or []],
-            client_kinds=[documents.ClientKind(k.name) for k in self.client_kinds or []],
+            statuses=list(self.statuses or []),
+            modes=list(self.modes or []),
+            client_kinds=list(self.client_kinds or []),
             since=self.since,
             until=self.until,
             min_bytes=self.min_bytes,

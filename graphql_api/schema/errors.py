@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -45,14 +46,20 @@ class UserError:
     message: str = strawberry.field(description="A human-readable explanation.")
 
 
+@strawberry.type(description="About a model.")
+class ModelNamed(UserError):
+    """The `name` the errors about a model start with (not in the schema itself)."""
+
+    name: str = strawberry.field(description="The model name.")
+
+
 @strawberry.type(description="An argument or input field is invalid; `field` names it. Nothing was written.")
 class InvalidInput(UserError):
     field: str = strawberry.field(description="The argument or input field at fault, e.g. `input.name`.")
 
 
 @strawberry.type(description="A version with this number is already registered for the model.")
-class ModelVersionAlreadyExists(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionAlreadyExists(ModelNamed):
     version: int = strawberry.field(description="The version number that is taken.")
 
 
@@ -68,8 +75,7 @@ class ModelNotFound(UserError):
 
 
 @strawberry.type(description="The model exists but has no such version (or alias).")
-class ModelVersionNotFound(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionNotFound(ModelNamed):
     version: int | None = strawberry.field(description="The version number asked for, if any.")
     alias: str | None = strawberry.field(description="The alias asked for, if any.")
 
@@ -77,8 +83,7 @@ class ModelVersionNotFound(UserError):
 @strawberry.type(
     description="The version is archived: it keeps its history and stats but cannot be downloaded."
 )
-class ModelVersionArchived(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ModelVersionArchived(ModelNamed):
     version: int = strawberry.field(description="The archived version.")
 
 
@@ -86,14 +91,12 @@ class ModelVersionArchived(UserError):
     description="The version is a tombstone: `modelhub prune` deleted its artifact after nobody had "
     "downloaded it for a long time; its history and figures are kept (`objectDeleted: true`)."
 )
-class ObjectDeleted(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ObjectDeleted(ModelNamed):
     version: int = strawberry.field(description="The pruned version.")
 
 
 @strawberry.type(description="The model has no alias with this name.")
-class AliasNotFound(UserError):
-    name: str = strawberry.field(description="The model name.")
+class AliasNotFound(ModelNamed):
     alias: str = strawberry.field(description="The alias that does not exist.")
 
 
@@ -112,8 +115,7 @@ class ChecksumMismatch(UserError):
     "MODELHUB_VERIFY_ON_DOWNLOAD_MAX_BYTES itself; a larger one waits for the background verifier). Retry "
     "after `retryAfterSeconds`."
 )
-class ChecksumPending(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ChecksumPending(ModelNamed):
     version: int = strawberry.field(description="The version whose checksum is pending.")
     retry_after_seconds: float = strawberry.field(description="When to try again, in seconds.")
 
@@ -122,8 +124,7 @@ class ChecksumPending(UserError):
     description="The object behind this version changed in the store since it was registered (a new ETag): "
     "its downloads are refused; register the new object as a new version."
 )
-class ArtifactChanged(UserError):
-    name: str = strawberry.field(description="The model name.")
+class ArtifactChanged(ModelNamed):
     version: int = strawberry.field(description="The version whose artifact changed.")
     registered_etag: str = strawberry.field(description="The ETag when the version was registered.")
     current_etag: str = strawberry.field(description="The ETag in the store now.")
@@ -144,50 +145,27 @@ class DeliveryNotFound(UserError):
     pass
 
 
-# Domain exception → its result-union member: the one translation, used by every mutation.
-_MEMBERS: dict[type[errors.DomainError], Callable[[Any], UserError]] = {
-    errors.InvalidInput: lambda e: InvalidInput(code=e.code, message=e.message, field=e.field),
-    errors.ModelVersionAlreadyExists: lambda e: ModelVersionAlreadyExists(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.StorageObjectNotFound: lambda e: StorageObjectNotFound(
-        code=e.code, message=e.message, bucket=e.bucket, key=e.key
-    ),
-    errors.ModelNotFound: lambda e: ModelNotFound(code=e.code, message=e.message, name=e.name),
-    errors.ModelVersionNotFound: lambda e: ModelVersionNotFound(
-        code=e.code, message=e.message, name=e.name, version=e.version, alias=e.alias
-    ),
-    errors.ModelVersionArchived: lambda e: ModelVersionArchived(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.ObjectDeleted: lambda e: ObjectDeleted(
-        code=e.code, message=e.message, name=e.name, version=e.version
-    ),
-    errors.AliasNotFound: lambda e: AliasNotFound(code=e.code, message=e.message, name=e.name, alias=e.alias),
-    errors.ChecksumMismatch: lambda e: ChecksumMismatch(
-        code=e.code, message=e.message, expected=e.expected, actual=e.actual
-    ),
-    errors.ChecksumPending: lambda e: ChecksumPending(
-        code=e.code, message=e.message, name=e.name, version=e.version, retry_after_seconds=e.retry_after
-    ),
-    errors.WebhookNotFound: lambda e: WebhookNotFound(code=e.code, message=e.message),
-    errors.DeliveryNotFound: lambda e: DeliveryNotFound(code=e.code, message=e.message),
-    errors.UploadNotFound: lambda e: UploadNotFound(code=e.code, message=e.message, upload_id=e.upload_id),
-    errors.ArtifactChanged: lambda e: ArtifactChanged(
-        code=e.code,
-        message=e.message,
-        name=e.name,
-        version=e.version,
-        registered_etag=e.registered_etag,
-        current_etag=e.current_etag,
-    ),
+# Domain exception → its result-union member, the type of the same name: the one translation, used by every
+# mutation. A member's fields are the exception's attributes of the same name, but for those renamed here.
+def _subclasses(kind: type[UserError]) -> list[type[UserError]]:
+    return [kind, *(sub for direct in kind.__subclasses__() for sub in _subclasses(direct))]
+
+
+_MEMBERS: dict[type[errors.DomainError], type[UserError]] = {
+    getattr(errors, member.__name__): member
+    for member in _subclasses(UserError)
+    if hasattr(errors, member.__name__)
 }
+_ATTRIBUTES = {"retry_after_seconds": "retry_after"}
 
 
 def union_member(exc: errors.DomainError) -> UserError | None:
     """The result-union member for a domain exception, if it has one."""
-    build = _MEMBERS.get(type(exc))
-    return build(exc) if build is not None else None
+    member = _MEMBERS.get(type(exc))
+    if member is None:
+        return None
+    fields = (field.name for field in dataclasses.fields(member))
+    return member(**{name: getattr(exc, _ATTRIBUTES.get(name, name)) for name in fields})
 
 
 P = ParamSpec("P")
@@ -218,6 +196,15 @@ def expected_errors(resolver: Callable[P, Awaitable[R]]) -> Callable[P, Awaitabl
         return result
 
     return wrapper
+
+
+def mutation(*, description: str) -> Callable[[Callable[P, Awaitable[R]]], Any]:
+    """A root mutation field (`strawberry.mutation`) whose expected errors are data (`expected_errors`)."""
+
+    def field(resolver: Callable[P, Awaitable[R]]) -> Any:
+        return strawberry.mutation(description=description)(expected_errors(resolver))
+
+    return field
 
 
 def _note_outcome(info: Any, outcome: str, project: object = None) -> None:
@@ -390,11 +377,5 @@ class MaskUnexpectedErrors(MaskErrors):
         return processed
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        return GraphQLError(
-            message=self.error_message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            extensions={"code": "INTERNAL_SERVER_ERROR"},
-        )
+        where = (error.nodes, error.source, error.positions, error.path)
+        return GraphQLError(self.error_message, *where, extensions={"code": "INTERNAL_SERVER_ERROR"})

@@ -18,7 +18,7 @@ from strawberry.types.graphql import OperationType
 from ..auth import ANONYMOUS
 from ..db import work
 from ..documents import utcnow
-from ..errors import DomainError
+from ..errors import DomainError, error
 from ..http.caller import client_address
 from ..limits import RateLimited, Spent
 from .context import Context
@@ -31,16 +31,16 @@ REFUSED_QUERY = "{ __typename }"
 _kills: set[asyncio.Task[Any]] = set()  # background kills, kept referenced until done
 
 
+@error
 class CostLimitExceeded(DomainError):
     code = "COST_LIMIT_EXCEEDED"
+    text = (
+        "this operation would cost {cost}, over the limit of {limit}: ask for fewer rows "
+        "(first/last/limit), fewer aliases, or exact statistics less often"
+    )
 
-    def __init__(self, cost: int, limit: int) -> None:
-        super().__init__(
-            f"this operation would cost {cost}, over the limit of {limit}: ask for fewer rows "
-            "(first/last/limit), fewer aliases, or exact statistics less often"
-        )
-        self.cost = cost
-        self.limit = limit
+    cost: int
+    limit: int
 
 
 def budget_key(context: Context) -> tuple[str, bool]:

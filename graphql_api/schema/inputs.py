@@ -11,6 +11,13 @@ from .scalars import Long
 INPUT = strawberry.argument(description="What to do; see the input type.")
 
 
+@strawberry.input(description="About one model.")
+class OfModel:
+    """The `name` the inputs about one model start with (not in the schema itself)."""
+
+    name: str = strawberry.field(description="The model.")
+
+
 @strawberry.input(description="A new version of a model whose artifact already sits in the object store.")
 class RegisterModelInput:
     name: str = strawberry.field(description="Letters, digits and . _ - /; at most 128 characters.")
@@ -40,8 +47,7 @@ class UpdateModelInput:
     description="New notes for a version; omitted fields stay as they are. The artifact, its checksum and "
     "the version number cannot change."
 )
-class UpdateModelVersionInput:
-    name: str = strawberry.field(description="The model.")
+class UpdateModelVersionInput(OfModel):
     version: int = strawberry.field(description="The version to change.")
     description: str | None = strawberry.field(default=None, description="The new description.")
     tags: list[str] | None = strawberry.field(default=None, description="The new tags (replacing the old).")
@@ -51,29 +57,25 @@ class UpdateModelVersionInput:
 
 
 @strawberry.input(description="One version of one model.")
-class ModelVersionInput:
-    name: str = strawberry.field(description="The model.")
+class ModelVersionInput(OfModel):
     version: int = strawberry.field(description="The version number.")
 
 
 @strawberry.input(description="Point an alias at a version (creating or moving it).")
-class SetAliasInput:
-    name: str = strawberry.field(description="The model.")
+class SetAliasInput(OfModel):
     alias: str = strawberry.field(description="1 to 64 letters, digits or . _ -, never all digits.")
     version: int = strawberry.field(description="The unarchived version it should point at.")
 
 
 @strawberry.input(description="Remove an alias.")
-class RemoveAliasInput:
-    name: str = strawberry.field(description="The model.")
+class RemoveAliasInput(OfModel):
     alias: str = strawberry.field(description="The alias to remove.")
 
 
 @strawberry.input(
     description="What to download and how; give `version` or `alias` (or neither for the latest)."
 )
-class RequestDownloadInput:
-    name: str = strawberry.field(description="The model.")
+class RequestDownloadInput(OfModel):
     version: int | None = strawberry.field(default=None, description="A version number.")
     alias: str | None = strawberry.field(
         default=None, description="An alias, resolved to its version when the ticket is issued."

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+from typing import Any, TypeVar, cast
 
 import strawberry
 from bson import ObjectId
@@ -18,6 +20,19 @@ from ..errors import InvalidInput
 )
 class Node:
     id: strawberry.ID = strawberry.field(description="Opaque and stable; pass it to `node(id:)`.")
+
+
+T = TypeVar("T")
+
+
+def from_doc(cls: type[T], doc: object, /, **given: Any) -> T:
+    """An object of Strawberry type `cls` whose fields are `given` or else the document's attributes of the
+    same name (a field the document does not have keeps its default)."""
+    values = dict(given)
+    for field in dataclasses.fields(cast(Any, cls)):
+        if field.init and field.name not in values and hasattr(doc, field.name):
+            values[field.name] = getattr(doc, field.name)
+    return cls(**values)
 
 
 def global_id(type_name: str, key: object) -> strawberry.ID:

@@ -20,14 +20,15 @@ from graphql.language import Visitor, visit
 from .. import roles
 from ..errors import InvalidInput as InvalidInputError
 from .context import Info
-from .errors import InvalidInput, expected_errors
+from .document_limits import fragments_of
+from .errors import InvalidInput, mutation
 
 
 def split(text: str) -> list[tuple[str | None, str]]:
     """Each operation of a .graphql document as (name, its own text exactly as written, followed by the
     fragments it uses in the order they appear); the text a client sends, whose SHA-256 is its id."""
     document = parse(text)
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    fragments = fragments_of(document)
     out = []
     for node in document.definitions:
         if not isinstance(node, OperationDefinitionNode):
@@ -103,11 +104,10 @@ RegisterOperationsResult = Annotated[
 
 @strawberry.type
 class OperationMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Registers operations by the SHA-256 of their text (ADMIN only); nothing is stored when "
         "any of them is invalid. `modelhub operations push FILE` calls it."
     )
-    @expected_errors
     async def register_operations(
         self, info: Info, input: Annotated[RegisterOperationsInput, strawberry.argument(description="What.")]
     ) -> RegisterOperationsResult:

@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import strawberry
 
 from .. import documents, projects, roles
 from .context import Info
-from .errors import InvalidInput, expected_errors
+from .enums import graphql_enum
+from .errors import InvalidInput, mutation
 
 INPUT = strawberry.argument(description="What to do; see the input type.")
 
 
-@strawberry.enum(description="A principal's role in one project.")
-class ProjectRole(Enum):
-    READER = strawberry.enum_value("READER", description="Reads the project's models, downloads and figures.")
-    ENGINEER = strawberry.enum_value(
-        "ENGINEER", description="READER, plus registering, uploading and changing own models in the project."
-    )
-    MAINTAINER = strawberry.enum_value(
-        "MAINTAINER",
-        description="ENGINEER, plus changing any model and alias of the project, reading download events' "
-        "personal data (clientAddress, userAgent), and managing the project's grants and visibility.",
-    )
+ProjectRole = roles.ProjectRole
+graphql_enum(
+    ProjectRole,
+    "A principal's role in one project.",
+    READER="Reads the project's models, downloads and figures.",
+    ENGINEER="READER, plus registering, uploading and changing own models in the project.",
+    MAINTAINER="ENGINEER, plus changing any model and alias of the project, reading download events' "
+    "personal data (clientAddress, userAgent), and managing the project's grants and visibility.",
+)
 
 
-@strawberry.enum(description="Who may read a project.")
-class ProjectVisibility(Enum):
-    INTERNAL = strawberry.enum_value("INTERNAL", description="Every authenticated principal of the server.")
-    PRIVATE = strawberry.enum_value(
-        "PRIVATE", description="Its grantees only (and principals with a global role)."
-    )
+ProjectVisibility = documents.ProjectVisibility
+graphql_enum(
+    ProjectVisibility,
+    "Who may read a project.",
+    INTERNAL="Every authenticated principal of the server.",
+    PRIVATE="Its grantees only (and principals with a global role).",
+)
 
 
 @strawberry.type(description="A role in a project held by a principal.")
@@ -43,7 +42,7 @@ class ProjectGrant:
 
     @classmethod
     def of(cls, grant: projects.Grant) -> ProjectGrant:
-        return cls(project=grant.project, principal=grant.principal, role=ProjectRole(grant.role.value))
+        return cls(project=grant.project, principal=grant.principal, role=grant.role)
 
 
 @strawberry.type(description="A project: a permission boundary over its models, downloads and figures.")
@@ -56,11 +55,8 @@ class Project:
     def from_doc(cls, doc: documents.Project) -> Project:
         return cls(
             name=doc.name,
-            visibility=ProjectVisibility(doc.visibility.value),
-            grants=[
-                ProjectGrant(project=doc.name, principal=g.principal, role=ProjectRole(g.role.value))
-                for g in doc.grants
-            ],
+            visibility=doc.visibility,
+            grants=[ProjectGrant(project=doc.name, principal=g.principal, role=g.role) for g in doc.grants],
         )
 
 
@@ -124,30 +120,27 @@ class ProjectQueries:
 
 @strawberry.type
 class ProjectMutations:
-    @strawberry.mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
-    @expected_errors
+    @mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
     async def set_project_visibility(
         self, info: Info, input: Annotated[SetProjectVisibilityInput, INPUT]
     ) -> SetProjectVisibilityResult:
         ctx = info.context
-        visibility = documents.ProjectVisibility(input.visibility.name)
+        visibility = input.visibility
         found = await projects.set_visibility(ctx.services.projects, ctx.principal, input.project, visibility)
         return Project.from_doc(found)
 
-    @strawberry.mutation(description="Gives a principal a role in a project. " + CHANGES)
-    @expected_errors
+    @mutation(description="Gives a principal a role in a project. " + CHANGES)
     async def grant_project_role(
         self, info: Info, input: Annotated[GrantProjectRoleInput, INPUT]
     ) -> GrantProjectRoleResult:
         ctx = info.context
-        role = roles.ProjectRole(input.role.name)
+        role = input.role
         found = await projects.grant(
             ctx.services.projects, ctx.principal, input.project, input.principal, role
         )
         return Project.from_doc(found)
 
-    @strawberry.mutation(description="Takes a principal's project-side role away. " + CHANGES)
-    @expected_errors
+    @mutation(description="Takes a principal's project-side role away. " + CHANGES)
     async def revoke_project_role(
         self, info: Info, input: Annotated[RevokeProjectRoleInput, INPUT]
     ) -> RevokeProjectRoleResult:

@@ -21,7 +21,7 @@ from .errors import (
     ModelVersionNotFound,
     ObjectDeleted,
     StorageObjectNotFound,
-    expected_errors,
+    mutation,
 )
 from .inputs import (
     INPUT,
@@ -139,13 +139,18 @@ class RegistryQueries:
         return ModelConnection(edges=edges, page_info=page_info(page), count=page.count)
 
 
+async def _set_archived(info: Info, input: ModelVersionInput, archived: bool) -> ModelVersion:
+    ctx = info.context
+    doc = await registry.set_archived(ctx.scope, input.name, input.version, ctx.principal, archived)
+    return ModelVersion.from_doc(doc)
+
+
 @strawberry.type
 class RegistryMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Registers a new version of a model from an artifact already in the object store; the "
         "first version creates the model. Only the model's owner adds versions."
     )
-    @expected_errors
     async def register_model(
         self, info: Info, input: Annotated[RegisterModelInput, INPUT]
     ) -> RegisterModelResult:
@@ -153,8 +158,7 @@ class RegistryMutations:
         ctx = info.context
         return ModelVersion.from_doc(await registry.register(ctx.services, request, ctx.principal, ctx.scope))
 
-    @strawberry.mutation(description="Changes a model's description and tags (owner only).")
-    @expected_errors
+    @mutation(description="Changes a model's description and tags (owner only).")
     async def update_model(self, info: Info, input: Annotated[UpdateModelInput, INPUT]) -> UpdateModelResult:
         ctx = info.context
         model = await registry.update_model(
@@ -162,8 +166,7 @@ class RegistryMutations:
         )
         return Model.from_doc(model)
 
-    @strawberry.mutation(description="Changes a version's description, tags and metadata (owner only).")
-    @expected_errors
+    @mutation(description="Changes a version's description, tags and metadata (owner only).")
     async def update_model_version(
         self, info: Info, input: Annotated[UpdateModelVersionInput, INPUT]
     ) -> ModelVersionResult:
@@ -178,36 +181,28 @@ class RegistryMutations:
         )
         return ModelVersion.from_doc(doc)
 
-    @strawberry.mutation(
+    @mutation(
         description="Archives a version: hidden by default, downloads refused, history and stats kept "
         "(owner only)."
     )
-    @expected_errors
     async def archive_model_version(
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
-        ctx = info.context
-        doc = await registry.set_archived(ctx.scope, input.name, input.version, ctx.principal, True)
-        return ModelVersion.from_doc(doc)
+        return await _set_archived(info, input, True)
 
-    @strawberry.mutation(description="Undoes `archiveModelVersion` (owner only).")
-    @expected_errors
+    @mutation(description="Undoes `archiveModelVersion` (owner only).")
     async def unarchive_model_version(
         self, info: Info, input: Annotated[ModelVersionInput, INPUT]
     ) -> ModelVersionResult:
-        ctx = info.context
-        doc = await registry.set_archived(ctx.scope, input.name, input.version, ctx.principal, False)
-        return ModelVersion.from_doc(doc)
+        return await _set_archived(info, input, False)
 
-    @strawberry.mutation(description="Points an alias at a version; the move is recorded (owner only).")
-    @expected_errors
+    @mutation(description="Points an alias at a version; the move is recorded (owner only).")
     async def set_alias(self, info: Info, input: Annotated[SetAliasInput, INPUT]) -> SetAliasResult:
         ctx = info.context
         model = await aliases.set_alias(ctx.scope, input.name, input.alias, input.version, ctx.principal)
         return Model.from_doc(model)
 
-    @strawberry.mutation(description="Removes an alias; the removal is recorded (owner only).")
-    @expected_errors
+    @mutation(description="Removes an alias; the removal is recorded (owner only).")
     async def remove_alias(self, info: Info, input: Annotated[RemoveAliasInput, INPUT]) -> RemoveAliasResult:
         ctx = info.context
         return Model.from_doc(await aliases.remove_alias(ctx.scope, input.name, input.alias, ctx.principal))

@@ -4,8 +4,8 @@ exist or the caller's scope may not read its project (the same answer: an id tel
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol
 
 import strawberry
 from bson import ObjectId
@@ -26,23 +26,31 @@ MAX_IDS = 100
 READS_AT_ONCE = 8
 
 
+class _Loader(Protocol):
+    async def __call__(self, scope: Scope, key: ObjectId, /) -> Any: ...
+
+
+async def _webhook(scope: Scope, key: ObjectId) -> Any:
+    return await webhooks.visible(scope.principal, key)
+
+
+# A global id's type name → how to read its document (None where the scope may not read it) and how to turn
+# that document into the object.
+_LOADERS: dict[str, tuple[_Loader, Callable[[Any], Node]]] = {
+    "Model": (registry.model_by_id, Model.from_doc),
+    "ModelVersion": (registry.version_by_id, ModelVersion.from_doc),
+    "DownloadEvent": (events.event_by_id, DownloadEvent.from_doc),
+    "AliasChange": (aliases.change_by_id, AliasChange.from_doc),
+    "Webhook": (_webhook, Webhook.from_doc),
+}
+
+
 async def _load(scope: Scope, type_name: str, key: ObjectId) -> Node | None:
-    if type_name == "Model":
-        model = await registry.model_by_id(scope, key)
-        return Model.from_doc(model) if model else None
-    if type_name == "ModelVersion":
-        version = await registry.version_by_id(scope, key)
-        return ModelVersion.from_doc(version) if version else None
-    if type_name == "DownloadEvent":
-        event = await events.event_by_id(scope, key)
-        return DownloadEvent.from_doc(event) if event else None
-    if type_name == "AliasChange":
-        change = await aliases.change_by_id(scope, key)
-        return AliasChange.from_doc(change) if change else None
-    if type_name == "Webhook":
-        hook = await webhooks.visible(scope.principal, key)
-        return Webhook.from_doc(hook) if hook else None
-    return None
+    if type_name not in _LOADERS:
+        return None
+    read, node = _LOADERS[type_name]
+    doc = await read(scope, key)
+    return node(doc) if doc else None
 
 
 async def load_many(scope: Scope, ids: Sequence[str]) -> list[Node | None]:

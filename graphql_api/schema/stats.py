@@ -7,80 +7,78 @@ from enum import Enum
 from typing import Any
 
 import strawberry
+from strawberry.types.enum import has_enum_definition
 
-from .. import documents, figures, queries
+from .. import figures, queries
 from ..analytics import series as series_uc
 from ..analytics.stats import StatsPage, StatsRow
 from ..pagination import decode_cursor, encode_cursor
 from .connections import PageInfo
 from .downloads import ClientKind, DownloadMode, DownloadStatus
+from .enums import graphql_enum
 from .scalars import Long
 from .types import OrderDirection
 
-
-@strawberry.enum(description="What `downloadStats` can group by.")
-class DownloadDimension(Enum):
-    MODEL = strawberry.enum_value("MODEL", description="The model name.")
-    VERSION = strawberry.enum_value("VERSION", description="The version number (group by MODEL too).")
-    PROJECT = strawberry.enum_value("PROJECT", description="The project.")
-    ENGINEER = strawberry.enum_value("ENGINEER", description="Who downloaded (raw events only).")
-    MODE = strawberry.enum_value("MODE", description="STREAM or PRESIGNED.")
-    STATUS = strawberry.enum_value("STATUS", description="The download's status (raw events only).")
-    CLIENT_KIND = strawberry.enum_value("CLIENT_KIND", description="CI, BOT, HUMAN or UNKNOWN.")
-    CLIENT_VERSION = strawberry.enum_value(
-        "CLIENT_VERSION", description="The SDK release (null: not the SDK) (raw events only)."
-    )
-    ALIAS = strawberry.enum_value(
-        "ALIAS",
-        description="The alias the download asked for (`requestedAlias`; null when it asked by number or "
-        "for the latest; raw events only). With VERSION: who still pulls what an alias used to point at.",
-    )
+DownloadDimension = queries.Dimension
+graphql_enum(
+    DownloadDimension,
+    "What `downloadStats` can group by.",
+    name="DownloadDimension",
+    MODEL="The model name.",
+    VERSION="The version number (group by MODEL too).",
+    PROJECT="The project.",
+    ENGINEER="Who downloaded (raw events only).",
+    MODE="STREAM or PRESIGNED.",
+    STATUS="The download's status (raw events only).",
+    CLIENT_KIND="CI, BOT, HUMAN or UNKNOWN.",
+    CLIENT_VERSION="The SDK release (null: not the SDK) (raw events only).",
+    ALIAS="The alias the download asked for (`requestedAlias`; null when it asked by number or for the "
+    "latest; raw events only). With VERSION: who still pulls what an alias used to point at.",
+)
 
 
-@strawberry.enum(description="Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.")
-class TimeInterval(Enum):
-    HOUR = strawberry.enum_value(
-        "HOUR", description="Hours (from the hourly rollups and raw edges; a range of at most 31 days)."
-    )
-    DAY = strawberry.enum_value("DAY", description="Days.")
-    WEEK = strawberry.enum_value("WEEK", description="Weeks from Monday.")
-    MONTH = strawberry.enum_value("MONTH", description="Calendar months.")
+TimeInterval = queries.Interval
+graphql_enum(
+    TimeInterval,
+    "Time buckets (UTC unless `timeZone` says otherwise); weeks start on Monday.",
+    name="TimeInterval",
+    HOUR="Hours (from the hourly rollups and raw edges; a range of at most 31 days).",
+    DAY="Days.",
+    WEEK="Weeks from Monday.",
+    MONTH="Calendar months.",
+)
 
 
-@strawberry.enum(description="What `downloadStats` rows can be ordered by.")
-class StatsMetric(Enum):
-    PERIOD_START = strawberry.enum_value(
-        "PERIOD_START", description="The bucket's start (needs an interval)."
-    )
-    DOWNLOADS = strawberry.enum_value("DOWNLOADS", description="Download events of any status.")
-    COMPLETED = strawberry.enum_value("COMPLETED", description="Completed downloads.")
-    ABORTED = strawberry.enum_value("ABORTED", description="Aborted downloads.")
-    FAILED = strawberry.enum_value("FAILED", description="Failed downloads.")
-    TOTAL_BYTES = strawberry.enum_value("TOTAL_BYTES", description="Bytes sent.")
-    AVG_DURATION = strawberry.enum_value("AVG_DURATION", description="Mean duration.")
-    P50_DURATION = strawberry.enum_value("P50_DURATION", description="Median duration.")
-    P95_DURATION = strawberry.enum_value("P95_DURATION", description="95th percentile duration.")
-    P99_DURATION = strawberry.enum_value("P99_DURATION", description="99th percentile duration.")
-    MAX_DURATION = strawberry.enum_value("MAX_DURATION", description="Longest duration.")
-    UNIQUE_ENGINEERS = strawberry.enum_value("UNIQUE_ENGINEERS", description="Distinct engineers.")
-    DISTINCT_DOWNLOADS = strawberry.enum_value(
-        "DISTINCT_DOWNLOADS", description="Distinct (engineer, model version) pairs."
-    )
+StatsMetric = queries.StatsMetric
+graphql_enum(
+    StatsMetric,
+    "What `downloadStats` rows can be ordered by.",
+    PERIOD_START="The bucket's start (needs an interval).",
+    DOWNLOADS="Download events of any status.",
+    COMPLETED="Completed downloads.",
+    ABORTED="Aborted downloads.",
+    FAILED="Failed downloads.",
+    TOTAL_BYTES="Bytes sent.",
+    AVG_DURATION="Mean duration.",
+    P50_DURATION="Median duration.",
+    P95_DURATION="95th percentile duration.",
+    P99_DURATION="99th percentile duration.",
+    MAX_DURATION="Longest duration.",
+    UNIQUE_ENGINEERS="Distinct engineers.",
+    DISTINCT_DOWNLOADS="Distinct (engineer, model version) pairs.",
+)
 
 
-@strawberry.enum(description="Where `downloadStats` computed its answer.")
-class StatsSource(Enum):
-    RAW = strawberry.enum_value("RAW", description="From raw events: exact, slower on long ranges.")
-    ROLLUP = strawberry.enum_value(
-        "ROLLUP",
-        description="From daily rollups: exact counts and bytes; percentiles within about 5% "
-        "(pass `exact: true` for raw percentiles).",
-    )
-    HYBRID = strawberry.enum_value(
-        "HYBRID",
-        description="A range off midnights: whole days and hours from rollups, raw events for the minutes at "
-        "each edge; exact like ROLLUP.",
-    )
+StatsSource = queries.StatsSource
+graphql_enum(
+    StatsSource,
+    "Where `downloadStats` computed its answer.",
+    RAW="From raw events: exact, slower on long ranges.",
+    ROLLUP="From daily rollups: exact counts and bytes; percentiles within about 5% (pass `exact: true` for "
+    "raw percentiles).",
+    HYBRID="A range off midnights: whole days and hours from rollups, raw events for the minutes at each "
+    "edge; exact like ROLLUP.",
+)
 
 
 @strawberry.input(description="How to order `downloadStats` rows.")
@@ -132,7 +130,7 @@ class DownloadStatsRow:
     @classmethod
     def from_row(cls, row: StatsRow) -> DownloadStatsRow:
         """The row as it is, under the GraphQL fields' names (figures.DIMENSIONS, figures.FIGURES)."""
-        group = {d.field: _out(getattr(row, d.row)) for d in figures.DIMENSIONS}
+        group = {d.field: getattr(row, d.row) for d in figures.DIMENSIONS}
         figured = {f.field: getattr(row, f.name) for f in figures.FIGURES}
         return cls(**group, period_start=row.period_start, **figured)
 
@@ -145,19 +143,7 @@ def _check() -> None:
     figures.require_names([m.name for m in SeriesMetric], list(figures.SERIES_NAMES), "schema SeriesMetric")
     figures.require_names([m.name for m in DownloadDimension], list(figures.DIMENSION), "DownloadDimension")
     for d in figures.DIMENSIONS:
-        figures.require(d.kind is None or d.kind in _ENUMS, f"dimension {d.name}: no GraphQL enum")
-
-
-_ENUMS: dict[type[Enum], type[Enum]] = {
-    documents.DownloadMode: DownloadMode,
-    documents.DownloadStatus: DownloadStatus,
-    documents.ClientKind: ClientKind,
-}
-
-
-def _out(value: Any) -> Any:
-    """A group's value for GraphQL: a stored enum as its GraphQL enum."""
-    return _ENUMS[type(value)](value.value) if isinstance(value, Enum) else value
+        figures.require(d.kind is None or has_enum_definition(d.kind), f"dimension {d.name}: no GraphQL enum")
 
 
 STATS_CURSOR = "STATS"
@@ -191,7 +177,7 @@ class DownloadStatsResult:
             rows=[DownloadStatsRow.from_row(r) for r in page.rows],
             total_rows=page.total,
             page_info=info,
-            source=StatsSource(page.source.value),
+            source=page.source,
         )
 
 
@@ -207,10 +193,10 @@ def stats_request(
 ) -> queries.StatsRequest:
     return queries.StatsRequest(
         query=query,
-        group_by=[queries.Dimension(d.name) for d in group_by],
-        interval=queries.Interval(interval.name) if interval else None,
+        group_by=list(group_by),
+        interval=interval,
         time_zone=time_zone,
-        order_by=queries.StatsMetric(order_by.field.name) if order_by else None,
+        order_by=order_by.field if order_by else None,
         descending=order_by is None or order_by.direction is OrderDirection.DESC,
         limit=limit,
         exact=exact,
@@ -218,15 +204,16 @@ def stats_request(
     )
 
 
-@strawberry.enum(
-    description="What `downloadSeries` plots: additive figures, so that an `other` series is exact."
+SeriesMetric = series_uc.SeriesMetric
+graphql_enum(
+    SeriesMetric,
+    "What `downloadSeries` plots: additive figures, so that an `other` series is exact.",
+    DOWNLOADS="Download events of any status.",
+    COMPLETED="Completed downloads (the counting rule).",
+    ABORTED="Aborted downloads.",
+    FAILED="Failed downloads.",
+    TOTAL_BYTES="Bytes sent.",
 )
-class SeriesMetric(Enum):
-    DOWNLOADS = strawberry.enum_value("DOWNLOADS", description="Download events of any status.")
-    COMPLETED = strawberry.enum_value("COMPLETED", description="Completed downloads (the counting rule).")
-    ABORTED = strawberry.enum_value("ABORTED", description="Aborted downloads.")
-    FAILED = strawberry.enum_value("FAILED", description="Failed downloads.")
-    TOTAL_BYTES = strawberry.enum_value("TOTAL_BYTES", description="Bytes sent.")
 
 
 @strawberry.type(description="One bucket of a series.")
@@ -282,7 +269,7 @@ class DownloadSeriesResult:
             totals=found.totals,
             total=sum(found.totals),
             groups=found.groups,
-            source=StatsSource(found.source.value),
+            source=found.source,
         )
 
 

@@ -43,6 +43,6 @@ class Subscription:
         async for item in ctx.services.feed.follow(ctx.scope, query, owner, after):
             yield DownloadEventUpdate(
                 cursor=item.cursor,
-                status=DownloadStatus(item.status.value),
+                status=item.status,
                 event=DownloadEvent.from_doc(item.event),
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Annotated
 
 import strawberry
@@ -11,17 +10,19 @@ import strawberry
 from .. import auth, documents, roles
 from .context import Info
 from .downloads import ClientKind
-from .errors import InvalidInput, expected_errors
+from .enums import graphql_enum
+from .errors import InvalidInput, mutation
+from .node import from_doc
 from .projects import ProjectRole
 
-
-@strawberry.enum(description="What a token may do.")
-class Role(Enum):
-    READER = strawberry.enum_value("READER", description="Queries, the live feed and downloads.")
-    ENGINEER = strawberry.enum_value(
-        "ENGINEER", description="READER, plus registering and changing own models."
-    )
-    ADMIN = strawberry.enum_value("ADMIN", description="ENGINEER, plus any model and token administration.")
+Role = roles.Role
+graphql_enum(
+    Role,
+    "What a token may do.",
+    READER="Queries, the live feed and downloads.",
+    ENGINEER="READER, plus registering and changing own models.",
+    ADMIN="ENGINEER, plus any model and token administration.",
+)
 
 
 @strawberry.type(description="A token's role in one project.")
@@ -31,9 +32,8 @@ class TokenGrant:
 
 
 @strawberry.input(description="A role in one project, for a new token.")
-class TokenGrantInput:
-    project: str = strawberry.field(description="The project.")
-    role: ProjectRole = strawberry.field(description="The role in it.")
+class TokenGrantInput(TokenGrant):
+    """The same fields as `TokenGrant`, as an input."""
 
 
 @strawberry.type(description="A bearer token's record; the token itself is shown only when it is created.")
@@ -53,19 +53,12 @@ class ApiToken:
 
     @classmethod
     def from_doc(cls, doc: documents.ApiToken) -> ApiToken:
-        return cls(
-            name=doc.name,
-            principal=doc.principal,
-            role=Role(doc.role.value) if doc.role else None,
-            grants=[
-                TokenGrant(project=p, role=ProjectRole(r.value)) for p, r in sorted(doc.grant_map().items())
-            ],
-            created_by=doc.created_by,
-            created_at=doc.created_at,
-            expires_at=doc.expires_at,
-            last_used_at=doc.last_used_at,
-            revoked_at=doc.revoked_at,
-            kind=ClientKind(doc.client_kind.value) if doc.client_kind else None,
+        return from_doc(
+            cls,
+            doc,
+            role=doc.role,
+            grants=[TokenGrant(project=p, role=r) for p, r in sorted(doc.grant_map().items())],
+            kind=doc.client_kind,
         )
 
 
@@ -119,13 +112,12 @@ class TokenQueries:
 
 @strawberry.type
 class TokenMutations:
-    @strawberry.mutation(description="Creates a bearer token (ADMIN only); its value is returned once.")
-    @expected_errors
+    @mutation(description="Creates a bearer token (ADMIN only); its value is returned once.")
     async def create_token(self, info: Info, input: Annotated[CreateTokenInput, INPUT]) -> CreateTokenResult:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
-        role = roles.Role(input.role.name) if input.role is not None else None
-        grants = {g.project: roles.ProjectRole(g.role.name) for g in input.grants or []}
+        role = input.role
+        grants = {g.project: g.role for g in input.grants or []}
         kind = documents.ClientKind(input.kind.name) if input.kind else None
         value, record = await auth.create_token(
             input.name,
@@ -138,11 +130,10 @@ class TokenMutations:
         )
         return CreatedToken(token=value, api_token=ApiToken.from_doc(record))
 
-    @strawberry.mutation(
+    @mutation(
         description="Revokes a bearer token (ADMIN only); it stops working at once here, "
         "within MODELHUB_TOKEN_CACHE_SECONDS elsewhere."
     )
-    @expected_errors
     async def revoke_token(self, info: Info, input: Annotated[RevokeTokenInput, INPUT]) -> RevokeTokenResult:
         info.context.principal.require(roles.Role.ADMIN, "revoking tokens")
         revoked = await auth.revoke_token(input.name)

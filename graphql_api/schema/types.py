@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -25,7 +25,8 @@ from .connections import (
     page_request,
 )
 from .context import Info
-from .node import Node, global_id
+from .enums import graphql_enum
+from .node import Node, from_doc, global_id
 from .scalars import Long
 
 
@@ -35,20 +36,15 @@ class OrderDirection(Enum):
     DESC = strawberry.enum_value("DESC", description="Largest, newest or Z first.")
 
 
-@strawberry.enum(description="Where a version's SHA-256 stands.")
-class ChecksumStatus(Enum):
-    PENDING = strawberry.enum_value(
-        "PENDING", description="Not verified yet: the server is hashing the object in the background."
-    )
-    VERIFIED = strawberry.enum_value("VERIFIED", description="`sha256` is the object's SHA-256.")
-    MISMATCH = strawberry.enum_value(
-        "MISMATCH", description="The object is not what registration declared: downloads are refused."
-    )
-    UNAVAILABLE = strawberry.enum_value(
-        "UNAVAILABLE",
-        description="The object could not be hashed (gone, or changed since registration); see "
-        "`checksumError`.",
-    )
+ChecksumStatus = documents.ChecksumStatus
+graphql_enum(
+    ChecksumStatus,
+    "Where a version's SHA-256 stands.",
+    PENDING="Not verified yet: the server is hashing the object in the background.",
+    VERIFIED="`sha256` is the object's SHA-256.",
+    MISMATCH="The object is not what registration declared: downloads are refused.",
+    UNAVAILABLE="The object could not be hashed (gone, or changed since registration); see `checksumError`.",
+)
 
 
 @strawberry.type(description="One registered version of a model: an immutable artifact plus editable notes.")
@@ -118,28 +114,7 @@ class ModelVersion(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.ModelVersion) -> ModelVersion:
-        return cls(
-            id=global_id("ModelVersion", doc.id),
-            db_id=doc.id,
-            name=doc.name,
-            version=doc.version,
-            project_name=doc.project_name,
-            owner=doc.owner,
-            description=doc.description,
-            tags=doc.tags,
-            metadata=cast(JSON, doc.metadata),
-            bucket=doc.bucket,
-            key=doc.key,
-            size_bytes=doc.size_bytes,
-            etag=doc.etag,
-            content_type=doc.content_type,
-            created_at=doc.created_at,
-            archived=doc.archived,
-            object_deleted=doc.object_deleted,
-            sha256=doc.sha256,
-            checksum_status=ChecksumStatus(doc.checksum_status.value),
-            checksum_error=doc.checksum_error,
-        )
+        return from_doc(cls, doc, id=global_id("ModelVersion", doc.id), db_id=doc.id)
 
 
 @strawberry.type(description="An alias and the version it points at.")
@@ -163,36 +138,42 @@ class AliasChange(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.AliasChange) -> AliasChange:
-        return cls(
-            id=global_id("AliasChange", doc.id),
-            model_name=doc.model_name,
-            alias=doc.alias,
-            from_version=doc.from_version,
-            to_version=doc.to_version,
-            changed_by=doc.changed_by,
-            changed_at=doc.changed_at,
-        )
+        return from_doc(cls, doc, id=global_id("AliasChange", doc.id))
 
 
 AliasChangeConnection = Connection[AliasChange]
 ModelVersionConnection = CountedConnection[ModelVersion]
 
 
-@strawberry.enum(description="What versions can be ordered by.")
-class ModelVersionOrderField(Enum):
-    VERSION = strawberry.enum_value("VERSION", description="The version number.")
-    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the version was registered.")
+ModelVersionOrderField = queries.VersionOrderField
+graphql_enum(
+    ModelVersionOrderField,
+    "What versions can be ordered by.",
+    name="ModelVersionOrderField",
+    VERSION="The version number.",
+    CREATED_AT="When the version was registered.",
+)
+
+
+FieldT = TypeVar("FieldT", bound=Enum)
+
+
+@strawberry.input(description="How to order.")
+class Order(Generic[FieldT]):
+    """A connection's order argument (each concrete one is a subclass, named and described by it)."""
+
+    field: FieldT = strawberry.field(description="What to order by.")
+    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
+
+    @property
+    def descending(self) -> bool:
+        return self.direction is OrderDirection.DESC
 
 
 @strawberry.input(description="How to order versions.")
-class ModelVersionOrder:
-    field: ModelVersionOrderField = strawberry.field(description="What to order by.")
-    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
-
+class ModelVersionOrder(Order[ModelVersionOrderField]):
     def to_order(self) -> queries.VersionOrder:
-        return queries.VersionOrder(
-            queries.VersionOrderField(self.field.name), self.direction is OrderDirection.DESC
-        )
+        return queries.VersionOrder(self.field, self.descending)
 
 
 @strawberry.type(description="A model: one name, its project and owner, its versions and aliases.")
@@ -264,17 +245,8 @@ class Model(Node):
 
     @classmethod
     def from_doc(cls, doc: documents.RegisteredModel) -> Model:
-        return cls(
-            id=global_id("Model", doc.id),
-            name=doc.name,
-            project_name=doc.project_name,
-            owner=doc.owner,
-            description=doc.description,
-            tags=doc.tags,
-            created_at=doc.created_at,
-            updated_at=doc.updated_at,
-            aliases=[ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())],
-        )
+        aliases = [ModelAlias(alias=a, version=v) for a, v in sorted(doc.aliases.items())]
+        return from_doc(cls, doc, id=global_id("Model", doc.id), aliases=aliases)
 
 
 @strawberry.type(name="Edge", description="{edge}")
@@ -295,28 +267,21 @@ ModelEdge = WindowEdge[Model]
 ModelConnection = WindowConnection[Model]
 
 
-@strawberry.enum(description="What models can be ordered by.")
-class ModelOrderField(Enum):
-    CREATED_AT = strawberry.enum_value("CREATED_AT", description="When the first version was registered.")
-    UPDATED_AT = strawberry.enum_value(
-        "UPDATED_AT", description="When anything about the model last changed."
-    )
-    NAME = strawberry.enum_value("NAME", description="The name.")
-    DOWNLOADS = strawberry.enum_value(
-        "DOWNLOADS",
-        description="Complete downloads in `downloadsSince`..`downloadsUntil` (all time by default).",
-    )
+ModelOrderField = queries.ModelOrderField
+graphql_enum(
+    ModelOrderField,
+    "What models can be ordered by.",
+    CREATED_AT="When the first version was registered.",
+    UPDATED_AT="When anything about the model last changed.",
+    NAME="The name.",
+    DOWNLOADS="Complete downloads in `downloadsSince`..`downloadsUntil` (all time by default).",
+)
 
 
 @strawberry.input(description="How to order models.")
-class ModelOrder:
-    field: ModelOrderField = strawberry.field(description="What to order by.")
-    direction: OrderDirection = strawberry.field(default=OrderDirection.DESC, description="Which way.")
-
+class ModelOrder(Order[ModelOrderField]):
     def to_order(self) -> queries.ModelOrder:
-        return queries.ModelOrder(
-            queries.ModelOrderField(self.field.name), self.direction is OrderDirection.DESC
-        )
+        return queries.ModelOrder(self.field, self.descending)
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")

@@ -16,7 +16,7 @@ from .errors import (
     ModelVersionAlreadyExists,
     StorageObjectNotFound,
     UploadNotFound,
-    expected_errors,
+    mutation,
 )
 from .inputs import INPUT, CompleteUploadInput, RequestUploadInput
 from .registry import new_version
@@ -95,13 +95,12 @@ CompleteUploadResult = Annotated[
 
 @strawberry.type
 class UploadMutations:
-    @strawberry.mutation(
+    @mutation(
         description="Starts an upload of a new version's artifact into the server's own bucket: presigned "
         "PUT URLs (one, or one per part above the multipart threshold) on S3, or an app URL on the local "
         "store. The bytes are checked against `sizeBytes` and `sha256`; `completeUpload` then registers "
         "the version."
     )
-    @expected_errors
     async def request_upload(
         self, info: Info, input: Annotated[RequestUploadInput, INPUT]
     ) -> RequestUploadResult:
@@ -116,12 +115,11 @@ class UploadMutations:
             await uploads.request_upload(ctx.services, request, ctx.principal, ctx.scope, ctx.base_url)
         )
 
-    @strawberry.mutation(
+    @mutation(
         description="Finishes an upload: assembles multipart parts, checks size and checksum, and registers "
         "the version (`checksumStatus` VERIFIED at once where the store vouches for the SHA-256, else "
         "PENDING until the server has hashed it). Completing the same upload again returns the same version."
     )
-    @expected_errors
     async def complete_upload(
         self, info: Info, input: Annotated[CompleteUploadInput, INPUT]
     ) -> CompleteUploadResult:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import Enum
-from typing import Annotated, Any, ClassVar, cast
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry.scalars import JSON
@@ -16,50 +15,35 @@ from ..queries import EventQuery
 from .connections import AFTER, BEFORE, FIRST, LAST, Connection, PageWords, page_request
 from .context import Info
 from .downloads import DownloadFilter
-from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, expected_errors
-from .node import Node, global_id, parse_global_id
+from .enums import graphql_enum
+from .errors import DeliveryNotFound, InvalidInput, WebhookNotFound, mutation
+from .node import Node, from_doc, global_id, parse_global_id
+
+WebhookEventType = webhooks.WebhookEvent
+graphql_enum(
+    WebhookEventType,
+    "What a webhook can be told about.",
+    name="WebhookEventType",
+    VERSION_REGISTERED="A version was registered (`model_version.registered.v1`).",
+    VERSION_UPDATED="A version's description, tags or metadata changed, or it was unarchived "
+    "(`model_version.updated.v1`).",
+    VERSION_ARCHIVED="A version was archived (`model_version.archived.v1`).",
+    ALIAS_MOVED="An alias was set, moved or removed (`alias.moved.v1`).",
+    CHECKSUM_VERIFIED="A version's SHA-256 was verified (`model_version.checksum_verified.v1`).",
+    CHECKSUM_MISMATCH="A version's object is not what was declared (`model_version.checksum_mismatch.v1`).",
+    DOWNLOAD_COMPLETED="A download reached COMPLETED (`download.completed.v1`).",
+    DOWNLOAD_FAILED="A download reached FAILED (`download.failed.v1`).",
+)
 
 
-@strawberry.enum(description="What a webhook can be told about.")
-class WebhookEventType(Enum):
-    VERSION_REGISTERED = strawberry.enum_value(
-        "VERSION_REGISTERED", description="A version was registered (`model_version.registered.v1`)."
-    )
-    VERSION_UPDATED = strawberry.enum_value(
-        "VERSION_UPDATED",
-        description="A version's description, tags or metadata changed, or it was unarchived "
-        "(`model_version.updated.v1`).",
-    )
-    VERSION_ARCHIVED = strawberry.enum_value(
-        "VERSION_ARCHIVED", description="A version was archived (`model_version.archived.v1`)."
-    )
-    ALIAS_MOVED = strawberry.enum_value(
-        "ALIAS_MOVED", description="An alias was set, moved or removed (`alias.moved.v1`)."
-    )
-    CHECKSUM_VERIFIED = strawberry.enum_value(
-        "CHECKSUM_VERIFIED",
-        description="A version's SHA-256 was verified (`model_version.checksum_verified.v1`).",
-    )
-    CHECKSUM_MISMATCH = strawberry.enum_value(
-        "CHECKSUM_MISMATCH",
-        description="A version's object is not what was declared (`model_version.checksum_mismatch.v1`).",
-    )
-    DOWNLOAD_COMPLETED = strawberry.enum_value(
-        "DOWNLOAD_COMPLETED", description="A download reached COMPLETED (`download.completed.v1`)."
-    )
-    DOWNLOAD_FAILED = strawberry.enum_value(
-        "DOWNLOAD_FAILED", description="A download reached FAILED (`download.failed.v1`)."
-    )
-
-
-@strawberry.enum(description="Where a delivery stands.")
-class DeliveryStatus(Enum):
-    PENDING = strawberry.enum_value("PENDING", description="In the outbox: being sent, or waiting to retry.")
-    DELIVERED = strawberry.enum_value("DELIVERED", description="The receiver answered 2xx.")
-    FAILED = strawberry.enum_value(
-        "FAILED",
-        description="Given up (retried for MODELHUB_WEBHOOK_RETRY_SECONDS, or its webhook disabled).",
-    )
+DeliveryStatus = documents.DeliveryStatus
+graphql_enum(
+    DeliveryStatus,
+    "Where a delivery stands.",
+    PENDING="In the outbox: being sent, or waiting to retry.",
+    DELIVERED="The receiver answered 2xx.",
+    FAILED="Given up (retried for MODELHUB_WEBHOOK_RETRY_SECONDS, or its webhook disabled).",
+)
 
 
 @strawberry.type(description="One event sent (or to be sent) to one webhook.")
@@ -89,17 +73,11 @@ class WebhookDelivery:
     @classmethod
     def from_doc(cls, doc: documents.WebhookDelivery) -> WebhookDelivery:
         pending = doc.status is documents.DeliveryStatus.PENDING
-        return cls(
+        return from_doc(
+            cls,
+            doc,
             webhook_id=strawberry.ID(doc.id),
-            event_type=doc.event_type,
-            status=DeliveryStatus(doc.status.value),
-            attempts=doc.attempts,
             next_attempt_at=doc.next_attempt_at if pending else None,
-            last_attempt_at=doc.last_attempt_at,
-            last_status_code=doc.last_status_code,
-            last_error=doc.last_error,
-            created_at=doc.created_at,
-            finished_at=doc.finished_at,
             payload=json.loads(doc.body),
         )
 
@@ -147,20 +125,8 @@ class Webhook(Node):
         shown = {
             _camel(k): [str(x) for x in v] if k in ("statuses", "modes") else v for k, v in doc.filter.items()
         }
-        return cls(
-            id=global_id("Webhook", doc.id),
-            url=doc.url,
-            events=[WebhookEventType(e) for e in doc.events],
-            filter=cast(JSON, shown),
-            description=doc.description,
-            enabled=doc.enabled,
-            disabled_reason=doc.disabled_reason,
-            failing_since=doc.failing_since,
-            created_by=doc.created_by,
-            created_at=doc.created_at,
-            updated_at=doc.updated_at,
-            doc=doc,
-        )
+        events = [WebhookEventType(e) for e in doc.events]
+        return from_doc(cls, doc, id=global_id("Webhook", doc.id), events=events, filter=shown, doc=doc)
 
 
 @strawberry.type(description="A webhook with its signing secret: shown this once, never again.")
@@ -249,7 +215,7 @@ def _query(flt: DownloadFilter | None) -> EventQuery:
 
 
 def _events(events: list[WebhookEventType]) -> list[webhooks.WebhookEvent]:
-    return [webhooks.WebhookEvent(e.name) for e in events]
+    return list(events)
 
 
 @strawberry.type
@@ -263,8 +229,7 @@ class WebhookQueries:
 
 @strawberry.type
 class WebhookMutations:
-    @strawberry.mutation(description="Creates a webhook (ADMIN only); its signing secret is returned once.")
-    @expected_errors
+    @mutation(description="Creates a webhook (ADMIN only); its signing secret is returned once.")
     async def create_webhook(
         self, info: Info, input: Annotated[CreateWebhookInput, INPUT]
     ) -> CreateWebhookResult:
@@ -275,8 +240,7 @@ class WebhookMutations:
         )  # fmt: skip
         return WebhookWithSecret(webhook=Webhook.from_doc(doc), secret=doc.secret)
 
-    @strawberry.mutation(description="Changes a webhook (ADMIN only).")
-    @expected_errors
+    @mutation(description="Changes a webhook (ADMIN only).")
     async def update_webhook(
         self, info: Info, input: Annotated[UpdateWebhookInput, INPUT]
     ) -> UpdateWebhookResult:
@@ -291,34 +255,30 @@ class WebhookMutations:
         doc = await webhooks.update(info.context.principal, _webhook_key(input.id), change, allowed)
         return Webhook.from_doc(doc)
 
-    @strawberry.mutation(description="Deletes a webhook and its deliveries (ADMIN only).")
-    @expected_errors
+    @mutation(description="Deletes a webhook and its deliveries (ADMIN only).")
     async def delete_webhook(
         self, info: Info, input: Annotated[WebhookIdInput, INPUT]
     ) -> DeleteWebhookResult:
         return Webhook.from_doc(await webhooks.delete(info.context.principal, _webhook_key(input.id)))
 
-    @strawberry.mutation(
+    @mutation(
         description="Gives a webhook a new signing secret, returned once; every attempt from now on is "
         "signed with it (ADMIN only)."
     )
-    @expected_errors
     async def rotate_webhook_secret(
         self, info: Info, input: Annotated[WebhookIdInput, INPUT]
     ) -> RotateWebhookSecretResult:
         doc = await webhooks.rotate_secret(info.context.principal, _webhook_key(input.id))
         return WebhookWithSecret(webhook=Webhook.from_doc(doc), secret=doc.secret)
 
-    @strawberry.mutation(
+    @mutation(
         description="Sends a delivery again, with the same `webhook-id` (receivers that saw it can tell), "
         "retried as a new one would be (ADMIN only)."
     )
-    @expected_errors
     async def redeliver(self, info: Info, input: Annotated[RedeliverInput, INPUT]) -> RedeliverResult:
         return WebhookDelivery.from_doc(await webhooks.redeliver(info.context.principal, str(input.delivery)))
 
-    @strawberry.mutation(description="Queues a `webhook.test.v1` event for a webhook (ADMIN only).")
-    @expected_errors
+    @mutation(description="Queues a `webhook.test.v1` event for a webhook (ADMIN only).")
     async def test_webhook(self, info: Info, input: Annotated[WebhookIdInput, INPUT]) -> TestWebhookResult:
         return WebhookDelivery.from_doc(
             await webhooks.send_test(info.context.principal, _webhook_key(input.id))

@@ -13,6 +13,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+__all__ = [
+    "Alias",
+    "DownloadResult",
+    "DownloadTicket",
+    "LatestVersion",
+    "Model",
+    "ModelTotals",
+    "ModelVersion",
+    "Page",
+    "RegisteredOperation",
+    "StatsRow",
+]
+
 T = TypeVar("T")
 
 
