@@ -35,6 +35,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, oidc, operations, uploads
 from .analytics import feed
+from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
@@ -370,11 +371,15 @@ def create_app(settings: Settings) -> Starlette:
                 feed=feed_hub,
                 projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
                 audit=audit_log,
+                volume=EventVolume(),
             )
+            await app.state.services.volume.refresh()  # raw scans are priced by their events from the start
             if auth_mode != "header" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweep_stopped = asyncio.Event()
+            volume = app.state.services.volume.run(sweep_stopped)
+            stack.push_async_callback(_stop, asyncio.create_task(volume), sweep_stopped.set)
             sweeper = _sweep_until(sweep_stopped, app.state.services, settings.stale_download_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
             verify_stopped = asyncio.Event()
