@@ -324,6 +324,7 @@ def create_app(settings: Settings) -> Starlette:
                 model_allowlist=settings.metrics_model_allowlist,
             )
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
+            stack.push_async_callback(auth.drain, 5.0)  # lastUsedAt writes still pending
             if grants is not None:
                 http = await stack.enter_async_context(httpx.AsyncClient(timeout=OIDC_FETCH_TIMEOUT))
                 auth.oidc = oidc.verifier(settings, grants, http)

@@ -16,6 +16,9 @@ import httpx
 import pymongo
 import pytest
 
+from graphql_api.auth import create_token
+from graphql_api.db import connect
+from graphql_api.roles import Role
 from tests.servers import ServeProcess, ServerProcess, eventually, make_settings
 
 pytestmark = (
@@ -196,3 +199,40 @@ async def test_store_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> Non
                 assert await eventually(lambda: _ready(http), 30), "did not recover after S3 restarted"
     finally:
         moto.stop()
+
+
+async def test_a_stalled_database_does_not_hold_up_a_request_whose_token_is_cached(
+    mongo: ServerProcess, tmp_path: Path
+) -> None:
+    """DB stopped (SIGSTOP): a request with a cached token answers its data, not a 500 nor a wait for the
+    database, though its token's lastUsedAt is due (written in the background, best-effort); once the DB
+    continues, lastUsedAt is recorded."""
+    settings = make_settings("local", mongo.url, None, tmp_path / "data", auth="token")
+    async with connect(mongo.url, settings.mongo_db):
+        token, _ = await create_token("t-rita", "rita", Role.READER, "test")
+    env = {
+        "MODELHUB_TOKEN_TOUCH_SECONDS": "0",  # every request's lastUsedAt is due
+        "MODELHUB_TOKEN_CACHE_SECONDS": "600",
+        "MODELHUB_HEALTH_FAILURES": "40",  # not marked down meanwhile: the request itself must not wait
+    }
+    typename = {"query": "{ __typename }"}
+    headers = {"Authorization": f"Bearer {token}"}
+    with ServeProcess(settings, **env) as serve:
+        async with httpx.AsyncClient(base_url=serve.url, timeout=60) as http:
+            assert (await http.post("/graphql", json=typename, headers=headers)).json()["data"]
+            mongo.signal(signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    resp, took = await timed(http.post("/graphql", json=typename, headers=headers))
+                    assert resp.status_code == 200 and took < BOUND, (resp.text, took)
+                    assert resp.json()["data"] == {"__typename": "Query"}, resp.text
+            finally:
+                mongo.signal(signal.SIGCONT)
+
+            async def last_used() -> Any:
+                with pymongo.MongoClient(mongo.url) as client:
+                    found = client[settings.mongo_db].api_tokens.find_one({"name": "t-rita"})
+                    return found and found.get("last_used_at")
+
+            await http.post("/graphql", json=typename, headers=headers)
+            assert await eventually(last_used, 30)
