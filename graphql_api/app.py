@@ -17,6 +17,7 @@ import pymongo
 from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import mark_process_dead
+from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
@@ -34,6 +35,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, oidc, operations, uploads
 from .analytics import feed
+from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
 from .client import DOCUMENTS as client_documents
@@ -41,6 +43,7 @@ from .config import Settings
 from .db import audit as audit_db
 from .db import connect
 from .db import events as events_db
+from .db import work as db_work
 from .delivery import Deliverer
 from .documents import AuditEvent, AuditKind
 from .errors import DomainError
@@ -58,7 +61,7 @@ from .http.middleware import (
     install_log_redaction,
 )
 from .http.websocket import GuardedTransportWS
-from .limits import CostBudget, RateLimiter, ScanSlots
+from .limits import CostBudget, RateLimiter, ScanSlots, scan_total
 from .metrics import Metrics, exposition, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
 from .operations import sha256_of
@@ -294,16 +297,22 @@ def create_app(settings: Settings) -> Starlette:
                 "serverSelectionTimeoutMS": int(settings.mongo_server_selection_timeout_seconds * 1000),
                 "connectTimeoutMS": int(settings.mongo_connect_timeout_seconds * 1000),
             }
+            # The health probe's own client (one connection, no listeners): a pool taken by requests cannot
+            # starve it, so the database is marked down when it stops answering, not when it is busy.
+            probe_client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, maxPoolSize=1, **bounds)
+            stack.push_async_callback(probe_client.close)
             # Traces when OTEL_* says so (the otel extra); exported and stopped after everything else.
             app.state.tracing = tracing = Tracing.from_env()
             if tracing is not None:
                 stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
                 stack.callback(setattr, app.state, "tracing", None)
                 bounds["event_listeners"] = [tracing.mongo_listener()]
-            client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
+            bounds["maxPoolSize"] = settings.mongo_max_pool_size
+            await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
+            stack.push_async_callback(db_work.drain, 5.0)  # raw-scan pieces still on the database
             signer = Signer(settings.resolved_signing_secret())
             raw_store = await _open_store(settings, signer, stack)
-            health = _watches(settings, client, raw_store)
+            health = _watches(settings, probe_client, raw_store)
             store: ObjectStore = GuardedStore(raw_store, health.store, settings.store_timeout_seconds)
             if tracing is not None:
                 store = TracedStore(store, tracing)
@@ -315,6 +324,7 @@ def create_app(settings: Settings) -> Starlette:
                 model_allowlist=settings.metrics_model_allowlist,
             )
             auth = Authenticator(auth_mode, settings.token_cache_seconds, settings.token_touch_seconds)
+            stack.push_async_callback(auth.drain, 5.0)  # lastUsedAt writes still pending
             if grants is not None:
                 http = await stack.enter_async_context(httpx.AsyncClient(timeout=OIDC_FETCH_TIMEOUT))
                 auth.oidc = oidc.verifier(settings, grants, http)
@@ -354,7 +364,7 @@ def create_app(settings: Settings) -> Starlette:
                 ),
                 scans=ScanSlots(
                     settings.raw_scans_per_principal,
-                    settings.raw_scans_total,
+                    scan_total(settings.raw_scans_total, settings.mongo_max_pool_size),
                     settings.raw_scan_piece_seconds,
                 ),
                 persisted=registry,
@@ -362,11 +372,15 @@ def create_app(settings: Settings) -> Starlette:
                 feed=feed_hub,
                 projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
                 audit=audit_log,
+                volume=EventVolume(),
             )
+            await app.state.services.volume.refresh()  # raw scans are priced by their events from the start
             if auth_mode != "header" and (token := await bootstrap_admin()):
                 # Printed once, on the first start with no token at all; only its hash is kept.
                 log.warning("created the first ADMIN token (shown once, keep it): %s", token)
             sweep_stopped = asyncio.Event()
+            volume = app.state.services.volume.run(sweep_stopped)
+            stack.push_async_callback(_stop, asyncio.create_task(volume), sweep_stopped.set)
             sweeper = _sweep_until(sweep_stopped, app.state.services, settings.stale_download_seconds)
             stack.push_async_callback(_stop, asyncio.create_task(sweeper), sweep_stopped.set)
             verify_stopped = asyncio.Event()

@@ -5,7 +5,9 @@ Framework-free: the edges hand it a mapping of headers (or a WebSocket's `connec
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 from .db import tokens as tokens_db
 from .documents import ApiToken, ClientKind, TokenGrant, utcnow
@@ -28,6 +30,10 @@ TOKEN_PREFIX = "mh_"
 _ENGINEER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
 RANK = {Role.READER: 0, Role.ENGINEER: 1, Role.ADMIN: 2}
 AuthMode = Literal["header", "token", "oidc"]
+# `lastUsedAt` writes waiting for the database at most; a token whose write would be one more is written
+# at its next use instead.
+MAX_PENDING_TOUCHES = 100
+log = logging.getLogger("modelhub.auth")
 NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
 
 
@@ -115,13 +121,17 @@ class _Cached:
 @dataclass
 class Authenticator:
     """Resolves callers. Token lookups are cached for `cache_seconds` (a revocation takes at most that long
-    to bite) and `lastUsedAt` is written at most once per `touch_seconds`: no DB write per request."""
+    to bite) and `lastUsedAt` is written at most once per `touch_seconds`: no DB write per request. That write
+    is best-effort and off the request: a background task (at most MAX_PENDING_TOUCHES at once), never
+    awaited by the request and never raising into it, so a stalled database cannot hold up or fail a request
+    whose token is cached."""
 
     mode: AuthMode
     cache_seconds: float = 30.0
     touch_seconds: float = 60.0
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _touched: dict[str, float] = field(default_factory=dict)
+    _touches: set[asyncio.Task[Any]] = field(default_factory=set)  # pending writes, kept referenced
     # MODELHUB_AUTH=oidc: bearer JWTs go to the issuer's verifier, every other token to the token records.
     oidc: OidcVerifier | None = None
 
@@ -154,14 +164,34 @@ class Authenticator:
             self._cache[digest] = cached
         if cached.principal is None:
             raise Unauthenticated("the token is unknown, revoked or expired")
-        if now - self._touched.get(digest, -1e9) >= self.touch_seconds:
+        if (
+            now - self._touched.get(digest, -1e9) >= self.touch_seconds
+            and len(self._touches) < MAX_PENDING_TOUCHES
+        ):
             self._touched[digest] = now
-            await tokens_db.touch(digest, utcnow())
+            task = asyncio.get_running_loop().create_task(_touch(digest))
+            self._touches.add(task)
+            task.add_done_callback(self._touches.discard)
         return cached.principal
+
+    async def drain(self, seconds: float) -> None:
+        """At shutdown: waits up to `seconds` for the pending `lastUsedAt` writes, then cancels them."""
+        if self._touches:
+            await asyncio.wait(set(self._touches), timeout=seconds)
+        for task in set(self._touches):
+            task.cancel()
 
     def forget(self) -> None:
         """Drops the cache (after a revocation through this instance)."""
         self._cache.clear()
+
+
+async def _touch(digest: str) -> None:
+    """A token's `lastUsedAt`, best-effort: a failure is logged, never raised (nobody awaits it)."""
+    try:
+        await tokens_db.touch(digest, utcnow())
+    except Exception as exc:
+        log.info("a token's last use was not recorded: %s", type(exc).__name__)
 
 
 def _principal_of(token: ApiToken | None) -> Principal | None:

@@ -159,7 +159,8 @@ class Settings(BaseSettings):
     cost_budget_window_seconds: float = Field(default=3600.0, gt=0)
     # Raw-event scans: each runs in pieces of about `raw_scan_piece_seconds` of database work (the deadline
     # and the client are checked between pieces); at most `raw_scans_per_principal` pieces of one principal
-    # and `raw_scans_total` of the instance run on the database at once (the rest wait in the app).
+    # and `raw_scans_total` of the instance (within a quarter of `mongo_max_pool_size`) run on the database at
+    # once; the rest wait in the app until their request's deadline (DATABASE_TIMEOUT).
     raw_scan_piece_seconds: float = Field(default=0.5, gt=0)
     raw_scans_per_principal: int = Field(default=2, ge=1)
     raw_scans_total: int = Field(default=6, ge=1)
@@ -200,6 +201,9 @@ class Settings(BaseSettings):
     # A database call's connection and server-selection bounds (each request also has its deadline).
     mongo_connect_timeout_seconds: float = 2.0
     mongo_server_selection_timeout_seconds: float = 4.0
+    # The database connection pool of an instance; raw scans take at most a quarter of it
+    # (limits.SCAN_POOL_SHARE), and the health probe has a client of its own, outside it.
+    mongo_max_pool_size: int = Field(default=100, ge=4)
 
     # Set by `modelhub serve` when it supervises an embedded database: where the supervisor writes its
     # state; `/healthz` fails once it says the database could not be restarted.

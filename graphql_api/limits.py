@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import codes
 from .errors import DomainError
@@ -150,12 +151,22 @@ class CostBudget:
 
 
 PIECE_SECONDS = 0.5
+# Raw scans never hold more than this share of the database connection pool (MODELHUB_MONGO_MAX_POOL_SIZE):
+# the rest stays for every other read, the health probe's among them.
+SCAN_POOL_SHARE = 0.25
+
+
+def scan_total(configured: int, pool_size: int) -> int:
+    """The instance's cap on raw-scan pieces at once: the configured one, within the pool's share."""
+    return max(1, min(configured, int(pool_size * SCAN_POOL_SHARE)))
 
 
 class ScanSlots:
     """Caps on raw-event scans running at once: `per_key` for one principal, `total` for the instance. A scan
     takes one slot per bounded piece, so between pieces others' scans get their turn; one principal's flood
-    waits in the app (its deadline running) and never holds more than `per_key` of the database."""
+    waits in the app (its deadline running) and never holds more than `per_key` of the database. A slot
+    stands for a database connection in use: it is given back when the piece's database work has ended,
+    not when its request stopped waiting for it (db/work.piece)."""
 
     def __init__(self, per_key: int, total: int, piece_seconds: float = PIECE_SECONDS) -> None:
         self.per_key = per_key
@@ -192,28 +203,70 @@ def piece_seconds() -> float:
     return current[0].piece_seconds if current is not None else PIECE_SECONDS
 
 
-@asynccontextmanager
-async def scan_piece() -> AsyncIterator[None]:
-    """Holds a slot for one bounded piece of a raw scan (no cap outside a request: the CLI, the sweeper).
-    The wait is not bounded here: an `asyncio.timeout` around it cancels the waiting task, and under load
-    such a cancellation reached the HTTP handler as an uncaught CancelledError (a 500). The caller checks its
-    deadline once it has the slot, so a late waiter leaves at once without touching the database."""
+async def _take(sem: asyncio.Semaphore, within: float | None) -> bool:
+    """Takes `sem` within `within` seconds (None: no bound); False when it could not. The wait runs in a
+    task of its own, so giving up cancels that task, never the caller's: an `asyncio.timeout` around the
+    wait cancelled the request's own task, and under load that cancellation reached the HTTP handler as an
+    uncaught CancelledError (a 500)."""
+    if not sem.locked():
+        await sem.acquire()  # free: returns at once
+        return True
+    waiter = asyncio.ensure_future(sem.acquire())
+    try:
+        await asyncio.wait({waiter}, timeout=max(0.0, within) if within is not None else None)
+    except BaseException:
+        _drop(sem, waiter)
+        raise
+    if waiter.done() and not waiter.cancelled():
+        return True
+    _drop(sem, waiter)
+    return False
+
+
+def _drop(sem: asyncio.Semaphore, waiter: asyncio.Future[Any]) -> None:
+    """Gives up a wait: a slot already taken is given back, a pending wait is cancelled (Semaphore.acquire
+    passes a wake-up it receives while being cancelled on to the next waiter)."""
+    if not waiter.done():
+        waiter.cancel()
+    elif not waiter.cancelled() and waiter.exception() is None:
+        sem.release()
+
+
+Release = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+async def take_slot(within: float | None) -> Release | None:
+    """A slot for one bounded piece of a raw scan, taken within `within` seconds: how to give it back, or
+    None when none came free in time. Outside a request (the CLI, the sweeper) there is no cap."""
     current = _slot.get()
     if current is None:
-        yield
-        return
+        return _nothing
     slots, own = current
-    await own.acquire()
+    began = time.monotonic()
+    if not await _take(own, within):
+        return None
     try:
-        await slots.total.acquire()
+        left = None if within is None else within - (time.monotonic() - began)
+        if not await _take(slots.total, left):
+            own.release()
+            return None
     except BaseException:
         own.release()
         raise
     slots.in_flight += 1
     slots.started += 1
-    try:
-        yield
-    finally:
-        slots.in_flight -= 1
-        slots.total.release()
-        own.release()
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            slots.in_flight -= 1
+            slots.total.release()
+            own.release()
+
+    return release

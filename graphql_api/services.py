@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .analytics.feed import Hub
+from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator
 from .config import Settings
@@ -33,3 +34,4 @@ class Services:
     feed: Hub
     projects: ProjectDirectory
     audit: AuditLog
+    volume: EventVolume

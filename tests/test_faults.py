@@ -1,10 +1,12 @@
 """Outages survived: the database and the object store, each in its own process, are stopped (SIGSTOP),
 continued and killed under a `modelhub serve` process; requests get typed errors within 5 s, /readyz
-follows, everything recovers by itself, and every download the clients started is recorded once."""
+follows, everything recovers by itself, and every download the clients started is recorded once. And a
+hostile READER's flood of raw scans leaves the instance ready and other principals answered."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 import uuid
@@ -16,6 +18,13 @@ import httpx
 import pymongo
 import pytest
 
+from graphql_api.analytics.rollups import rebuild_rollups
+from graphql_api.auth import create_token
+from graphql_api.db import connect
+from graphql_api.documents import DownloadEvent
+from graphql_api.roles import Role
+from graphql_api.schema.cost import RAW_EVENTS_PER_POINT, STATS_BASE
+from tests.schema.test_guards import _events as seeded
 from tests.servers import ServeProcess, ServerProcess, eventually, make_settings
 
 pytestmark = (
@@ -196,3 +205,114 @@ async def test_store_stall_and_kill(mongo: ServerProcess, tmp_path: Path) -> Non
                 assert await eventually(lambda: _ready(http), 30), "did not recover after S3 restarted"
     finally:
         moto.stop()
+
+
+async def test_a_stalled_database_does_not_hold_up_a_request_whose_token_is_cached(
+    mongo: ServerProcess, tmp_path: Path
+) -> None:
+    """DB stopped (SIGSTOP): a request with a cached token answers its data, not a 500 nor a wait for the
+    database, though its token's lastUsedAt is due (written in the background, best-effort); once the DB
+    continues, lastUsedAt is recorded."""
+    settings = make_settings("local", mongo.url, None, tmp_path / "data", auth="token")
+    async with connect(mongo.url, settings.mongo_db):
+        token, _ = await create_token("t-rita", "rita", Role.READER, "test")
+    env = {
+        "MODELHUB_TOKEN_TOUCH_SECONDS": "0",  # every request's lastUsedAt is due
+        "MODELHUB_TOKEN_CACHE_SECONDS": "600",
+        "MODELHUB_HEALTH_FAILURES": "40",  # not marked down meanwhile: the request itself must not wait
+    }
+    typename = {"query": "{ __typename }"}
+    headers = {"Authorization": f"Bearer {token}"}
+    with ServeProcess(settings, **env) as serve:
+        async with httpx.AsyncClient(base_url=serve.url, timeout=60) as http:
+            assert (await http.post("/graphql", json=typename, headers=headers)).json()["data"]
+            mongo.signal(signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    resp, took = await timed(http.post("/graphql", json=typename, headers=headers))
+                    assert resp.status_code == 200 and took < BOUND, (resp.text, took)
+                    assert resp.json()["data"] == {"__typename": "Query"}, resp.text
+            finally:
+                mongo.signal(signal.SIGCONT)
+
+            async def last_used() -> Any:
+                with pymongo.MongoClient(mongo.url) as client:
+                    found = client[settings.mongo_db].api_tokens.find_one({"name": "t-rita"})
+                    return found and found.get("last_used_at")
+
+            await http.post("/graphql", json=typename, headers=headers)
+            assert await eventually(last_used, 30)
+
+
+# --- a hostile READER (#27) ---------------------------------------------------------------------------------
+
+EVENTS = 20_000
+SCAN = "{ downloadStats(groupBy: [ENGINEER], exact: true, limit: 10) { totalRows } }"
+TRIVIAL = "{ models(first: 1) { totalCount } }"
+
+
+@pytest.mark.slow  # 20,000 events, then a 20 s flood
+async def test_a_reader_flooding_exact_grouped_stats_leaves_the_instance_ready_and_others_answered(
+    mongo: ServerProcess, tmp_path: Path
+) -> None:
+    """A READER firing 4 exact downloadStats by ENGINEER at once, in a loop, over 20,000 events: each is
+    priced by the events it reads, /readyz never says the database is down, and another principal's trivial
+    queries are all answered (none DATABASE_UNAVAILABLE); the flood's own requests end with rows or a typed
+    timeout, never a 500."""
+    settings = make_settings("local", mongo.url, None, tmp_path / "data", auth="token")
+    async with connect(mongo.url, settings.mongo_db):
+        batch = seeded(EVENTS)  # within the event retention
+        for i in range(0, EVENTS, 5_000):
+            await DownloadEvent.get_pymongo_collection().insert_many(batch[i : i + 5_000], ordered=False)
+        await rebuild_rollups()
+        rita, _ = await create_token("t-rita", "rita", Role.READER, "test")
+        bob, _ = await create_token("t-bob", "bob", Role.ENGINEER, "test")
+    env = {
+        "MODELHUB_REQUEST_TIMEOUT_SECONDS": "15",
+        "MODELHUB_COST_BUDGET": "1000000000",  # the flood is not cut short by the budget: the caps must hold
+    }
+    with ServeProcess(settings, **env) as serve:
+        async with httpx.AsyncClient(base_url=serve.url, timeout=60) as http:
+
+            async def ask(token: str, query: str) -> tuple[int, dict[str, Any]]:
+                resp = await http.post(
+                    "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"}
+                )
+                return resp.status_code, resp.json()
+
+            status, first = await ask(rita, SCAN)
+            assert status == 200 and first["data"]["downloadStats"]["totalRows"] == 300, first
+            rows = 10 // 10  # limit 10 x one field, ten rows a point
+            assert first["extensions"]["cost"]["requested"] == (
+                STATS_BASE + math.ceil(EVENTS / RAW_EVENTS_PER_POINT) + rows
+            )
+            stop = time.monotonic() + 20
+            flood: list[tuple[int, str | None]] = []
+            bystander: list[str | None] = []
+            ready: list[int] = []
+
+            async def attacker() -> None:
+                while time.monotonic() < stop:
+                    status, body = await ask(rita, SCAN)
+                    flood.append((status, code_of(body)))
+
+            async def other() -> None:
+                while time.monotonic() < stop:
+                    status, body = await ask(bob, TRIVIAL)
+                    assert status == 200, body
+                    bystander.append(code_of(body))
+                    await asyncio.sleep(0.2)
+
+            async def probe() -> None:
+                while time.monotonic() < stop:
+                    ready.append((await http.get("/readyz")).status_code)
+                    await asyncio.sleep(0.2)
+
+            await asyncio.gather(*[attacker() for _ in range(4)], other(), probe())
+    print(
+        f"flood: {len(flood)} requests {sorted(set(flood))}; bystander: {len(bystander)}; readyz: {len(ready)}"
+    )
+    assert flood and all(status == 200 for status, _ in flood), flood
+    assert {code for _, code in flood} <= {None, "DATABASE_TIMEOUT"}, flood
+    assert bystander and all(code is None for code in bystander), bystander
+    assert ready and all(status == 200 for status in ready), ready

@@ -100,11 +100,10 @@ def _say_auth(settings: Settings) -> None:
         )
 
 
-def _run(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> None:
-    """uvicorn.run, with the connection limits of graphql_api/http/server.py: its guarded HTTP protocol
-    reads them from the config (which uvicorn hands to each worker process)."""
+def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> Any:
+    """The uvicorn config of `modelhub serve`: the guarded HTTP protocol and its connection limits, and
+    WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from ..http.server import ConnectionLimits, GuardedProtocol
 
@@ -114,6 +113,7 @@ def _run(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> 
         workers=workers,
         http=GuardedProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,
+        ws_max_size=settings.max_body_bytes,
         **server,
     )
     # Per process: the instance's cap shared by its workers (the kernel spreads accepts among them).
@@ -124,6 +124,16 @@ def _run(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> 
         settings.keep_alive_seconds,
         per_worker,
     )
+    return config
+
+
+def _run(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> None:
+    """uvicorn.run, with the connection limits of graphql_api/http/server.py: its guarded HTTP protocol
+    reads them from the config (which uvicorn hands to each worker process)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn_config(settings, app, server, workers)
     uvicorn_server = uvicorn.Server(config)
     if workers == 1:
         uvicorn_server.run()

@@ -14,7 +14,7 @@ from beanie import PydanticObjectId, SortDirection
 from .. import figures
 from ..documents import DownloadEvent, DownloadStatus, utcnow
 from ..figures import FigureMismatch, FilterForm, Finish, Merge
-from ..limits import piece_seconds, scan_piece
+from ..limits import piece_seconds
 from ..pagination import Page, PageRequest
 from ..queries import Dimension, DownloadOrder, DownloadOrderField, EventQuery, StatsRequest
 from . import work
@@ -395,7 +395,7 @@ async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any
     The scan runs in pieces: consecutive windows of `started_at`, each grouped by the database into partial
     figures per (group, engineer) and merged here, each sized from the last one's time to take about
     `limits.piece_seconds()` of database work. Between pieces the request's deadline is checked and other
-    requests' pieces get their turn (`limits.scan_piece`); a piece carries the request's id (`comment`) so an
+    requests' pieces get their turn (`work.piece`); a piece carries the request's id (`comment`) so an
     abandoned request's piece can be killed (see db/work.py for why SecantusDB needs the pieces at all).
     Percentiles are nearest-rank, as the database's `$percentile` gives them on SecantusDB."""
     collection = DownloadEvent.get_pymongo_collection()
@@ -420,14 +420,17 @@ async def stats(req: StatsRequest, first: datetime | None) -> list[dict[str, Any
             start = None
         else:
             break
-        async with scan_piece():
-            work.check_deadline()  # waiting for the slot may have taken the rest of the request's time
+        pipeline = _piece_pipeline(req, window)
+
+        async def read(ms: int | None, pipeline: list[Condition] = pipeline) -> tuple[list[Any], float]:
             began = time.monotonic()
-            pipeline = _piece_pipeline(req, window)
-            cursor = await collection.aggregate(pipeline, allowDiskUse=True, comment=rid)
-            async for doc in cursor:
-                _merge_partial(partials, doc)
-            took = time.monotonic() - began
+            options: dict[str, Any] = {"allowDiskUse": True, **_max_time(ms)}
+            cursor = await collection.aggregate(pipeline, comment=rid, **options)
+            return [doc async for doc in cursor], time.monotonic() - began
+
+        docs, took = await work.piece(read)
+        for doc in docs:
+            _merge_partial(partials, doc)
         if end is None:
             if since is None:
                 break
@@ -443,6 +446,24 @@ async def any_started(since: datetime, until: datetime) -> bool:
     window = {"started_at": {"$gte": since, "$lt": until}}
     found = await DownloadEvent.get_pymongo_collection().find_one(window, {"_id": 1})
     return found is not None
+
+
+def _max_time(max_time_ms: int | None) -> dict[str, int]:
+    return {} if max_time_ms is None else {"maxTimeMS": max_time_ms}
+
+
+async def edge_documents(q: EventQuery) -> list[dict[str, Any]]:
+    """Every event matching `q` as its stored document, read as one piece of a raw scan (`work.piece`: a
+    slot, the request's deadline, its id): for short ranges (a stats range's raw edges, at most an hour)."""
+    rid = work.request_id()
+    collection = DownloadEvent.get_pymongo_collection()
+
+    async def read(ms: int | None) -> list[dict[str, Any]]:
+        bounded = {} if ms is None else {"max_time_ms": ms}
+        found = collection.find(event_filter(q), batch_size=10_000, comment=rid, **bounded)
+        return [doc async for doc in found]
+
+    return await work.piece(read)
 
 
 async def scan_documents(q: EventQuery, batch: int = 10_000) -> AsyncIterator[dict[str, Any]]:

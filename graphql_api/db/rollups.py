@@ -311,6 +311,12 @@ async def first_day() -> datetime | None:
     return None if found is None else found["day"].replace(tzinfo=UTC)
 
 
+async def downloads_by_day() -> dict[datetime, int]:
+    """How many download events started on each UTC day (from the whole-model days: the fewest buckets)."""
+    rows = await DAY_BY_MODEL.collection.aggregate([{"$group": {"_id": "$day", "n": {"$sum": "$downloads"}}}])
+    return {row["_id"].replace(tzinfo=UTC): int(row["n"]) async for row in rows if row["_id"] is not None}
+
+
 async def count_downloads() -> int:
     """All download events, summed from the buckets: a few thousand documents instead of a scan of every
     event (SecantusDB counts a collection by scanning it), from the whole-model days: the fewest."""

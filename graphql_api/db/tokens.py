@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pymongo
 from beanie import SortDirection
 from beanie.odm.queries.update import UpdateResponse
 from bson import ObjectId
@@ -43,5 +44,7 @@ async def revoke(name: str, when: datetime) -> ApiToken | None:
     return found if isinstance(found, ApiToken) else None
 
 
-async def touch(token_hash: str, when: datetime) -> None:
-    await ApiToken.find_one(ApiToken.token_hash == token_hash).update({"$max": {"last_used_at": when}})
+async def touch(token_hash: str, when: datetime, within: float = 5.0) -> None:
+    """Moves the token's `last_used_at` on to `when`, giving up after `within` seconds."""
+    with pymongo.timeout(within):
+        await ApiToken.find_one(ApiToken.token_hash == token_hash).update({"$max": {"last_used_at": when}})

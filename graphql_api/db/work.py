@@ -9,6 +9,10 @@ SecantusDB 0.7 (the test and embedded database) differs from MongoDB here, and t
   (`limits.ScanSlots`).
 - `currentOp` lists one entry per connection with only its last command's name: no `comment`, so the filter
   below matches nothing there. `killOp` closes that connection and lets the command run to its end.
+- A command whose client gave up (a client-side timeout closes its connection) runs on to its end all the
+  same. So a piece's slot is not given back when its request stops waiting for it, only once the database
+  has answered it (`piece`): the slots count the database's real work, and a flood of abandoned requests
+  cannot pile work up behind the caps.
 On a MongoDB replica set `currentOp` finds the request's operations by `command.comment` and `killOp` stops
 them at their next interrupt point (needs the `inprog` and `killop` privileges; without them the kill is
 skipped and logged, and the pieces and maxTimeMS still bound the work).
@@ -16,18 +20,27 @@ skipped and logged, and the pieces and maxTimeMS still bound the work).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import pymongo
 from pymongo.errors import ExecutionTimeout, PyMongoError
 
 from ..documents import DownloadEvent
+from ..limits import take_slot
 
 log = logging.getLogger("modelhub.db")
+T = TypeVar("T")
+# How long past its request's deadline a piece's database work may go on before its connection is closed
+# (the database is stuck: stopped, or far slower than its pieces were sized for). Its slot is held meanwhile.
+STRAGGLER_SECONDS = 30.0
+_pieces: set[asyncio.Task[Any]] = set()  # pieces whose request stopped waiting, kept referenced until done
 
 _request: ContextVar[tuple[str, float] | None] = ContextVar("request", default=None)  # (id, deadline)
 
@@ -80,3 +93,55 @@ async def kill(rid: str) -> int:
         log.warning("could not kill the database work of an abandoned request: %s", type(exc).__name__)
         return 0
     return len(ops)
+
+
+async def piece(read: Callable[[int | None], Awaitable[T]]) -> T:
+    """Runs one bounded piece of a raw read, `read(max_time_ms)`, in a raw-scan slot (`limits.take_slot`),
+    within the request's deadline; `max_time_ms` is the time left (None outside a request), for the
+    command's `maxTimeMS`, and `read` tags its commands with `request_id()` (`comment`) so `kill` finds them.
+
+    Waiting for a slot ends at the deadline (DATABASE_TIMEOUT, without touching the database). The read
+    runs in a task of its own, outside the request's client-side timeout (`pymongo.timeout` would close
+    the connection at the deadline and leave the command running): the request stops waiting at its
+    deadline or when cancelled, while the task waits for the database's answer (maxTimeMS, or `kill`, ends
+    it there) and only then gives the slot back, at most STRAGGLER_SECONDS past the deadline."""
+    check_deadline()
+    release = await take_slot(remaining())
+    if release is None:
+        raise expired()
+    try:
+        check_deadline()  # the wait for the slot may have taken the rest of the request's time
+    except BaseException:
+        release()
+        raise
+    left = remaining()
+    max_time_ms = None if left is None else max(1, int(left * 1000))
+
+    async def bounded() -> T:
+        async with asyncio.timeout(None if left is None else left + STRAGGLER_SECONDS):
+            return await read(max_time_ms)
+
+    # A fresh context: no client-side deadline inherited from the request (maxTimeMS bounds the command).
+    task = asyncio.get_running_loop().create_task(bounded(), context=contextvars.Context())
+    _pieces.add(task)
+
+    def ended(done: asyncio.Task[T]) -> None:
+        release()
+        _pieces.discard(done)
+        if not done.cancelled():
+            done.exception()  # retrieved: an abandoned piece's error is nobody's to raise
+
+    task.add_done_callback(ended)
+    await asyncio.wait({task}, timeout=left)
+    if not task.done():
+        raise expired()  # the task goes on until the database has answered it
+    return task.result()
+
+
+async def drain(seconds: float) -> None:
+    """Waits up to `seconds` for the pieces still running on the database (at shutdown), then cancels
+    them."""
+    if _pieces:
+        await asyncio.wait(set(_pieces), timeout=seconds)
+    for task in set(_pieces):
+        task.cancel()

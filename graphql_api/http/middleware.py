@@ -68,7 +68,8 @@ class RequestContext:
 class BodyLimit:
     """Refuses (413, JSON) any request body over `max_bytes`, by Content-Length or as it streams in,
     before the app parses a byte of it. Bodies under the cap are read here and handed on whole. Artifact
-    uploads (`/uploads/`) stream through: their route checks them against the size they declared."""
+    uploads (`/uploads/`) stream through: their route checks them against the size they declared. A
+    WebSocket message over `max_bytes` closes its socket (1009)."""
 
     def __init__(self, app: Any, max_bytes: int, streamed: tuple[str, ...] = ("/uploads/",)) -> None:
         self.app = app
@@ -76,6 +77,9 @@ class BodyLimit:
         self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._socket(scope, receive, send)
+            return
         if (
             scope["type"] != "http"
             or scope["method"] in ("GET", "HEAD", "OPTIONS")
@@ -113,6 +117,35 @@ class BodyLimit:
             return dict(await receive())
 
         await self.app(scope, replay, send)
+
+    async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket's messages under the same cap: one over it closes the socket with 1009 (message too
+        big) and never reaches the app, which sees the socket disconnect (`modelhub serve` also gives uvicorn
+        the cap as `ws_max_size`, so such a frame is refused before it is even buffered whole)."""
+        closed = False
+
+        async def guarded_receive() -> Message:
+            nonlocal closed
+            message = await receive()
+            if message["type"] == "websocket.receive" and not closed and self._over(message):
+                closed = True
+                await send({"type": "websocket.close", "code": 1009, "reason": "message too big"})
+                return {"type": "websocket.disconnect", "code": 1009}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not closed:  # once closed here, nothing more goes out
+                await send(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
+
+    def _over(self, message: Message) -> bool:
+        text = message.get("text")
+        if text is not None:
+            return len(text) > self.max_bytes or (
+                4 * len(text) > self.max_bytes and len(text.encode()) > self.max_bytes
+            )
+        return len(message.get("bytes") or b"") > self.max_bytes
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body is over the limit of {self.max_bytes} bytes"

@@ -26,18 +26,21 @@ from graphql import (
 )
 
 from .. import documents, queries
-from ..analytics import series, stats
+from ..analytics import hybrid, series, stats
 from ..errors import DomainError
 from .scalars import _parse_datetime
 
 DEFAULT_PAGE = 20
 PAGED_ARGS = ("first", "last")
 CONNECTION_FIELDS = frozenset({"edges", "nodes"})
-# What a stats read costs by where it is answered: every call STATS_BASE; a raw event scan RAW_SCAN_PER_DAY
-# more per day of its range, up to RAW_SCAN (a month or more, or an open range: what `exact: true` always
-# cost); a HYBRID answer's raw edges (at most an hour at each end) HYBRID_EDGES more; rollup buckets one
-# point per ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range.
+# What a stats read costs by where it is answered: every call STATS_BASE; a raw event scan one point more per
+# RAW_EVENTS_PER_POINT events in its range, as the rollups counted them (analytics/volume.py), and a HYBRID
+# answer's raw edges (at most an hour at each end) likewise by their events; rollup buckets one point per
+# ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range. Priced without counts (before they
+# were first read, or pricing a document alone), a raw scan costs RAW_SCAN_PER_DAY per day of its range, up
+# to RAW_SCAN (a month or more, or an open range), and raw edges HYBRID_EDGES.
 STATS_BASE = 200
+RAW_EVENTS_PER_POINT = 10
 RAW_SCAN = 1_500
 RAW_SCAN_PER_DAY = 50
 HYBRID_EDGES = 100
@@ -46,6 +49,8 @@ UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
 ROWS_PER_POINT = 10
 # (field, name) -> the argument's value, variables substituted
 Argument = Callable[[FieldNode, str], Any]
+# (since, until) -> how many events started in that range (open ends: unbounded); None: counts unknown
+Volume = Callable[[datetime | None, datetime | None], int]
 UNPRICEABLE = 10**12  # a document too deeply nested to price (graphql-core refuses them first)
 
 
@@ -69,9 +74,15 @@ class CostCounter:
     directly are computed once (a fragment spread from inside itself adds nothing: NoFragmentCycles has
     refused such documents before pricing)."""
 
-    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode], variables: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        fragments: Mapping[str, FragmentDefinitionNode],
+        variables: Mapping[str, Any],
+        volume: Volume | None = None,
+    ) -> None:
         self.fragments = fragments
         self.variables = dict(variables)  # graphql-core reads a dict
+        self.volume = volume
         self.visits = 0  # selections walked: the work done, for tests
         self._prices: dict[str, int] = {}
         self._names: dict[str, frozenset[str]] = {}
@@ -133,9 +144,9 @@ class CostCounter:
         children = self.selection_set(field.selection_set)
         name = field.name.value
         if name == "downloadStats":
-            return stats_price(self.argument, field, children)
+            return stats_price(self.argument, field, children, self.volume)
         if name == "downloadSeries":
-            return series_price(self.argument, field, children)
+            return series_price(self.argument, field, children, self.volume)
         if name == "nodes" and self.argument(field, "ids") is not None:
             ids = self.argument(field, "ids")
             return 1 + (len(ids) if isinstance(ids, list) else 100) * children
@@ -204,12 +215,28 @@ def _days(since: datetime | None, until: datetime | None) -> int:
     return max(1, math.ceil(span / timedelta(days=1)))
 
 
-def read_price(source: queries.StatsSource, days: int, hourly: bool) -> int:
-    """One stats read over `days` by its source: raw scans high, rollup reads by the buckets they read."""
+def read_price(
+    source: queries.StatsSource,
+    since: datetime | None,
+    until: datetime | None,
+    hourly: bool,
+    volume: Volume | None = None,
+) -> int:
+    """One stats read over [since, until) by its source: a raw scan by the events it reads (by its days when
+    their counts are unknown), rollup reads by the buckets they read and the events of their raw edges."""
+    days = _days(since, until)
     if source is queries.StatsSource.RAW:
+        if volume is not None:
+            return STATS_BASE + math.ceil(volume(since, until) / RAW_EVENTS_PER_POINT)
         return STATS_BASE + min(RAW_SCAN, RAW_SCAN_PER_DAY * days)
     buckets = days * 24 if hourly else days
-    edges = HYBRID_EDGES if source is queries.StatsSource.HYBRID else 0
+    edges = 0
+    if source is queries.StatsSource.HYBRID:
+        if volume is None:
+            edges = HYBRID_EDGES
+        else:
+            read = sum(volume(a, b) for a, b in hybrid.split(since, until).raw)
+            edges = math.ceil(read / RAW_EVENTS_PER_POINT)
     return STATS_BASE + edges + buckets // ROLLUP_BUCKETS_PER_POINT
 
 
@@ -220,7 +247,7 @@ def _enum(value: Any, kind: Any) -> Any:
         return None
 
 
-def stats_price(argument: Argument, field: FieldNode, children: int) -> int:
+def stats_price(argument: Argument, field: FieldNode, children: int, volume: Volume | None = None) -> int:
     group_by = argument(field, "groupBy")
     group_by = group_by if isinstance(group_by, list) else [group_by]
     query = _event_query(argument(field, "filter"))
@@ -235,10 +262,10 @@ def stats_price(argument: Argument, field: FieldNode, children: int) -> int:
     since, until = (query.since, query.until) if query is not None else (None, None)
     limit = _int(argument(field, "limit"), 100)
     rows = limit * max(1, children) // ROWS_PER_POINT
-    return read_price(source, _days(since, until), interval is queries.Interval.HOUR) + rows
+    return read_price(source, since, until, interval is queries.Interval.HOUR, volume) + rows
 
 
-def series_price(argument: Argument, field: FieldNode, children: int) -> int:
+def series_price(argument: Argument, field: FieldNode, children: int, volume: Volume | None = None) -> int:
     """`downloadSeries` reads three times (series.download_series): the top groups of `by` over the range,
     their buckets, and every event's buckets; each read is priced by the source that will answer it."""
     by = argument(field, "by")
@@ -256,18 +283,24 @@ def series_price(argument: Argument, field: FieldNode, children: int) -> int:
     everything = _source(query, [], interval=interval, time_zone=time_zone)
     days = _days(since, until)
     hourly = interval is queries.Interval.HOUR
-    reads = sum(read_price(s, days, hourly) for s in (grouped, bucketed, everything))
+    reads = sum(read_price(s, since, until, hourly, volume) for s in (grouped, bucketed, everything))
     top = min(_int(argument(field, "top"), 10), series.MAX_TOP)
     points = min(days * 24 if hourly else days, series.MAX_POINTS)
     return reads + (top + 1) * points * max(1, children) // (ROWS_PER_POINT * 10)
 
 
-def operation_cost(document: Any, operation_name: str | None, variables: Mapping[str, Any] | None) -> int:
-    """The cost of the operation `operation_name` (or the only one) of a parsed document."""
+def operation_cost(
+    document: Any,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+    volume: Volume | None = None,
+) -> int:
+    """The cost of the operation `operation_name` (or the only one) of a parsed document; `volume` counts
+    the events of a range, to price raw scans by them (None: by their days)."""
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     chosen = [o for o in operations if operation_name is None or (o.name and o.name.value == operation_name)]
-    counter = CostCounter(fragments, variables or {})
+    counter = CostCounter(fragments, variables or {}, volume)
     try:
         return max((counter.selection_set(o.selection_set) for o in chosen[:1]), default=0)
     except RecursionError:

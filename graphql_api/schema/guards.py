@@ -123,7 +123,9 @@ class RequestGuards(SchemaExtension):
         budget = services.budget
         cost = MIN_COST
         if ctx.graphql_document is not None:
-            cost = max(MIN_COST, operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables))
+            volume = services.volume.estimate if services.volume.loaded else None
+            priced = operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables, volume)
+            cost = max(MIN_COST, priced)
             self.cost = cost  # for the operation's trace span
         if context.identity is None or context.identity_error is not None:
             # Refused (UNAUTHENTICATED) just below, yet the address pays the price it asked for: a no-token

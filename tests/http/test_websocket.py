@@ -280,3 +280,23 @@ async def test_the_legacy_graphql_ws_protocol_is_not_offered(mongo_uri: str, tmp
                 await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
                 await asyncio.wait_for(ws.recv(), 10)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4406
+
+
+async def test_an_over_size_message_closes_the_socket_with_1009_and_runs_nothing(
+    mongo_uri: str, tmp_path: Path, bucket: str
+) -> None:
+    """A WebSocket message over MODELHUB_MAX_BODY_BYTES closes the socket with 1009 and executes nothing
+    (the mutation it carries registers no model), while the same mutation under the cap registers one."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data", max_body_bytes=4096)
+    Stores("local", settings).put(bucket, "m.bin", b"weights")
+    register = 'mutation($n: String!, $b: String!) { registerModel(input: {name: $n, projectName: "p", bucket: $b, key: "m.bin"}) { __typename } }'
+    padded = register + "\n#" + "x" * 5000 + "\n"
+    models = "{ models(first: 10) { nodes { name } } }"
+    with LiveServer(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            async with Socket(server.url) as sock:
+                assert (await sock.run(register, {"n": "small", "b": bucket}))["type"] == "next"
+                await sock.send("big", {"query": padded, "variables": {"n": "big", "b": bucket}})
+                assert await sock.closed(10) == 1009
+            listed = await GraphQLClient(http)(models)
+    assert [n["name"] for n in listed["models"]["nodes"]] == ["small"]

@@ -3,6 +3,7 @@ that will answer them (a raw event scan far above a rollup read)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,18 @@ from typing import Any
 import pytest
 from graphql import FragmentDefinitionNode, OperationDefinitionNode, parse
 
+from graphql_api.analytics.volume import EventVolume
 from graphql_api.client import DOCUMENTS
 from graphql_api.config import Settings
-from graphql_api.schema.cost import RAW_SCAN, RAW_SCAN_PER_DAY, STATS_BASE, CostCounter, operation_cost
+from graphql_api.schema.cost import (
+    HYBRID_EDGES,
+    RAW_EVENTS_PER_POINT,
+    RAW_SCAN,
+    RAW_SCAN_PER_DAY,
+    STATS_BASE,
+    CostCounter,
+    operation_cost,
+)
 from tests.schema.test_document_limits import INLINE, NAMED, PLAIN, nested
 
 RAW_READ = STATS_BASE + RAW_SCAN
@@ -117,3 +127,39 @@ def test_the_shipped_operations_fit_the_default_budget(days: int) -> None:
     for name, text in DOCUMENTS.items():
         stats = {"groupBy": ["ENGINEER", "MODEL"], "filter": {"since": variables["since"]}, "interval": "DAY"}
         assert cost(text, stats if name == "STATS" else {}) <= BUDGET, name
+
+
+def test_raw_scans_are_priced_by_the_events_in_their_range() -> None:
+    """With the rollups' counts at hand, a raw scan costs a point per RAW_EVENTS_PER_POINT events of its
+    range whatever its length (a busy week above a quiet month), a HYBRID answer's edges by their events,
+    and a grouped series by the source of each of its reads; rollup reads do not depend on the counts."""
+    day = UNTIL - timedelta(days=3)
+    counts = EventVolume()
+    counts.days = {day: 20_000, UNTIL - timedelta(days=20): 100}
+
+    def priced(text: str, variables: dict[str, Any]) -> int:
+        return operation_cost(parse(text), None, variables, counts.estimate)
+
+    month = priced(STATS, {"g": ["ENGINEER"], "f": RANGE})
+    assert month == STATS_BASE + 20_100 // RAW_EVENTS_PER_POINT + 1
+    quiet = {"since": RANGE["since"], "until": (UNTIL - timedelta(days=10)).isoformat()}
+    assert priced(STATS, {"g": ["ENGINEER"], "f": quiet}) == STATS_BASE + 10 + 1
+    assert priced(STATS, {"g": ["MODEL"], "f": RANGE, "e": True}) == month  # exact: the same scan
+    assert priced(STATS, {"g": ["MODEL"], "f": RANGE}) == cost(STATS, {"g": ["MODEL"], "f": RANGE})
+    # a range starting half an hour before the busy day's end: its edge holds 1/48 of that day's events
+    edge = {**RANGE, "since": (day + timedelta(hours=23, minutes=30)).isoformat()}
+    assert priced(STATS, {"g": ["MODEL"], "f": edge}) == cost(STATS, {"g": ["MODEL"], "f": edge}) - (
+        HYBRID_EDGES - math.ceil(20_000 / 48 / RAW_EVENTS_PER_POINT)
+    )
+    assert priced(SERIES, {"by": "ENGINEER", **RANGE}) > 2 * month
+    assert priced(SERIES, {"by": "MODEL", **RANGE}) == cost(SERIES, {"by": "MODEL", **RANGE})
+
+
+def test_event_volume_counts_a_partial_day_pro_rata() -> None:
+    """The estimate of a range's events: whole days as counted, a partial day in proportion (rounded up),
+    open ends take every day on their side."""
+    counts = EventVolume()
+    counts.days = {UNTIL: 240, UNTIL - timedelta(days=1): 24}
+    assert counts.estimate(None, None) == 264
+    assert counts.estimate(UNTIL - timedelta(hours=1), UNTIL + timedelta(hours=1)) == 1 + 10
+    assert counts.estimate(UNTIL + timedelta(days=1), None) == 0

@@ -5,8 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pymongo.errors import ExecutionTimeout
 
-from graphql_api.limits import Buckets, CostBudget, RateLimited, RateLimiter, ScanSlots, scan_piece
+from graphql_api.db import work
+from graphql_api.limits import (
+    Buckets,
+    CostBudget,
+    RateLimited,
+    RateLimiter,
+    ScanSlots,
+    scan_total,
+    take_slot,
+)
 
 
 class Clock:
@@ -78,15 +88,73 @@ async def test_scan_slots_cap_one_key_and_the_instance() -> None:
 
     async def piece(key: str) -> None:
         with slots.held(key):
-            async with scan_piece():
+            release = await take_slot(None)
+            assert release is not None
+            try:
                 running[key] += 1
                 peak[key] = max(peak[key], running[key])
                 peak["all"] = max(peak["all"], slots.in_flight)
                 await asyncio.sleep(0.01)
                 running[key] -= 1
+            finally:
+                release()
 
     await asyncio.gather(*[piece("a") for _ in range(8)], *[piece("b") for _ in range(3)])
     assert peak["a"] == 2 and 1 <= peak["b"] <= 2 and peak["all"] == 3
     assert slots.in_flight == 0 and slots.started == 11
-    async with scan_piece():  # no request: no slot to take
-        pass
+    release = await take_slot(0)  # no request: no slot to take
+    assert release is not None
+    release()
+
+
+async def test_a_slot_wait_gives_up_in_time_without_cancelling_its_caller() -> None:
+    """A wait for a slot ends after its bound with None (the caller carries on, not cancelled), takes
+    nothing, and the slot still goes to the next waiter once it is given back."""
+    slots = ScanSlots(per_key=1, total=5)
+    with slots.held("a"):
+        first = await take_slot(None)
+        assert first is not None
+        assert await take_slot(0.05) is None
+        assert slots.in_flight == 1
+        later = asyncio.ensure_future(take_slot(5))
+        await asyncio.sleep(0.01)
+        first()
+        first()  # giving back twice gives back once
+        second = await later
+        assert second is not None and slots.in_flight == 1
+        second()
+    assert slots.in_flight == 0 and not slots.total.locked()
+
+
+def test_scans_take_at_most_a_quarter_of_the_pool() -> None:
+    """The instance's scan cap is the configured one within a quarter of the connection pool, at least 1."""
+    assert scan_total(6, 100) == 6 and scan_total(6, 12) == 3 and scan_total(6, 4) == 1
+
+
+async def test_a_piece_holds_its_slot_until_its_read_ends_not_until_its_request_gives_up() -> None:
+    """A request whose deadline passes during a piece gets the typed timeout at its deadline, while the
+    piece keeps its slot until the read has ended (as a database command runs on after its client left);
+    the read is told the time left as its maxTimeMS; a request with no time left takes no slot at all."""
+    slots = ScanSlots(per_key=2, total=2)
+    ended = asyncio.Event()
+    told: list[int | None] = []
+
+    async def read(max_time_ms: int | None) -> int:
+        told.append(max_time_ms)
+        await asyncio.sleep(0.3)
+        ended.set()
+        return 1
+
+    with slots.held("a"), work.tagged("rid", 0.1):
+        with pytest.raises(ExecutionTimeout):
+            await work.piece(read)
+        assert slots.in_flight == 1 and not ended.is_set()
+        await ended.wait()
+        await asyncio.sleep(0)
+        assert slots.in_flight == 0
+        assert told[0] is not None and 0 < told[0] <= 100
+        with pytest.raises(ExecutionTimeout):
+            await work.piece(read)  # the deadline has passed
+        assert slots.started == 1
+    assert await work.piece(read) == 1  # outside a request: no deadline, no maxTimeMS
+    assert told[-1] is None
