@@ -56,9 +56,12 @@ async def _apply(stages: list[Staged], target: datetime) -> int:
     return await rollups_db.fold(deltas, target)
 
 
-async def fold(holder: str, lag_seconds: float, metrics: Metrics | None = None) -> int:
+async def fold(
+    holder: str, lag_seconds: float, metrics: Metrics | None = None, now: datetime | None = None
+) -> int:
     """One fold by `holder` (who must hold the lease): first the end of a fold that died, then the stages
-    staged in (watermark, now - lag]. Returns how many stages it folded."""
+    staged in (watermark, now - lag] (`now`: this clock's, unless given). Returns how many stages it
+    folded."""
     state = await rollup_state.read()
     folded = 0
     if state.applying is not None:  # a fold that died between its buckets and its watermark
@@ -68,7 +71,7 @@ async def fold(holder: str, lag_seconds: float, metrics: Metrics | None = None) 
         await rollup_state.advance(state.watermark, state.applying, state.applying)
         folded += _count(stages, metrics)
         state = await rollup_state.read()
-    target = utcnow() - timedelta(seconds=lag_seconds)
+    target = (now or utcnow()) - timedelta(seconds=lag_seconds)
     if target <= state.watermark or state.applying is not None:
         return folded
     stages = await _stages(state.watermark, target)
