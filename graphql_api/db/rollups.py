@@ -125,17 +125,21 @@ class RollupBucket:
 
     def document(self, delta: RollupDelta) -> dict[str, Any]:
         """The bucket as stored when it holds exactly `delta` (whose engineers are a bitmap)."""
-        return {
-            **self.empty_document(),
-            **{name: getattr(delta, name) for name in COUNTS},
-            "duration_sum": delta.duration_sum,
-            "duration_max": delta.duration_max,
-            "last_completed_at": delta.last_completed_at,
-            "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
-            "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
-            "engineer_bits": words_of(delta.engineer_bits),
-            **({"pair_bits": pair_words(delta.pair_bits)} if self.grain.keeps_pairs else {}),
-        }
+        return {**self.empty_document(), **stored_figures(delta, self.grain.keeps_pairs)}
+
+
+def stored_figures(delta: RollupDelta, keeps_pairs: bool) -> dict[str, Any]:
+    """A bucket's figures as stored when it holds exactly `delta` (whose engineers are a bitmap)."""
+    return {
+        **{name: getattr(delta, name) for name in COUNTS},
+        "duration_sum": delta.duration_sum,
+        "duration_max": delta.duration_max,
+        "last_completed_at": delta.last_completed_at,
+        "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
+        "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
+        "engineer_bits": words_of(delta.engineer_bits),
+        **({"pair_bits": pair_words(delta.pair_bits)} if keeps_pairs else {}),
+    }
 
 
 # A model version: (model name, version number).
@@ -618,24 +622,24 @@ async def page_in_db(
     req: StatsRequest, grain: Grain = DAY, pending: Pending = ()
 ) -> tuple[list[Group], int] | None:
     """One page of groups (as `grouped` gives them, in the page's order) grouped, ordered and cut by the
-    database, and the number of all groups; None when the buckets cannot answer, the order needs merged
-    figures (MERGED_METRICS), or a `pending` stage (not folded yet) matches: the page's order could change
-    with it, so `grouped` answers, adding it.
+    database, and the number of all groups; None when the buckets cannot answer or the order needs merged
+    figures (MERGED_METRICS). The buckets `pending` stages fall in are handed to the database as they would
+    be with those stages folded (`$documents`, beside the other buckets by `$unionWith`), so the page's
+    order counts them.
 
     For long ranges: `grouped` ships every bucket of the range to the app, this only the page's rows (with
     their buckets' histograms and bitmaps). On SecantusDB the find is faster for the ranges measured; on
     MongoDB a top-10 over all time is a few rows instead of every bucket ever written."""
     found = narrowest(req, grain)
-    keep = _keep_query(req.query)
-    if found is None or req.sort_metric in MERGED_METRICS or any(keep(s.doc) for s in pending):
+    if found is None or req.sort_metric in MERGED_METRICS:
         return None
     grain, match = found
+    leave_out, adjusted = await _split(grain, pending, _keep_query(req.query))
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
         same = req.interval.value.lower() == grain.name  # a bucket's start is then its period
         key["period"] = f"${grain.field}" if same else trunc(f"${grain.field}", req.interval, "UTC")
     pipeline: list[Condition] = [
-        {"$match": match},
         {
             "$group": {
                 "_id": key,
@@ -659,7 +663,15 @@ async def page_in_db(
     if sort_field is not None:
         pipeline.append({"$addFields": sort_field})
     page = ordered_page(req, period="_id.period")
-    docs, total = await read_page(await grain.collection.aggregate([*pipeline, *page]))
+    if adjusted:
+        head = [
+            {"$documents": await _as_stored(grain, adjusted)},
+            {"$unionWith": {"coll": grain.collection.name, "pipeline": [{"$match": {**match, **leave_out}}]}},
+        ]
+        cursor = await grain.collection.database.aggregate([*head, *pipeline, *page])
+    else:
+        cursor = await grain.collection.aggregate([{"$match": match}, *pipeline, *page])
+    docs, total = await read_page(cursor)
     groups = []
     for doc in docs:
         # The row's sums and maxima (under the bucket fields' names), then each bucket's histogram and bitmap.
@@ -670,6 +682,23 @@ async def page_in_db(
             delta.add(RollupDelta.of_bucket(bucket))
         groups.append((dict(doc["_id"] or {}), delta))
     return groups, total
+
+
+async def _as_stored(grain: Grain, adjusted: Adjusted) -> list[dict[str, Any]]:
+    """Buckets with their pending stages added, as they would be stored (engineers numbered into bitmaps).
+
+    SecantusDB quirk: it runs `$documents` only first in a database-level aggregate (`{aggregate: 1}`), not
+    inside `$unionWith` on a collection; so the pending buckets come first and the stored ones are unioned
+    in, which MongoDB (5.1 on) runs alike."""
+    numbers = await engineer_numbers(set().union(*(delta.engineers for _, delta in adjusted)))
+    out = []
+    for doc, delta in adjusted:
+        whole = RollupDelta()
+        whole.add(delta)
+        whole.engineer_bits, whole.pair_bits = delta.bitmap(numbers), delta.pair_bitmaps(numbers)
+        keys = {name: doc.get(name) for name in ("_id", grain.field, *grain.keys)}
+        out.append({**keys, **stored_figures(whole, grain.keeps_pairs)})
+    return out
 
 
 async def completed_by_model(q: EventQuery, pending: Pending = ()) -> dict[str, int] | None:

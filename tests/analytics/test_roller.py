@@ -296,3 +296,54 @@ async def test_rebuild_with_the_roller_running_equals_raw(
     await totals_equal_raw(gql)
     assert (await rollup_state.read()).holder not in (None, HOLDER)
     assert datetime.now(UTC) - (await rollup_state.read()).watermark < timedelta(seconds=30)
+
+
+LONG = """query($x: Boolean!, $f: DownloadFilter, $o: StatsOrder, $a: String) {
+  downloadStats(groupBy: [MODEL, MODE], filter: $f, orderBy: $o, limit: 2, after: $a, exact: $x) {
+    source totalRows pageInfo { hasNextPage endCursor }
+    rows { modelName mode downloads completed totalBytes uniqueEngineers distinctDownloads } } }"""
+
+
+async def test_a_long_range_paged_by_the_database_counts_pending_stages(
+    gql: GraphQLClient,
+    http: httpx.AsyncClient,
+    stores: Stores,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ROLLUP range long enough to be grouped, ordered and paged by the database gives the raw answer's
+    pages while stages are pending (the buckets they fall in handed to it with them added), before and
+    after a fold."""
+    paged: list[bool] = []
+    page_in_db = rollups_db.page_in_db
+
+    async def spy(*args: Any, **kw: Any) -> Any:
+        found = await page_in_db(*args, **kw)
+        paged.append(found is not None)
+        return found
+
+    monkeypatch.setattr(rollups_db, "page_in_db", spy)
+    await downloads(gql, http, stores, bucket)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    window = {
+        "since": (today - timedelta(days=80)).isoformat(),
+        "until": (today + timedelta(days=1)).isoformat(),
+    }
+    for fold in (False, True):
+        if fold:
+            await fold_now()
+            await one_step(http, "b")
+            await one_step(http, "b")
+            assert await eventually(all_finished)
+        for order in ({"field": "DOWNLOADS"}, {"field": "TOTAL_BYTES", "direction": "ASC"}):
+            after: dict[bool, str | None] = {False: None, True: None}
+            for _ in range(2):
+                found = {}
+                for exact in (False, True):
+                    variables = {"x": exact, "f": window, "o": order, "a": after[exact]}
+                    found[exact] = (await gql(LONG, variables))["downloadStats"]
+                    after[exact] = found[exact]["pageInfo"]["endCursor"]
+                fast, raw = found[False], found[True]
+                assert fast["source"] == "ROLLUP" and raw["source"] == "RAW"
+                assert fast["rows"] == raw["rows"] and fast["totalRows"] == raw["totalRows"] == 3
+    assert paged and all(paged)
