@@ -1,9 +1,12 @@
 """Times the rollup writes of each download stage: recorded (started), finished, and verification reported.
 
+Since the roller (analytics/roller.py) these writes are no longer on the request path: the roller folds the
+same updates, one per bucket per interval for all the downloads of that interval.
+
 Usage: python -m bench.write_cost [--downloads 300]
 
 It starts an embedded SecantusDB in a temporary directory, builds demo downloads (seed-demo's generator)
-and, one download at a time as the live path does, inserts the event and times `record_started`, then
+and, one download at a time as the synchronous path did, inserts the event and times `record_started`, then
 marks it finished and times `record_finished`, then (where the code has it) `record_verification`.
 Prints the median and p95 of each stage in milliseconds. Run it from another checkout
 (PYTHONPATH=that checkout) for a before/after.

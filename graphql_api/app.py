@@ -35,6 +35,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from . import checksums, downloads, oidc, operations, uploads
 from .analytics import feed
+from .analytics.roller import Roller
 from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
@@ -388,6 +389,14 @@ def create_app(settings: Settings) -> Starlette:
                 verify_stopped, store, settings.checksum_interval_seconds, settings.checksum_concurrency
             )
             stack.push_async_callback(_stop, asyncio.create_task(verifier), verify_stopped.set)
+            roll_stopped = asyncio.Event()
+            roller = Roller(
+                metrics,
+                settings.rollup_interval_seconds,
+                settings.rollup_lag_seconds,
+                settings.rollup_lease_seconds,
+            )
+            stack.push_async_callback(_stop, asyncio.create_task(roller.run(roll_stopped)), roll_stopped.set)
             deliver_stopped = asyncio.Event()
             deliverer = Deliverer(settings, metrics)
             await deliverer.prepare()

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # An IN_PROGRESS download whose heartbeat is older than this is swept to ABORTED.
     stale_download_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
+    # The roller (analytics/roller.py): how often the lease holder folds download stages into the rollups,
+    # how old a stage must be before it is folded (clock skew between instances and writes still in flight;
+    # a stage later than this is missed until `modelhub rebuild-rollups`), and how long its lease lasts
+    # without renewal (a dead holder is replaced after this).
+    rollup_interval_seconds: float = Field(default=1.0, gt=0)
+    rollup_lag_seconds: float = Field(default=10.0, ge=0)
+    rollup_lease_seconds: float = Field(default=15.0, gt=0)
     # How often each worker looks for versions whose artifact still needs hashing.
     checksum_interval_seconds: float = 2.0
     # Versions each worker's verifier hashes at once: for large objects on S3 (reads and hashing overlap)

@@ -345,6 +345,12 @@ class DownloadEvent(Document):
     # The client's verdict on the SHA-256 of what it received (reportDownloadVerification): reported once.
     sha256_matches: bool | None = None
     verified_at: datetime | None = None
+    # The rollup stages this event owes (analytics/roller.py): stage ("recorded", "finished", "verified") →
+    # when it was staged (this server's clock). An event without stages (written before the roller, or by
+    # bulk loads) was counted when it was written.
+    stages: dict[str, datetime] = Field(default_factory=dict)
+    # The latest of `stages` (indexed): the roller and the readers find the stages after the watermark by it.
+    staged_at: datetime | None = None
 
     @classmethod
     def of_version(cls, version: ModelVersion, **fields: Any) -> DownloadEvent:
@@ -367,6 +373,7 @@ class DownloadEvent(Document):
             IndexModel([("project_name", ASCENDING), ("started_at", DESCENDING)], name="project_started"),
             IndexModel([("engineer", ASCENDING), ("started_at", DESCENDING)], name="engineer_started"),
             IndexModel([("status", ASCENDING), ("heartbeat_at", ASCENDING)], name="status_heartbeat"),
+            IndexModel([("staged_at", ASCENDING)], name="staged_at"),
         ]
 
 

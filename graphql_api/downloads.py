@@ -107,9 +107,10 @@ async def current_object(services: Services, model: ModelVersion) -> ObjectInfo:
 
 
 async def report_verification(who: Requester, scope: Scope, event_id: Any, matches: bool) -> DownloadEvent:
-    """Records a client's verdict on a download's SHA-256, once, by the download's own principal only, and
-    counts it in the download's buckets (`verified` or `mismatched`). A download of a project `scope` may not
-    read is "no such download", as a missing one."""
+    """Records a client's verdict on a download's SHA-256, once, by the download's own principal only, with
+    the rollup stage that counts it in the download's buckets (`verified` or `mismatched`, folded by
+    analytics/roller.py).
+    A download of a project `scope` may not read is "no such download", as a missing one."""
     event = await events_db.get(event_id)
     if event is None or not scope.can_read(event.project_name):
         raise InvalidInput("download", "no such download")
@@ -118,13 +119,16 @@ async def report_verification(who: Requester, scope: Scope, event_id: Any, match
     done = await events_db.report_verification(event_id, who.engineer, matches, utcnow())
     if done is None:
         raise InvalidInput("download", "its verification was already reported")
-    await rollups.record_verification(done)
     return done
 
 
 def _new_event(model: ModelVersion, who: Requester, mode: DownloadMode, **fields: Any) -> DownloadEvent:
+    """A new event, stamped with its `recorded` rollup stage (the roller counts it; analytics/roller.py)."""
+    now = utcnow()
     return DownloadEvent.of_version(
         model,
+        stages={rollups.RECORDED: now},
+        staged_at=now,
         engineer=who.engineer,
         user_agent=(who.user_agent or "")[:512] or None,
         client_address=who.client_address,
@@ -175,7 +179,6 @@ async def issue_ticket(
     expires_at = utcnow() + timedelta(seconds=seconds)
     event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed, requested_alias=alias)
     await events_db.insert(event)
-    await rollups.record_started(event)
     if mode is DownloadMode.STREAM:
         payload = {"e": str(event.id), "m": str(model.id), "v": model.version, "p": who.engineer}
         token = services.signer.sign(TICKET_PURPOSE, _bound(payload, who), expires_at.timestamp())
@@ -287,7 +290,6 @@ async def start_direct(
         **fields,
     )
     await events_db.insert(event)
-    await rollups.record_started(event)
     services.metrics.download_requests.labels(DownloadMode.STREAM.value, "issued").inc()
     services.metrics.download_size.labels(DownloadMode.STREAM.value).observe(model.size_bytes)
     return event
@@ -319,7 +321,8 @@ async def finish(
     *,
     finished_at: datetime | None = None,
 ) -> None:
-    """The one place a download reaches a terminal state: the event, its rollups and the metrics."""
+    """The one place a download reaches a terminal state: the event (with the rollup stage that the roller
+    folds) and the metrics."""
     finished = finished_at or utcnow()
     started = event.transfer_started_at
     duration = (finished - started).total_seconds() if started else None
@@ -328,12 +331,11 @@ async def finish(
 
     async def write() -> DownloadEvent | None:
         chain = await _chain_fields(event, status)
-        return await events_db.finish(event.id, status, update | chain, transition)
+        return await events_db.finish(event.id, status, update | chain, transition, staged=utcnow())
 
     done = await _until_written(write)
     if done is None:
         return  # already finished (e.g. swept): never count it twice
-    await rollups.record_finished(done)
     mode = event.mode.value
     counter = {
         DownloadStatus.COMPLETED: metrics.downloads_completed,

@@ -22,6 +22,8 @@ OTHER = "other"
 MODES = ("STREAM", "PRESIGNED")
 STATUSES = ("COMPLETED", "ABORTED", "FAILED")
 FEED_STREAM_PURPOSES = ("live", "catch_up")
+# The roller's stages (analytics/rollups.py: STAGES).
+ROLLUP_STAGES = ("recorded", "finished", "verified")
 FEED_REFUSALS = ("principal", "instance", "catch_up", "slow")
 # Every outcome label a request counter may carry (error codes in lower case); any other code is "error".
 DOWNLOAD_OUTCOMES = (
@@ -227,6 +229,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        # The roller (analytics/roller.py): every worker reads the shared watermark each interval.
+        self.rollup_lag = Gauge(
+            "modelhub_rollup_lag_seconds",
+            "Seconds between now and the roller's watermark: stages staged since are not in the rollups yet "
+            "(readers add them); about MODELHUB_ROLLUP_LAG_SECONDS plus the interval when it keeps up.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.rollup_stages_folded = Counter(
+            "modelhub_rollup_stages_folded",
+            "Download stages (recorded, finished, verified) this instance's roller folded into the rollups.",
+            ["stage"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -240,6 +256,8 @@ class Metrics:
     def _initialise_series(self) -> None:
         """Every series of a bounded label set exists from the start at 0, so rates and ratios read 0 on an
         idle server instead of "no data"."""
+        for stage in ROLLUP_STAGES:
+            self.rollup_stages_folded.labels(stage)
         for purpose in FEED_STREAM_PURPOSES:
             self.feed_streams.labels(purpose)
         for reason in FEED_REFUSALS:

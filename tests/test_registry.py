@@ -372,9 +372,9 @@ async def test_download_counts_are_batched(
     for name in ("totals_by_version", "totals_by_model"):
         real = getattr(rollups, name)
 
-        async def counting(keys: Any, real: Any = real, name: str = name) -> Any:
+        async def counting(keys: Any, *pending: Any, real: Any = real, name: str = name) -> Any:
             calls.append((name, len(keys)))
-            return await real(keys)
+            return await real(keys, *pending)
 
         monkeypatch.setattr(rollups, name, counting)
     q = "{ models(first: 30) { nodes { name downloadCount lastDownloadedAt latestVersion { downloadCount } } } }"

@@ -17,9 +17,8 @@ from typing import Any
 
 from ..db import events as events_db
 from ..db import rollups as rollups_db
-from ..documents import DownloadStatus
 from ..queries import Interval, StatsRequest, day_of, hour_of, truncate
-from .rollups import delta_of
+from .rollups import StoredOutcome, delta_of
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -115,15 +114,16 @@ async def closed_until(req: StatsRequest, present: datetime) -> datetime | None:
     return until if await events_db.any_started(until, end) else end
 
 
-async def hybrid_groups(req: StatsRequest) -> list[rollups_db.Group]:
-    """Every group's merged row (unordered) for `req`, from days, hours and raw minutes.
+async def hybrid_groups(req: StatsRequest, pending: rollups_db.Pending = ()) -> list[rollups_db.Group]:
+    """Every group's merged row (unordered) for `req`, from days, hours and raw minutes; `pending`: the
+    stages the roller may not have folded yet, added to the days and hours that do not hold them.
 
     The pieces are read concurrently (the database works on one while the app decodes another) and merged
     in a fixed order, so float sums come out the same every time."""
     pieces = split(req.query.since, await closed_until(req, datetime.now(UTC)))
     reads: list[Awaitable[list[rollups_db.Group]]] = []
     for grain, windows in ((_days_grain(req), pieces.days), (rollups_db.HOUR, pieces.hours)):
-        reads += [_buckets(req, grain, since, until) for since, until in windows]
+        reads += [_buckets(req, grain, since, until, pending) for since, until in windows]
     reads += [_edge(req, since, until) for since, until in pieces.raw]
     groups: dict[tuple[Any, ...], rollups_db.Group] = {}
     for part in await asyncio.gather(*reads):
@@ -143,11 +143,15 @@ async def with_bitmaps(groups: list[rollups_db.Group]) -> list[rollups_db.Group]
 
 
 async def _buckets(
-    req: StatsRequest, grain: rollups_db.Grain, since: datetime | None, until: datetime | None
+    req: StatsRequest,
+    grain: rollups_db.Grain,
+    since: datetime | None,
+    until: datetime | None,
+    pending: rollups_db.Pending,
 ) -> list[rollups_db.Group]:
-    """One piece of whole buckets: its groups and what each adds."""
+    """One piece of whole buckets: its groups and what each adds (its pending stages included)."""
     piece = dataclasses.replace(req, query=dataclasses.replace(req.query, since=since, until=until))
-    found = await rollups_db.grouped(piece, grain)
+    found = await rollups_db.grouped(piece, grain, pending)
     assert found is not None, "bucket edges always translate"
     return found
 
@@ -163,34 +167,5 @@ async def _edge(req: StatsRequest, since: datetime | None, until: datetime | Non
         key: dict[str, Any] = {name: doc.get(field) for name, field in fields}
         if req.interval:
             key["period"] = truncate(doc["started_at"].astimezone(UTC), req.interval)
-        out.append((key, delta_of(_EdgeEvent.of(doc), started=True, finished=True)))
+        out.append((key, delta_of(StoredOutcome.of(doc), started=True, finished=True)))
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class _EdgeEvent:
-    """The stored fields of an event that `delta_of` reads."""
-
-    engineer: str
-    model_name: str
-    model_version: int
-    status: DownloadStatus
-    completes: bool
-    bytes_sent: int
-    duration_seconds: float | None
-    finished_at: datetime | None
-    sha256_matches: bool | None
-
-    @classmethod
-    def of(cls, doc: dict[str, Any]) -> _EdgeEvent:
-        return cls(
-            doc["engineer"],
-            doc["model_name"],
-            doc["model_version"],
-            DownloadStatus(doc["status"]),
-            bool(doc.get("completes")),
-            doc.get("bytes_sent") or 0,
-            doc.get("duration_seconds"),
-            doc.get("finished_at"),
-            doc.get("sha256_matches"),
-        )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..db import events as events_db
+from ..db import rollup_state
 from ..db import rollups as rollups_db
-from ..db.rollups import GRAINS, RollupBucket, RollupDelta
+from ..db.rollups import GRAINS, RollupBucket, RollupDelta, Staged
 from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus
 from ..queries import EventQuery, day_of
 from .histograms import duration_bucket, throughput_bucket
@@ -67,25 +70,92 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
     return delta
 
 
+# The rollup stages of an event (DownloadEvent.stages): recorded (ticket issued or one-step download begun),
+# finished (a terminal status), verified (the client reported its SHA-256 verdict).
+RECORDED, FINISHED, VERIFIED = "recorded", "finished", "verified"
+STAGES = (RECORDED, FINISHED, VERIFIED)
+
+
+def stage_delta(event: Outcome, stage: str) -> RollupDelta:
+    """What one stage of `event` adds to each of its buckets: the three stages add up to
+    `delta_of(event, started=True, finished=True)`."""
+    if stage == RECORDED:
+        return delta_of(event, started=True, finished=False)
+    if stage == FINISHED:
+        return delta_of(event, started=False, finished=True)
+    matches = event.sha256_matches
+    return RollupDelta(verified=int(matches is True), mismatched=int(matches is False))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutcome:
+    """The stored fields of an event that `delta_of` reads (lighter than building a DownloadEvent)."""
+
+    engineer: str
+    model_name: str
+    model_version: int
+    status: DownloadStatus
+    completes: bool
+    bytes_sent: int
+    duration_seconds: float | None
+    finished_at: datetime | None
+    sha256_matches: bool | None
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any]) -> StoredOutcome:
+        return cls(
+            doc["engineer"],
+            doc["model_name"],
+            doc["model_version"],
+            DownloadStatus(doc["status"]),
+            bool(doc.get("completes")),
+            doc.get("bytes_sent") or 0,
+            doc.get("duration_seconds"),
+            doc.get("finished_at"),
+            doc.get("sha256_matches"),
+        )
+
+
+def staged(doc: Mapping[str, Any], after: datetime, upto: datetime | None = None) -> list[Staged]:
+    """The stages of a stored event staged in (after, upto] (no upper bound without `upto`)."""
+    stages = [(stage, at) for stage, at in (doc.get("stages") or {}).items() if at > after]
+    if upto is not None:
+        stages = [(stage, at) for stage, at in stages if at <= upto]
+    if not stages:
+        return []
+    event = StoredOutcome.of(doc)
+    return [Staged(doc, stage, at, stage_delta(event, stage)) for stage, at in stages]
+
+
+async def pending() -> list[Staged]:
+    """Every stage the roller may not have folded yet (staged after its watermark): what a reader of the
+    rollups adds to the buckets that do not hold it yet (db/rollups.py: `_split`) to stay exact."""
+    mark = await rollup_state.watermark()
+    found: list[Staged] = []
+    async for doc in events_db.staged_after(mark):
+        found += staged(doc, mark)
+    return found
+
+
 async def _bump_all(event: DownloadEvent, delta: RollupDelta) -> None:
     # The day's and the hour's bucket, side by side: one round trip of latency for both.
     await rollups_db.bump_each([RollupBucket.of(event, grain) for grain in GRAINS], delta)
 
 
 async def record_started(event: DownloadEvent) -> None:
-    """Counts a new download (any mode) in its day's and hour's buckets, at the moment it is recorded."""
-    await _bump_all(event, delta_of(event, started=True, finished=False))
+    """Counts a new download in its buckets at once, bypassing the roller: for events written without
+    stages (tests and benchmarks that build data as the synchronous path did; downloads stamp stages)."""
+    await _bump_all(event, stage_delta(event, RECORDED))
 
 
 async def record_finished(event: DownloadEvent) -> None:
-    """Adds a terminal download's outcome, bytes and duration to its day's and hour's buckets."""
-    await _bump_all(event, delta_of(event, started=False, finished=True))
+    """Adds a terminal download's outcome to its buckets at once (see `record_started`)."""
+    await _bump_all(event, stage_delta(event, FINISHED))
 
 
 async def record_verification(event: DownloadEvent) -> None:
-    """Counts a download's reported verification in its day's and hour's buckets (once: the report is)."""
-    matches = event.sha256_matches
-    await _bump_all(event, RollupDelta(verified=int(matches is True), mismatched=int(matches is False)))
+    """Counts a download's reported verification in its buckets at once (see `record_started`)."""
+    await _bump_all(event, stage_delta(event, VERIFIED))
 
 
 class RollupBuilder:
@@ -97,29 +167,41 @@ class RollupBuilder:
     def __init__(self) -> None:
         self._deltas: dict[RollupBucket, RollupDelta] = {}
 
-    def add(self, event: DownloadEvent) -> None:
+    def add(self, event: DownloadEvent, upto: datetime | None = None) -> None:
+        """Adds the whole event; with `upto`, an event with stages adds only those staged by then (the
+        later ones are the roller's)."""
         if not isinstance(event.status, DownloadStatus):  # built with model_construct from raw documents
             event.status = DownloadStatus(event.status)
             event.mode = DownloadMode(event.mode)
-        delta = delta_of(event, started=True, finished=True)
+        stages = getattr(event, "stages", None) or {}
+        if upto is None or not stages:
+            delta = delta_of(event, started=True, finished=True)
+        else:
+            delta = RollupDelta()
+            for stage, at in stages.items():
+                if at <= upto:
+                    delta.add(stage_delta(event, stage))
         for grain in GRAINS:
             self._deltas.setdefault(RollupBucket.of(event, grain), RollupDelta()).add(delta)
 
-    async def save(self) -> int:
-        written = await rollups_db.bump_many(self._deltas)
+    async def save(self, rolled_to: datetime | None = None) -> int:
+        written = await rollups_db.bump_many(self._deltas, rolled_to=rolled_to)
         self._deltas.clear()
         return written
 
 
-async def rebuild_rollups(
-    since: datetime | None = None, batch: int = 10_000, horizon: datetime | None = None
+async def rebuild_from_events(
+    since: datetime | None = None,
+    batch: int = 10_000,
+    horizon: datetime | None = None,
+    upto: datetime | None = None,
 ) -> int:
-    """Recomputes every kind of bucket from the raw events (all days, or the days from `since` on).
+    """Recomputes every kind of bucket from the raw events (all days, or the days from `since` on), each
+    event's stages up to `upto` (the roller's watermark, which the new buckets are marked rolled to); run
+    by `roller.rebuild_rollups`, which holds the roller's lease meanwhile and has folded up to `upto` first.
 
-    A repair tool: buckets are written just after their event, so a crash between the two writes leaves a
-    bucket one count behind. It replays events through `RollupBuilder` (the live path's own rules) and then
-    replaces the buckets of the days it covered. Downloads finishing while it runs may be counted or not:
-    run it when the service is quiet. Returns the number of buckets written.
+    It replays events through `RollupBuilder` (the roller's own rules) and then replaces the buckets of the
+    days it covered. Returns the number of buckets written.
 
     With a retention `horizon` (raw events before it may be gone), only the days wholly after it are
     rebuilt: the buckets of older days are the only figures left of them, and are kept as they are.
@@ -130,6 +212,6 @@ async def rebuild_rollups(
         start = kept_from if start is None or start < kept_from else start
     builder = RollupBuilder()
     async for event in events_db.scan(EventQuery(since=start), batch):
-        builder.add(event)
+        builder.add(event, upto)
     await rollups_db.delete_from(start)
-    return await builder.save()
+    return await builder.save(rolled_to=upto)

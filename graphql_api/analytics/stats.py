@@ -17,7 +17,7 @@ from ..errors import RangeBeyondRetention
 from ..figures import Finish
 from ..queries import MAX_STATS_LIMIT, METRIC_FIELDS, Dimension, StatsRequest, StatsSource, hour_of
 from ..scope import Scope
-from . import hybrid
+from . import hybrid, rollups
 from .histograms import HIST_MIN, THROUGHPUT_MIN, histogram_percentile
 
 
@@ -230,13 +230,14 @@ async def download_stats(
         docs = await events_db.stats(req, first)
         rows = [_row(d) for d in docs]
         return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
+    pending = await rollups.pending()
     if source is StatsSource.ROLLUP and is_long(req, datetime.now(UTC)):
-        found = await rollups_db.page_in_db(req)
+        found = await rollups_db.page_in_db(req, pending=pending)
         if found is not None:
             groups, total = found
             rows = [_rollup_row(g, source) for g in await hybrid.with_bitmaps(groups)]
             return StatsPage(rows, total, source, req.offset)
     # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
     # whose range holds whole days only.
-    rows = [_rollup_row(g, source) for g in await hybrid.hybrid_groups(req)]
+    rows = [_rollup_row(g, source) for g in await hybrid.hybrid_groups(req, pending)]
     return StatsPage(order_rows(rows, req), len(rows), source, req.offset)

@@ -61,16 +61,23 @@ def rebuild_rollups(
     since: Annotated[datetime | None, typer.Option(help="Only the days from this date on (UTC).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="The data dir of the embedded default.")] = None,
 ) -> None:
-    """Recompute the daily download rollups from the raw events (a repair tool; run it when quiet). Days
-    older than MODELHUB_EVENT_RETENTION_DAYS keep their rollups: their raw events may be gone."""
-    from ..analytics.rollups import rebuild_rollups as rebuild
+    """Recompute the download rollups from the raw events (a repair tool), holding the roller's lease
+    meanwhile. Days older than MODELHUB_EVENT_RETENTION_DAYS keep their rollups: their raw events may be
+    gone."""
+    from ..analytics.roller import rebuild_rollups as rebuild
     from ..analytics.stats import retention_horizon
 
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with database({"data_dir": data_dir}) as (settings, uri):
         started = time.perf_counter()
         horizon = retention_horizon(settings.event_retention_days)
-        buckets = asyncio.run(with_db(uri, settings.mongo_db, rebuild(when, horizon=horizon)))
+        work = rebuild(
+            when,
+            horizon=horizon,
+            lag_seconds=settings.rollup_lag_seconds,
+            lease_seconds=settings.rollup_lease_seconds,
+        )
+        buckets = asyncio.run(with_db(uri, settings.mongo_db, work))
     render.console.print(f"rebuilt {buckets} rollup buckets in {time.perf_counter() - started:.1f} s")
 
 

@@ -126,16 +126,27 @@ async def get(event_id: Any) -> DownloadEvent | None:
     return await find_one(DownloadEvent, {"_id": event_id})
 
 
-async def _transition(flt: Condition, update: Condition, transition_id: str) -> DownloadEvent | None:
+def _staging(stage: str, at: datetime) -> tuple[Condition, Condition]:
+    """The `$set` and `$max` that stamp a rollup stage on an event (see DownloadEvent.stages)."""
+    return {f"stages.{stage}": at}, {"staged_at": at}
+
+
+async def _transition(
+    flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
+) -> DownloadEvent | None:
     """One atomic conditional update: the event after `update`, or None when `flt` no longer matches it
     because another change came first. A retry of a change that did happen (same `transition_id`) returns
-    the event as that change left it.
+    the event as that change left it. `staged`: the change owes the rollups its `finished` stage.
 
     An update_one and a read by _id rather than one findAndModify: SecantusDB 0.7 scans the whole
     collection for a findAndModify (tens of ms at a few thousand documents), while both of these use an index.
     """
     collection = DownloadEvent.get_pymongo_collection()
-    result = await collection.update_one(flt, {"$set": {**update, "transition_id": transition_id}})
+    change: Condition = {"$set": {**update, "transition_id": transition_id}}
+    if staged is not None:
+        stage, latest = _staging("finished", staged)
+        change = {"$set": {**change["$set"], **stage}, "$max": latest}
+    result = await collection.update_one(flt, change)
     event = await find_one(DownloadEvent, {"_id": flt["_id"]})
     if result.modified_count == 0 and (event is None or event.transition_id != transition_id):
         return None
@@ -152,11 +163,17 @@ async def claim(
 
 
 async def finish(
-    event_id: PydanticObjectId | None, status: DownloadStatus, fields: Condition, transition_id: str
+    event_id: PydanticObjectId | None,
+    status: DownloadStatus,
+    fields: Condition,
+    transition_id: str,
+    staged: datetime | None = None,
 ) -> DownloadEvent | None:
-    """An open event (ISSUED or IN_PROGRESS) → a terminal `status`; None when it had already finished."""
+    """An open event (ISSUED or IN_PROGRESS) → a terminal `status`, stamped with its `finished` rollup stage
+    at `staged`; None when it had already finished."""
     update = {**fields, "status": status.value}
-    return await _transition({"_id": event_id, "status": {"$in": _OPEN}}, update, transition_id)
+    flt = {"_id": event_id, "status": {"$in": _OPEN}}
+    return await _transition(flt, update, transition_id, staged)
 
 
 async def record_progress(event_id: PydanticObjectId | None, sent: int, now: datetime) -> None:
@@ -170,13 +187,38 @@ async def report_verification(
     event_id: PydanticObjectId, engineer: str, matches: bool, now: datetime
 ) -> DownloadEvent | None:
     """Records the verdict on an event of `engineer` that has none yet (one conditional update: two reports
-    at once cannot both count); None when there is no such event or it already has one."""
+    at once cannot both count), stamped with its `verified` rollup stage; None when there is no such event
+    or it already has one."""
     collection = DownloadEvent.get_pymongo_collection()
     flt = {"_id": event_id, "engineer": engineer, "sha256_matches": None}
-    result = await collection.update_one(flt, {"$set": {"sha256_matches": matches, "verified_at": now}})
+    stage, latest = _staging("verified", now)
+    change = {"$set": {"sha256_matches": matches, "verified_at": now, **stage}, "$max": latest}
+    result = await collection.update_one(flt, change)
     if not result.modified_count:
         return None
     return await find_one(DownloadEvent, {"_id": event_id})
+
+
+def staged_after(watermark: datetime) -> AsyncIterator[dict[str, Any]]:
+    """The stored events with a rollup stage staged after `watermark` (an index range on `staged_at`: the
+    events of the last seconds, not yet folded into the rollups)."""
+    return aiter(DownloadEvent.get_pymongo_collection().find({"staged_at": {"$gt": watermark}}))
+
+
+def matches(q: EventQuery, doc: Mapping[str, Any]) -> bool:
+    """Whether a stored event matches `q`, decided here as `event_filter(q)` would in the database (the
+    readers of the rollups filter the few events not folded yet this way)."""
+    for d in figures.DIMENSIONS:
+        wanted = getattr(q, d.filter) if d.filter else None
+        if not wanted:
+            continue
+        values = {getattr(v, "value", v) for v in wanted}
+        if doc.get(d.event) not in values:
+            return False
+    started = doc["started_at"]
+    if (q.since is not None and started < q.since) or (q.until is not None and started >= q.until):
+        return False
+    return q.min_bytes is None or (doc.get("bytes_sent") or 0) >= q.min_bytes
 
 
 def stale(cutoff: datetime) -> AsyncIterator[DownloadEvent]:

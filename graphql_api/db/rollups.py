@@ -25,6 +25,7 @@ from .. import figures
 from ..documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyModelRollup, HourlyRollup
 from ..figures import Finish
 from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of, truncate
+from . import events as events_db
 from .common import Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
@@ -85,13 +86,22 @@ class RollupBucket:
 
     @classmethod
     def of(cls, event: DownloadEvent, grain: Grain = DAY) -> RollupBucket:
-        mode = event.mode.value if hasattr(event.mode, "value") else str(event.mode)
-        kind = getattr(event, "client_kind", None) or "UNKNOWN"
+        fields = {name: getattr(event, name, None) for name in ("mode", "client_kind", "started_at")}
+        fields.update(model_name=event.model_name, model_version=event.model_version)
+        return cls.of_doc({**fields, "project_name": event.project_name}, grain)
+
+    @classmethod
+    def of_doc(cls, doc: Mapping[str, Any], grain: Grain = DAY) -> RollupBucket:
+        """The bucket of `grain` a stored event (or a DownloadEvent's fields) falls in."""
+        mode = doc["mode"]
+        mode = mode.value if hasattr(mode, "value") else str(mode)
+        kind = doc.get("client_kind") or "UNKNOWN"
         kind = kind.value if hasattr(kind, "value") else str(kind)
-        start = grain.start_of(event.started_at)
+        start = grain.start_of(doc["started_at"])
         fine = grain.keys == FINE_KEYS
-        version = event.model_version if fine else None
-        return cls(start, event.model_name, version, event.project_name, mode if fine else None, grain, kind)
+        version = doc["model_version"] if fine else None
+        name, project = doc["model_name"], doc["project_name"]
+        return cls(start, name, version, project, mode if fine else None, grain, kind)
 
     @property
     def key(self) -> str:
@@ -115,17 +125,21 @@ class RollupBucket:
 
     def document(self, delta: RollupDelta) -> dict[str, Any]:
         """The bucket as stored when it holds exactly `delta` (whose engineers are a bitmap)."""
-        return {
-            **self.empty_document(),
-            **{name: getattr(delta, name) for name in COUNTS},
-            "duration_sum": delta.duration_sum,
-            "duration_max": delta.duration_max,
-            "last_completed_at": delta.last_completed_at,
-            "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
-            "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
-            "engineer_bits": words_of(delta.engineer_bits),
-            **({"pair_bits": pair_words(delta.pair_bits)} if self.grain.keeps_pairs else {}),
-        }
+        return {**self.empty_document(), **stored_figures(delta, self.grain.keeps_pairs)}
+
+
+def stored_figures(delta: RollupDelta, keeps_pairs: bool) -> dict[str, Any]:
+    """A bucket's figures as stored when it holds exactly `delta` (whose engineers are a bitmap)."""
+    return {
+        **{name: getattr(delta, name) for name in COUNTS},
+        "duration_sum": delta.duration_sum,
+        "duration_max": delta.duration_max,
+        "last_completed_at": delta.last_completed_at,
+        "duration_hist": {str(index): count for index, count in delta.duration_hist.items()},
+        "throughput_hist": {str(index): count for index, count in delta.throughput_hist.items()},
+        "engineer_bits": words_of(delta.engineer_bits),
+        **({"pair_bits": pair_words(delta.pair_bits)} if keeps_pairs else {}),
+    }
 
 
 # A model version: (model name, version number).
@@ -270,8 +284,11 @@ async def _bump(bucket: RollupBucket, update: Condition) -> None:
     await collection.update_one({"_id": bucket.key}, update)
 
 
-async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 1000) -> int:
-    """`bump` for many buckets in bulk: insert the missing buckets (duplicates ignored), then update."""
+async def bump_many(
+    deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 1000, rolled_to: datetime | None = None
+) -> int:
+    """`bump` for many buckets in bulk: insert the missing buckets (duplicates ignored), then update;
+    `rolled_to`: the roller's watermark they are built to (a rebuild)."""
     items = list(deltas.items())
     numbers = await engineer_numbers(set().union(*(d.engineers for _, d in items)))
     for grain in GRAINS:
@@ -284,9 +301,100 @@ async def bump_many(deltas: Mapping[RollupBucket, RollupDelta], chunk: int = 100
             except BulkWriteError as exc:
                 if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                     raise
-            updates = [UpdateOne({"_id": b.key}, d.to_update(numbers, grain.keeps_pairs)) for b, d in part]
+            updates = [
+                UpdateOne({"_id": b.key}, _rolled(d.to_update(numbers, grain.keeps_pairs), rolled_to))
+                for b, d in part
+            ]
             await grain.collection.bulk_write(updates)
     return len(items)
+
+
+def _rolled_before(target: datetime) -> Condition:
+    """A bucket not yet rolled to `target` (`rolled_to` missing on buckets no fold has written)."""
+    return {"$or": [{"rolled_to": {"$lt": target}}, {"rolled_to": None}]}
+
+
+async def fold(deltas: Mapping[RollupBucket, RollupDelta], target: datetime) -> int:
+    """Applies each bucket's delta of one fold of the roller (analytics/roller.py), once: each update also
+    sets the bucket's `rolled_to` to `target` and applies only to a bucket whose `rolled_to` is earlier, so
+    a fold re-run to the same target (after a crash, or by a second holder) skips the buckets already
+    written. One grain after another, the buckets of a grain side by side. Returns the buckets written."""
+    numbers = await engineer_numbers(set().union(*(d.engineers for d in deltas.values())))
+    written = 0
+    for grain in GRAINS:
+        mine = [(bucket, delta) for bucket, delta in deltas.items() if bucket.grain is grain]
+        found = await asyncio.gather(*(fold_bucket(b, d, numbers, target) for b, d in mine))
+        written += sum(found)
+    return written
+
+
+async def fold_bucket(
+    bucket: RollupBucket, delta: RollupDelta, numbers: Mapping[str, int], target: datetime
+) -> bool:
+    """One bucket of a fold: an update first, and an insert only for the bucket's first fold."""
+    update = delta.to_update(numbers, bucket.grain.keeps_pairs)
+    update["$set"] = {"rolled_to": target}
+    flt = {"_id": bucket.key, **_rolled_before(target)}
+    collection = bucket.grain.collection
+    if (await collection.update_one(flt, update)).matched_count:
+        return True
+    with contextlib.suppress(DuplicateKeyError):
+        await collection.insert_one(bucket.empty_document())
+    return bool((await collection.update_one(flt, update)).matched_count)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One rollup stage of a stored event that may not be in the rollups yet: the event, the stage, when it
+    was staged, and what it adds to each of the event's buckets."""
+
+    doc: Mapping[str, Any]
+    stage: str
+    at: datetime
+    delta: RollupDelta
+
+
+Pending = Sequence[Staged]
+Adjusted = list[tuple[Mapping[str, Any], RollupDelta]]
+
+
+async def _split(
+    grain: Grain, pending: Pending, keep: Callable[[Mapping[str, Any]], bool]
+) -> tuple[Condition, Adjusted]:
+    """The buckets of `grain` that pending stages (of events `keep` keeps) fall in: a condition that leaves
+    them out of a read, and each of them as stored with the stages it does not hold yet added (a stage
+    later than its `rolled_to`; all of them for a bucket not written yet).
+
+    Exact while the roller folds: a bucket and its `rolled_to` change in one update, and each bucket is read
+    once, either here or (the others, which no pending stage touches) by the caller's read."""
+    staged: dict[str, tuple[RollupBucket, list[Staged]]] = {}
+    for stage in pending:
+        if keep(stage.doc):
+            bucket = RollupBucket.of_doc(stage.doc, grain)
+            staged.setdefault(bucket.key, (bucket, []))[1].append(stage)
+    if not staged:
+        return {}, []
+    keys = sorted(staged)
+    stored = {doc["_id"]: doc async for doc in grain.collection.find({"_id": {"$in": keys}})}
+    out: Adjusted = []
+    for key in keys:
+        bucket, stages = staged[key]
+        doc = stored.get(key)
+        rolled = None if doc is None else doc.get("rolled_to")
+        delta = RollupDelta() if doc is None else RollupDelta.of_bucket(doc)
+        for stage in stages:
+            if rolled is None or stage.at > rolled:
+                delta.add(stage.delta)
+        out.append((doc if doc is not None else bucket.empty_document(), delta))
+    return {"_id": {"$nin": keys}}, out
+
+
+def _keep_query(q: EventQuery) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda doc: events_db.matches(q, doc)
+
+
+def _rolled(update: Condition, rolled_to: datetime | None) -> Condition:
+    return update if rolled_to is None else {**update, "$set": {"rolled_to": rolled_to}}
 
 
 async def engineer_numbers(names: Iterable[str]) -> dict[str, int]:
@@ -317,37 +425,60 @@ async def downloads_by_day() -> dict[datetime, int]:
     return {row["_id"].replace(tzinfo=UTC): int(row["n"]) async for row in rows if row["_id"] is not None}
 
 
-async def count_downloads() -> int:
+async def count_downloads(pending: Pending = ()) -> int:
     """All download events, summed from the buckets: a few thousand documents instead of a scan of every
-    event (SecantusDB counts a collection by scanning it), from the whole-model days: the fewest."""
-    rows = await DAY_BY_MODEL.collection.aggregate([{"$group": {"_id": None, "n": {"$sum": "$downloads"}}}])
+    event (SecantusDB counts a collection by scanning it), from the whole-model days: the fewest; with the
+    `pending` stages the roller has not folded yet."""
+    leave_out, adjusted = await _split(DAY_BY_MODEL, pending, lambda _: True)
+    pipeline = [{"$match": leave_out}, {"$group": {"_id": None, "n": {"$sum": "$downloads"}}}]
+    rows = await DAY_BY_MODEL.collection.aggregate(pipeline)
     found = [row["n"] async for row in rows]
-    return int(found[0]) if found else 0
+    return (int(found[0]) if found else 0) + sum(delta.downloads for _, delta in adjusted)
 
 
-async def _totals(match: Condition, key: Any, grain: Grain = DAY) -> list[dict[str, Any]]:
+async def _totals(
+    match: Condition, key: Callable[[Mapping[str, Any]], Any], grain: Grain, pending: Pending
+) -> dict[Any, tuple[int, Any]]:
+    """(completed downloads, last completion) per `key` of the buckets matching `match`, with the pending
+    stages of the events in them (`match` is over the bucket key fields an event shares)."""
+    fields = sorted({name for name in match if name in grain.keys})
+    leave_out, adjusted = await _split(grain, pending, lambda doc: _inside(match, doc))
+    group = {name: f"${name}" for name in fields}
     pipeline: list[Condition] = [
-        {"$match": {**match, "completed": {"$gt": 0}}},
-        {"$group": {"_id": key, "n": {"$sum": "$completed"}, "last": {"$max": "$last_completed_at"}}},
+        {"$match": {**match, **leave_out, "completed": {"$gt": 0}}},
+        {"$group": {"_id": group, "n": {"$sum": "$completed"}, "last": {"$max": "$last_completed_at"}}},
     ]
-    rows = await grain.collection.aggregate(pipeline)
-    return [r async for r in rows]
+    totals: dict[Any, tuple[int, Any]] = {}
+    rows = [(r["_id"], r["n"], r["last"]) async for r in await grain.collection.aggregate(pipeline)]
+    rows += [(doc, delta.completed, delta.last_completed_at) for doc, delta in adjusted if delta.completed]
+    for doc, completed, last in rows:
+        n, latest = totals.get(key(doc), (0, None))
+        totals[key(doc)] = (n + completed, _max(latest, last))
+    return totals
 
 
-async def totals_by_version(keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, Any]]:
-    """(completed downloads, last completion) per (name, version) that has any, in one aggregation."""
+def _inside(match: Condition, doc: Mapping[str, Any]) -> bool:
+    """Whether a stored event's fields satisfy a match of `{field: {"$in": values}}` conditions."""
+    return all(doc.get(name) in cond["$in"] for name, cond in match.items())
+
+
+async def totals_by_version(
+    keys: Sequence[tuple[str, int]], pending: Pending = ()
+) -> dict[tuple[str, int], tuple[int, Any]]:
+    """(completed downloads, last completion) per (name, version) that has any, in one aggregation (and
+    the `pending` stages of those versions)."""
     match = {
         "model_name": {"$in": sorted({name for name, _ in keys})},
         "model_version": {"$in": sorted({version for _, version in keys})},
     }
-    rows = await _totals(match, {"n": "$model_name", "v": "$model_version"})
-    return {(r["_id"]["n"], r["_id"]["v"]): (r["n"], r["last"]) for r in rows}
+    return await _totals(match, lambda d: (d["model_name"], d["model_version"]), DAY, pending)
 
 
-async def totals_by_model(names: Sequence[str]) -> dict[str, tuple[int, Any]]:
-    """(completed downloads, last completion) per model name across its versions, in one aggregation."""
-    rows = await _totals({"model_name": {"$in": sorted(set(names))}}, "$model_name", DAY_BY_MODEL)
-    return {r["_id"]: (r["n"], r["last"]) for r in rows}
+async def totals_by_model(names: Sequence[str], pending: Pending = ()) -> dict[str, tuple[int, Any]]:
+    """(completed downloads, last completion) per model name across its versions, in one aggregation (and
+    the `pending` stages of those models)."""
+    match = {"model_name": {"$in": sorted(set(names))}}
+    return await _totals(match, lambda d: d["model_name"], DAY_BY_MODEL, pending)
 
 
 def _bound(grain: Grain, op: str) -> Translator:
@@ -415,13 +546,15 @@ def add_to(groups: dict[tuple[Any, ...], Group], key: dict[str, Any], delta: Rol
         found[1].add(delta)
 
 
-async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
+async def grouped(req: StatsRequest, grain: Grain = DAY, pending: Pending = ()) -> list[Group] | None:
     """Each group's key (dimension → value, and `period`) and what its buckets add up to, for `req` over
     buckets of `grain`'s length (the whole-model ones when they answer); None when no such buckets can.
 
     The buckets are read with a plain find and grouped here: on SecantusDB the `$group` that pushed each
     bucket's histogram and bitmap cost more than the find itself (30 days by model, 1,450 daily buckets:
-    335 ms grouped, 212 ms found; 1,042 hourly buckets into 50 rows: 207 ms, 124 ms)."""
+    335 ms grouped, 212 ms found; 1,042 hourly buckets into 50 rows: 207 ms, 124 ms).
+
+    `pending`: stages the roller may not have folded yet, added to their buckets (see `_split`)."""
     found = narrowest(req, grain)
     if found is None:
         return None
@@ -429,14 +562,21 @@ async def grouped(req: StatsRequest, grain: Grain = DAY) -> list[Group] | None:
     fields = [(d.value, DIMENSIONS[d]) for d in req.group_by]
     groups: dict[tuple[Any, ...], Group] = {}
     periods: dict[datetime, datetime] = {}  # bucket start → its period (many buckets share a start)
-    async for doc in grain.collection.find(match, batch_size=10_000):
+
+    def add(doc: Mapping[str, Any], delta: RollupDelta) -> None:
         key = {name: doc.get(source) for name, source in fields}
         if req.interval:
             start = doc[grain.field]
             if start not in periods:
                 periods[start] = truncate(start.astimezone(UTC), req.interval)
             key["period"] = periods[start]
-        add_to(groups, key, RollupDelta.of_bucket(doc))
+        add_to(groups, key, delta)
+
+    leave_out, adjusted = await _split(grain, pending, _keep_query(req.query))
+    async for doc in grain.collection.find({**match, **leave_out}, batch_size=10_000):
+        add(doc, RollupDelta.of_bucket(doc))
+    for doc, delta in adjusted:
+        add(doc, delta)
     return list(groups.values())
 
 
@@ -484,10 +624,14 @@ def _check() -> None:
 _check()
 
 
-async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group], int] | None:
+async def page_in_db(
+    req: StatsRequest, grain: Grain = DAY, pending: Pending = ()
+) -> tuple[list[Group], int] | None:
     """One page of groups (as `grouped` gives them, in the page's order) grouped, ordered and cut by the
     database, and the number of all groups; None when the buckets cannot answer or the order needs merged
-    figures (MERGED_METRICS).
+    figures (MERGED_METRICS). The buckets `pending` stages fall in are handed to the database as they would
+    be with those stages folded (`$documents`, beside the other buckets by `$unionWith`), so the page's
+    order counts them.
 
     For long ranges: `grouped` ships every bucket of the range to the app, this only the page's rows (with
     their buckets' histograms and bitmaps). On SecantusDB the find is faster for the ranges measured; on
@@ -496,12 +640,12 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
     if found is None or req.sort_metric in MERGED_METRICS:
         return None
     grain, match = found
+    leave_out, adjusted = await _split(grain, pending, _keep_query(req.query))
     key: Condition = {d.value: f"${DIMENSIONS[d]}" for d in req.group_by}
     if req.interval:
         same = req.interval.value.lower() == grain.name  # a bucket's start is then its period
         key["period"] = f"${grain.field}" if same else trunc(f"${grain.field}", req.interval, "UTC")
     pipeline: list[Condition] = [
-        {"$match": match},
         {
             "$group": {
                 "_id": key,
@@ -525,7 +669,15 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
     if sort_field is not None:
         pipeline.append({"$addFields": sort_field})
     page = ordered_page(req, period="_id.period")
-    docs, total = await read_page(await grain.collection.aggregate([*pipeline, *page]))
+    if adjusted:
+        head = [
+            {"$documents": await _as_stored(grain, adjusted)},
+            {"$unionWith": {"coll": grain.collection.name, "pipeline": [{"$match": {**match, **leave_out}}]}},
+        ]
+        cursor = await grain.collection.database.aggregate([*head, *pipeline, *page])
+    else:
+        cursor = await grain.collection.aggregate([{"$match": match}, *pipeline, *page])
+    docs, total = await read_page(cursor)
     groups = []
     for doc in docs:
         # The row's sums and maxima (under the bucket fields' names), then each bucket's histogram and bitmap.
@@ -538,17 +690,39 @@ async def page_in_db(req: StatsRequest, grain: Grain = DAY) -> tuple[list[Group]
     return groups, total
 
 
-async def completed_by_model(q: EventQuery) -> dict[str, int] | None:
-    """Completed downloads per model name for `q` (without its status condition), or None."""
+async def _as_stored(grain: Grain, adjusted: Adjusted) -> list[dict[str, Any]]:
+    """Buckets with their pending stages added, as they would be stored (engineers numbered into bitmaps).
+
+    SecantusDB quirk: it runs `$documents` only first in a database-level aggregate (`{aggregate: 1}`), not
+    inside `$unionWith` on a collection; so the pending buckets come first and the stored ones are unioned
+    in, which MongoDB (5.1 on) runs alike."""
+    numbers = await engineer_numbers(set().union(*(delta.engineers for _, delta in adjusted)))
+    out = []
+    for doc, delta in adjusted:
+        whole = RollupDelta()
+        whole.add(delta)
+        whole.engineer_bits, whole.pair_bits = delta.bitmap(numbers), delta.pair_bitmaps(numbers)
+        keys = {name: doc.get(name) for name in ("_id", grain.field, *grain.keys)}
+        out.append({**keys, **stored_figures(whole, grain.keeps_pairs)})
+    return out
+
+
+async def completed_by_model(q: EventQuery, pending: Pending = ()) -> dict[str, int] | None:
+    """Completed downloads per model name for `q` (without its status condition), with the `pending`
+    stages of its events, or None."""
     grain = DAY_BY_MODEL
     match = rollup_filter(q, grain)
     if match is None:
         grain, match = DAY, rollup_filter(q)
     if match is None:
         return None
+    leave_out, adjusted = await _split(grain, pending, _keep_query(q))
     pipeline: list[Condition] = [
-        {"$match": match},
+        {"$match": {**match, **leave_out}},
         {"$group": {"_id": "$model_name", "c": {"$sum": "$completed"}}},
     ]
     rows = await grain.collection.aggregate(pipeline)
-    return {r["_id"]: r["c"] async for r in rows if r["c"]}
+    found = {r["_id"]: r["c"] async for r in rows}
+    for doc, delta in adjusted:
+        found[doc["model_name"]] = found.get(doc["model_name"], 0) + delta.completed
+    return {name: count for name, count in found.items() if count}

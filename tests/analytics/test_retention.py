@@ -12,7 +12,7 @@ import httpx
 import pytest
 from bson import ObjectId
 
-from graphql_api.analytics.rollups import rebuild_rollups
+from graphql_api.analytics.roller import rebuild_rollups
 from graphql_api.app import create_app
 from graphql_api.db import audit as audit_db
 from graphql_api.db import events as events_db

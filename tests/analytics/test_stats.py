@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from bson import ObjectId
 
-from graphql_api.analytics import histograms, hybrid, rollups
+from graphql_api.analytics import histograms, hybrid, roller, rollups
 from graphql_api.analytics.stats import LONG_RANGE
 from graphql_api.app import create_app
 from graphql_api.config import Settings
@@ -443,8 +443,8 @@ async def test_long_rollup_ranges_paged_by_the_database_equal_the_app_grouped_on
     paged: list[bool] = []  # per call of page_in_db: whether the database paged it
     page_in_db = rollups_db.page_in_db
 
-    async def spy(req: StatsRequest) -> Any:
-        found = await page_in_db(req)
+    async def spy(req: StatsRequest, **kw: Any) -> Any:
+        found = await page_in_db(req, **kw)
         paged.append(found is not None)
         return found
 
@@ -711,11 +711,9 @@ async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
     q = "query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { rows { modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } } }"
     raw = (await fresh_gql(q, {"x": True}))["downloadStats"]["rows"]
     assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] != raw
-    assert await rollups.rebuild_rollups() > 0
+    assert await roller.rebuild_rollups() > 0
     assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
-    assert (
-        await rollups.rebuild_rollups(since=T0 + timedelta(days=10)) > 0
-    )  # a partial rebuild keeps the rest
+    assert await roller.rebuild_rollups(since=T0 + timedelta(days=10)) > 0  # a partial rebuild keeps the rest
     assert (await fresh_gql(q, {"x": False}))["downloadStats"]["rows"] == raw
 
 

@@ -302,7 +302,7 @@ async def test_resumed_download_counts_once(
         {"completesDownload": False, "resumes": first["download"]["id"], "rangeStart": 20_000},
         {"completesDownload": False, "resumes": None, "rangeStart": 99_990},
     ]
-    await eventually(lambda: _rollups_caught_up(db))
+    assert await eventually(lambda: _rollups_caught_up(db))
     q = """query($x: Boolean!) { downloadStats(groupBy: [], exact: $x) { source rows { downloads completed } }
       model(name: "m") { downloadCount latestVersion { downloadCount } } }"""
     for exact in (False, True):
@@ -421,7 +421,7 @@ async def test_rollups_agree_with_raw_after_real_downloads(
     assert sorted(statuses) == ["ABORTED", "COMPLETED", "COMPLETED", "COMPLETED", "FAILED", "ISSUED"]
     q = """query($x: Boolean!) { downloadStats(groupBy: [MODEL, MODE], interval: DAY, exact: $x) { source rows {
       modelName mode periodStart downloads completed aborted failed totalBytes maxDurationSeconds uniqueEngineers } } }"""
-    await eventually(lambda: _rollups_caught_up(db))
+    assert await eventually(lambda: _rollups_caught_up(db))
     fast_result = (await live_gql(q, {"x": False}))["downloadStats"]
     raw_result = (await live_gql(q, {"x": True}))["downloadStats"]
     assert fast_result["source"] == "ROLLUP" and raw_result["source"] == "RAW"
@@ -438,11 +438,9 @@ async def _all_finished(db: Any) -> bool:
 
 
 async def _rollups_caught_up(db: Any) -> bool:
-    """Every finished event has reached its rollup (the rollup is written just after the event)."""
+    """Every download's bookkeeping is written: no event is still streaming, and every finished one carries
+    its `finished` rollup stage (which readers of the rollups add until the roller has folded it)."""
     terminal = {"status": {"$in": ["COMPLETED", "ABORTED", "FAILED"]}}
-    counted = {"$or": [{"status": {"$in": ["ABORTED", "FAILED"]}}, {"completes": True}]}
-    finished = db.download_events.count_documents(counted)
-    sent = sum(e["bytes_sent"] for e in db.download_events.find(terminal))
-    rollups = list(db.download_rollups_daily.find())
-    rolled = sum(r["completed"] + r["aborted"] + r["failed"] for r in rollups)
-    return bool(finished == rolled and sent == sum(r["bytes_sent"] for r in rollups))
+    unstaged = {**terminal, "stages.finished": {"$exists": False}}
+    open_ = db.download_events.count_documents({"status": "IN_PROGRESS"})
+    return bool(open_ == 0 and db.download_events.count_documents(unstaged) == 0)
