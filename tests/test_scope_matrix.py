@@ -845,6 +845,8 @@ def scoped_fuzz_server(mongo_uri: str, mongo_admin: Any, tmp_path_factory: pytes
         yield http
 
 
+# 30-50 s: forty cases per root field over a live server (`make test` runs it; `make check` does not)
+@pytest.mark.slow
 @FUZZ_SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_with_a_scoped_token(case: Any, scoped_fuzz_server: httpx.Client) -> None:
