@@ -690,6 +690,8 @@ def test_every_root_field_is_in_the_matrix() -> None:
         assert set(graphql_type.fields) == set(rows), (type_name, set(graphql_type.fields) ^ set(rows))
 
 
+# slow: ~5s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_scope_matrix(world: World) -> None:
     """Every root field as each of the seven callers: what each sees (A's models, versions, events, alias
     moves, totals, series, personal data) and may do; nothing of A reaches the B-only reader, not by id,
