@@ -130,19 +130,16 @@ def shared_db(mongo_admin: Any) -> str:
 
 
 @pytest.fixture
-def clean_db(request: pytest.FixtureRequest, mongo_admin: Any) -> str:
+def clean_db(shared_db: str, mongo_admin: Any) -> str:
     """The shared database with every collection emptied (documents only: the indexes stay, and each app
     start makes the ones its settings change), so a test starts on a clean database. A test that needs one
-    no app has ever started on (data of an earlier layout, migrated on the first start) is marked
-    `fresh_database` and gets a database of its own."""
-    if request.node.get_closest_marker("fresh_database"):
-        return "t_" + uuid.uuid4().hex[:12]
-    name: str = request.getfixturevalue("shared_db")
-    database = mongo_admin[name]
+    no app has ever started on (data of an earlier layout, migrated on the first start) names its own
+    (`make_settings(..., mongo_db=...)`), as the migration tests do."""
+    database = mongo_admin[shared_db]
     for collection in database.list_collection_names():
         if not collection.startswith("system."):
             database[collection].delete_many({})
-    return name
+    return shared_db
 
 
 @pytest.fixture
