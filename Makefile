@@ -46,9 +46,11 @@ test: lint typecheck pytest
 # The fast tier, for between edits: ruff, mypy and the in-process tests on the local store. Left out (markers in
 # pyproject.toml): child processes, browsers, the S3 twins of local-store tests, tools from outside the virtualenv
 # and slow tests; --forbid-child-processes fails a test that starts a child without its `process` marker.
+# Spread over the cores by test file (pytest-xdist; each worker has its own SecantusDB, ports and temp dirs).
 # `make test` (what CI runs) runs everything.
 check: lint typecheck
-	$(BIN)/pytest -q -m "not (slow or process or browser or s3 or external)" --forbid-child-processes
+	$(BIN)/pytest -q -n auto --dist loadfile -m "not (slow or process or browser or s3 or external)" \
+		--forbid-child-processes
 
 schema: $(VENV)/.dev-installed
 	$(BIN)/modelhub export-schema

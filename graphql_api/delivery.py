@@ -31,7 +31,7 @@ from .db import models as models_db
 from .db import outbox as outbox_db
 from .db import webhooks as webhooks_db
 from .documents import AliasChange, DeliveryStatus, Webhook, WebhookDelivery, utcnow
-from .health import pause
+from .health import pause, unless_stopped
 from .metrics import Metrics
 
 log = logging.getLogger("modelhub.webhooks")
@@ -167,7 +167,9 @@ class Deliverer:
             saved_at = -SAVE_EVERY_SECONDS
             dirty = token is None  # from now: store where "now" is at once, so a restart misses nothing
             while not stopped.is_set():
-                change = await changes.next()
+                change, stopping = await unless_stopped(changes.next(), stopped)
+                if stopping:
+                    break
                 if changes.webhooks_changed:
                     changes.webhooks_changed = False
                     hooks = await webhooks_db.all_webhooks()

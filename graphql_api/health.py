@@ -8,13 +8,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import anyio
 
 log = logging.getLogger("modelhub.health")
 
 Probe = Callable[[], Awaitable[object]]
+T = TypeVar("T")
 
 
 async def pause(stopped: asyncio.Event, seconds: float) -> None:
@@ -24,6 +26,25 @@ async def pause(stopped: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await stopped.wait()
+
+
+async def unless_stopped(step: Coroutine[Any, Any, T], stopped: asyncio.Event) -> tuple[T | None, bool]:
+    """`step`'s result and False; or None and True when `stopped` is set first, `step` then cancelled: for a
+    wait that is safe to abandon (a change stream's wait of up to half a second, whose reader resumes from
+    its stored position), so that stopping does not wait it out. The driver closes the connection of a
+    command cancelled in flight."""
+    work = asyncio.ensure_future(step)
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})
+    if work.cancelled():
+        return None, True
+    return work.result(), False
 
 
 class Watch:

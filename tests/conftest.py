@@ -119,10 +119,35 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def shared_db(mongo_admin: Any) -> str:
+    """The database the `settings` of most tests name, made once per session (per xdist worker): a new
+    database per test cost its creation, a dozen collections' index builds at the app's start and its drop
+    afterwards. It exists before any test starts, so `drop_test_databases` keeps it."""
+    name = "t_shared_" + uuid.uuid4().hex[:8]
+    mongo_admin[name].create_collection("models")
+    return name
+
+
 @pytest.fixture
-def settings(store_kind: str, mongo_uri: str, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+def clean_db(shared_db: str, mongo_admin: Any) -> str:
+    """The shared database with every collection emptied (documents only: the indexes stay, and each app
+    start makes the ones its settings change), so a test starts on a clean database. A test that needs one
+    no app has ever started on (data of an earlier layout, migrated on the first start) names its own
+    (`make_settings(..., mongo_db=...)`), as the migration tests do."""
+    database = mongo_admin[shared_db]
+    for collection in database.list_collection_names():
+        if not collection.startswith("system."):
+            database[collection].delete_many({})
+    return shared_db
+
+
+@pytest.fixture
+def settings(
+    store_kind: str, mongo_uri: str, clean_db: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Settings:
     s3 = request.getfixturevalue("s3_endpoint") if store_kind == "s3" else None
-    return make_settings(store_kind, mongo_uri, s3, tmp_path / "data")
+    return make_settings(store_kind, mongo_uri, s3, tmp_path / "data", mongo_db=clean_db)
 
 
 @pytest.fixture

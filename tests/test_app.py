@@ -19,6 +19,8 @@ async def test_healthz_and_readyz(http: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "mongo": "ok", "store": "ok"}
 
 
+# slow: waits out ~3s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_readyz_is_503_without_the_object_store(mongo_uri: str, tmp_path: Path) -> None:
     """With the S3 endpoint unreachable, /readyz answers 503 and names the store."""
     settings = make_settings("s3", mongo_uri, f"http://127.0.0.1:{free_port()}", tmp_path)
@@ -31,6 +33,8 @@ async def test_readyz_is_503_without_the_object_store(mongo_uri: str, tmp_path: 
     assert resp.json()["mongo"] == "ok" and resp.json()["store"].startswith("unavailable")
 
 
+# slow: waits out ~7s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_readyz_is_503_without_mongo(tmp_path: Path) -> None:
     """When MongoDB goes away under a running app, /readyz answers 503 while /healthz still answers."""
     server = SecantusDBServer(storage_path=str(tmp_path / "db"), port=0)

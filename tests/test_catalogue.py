@@ -85,6 +85,8 @@ QUERIES = [
 ]
 
 
+# slow: ~12s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 @pytest.mark.parametrize("store_kind", ["local"])
 async def test_catalogue_pages_are_the_database_s_pages(app: Starlette) -> None:
     """For every filter and order, forward and backward, the catalogue gives the rows, cursors, flags and
@@ -112,6 +114,8 @@ async def test_catalogue_pages_are_the_database_s_pages(app: Starlette) -> None:
                 )
 
 
+# slow: ~4s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 @pytest.mark.parametrize("store_kind", ["local"])
 async def test_a_page_costs_the_page_not_the_matches(app: Starlette) -> None:
     """A page looks at about a page of models however many match: a prefix matching 10x more names, a

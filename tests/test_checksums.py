@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.servers import GraphQLClient, Stores, eventually
 
@@ -39,6 +40,8 @@ async def settled(gql: GraphQLClient, name: str) -> dict[str, Any]:
     return found
 
 
+# slow: waits out ~4s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_declared_checksum_is_verified_in_the_background(
     live_gql: GraphQLClient, stores: Stores, bucket: str
 ) -> None:

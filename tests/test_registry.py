@@ -135,6 +135,8 @@ async def test_concurrent_same_version_has_one_winner(
     assert kinds.count("ModelVersionAlreadyExists") == 49
 
 
+# slow: ~4s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_concurrent_auto_versions_are_gapless(gql: GraphQLClient, stores: Stores, bucket: str) -> None:
     """50 concurrent registrations with no version get versions 1..50, each exactly once."""
     stores.put(bucket, "models/resnet.bin", b"abc")
@@ -248,6 +250,8 @@ async def test_query_argument_errors_are_top_level_invalid_input(gql: GraphQLCli
         assert error["extensions"] == {"code": "INVALID_INPUT", "field": field}, (query, error)
 
 
+# slow: ~5s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_pages_walk_every_model_exactly_once_both_ways(
     gql: GraphQLClient, stores: Stores, bucket: str
 ) -> None:

@@ -692,6 +692,8 @@ def test_every_root_field_is_in_the_matrix() -> None:
         assert set(graphql_type.fields) == set(rows), (type_name, set(graphql_type.fields) ^ set(rows))
 
 
+# slow: ~5s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_scope_matrix(world: World) -> None:
     """Every root field as each of the seven callers: what each sees (A's models, versions, events, alias
     moves, totals, series, personal data) and may do; nothing of A reaches the B-only reader, not by id,
@@ -964,6 +966,8 @@ def scoped_fuzz_server(mongo_uri: str, mongo_admin: Any, tmp_path_factory: pytes
         yield http
 
 
+# 30-50 s: forty cases per root field over a live server (`make test` runs it; `make check` does not)
+@pytest.mark.slow
 @FUZZ_SCHEMA.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_with_a_scoped_token(case: Any, scoped_fuzz_server: httpx.Client) -> None:

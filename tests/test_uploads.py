@@ -153,6 +153,8 @@ async def test_completing_without_bytes_or_as_someone_else(live_gql: GraphQLClie
     assert negative["__typename"] == "InvalidInput"
 
 
+# slow: waits out ~5s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_abandoned_uploads_are_cleaned_up(settings: Settings, stores: Stores) -> None:
     """An upload left open past its expiry loses its bytes and can no longer be completed."""
     # 3 s: the PUT must land before expiry even on a loaded machine (1 s expired first once on CI).

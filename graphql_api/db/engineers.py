@@ -34,6 +34,7 @@ class EngineerNumbers:
     """The engineer → number map of one database, with what this process has already read."""
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self.client = db.client
         self._numbers = db[NUMBERS]
         self._sequences = db[SEQUENCES]
         self._known: dict[str, int] = {}
@@ -74,11 +75,14 @@ _BY_CLIENT: weakref.WeakKeyDictionary[Any, dict[str, EngineerNumbers]] = weakref
 
 
 def numbers_for(db: AsyncDatabase[Any]) -> EngineerNumbers:
-    """The map of `db`, one per client and database name (it lives as long as the client)."""
+    """The map of `db`, one per client and database name (it lives as long as the client). Two clients of
+    the same address and options compare equal (pymongo), so a map held for an earlier client (a process
+    that connected to the same database before, on another event loop) is replaced, not used."""
     per_db = _BY_CLIENT.setdefault(db.client, {})
-    if db.name not in per_db:
-        per_db[db.name] = EngineerNumbers(db)
-    return per_db[db.name]
+    held = per_db.get(db.name)
+    if held is None or held.client is not db.client:
+        held = per_db[db.name] = EngineerNumbers(db)
+    return held
 
 
 def bitmap_from(numbers: Iterable[int]) -> int:

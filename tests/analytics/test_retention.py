@@ -154,6 +154,8 @@ def rows_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# slow: ~7s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_every_stats_shape_answers_the_same_after_events_expire(
     aged: tuple[GraphQLClient, list[dict[str, Any]]],
 ) -> None:

@@ -603,6 +603,8 @@ async def test_unknown_enum_values_are_rejected(gql: GraphQLClient, app: Any, na
     assert bad in body["errors"][0]["message"]
 
 
+# slow: ~3s of CPU on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQLClient) -> None:
     """`downloads` orders by bytes and duration, and newest-first pages stay exact while new events arrive."""
     gql = fresh_gql

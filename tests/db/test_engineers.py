@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 from graphql_api import queries
 from graphql_api.analytics.stats import download_stats
 from graphql_api.db import connect, migrations
-from graphql_api.db.engineers import EngineerNumbers, bitmap_of
+from graphql_api.db.engineers import EngineerNumbers, bitmap_of, numbers_for
 from graphql_api.scope import Scope
 
 
@@ -35,6 +35,23 @@ async def test_concurrent_writers_agree_on_one_number_per_engineer(mongo_uri: st
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+def test_a_new_client_of_the_same_database_numbers_through_itself(mongo_uri: str) -> None:
+    """pymongo's clients of one address compare equal: a process that connects to the same database again,
+    on another event loop (an app restarted in-process), gets a map on its own client, not the closed one's."""
+    name = "engineers_" + uuid.uuid4().hex[:8]
+
+    async def number(engineer: str) -> int:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
+        try:
+            return (await numbers_for(client[name]).numbers([engineer]))[engineer]
+        finally:
+            await client.close()
+
+    first = asyncio.run(number("alice"))
+    assert asyncio.run(number("bob")) == first + 1
+    assert asyncio.run(number("alice")) == first
 
 
 async def test_old_rollup_names_become_bitmaps_once(mongo_uri: str) -> None:

@@ -61,6 +61,8 @@ def close(writer: asyncio.StreamWriter) -> None:
         writer.close()
 
 
+# slow: waits out ~6s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_headers_sent_byte_by_byte_are_cut_after_the_header_timeout(
     served: tuple[ServeProcess, Settings],
 ) -> None:
@@ -93,6 +95,8 @@ async def test_headers_sent_byte_by_byte_are_cut_after_the_header_timeout(
         close(silent)
 
 
+# slow: waits out ~9s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_a_stalled_body_is_cut_but_a_slow_steady_one_is_not(
     served: tuple[ServeProcess, Settings],
 ) -> None:
@@ -198,6 +202,8 @@ async def test_at_the_cap_idle_connections_make_room_for_new_ones(
     await asyncio.sleep(0.3)
 
 
+# slow: waits out ~4s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_at_the_cap_busy_connections_refuse_new_ones_until_they_are_cut(
     served: tuple[ServeProcess, Settings],
 ) -> None:

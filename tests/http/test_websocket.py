@@ -127,6 +127,8 @@ async def test_revocation_refuses_the_next_operation_and_closes_live_sockets(tok
             assert time.monotonic() - revoked_at < 6
 
 
+# slow: waits out ~8s of real timeouts (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_an_expired_token_closes_its_socket(token_mode: Settings) -> None:
     """A socket whose token expires is closed (4401) when it expires, not a cache period later, even while
     only a subscription runs on it."""

@@ -92,6 +92,8 @@ def fuzz_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Any
         yield client
 
 
+# 30-50 s: fifty cases per root field over a live server (`make test` runs it; `make check` does not)
+@pytest.mark.slow
 @SCHEMA.parametrize()
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_breaks_the_server(case: Any, fuzz_server: httpx.Client) -> None:
