@@ -18,7 +18,7 @@ import httpx
 import pymongo
 import pytest
 
-from graphql_api.analytics.rollups import rebuild_rollups
+from graphql_api.analytics.roller import rebuild_rollups
 from graphql_api.auth import create_token
 from graphql_api.db import connect
 from graphql_api.documents import DownloadEvent
