@@ -38,8 +38,10 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
 
+# Every tier, spread over the cores by test file like `make check` (each worker has its own SecantusDB, ports
+# and temporary directories).
 pytest: $(VENV)/.dev-installed $(VENV)/.assets system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest
 
