@@ -47,6 +47,9 @@ HYBRID_EDGES = 100
 ROLLUP_BUCKETS_PER_POINT = 10
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
 ROWS_PER_POINT = 10
+# The `DownloadFilter` fields an index of the events serves with the start time (documents.DownloadEvent).
+INDEXED_EVENT_FILTERS = frozenset({"modelNames", "projectNames", "engineers"})
+RANGE_FILTERS = frozenset({"since", "until"})
 # (field, name) -> the argument's value, variables substituted
 Argument = Callable[[FieldNode, str], Any]
 # (since, until) -> how many events started in that range (open ends: unbounded); None: counts unknown
@@ -147,9 +150,19 @@ class CostCounter:
             return stats_price(self.argument, field, children, self.volume)
         if name == "downloadSeries":
             return series_price(self.argument, field, children, self.volume)
+        if name == "downloads" and field.selection_set is not None:
+            scan = downloads_scan(self.argument, field, self.field_names(field.selection_set))
+            if scan is not None:
+                return self.page_price(field, children) + read_price(
+                    queries.StatsSource.RAW, scan[0], scan[1], False, self.volume
+                )
         if name == "nodes" and self.argument(field, "ids") is not None:
             ids = self.argument(field, "ids")
             return 1 + (len(ids) if isinstance(ids, list) else 100) * children
+        return self.page_price(field, children)
+
+    def page_price(self, field: FieldNode, children: int) -> int:
+        """A field and its children, times the page it asks for (a connection's default page without one)."""
         page = next(
             (
                 _int(self.argument(field, a), DEFAULT_PAGE)
@@ -165,6 +178,29 @@ class CostCounter:
         ):
             page = DEFAULT_PAGE
         return 1 + (page or 1) * children
+
+
+def downloads_scan(
+    argument: Argument, field: FieldNode, selected: frozenset[str]
+) -> tuple[datetime | None, datetime | None] | None:
+    """The range of the raw events a root `downloads` field may read in full (None: it reads about a page).
+
+    A page ordered by start time and filtered by one indexed field (model, project or engineer) and the range
+    reads about a page of events; any other filter (bytes, statuses, modes, client kinds, versions, two
+    indexed fields at once), another order, or a `totalCount` of a filtered query may read every event in the
+    range, so it is priced as a raw scan of that range."""
+    value = argument(field, "filter")
+    order = argument(field, "orderBy")
+    if value is not None and not isinstance(value, dict):
+        return None, None  # refused by its own validation; priced as the widest scan meanwhile
+    given = {key for key, v in (value or {}).items() if v not in (None, [])}
+    indexed = given & INDEXED_EVENT_FILTERS
+    ordered = isinstance(order, dict) and order.get("field") not in (None, "STARTED_AT")
+    counted = "totalCount" in selected and bool(given)
+    if not (given - INDEXED_EVENT_FILTERS - RANGE_FILTERS or len(indexed) > 1 or ordered or counted):
+        return None
+    query = _event_query(value)
+    return (query.since, query.until) if query is not None else (None, None)
 
 
 def _event_query(value: Any) -> queries.EventQuery | None:

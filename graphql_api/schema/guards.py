@@ -133,7 +133,8 @@ class RequestGuards(SchemaExtension):
             self._report(context, budget.charge(key, anonymous, cost, cost))
         principal = context.principal  # raises Unauthenticated: every operation needs a caller
         limit = min(settings.max_query_cost, budget.bucket(anonymous).peek(key).limit)
-        if cost > limit:
+        if cost > limit:  # refused at the minimum price, reporting the price it asked
+            self._report(context, budget.charge(key, anonymous, cost, MIN_COST))
             raise CostLimitExceeded(cost, limit)
         try:
             self._report(context, budget.spend(key, anonymous, cost))

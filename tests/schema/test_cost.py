@@ -155,6 +155,36 @@ def test_raw_scans_are_priced_by_the_events_in_their_range() -> None:
     assert priced(SERIES, {"by": "MODEL", **RANGE}) == cost(SERIES, {"by": "MODEL", **RANGE})
 
 
+def test_downloads_that_may_read_every_event_are_priced_as_raw_scans() -> None:
+    """A `downloads` page by start time on one indexed field costs its page; a filter no index serves, two
+    indexed fields, another order, or a filtered `totalCount` (it counts every match) costs a raw scan of its
+    range by its events (a hostile READER's `{ downloads(filter: {minBytes: 1}) { totalCount } }` cost 2)."""
+    counts = EventVolume()
+    counts.days = {UNTIL - timedelta(days=3): 20_000}
+    scan = STATS_BASE + 20_000 // RAW_EVENTS_PER_POINT
+
+    def priced(arguments: str, selection: str = "nodes { id }") -> int:
+        return operation_cost(
+            parse(f"{{ downloads{arguments} {{ {selection} }} }}"), None, {}, counts.estimate
+        )
+
+    page = priced("(first: 10)")
+    assert page == 1 + 10 * 2
+    assert priced('(first: 10, filter: {modelNames: ["m"], since: "2026-01-01T00:00:00Z"})') == page
+    assert priced("(first: 10)", "totalCount nodes { id }") == 1 + 10 * 3  # unfiltered: summed from rollups
+    for heavy in (
+        "(first: 10, filter: {minBytes: 1})",
+        "(first: 10, filter: {statuses: [FAILED]})",
+        '(first: 10, filter: {modelNames: ["m"], engineers: ["e"]})',
+        "(first: 10, orderBy: {field: BYTES_SENT, direction: DESC})",
+    ):
+        assert priced(heavy) == page + scan, heavy
+    assert priced('(filter: {modelNames: ["m"]})', "totalCount") == 2 + scan  # the field and its count
+    assert priced("(filter: {minBytes: 1})", "totalCount") == 2 + scan
+    recent = f'(first: 10, filter: {{minBytes: 1, since: "{(UNTIL - timedelta(days=1)).isoformat()}"}})'
+    assert priced(recent) == page + STATS_BASE  # the busy day is outside its range
+
+
 def test_event_volume_counts_a_partial_day_pro_rata() -> None:
     """The estimate of a range's events: whole days as counted, a partial day in proportion (rounded up),
     open ends take every day on their side."""

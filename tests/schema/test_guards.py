@@ -125,6 +125,7 @@ async def test_an_operation_over_the_whole_budget_is_over_the_price_limit(
         body = (await caller.post("rita", "{ models(first: 50) { nodes { name } } }")).json()
         assert body["errors"][0]["extensions"]["code"] == "COST_LIMIT_EXCEEDED"
         assert body["extensions"]["cost"]["actual"] == 1
+        assert body["extensions"]["cost"]["requested"] == 1 + 50 * 2  # the price it asked, not 0
 
 
 def test_websocket_operations_spend_the_budget_and_carry_retry_after(tmp_path: Path, mongo_uri: str) -> None:
