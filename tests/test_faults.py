@@ -310,7 +310,7 @@ async def test_a_reader_flooding_exact_grouped_stats_leaves_the_instance_ready_a
 
             await asyncio.gather(*[attacker() for _ in range(4)], other(), probe())
     print(
-        f"flood: {len(flood)} requests {sorted(set(flood))}; bystander: {len(bystander)}; readyz: {len(ready)}"
+        f"flood: {len(flood)} requests {sorted(set(flood), key=str)}; bystander: {len(bystander)}; readyz: {len(ready)}"
     )
     assert flood and all(status == 200 for status, _ in flood), flood
     assert {code for _, code in flood} <= {None, "DATABASE_TIMEOUT"}, flood
