@@ -5,7 +5,6 @@ Framework-free: the edges hand it a mapping of headers (or a WebSocket's `connec
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import re
@@ -15,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal
 
 from .db import tokens as tokens_db
 from .documents import ApiToken, ClientKind, TokenGrant, utcnow
 from .errors import Forbidden, InvalidInput, Unauthenticated
+from .health import TaskSet
 from .oidc import OidcVerifier, looks_like_jwt
 from .roles import ProjectRole, Role
 from .validation import validate_name
@@ -131,7 +131,7 @@ class Authenticator:
     touch_seconds: float = 60.0
     _cache: dict[str, _Cached] = field(default_factory=dict)
     _touched: dict[str, float] = field(default_factory=dict)
-    _touches: set[asyncio.Task[Any]] = field(default_factory=set)  # pending writes, kept referenced
+    _touches: TaskSet = field(default_factory=TaskSet)  # pending lastUsedAt writes
     # MODELHUB_AUTH=oidc: bearer JWTs go to the issuer's verifier, every other token to the token records.
     oidc: OidcVerifier | None = None
 
@@ -169,17 +169,12 @@ class Authenticator:
             and len(self._touches) < MAX_PENDING_TOUCHES
         ):
             self._touched[digest] = now
-            task = asyncio.get_running_loop().create_task(_touch(digest))
-            self._touches.add(task)
-            task.add_done_callback(self._touches.discard)
+            self._touches.spawn(_touch(digest))
         return cached.principal
 
     async def drain(self, seconds: float) -> None:
         """At shutdown: waits up to `seconds` for the pending `lastUsedAt` writes, then cancels them."""
-        if self._touches:
-            await asyncio.wait(set(self._touches), timeout=seconds)
-        for task in set(self._touches):
-            task.cancel()
+        await self._touches.drain(seconds)
 
     def forget(self) -> None:
         """Drops the cache (after a revocation through this instance)."""

@@ -281,6 +281,15 @@ class Upload(Document, VersionNotes):
         ]
 
 
+class RollupStage(StrEnum):
+    """A rollup stage of a download event (DownloadEvent.stages), which the roller folds into the rollups
+    (analytics/roller.py)."""
+
+    RECORDED = "recorded"  # a ticket issued or a one-step download begun
+    FINISHED = "finished"  # a terminal status
+    VERIFIED = "verified"  # the client reported its SHA-256 verdict
+
+
 class DownloadMode(StrEnum):
     STREAM = "STREAM"
     PRESIGNED = "PRESIGNED"
@@ -345,7 +354,7 @@ class DownloadEvent(Document):
     # The client's verdict on the SHA-256 of what it received (reportDownloadVerification): reported once.
     sha256_matches: bool | None = None
     verified_at: datetime | None = None
-    # The rollup stages this event owes (analytics/roller.py): stage ("recorded", "finished", "verified") →
+    # The rollup stages this event owes (analytics/roller.py): RollupStage →
     # when it was staged (this server's clock). An event without stages (written before the roller, or by
     # bulk loads) was counted when it was written.
     stages: dict[str, datetime] = Field(default_factory=dict)

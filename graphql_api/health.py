@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -45,6 +46,32 @@ async def unless_stopped(step: Coroutine[Any, Any, T], stopped: asyncio.Event) -
     if work.cancelled():
         return None, True
     return work.result(), False
+
+
+class TaskSet:
+    """Background tasks nobody awaits, kept referenced until they end (the event loop holds only weak
+    references to tasks) and drained at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(
+        self, work: Coroutine[Any, Any, T], context: contextvars.Context | None = None
+    ) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(work, context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, seconds: float) -> None:
+        """Waits up to `seconds` for the tasks still running, then cancels them."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=seconds)
+        for task in set(self._tasks):
+            task.cancel()
 
 
 class Watch:

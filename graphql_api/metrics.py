@@ -22,7 +22,7 @@ OTHER = "other"
 MODES = ("STREAM", "PRESIGNED")
 STATUSES = ("COMPLETED", "ABORTED", "FAILED")
 FEED_STREAM_PURPOSES = ("live", "catch_up")
-# The roller's stages (analytics/rollups.py: STAGES).
+# The roller's stages (documents.RollupStage; tests/unit/test_metric_labels.py checks they agree).
 ROLLUP_STAGES = ("recorded", "finished", "verified")
 FEED_REFUSALS = ("principal", "instance", "catch_up", "slow")
 # Every outcome label a request counter may carry (error codes in lower case); any other code is "error".

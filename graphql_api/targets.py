@@ -89,15 +89,12 @@ def forbidden(address: IPAddress) -> bool:
         inner = embedded_ipv4(address)
         if inner is not None:
             return forbidden(inner)
+    # Not global covers loopback, link-local, private and unspecified in every Python version.
     return (
         any(address in network for network in _REFUSED)
         or not address.is_global
         or address.is_multicast
         or address.is_reserved
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_unspecified
     )
 
 

@@ -28,7 +28,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from ..db import events as events_db
 from ..db import rollup_state
 from ..db import rollups as rollups_db
 from ..db.rollups import GRAINS, RollupBucket, RollupDelta, Staged
@@ -38,13 +37,6 @@ from ..metrics import Metrics
 from . import rollups
 
 log = logging.getLogger("modelhub.roller")
-
-
-async def _stages(watermark: datetime, upto: datetime) -> list[Staged]:
-    found: list[Staged] = []
-    async for doc in events_db.staged_after(watermark):
-        found += rollups.staged(doc, watermark, upto)
-    return found
 
 
 async def _apply(stages: list[Staged], target: datetime) -> int:
@@ -66,7 +58,7 @@ async def fold(
     folded = 0
     if state.applying is not None:  # a fold that died between its buckets and its watermark
         log.warning("finishing an interrupted rollup fold to %s", state.applying.isoformat())
-        stages = await _stages(state.watermark, state.applying)
+        stages = await rollups.staged_between(state.watermark, state.applying)
         await _apply(stages, state.applying)
         await rollup_state.advance(state.watermark, state.applying, state.applying)
         folded += _count(stages, metrics)
@@ -74,7 +66,7 @@ async def fold(
     target = (now or utcnow()) - timedelta(seconds=lag_seconds)
     if target <= state.watermark or state.applying is not None:
         return folded
-    stages = await _stages(state.watermark, target)
+    stages = await rollups.staged_between(state.watermark, target)
     if not stages:
         await rollup_state.advance(state.watermark, target, None, holder=holder)
         return folded

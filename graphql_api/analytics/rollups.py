@@ -11,7 +11,7 @@ from ..db import events as events_db
 from ..db import rollup_state
 from ..db import rollups as rollups_db
 from ..db.rollups import GRAINS, RollupBucket, RollupDelta, Staged
-from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus
+from ..documents import TERMINAL_STATUSES, DownloadEvent, DownloadMode, DownloadStatus, RollupStage
 from ..queries import EventQuery, day_of
 from .histograms import duration_bucket, throughput_bucket
 
@@ -70,10 +70,7 @@ def delta_of(event: Outcome, *, started: bool, finished: bool) -> RollupDelta:
     return delta
 
 
-# The rollup stages of an event (DownloadEvent.stages): recorded (ticket issued or one-step download begun),
-# finished (a terminal status), verified (the client reported its SHA-256 verdict).
-RECORDED, FINISHED, VERIFIED = "recorded", "finished", "verified"
-STAGES = (RECORDED, FINISHED, VERIFIED)
+RECORDED, FINISHED, VERIFIED = RollupStage.RECORDED, RollupStage.FINISHED, RollupStage.VERIFIED
 
 
 def stage_delta(event: Outcome, stage: str) -> RollupDelta:
@@ -127,14 +124,18 @@ def staged(doc: Mapping[str, Any], after: datetime, upto: datetime | None = None
     return [Staged(doc, stage, at, stage_delta(event, stage)) for stage, at in stages]
 
 
+async def staged_between(after: datetime, upto: datetime | None = None) -> list[Staged]:
+    """The stages of every stored event staged in (after, upto] (no upper bound without `upto`)."""
+    found: list[Staged] = []
+    async for doc in events_db.staged_after(after):
+        found += staged(doc, after, upto)
+    return found
+
+
 async def pending() -> list[Staged]:
     """Every stage the roller may not have folded yet (staged after its watermark): what a reader of the
     rollups adds to the buckets that do not hold it yet (db/rollups.py: `_split`) to stay exact."""
-    mark = await rollup_state.watermark()
-    found: list[Staged] = []
-    async for doc in events_db.staged_after(mark):
-        found += staged(doc, mark)
-    return found
+    return await staged_between(await rollup_state.watermark())
 
 
 async def _bump_all(event: DownloadEvent, delta: RollupDelta) -> None:

@@ -46,7 +46,10 @@ class EventVolume:
             log.info("event counts not refreshed: %s", type(exc).__name__)
 
     async def run(self, stopped: asyncio.Event, seconds: float = REFRESH_SECONDS) -> None:
-        """Refreshes every `seconds` until `stopped` is set (the first time at once)."""
-        while not stopped.is_set():
-            await self.refresh()
+        """Refreshes every `seconds` until `stopped` is set (the first time after `seconds`: the app's
+        start-up refreshes once before serving)."""
+        while True:
             await pause(stopped, seconds)
+            if stopped.is_set():
+                return
+            await self.refresh()

@@ -12,7 +12,7 @@ from typing import Any
 from beanie import PydanticObjectId, SortDirection
 
 from .. import figures
-from ..documents import DownloadEvent, DownloadStatus, utcnow
+from ..documents import DownloadEvent, DownloadStatus, RollupStage, utcnow
 from ..figures import FigureMismatch, FilterForm, Finish, Merge
 from ..limits import piece_seconds
 from ..pagination import Page, PageRequest
@@ -126,9 +126,9 @@ async def get(event_id: Any) -> DownloadEvent | None:
     return await find_one(DownloadEvent, {"_id": event_id})
 
 
-def _staging(stage: str, at: datetime) -> tuple[Condition, Condition]:
+def _staging(stage: RollupStage, at: datetime) -> tuple[Condition, Condition]:
     """The `$set` and `$max` that stamp a rollup stage on an event (see DownloadEvent.stages)."""
-    return {f"stages.{stage}": at}, {"staged_at": at}
+    return {f"stages.{stage.value}": at}, {"staged_at": at}
 
 
 async def _transition(
@@ -144,7 +144,7 @@ async def _transition(
     collection = DownloadEvent.get_pymongo_collection()
     change: Condition = {"$set": {**update, "transition_id": transition_id}}
     if staged is not None:
-        stage, latest = _staging("finished", staged)
+        stage, latest = _staging(RollupStage.FINISHED, staged)
         change = {"$set": {**change["$set"], **stage}, "$max": latest}
     result = await collection.update_one(flt, change)
     event = await find_one(DownloadEvent, {"_id": flt["_id"]})
@@ -191,7 +191,7 @@ async def report_verification(
     or it already has one."""
     collection = DownloadEvent.get_pymongo_collection()
     flt = {"_id": event_id, "engineer": engineer, "sha256_matches": None}
-    stage, latest = _staging("verified", now)
+    stage, latest = _staging(RollupStage.VERIFIED, now)
     change = {"$set": {"sha256_matches": matches, "verified_at": now, **stage}, "$max": latest}
     result = await collection.update_one(flt, change)
     if not result.modified_count:

@@ -332,8 +332,7 @@ async def fold_bucket(
     bucket: RollupBucket, delta: RollupDelta, numbers: Mapping[str, int], target: datetime
 ) -> bool:
     """One bucket of a fold: an update first, and an insert only for the bucket's first fold."""
-    update = delta.to_update(numbers, bucket.grain.keeps_pairs)
-    update["$set"] = {"rolled_to": target}
+    update = _rolled(delta.to_update(numbers, bucket.grain.keeps_pairs), target)
     flt = {"_id": bucket.key, **_rolled_before(target)}
     collection = bucket.grain.collection
     if (await collection.update_one(flt, update)).matched_count:

@@ -27,12 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pymongo
 from pymongo.errors import ExecutionTimeout, PyMongoError
 
 from ..documents import DownloadEvent
+from ..health import TaskSet
 from ..limits import take_slot
 
 log = logging.getLogger("modelhub.db")
@@ -40,7 +41,7 @@ T = TypeVar("T")
 # How long past its request's deadline a piece's database work may go on before its connection is closed
 # (the database is stuck: stopped, or far slower than its pieces were sized for). Its slot is held meanwhile.
 STRAGGLER_SECONDS = 30.0
-_pieces: set[asyncio.Task[Any]] = set()  # pieces whose request stopped waiting, kept referenced until done
+_pieces = TaskSet()  # pieces of raw reads, kept referenced until the database has answered them
 
 _request: ContextVar[tuple[str, float] | None] = ContextVar("request", default=None)  # (id, deadline)
 
@@ -122,12 +123,10 @@ async def piece(read: Callable[[int | None], Awaitable[T]]) -> T:
             return await read(max_time_ms)
 
     # A fresh context: no client-side deadline inherited from the request (maxTimeMS bounds the command).
-    task = asyncio.get_running_loop().create_task(bounded(), context=contextvars.Context())
-    _pieces.add(task)
+    task = _pieces.spawn(bounded(), context=contextvars.Context())
 
     def ended(done: asyncio.Task[T]) -> None:
         release()
-        _pieces.discard(done)
         if not done.cancelled():
             done.exception()  # retrieved: an abandoned piece's error is nobody's to raise
 
@@ -141,7 +140,4 @@ async def piece(read: Callable[[int | None], Awaitable[T]]) -> T:
 async def drain(seconds: float) -> None:
     """Waits up to `seconds` for the pieces still running on the database (at shutdown), then cancels
     them."""
-    if _pieces:
-        await asyncio.wait(set(_pieces), timeout=seconds)
-    for task in set(_pieces):
-        task.cancel()
+    await _pieces.drain(seconds)
