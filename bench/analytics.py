@@ -328,6 +328,9 @@ async def main() -> None:
                 "MODELHUB_DATA_DIR": tmp,
                 "MODELHUB_REQUEST_TIMEOUT_SECONDS": "300",
                 "MODELHUB_MAX_QUERY_COST": "100000",
+                # raw scans are priced by their events: a million of them cost more than any budget holds
+                "MODELHUB_COST_BUDGET": "1000000000",
+                "MODELHUB_ANONYMOUS_COST_BUDGET": "1000000000",
             }  # fmt: skip  (timed here, not refused)
             app = start_app(env, port)
             try:
