@@ -206,7 +206,7 @@ async def _load(events: int, models: int) -> int:
     have = await DownloadEvent.get_pymongo_collection().estimated_document_count()
     if have < events:
         started = time.perf_counter()
-        # 100,000 events per batch: the rollup updates, not the inserts, decide the loading rate.
+        # 100,000 events per batch; the rollups are written once at the end.
         result = await demo.seed(models, events - have, seed_value=have + 1, force=True, batch=100_000)
         took = time.perf_counter() - started
         print(f"loaded {result.events} events in {took:.0f} s ({result.events / took:,.0f}/s)")

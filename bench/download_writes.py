@@ -1,16 +1,17 @@
-"""Counts the MongoDB write commands each kind of download makes on its request path.
+"""Counts the MongoDB commands (writes, and the reads beside them) of each kind of download's request path.
 
 Usage: python -m bench.download_writes [--repeat 5]
 
 It starts an embedded SecantusDB in a temporary directory and the app in this process (header identities,
 the local store), registers a model, and for each kind of download (a one-step streamed download, a STREAM
 ticket and its download, a PRESIGNED ticket, a reportDownloadVerification) counts the write commands
-(insert, update, delete, findAndModify) a pymongo CommandListener sees while that request runs: a context
-variable set around each request marks its commands and those of tasks it starts, so the app's background
-tasks (the roller, the sweeper, the audit log's inserts) are left out. Each kind runs once to warm up (an
-engineer's first download numbers the engineer) and then `--repeat` times; it prints the writes per
-download, by collection. Run it with PYTHONPATH at another checkout for a before/after (the script itself
-imports only the app's public entry points).
+(insert, update, delete, findAndModify), and the other commands (reads: find, aggregate, count, ...), that
+a pymongo CommandListener sees while that request runs: a context variable set around each request marks
+its commands and those of tasks it starts, so the app's background tasks (the roller, the sweeper, the
+audit log's inserts) are left out. Each kind runs once to warm up (an engineer's first download numbers the
+engineer) and then `--repeat` times; it prints the writes per download, by collection, and the reads. Run
+it with PYTHONPATH at another checkout for a before/after (the script itself imports only the app's public
+entry points).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from graphql_api.app import create_app
 from graphql_api.config import Settings
 
 WRITES = {"insert", "update", "delete", "findAndModify"}
+# The driver's own commands, not the app's work.
+IGNORED = {"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo", "saslStart", "saslContinue"}
 HEADERS = {"X-Engineer-ID": "bench"}
 REGISTER = """mutation($input: RegisterModelInput!) { registerModel(input: $input) { __typename } }"""
 TICKET = """mutation($mode: DownloadMode!) { requestDownload(input: {name: "m", mode: $mode}) {
@@ -44,15 +47,21 @@ counting: contextvars.ContextVar[str | None] = contextvars.ContextVar("counting"
 
 
 class Writes(monitoring.CommandListener):
-    """Write commands per (kind, collection), counted while a request of that kind runs."""
+    """Write commands per (kind, collection) and the other commands per kind, counted while a request of
+    that kind runs."""
 
     def __init__(self) -> None:
         self.seen: Counter[tuple[str, str]] = Counter()
+        self.reads: Counter[str] = Counter()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         kind = counting.get()
-        if kind is not None and event.command_name in WRITES:
+        if kind is None or event.command_name in IGNORED:
+            return
+        if event.command_name in WRITES:
             self.seen[kind, str(event.command.get(event.command_name))] += 1
+        else:
+            self.reads[kind] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -81,7 +90,7 @@ async def _settle(seconds: float = 0.3) -> None:
     await asyncio.sleep(seconds)
 
 
-async def run(uri: str, data_dir: Path, repeat: int) -> dict[str, dict[str, float]]:
+async def run(uri: str, data_dir: Path, repeat: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     listener = Writes()
     monitoring.register(listener)
     settings = Settings(
@@ -140,7 +149,7 @@ async def run(uri: str, data_dir: Path, repeat: int) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {name: {} for name in kinds}
     for (kind, collection), n in listener.seen.items():
         out[kind][collection] = n / repeat
-    return out
+    return out, {name: listener.reads[name] / repeat for name in kinds}
 
 
 def main() -> None:
@@ -153,13 +162,13 @@ def main() -> None:
         try:
             uri = str(server.uri)
             uri += ("&" if "?" in uri else ("?" if uri.endswith("/") else "/?")) + "retryWrites=false"
-            found = asyncio.run(run(uri, Path(tmp) / "data", args.repeat))
+            found, reads = asyncio.run(run(uri, Path(tmp) / "data", args.repeat))
         finally:
             server.stop()
-    print(f"MongoDB write commands on the request path per download (mean of {args.repeat}):")
+    print(f"MongoDB commands on the request path per download (mean of {args.repeat}): writes, reads")
     for kind, by_collection in found.items():
         detail = ", ".join(f"{c} {n:g}" for c, n in sorted(by_collection.items()))
-        print(f"  {kind:28} {sum(by_collection.values()):5g}   ({detail or 'none'})")
+        print(f"  {kind:28} {sum(by_collection.values()):5g} {reads[kind]:5g}   ({detail or 'none'})")
 
 
 if __name__ == "__main__":

@@ -198,8 +198,9 @@ async def seed(
     """Inserts demo models (bucket `modelhub-demo`, names under `demo/`), download events of those models
     only, and their rollups. It refuses a database that holds any model or download unless `force`; even
     then it never adds versions or events to anyone else's models. With `objects_dir`, sparse artifact
-    files too (their ETags are the files'). Events go in `batch` at a time with their rollups: a larger
-    batch updates each rollup bucket fewer times per event."""
+    files too (their ETags are the files'). Events go in `batch` at a time; their rollups are written once,
+    after the last batch, so each bucket is updated once however many events it counts (a seed stopped
+    midway leaves events without rollups: `modelhub rebuild-rollups` mends that)."""
     if not force:
         have_models, have_events = await models_db.count_models(), await events_db.count_all()
         if have_models or have_events:
@@ -241,13 +242,13 @@ async def seed(
         for v in await models_db.versions_in_bucket(DEMO_BUCKET)
         if v.name.startswith(DEMO_PREFIX) and v.name not in foreign
     ]
-    total = rollups = 0
+    total = 0
+    builder = RollupBuilder()
     while ours and total < events:
         chunk = build_events(ours, min(batch, events - total), days, rng, now)
-        builder = RollupBuilder()
         for e in chunk:
             builder.add(e)
         await events_db.insert_many([e.model_dump(by_alias=True) for e in chunk])
-        rollups += await builder.save()
         total += len(chunk)
+    rollups = await builder.save()
     return DemoResult(models=len(new_models), versions=len(fresh), events=total, rollups=rollups)

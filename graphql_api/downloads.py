@@ -329,12 +329,13 @@ async def finish(
     update = {"bytes_sent": bytes_sent, "finished_at": finished, "duration_seconds": duration, "error": error}
     transition = uuid.uuid4().hex
 
-    async def write() -> DownloadEvent | None:
-        chain = await _chain_fields(event, status)
+    chain: dict[str, Any] = {}
+
+    async def write() -> bool:
+        chain.update(await _chain_fields(event, status))
         return await events_db.finish(event.id, status, update | chain, transition, staged=utcnow())
 
-    done = await _until_written(write)
-    if done is None:
+    if not await _until_written(write):
         return  # already finished (e.g. swept): never count it twice
     mode = event.mode.value
     counter = {
@@ -346,7 +347,7 @@ async def finish(
     metrics.download_bytes.labels(mode).inc(bytes_sent)
     if duration is not None:
         metrics.download_duration.labels(mode, status.value).observe(duration)
-    if done.completes:
+    if chain["completes"]:
         metrics.model_downloads.labels(metrics.model_label(event.model_name)).inc()
 
 
@@ -373,9 +374,7 @@ FINISH_RETRY_SECONDS = 45.0
 ATTEMPT_SECONDS = 5.0
 
 
-async def _until_written(
-    write: Callable[[], Awaitable[DownloadEvent | None]], seconds: float = FINISH_RETRY_SECONDS
-) -> DownloadEvent | None:
+async def _until_written(write: Callable[[], Awaitable[bool]], seconds: float = FINISH_RETRY_SECONDS) -> bool:
     """Runs an idempotent write until it gets through, for up to `seconds` of database outage: a download
     that ends during a stall is still recorded once the database answers (each attempt carries the same
     transition id, so one whose acknowledgement was lost is recognised, not repeated)."""

@@ -131,26 +131,36 @@ def _staging(stage: RollupStage, at: datetime) -> tuple[Condition, Condition]:
     return {f"stages.{stage.value}": at}, {"staged_at": at}
 
 
-async def _transition(
+async def _apply(
     flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
-) -> DownloadEvent | None:
-    """One atomic conditional update: the event after `update`, or None when `flt` no longer matches it
-    because another change came first. A retry of a change that did happen (same `transition_id`) returns
-    the event as that change left it. `staged`: the change owes the rollups its `finished` stage.
-
-    An update_one and a read by _id rather than one findAndModify: SecantusDB 0.7 scans the whole
-    collection for a findAndModify (tens of ms at a few thousand documents), while both of these use an index.
-    """
+) -> bool:
+    """One atomic conditional update: True when it is recorded (now, or by an earlier attempt with the same
+    `transition_id` whose acknowledgement was lost), False when `flt` no longer matches the event because
+    another change came first. `staged`: the change owes the rollups its `finished` stage. The event is
+    read only when the update changed nothing (to tell a retry of this change from another change)."""
     collection = DownloadEvent.get_pymongo_collection()
     change: Condition = {"$set": {**update, "transition_id": transition_id}}
     if staged is not None:
         stage, latest = _staging(RollupStage.FINISHED, staged)
         change = {"$set": {**change["$set"], **stage}, "$max": latest}
     result = await collection.update_one(flt, change)
-    event = await find_one(DownloadEvent, {"_id": flt["_id"]})
-    if result.modified_count == 0 and (event is None or event.transition_id != transition_id):
+    if result.modified_count:
+        return True
+    mine = await collection.find_one({"_id": flt["_id"], "transition_id": transition_id}, {"_id": 1})
+    return mine is not None
+
+
+async def _transition(
+    flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
+) -> DownloadEvent | None:
+    """`_apply`, then the event as the change left it (None when another change came first).
+
+    An update_one and a read by _id rather than one findAndModify: SecantusDB 0.7 scans the whole
+    collection for a findAndModify (tens of ms at a few thousand documents), while both of these use an index.
+    """
+    if not await _apply(flt, update, transition_id, staged):
         return None
-    return event
+    return await find_one(DownloadEvent, {"_id": flt["_id"]})
 
 
 async def claim(
@@ -168,12 +178,12 @@ async def finish(
     fields: Condition,
     transition_id: str,
     staged: datetime | None = None,
-) -> DownloadEvent | None:
+) -> bool:
     """An open event (ISSUED or IN_PROGRESS) → a terminal `status`, stamped with its `finished` rollup stage
-    at `staged`; None when it had already finished."""
+    at `staged`; False when it had already finished. One write and no read when it applies."""
     update = {**fields, "status": status.value}
     flt = {"_id": event_id, "status": {"$in": _OPEN}}
-    return await _transition(flt, update, transition_id, staged)
+    return await _apply(flt, update, transition_id, staged)
 
 
 async def record_progress(event_id: PydanticObjectId | None, sent: int, now: datetime) -> None:

@@ -232,20 +232,35 @@ class LocalObjectStore:
     async def open_range(
         self, bucket: str, key: str, start: int, end: int, *, whole: bool = False
     ) -> AsyncIterator[bytes]:
-        fd = await anyio.to_thread.run_sync(self._open_object, bucket, key)
-        fh = os.fdopen(fd, "rb")
+        remaining = end - start + 1
+
+        def first_read() -> tuple[BinaryIO, bytes]:
+            # One thread hop for the open, the seek and the first chunk (all of a small object).
+            fh = os.fdopen(self._open_object(bucket, key), "rb")
+            try:
+                fh.seek(start)
+                return fh, fh.read(min(self._chunk, remaining))
+            except BaseException:
+                fh.close()
+                raise
+
+        chunk: bytes | None
         try:
-            await anyio.to_thread.run_sync(fh.seek, start)
-            remaining = end - start + 1
+            fh, chunk = await anyio.to_thread.run_sync(first_read)
+        except OSError as exc:
+            raise StorageUnavailable("reading the object from the local store failed") from exc
+        try:
             while remaining > 0:
-                try:
-                    chunk = await anyio.to_thread.run_sync(fh.read, min(self._chunk, remaining))
-                except OSError as exc:
-                    raise StorageUnavailable("reading the object from the local store failed") from exc
+                if chunk is None:
+                    try:
+                        chunk = await anyio.to_thread.run_sync(fh.read, min(self._chunk, remaining))
+                    except OSError as exc:
+                        raise StorageUnavailable("reading the object from the local store failed") from exc
                 if not chunk:  # it shrank while being read
                     raise StorageUnavailable(f"the object ended {remaining} bytes early")
                 remaining -= len(chunk)
                 yield chunk
+                chunk = None
         finally:
             fh.close()
 
