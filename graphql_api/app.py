@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -43,6 +44,7 @@ from .client import DOCUMENTS as client_documents
 from .config import Settings
 from .db import audit as audit_db
 from .db import connect
+from .db import engineers as engineers_db
 from .db import events as events_db
 from .db import work as db_work
 from .delivery import Deliverer
@@ -86,6 +88,16 @@ OIDC_FETCH_TIMEOUT = 5.0
 
 class MissingDatabase(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the app's connection half holds for its serving half: the database client, the signer and the
+    object store (guarded, and traced when tracing is on)."""
+
+    client: AsyncMongoClient[Any]
+    signer: Signer
+    store: ObjectStore
 
 
 class ModelhubGraphQL(GraphQL[Context, None]):
@@ -292,7 +304,9 @@ def create_app(settings: Settings) -> Starlette:
     install_log_redaction()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def connection(app: Starlette) -> AsyncIterator[Connection]:
+        """The app's outer half: the database (migrated, Beanie initialised), the object store and the
+        health watches on both."""
         async with AsyncExitStack() as stack:
             bounds: dict[str, Any] = {
                 "serverSelectionTimeoutMS": int(settings.mongo_server_selection_timeout_seconds * 1000),
@@ -309,7 +323,7 @@ def create_app(settings: Settings) -> Starlette:
                 stack.callback(setattr, app.state, "tracing", None)
                 bounds["event_listeners"] = [tracing.mongo_listener()]
             bounds["maxPoolSize"] = settings.mongo_max_pool_size
-            await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
+            client = await stack.enter_async_context(connect(mongo_uri, settings.mongo_db, **bounds))
             stack.push_async_callback(db_work.drain, 5.0)  # raw-scan pieces still on the database
             signer = Signer(settings.resolved_signing_secret())
             raw_store = await _open_store(settings, signer, stack)
@@ -320,6 +334,18 @@ def create_app(settings: Settings) -> Starlette:
             app.state.health = health
             for watch in health.all():
                 stack.push_async_callback(_stop, asyncio.create_task(watch.run()), watch.stop)
+            yield Connection(client=client, signer=signer, store=store)
+
+    @contextlib.asynccontextmanager
+    async def serving(app: Starlette, connected: Connection) -> AsyncIterator[None]:
+        """The app's inner half, on a connection: the services requests share (caches, limits, metrics, the
+        audit queue) and the background tasks; on exit the tasks stop and pending writes land."""
+        signer, store = connected.signer, connected.store
+        # What this process read of the engineer numbers is read again (the database may have been emptied
+        # between two servings on one connection, as tests do).
+        engineers_db.forget(connected.client)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(db_work.drain, 5.0)  # raw-scan pieces of this serving's requests
             metrics = Metrics(
                 operation_allowlist=settings.metrics_operation_allowlist,
                 model_allowlist=settings.metrics_model_allowlist,
@@ -409,6 +435,11 @@ def create_app(settings: Settings) -> Starlette:
                 stack.callback(mark_process_dead, os.getpid(), multiproc)
             yield
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with connection(app) as connected, serving(app, connected):
+            yield
+
     async def metrics_endpoint(request: Request) -> Response:
         if settings.metrics_token is not None and not _bearer_matches(
             request.headers.get("authorization", ""), settings.metrics_token.get_secret_value()
@@ -477,6 +508,11 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={StarletteHTTPException: _http_error},
     )
     app.state.settings = settings
+    # The lifespan's two halves, for tests that share one app across a test module (tests/conftest.py):
+    # `connection` once, then `serving` anew for each test, so no cache, limit, metric or queue of one test
+    # is seen by the next.
+    app.state.connection = connection
+    app.state.serving = serving
     return app
 
 

@@ -85,6 +85,11 @@ def numbers_for(db: AsyncDatabase[Any]) -> EngineerNumbers:
     return held
 
 
+def forget(client: Any) -> None:
+    """Drops the maps held for `client`: the next `numbers_for` reads the numbers from the database again."""
+    _BY_CLIENT.pop(client, None)
+
+
 def bitmap_from(numbers: Iterable[int]) -> int:
     """A set of numbers as one Python int (bit n set for number n)."""
     bits = 0
