@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from beanie import init_beanie
 from moto.server import ThreadedMotoServer
 from secantus import SecantusDBServer
 from starlette.applications import Starlette
 
-from graphql_api.app import Connection, create_app
 from graphql_api.config import Settings
-from graphql_api.documents import ALL_DOCUMENTS
-from tests.servers import GraphQLClient, LiveServer, Stores, free_port, make_settings
+from tests.servers import GraphQLClient, LiveServer, SharedApps, Stores, free_port
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
@@ -147,49 +141,6 @@ def clean_db(shared_db: str, mongo_admin: Any) -> str:
     return shared_db
 
 
-class SharedApps:
-    """The apps a test module shares, one per store kind: each connected (database, Beanie, object store,
-    health watches) at its first test and closed after the module's last, serving anew for each test
-    (`app.state.serving`: new services, caches, limits, metrics and background tasks) on the shared
-    database emptied before each test and a data directory emptied likewise. Starting an app (migrations,
-    Beanie's indexes, the services and their first reads) for each test cost more than most tests."""
-
-    def __init__(self, stack: AsyncExitStack, data_root: Path) -> None:
-        self.stack = stack
-        self.data_root = data_root
-        self.settings: dict[str, Settings] = {}
-        self.connected: dict[str, tuple[Starlette, Connection]] = {}
-
-    def settings_for(self, kind: str, mongo_uri: str, s3: str | None, mongo_db: str) -> Settings:
-        """The module's settings for `kind`, with its data directory emptied."""
-        if kind not in self.settings:
-            self.settings[kind] = make_settings(kind, mongo_uri, s3, self.data_root / kind, mongo_db=mongo_db)
-        data_dir = self.settings[kind].data_dir
-        if data_dir.exists():
-            for child in data_dir.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-        return self.settings[kind]
-
-    def shares(self, settings: Settings) -> bool:
-        return any(settings is shared for shared in self.settings.values())
-
-    @contextlib.asynccontextmanager
-    async def serving(self, settings: Settings) -> AsyncIterator[Starlette]:
-        """The module's app for `settings` (connected on first use), serving until the context ends."""
-        kind = settings.storage_backend
-        if kind not in self.connected:
-            application = create_app(settings)
-            connected = await self.stack.enter_async_context(application.state.connection(application))
-            self.connected[kind] = (application, connected)
-        application, connected = self.connected[kind]
-        bound = ALL_DOCUMENTS[0].get_pymongo_collection().database
-        if bound.client is not connected.client or bound.name != settings.mongo_db:
-            # A test's own app initialised Beanie on its client (closed since): back to the shared one.
-            await init_beanie(database=connected.client[settings.mongo_db], document_models=ALL_DOCUMENTS)
-        async with application.state.serving(application, connected):
-            yield application
-
-
 @pytest.fixture(scope="module")
 async def shared_apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApps]:
     async with AsyncExitStack() as stack:
@@ -223,12 +174,7 @@ def bucket() -> str:
 async def app(settings: Settings, shared_apps: SharedApps) -> AsyncIterator[Starlette]:
     """The app on `settings`, with its lifespan: the module's shared app (serving anew for this test) when
     they are the module's shared settings, else an app of its own (a module that overrides `settings`)."""
-    if shared_apps.shares(settings):
-        async with shared_apps.serving(settings) as application:
-            yield application
-        return
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with shared_apps.running(settings) as application:
         yield application
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,12 @@ from typing import Any
 import boto3
 import httpx
 import uvicorn
+from beanie import init_beanie
+from starlette.applications import Starlette
 
-from graphql_api.app import create_app
+from graphql_api.app import Connection, create_app
 from graphql_api.config import Settings
+from graphql_api.documents import ALL_DOCUMENTS
 from graphql_api.embedded import terminate
 from graphql_api.net import free_port
 
@@ -369,3 +375,73 @@ class ServerProcess:
             except Exception:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class SharedApps:
+    """The apps a test module shares, one per set of settings (store kind and what the module sets): each
+    connected (database, Beanie, object store, health watches) at its first test and closed after the
+    module's last, serving anew for each test (`app.state.serving`: new services, caches, limits, metrics
+    and background tasks) on the shared database emptied before each test and a data directory emptied
+    likewise. Starting an app (migrations, Beanie's indexes, the services and their first reads) for each
+    test cost more than most tests."""
+
+    def __init__(self, stack: AsyncExitStack, data_root: Path) -> None:
+        self.stack = stack
+        self.data_root = data_root
+        self.settings: dict[tuple[str, str], Settings] = {}
+        self.original: dict[tuple[str, str], Settings] = {}
+        self.connected: dict[int, tuple[Starlette, Connection]] = {}
+
+    def settings_for(
+        self, kind: str, mongo_uri: str, s3: str | None, mongo_db: str, **extra: Any
+    ) -> Settings:
+        """The module's settings for `kind` and `extra` (as `make_settings`), on the shared database
+        `mongo_db` (emptied by `clean_db`), with their data directory emptied."""
+        key = (kind, repr(sorted(extra.items())))
+        if key not in self.settings:
+            data_dir = self.data_root / f"{kind}-{len(self.settings)}"
+            self.settings[key] = make_settings(kind, mongo_uri, s3, data_dir, mongo_db=mongo_db, **extra)
+            self.original[key] = self.settings[key].model_copy(deep=True)
+        settings, original = self.settings[key], self.original[key]
+        # A test that changed its settings in place (one clears the webhook hosts it allows) changed them
+        # for itself: the next test gets them as they were made.
+        for name in type(settings).model_fields:
+            if getattr(settings, name) != getattr(original, name):
+                setattr(settings, name, copy.deepcopy(getattr(original, name)))
+        if settings.data_dir.exists():
+            for child in settings.data_dir.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        return settings
+
+    def shares(self, settings: Settings) -> bool:
+        return any(settings is shared for shared in self.settings.values())
+
+    @contextlib.asynccontextmanager
+    async def serving(self, settings: Settings) -> AsyncIterator[Starlette]:
+        """The module's app for `settings` (from `settings_for`; connected on first use), serving until the
+        context ends."""
+        assert self.shares(settings), "settings_for made these settings"
+        if id(settings) not in self.connected:
+            application = create_app(settings)
+            connected = await self.stack.enter_async_context(application.state.connection(application))
+            self.connected[id(settings)] = (application, connected)
+        application, connected = self.connected[id(settings)]
+        bound = ALL_DOCUMENTS[0].get_pymongo_collection().database
+        if bound.client is not connected.client or bound.name != settings.mongo_db:
+            # Another app initialised Beanie on its client (a test's own, or the module's other shared
+            # app): back to this one.
+            await init_beanie(database=connected.client[settings.mongo_db], document_models=ALL_DOCUMENTS)
+        async with application.state.serving(application, connected):
+            yield application
+
+    @contextlib.asynccontextmanager
+    async def running(self, settings: Settings) -> AsyncIterator[Starlette]:
+        """The app on `settings` until the context ends: the module's shared app, serving anew, when they
+        are the module's (`settings_for`), else an app of its own with its whole lifespan."""
+        if self.shares(settings):
+            async with self.serving(settings) as application:
+                yield application
+            return
+        application = create_app(settings)
+        async with application.router.lifespan_context(application):
+            yield application

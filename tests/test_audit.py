@@ -27,7 +27,7 @@ from graphql_api.downloads import TICKET_PURPOSE
 from graphql_api.roles import ProjectRole, Role
 from graphql_api.schema import build_schema
 from graphql_api.schema.audit import target_of
-from tests.servers import LiveServer, Stores, Subscriber, eventually, make_settings
+from tests.servers import LiveServer, SharedApps, Stores, Subscriber, eventually, make_settings
 
 MODELHUB = [sys.executable, "-m", "graphql_api.cli"]
 REGISTER = """mutation($n: String!, $k: String!, $b: String!) {
@@ -61,14 +61,13 @@ class World:
 
 
 @pytest.fixture
-def audit_settings(mongo_uri: str, tmp_path: Path) -> Settings:
-    return make_settings("local", mongo_uri, None, tmp_path / "data", auth="token")
+def audit_settings(mongo_uri: str, clean_db: str, shared_apps: SharedApps) -> Settings:
+    return shared_apps.settings_for("local", mongo_uri, None, clean_db, auth="token")
 
 
 @pytest.fixture
-async def world(audit_settings: Settings) -> AsyncIterator[World]:
-    app = create_app(audit_settings)
-    async with app.router.lifespan_context(app):
+async def world(audit_settings: Settings, shared_apps: SharedApps) -> AsyncIterator[World]:
+    async with shared_apps.running(audit_settings) as app:
         tokens = {}
         for who, role in [("reader", Role.READER), ("alice", Role.ENGINEER), ("admin", Role.ADMIN)]:
             tokens[who], _ = await create_token(f"t-{who}", who, role, "test")

@@ -16,7 +16,7 @@ from graphql_api.app import create_app
 from graphql_api.auth import create_token
 from graphql_api.config import Settings
 from graphql_api.roles import Role
-from tests.servers import GraphQLClient, Stores, make_settings
+from tests.servers import GraphQLClient, SharedApps, Stores, make_settings
 
 
 @dataclass
@@ -42,9 +42,10 @@ class World:
         return resp.json()
 
 
-async def token_app(settings: Settings, stores: Stores, bucket: str) -> AsyncIterator[World]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+async def token_app(
+    settings: Settings, stores: Stores, bucket: str, shared_apps: SharedApps
+) -> AsyncIterator[World]:
+    async with shared_apps.running(settings) as app:
         tokens = {}
         for who, principal, role in [
             ("reader", "rita", Role.READER),
@@ -63,13 +64,13 @@ async def token_app(settings: Settings, stores: Stores, bucket: str) -> AsyncIte
 
 
 @pytest.fixture
-def token_settings(mongo_uri: str, tmp_path: Path) -> Settings:
-    return make_settings("local", mongo_uri, None, tmp_path / "data", auth="token")
+def token_settings(mongo_uri: str, clean_db: str, shared_apps: SharedApps) -> Settings:
+    return shared_apps.settings_for("local", mongo_uri, None, clean_db, auth="token")
 
 
 @pytest.fixture
-async def world(token_settings: Settings, bucket: str) -> AsyncIterator[World]:
-    async for w in token_app(token_settings, Stores("local", token_settings), bucket):
+async def world(token_settings: Settings, bucket: str, shared_apps: SharedApps) -> AsyncIterator[World]:
+    async for w in token_app(token_settings, Stores("local", token_settings), bucket, shared_apps):
         yield w
 
 
@@ -252,12 +253,14 @@ def test_s3_without_configured_storage_allows_nothing(mongo_uri: str, tmp_path: 
 
 
 @pytest.fixture
-async def limited(mongo_uri: str, tmp_path: Path, bucket: str) -> AsyncIterator[World]:
+async def limited(
+    mongo_uri: str, tmp_path: Path, bucket: str, shared_apps: SharedApps
+) -> AsyncIterator[World]:
     settings = make_settings(
         "local", mongo_uri, None, tmp_path / "data", auth="token", max_body_bytes=20_000, max_query_tokens=2_000,
         max_query_cost=5_000, rate_limit_per_minute=60, rate_limit_burst=5,
     )  # fmt: skip
-    async for w in token_app(settings, Stores("local", settings), bucket):
+    async for w in token_app(settings, Stores("local", settings), bucket, shared_apps):
         yield w
 
 

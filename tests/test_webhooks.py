@@ -18,12 +18,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from graphql_api.app import create_app
 from graphql_api.auth import create_token
 from graphql_api.config import Settings
 from graphql_api.roles import Role
 from tests.receiver import Receiver, Request
-from tests.servers import ServeProcess, Stores, eventually, make_settings
+from tests.servers import ServeProcess, SharedApps, Stores, eventually, make_settings
 
 CREATE = """mutation($input: CreateWebhookInput!) {
   createWebhook(input: $input) {
@@ -97,9 +96,8 @@ def receiver() -> Iterator[Receiver]:
         yield server
 
 
-async def open_world(settings: Settings, bucket: str) -> AsyncIterator[World]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
+async def open_world(settings: Settings, bucket: str, shared_apps: SharedApps) -> AsyncIterator[World]:
+    async with shared_apps.running(settings) as app:
         tokens = {}
         for who, role in (("admin", Role.ADMIN), ("alice", Role.ENGINEER), ("rita", Role.READER)):
             tokens[who], _ = await create_token(who, who, role, "test")
@@ -109,8 +107,9 @@ async def open_world(settings: Settings, bucket: str) -> AsyncIterator[World]:
 
 
 @pytest.fixture
-async def world(mongo_uri: str, tmp_path: Path, bucket: str) -> AsyncIterator[World]:
-    async for w in open_world(world_settings(mongo_uri, tmp_path), bucket):
+async def world(mongo_uri: str, clean_db: str, bucket: str, shared_apps: SharedApps) -> AsyncIterator[World]:
+    settings = shared_apps.settings_for("local", mongo_uri, None, clean_db, auth="token", **FAST)
+    async for w in open_world(settings, bucket, shared_apps):
         yield w
 
 
@@ -322,12 +321,14 @@ async def test_filter_narrows_events(world: World, receiver: Receiver) -> None:
 
 
 async def test_a_webhook_failing_for_the_whole_window_is_disabled(
-    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver
+    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver, shared_apps: SharedApps
 ) -> None:
     """With a 2 s retry window, a receiver that always answers 500 gets its webhook disabled with a reason,
     and its delivery given up (FAILED)."""
     receiver.default = "500"
-    async for world in open_world(world_settings(mongo_uri, tmp_path, webhook_retry_seconds=2.0), bucket):
+    async for world in open_world(
+        world_settings(mongo_uri, tmp_path, webhook_retry_seconds=2.0), bucket, shared_apps
+    ):
         await world.create(receiver.url, ["VERSION_REGISTERED"])
         await world.register("m")
 
@@ -344,12 +345,12 @@ async def test_a_webhook_failing_for_the_whole_window_is_disabled(
 
 @pytest.mark.process
 async def test_nothing_is_lost_across_a_kill(
-    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver
+    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver, shared_apps: SharedApps
 ) -> None:
     """`modelhub serve` killed (SIGKILL) with deliveries pending and events just recorded: restarted, every
     event reaches the receiver (receivers deduplicate by webhook-id)."""
     settings = world_settings(mongo_uri, tmp_path)
-    async for world in open_world(settings, bucket):
+    async for world in open_world(settings, bucket, shared_apps):
         created = await world.create(receiver.url, ["VERSION_REGISTERED"])
         engineer = world.tokens["alice"]
     receiver.default = "500"
@@ -465,7 +466,7 @@ async def test_the_readme_receiver_verifies_and_deduplicates(world: World) -> No
 
 
 async def test_concurrency_is_bounded_per_webhook_and_overall(
-    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver
+    mongo_uri: str, tmp_path: Path, bucket: str, receiver: Receiver, shared_apps: SharedApps
 ) -> None:
     """A receiver that holds every request gets at most MODELHUB_WEBHOOK_CONCURRENCY_PER_WEBHOOK at once from
     one webhook, and at most MODELHUB_WEBHOOK_CONCURRENCY from all; download outcomes go side by side."""
@@ -484,7 +485,7 @@ async def test_concurrency_is_bounded_per_webhook_and_overall(
         assert await eventually(reached, 15), receiver.most_active
         await asyncio.sleep(0.5)  # room for one more, if the bound let it through
 
-    async for world in open_world(settings, bucket):
+    async for world in open_world(settings, bucket, shared_apps):
         headers = {"Authorization": f"Bearer {world.tokens['rita']}"}
         await world.register("m")
         assert (await world.create(receiver.url, ["DOWNLOAD_COMPLETED"]))["__typename"] == "WebhookWithSecret"
