@@ -18,7 +18,15 @@ import pytest
 import yaml
 
 from graphql_api.config import Settings
-from tests.servers import GraphQLClient, LiveServer, Stores, abandon, free_port, make_settings, wait_ready
+from tests.servers import (
+    GraphQLClient,
+    LiveServer,
+    SharedApps,
+    Stores,
+    abandon,
+    free_port,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "observability" / "prometheus"
@@ -72,10 +80,12 @@ def test_compose_file_is_valid() -> None:
 
 
 @pytest.fixture
-def settings(store_kind: str, mongo_uri: str, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+def settings(
+    store_kind: str, mongo_uri: str, clean_db: str, shared_apps: SharedApps, request: pytest.FixtureRequest
+) -> Settings:
     """The suite's settings with /metrics guarded by the token compose's Prometheus sends."""
     s3 = request.getfixturevalue("s3_endpoint") if store_kind == "s3" else None
-    return make_settings(store_kind, mongo_uri, s3, tmp_path / "data", metrics_token=METRICS_TOKEN)
+    return shared_apps.settings_for(store_kind, mongo_uri, s3, clean_db, metrics_token=METRICS_TOKEN)
 
 
 def panels() -> Iterator[tuple[str, dict[str, Any]]]:

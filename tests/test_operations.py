@@ -21,7 +21,7 @@ from graphql_api.http import ui
 from graphql_api.operations import sha256_of
 from graphql_api.roles import Role
 from graphql_api.schema.operations import split
-from tests.servers import GraphQLClient, LiveServer, make_settings
+from tests.servers import GraphQLClient, LiveServer, SharedApps
 
 WHO = {"X-Engineer-ID": "alice"}
 COUNT = "query Count { models(first: 1) { totalCount } }"
@@ -84,9 +84,11 @@ async def test_off_mode_resolves_hashes_and_runs_any_text(http: httpx.AsyncClien
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+def settings(
+    mongo_uri: str, clean_db: str, shared_apps: SharedApps, request: pytest.FixtureRequest
+) -> Settings:
     mode = getattr(request, "param", "off")
-    return make_settings("local", mongo_uri, None, tmp_path / "data", persisted_operations=mode)
+    return shared_apps.settings_for("local", mongo_uri, None, clean_db, persisted_operations=mode)
 
 
 @pytest.mark.parametrize("settings", ["enforce"], indirect=True)
