@@ -13,7 +13,7 @@ import pytest
 
 from graphql_api.client import SDK_VERSION, ModelhubClient
 from graphql_api.config import Settings
-from tests.servers import LiveServer, Stores, make_settings
+from tests.servers import LiveServer, SharedApps, Stores
 from tests.test_security import World, token_app
 
 DOWNLOAD = """mutation {
@@ -29,13 +29,13 @@ CREATE = """mutation($n: String!, $k: ClientKind) {
 
 
 @pytest.fixture
-def token_settings(mongo_uri: str, tmp_path: Path) -> Settings:
-    return make_settings("local", mongo_uri, None, tmp_path / "data", auth="token")
+def token_settings(mongo_uri: str, clean_db: str, shared_apps: SharedApps) -> Settings:
+    return shared_apps.settings_for("local", mongo_uri, None, clean_db, auth="token")
 
 
 @pytest.fixture
-async def world(token_settings: Settings, bucket: str) -> AsyncIterator[World]:
-    async for w in token_app(token_settings, Stores("local", token_settings), bucket):
+async def world(token_settings: Settings, bucket: str, shared_apps: SharedApps) -> AsyncIterator[World]:
+    async for w in token_app(token_settings, Stores("local", token_settings), bucket, shared_apps):
         yield w
 
 
