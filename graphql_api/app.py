@@ -45,6 +45,7 @@ from .db import audit as audit_db
 from .db import connect
 from .db import events as events_db
 from .db import work as db_work
+from .db.events import EventWrites
 from .delivery import Deliverer
 from .documents import AuditEvent, AuditKind
 from .errors import DomainError
@@ -242,7 +243,7 @@ async def _sweep_until(stopped: asyncio.Event, services: Services, stale_seconds
     period, until stopped."""
     while not stopped.is_set():
         try:
-            await downloads.sweep_stale(services.metrics, stale_seconds)
+            await downloads.sweep_stale(services, stale_seconds)
             await uploads.expire_abandoned(services)
         except Exception:  # a failed sweep is retried next period; it must not kill the app
             log.exception("sweeping stale downloads and uploads failed")
@@ -374,6 +375,7 @@ def create_app(settings: Settings) -> Starlette:
                 projects=ProjectDirectory(settings.token_cache_seconds, header_mode=auth_mode == "header"),
                 audit=audit_log,
                 volume=EventVolume(),
+                events=EventWrites(lambda write, size: metrics.event_write_batch.labels(write).observe(size)),
             )
             await app.state.services.volume.refresh()  # raw scans are priced by their events from the start
             if auth_mode != "header" and (token := await bootstrap_admin()):

@@ -66,6 +66,9 @@ WEBHOOK_EVENT_TYPES = (
     "CHECKSUM_MISMATCH", "DOWNLOAD_COMPLETED", "DOWNLOAD_FAILED", "TEST",
 )  # fmt: skip
 # A receiver answers in milliseconds to seconds; an attempt is cut at MODELHUB_WEBHOOK_TIMEOUT_SECONDS.
+# Download-event writes sent together (db/batching.py): how many per command.
+EVENT_WRITES = ("insert", "finish")
+EVENT_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500)
 WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 
 
@@ -243,6 +246,14 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        self.event_write_batch = Histogram(
+            "modelhub_event_write_batch_size",
+            "Download-event writes sent to the database in one command (group commit: the writes that queued "
+            "while the previous one was in flight); 1 when downloads come one at a time.",
+            ["write"],
+            buckets=EVENT_BATCH_BUCKETS,
+            registry=r,
+        )
         self.build_info = Gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
@@ -258,6 +269,8 @@ class Metrics:
         idle server instead of "no data"."""
         for stage in ROLLUP_STAGES:
             self.rollup_stages_folded.labels(stage)
+        for write in EVENT_WRITES:
+            self.event_write_batch.labels(write)
         for purpose in FEED_STREAM_PURPOSES:
             self.feed_streams.labels(purpose)
         for reason in FEED_REFUSALS:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from beanie import PydanticObjectId, SortDirection
+from beanie.odm.utils.dump import get_dict
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, WriteError
 
 from .. import figures
 from ..documents import DownloadEvent, DownloadStatus, RollupStage, utcnow
@@ -18,7 +21,9 @@ from ..limits import piece_seconds
 from ..pagination import Page, PageRequest
 from ..queries import Dimension, DownloadOrder, DownloadOrderField, EventQuery, StatsRequest
 from . import work
+from .batching import GroupCommit
 from .common import (
+    DUPLICATE_KEY,
     Condition,
     Translator,
     any_of,
@@ -26,7 +31,6 @@ from .common import (
     ensure_ttl,
     find_one,
     in_list,
-    insert_once,
     merge_filters,
     ordered_page,
     time_window,
@@ -107,12 +111,6 @@ async def retention_seconds() -> int | None:
     return await ttl_seconds(DownloadEvent.get_pymongo_collection(), RETENTION_INDEX)
 
 
-async def insert(event: DownloadEvent) -> None:
-    """Idempotent: the id is chosen here, so a retried insert that had already been written (its
-    acknowledgement lost in a stall) meets its own document and is not an error."""
-    await insert_once(event)
-
-
 async def insert_many(events: list[dict[str, Any]]) -> None:
     """Bulk insert of already-built event documents (demo data)."""
     await DownloadEvent.get_pymongo_collection().insert_many(events, ordered=False)
@@ -131,6 +129,16 @@ def _staging(stage: RollupStage, at: datetime) -> tuple[Condition, Condition]:
     return {f"stages.{stage.value}": at}, {"staged_at": at}
 
 
+def _change(update: Condition, transition_id: str, staged: datetime | None) -> Condition:
+    """The update of a state change: its fields and transition id, and the `finished` rollup stage it owes
+    (`staged`)."""
+    change: Condition = {"$set": {**update, "transition_id": transition_id}}
+    if staged is not None:
+        stage, latest = _staging(RollupStage.FINISHED, staged)
+        change = {"$set": {**change["$set"], **stage}, "$max": latest}
+    return change
+
+
 async def _apply(
     flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
 ) -> bool:
@@ -139,11 +147,7 @@ async def _apply(
     another change came first. `staged`: the change owes the rollups its `finished` stage. The event is
     read only when the update changed nothing (to tell a retry of this change from another change)."""
     collection = DownloadEvent.get_pymongo_collection()
-    change: Condition = {"$set": {**update, "transition_id": transition_id}}
-    if staged is not None:
-        stage, latest = _staging(RollupStage.FINISHED, staged)
-        change = {"$set": {**change["$set"], **stage}, "$max": latest}
-    result = await collection.update_one(flt, change)
+    result = await collection.update_one(flt, _change(update, transition_id, staged))
     if result.modified_count:
         return True
     mine = await collection.find_one({"_id": flt["_id"], "transition_id": transition_id}, {"_id": 1})
@@ -172,18 +176,80 @@ async def claim(
     return await _transition(flt, update, transition_id)
 
 
-async def finish(
-    event_id: PydanticObjectId | None,
-    status: DownloadStatus,
-    fields: Condition,
-    transition_id: str,
-    staged: datetime | None = None,
-) -> bool:
-    """An open event (ISSUED or IN_PROGRESS) → a terminal `status`, stamped with its `finished` rollup stage
-    at `staged`; False when it had already finished. One write and no read when it applies."""
-    update = {**fields, "status": status.value}
-    flt = {"_id": event_id, "status": {"$in": _OPEN}}
-    return await _apply(flt, update, transition_id, staged)
+@dataclass(frozen=True)
+class EventFinish:
+    """An open event (ISSUED or IN_PROGRESS) → a terminal `status` with `fields`, stamped with its
+    `finished` rollup stage at `staged`."""
+
+    event_id: PydanticObjectId | None
+    status: DownloadStatus
+    fields: Condition
+    transition_id: str
+    staged: datetime
+
+    def operation(self) -> UpdateOne:
+        flt = {"_id": self.event_id, "status": {"$in": _OPEN}}
+        update = {**self.fields, "status": self.status.value}
+        return UpdateOne(flt, _change(update, self.transition_id, self.staged))
+
+
+class EventWrites:
+    """The writes on a download's path (its event, its finish), sent by group commit (db/batching.py): a
+    burst of downloads costs a few commands, not two per download. Each call returns once its own write is
+    acknowledged, with its own outcome."""
+
+    def __init__(self, on_flush: Callable[[str, int], None] | None = None) -> None:
+        def told(write: str) -> Callable[[int], None] | None:
+            return None if on_flush is None else (lambda size: on_flush(write, size))
+
+        self._inserts: GroupCommit[DownloadEvent, bool] = GroupCommit(_insert_many, on_flush=told("insert"))
+        self._finishes: GroupCommit[EventFinish, bool] = GroupCommit(_finish_many, on_flush=told("finish"))
+
+    async def insert(self, event: DownloadEvent) -> None:
+        """Idempotent: the id is chosen here, so a retried insert that had already been written (its
+        acknowledgement lost in a stall) meets its own document and is not an error."""
+        if event.id is None:
+            event.id = PydanticObjectId()
+        await self._inserts.submit(event)
+
+    async def finish(self, change: EventFinish) -> bool:
+        """True when the change is recorded (now, or by an earlier attempt with its transition id); False
+        when the event had already finished."""
+        return await self._finishes.submit(change)
+
+
+async def _insert_many(events: Sequence[DownloadEvent]) -> list[bool | Exception]:
+    """One unordered insert of the events: each is stored, or meets its own document (a retry), or fails
+    alone with its write error."""
+    collection = DownloadEvent.get_pymongo_collection()
+    docs = [get_dict(e, to_db=True, keep_nulls=e.get_settings().keep_nulls) for e in events]
+    outcomes: list[bool | Exception] = [True] * len(events)
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = {int(e["index"]): e for e in exc.details.get("writeErrors", [])}
+        duplicates = [events[i].id for i, e in errors.items() if e.get("code") == DUPLICATE_KEY]
+        mine = {d["_id"] async for d in collection.find({"_id": {"$in": duplicates}}, {"_id": 1})}
+        for i, error in errors.items():
+            if events[i].id not in mine:
+                problem = DuplicateKeyError if error.get("code") == DUPLICATE_KEY else WriteError
+                outcomes[i] = problem(str(error.get("errmsg")), error.get("code"), error)
+    return outcomes
+
+
+async def _finish_many(changes: Sequence[EventFinish]) -> list[bool | Exception]:
+    """One unordered bulk update; when it changed fewer events than it had changes, one read tells which
+    applied (their transition id is on the event) from those another change came before."""
+    collection = DownloadEvent.get_pymongo_collection()
+    result = await collection.bulk_write([c.operation() for c in changes], ordered=False)
+    if result.modified_count == len(changes):
+        return [True] * len(changes)
+    ids = [c.event_id for c in changes]
+    holds = {
+        d["_id"]: d.get("transition_id")
+        async for d in collection.find({"_id": {"$in": ids}}, {"transition_id": 1})
+    }
+    return [holds.get(c.event_id) == c.transition_id for c in changes]
 
 
 async def record_progress(event_id: PydanticObjectId | None, sent: int, now: datetime) -> None:

@@ -26,10 +26,9 @@ from ..documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyM
 from ..figures import Finish
 from ..queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, day_of, hour_of, truncate
 from . import events as events_db
-from .common import Condition, Translator, any_of, ordered_page, read_page, translate, trunc
+from .common import DUPLICATE_KEY, Condition, Translator, any_of, ordered_page, read_page, translate, trunc
 from .engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
-DUPLICATE_KEY = 11000
 # A bucket's whole-number figures, all summed.
 COUNTS = (
     "downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "verified", "mismatched",

@@ -251,7 +251,7 @@ async def test_a_stage_written_late_within_the_lag_is_folded(
             model_id=PydanticObjectId(), model_name="a", model_version=1, project_name="p", size_bytes=10, engineer="alice",
             mode=DownloadMode.PRESIGNED, started_at=stamped, stages={"recorded": stamped}, staged_at=stamped,
         )  # fmt: skip
-        await events_db.insert(event)
+        await events_db.EventWrites().insert(event)
 
     await late(now - timedelta(seconds=5))  # stamped 5 s before it was written: within the lag
     fast, raw, _ = await figures(gql)
