@@ -11,8 +11,8 @@ import pytest
 from graphql_api import figures
 from graphql_api.analytics import series as series_uc
 from graphql_api.analytics import stats as stats_uc
-from graphql_api.db import events as events_db
 from graphql_api.db import rollups as rollups_db
+from graphql_api.db.events import stats as event_stats
 from graphql_api.db.rollups import RollupDelta
 from graphql_api.db.rollups import answers as rollup_answers
 from graphql_api.documents import ClientKind, DownloadMode
@@ -97,8 +97,8 @@ def test_raw_pieces_merge_into_the_rows_one_scan_gives() -> None:
         _piece("alice", [3.0], [1, 2], completed=1, total_bytes=5, verified=1),
         _piece("bob", [2.0], [1], aborted=1, mismatched=1),
     ):
-        events_db._merge_partial(partials, doc)
-    (row,) = events_db._finish(partials)
+        event_stats._merge_partial(partials, doc)
+    (row,) = event_stats._finish(partials)
     assert row["_id"] == {"MODEL": "m"} and row["period_start"] is None
     assert (row["downloads"], row["completed"], row["aborted"], row["total_bytes"]) == (4, 2, 1, 15)
     assert (row["verified"], row["mismatched"]) == (1, 1)
