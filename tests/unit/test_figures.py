@@ -12,7 +12,7 @@ from graphql_api import figures
 from graphql_api.analytics import series as series_uc
 from graphql_api.analytics import stats as stats_uc
 from graphql_api.db import rollups as rollups_db
-from graphql_api.db.events import stats as event_stats
+from graphql_api.db.events import raw_stats as event_stats
 from graphql_api.db.rollups import RollupDelta
 from graphql_api.db.rollups import answers as rollup_answers
 from graphql_api.documents import ClientKind, DownloadMode

@@ -1,12 +1,13 @@
 """Owner of `download_events`: inserts, state transitions, pages, and the raw stats scan (in pieces).
 
 The package's names, from `filters` (queries as filters), `writes` (inserts, transitions, retention), `reads`
-(pages, counts, scans, the change stream) and `stats` (the raw stats scan and its one-pipeline form).
+(pages, counts, scans, the change stream) and `raw_stats` (the raw stats scan and its one-pipeline form).
 """
 
 from __future__ import annotations
 
 from .filters import DIMENSIONS, FILTERS, SORT_FIELDS, event_filter, matches, sort_of
+from .raw_stats import FIRST_PIECE, MIN_PIECE, stats, stats_pipeline
 from .reads import (
     Transition,
     any_started,
@@ -24,7 +25,6 @@ from .reads import (
     versions_downloaded_since,
     watch_transitions,
 )
-from .stats import FIRST_PIECE, MIN_PIECE, stats, stats_pipeline
 from .writes import (
     RETENTION_INDEX,
     EventFinish,
