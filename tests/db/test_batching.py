@@ -1,4 +1,4 @@
-"""Group commit (db/batching.py) on its own, and the download-event writes that use it (db/events.py) on a
+"""Group commit (db/batching.py) on its own, and the download-event writes that use it (db/events/writes.py) on a
 real database: what queues while a flush is in flight goes out together, and each caller gets its own
 outcome."""
 
