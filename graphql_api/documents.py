@@ -20,8 +20,7 @@ def utcnow() -> datetime:
 
 
 class Identity(BaseModel):
-    """What a model and each of its versions say about themselves: the name, project and owner, free text and
-    labels."""
+    """What a model and each of its versions say about themselves: name, project, owner, notes, labels."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -459,8 +458,6 @@ class RollupBucket(Document, RollupFigures):
 
 
 class PerVersionAndMode(BaseModel):
-    """The key fields of a bucket per model version and download mode."""
-
     model_config = ConfigDict(protected_namespaces=())
 
     model_version: int
