@@ -31,11 +31,11 @@ class GroupCommit(Generic[T, R]):
     one. Whole-flush failures (the command failed) are raised to every caller of that flush."""
 
     def __init__(
-        self, flush: Flush[T, R], most: int = 500, on_flush: Callable[[int], None] | None = None
+        self, flush: Flush[T, R], on_flush: Callable[[int], None] = lambda size: None, most: int = 500
     ) -> None:
         self._flush = flush
-        self._most = most
         self._on_flush = on_flush  # told each flush's size (a metric)
+        self._most = most
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight: asyncio.Task[None] | None = None
 
@@ -53,8 +53,9 @@ class GroupCommit(Generic[T, R]):
                 waits: list[asyncio.Future[Any]] = [mine, self._in_flight]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            if entry in self._queue:
-                self._queue.remove(entry)  # not sent yet: never sent
+            queued = [e for e in self._queue if e is not entry]
+            if len(queued) < len(self._queue):
+                self._queue[:] = queued  # not sent yet: never sent
             else:  # in a flush: it lands or fails without us; nobody reads its outcome
                 mine.add_done_callback(_retrieved)
             raise
@@ -62,8 +63,7 @@ class GroupCommit(Generic[T, R]):
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            if self._on_flush is not None:
-                self._on_flush(len(batch))
+            self._on_flush(len(batch))
             outcomes = await self._flush([item for item, _ in batch])
         except Exception as exc:
             for _, future in batch:

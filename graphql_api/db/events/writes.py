@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from beanie import PydanticObjectId
@@ -58,32 +59,20 @@ def _change(update: Condition, transition_id: str, staged: datetime | None) -> C
     return change
 
 
-async def _apply(
-    flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
-) -> bool:
-    """One atomic conditional update: True when it is recorded (now, or by an earlier attempt with the same
-    `transition_id` whose acknowledgement was lost), False when `flt` no longer matches the event because
-    another change came first. `staged`: the change owes the rollups its `finished` stage. The event is
-    read only when the update changed nothing (to tell a retry of this change from another change)."""
-    collection = DownloadEvent.get_pymongo_collection()
-    result = await collection.update_one(flt, _change(update, transition_id, staged))
-    if result.modified_count:
-        return True
-    mine = await collection.find_one({"_id": flt["_id"], "transition_id": transition_id}, {"_id": 1})
-    return mine is not None
-
-
-async def _transition(
-    flt: Condition, update: Condition, transition_id: str, staged: datetime | None = None
-) -> DownloadEvent | None:
-    """`_apply`, then the event as the change left it (None when another change came first).
+async def _transition(flt: Condition, update: Condition, transition_id: str) -> DownloadEvent | None:
+    """One atomic conditional update, then the event as it left it: None when `flt` no longer matches the
+    event because another change came first. A retry of a change that did happen (same `transition_id`)
+    returns the event as that change left it.
 
     An update_one and a read by _id rather than one findAndModify: SecantusDB 0.7 scans the whole
     collection for a findAndModify (tens of ms at a few thousand documents), while both of these use an index.
     """
-    if not await _apply(flt, update, transition_id, staged):
+    collection = DownloadEvent.get_pymongo_collection()
+    result = await collection.update_one(flt, _change(update, transition_id, None))
+    event = await find_one(DownloadEvent, {"_id": flt["_id"]})
+    if result.modified_count == 0 and (event is None or event.transition_id != transition_id):
         return None
-    return await find_one(DownloadEvent, {"_id": flt["_id"]})
+    return event
 
 
 async def claim(
@@ -117,12 +106,14 @@ class EventWrites:
     burst of downloads costs a few commands, not two per download. Each call returns once its own write is
     acknowledged, with its own outcome."""
 
-    def __init__(self, on_flush: Callable[[str, int], None] | None = None) -> None:
-        def told(write: str) -> Callable[[int], None] | None:
-            return None if on_flush is None else (lambda size: on_flush(write, size))
-
-        self._inserts: GroupCommit[DownloadEvent, bool] = GroupCommit(_insert_many, on_flush=told("insert"))
-        self._finishes: GroupCommit[EventFinish, bool] = GroupCommit(_finish_many, on_flush=told("finish"))
+    def __init__(self, on_flush: Callable[[str, int], None] = lambda write, size: None) -> None:
+        """`on_flush(write, size)`: told each flush's kind ("insert", "finish") and size (a metric)."""
+        self._inserts: GroupCommit[DownloadEvent, bool] = GroupCommit(
+            _insert_many, partial(on_flush, "insert")
+        )
+        self._finishes: GroupCommit[EventFinish, bool] = GroupCommit(
+            _finish_many, partial(on_flush, "finish")
+        )
 
     async def insert(self, event: DownloadEvent) -> None:
         """Idempotent: the id is chosen here, so a retried insert that had already been written (its
