@@ -64,24 +64,29 @@ def app_env(mongo_uri: str, data_dir: Path | str, db: str = "bench") -> dict[str
             "MODELHUB_MONGO_DB": db, "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
 
 
-def start_process(cmd: list[str], env: dict[str, str], ready_url: str) -> subprocess.Popen[bytes]:
+def start_process(
+    cmd: list[str], env: dict[str, str], ready_url: str, timeout: float = 60
+) -> subprocess.Popen[bytes]:
     """`cmd` in a child process (output discarded) once `ready_url` answers; stopped again if it never does,
     or if the wait is interrupted (Ctrl-C)."""
     proc = subprocess.Popen(
         cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_http(ready_url)
+        wait_http(ready_url, timeout)
     except BaseException:
         stop(proc)
         raise
     return proc
 
 
-def start_app(env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen[bytes]:
-    """`modelhub serve` in a child process, so its memory and CPU are its own."""
+def start_app(
+    env: dict[str, str], port: int, workers: int = 1, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """`modelhub serve` in a child process, so its memory and CPU are its own; `timeout`: how long its start
+    may take (the first start on a large loaded DB builds the indexes the app declares)."""
     cmd = [sys.executable, "-m", "graphql_api.cli", "serve", "--port", str(port), "--workers", str(workers)]
-    return start_process(cmd, env, f"http://127.0.0.1:{port}/healthz")
+    return start_process(cmd, env, f"http://127.0.0.1:{port}/healthz", timeout)
 
 
 def start_moto(port: int) -> subprocess.Popen[bytes]:

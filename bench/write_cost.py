@@ -49,7 +49,7 @@ async def run(uri: str, downloads: int) -> dict[str, list[float]]:
         for event in events:
             status, sent, duration = event.status, event.bytes_sent, event.duration_seconds
             event.status, event.bytes_sent, event.duration_seconds = DownloadStatus.ISSUED, 0, None
-            await events_db.insert(event)
+            await events_db.EventWrites().insert(event)
             await _timed(stages["recorded"], lambda e=event: rollups.record_started(e))
             if status is DownloadStatus.ISSUED:
                 continue

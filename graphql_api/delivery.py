@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import functools
 import logging
 import os
@@ -27,7 +26,7 @@ import httpx
 from beanie import PydanticObjectId
 from pymongo.errors import OperationFailure
 
-from . import targets, webhooks
+from . import webhooks
 from .config import Settings
 from .db import models as models_db
 from .db import outbox as outbox_db
@@ -35,6 +34,7 @@ from .db import webhooks as webhooks_db
 from .documents import AliasChange, DeliveryStatus, Webhook, WebhookDelivery, utcnow
 from .health import pause, unless_stopped
 from .metrics import Metrics
+from .webhook_post import MAX_ERROR_CHARS, backoff, send
 
 log = logging.getLogger("modelhub.webhooks")
 
@@ -50,29 +50,6 @@ REREAD_MIN_SECONDS = 0.25
 # MongoDB's ChangeStreamFatalError and ChangeStreamHistoryLost.
 HISTORY_LOST = (280, 286)
 SAVE_EVERY_SECONDS = 1.0
-MAX_ERROR_CHARS = 300
-
-
-def backoff(attempts: int, initial: float, cap: float) -> float:
-    """Exponential backoff with jitter: about initial * 2^(attempts-1), capped, drawn from its upper half."""
-    delay: float = min(cap, initial * 2.0 ** min(attempts - 1, 40))
-    return delay * random.uniform(0.5, 1.0)
-
-
-def retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _utc(value: datetime) -> datetime:
@@ -322,18 +299,8 @@ class Deliverer:
         """One attempt and its bookkeeping: when to try again, or None when delivered or given up."""
         settings = self.settings
         now = utcnow()
-        status: int | None = None
-        wait: float | None = None
-        error: str | None = None
         started = time.monotonic()
-        try:
-            status, wait = await self._post(hook, delivery, now)
-            if not 200 <= status < 300:
-                error = f"the receiver answered HTTP {status}"
-        except targets.UnsafeTarget as exc:
-            error = f"refused: {exc}"
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS] if str(exc) else type(exc).__name__
+        status, wait, error = await send(self.client, settings, hook, delivery, now)
         seconds = time.monotonic() - started
         event_label = (
             delivery.event_type if delivery.event_type in self.metrics.webhook_event_types else "TEST"
@@ -369,42 +336,23 @@ class Deliverer:
             outcome = "retried"
         await outbox_db.finish(delivery.id, until, fields)
         self.metrics.webhook_deliveries.labels(outcome, event_label).inc()
+        await self._record_failure(webhook_id, now, outcome == "failed", first, error)
+        retry_at: datetime | None = fields.get("next_attempt_at")
+        return retry_at
+
+    async def _record_failure(
+        self, webhook_id: Any, now: datetime, given_up: bool, first: datetime, error: str
+    ) -> None:
+        """A failed attempt in the webhook's run of failures, and the webhook disabled when the run is long
+        enough."""
+        settings = self.settings
+        window = timedelta(seconds=settings.webhook_retry_seconds)
         failing = await webhooks_db.record_failure(webhook_id, now)
         since = _utc(failing.failing_since) if failing and failing.failing_since else None
         # Disabled when its attempts have failed without a break for the whole window: seen directly, or as
         # a delivery given up whose every attempt fell inside the run of failures.
-        if since is not None and (now - since >= window or (outcome == "failed" and since <= first)):
+        if since is not None and (now - since >= window or (given_up and since <= first)):
             reason = f"every attempt failed for {settings.webhook_retry_seconds:.0f} s; the last: {error}"
             if await webhooks_db.disable(webhook_id, reason[:MAX_ERROR_CHARS], now):
                 log.warning("disabled webhook %s: %s", webhook_id, reason)
                 await outbox_db.fail_pending(webhook_id, "the webhook was disabled: " + reason, now)
-        retry_at: datetime | None = fields.get("next_attempt_at")
-        return retry_at
-
-    async def _post(
-        self, hook: Webhook, delivery: WebhookDelivery, now: datetime
-    ) -> tuple[int, float | None]:
-        """POSTs the signed body to an address of the webhook's host checked just now (no second lookup,
-        so DNS cannot rebind it between check and connect); redirects are answers, not followed; at most
-        the response cap of the body is read."""
-        settings = self.settings
-        async with asyncio.timeout(settings.webhook_timeout_seconds):
-            target = targets.parse(hook.url)
-            addresses = await targets.resolve(target, settings.webhook_allowed_hosts)
-            headers = webhooks.signed_headers(hook.secret, delivery.id, delivery.body, now)
-            headers["host"] = target.host_header
-            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-            request = self.client.build_request(
-                "POST", target.url_for(addresses[0]), content=delivery.body.encode(), headers=headers,
-                extensions=extensions,
-            )  # fmt: skip
-            response = await self.client.send(request, stream=True, follow_redirects=False)
-            try:
-                read = 0
-                async for chunk in response.aiter_raw():
-                    read += len(chunk)
-                    if read >= settings.webhook_response_cap_bytes:
-                        break
-            finally:
-                await response.aclose()
-            return response.status_code, retry_after(response.headers.get("retry-after"), now)

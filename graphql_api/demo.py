@@ -139,22 +139,7 @@ def build_events(
             continue
         model = rng.choices(models, model_weights)[0]
         mode = DownloadMode.STREAM if rng.random() < 0.7 else DownloadMode.PRESIGNED
-        status, sent, duration = DownloadStatus.ISSUED, 0, None
-        if mode is DownloadMode.STREAM:
-            roll = rng.random()
-            throughput = rng.lognormvariate(math.log(80e6), 0.8)  # bytes/s
-            full = model.size_bytes / throughput + rng.uniform(0.005, 0.05)
-            if roll < 0.92:
-                status, sent, duration = DownloadStatus.COMPLETED, model.size_bytes, full
-            elif roll < 0.97:
-                frac = rng.random()
-                status, sent, duration = DownloadStatus.ABORTED, int(model.size_bytes * frac), full * frac
-            elif roll < 0.985:
-                status, sent, duration = (
-                    DownloadStatus.FAILED,
-                    int(model.size_bytes * rng.random() * 0.5),
-                    1.0,
-                )
+        status, sent, duration = _outcome(model, mode, rng)
         started = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
         engineer = rng.choices(engineers, engineer_weights)[0]
         agent = rng.choice(AGENTS)  # drawn in the order they always were
@@ -186,6 +171,31 @@ def build_events(
     return events
 
 
+def _outcome(
+    model: ModelVersion, mode: DownloadMode, rng: random.Random
+) -> tuple[DownloadStatus, int, float | None]:
+    """A demo download's status, bytes sent and duration (a presigned one stays ISSUED)."""
+    status: DownloadStatus = DownloadStatus.ISSUED
+    sent: int = 0
+    duration: float | None = None
+    if mode is DownloadMode.STREAM:
+        roll = rng.random()
+        throughput = rng.lognormvariate(math.log(80e6), 0.8)  # bytes/s
+        full = model.size_bytes / throughput + rng.uniform(0.005, 0.05)
+        if roll < 0.92:
+            status, sent, duration = DownloadStatus.COMPLETED, model.size_bytes, full
+        elif roll < 0.97:
+            frac = rng.random()
+            status, sent, duration = DownloadStatus.ABORTED, int(model.size_bytes * frac), full * frac
+        elif roll < 0.985:
+            status, sent, duration = (
+                DownloadStatus.FAILED,
+                int(model.size_bytes * rng.random() * 0.5),
+                1.0,
+            )
+    return status, sent, duration
+
+
 async def seed(
     models: int,
     events: int,
@@ -202,12 +212,7 @@ async def seed(
     after the last batch, so each bucket is updated once however many events it counts (a seed stopped
     midway leaves events without rollups: `modelhub rebuild-rollups` mends that)."""
     if not force:
-        have_models, have_events = await models_db.count_models(), await events_db.count_all()
-        if have_models or have_events:
-            raise DemoRefused(
-                f"the database is not empty ({have_models} models, {have_events} downloads); seed-demo fills "
-                "only an empty one (pass --force to add demo models beside them)"
-            )
+        await _refuse_unless_empty()
     rng = random.Random(seed_value)
     now = datetime.now(UTC)
     model_docs = build_models(models, rng, now)
@@ -220,12 +225,7 @@ async def seed(
     for m in fresh:
         m.id = PydanticObjectId()
         if objects_dir is not None:
-            path = objects_dir / m.bucket / m.key
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("wb") as fh:
-                    fh.truncate(m.size_bytes)  # sparse: GB-sized artifacts that take no disk
-            m.etag = file_etag(path.stat())
+            m.etag = _artifact_etag(objects_dir, m)
     if fresh:
         await models_db.insert_many_versions(fresh)
     parents = {m.name: m for m in fresh if m.name not in taken}.values()
@@ -252,3 +252,23 @@ async def seed(
         total += len(chunk)
     rollups = await builder.save()
     return DemoResult(models=len(new_models), versions=len(fresh), events=total, rollups=rollups)
+
+
+async def _refuse_unless_empty() -> None:
+    """DemoRefused when the database holds any model or download."""
+    have_models, have_events = await models_db.count_models(), await events_db.count_all()
+    if have_models or have_events:
+        raise DemoRefused(
+            f"the database is not empty ({have_models} models, {have_events} downloads); seed-demo fills "
+            "only an empty one (pass --force to add demo models beside them)"
+        )
+
+
+def _artifact_etag(objects_dir: Path, m: ModelVersion) -> str:
+    """The ETag of a demo version's artifact under `objects_dir`, written first (sparse) when missing."""
+    path = objects_dir / m.bucket / m.key
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            fh.truncate(m.size_bytes)  # sparse: GB-sized artifacts that take no disk
+    return file_etag(path.stat())

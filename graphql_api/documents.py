@@ -19,8 +19,8 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class RegisteredModel(Document):
-    """A model as a whole: one per name, with its project, owner, aliases and versions."""
+class Identity(BaseModel):
+    """What a model and each of its versions say about themselves: name, project, owner, notes, labels."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -29,6 +29,11 @@ class RegisteredModel(Document):
     owner: str
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+
+class RegisteredModel(Document, Identity):
+    """A model as a whole: one per name, with its project, owner, aliases and versions."""
+
     # alias → version number; an alias is never all digits, so it cannot be taken for a version.
     aliases: dict[str, int] = Field(default_factory=dict)
     # Bumped by every alias move in the same update: orders the moves exactly, however they race.
@@ -75,17 +80,10 @@ class ChecksumStatus(StrEnum):
     UNAVAILABLE = "UNAVAILABLE"
 
 
-class VersionNotes(BaseModel):
+class VersionNotes(Identity):
     """What a version says about itself beside its artifact: kept by versions and by the uploads that
     will become versions."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    name: str
-    project_name: str
-    owner: str
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     def notes(self) -> dict[str, Any]:
@@ -452,42 +450,45 @@ def rollup_indexes(start: str) -> list[IndexModel]:
     ]
 
 
-class DownloadRollup(Document, RollupFigures):
-    """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time.
-
-    `_id` is the bucket key itself, so the first writer can create it with a plain insert (a lost race is a
-    DuplicateKeyError) and every writer then only `$inc`s: no upsert races.
-    """
+class RollupBucket(Document, RollupFigures):
+    """A stored rollup bucket. `_id` is the bucket key itself, so the first writer can create it with a plain
+    insert (a lost race is a DuplicateKeyError) and every writer then only `$inc`s: no upsert races."""
 
     id: str  # type: ignore[assignment]
-    day: datetime
+
+
+class PerVersionAndMode(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
     model_version: int
     mode: DownloadMode
+
+
+class DownloadRollup(RollupBucket, PerVersionAndMode):
+    """Downloads of one model version, project and mode on one UTC day, pre-aggregated at write time."""
+
+    day: datetime
 
     class Settings:
         name = "download_rollups_daily"
         indexes = rollup_indexes("day")
 
 
-class HourlyRollup(Document, RollupFigures):
+class HourlyRollup(RollupBucket, PerVersionAndMode):
     """The same figures per UTC hour: a range that does not start and end on midnights is answered from
     the days and hours inside it, and raw events only for the minutes at its edges."""
 
-    id: str  # type: ignore[assignment]
     hour: datetime
-    model_version: int
-    mode: DownloadMode
 
     class Settings:
         name = "download_rollups_hourly"
         indexes = rollup_indexes("hour")
 
 
-class DailyModelRollup(Document, RollupFigures):
+class DailyModelRollup(RollupBucket):
     """The same figures per UTC day and model, all its versions and modes together: what a query that
     neither filters nor groups by version or mode reads (half the buckets or fewer)."""
 
-    id: str  # type: ignore[assignment]
     day: datetime
 
     class Settings:
@@ -495,10 +496,9 @@ class DailyModelRollup(Document, RollupFigures):
         indexes = rollup_indexes("day")
 
 
-class HourlyModelRollup(Document, RollupFigures):
+class HourlyModelRollup(RollupBucket):
     """The same figures per UTC hour and model, all its versions and modes together."""
 
-    id: str  # type: ignore[assignment]
     hour: datetime
 
     class Settings:

@@ -22,7 +22,6 @@ from .db import events as events_db
 from .db import models as models_db
 from .documents import ClientKind, DownloadEvent, DownloadMode, DownloadStatus, ModelVersion, utcnow
 from .errors import Forbidden, InvalidInput, ModelVersionArchived, ObjectDeleted, TicketInvalid, TicketProblem
-from .metrics import Metrics
 from .scope import Scope
 from .services import Services
 from .storage import ObjectInfo
@@ -178,7 +177,7 @@ async def issue_ticket(
         raise
     expires_at = utcnow() + timedelta(seconds=seconds)
     event = _new_event(model, who, mode, expires_at=expires_at, resumes=resumed, requested_alias=alias)
-    await events_db.insert(event)
+    await services.events.insert(event)
     if mode is DownloadMode.STREAM:
         payload = {"e": str(event.id), "m": str(model.id), "v": model.version, "p": who.engineer}
         token = services.signer.sign(TICKET_PURPOSE, _bound(payload, who), expires_at.timestamp())
@@ -289,7 +288,7 @@ async def start_direct(
         requested_alias=alias,
         **fields,
     )
-    await events_db.insert(event)
+    await services.events.insert(event)
     services.metrics.download_requests.labels(DownloadMode.STREAM.value, "issued").inc()
     services.metrics.download_size.labels(DownloadMode.STREAM.value).observe(model.size_bytes)
     return event
@@ -313,7 +312,7 @@ async def open_presigned(services: Services, token: str) -> tuple[str, str, str]
 
 
 async def finish(
-    metrics: Metrics,
+    services: Services,
     event: DownloadEvent,
     status: DownloadStatus,
     bytes_sent: int,
@@ -333,10 +332,12 @@ async def finish(
 
     async def write() -> bool:
         chain.update(await _chain_fields(event, status))
-        return await events_db.finish(event.id, status, update | chain, transition, staged=utcnow())
+        change = events_db.EventFinish(event.id, status, update | chain, transition, staged=utcnow())
+        return await services.events.finish(change)
 
     if not await _until_written(write):
         return  # already finished (e.g. swept): never count it twice
+    metrics = services.metrics
     mode = event.mode.value
     counter = {
         DownloadStatus.COMPLETED: metrics.downloads_completed,
@@ -404,7 +405,7 @@ async def record_progress(event: DownloadEvent, sent: int) -> None:
         log.warning("a download heartbeat was not recorded (%s)", type(exc).__name__)
 
 
-async def sweep_stale(metrics: Metrics, older_than_seconds: float) -> int:
+async def sweep_stale(services: Services, older_than_seconds: float) -> int:
     """Marks IN_PROGRESS events whose heartbeat stopped (their process died) as ABORTED."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     count = 0
@@ -412,7 +413,7 @@ async def sweep_stale(metrics: Metrics, older_than_seconds: float) -> int:
         # Finished at the last moment it was known to be alive.
         reason = "the serving process stopped"
         await finish(
-            metrics, event, DownloadStatus.ABORTED, event.bytes_sent, reason, finished_at=event.heartbeat_at
+            services, event, DownloadStatus.ABORTED, event.bytes_sent, reason, finished_at=event.heartbeat_at
         )
         count += 1
     if count:

@@ -3,10 +3,10 @@ merge, how a row is finished from raw events or from rollups, and the names it g
 
 Plain data (a leaf module: it imports only `documents`); each consumer interprets it:
 
-- raw events (`db/events.py`): `PARTIALS` are the accumulators of the first grouping (per group and
+- raw events (`db/events/raw_stats.py`): `PARTIALS` are the accumulators of the first grouping (per group and
   engineer) and say how two partial values merge (pieces of a scan, then the engineers of a group); each
   figure's `raw` finishes a row from the merged partials (in Python, and as the single pipeline's stage);
-- rollups (`analytics/stats.py`, `db/rollups.py`): each figure's `rollup` says which bucket fields
+- rollups (`analytics/stats.py`, `db/rollups/`): each figure's `rollup` says which bucket fields
   (`RollupDelta` attributes) make it and how; `None` would mean the rollups cannot answer it;
 - rows: `StatsRow` (`analytics/stats.py`) and `DownloadStatsRow` (`schema/stats.py`) hold `DIMENSIONS`
   then `period_start` then `FIGURES` under these names, with these descriptions; `StatsMetric` (orders)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from itertools import product
 from pathlib import Path
+from typing import Literal, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -66,6 +68,9 @@ WEBHOOK_EVENT_TYPES = (
     "CHECKSUM_MISMATCH", "DOWNLOAD_COMPLETED", "DOWNLOAD_FAILED", "TEST",
 )  # fmt: skip
 # A receiver answers in milliseconds to seconds; an attempt is cut at MODELHUB_WEBHOOK_TIMEOUT_SECONDS.
+# Download-event writes sent together (db/batching.py): how many per command.
+EVENT_WRITES = ("insert", "finish")
+EVENT_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500)
 WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 
 
@@ -81,8 +86,28 @@ PERSISTED_RESULTS = ("registered", "unregistered", "refused", "unknown_hash", "h
 MODEL_CACHE_RESULTS = ("hit", "miss", "bypass")
 
 
+GaugeMode = Literal["max", "livemax", "livesum"]
+# A metric's series: one tuple of label values each.
+Series = Iterable[tuple[str, ...]]
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+def each(values: Iterable[str]) -> Series:
+    """The series of a metric with one label."""
+    return ((value,) for value in values)
+
+
+def with_series(metric: M, series: Series) -> M:
+    """Every series of a bounded label set exists from the start at 0, so rates and ratios read 0 on an idle
+    server instead of "no data"."""
+    for values in series:
+        metric.labels(*values)
+    return metric
+
+
 class Metrics:
-    """Every metric the app exports. Label values come only from enums and configured allowlists."""
+    """Every metric the app exports, each declared with the series of its bounded label set. Label values
+    come only from enums and configured allowlists."""
 
     def __init__(
         self,
@@ -93,204 +118,182 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.operation_allowlist = frozenset(operation_allowlist)
         self.model_allowlist = frozenset(model_allowlist)
-        r = self.registry
-        self.registrations = Counter(
-            "modelhub_registrations_total", "registerModel calls by outcome.", ["outcome"], registry=r
+        self.webhook_event_types = frozenset(WEBHOOK_EVENT_TYPES)
+        operation_names = (*sorted(self.operation_allowlist), "anonymous", OTHER)
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.registrations = counter(
+            "modelhub_registrations_total",
+            "registerModel calls by outcome.",
+            ["outcome"],
+            each(REGISTRATION_OUTCOMES),
         )
-        self.download_requests = Counter(
+        self.download_requests = counter(
             "modelhub_download_requests_total",
             "Download requests (tickets and one-step downloads) by mode and outcome.",
             ["mode", "outcome"],
-            registry=r,
+            product(MODES, DOWNLOAD_OUTCOMES),
         )
-        self.downloads_completed = Counter(
+        self.downloads_completed = counter(
             "modelhub_downloads_completed_total",
             "Download requests streamed to the end (a Range fetch too; see modelhub_model_downloads_total).",
             ["mode"],
-            registry=r,
+            each(MODES),
         )
-        self.downloads_aborted = Counter(
-            "modelhub_downloads_aborted_total", "Downloads the client abandoned.", ["mode"], registry=r
+        self.downloads_aborted = counter(
+            "modelhub_downloads_aborted_total", "Downloads the client abandoned.", ["mode"], each(MODES)
         )
-        self.downloads_failed = Counter(
-            "modelhub_downloads_failed_total", "Downloads the server could not finish.", ["mode"], registry=r
+        self.downloads_failed = counter(
+            "modelhub_downloads_failed_total", "Downloads the server could not finish.", ["mode"], each(MODES)
         )
-        self.download_bytes = Counter(
-            "modelhub_download_bytes_total", "Artifact bytes sent to clients.", ["mode"], registry=r
+        self.download_bytes = counter(
+            "modelhub_download_bytes_total", "Artifact bytes sent to clients.", ["mode"], each(MODES)
         )
-        self.download_duration = Histogram(
+        self.download_duration = histogram(
             "modelhub_download_duration_seconds",
             "Duration of finished streamed downloads.",
+            DURATION_BUCKETS,
             ["mode", "status"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
+            product(MODES, STATUSES),
         )
-        self.download_size = Histogram(
+        self.download_size = histogram(
             "modelhub_download_size_bytes",
             "Size of requested artifacts.",
+            SIZE_BUCKETS,
             ["mode"],
-            buckets=SIZE_BUCKETS,
-            registry=r,
+            each(MODES),
         )
-        self.model_downloads = Counter(
+        self.model_downloads = counter(
             "modelhub_model_downloads_total",
             "Completed downloads per allowlisted model name (all others are `other`).",
             ["model"],
-            registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight = gauge(
             "modelhub_downloads_in_flight",
             "Downloads being streamed right now.",
+            "livesum",
             ["mode"],
-            registry=r,
-            multiprocess_mode="livesum",
+            each(MODES),
         )
-        self.operations = Counter(
+        self.operations = counter(
             "modelhub_graphql_operations_total",
             "GraphQL operations by type, allowlisted name and outcome; errors count though HTTP says 200.",
             ["operation_type", "operation_name", "outcome"],
-            registry=r,
+            product(OPERATION_TYPES, operation_names, ("success", "error")),
         )
-        self.operation_duration = Histogram(
+        self.operation_duration = histogram(
             "modelhub_graphql_operation_duration_seconds",
             "GraphQL operation latency.",
+            OPERATION_BUCKETS,
             ["operation_type", "operation_name"],
-            buckets=OPERATION_BUCKETS,
-            registry=r,
+            product(OPERATION_TYPES, operation_names),
         )
-        self.persisted = Counter(
+        self.persisted = counter(
             "modelhub_graphql_persisted_checks_total",
             "Operations checked against the persisted-operation registry, by result (see operations.py).",
             ["result"],
-            registry=r,
+            each(PERSISTED_RESULTS),
         )
-        self.model_cache_lookups = Counter(
+        self.model_cache_lookups = counter(
             "modelhub_model_cache_lookups_total",
             "Models looked up by name for queries, by result (hit, miss, bypass).",
             ["result"],
-            registry=r,
+            each(MODEL_CACHE_RESULTS),
         )
-        self.feed_streams = Gauge(
+        self.feed_streams = gauge(
             "modelhub_feed_streams",
             "Change streams the live download feed holds open: one shared `live` stream per instance while "
             "anyone subscribes, and a `catch_up` stream per subscriber replaying from its `after` cursor.",
+            "livesum",
             ["purpose"],
-            registry=r,
-            multiprocess_mode="livesum",
+            each(FEED_STREAM_PURPOSES),
         )
-        self.feed_subscribers = Gauge(
-            "modelhub_feed_subscribers",
-            "Live download feed subscribers.",
-            registry=r,
-            multiprocess_mode="livesum",
+        self.feed_subscribers = gauge(
+            "modelhub_feed_subscribers", "Live download feed subscribers.", "livesum"
         )
-        self.feed_refused = Counter(
+        self.feed_refused = counter(
             "modelhub_feed_refused_total",
             "Subscriptions refused by a cap (principal, instance, catch_up) or ended as too slow (slow).",
             ["reason"],
-            registry=r,
+            each(FEED_REFUSALS),
         )
-        self.audit_records = Counter(
+        self.audit_records = counter(
             "modelhub_audit_records_total",
             "Audit records written, by kind (MUTATION, TOKEN, REFUSED, SIGN_IN).",
             ["kind"],
-            registry=r,
+            each(AUDIT_KINDS),
         )
-        self.audit_dropped = Counter(
+        self.audit_dropped = counter(
             "modelhub_audit_records_dropped_total",
             "Audit records lost (each also logged): the queue was full, or the insert failed.",
             ["reason"],
-            registry=r,
+            each(AUDIT_DROP_REASONS),
         )
-        self.webhook_event_types = frozenset(WEBHOOK_EVENT_TYPES)
-        self.webhook_deliveries = Counter(
+        self.webhook_deliveries = counter(
             "modelhub_webhook_deliveries_total",
             "Webhook delivery attempts by outcome (delivered, retried, failed: given up) and event type.",
             ["outcome", "event_type"],
-            registry=r,
+            ((outcome, event_type) for event_type, outcome in product(WEBHOOK_EVENT_TYPES, WEBHOOK_OUTCOMES)),
         )
-        self.webhook_delivery_seconds = Histogram(
+        self.webhook_delivery_seconds = histogram(
             "modelhub_webhook_delivery_seconds",
             "Duration of webhook delivery attempts (resolve, connect, send, read the capped answer).",
+            WEBHOOK_BUCKETS,
             ["event_type"],
-            buckets=WEBHOOK_BUCKETS,
-            registry=r,
+            each(WEBHOOK_EVENT_TYPES),
         )
         # The outbox is shared by every instance; each reports what it read, and `max` merges workers.
-        self.webhook_outbox_depth = Gauge(
+        self.webhook_outbox_depth = gauge(
             "modelhub_webhook_outbox_depth",
             "Webhook deliveries waiting to be sent (PENDING), read every few seconds.",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
-        self.webhook_outbox_oldest_age = Gauge(
+        self.webhook_outbox_oldest_age = gauge(
             "modelhub_webhook_outbox_oldest_age_seconds",
             "Age of the oldest PENDING webhook delivery (0 when there is none).",
-            registry=r,
-            multiprocess_mode="max",
+            "max",
         )
         # The roller (analytics/roller.py): every worker reads the shared watermark each interval.
-        self.rollup_lag = Gauge(
+        self.rollup_lag = gauge(
             "modelhub_rollup_lag_seconds",
             "Seconds between now and the roller's watermark: stages staged since are not in the rollups yet "
             "(readers add them); about MODELHUB_ROLLUP_LAG_SECONDS plus the interval when it keeps up.",
-            registry=r,
-            multiprocess_mode="livemax",
+            "livemax",
         )
-        self.rollup_stages_folded = Counter(
+        self.rollup_stages_folded = counter(
             "modelhub_rollup_stages_folded",
             "Download stages (recorded, finished, verified) this instance's roller folded into the rollups.",
             ["stage"],
-            registry=r,
+            each(ROLLUP_STAGES),
         )
-        self.build_info = Gauge(
+        self.event_write_batch = histogram(
+            "modelhub_event_write_batch_size",
+            "Download-event writes sent to the database in one command (group commit: the writes that queued "
+            "while the previous one was in flight); 1 when downloads come one at a time.",
+            EVENT_BATCH_BUCKETS,
+            ["write"],
+            each(EVENT_WRITES),
+        )
+        self.build_info = gauge(
             "modelhub_build_info",
             "Always 1; labels carry the version.",
+            "max",
             ["version", "python"],
-            registry=r,
-            multiprocess_mode="max",
+            [(__version__, platform.python_version())],
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        self._initialise_series()
 
-    def _initialise_series(self) -> None:
-        """Every series of a bounded label set exists from the start at 0, so rates and ratios read 0 on an
-        idle server instead of "no data"."""
-        for stage in ROLLUP_STAGES:
-            self.rollup_stages_folded.labels(stage)
-        for purpose in FEED_STREAM_PURPOSES:
-            self.feed_streams.labels(purpose)
-        for reason in FEED_REFUSALS:
-            self.feed_refused.labels(reason)
-        for mode in MODES:
-            self.in_flight.labels(mode)
-            for counter in (self.downloads_completed, self.downloads_aborted, self.downloads_failed):
-                counter.labels(mode)
-            self.download_bytes.labels(mode)
-            self.download_size.labels(mode)
-            for status in STATUSES:
-                self.download_duration.labels(mode, status)
-            for outcome in DOWNLOAD_OUTCOMES:
-                self.download_requests.labels(mode, outcome)
-        for outcome in REGISTRATION_OUTCOMES:
-            self.registrations.labels(outcome)
-        for result in PERSISTED_RESULTS:
-            self.persisted.labels(result)
-        for result in MODEL_CACHE_RESULTS:
-            self.model_cache_lookups.labels(result)
-        for kind in AUDIT_KINDS:
-            self.audit_records.labels(kind)
-        for reason in AUDIT_DROP_REASONS:
-            self.audit_dropped.labels(reason)
-        for event_type in WEBHOOK_EVENT_TYPES:
-            self.webhook_delivery_seconds.labels(event_type)
-            for outcome in WEBHOOK_OUTCOMES:
-                self.webhook_deliveries.labels(outcome, event_type)
-        for operation_type in OPERATION_TYPES:
-            for name in (*sorted(self.operation_allowlist), "anonymous", OTHER):
-                self.operation_duration.labels(operation_type, name)
-                for outcome in ("success", "error"):
-                    self.operations.labels(operation_type, name, outcome)
+    def _counter(self, name: str, text: str, labels: Sequence[str] = (), series: Series = ()) -> Counter:
+        return with_series(Counter(name, text, labels, registry=self.registry), series)
+
+    def _gauge(
+        self, name: str, text: str, mode: GaugeMode, labels: Sequence[str] = (), series: Series = ()
+    ) -> Gauge:
+        return with_series(Gauge(name, text, labels, registry=self.registry, multiprocess_mode=mode), series)
+
+    def _histogram(
+        self, name: str, text: str, buckets: Sequence[float], labels: Sequence[str], series: Series
+    ) -> Histogram:
+        return with_series(Histogram(name, text, labels, buckets=buckets, registry=self.registry), series)
 
     @staticmethod
     def outcome_label(code: str, known: tuple[str, ...]) -> str:

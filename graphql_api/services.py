@@ -9,6 +9,7 @@ from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator
 from .config import Settings
+from .db.events import EventWrites
 from .limits import CostBudget, RateLimiter, ScanSlots
 from .metrics import Metrics
 from .model_cache import ModelCache
@@ -35,3 +36,4 @@ class Services:
     projects: ProjectDirectory
     audit: AuditLog
     volume: EventVolume
+    events: EventWrites

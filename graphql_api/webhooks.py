@@ -1,74 +1,43 @@
-"""Webhooks as a use case: who may manage them, their creation and changes, which events they receive, and
-the signed Standard Webhooks payloads of those events."""
+"""Webhooks as a use case: who may manage them, their creation and changes, which events they receive (their
+signed Standard Webhooks payloads are webhook_payloads.py's)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
-import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from beanie import PydanticObjectId
-from standardwebhooks.webhooks import Webhook as Signer
 
 from . import targets
 from .analytics.feed import matcher
 from .auth import Principal
 from .db import outbox as outbox_db
 from .db import webhooks as webhooks_db
-from .documents import (
-    AliasChange,
-    ChecksumStatus,
-    DownloadEvent,
-    DownloadStatus,
-    ModelVersion,
-    Webhook,
-    utcnow,
-)
+from .documents import AliasChange, DownloadEvent, ModelVersion, Webhook, utcnow
 from .documents import WebhookDelivery as Delivery
 from .errors import DeliveryNotFound, Forbidden, InvalidInput, WebhookNotFound
 from .pagination import Page, PageRequest
 from .queries import EventQuery
 from .roles import ProjectRole, Role
 from .scope import has_role
+from .webhook_payloads import PAYLOAD_TYPES, TEST_TYPE, data_of, delivery_id, global_id, payload_body
+
+# Re-exported: the payload side's names, where delivery.py, the schema and tests have always found them.
+from .webhook_payloads import WebhookEvent as WebhookEvent
+from .webhook_payloads import events_of as events_of
+from .webhook_payloads import key_of as key_of
+from .webhook_payloads import project_of as project_of
+from .webhook_payloads import signed_headers as signed_headers
 
 MAX_DESCRIPTION = 1000
-
-
-class WebhookEvent(StrEnum):
-    VERSION_REGISTERED = "VERSION_REGISTERED"
-    VERSION_UPDATED = "VERSION_UPDATED"
-    VERSION_ARCHIVED = "VERSION_ARCHIVED"
-    ALIAS_MOVED = "ALIAS_MOVED"
-    CHECKSUM_VERIFIED = "CHECKSUM_VERIFIED"
-    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
-    DOWNLOAD_COMPLETED = "DOWNLOAD_COMPLETED"
-    DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
-
-
-# The payload's `type`: versioned, so that a changed shape is a new type and receivers can tell.
-PAYLOAD_TYPES: dict[WebhookEvent, str] = {
-    WebhookEvent.VERSION_REGISTERED: "model_version.registered.v1",
-    WebhookEvent.VERSION_UPDATED: "model_version.updated.v1",
-    WebhookEvent.VERSION_ARCHIVED: "model_version.archived.v1",
-    WebhookEvent.ALIAS_MOVED: "alias.moved.v1",
-    WebhookEvent.CHECKSUM_VERIFIED: "model_version.checksum_verified.v1",
-    WebhookEvent.CHECKSUM_MISMATCH: "model_version.checksum_mismatch.v1",
-    WebhookEvent.DOWNLOAD_COMPLETED: "download.completed.v1",
-    WebhookEvent.DOWNLOAD_FAILED: "download.failed.v1",
-}
-TEST_TYPE = "webhook.test.v1"
 # What a webhook records as its creator's role when the creator had none globally (only project grants).
 NO_GLOBAL_ROLE = "NONE"
 GLOBAL_ROLES = frozenset(r.value for r in Role)
-# Fields whose change is a VERSION_UPDATED (what `updateModelVersion` and unarchiving change).
-_NOTE_FIELDS = frozenset({"description", "tags", "metadata"})
 # Filter fields that every event has; the others describe downloads and only narrow download events.
 _COMMON_FILTERS = ("model_names", "versions", "project_names")
 
@@ -283,14 +252,14 @@ async def send_test(principal: Principal, webhook_id: Any) -> Delivery:
     if not webhook.enabled:
         raise InvalidInput("input.id", "the webhook is disabled: enable it first (updateWebhook)")
     now = utcnow()
-    data = {"webhookId": _global_id("Webhook", webhook.id), "requestedBy": principal.engineer}
+    data = {"webhookId": global_id("Webhook", webhook.id), "requestedBy": principal.engineer}
     delivery = Delivery(
         id="msg_" + secrets.token_hex(16),
         webhook_id=ident(webhook),
         event_type="TEST",
         key="",
         seq=_now_seq(now),
-        body=_body(TEST_TYPE, now, data),
+        body=payload_body(TEST_TYPE, now, data),
     )
     await outbox_db.insert_deliveries([delivery])
     return delivery
@@ -302,37 +271,6 @@ def _now_seq(now: datetime) -> int:
 
 
 # ---- events and payloads ----
-
-
-def events_of(change: outbox_db.RecordChange) -> list[WebhookEvent]:
-    """The webhook events one recorded write stands for."""
-    doc = change.document
-    if isinstance(doc, AliasChange):
-        return [WebhookEvent.ALIAS_MOVED]
-    if isinstance(doc, DownloadEvent):
-        if doc.status is DownloadStatus.COMPLETED:
-            return [WebhookEvent.DOWNLOAD_COMPLETED]
-        return [WebhookEvent.DOWNLOAD_FAILED] if doc.status is DownloadStatus.FAILED else []
-    found: list[WebhookEvent] = []
-    checksum = {ChecksumStatus.VERIFIED: WebhookEvent.CHECKSUM_VERIFIED,
-                ChecksumStatus.MISMATCH: WebhookEvent.CHECKSUM_MISMATCH}.get(doc.checksum_status)  # fmt: skip
-    if change.insert:
-        found.append(WebhookEvent.VERSION_REGISTERED)
-        if checksum is not None:  # the store vouched for it at registration
-            found.append(checksum)
-        return found
-    if "archived" in change.updated:
-        found.append(WebhookEvent.VERSION_ARCHIVED if doc.archived else WebhookEvent.VERSION_UPDATED)
-    if change.updated & _NOTE_FIELDS and WebhookEvent.VERSION_UPDATED not in found:
-        found.append(WebhookEvent.VERSION_UPDATED)
-    if "checksum_status" in change.updated and checksum is not None:
-        found.append(checksum)
-    return found
-
-
-def project_of(doc: ModelVersion | AliasChange | DownloadEvent) -> str | None:
-    """The event's project, when its record says (an alias move's is its model's: the caller looks it up)."""
-    return None if isinstance(doc, AliasChange) else doc.project_name
 
 
 def wants(
@@ -359,65 +297,6 @@ def wants(
     return may_read(webhook.creator_role, webhook.filter.get("project_names") or [], project)
 
 
-def _global_id(type_name: str, key: object) -> str:
-    # The same encoding as the GraphQL Node ids (schema/node.py), so payload ids can be queried back.
-    return base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode().rstrip("=")
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")
-
-
-def data_of(doc: ModelVersion | AliasChange | DownloadEvent) -> dict[str, Any]:
-    """The event's subject with the field names of its GraphQL type."""
-    if isinstance(doc, ModelVersion):
-        return {
-            "id": _global_id("ModelVersion", doc.id), "name": doc.name, "version": doc.version,
-            "projectName": doc.project_name, "owner": doc.owner, "description": doc.description,
-            "tags": doc.tags, "metadata": doc.metadata, "bucket": doc.bucket, "key": doc.key,
-            "sizeBytes": doc.size_bytes, "etag": doc.etag, "contentType": doc.content_type,
-            "createdAt": _iso(doc.created_at), "archived": doc.archived, "sha256": doc.sha256,
-            "checksumStatus": doc.checksum_status.value, "checksumError": doc.checksum_error,
-        }  # fmt: skip
-    if isinstance(doc, AliasChange):
-        return {
-            "id": _global_id("AliasChange", doc.id), "modelName": doc.model_name, "alias": doc.alias,
-            "fromVersion": doc.from_version, "toVersion": doc.to_version, "changedBy": doc.changed_by,
-            "changedAt": _iso(doc.changed_at),
-        }  # fmt: skip
-    return {
-        "id": _global_id("DownloadEvent", doc.id), "modelName": doc.model_name, "version": doc.model_version,
-        "projectName": doc.project_name, "sizeBytes": doc.size_bytes, "engineer": doc.engineer,
-        "userAgent": doc.user_agent, "mode": doc.mode.value, "status": doc.status.value,
-        "bytesSent": doc.bytes_sent, "rangeStart": doc.range_start, "rangeEnd": doc.range_end,
-        "startedAt": _iso(doc.started_at), "transferStartedAt": _iso(doc.transfer_started_at),
-        "finishedAt": _iso(doc.finished_at), "durationSeconds": doc.duration_seconds,
-        "failureReason": doc.error, "completesDownload": doc.completes,
-    }  # fmt: skip
-
-
-def key_of(doc: ModelVersion | AliasChange | DownloadEvent) -> str:
-    """The ordering key: deliveries to one webhook with one key are sent one at a time, in order. Registry
-    events key on their model; download outcomes on the download itself (one event each), since ordering a
-    busy model's downloads would send them one at a time, at the pace of the receiver's latency."""
-    if isinstance(doc, DownloadEvent):
-        return f"download:{doc.id}"
-    return doc.name if isinstance(doc, ModelVersion) else doc.model_name
-
-
-def _body(payload_type: str, when: datetime, data: dict[str, Any]) -> str:
-    return json.dumps({"type": payload_type, "timestamp": _iso(when), "data": data}, separators=(",", ":"))
-
-
-def delivery_id(token: dict[str, Any], event: WebhookEvent, webhook_id: Any) -> str:
-    """The `webhook-id`: the same for the same change, event and webhook, however often it is replayed."""
-    raw = json.dumps([token.get("_data", str(token)), event.value, str(webhook_id)]).encode()
-    return "msg_" + hashlib.sha256(raw).hexdigest()[:32]
-
-
 def deliveries_for(
     change: outbox_db.RecordChange, seq: int, hooks: list[Webhook], project: str
 ) -> list[Delivery]:
@@ -425,7 +304,7 @@ def deliveries_for(
     doc = change.document
     found = []
     for event in events_of(change):
-        body = _body(PAYLOAD_TYPES[event], utcnow(), data_of(doc))
+        body = payload_body(PAYLOAD_TYPES[event], utcnow(), data_of(doc))
         for hook in hooks:
             if wants(hook, event, doc, project):
                 found.append(
@@ -435,14 +314,3 @@ def deliveries_for(
                     )
                 )  # fmt: skip
     return found
-
-
-def signed_headers(secret: str, delivery_id_: str, body: str, now: datetime) -> dict[str, str]:
-    """The Standard Webhooks headers for one attempt (the timestamp is the attempt's)."""
-    return {
-        "webhook-id": delivery_id_,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Signer(secret).sign(delivery_id_, now, body),
-        "content-type": "application/json",
-        "user-agent": "modelhub-webhooks/1",
-    }

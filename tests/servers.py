@@ -21,10 +21,11 @@ import uvicorn
 from beanie import init_beanie
 from starlette.applications import Starlette
 
-from graphql_api.app import Connection, create_app
+from graphql_api.app import create_app
 from graphql_api.config import Settings
 from graphql_api.documents import ALL_DOCUMENTS
 from graphql_api.embedded import terminate
+from graphql_api.lifespan import Connection
 from graphql_api.net import free_port
 
 __all__ = ["free_port"]

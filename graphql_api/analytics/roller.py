@@ -14,8 +14,9 @@ bucket rolled to an earlier one; the watermark moves last. A fold that died is f
 by the next holder, skipping the buckets already written.
 
 Readers stay exact by adding the stages staged after the watermark to the buckets that do not hold them yet
-(`rollups.pending`, db/rollups.py `_split`). Limits: a stage whose write lands in the database more than the
-lag after its own timestamp is missed by the rollups (raw events still have it) until `rebuild-rollups`.
+(`rollups.pending`, db/rollups/pending.py `split`). Limits: a stage whose write lands in the database more
+than the lag after its own timestamp is missed by the rollups (raw events still have it) until
+`rebuild-rollups`.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ async def staged_between(after: datetime, upto: datetime | None = None) -> list[
 
 async def pending() -> list[Staged]:
     """Every stage the roller may not have folded yet (staged after its watermark): what a reader of the
-    rollups adds to the buckets that do not hold it yet (db/rollups.py: `_split`) to stay exact."""
+    rollups adds to the buckets that do not hold it yet (db/rollups/pending.py: `split`) to stay exact."""
     return await staged_between(await rollup_state.watermark())
 
 

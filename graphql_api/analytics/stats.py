@@ -82,7 +82,7 @@ def _group(key: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _row(doc: dict[str, Any]) -> StatsRow:
-    """A raw row (`db/events.py`: `_id` the group key, every figure under its name)."""
+    """A raw row (`db/events/raw_stats.py`: `_id` the group key, every figure under its name)."""
     figured = {f.name: doc[f.name] for f in figures.FIGURES}
     return StatsRow(**_group(doc["_id"]), period_start=doc.get("period_start"), **figured)
 

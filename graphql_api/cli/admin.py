@@ -140,7 +140,7 @@ async def _prune_dry_run(settings: Settings, req: Any) -> None:
 async def _prune_apply(settings: Settings, req: Any, who: Any) -> None:
     from contextlib import AsyncExitStack
 
-    from ..app import open_store
+    from ..lifespan import open_store
     from ..prune import Outcome, Step, apply
 
     def report(step: Step) -> None:  # one line per step, flushed: a killed run has said what it did

@@ -17,6 +17,7 @@ Condition = dict[str, Any]
 # A translator turns one set filter value into conditions, or None when the collection cannot express it.
 Translator = Callable[[Any], Condition | None]
 
+DUPLICATE_KEY = 11000  # MongoDB's error code for a unique index refusing a write
 _LOWER = {"$gt", "$gte"}
 _UPPER = {"$lt", "$lte"}
 

@@ -53,7 +53,7 @@ class EngineerNumbers:
 
     async def _assign(self, name: str) -> int:
         if not self._sequence_ready:
-            # Not an upsert: SecantusDB 0.7 loses increments under concurrent upserts (see db/rollups.py).
+            # Not an upsert: SecantusDB 0.7 loses increments under concurrent upserts (see db/rollups/).
             with contextlib.suppress(DuplicateKeyError):
                 await self._sequences.insert_one({"_id": "engineer", "n": 0})
             self._sequence_ready = True

@@ -32,11 +32,11 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from .common import DUPLICATE_KEY
 from .engineers import bitmap_from, numbers_for, words_of
 from .rollups import BY_MODEL, GRAINS, RollupBucket, RollupDelta, Version, pair_words, pairs_of
 
 log = logging.getLogger("modelhub.migrations")
-DUPLICATE_KEY = 11000
 
 
 async def split_models_and_versions(db: AsyncDatabase[Any]) -> int:

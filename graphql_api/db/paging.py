@@ -115,14 +115,7 @@ async def keyset_page(
         values = decode_cursor(cursor, order, len(sort))
         flt = merge_filters(base, keyset_after(scan, values))
         anchor = values[0] if isinstance(values[0], datetime) else anchor
-    windowed = newest_first_on is not None and scan[0] == (newest_first_on, SortDirection.DESCENDING)
-    windows: list[dict[str, Any]] = []
-    if windowed and newest_first_on is not None:
-        windows = [{newest_first_on: {"$gte": anchor - window}} for window in WINDOWS]
-    elif ascending_string_on is not None and scan[0] == (ascending_string_on, SortDirection.ASCENDING):
-        bounds = _string_range(flt, ascending_string_on)
-        if bounds is not None:
-            windows = [{ascending_string_on: {"$lt": t}} for t in string_windows(*bounds)]
+    windows = _windows(flt, scan, anchor, newest_first_on, ascending_string_on)
     for window in [*windows, None]:
         query = flt if window is None else merge_filters(flt, window)
         docs = await document.find(query).sort(scan).limit(limit + 1).to_list()
@@ -147,3 +140,23 @@ async def keyset_page(
     if request.backward:
         return Page(items=items, has_next=cursor is not None, has_previous=more, count=count)
     return Page(items=items, has_next=more, has_previous=cursor is not None, count=count)
+
+
+def _windows(
+    flt: dict[str, Any],
+    scan: Sort,
+    anchor: datetime,
+    newest_first_on: str | None,
+    ascending_string_on: str | None,
+) -> list[dict[str, Any]]:
+    """The growing windows `keyset_page` looks for a page in before the unbounded query (none when the
+    scan does not lead with the windowed field)."""
+    windowed = newest_first_on is not None and scan[0] == (newest_first_on, SortDirection.DESCENDING)
+    windows: list[dict[str, Any]] = []
+    if windowed and newest_first_on is not None:
+        windows = [{newest_first_on: {"$gte": anchor - window}} for window in WINDOWS]
+    elif ascending_string_on is not None and scan[0] == (ascending_string_on, SortDirection.ASCENDING):
+        bounds = _string_range(flt, ascending_string_on)
+        if bounds is not None:
+            windows = [{ascending_string_on: {"$lt": t}} for t in string_windows(*bounds)]
+    return windows

@@ -76,7 +76,7 @@ async def _record_refusal(
 
 def _stream(services: Services, transfer: Transfer, event: DownloadEvent) -> StreamObject:
     async def on_finish(status: DownloadStatus, sent: int, error: str | None) -> None:
-        await downloads.finish(services.metrics, event, status, sent, error)
+        await downloads.finish(services, event, status, sent, error)
 
     return StreamObject(
         services.store,
@@ -119,7 +119,7 @@ async def download_by_ticket(request: Request) -> Any:
             event = await downloads.claim(event, plan.byte_range)
     except StorageObjectNotFound as exc:
         if request.method != "HEAD":
-            await downloads.finish(services.metrics, event, DownloadStatus.FAILED, 0, exc.message)
+            await downloads.finish(services, event, DownloadStatus.FAILED, 0, exc.message)
         return domain_error_response(exc)
     except DomainError as exc:
         return domain_error_response(exc)

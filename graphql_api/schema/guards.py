@@ -119,30 +119,7 @@ class RequestGuards(SchemaExtension):
         services = context.services
         settings = services.settings
         operation = ctx.operation_type
-        key, anonymous = budget_key(context)
-        budget = services.budget
-        cost = MIN_COST
-        if ctx.graphql_document is not None:
-            volume = services.volume.estimate if services.volume.loaded else None
-            priced = operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables, volume)
-            cost = max(MIN_COST, priced)
-            self.cost = cost  # for the operation's trace span
-        if context.identity is None or context.identity_error is not None:
-            # Refused (UNAUTHENTICATED) just below, yet the address pays the price it asked for: a no-token
-            # flood of expensive documents runs out of budget as fast as an accepted one would.
-            self._report(context, budget.charge(key, anonymous, cost, cost))
-        principal = context.principal  # raises Unauthenticated: every operation needs a caller
-        limit = min(settings.max_query_cost, budget.bucket(anonymous).peek(key).limit)
-        if cost > limit:  # refused at the minimum price, reporting the price it asked
-            self._report(context, budget.charge(key, anonymous, cost, MIN_COST))
-            raise CostLimitExceeded(cost, limit)
-        try:
-            self._report(context, budget.spend(key, anonymous, cost))
-            if operation is OperationType.MUTATION and ctx.graphql_document is not None:
-                roots = _root_fields(ctx.graphql_document, ctx.operation_name)
-                services.limiter.take(principal.engineer, roots)
-        except RateLimited as exc:
-            raise self._refused(context, exc, cost) from None
+        key = self._admit(context)
         if operation is OperationType.SUBSCRIPTION:
             yield
             return
@@ -170,6 +147,39 @@ class RequestGuards(SchemaExtension):
                 task.add_done_callback(_kills.discard)
             if operation is OperationType.MUTATION:
                 services.models.wrote(started_at)  # this caller's next query reads what its mutation wrote
+
+    def _admit(self, context: Context) -> str:
+        """Prices the operation and charges it to the caller's budget (and a mutation's root fields to its
+        rate limit), refusing it when either is spent or no caller is identified; the budget's key."""
+        ctx = self.execution_context
+        services = context.services
+        settings = services.settings
+        operation = ctx.operation_type
+        key, anonymous = budget_key(context)
+        budget = services.budget
+        cost = MIN_COST
+        if ctx.graphql_document is not None:
+            volume = services.volume.estimate if services.volume.loaded else None
+            priced = operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables, volume)
+            cost = max(MIN_COST, priced)
+            self.cost = cost  # for the operation's trace span
+        if context.identity is None or context.identity_error is not None:
+            # Refused (UNAUTHENTICATED) just below, yet the address pays the price it asked for: a no-token
+            # flood of expensive documents runs out of budget as fast as an accepted one would.
+            self._report(context, budget.charge(key, anonymous, cost, cost))
+        principal = context.principal  # raises Unauthenticated: every operation needs a caller
+        limit = min(settings.max_query_cost, budget.bucket(anonymous).peek(key).limit)
+        if cost > limit:  # refused at the minimum price, reporting the price it asked
+            self._report(context, budget.charge(key, anonymous, cost, MIN_COST))
+            raise CostLimitExceeded(cost, limit)
+        try:
+            self._report(context, budget.spend(key, anonymous, cost))
+            if operation is OperationType.MUTATION and ctx.graphql_document is not None:
+                roots = _root_fields(ctx.graphql_document, ctx.operation_name)
+                services.limiter.take(principal.engineer, roots)
+        except RateLimited as exc:
+            raise self._refused(context, exc, cost) from None
+        return key
 
 
 def _root_fields(document: object, operation_name: str | None) -> int:

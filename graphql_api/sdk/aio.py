@@ -18,6 +18,7 @@ from .transport import (
     USER_AGENT,
     Blocking,
     Call,
+    Driver,
     Flow,
     Put,
     Step,
@@ -25,7 +26,6 @@ from .transport import (
     graphql_data,
     http_error,
     resolve_base_url,
-    step_failure,
 )
 from .types import DownloadResult, DownloadTicket, Model, ModelVersion, Page, RegisteredOperation, StatsRow
 
@@ -60,17 +60,13 @@ class AsyncModelhubClient:
 
     async def _run(self, flow: Flow[T]) -> T:
         """`ModelhubClient._run`, each step awaited."""
-        answer: Any = None
-        failure: Exception | None = None
-        while True:
+        driver = Driver(flow, self.base_url)
+        for step in driver:
             try:
-                step = flow.send(answer) if failure is None else flow.throw(failure)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                answer, failure = await self._step(step), None
+                driver.answer(await self._step(step))
             except Exception as exc:
-                answer, failure = None, step_failure(self.base_url, exc)
+                driver.fail(exc)
+        return driver.result
 
     async def _step(self, step: Step) -> Any:
         if isinstance(step, Call):

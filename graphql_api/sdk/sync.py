@@ -17,6 +17,7 @@ from .transport import (
     USER_AGENT,
     Blocking,
     Call,
+    Driver,
     Flow,
     Put,
     Step,
@@ -24,7 +25,6 @@ from .transport import (
     graphql_data,
     http_error,
     resolve_base_url,
-    step_failure,
 )
 from .types import DownloadResult, DownloadTicket, Model, ModelVersion, Page, RegisteredOperation, StatsRow
 
@@ -61,17 +61,13 @@ class ModelhubClient:
 
     def _run(self, flow: Flow[T]) -> T:
         """Runs a flow's steps; a step's failure is thrown into the flow, which may handle it."""
-        answer: Any = None
-        failure: Exception | None = None
-        while True:
+        driver = Driver(flow, self.base_url)
+        for step in driver:
             try:
-                step = flow.send(answer) if failure is None else flow.throw(failure)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            try:
-                answer, failure = self._step(step), None
+                driver.answer(self._step(step))
             except Exception as exc:
-                answer, failure = None, step_failure(self.base_url, exc)
+                driver.fail(exc)
+        return driver.result
 
     def _step(self, step: Step) -> Any:
         if isinstance(step, Call):

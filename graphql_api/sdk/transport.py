@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -134,3 +134,35 @@ def step_failure(base_url: str, exc: Exception) -> Exception:
         failure.__cause__ = exc
         return failure
     return exc
+
+
+class Driver(Generic[T]):
+    """Drives a flow for a client: iterating gives its steps; the client hands each step's answer back with
+    `answer`, or its failure with `fail` (thrown into the flow, which may handle it); `result` is what the
+    flow returned. The sync and async clients differ only in how they take a step."""
+
+    def __init__(self, flow: Flow[T], base_url: str) -> None:
+        self.flow = flow
+        self.base_url = base_url
+        self._answer: Any = None
+        self._failure: Exception | None = None
+        self.result: T
+
+    def __iter__(self) -> Iterator[Step]:
+        while True:
+            try:
+                if self._failure is None:
+                    step = self.flow.send(self._answer)
+                else:
+                    step = self.flow.throw(self._failure)
+            except StopIteration as done:
+                self.result = done.value
+                return
+            self._answer, self._failure = None, None
+            yield step
+
+    def answer(self, value: Any) -> None:
+        self._answer = value
+
+    def fail(self, exc: Exception) -> None:
+        self._failure = step_failure(self.base_url, exc)

@@ -37,6 +37,18 @@ def _required_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def _identity(value: Mapping[str, Any]) -> dict[str, Any]:
+    """What a model and its versions both say about themselves (name, project, owner, description, tags), as
+    keyword arguments."""
+    return {
+        "name": value["name"],
+        "project_name": value["projectName"],
+        "owner": value["owner"],
+        "description": value.get("description"),
+        "tags": tuple(value.get("tags") or ()),
+    }
+
+
 @dataclass(frozen=True)
 class Alias:
     """An alias of a model (such as `prod`) and the version it names."""
@@ -128,12 +140,8 @@ class ModelVersion:
         model = value.get("model")
         return cls(
             id=value["id"],
-            name=value["name"],
             version=int(value["version"]),
-            project_name=value["projectName"],
-            owner=value["owner"],
-            description=value.get("description"),
-            tags=tuple(value.get("tags") or ()),
+            **_identity(value),
             metadata=dict(value.get("metadata") or {}),
             size_bytes=int(value["sizeBytes"]),
             etag=value["etag"],
@@ -172,11 +180,7 @@ class Model:
         """A model from a `Model` node of the SDK's `ListModels` query."""
         latest = value.get("latestVersion")
         return cls(
-            name=value["name"],
-            project_name=value["projectName"],
-            owner=value["owner"],
-            description=value.get("description"),
-            tags=tuple(value.get("tags") or ()),
+            **_identity(value),
             created_at=_required_time(value["createdAt"]),
             updated_at=_required_time(value["updatedAt"]),
             download_count=int(value["downloadCount"]),

@@ -17,6 +17,7 @@ from graphql_api.config import Settings
 from graphql_api.db import events as events_db
 from graphql_api.db import rollup_state
 from graphql_api.db import rollups as rollups_db
+from graphql_api.db.rollups import writes as rollup_writes
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadStatus, utcnow
 from tests.servers import GraphQLClient, Stores, eventually, make_settings
 
@@ -183,7 +184,7 @@ async def _crash_once(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, a
 
 @pytest.mark.parametrize(
     ("module", "name", "after"),
-    [(rollup_state, "advance", 0), (rollups_db, "fold_bucket", 5)],
+    [(rollup_state, "advance", 0), (rollup_writes, "fold_bucket", 5)],
     ids=["before-the-watermark", "between-buckets"],
 )
 async def test_a_crash_inside_a_fold_neither_loses_nor_doubles(
@@ -251,7 +252,7 @@ async def test_a_stage_written_late_within_the_lag_is_folded(
             model_id=PydanticObjectId(), model_name="a", model_version=1, project_name="p", size_bytes=10, engineer="alice",
             mode=DownloadMode.PRESIGNED, started_at=stamped, stages={"recorded": stamped}, staged_at=stamped,
         )  # fmt: skip
-        await events_db.insert(event)
+        await events_db.EventWrites().insert(event)
 
     await late(now - timedelta(seconds=5))  # stamped 5 s before it was written: within the lag
     fast, raw, _ = await figures(gql)

@@ -11,15 +11,16 @@ import pytest
 from graphql_api import figures
 from graphql_api.analytics import series as series_uc
 from graphql_api.analytics import stats as stats_uc
-from graphql_api.db import events as events_db
 from graphql_api.db import rollups as rollups_db
+from graphql_api.db.events import raw_stats as event_stats
 from graphql_api.db.rollups import RollupDelta
+from graphql_api.db.rollups import answers as rollup_answers
 from graphql_api.documents import ClientKind, DownloadMode
 from graphql_api.figures import FigureMismatch
 from graphql_api.queries import METRIC_FIELDS, Dimension, StatsMetric, StatsSource
 from graphql_api.schema import stats as stats_schema
 
-CHECKS = (stats_uc._check, rollups_db._check, stats_schema._check, figures._check)
+CHECKS = (stats_uc._check, rollup_answers._check, stats_schema._check, figures._check)
 
 
 def test_every_module_agrees_with_the_declaration() -> None:
@@ -57,7 +58,7 @@ def test_a_figure_declared_but_missing_elsewhere_fails_at_start(monkeypatch: pyt
         figures.Made(figures.Finish.VALUE, ("resumed",)),
     )
     monkeypatch.setattr(figures, "FIGURES", (*figures.FIGURES, extra))
-    for check in (stats_uc._check, stats_schema._check, rollups_db._check):
+    for check in (stats_uc._check, stats_schema._check, rollup_answers._check):
         with pytest.raises(FigureMismatch, match="resumed"):
             check()
 
@@ -67,7 +68,7 @@ def test_a_dimension_without_a_bucket_key_fails_at_start(monkeypatch: pytest.Mon
     wrong = figures.Dimension("TEAM", "team", "team", "team", "team", None)
     monkeypatch.setattr(figures, "DIMENSIONS", (*figures.DIMENSIONS, wrong))
     with pytest.raises(FigureMismatch, match="TEAM"):
-        rollups_db._check()
+        rollup_answers._check()
 
 
 def _piece(engineer: str, durations: list[Any], versions: list[int], **counts: int) -> dict[str, Any]:
@@ -96,8 +97,8 @@ def test_raw_pieces_merge_into_the_rows_one_scan_gives() -> None:
         _piece("alice", [3.0], [1, 2], completed=1, total_bytes=5, verified=1),
         _piece("bob", [2.0], [1], aborted=1, mismatched=1),
     ):
-        events_db._merge_partial(partials, doc)
-    (row,) = events_db._finish(partials)
+        event_stats._merge_partial(partials, doc)
+    (row,) = event_stats._finish(partials)
     assert row["_id"] == {"MODEL": "m"} and row["period_start"] is None
     assert (row["downloads"], row["completed"], row["aborted"], row["total_bytes"]) == (4, 2, 1, 15)
     assert (row["verified"], row["mismatched"]) == (1, 1)

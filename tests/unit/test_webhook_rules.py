@@ -10,8 +10,8 @@ import pytest
 
 from graphql_api import targets, webhooks
 from graphql_api.auth import Principal
-from graphql_api.delivery import backoff, retry_after
 from graphql_api.roles import ProjectRole, Role
+from graphql_api.webhook_post import backoff, retry_after
 
 
 @pytest.mark.parametrize(
