@@ -389,16 +389,17 @@ class SharedApps:
     def __init__(self, stack: AsyncExitStack, data_root: Path) -> None:
         self.stack = stack
         self.data_root = data_root
-        self.settings: dict[tuple[str, str], Settings] = {}
-        self.original: dict[tuple[str, str], Settings] = {}
+        self.settings: dict[tuple[str, str, str], Settings] = {}
+        self.original: dict[tuple[str, str, str], Settings] = {}
         self.connected: dict[int, tuple[Starlette, Connection]] = {}
 
     def settings_for(
         self, kind: str, mongo_uri: str, s3: str | None, mongo_db: str, **extra: Any
     ) -> Settings:
-        """The module's settings for `kind` and `extra` (as `make_settings`), on the shared database
-        `mongo_db` (emptied by `clean_db`), with their data directory emptied."""
-        key = (kind, repr(sorted(extra.items())))
+        """The module's settings for `kind` and `extra` (as `make_settings`) on the database `mongo_db` (the
+        shared one, emptied by `clean_db`, or one the module seeded for reading), with their data directory
+        emptied."""
+        key = (kind, mongo_db, repr(sorted(extra.items())))
         if key not in self.settings:
             data_dir = self.data_root / f"{kind}-{len(self.settings)}"
             self.settings[key] = make_settings(kind, mongo_uri, s3, data_dir, mongo_db=mongo_db, **extra)

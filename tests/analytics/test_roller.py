@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from graphql_api.db import rollup_state
 from graphql_api.db import rollups as rollups_db
 from graphql_api.db.rollups import writes as rollup_writes
 from graphql_api.documents import DownloadEvent, DownloadMode, DownloadStatus, utcnow
-from tests.servers import GraphQLClient, Stores, eventually, make_settings
+from tests.servers import GraphQLClient, SharedApps, Stores, eventually
 
 # The app's own roller takes the lease at start and then sleeps: the tests fold when they say so.
 CONTROLLED = {"rollup_interval_seconds": 3600.0, "rollup_lease_seconds": 0.5}
@@ -51,8 +50,13 @@ def store_kind() -> str:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    return make_settings("local", mongo_uri, None, tmp_path / "data", **getattr(request, "param", CONTROLLED))
+def settings(
+    mongo_uri: str, clean_db: str, shared_apps: SharedApps, request: pytest.FixtureRequest
+) -> Settings:
+    """The module's shared app for the roller's timing (CONTROLLED unless a test names RUNNING)."""
+    return shared_apps.settings_for(
+        "local", mongo_uri, None, clean_db, **getattr(request, "param", CONTROLLED)
+    )
 
 
 async def register(gql: GraphQLClient, stores: Stores, bucket: str, name: str, data: bytes) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +17,7 @@ from graphql_api.db import connect
 from graphql_api.documents import DownloadStatus
 from graphql_api.queries import Interval
 from tests.analytics.test_stats import KEYS, T0, make_events, store
-from tests.servers import GraphQLClient, make_settings
+from tests.servers import GraphQLClient, SharedApps
 
 SERIES = """query($by: DownloadDimension!, $since: DateTime!, $until: DateTime!, $i: TimeInterval!,
                  $m: SeriesMetric!, $top: Int!, $f: DownloadFilter, $tz: String) {
@@ -46,8 +45,9 @@ async def seeded_db(mongo_uri: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(seeded_db: str, mongo_uri: str, tmp_path: Path) -> Settings:
-    return make_settings("local", mongo_uri, None, tmp_path / "data", mongo_db=seeded_db)
+def settings(seeded_db: str, mongo_uri: str, shared_apps: SharedApps) -> Settings:
+    """The module's shared app (serving anew for each test) reads the seeded database."""
+    return shared_apps.settings_for("local", mongo_uri, None, seeded_db)
 
 
 def reference(

@@ -9,7 +9,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,6 @@ from bson import ObjectId
 
 from graphql_api.analytics import histograms, hybrid, roller, rollups
 from graphql_api.analytics.stats import LONG_RANGE
-from graphql_api.app import create_app
 from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.db import events as events_db
@@ -35,7 +33,7 @@ from graphql_api.documents import (
 )
 from graphql_api.figures import FIGURES
 from graphql_api.queries import Dimension, EventQuery, Interval, StatsRequest, day_of, hour_of
-from tests.servers import GraphQLClient, Stores, db_id, make_settings
+from tests.servers import GraphQLClient, SharedApps, Stores, db_id
 
 T0 = datetime(2026, 10, 26, tzinfo=UTC)  # a Monday
 MODELS = [("bert", 1, "nlp"), ("bert", 2, "nlp"), ("resnet", 1, "vision"), ("yolo", 3, "vision")]
@@ -285,9 +283,10 @@ async def seeded_db(mongo_uri: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(seeded_db: str, mongo_uri: str, tmp_path: Path) -> Settings:
-    """The app under test reads the seeded database; tests that write get their own (see `fresh`)."""
-    return make_settings("local", mongo_uri, None, tmp_path / "data", mongo_db=seeded_db)
+def settings(seeded_db: str, mongo_uri: str, shared_apps: SharedApps) -> Settings:
+    """The app under test (the module's shared app, serving anew for each test) reads the seeded database;
+    tests that write get the emptied shared one (see `fresh_gql`)."""
+    return shared_apps.settings_for("local", mongo_uri, None, seeded_db)
 
 
 @pytest.fixture
@@ -296,10 +295,15 @@ async def seeded(app: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def fresh_gql(mongo_uri: str, tmp_path: Path) -> AsyncIterator[GraphQLClient]:
-    """An app on an empty database of its own, for tests that write."""
-    application = create_app(make_settings("local", mongo_uri, None, tmp_path / "fresh"))
-    async with application.router.lifespan_context(application):
+def fresh_settings(clean_db: str, mongo_uri: str, shared_apps: SharedApps) -> Settings:
+    """The module's other shared app's settings: the shared database, emptied before each test."""
+    return shared_apps.settings_for("local", mongo_uri, None, clean_db)
+
+
+@pytest.fixture
+async def fresh_gql(fresh_settings: Settings, shared_apps: SharedApps) -> AsyncIterator[GraphQLClient]:
+    """An app on an empty database, for tests that write."""
+    async with shared_apps.serving(fresh_settings) as application:
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield GraphQLClient(client)
@@ -632,10 +636,12 @@ async def test_downloads_order_and_stable_pages_under_inserts(fresh_gql: GraphQL
     assert before <= set(seen), "an event that existed before paging was skipped"
 
 
-async def test_models_by_downloads_in_a_window(fresh_gql: GraphQLClient, tmp_path: Path, bucket: str) -> None:
+async def test_models_by_downloads_in_a_window(
+    fresh_gql: GraphQLClient, fresh_settings: Settings, bucket: str
+) -> None:
     """DOWNLOADS ranks models by completed downloads in the window, with zero-download models last."""
     gql = fresh_gql
-    Stores("local", Settings(data_dir=tmp_path / "fresh")).put(bucket, "k.bin", b"x")
+    Stores("local", fresh_settings).put(bucket, "k.bin", b"x")
     reg = """mutation($n: String!, $b: String!) {
       registerModel(input: {name: $n, projectName: "p", bucket: $b, key: "k.bin"}) { __typename } }"""
     for name in ("a", "b", "c"):
