@@ -217,8 +217,9 @@ async def test_at_the_cap_busy_connections_refuse_new_ones_until_they_are_cut(
         writer.write(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         stalled.append((reader, writer))
     await asyncio.sleep(0.2)  # their headers are read: every connection is in a request
+    extra: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
-        extra = [await connect(server) for _ in range(10)]
+        extra += [await connect(server) for _ in range(10)]
         answers = await asyncio.gather(*(first_answer(reader) for reader, _ in extra))
         assert all(a.startswith(b"HTTP/1.1 503 ") and b"TOO_MANY_CONNECTIONS" in a for a in answers), answers
         assert await healthz_status(server) in (503, None)
@@ -230,5 +231,5 @@ async def test_at_the_cap_busy_connections_refuse_new_ones_until_they_are_cut(
 
         assert await eventually(answered, MARGIN)
     finally:
-        for _, writer in stalled:
+        for _, writer in stalled + extra:  # the refused ones too (their server side closed them)
             close(writer)
