@@ -37,6 +37,7 @@ from .registry import (
     VersionNotes,
 )
 from .rollups import (
+    BucketCounts,
     DailyModelRollup,
     DownloadRollup,
     HourlyModelRollup,
@@ -74,6 +75,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "AuditKind",
+    "BucketCounts",
     "ChecksumStatus",
     "ClientKind",
     "DailyModelRollup",

@@ -3,6 +3,7 @@ whole model."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from beanie import Document
@@ -12,19 +13,30 @@ from pymongo import ASCENDING, IndexModel
 from .downloads import DownloadMode
 
 
-class RollupFigures(BaseModel):
-    """What a rollup bucket holds about its downloads, whatever the bucket's length and key."""
+@dataclass
+class BucketCounts:
+    """A rollup bucket's whole-number figures, all summed: declared once, for the stored buckets
+    (`RollupFigures`) and for what events add to one (`RollupDelta`, db/rollups/buckets.py)."""
 
-    model_config = ConfigDict(protected_namespaces=())
-
-    model_name: str
-    project_name: str
     downloads: int = 0
     completed: int = 0
     aborted: int = 0
     failed: int = 0
     bytes_sent: int = 0
     duration_count: int = 0
+    # Downloads whose client reported the SHA-256 matched / did not (counted in the download's start bucket).
+    verified: int = 0
+    mismatched: int = 0
+
+
+class RollupFigures(BaseModel, BucketCounts):
+    """What a rollup bucket holds about its downloads, whatever the bucket's length and key: its
+    `BucketCounts` (pydantic takes a dataclass base's fields as its own) and the fields below."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    project_name: str
     duration_sum: float = 0.0
     duration_max: float | None = None
     last_completed_at: datetime | None = None
