@@ -18,7 +18,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
-from . import checksums, downloads, oidc, operations, uploads
+from . import checksums, download_outcomes, oidc, operations, uploads
 from .analytics import feed
 from .analytics.roller import Roller
 from .analytics.volume import EventVolume
@@ -304,7 +304,7 @@ async def _sweep_until(stopped: asyncio.Event, services: Services, stale_seconds
     period, until stopped."""
     while not stopped.is_set():
         try:
-            await downloads.sweep_stale(services, stale_seconds)
+            await download_outcomes.sweep_stale(services, stale_seconds)
             await uploads.expire_abandoned(services)
         except Exception:  # a failed sweep is retried next period; it must not kill the app
             log.exception("sweeping stale downloads and uploads failed")

@@ -13,7 +13,7 @@ import pymongo
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import downloads, uploads
+from .. import download_outcomes, downloads, uploads
 from ..documents import AuditEvent, AuditKind, DownloadEvent, DownloadMode, DownloadStatus
 from ..embedded import state_failed
 from ..errors import DomainError, InvalidInput, StorageObjectNotFound, StorageUnavailable
@@ -76,14 +76,14 @@ async def _record_refusal(
 
 def _stream(services: Services, transfer: Transfer, event: DownloadEvent) -> StreamObject:
     async def on_finish(status: DownloadStatus, sent: int, error: str | None) -> None:
-        await downloads.finish(services, event, status, sent, error)
+        await download_outcomes.finish(services, event, status, sent, error)
 
     return StreamObject(
         services.store,
         transfer,
         extra_headers={"x-download-id": str(event.id)},
         heartbeat_seconds=services.settings.heartbeat_seconds,
-        on_progress=functools.partial(downloads.record_progress, event),
+        on_progress=functools.partial(download_outcomes.record_progress, event),
         on_finish=on_finish,
         in_flight=services.metrics.in_flight.labels(DownloadMode.STREAM.value),
     )
@@ -119,7 +119,7 @@ async def download_by_ticket(request: Request) -> Any:
             event = await downloads.claim(event, plan.byte_range)
     except StorageObjectNotFound as exc:
         if request.method != "HEAD":
-            await downloads.finish(services, event, DownloadStatus.FAILED, 0, exc.message)
+            await download_outcomes.finish(services, event, DownloadStatus.FAILED, 0, exc.message)
         return domain_error_response(exc)
     except DomainError as exc:
         return domain_error_response(exc)

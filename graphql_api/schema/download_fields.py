@@ -72,7 +72,7 @@ class DownloadQueries:
         before: BEFORE = None,
     ) -> DownloadEventConnection:
         query = (filter or DownloadFilter()).to_query()
-        order = order_by.to_order() if order_by else queries.DownloadOrder()
+        order = order_by.to(queries.DownloadOrder) if order_by else queries.DownloadOrder()
         request = page_request(first, after, last, before)
         page = await events.list_events(info.context.scope, query, order, request)
         return DownloadEventConnection.of(page, DownloadEvent.from_doc)

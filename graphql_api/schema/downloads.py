@@ -180,8 +180,7 @@ graphql_enum(
 
 @strawberry.input(description="How to order download events.")
 class DownloadOrder(Order[DownloadOrderField]):
-    def to_order(self) -> queries.DownloadOrder:
-        return queries.DownloadOrder(self.field, self.descending)
+    pass
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")

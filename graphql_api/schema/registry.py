@@ -128,7 +128,7 @@ class RegistryQueries:
     ) -> ModelConnection:
         window = DownloadWindow(downloads_since, downloads_until)
         query = (filter or ModelFilter()).to_query()
-        order = order_by.to_order() if order_by else queries.ModelOrder()
+        order = order_by.to(queries.ModelOrder) if order_by else queries.ModelOrder()
         request = page_request(first, after, last, before)
         ctx = info.context
         page = await registry.list_models(ctx.scope, query, order, request, window, ctx.model_cache)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
@@ -156,6 +156,7 @@ graphql_enum(
 
 
 FieldT = TypeVar("FieldT", bound=Enum)
+OrderT = TypeVar("OrderT", bound=queries.CursorKeyed)
 
 
 @strawberry.input(description="How to order.")
@@ -169,11 +170,14 @@ class Order(Generic[FieldT]):
     def descending(self) -> bool:
         return self.direction is OrderDirection.DESC
 
+    def to(self, order: Callable[[FieldT, bool], OrderT]) -> OrderT:
+        """The domain's order (`queries.ModelOrder`...) this argument asks for."""
+        return order(self.field, self.descending)
+
 
 @strawberry.input(description="How to order versions.")
 class ModelVersionOrder(Order[ModelVersionOrderField]):
-    def to_order(self) -> queries.VersionOrder:
-        return queries.VersionOrder(self.field, self.descending)
+    pass
 
 
 @strawberry.type(description="A model: one name, its project and owner, its versions and aliases.")
@@ -215,7 +219,7 @@ class Model(Node):
         ] = None,
     ) -> ModelVersionConnection:
         query = queries.VersionQuery(self.name, include_archived)
-        order = order_by.to_order() if order_by else queries.VersionOrder()
+        order = order_by.to(queries.VersionOrder) if order_by else queries.VersionOrder()
         page = await registry.list_versions(query, order, page_request(first, after, last, before))
         return ModelVersionConnection.of(page, ModelVersion.from_doc)
 
@@ -280,8 +284,7 @@ graphql_enum(
 
 @strawberry.input(description="How to order models.")
 class ModelOrder(Order[ModelOrderField]):
-    def to_order(self) -> queries.ModelOrder:
-        return queries.ModelOrder(self.field, self.descending)
+    pass
 
 
 @strawberry.input(description="Every given condition must hold; list conditions match any of their values.")

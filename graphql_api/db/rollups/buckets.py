@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
 from beanie import Document
 from bson.int64 import Int64
 
-from ...documents import DailyModelRollup, DownloadEvent, DownloadRollup, HourlyModelRollup, HourlyRollup
+from ...documents import (
+    BucketCounts,
+    DailyModelRollup,
+    DownloadEvent,
+    DownloadRollup,
+    HourlyModelRollup,
+    HourlyRollup,
+)
 from ...queries import day_of, hour_of
 from ..common import Condition
 from ..engineers import bitmap_from, bitmap_of, numbers_for, words_of
 
-# A bucket's whole-number figures, all summed.
-COUNTS = (
-    "downloads", "completed", "aborted", "failed", "bytes_sent", "duration_count", "verified", "mismatched",
-)  # fmt: skip
+# A bucket's whole-number figures, all summed (declared by `BucketCounts`).
+COUNTS = tuple(f.name for f in fields(BucketCounts))
 
 
 # The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
@@ -152,19 +157,10 @@ def pairs_of(doc: Mapping[str, Any]) -> dict[Version, int]:
 
 
 @dataclass
-class RollupDelta:
-    """What some events add to one bucket: counts, bytes, durations (with their histogram), engineers (by
-    name from events, as a bitmap of their numbers from stored buckets; see db/engineers.py)."""
+class RollupDelta(BucketCounts):
+    """What some events add to one bucket: its counts (`BucketCounts`), durations (with their histogram),
+    engineers (by name from events, as a bitmap of their numbers from stored buckets; see db/engineers.py)."""
 
-    downloads: int = 0
-    completed: int = 0
-    aborted: int = 0
-    failed: int = 0
-    bytes_sent: int = 0
-    duration_count: int = 0
-    # Downloads whose client reported the SHA-256 matched / did not (counted in the download's start bucket).
-    verified: int = 0
-    mismatched: int = 0
     duration_sum: float = 0.0
     # Histogram bucket index (see analytics.histograms) → durations in it.
     duration_hist: dict[int, int] = field(default_factory=dict)
