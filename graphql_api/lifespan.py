@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 
 from . import checksums, download_outcomes, oidc, operations, uploads
 from .analytics import feed
-from .analytics.roller import Roller
+from .analytics.roller import Roller, fill_totals
 from .analytics.volume import EventVolume
 from .audit import AuditLog
 from .auth import Authenticator, bootstrap_admin
@@ -93,6 +93,8 @@ class Lifespan:
         settings = self.settings
         async with AsyncExitStack() as stack:
             client, probe_client, tracing = await _connect(app, settings, stack)
+            # Migration 7, before any roller of this process folds or any request reads the totals.
+            await fill_totals(settings.rollup_lag_seconds, settings.rollup_lease_seconds)
             signer = Signer(settings.resolved_signing_secret())
             store = await _store(app, settings, signer, probe_client, tracing, stack)
             yield Connection(client=client, signer=signer, store=store)

@@ -29,10 +29,10 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-from ..db import rollup_state
+from ..db import migrations, rollup_state
 from ..db import rollups as rollups_db
 from ..db.rollups import GRAINS, RollupBucket, RollupDelta, Staged
-from ..documents import utcnow
+from ..documents import DownloadEvent, utcnow
 from ..health import pause
 from ..metrics import Metrics
 from . import rollups
@@ -160,6 +160,19 @@ async def holding_lease(holder: str, lease_seconds: float, wait_seconds: float) 
         await rollup_state.release(holder)
 
 
+async def fill_totals(lag_seconds: float, lease_seconds: float, wait_seconds: float = 3600.0) -> int:
+    """Migration 7 (db/migrations.py `fill_model_totals`), once: holding the lease, folds (so no fold is
+    left half applied and nobody writes a bucket meanwhile), then fills the totals. A process starting
+    meanwhile waits for the lease, then finds it done. Returns the buckets written (0 once done)."""
+    db = DownloadEvent.get_pymongo_collection().database
+    if await migrations.model_totals_done(db):
+        return 0
+    holder = f"totals-{uuid.uuid4().hex[:8]}"
+    async with holding_lease(holder, lease_seconds, wait_seconds):
+        await fold(holder, lag_seconds)
+        return await migrations.fill_model_totals(db)
+
+
 async def rebuild_rollups(
     since: datetime | None = None,
     batch: int = 10_000,
@@ -175,5 +188,7 @@ async def rebuild_rollups(
     holder = f"rebuild-{uuid.uuid4().hex[:8]}"
     async with holding_lease(holder, lease_seconds, wait_seconds=3 * lease_seconds):
         await fold(holder, lag_seconds)
+        # The totals of the days it does not rebuild, when this database has none yet (migration 7).
+        await migrations.fill_model_totals(DownloadEvent.get_pymongo_collection().database)
         state = await rollup_state.read()
         return await rollups.rebuild_from_events(since, batch, horizon, upto=state.watermark)

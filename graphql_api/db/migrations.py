@@ -18,6 +18,11 @@
    `before-kinds` on events), and whole-model buckets from before distinct downloads get `pair_bits` (their
    engineers per version) from the per-version buckets of the same start, model and project: exact, since
    those are, before any new write, exactly the events of the whole-model bucket. Once, under a claim like 4.
+7. The whole-model totals (all client kinds in one bucket: `*_totals`) are filled from the whole-model
+   buckets, once, by the process that holds the roller's lease right after a fold (not from `run`: the
+   lifespan calls analytics/roller.py `fill_totals` before it serves or starts its roller). An instance of
+   an earlier version that folds after it (a rolling upgrade) leaves the totals behind: run
+   `modelhub rebuild-rollups` once the upgrade is done.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +40,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from .common import DUPLICATE_KEY
 from .engineers import bitmap_from, numbers_for, words_of
-from .rollups import BY_MODEL, GRAINS, RollupBucket, RollupDelta, Version, pair_words, pairs_of
+from .rollups import BY_MODEL, GRAINS, TOTALS, Grain, RollupBucket, RollupDelta, Version, pair_words, pairs_of
 
 log = logging.getLogger("modelhub.migrations")
 
@@ -166,8 +172,42 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
     up per bucket and engineer bitmaps are OR'ed: exactly what the write path would have written."""
     if not await _claim(db, "model_rollups", stale_seconds):
         return 0
+    # The grains as they were then: whole-model buckets kept client kinds apart from the start.
+    written = await _fill_coarse(db, "model_rollups", BY_MODEL.items())
+    await db["migrations"].update_one({"_id": "model_rollups"}, {"$set": {"done": True}})
+    if written:
+        log.warning("filled %d whole-model rollup buckets from the per-version ones", written)
+    return written
+
+
+async def model_totals_done(db: AsyncDatabase[Any]) -> bool:
+    """Whether migration 7 has run (`fill_model_totals`)."""
+    return await db["migrations"].find_one({"_id": "model_totals", "done": True}) is not None
+
+
+async def fill_model_totals(db: AsyncDatabase[Any]) -> int:
+    """Migration 7: the whole-model totals (all client kinds together) from the whole-model buckets; returns
+    how many it wrote. The caller holds the roller's lease and has just folded (analytics/roller.py
+    `fill_totals`): nobody writes a bucket meanwhile and every bucket holds exactly the stages up to the
+    watermark, so the totals start exact. They are written afresh each run (a run that died left some)."""
+    if await model_totals_done(db):
+        return 0
+    for total in TOTALS.values():
+        await db[str(total.document.Settings.name)].delete_many({})
+    written = await _fill_coarse(db, None, TOTALS.items())
+    await db["migrations"].update_one({"_id": "model_totals"}, {"$set": {"done": True}}, upsert=True)
+    if written:
+        log.warning("filled %d whole-model total rollup buckets from the whole-model ones", written)
+    return written
+
+
+async def _fill_coarse(
+    db: AsyncDatabase[Any], claim: str | None, pairs: Iterable[tuple[Grain, Grain]]
+) -> int:
+    """Inserts each coarse grain's buckets summed from its fine grain's, start by start (bounded memory);
+    a bucket already there is kept. `claim`: the migration's claim to keep alive meanwhile."""
     written = 0
-    for fine, coarse in BY_MODEL.items():
+    for fine, coarse in pairs:
         source = db[str(fine.document.Settings.name)]
         target = db[str(coarse.document.Settings.name)]
         merged: dict[RollupBucket, RollupDelta] = {}
@@ -175,17 +215,15 @@ async def fill_model_rollups(db: AsyncDatabase[Any], stale_seconds: float = 30) 
         async for doc in source.find({}).sort(fine.field, 1):
             if doc[fine.field] != start:
                 written += await _insert_new(target, merged)
-                await _still_running(db, "model_rollups")
+                if claim is not None:
+                    await _still_running(db, claim)
                 merged, start = {}, doc[fine.field]
-            kind = doc.get("client_kind") or "UNKNOWN"
+            kind = (doc.get("client_kind") or "UNKNOWN") if "client_kind" in coarse.keys else None
             bucket = RollupBucket(
                 doc[coarse.field], doc["model_name"], None, doc["project_name"], None, coarse, kind
             )
             merged.setdefault(bucket, RollupDelta()).add(RollupDelta.of_bucket(doc))
         written += await _insert_new(target, merged)
-    await db["migrations"].update_one({"_id": "model_rollups"}, {"$set": {"done": True}})
-    if written:
-        log.warning("filled %d whole-model rollup buckets from the per-version ones", written)
     return written
 
 
@@ -200,7 +238,9 @@ async def mark_client_kinds(db: AsyncDatabase[Any], stale_seconds: float = 30) -
     )
     await _still_running(db, "client_kinds")
     for grain in GRAINS:
-        await db[str(grain.document.Settings.name)].update_many(missing, {"$set": {"client_kind": "UNKNOWN"}})
+        if "client_kind" in grain.keys:  # the totals (migration 7) keep no kinds
+            collection = db[str(grain.document.Settings.name)]
+            await collection.update_many(missing, {"$set": {"client_kind": "UNKNOWN"}})
     filled = 0
     for fine, coarse in BY_MODEL.items():
         source = db[str(fine.document.Settings.name)]

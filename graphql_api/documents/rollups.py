@@ -108,3 +108,25 @@ class HourlyModelRollup(RollupBucket):
     class Settings:
         name = "download_rollups_hourly_by_model"
         indexes = rollup_indexes("hour")
+
+
+class DailyTotalRollup(RollupBucket):
+    """The same figures per UTC day and model, all its versions, modes and client kinds together: what a
+    query that neither filters nor groups by any of them reads (a quarter of the whole-model buckets, which
+    keep one bucket per client kind)."""
+
+    day: datetime
+
+    class Settings:
+        name = "download_rollups_daily_totals"
+        indexes = rollup_indexes("day")
+
+
+class HourlyTotalRollup(RollupBucket):
+    """The same figures per UTC hour and model, all its versions, modes and client kinds together."""
+
+    hour: datetime
+
+    class Settings:
+        name = "download_rollups_hourly_totals"
+        indexes = rollup_indexes("hour")

@@ -1,4 +1,5 @@
-"""Start-up migrations against a real SecantusDB: the whole-model rollups filled from the per-version ones."""
+"""Start-up migrations against a real SecantusDB: the whole-model rollups filled from the per-version ones,
+the totals from the whole-model ones, client kinds on earlier data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from graphql_api.analytics.roller import fill_totals
 from graphql_api.db import connect, migrations
-from graphql_api.db.rollups import BY_MODEL
+from graphql_api.db.rollups import BY_MODEL, TOTALS
 from tests.analytics.test_stats import make_events, store
 
 
@@ -57,7 +59,7 @@ async def test_earlier_data_becomes_unknown_kind_with_exact_distinct_pairs(mongo
     """Events and buckets from before client kinds get UNKNOWN, and whole-model buckets from before distinct
     downloads get the pairs the write path would have written (from the per-version buckets); a second
     run does nothing."""
-    from graphql_api.db.rollups import GRAINS
+    from graphql_api.db.rollups import GRAINS, TOTALS
     from graphql_api.documents import ClientKind
 
     name = "kinds_" + uuid.uuid4().hex[:8]
@@ -71,6 +73,8 @@ async def test_earlier_data_becomes_unknown_kind_with_exact_distinct_pairs(mongo
             await store(events, bulk=True)
         written = {}
         for grain in GRAINS:
+            if grain in TOTALS.values():  # filled later (migration 7), from buckets that have kinds
+                continue
             collection = db[str(grain.document.Settings.name)]
             written[collection.name] = await collection.find().sort("_id", 1).to_list()
             await collection.update_many({}, {"$unset": {"client_kind": "", "pair_bits": ""}})
@@ -85,6 +89,52 @@ async def test_earlier_data_becomes_unknown_kind_with_exact_distinct_pairs(mongo
         rules = await db["download_events"].distinct("client_kind_rule")
         assert (kinds, rules) == (["UNKNOWN"], ["before-kinds"])
         assert await migrations.mark_client_kinds(db) == 0
+    finally:
+        await raw.drop_database(name)
+        await raw.close()
+
+
+async def test_model_totals_are_filled_like_the_write_path_under_the_lease(mongo_uri: str) -> None:
+    """Totals (all client kinds in one bucket) filled from the whole-model buckets equal those the write
+    path wrote, pairs and engineers included; of two processes starting at once one fills them under the
+    roller's lease and the other finds them done; a run that died half way is redone whole."""
+    name = "totals_" + uuid.uuid4().hex[:8]
+    raw: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    db = raw[name]
+    try:
+        async with connect(mongo_uri, name):
+            await store(make_events(120, seed=29), bulk=True)
+            kinds = await db["download_rollups_daily_by_model"].distinct("client_kind")
+            assert len(kinds) > 1  # the totals merge buckets of several kinds
+            written: dict[str, list[dict[str, Any]]] = {}
+            for total in TOTALS.values():
+                collection = db[str(total.document.Settings.name)]
+                written[collection.name] = await collection.find().sort("_id", 1).to_list()
+                assert written[collection.name]
+                assert all("client_kind" not in d and d["pair_bits"] for d in written[collection.name])
+                await collection.delete_many({})
+            await db["migrations"].delete_one({"_id": "model_totals"})
+
+            counts = await asyncio.gather(*(fill_totals(0.0, 2.0, wait_seconds=30) for _ in range(2)))
+            assert sorted(counts) == [0, sum(len(docs) for docs in written.values())]
+
+            async def same_as_written() -> None:
+                for collection_name, docs in written.items():
+                    filled = await db[collection_name].find().sort("_id", 1).to_list()
+                    assert [d.pop("duration_sum") for d in filled] == pytest.approx(
+                        [d["duration_sum"] for d in docs]
+                    )
+                    assert filled == [{k: v for k, v in d.items() if k != "duration_sum"} for d in docs]
+
+            await same_as_written()
+            assert await fill_totals(0.0, 2.0) == 0
+
+            for collection_name in written:  # died half way: some left, one doubled by hand
+                await db[collection_name].delete_many({"_id": {"$gt": written[collection_name][0]["_id"]}})
+                await db[collection_name].update_one({}, {"$inc": {"completed": 1}})
+            await db["migrations"].delete_one({"_id": "model_totals"})
+            assert await fill_totals(0.0, 2.0) == sum(len(docs) for docs in written.values())
+            await same_as_written()
     finally:
         await raw.drop_database(name)
         await raw.close()

@@ -11,7 +11,7 @@ from ... import figures
 from ...figures import Finish
 from ...queries import Dimension, EventQuery, Interval, StatsMetric, StatsRequest, truncate
 from ..common import Condition, Translator, any_of, ordered_page, read_page, translate, trunc
-from .buckets import BY_MODEL, COUNTS, DAY, FINE_KEYS, Grain, RollupDelta
+from .buckets import COARSER, COUNTS, DAY, FINE_KEYS, Grain, RollupDelta
 from .pending import Pending, as_stored, keep_query, split
 
 
@@ -57,9 +57,9 @@ def bucket_filter(req: StatsRequest, grain: Grain = DAY) -> Condition | None:
 
 def narrowest(req: StatsRequest, grain: Grain = DAY) -> tuple[Grain, Condition] | None:
     """The buckets of `grain`'s length that answer `req` in the fewest documents (the whole-model ones when
-    `req` needs no version or mode), with their filter; None when no buckets of that length can."""
-    by_model = BY_MODEL.get(grain)
-    for candidate in (by_model, grain) if by_model is not None else (grain,):
+    `req` needs no version or mode, and without client kinds when it needs none either), with their filter;
+    None when no buckets of that length can."""
+    for candidate in COARSER.get(grain, (grain,)):
         match = bucket_filter(req, candidate)
         if match is not None:
             return candidate, match

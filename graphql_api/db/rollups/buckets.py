@@ -13,10 +13,12 @@ from bson.int64 import Int64
 from ...documents import (
     BucketCounts,
     DailyModelRollup,
+    DailyTotalRollup,
     DownloadEvent,
     DownloadRollup,
     HourlyModelRollup,
     HourlyRollup,
+    HourlyTotalRollup,
 )
 from ...queries import day_of, hour_of
 from ..common import Condition
@@ -29,6 +31,7 @@ COUNTS = tuple(f.name for f in fields(BucketCounts))
 # The fields that make a bucket's key besides its start: every version and mode apart, or a model whole.
 FINE_KEYS = ("model_name", "model_version", "project_name", "mode", "client_kind")
 MODEL_KEYS = ("model_name", "project_name", "client_kind")
+TOTAL_KEYS = ("model_name", "project_name")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,18 @@ DAY = Grain("day", DownloadRollup, "day", "%Y-%m-%d", day_of)
 HOUR = Grain("hour", HourlyRollup, "hour", "%Y-%m-%dT%H", hour_of)
 DAY_BY_MODEL = Grain("day", DailyModelRollup, "day", "%Y-%m-%d", day_of, MODEL_KEYS)
 HOUR_BY_MODEL = Grain("hour", HourlyModelRollup, "hour", "%Y-%m-%dT%H", hour_of, MODEL_KEYS)
-GRAINS = (DAY, HOUR, DAY_BY_MODEL, HOUR_BY_MODEL)
+DAY_TOTAL = Grain("day", DailyTotalRollup, "day", "%Y-%m-%d", day_of, TOTAL_KEYS)
+HOUR_TOTAL = Grain("hour", HourlyTotalRollup, "hour", "%Y-%m-%dT%H", hour_of, TOTAL_KEYS)
+GRAINS = (DAY, HOUR, DAY_BY_MODEL, HOUR_BY_MODEL, DAY_TOTAL, HOUR_TOTAL)
 # Each fine grain's whole-model twin: the same figures in fewer buckets, for queries that need no version
 # or mode (SecantusDB's cost of a read grows with the number of buckets it reads).
 BY_MODEL = {DAY: DAY_BY_MODEL, HOUR: HOUR_BY_MODEL}
+# Each whole-model grain's twin without client kinds: a quarter of its buckets at most, for queries that
+# need no version, mode or client kind (most dashboards). Filled from the whole-model buckets once
+# (migrations.fill_model_totals, under the roller's lease).
+TOTALS = {DAY_BY_MODEL: DAY_TOTAL, HOUR_BY_MODEL: HOUR_TOTAL}
+# What answers a query over a fine grain's length, fewest buckets first.
+COARSER = {fine: (TOTALS[coarse], coarse, fine) for fine, coarse in BY_MODEL.items()}
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class RollupBucket:
     project_name: str
     mode: str | None
     grain: Grain = DAY
-    client_kind: str = "UNKNOWN"
+    client_kind: str | None = "UNKNOWN"
 
     @classmethod
     def of(cls, event: DownloadEvent, grain: Grain = DAY) -> RollupBucket:
@@ -85,8 +96,9 @@ class RollupBucket:
         """The bucket of `grain` a stored event (or a DownloadEvent's fields) falls in."""
         mode = doc["mode"]
         mode = mode.value if hasattr(mode, "value") else str(mode)
-        kind = doc.get("client_kind") or "UNKNOWN"
-        kind = kind.value if hasattr(kind, "value") else str(kind)
+        found = doc.get("client_kind") or "UNKNOWN"
+        found = found.value if hasattr(found, "value") else str(found)
+        kind = found if "client_kind" in grain.keys else None  # the totals: one bucket for every kind
         start = grain.start_of(doc["started_at"])
         fine = grain.keys == FINE_KEYS
         version = doc["model_version"] if fine else None
