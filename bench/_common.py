@@ -59,9 +59,11 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def app_env(mongo_uri: str, data_dir: Path | str, db: str = "bench") -> dict[str, str]:
-    """The environment of a benchmarked `modelhub serve`: header identities, no rate limit."""
+    """The environment of a benchmarked `modelhub serve`: header identities, no rate limit, and cost budgets
+    no benchmark spends (every request costs at least 1, and the anonymous budget is 1,000 an hour)."""
     return {"MODELHUB_MONGO_URI": mongo_uri, "MODELHUB_DATA_DIR": str(data_dir), "MODELHUB_AUTH": "header",
-            "MODELHUB_MONGO_DB": db, "MODELHUB_RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+            "MODELHUB_MONGO_DB": db, "MODELHUB_RATE_LIMIT_PER_MINUTE": "0",
+            "MODELHUB_COST_BUDGET": str(10**12), "MODELHUB_ANONYMOUS_COST_BUDGET": str(10**12)}  # fmt: skip
 
 
 def start_process(
