@@ -167,8 +167,10 @@ async def test_every_stats_shape_answers_the_same_after_events_expire(
     assert deleted.deleted_count == len([e for e in events if e["started_at"] < HORIZON]) == len(events) // 2
     after = await answers(gql)
     assert after.keys() == before.keys()
+    # Float figures (mean durations) to 9 significant digits: a raw scan's pieces are sized from how long
+    # the last one took, so under load the same events are summed in other groups (last bits differ).
     for key in before:
-        assert after[key] == before[key], key
+        assert rounded(after[key]) == rounded(before[key]), key
     # Rebuilding the rollups from what is kept leaves the days past the horizon as they were (float sums
     # of rebuilt buckets may differ in their last bits: they are added in another order).
     await rebuild_rollups(horizon=HORIZON)
