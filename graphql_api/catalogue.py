@@ -28,6 +28,7 @@ import contextvars
 import heapq
 import itertools
 import logging
+import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -52,6 +53,8 @@ PREFIX_SHARE = 2
 INLINE_IDS = 256
 READ_IDS = 1000
 RELOAD_IDS = 5000
+# A registration starts that task at most this often (its hint of which names exist: registration.py).
+WARM_SECONDS = 1.0
 # More lists than this (of projects or owners named by a filter) are not merged: the whole order is walked.
 MERGE_LISTS = 64
 
@@ -84,6 +87,7 @@ class Catalogue:
         self._written_since: datetime | None = None
         self._lock = asyncio.Lock()
         self._settling: asyncio.Task[None] | None = None
+        self._warmed_at = -WARM_SECONDS
         # Entries looked at by pages since start: what a test checks a page's cost by.
         self.examined = 0
 
@@ -95,6 +99,11 @@ class Catalogue:
     def settled(self) -> bool:
         """Loaded, with every change reported so far applied."""
         return self._loaded and not (self._reload or self._pending or self._written_since is not None)
+
+    @property
+    def loaded(self) -> bool:
+        """Live and loaded once: it holds every model but those whose changes are still to apply."""
+        return self._live and self._loaded
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -146,6 +155,18 @@ class Catalogue:
             await self._settle_locked()
         return self._live and self._loaded and not self._reload
 
+    def warm(self) -> None:
+        """Applies what changed so far (the first load too) in a task of its own, at most once per
+        `WARM_SECONDS` and unless one runs: no caller waits for it. Registrations call it, so the names they
+        hint by stay within about a second of current even when no page is asked."""
+        unsettled = self._reload or self._pending or self._written_since is not None
+        idle = self._settling is None or self._settling.done()
+        now = time.monotonic()
+        if self._live and unsettled and idle and now - self._warmed_at >= WARM_SECONDS:
+            self._warmed_at = now
+            task = self._settle_in_background()
+            self._settling = asyncio.create_task(task, context=contextvars.Context())
+
     async def _settle_in_background(self) -> None:
         try:
             await self._settle_locked()
@@ -174,9 +195,11 @@ class Catalogue:
             since, self._written_since = self._written_since, None
             for doc in await models_db.model_keys(updated_since=since - timedelta(milliseconds=1)):
                 self._put(Entry.of(doc))
-        while self._pending:
-            ids = list(itertools.islice(self._pending, READ_IDS))
-            self._pending.difference_update(ids)
+        # The changes reported so far, not those arriving meanwhile: under a stream of writes the loop ends.
+        reported = list(self._pending)
+        self._pending.difference_update(reported)
+        for start in range(0, len(reported), READ_IDS):
+            ids = reported[start : start + READ_IDS]
             found = {doc["_id"]: doc for doc in await models_db.model_keys(ids=ids)}
             for model_id in ids:
                 held = found.get(model_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from . import checksums
 from .auth import Principal
+from .catalogue import Catalogue
 from .db import models as models_db
 from .db import projects as projects_db
 from .db import uploads as uploads_db
@@ -149,18 +150,24 @@ def check_joins(model: RegisteredModel, req: VersionRequest, who: Principal) -> 
 
 
 async def new_project(name: str, directory: ProjectDirectory | None) -> None:
-    """The project document of a project whose first model was just created (INTERNAL, no grants)."""
+    """The project document of a project whose first model was just created (INTERNAL, no grants), unless
+    `directory` has seen the project already."""
+    if directory is not None and directory.known(name):
+        return
     if await projects_db.ensure(name) and directory is not None:
         directory.forget()  # callers without a global role see the new project at once on this instance
 
 
-async def _model_for(req: RegisterRequest, who: Principal, scope: Scope) -> tuple[RegisteredModel, bool]:
+async def _model_for(
+    req: RegisterRequest, who: Principal, scope: Scope, likely_new: bool = False
+) -> tuple[RegisteredModel, bool]:
     """The model a new version joins, and whether this registration created it: created by its first
     registration, else checked against it (same project; the owner or a maintainer). A model of a project
-    the caller cannot read is refused as `projectName` taken by another project, naming neither."""
-    model = await models_db.find_model(req.name)
-    if model is not None and not scope.can_read(model.project_name):
-        raise InvalidInput("name", f"the model name {req.name!r} is taken")
+    the caller cannot read is refused as `projectName` taken by another project, naming neither.
+
+    `likely_new` (the in-memory catalogue does not hold the name) tries the insert first and reads the
+    model only when the unique index refuses it: a hint that orders two steps, never a decision."""
+    model = None if likely_new else await models_db.find_model(req.name)
     if model is None:
         fresh = RegisteredModel(
             name=req.name,
@@ -171,8 +178,10 @@ async def _model_for(req: RegisterRequest, who: Principal, scope: Scope) -> tupl
         )
         if await models_db.insert_model(fresh):
             return fresh, True
-        model = await models_db.find_model(req.name)  # a concurrent first registration won
+        model = await models_db.find_model(req.name)  # taken: by a concurrent registration, or a stale hint
         assert model is not None
+    if not scope.can_read(model.project_name):
+        raise InvalidInput("name", f"the model name {req.name!r} is taken")
     check_joins(model, req, who)
     return model, False
 
@@ -184,13 +193,15 @@ async def register_model(
     storage: StorageScope,
     scope: Scope,
     directory: ProjectDirectory | None = None,
+    catalogue: Catalogue | None = None,
 ) -> ModelVersion:
     """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
     A location outside `storage` is refused before the store is asked anything, so nothing leaks about it;
     one another project uses is refused as a missing object (`adopt`).
 
-    Three sequential DB round trips on the common paths: the model (found, or inserted after a miss),
-    the highest version off the (name, version) index (skipped for a model just created, and sent
+    Three sequential DB round trips on the common paths: the model (found, or inserted after a miss; a
+    name the in-memory catalogue does not hold is inserted first, no read), the highest version off the
+    (name, version) index (skipped for a model just created, and sent
     alongside the model's updatedAt), and the version's insert. Concurrent auto-numbered registrations
     retry on the unique index, so 50 at once still get 1..50 with no gap."""
     req.validate()
@@ -198,7 +209,11 @@ async def register_model(
     storage.check(req.bucket, req.key)
     info = await adopt(store, scope, req.bucket, req.key)  # before anything compares its SHA-256
     checksum = checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before any write
-    _, created = await _model_for(req, who, scope)
+    likely_new = False
+    if catalogue is not None:
+        catalogue.warm()
+        likely_new = catalogue.loaded and req.name not in catalogue
+    _, created = await _model_for(req, who, scope, likely_new)
     if created:
         await new_project(req.project_name, directory)
     if req.version is not None:
@@ -239,8 +254,9 @@ async def register(
     metrics = services.metrics
     try:
         version = await register_model(
-            services.store, req, who, storage or services.scope, scope, services.projects
-        )
+            services.store, req, who, storage or services.scope, scope, services.projects,
+            services.models.catalogue,
+        )  # fmt: skip
     except DomainError as exc:
         metrics.count_registration(exc.code)
         raise

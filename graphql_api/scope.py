@@ -118,6 +118,7 @@ class Scope:
 class Snapshot:
     internal: frozenset[str]
     grants: Mapping[str, Mapping[str, ProjectRole]]  # principal -> project -> role
+    names: frozenset[str] = frozenset()  # every project (none is ever deleted)
 
 
 def snapshot_of(projects: Sequence[Project]) -> Snapshot:
@@ -129,7 +130,7 @@ def snapshot_of(projects: Sequence[Project]) -> Snapshot:
             if held is None or PROJECT_RANK[g.role] > PROJECT_RANK[held]:
                 mine[project.name] = g.role
     internal = frozenset(p.name for p in projects if p.visibility is ProjectVisibility.INTERNAL)
-    return Snapshot(internal, grants)
+    return Snapshot(internal, grants, frozenset(p.name for p in projects))
 
 
 class ProjectDirectory:
@@ -147,6 +148,12 @@ class ProjectDirectory:
         """Drops the snapshot (after a grant or visibility change, or a new project, on this instance)."""
         self._generation += 1
         self._snapshot = None
+
+    def known(self, name: str) -> bool:
+        """Whether the last snapshot read, even an expired one, holds project `name`: it exists then, since
+        projects are never deleted (a registration skips creating it: one write of three)."""
+        snap = self._snapshot
+        return snap is not None and name in snap.names
 
     async def snapshot(self) -> Snapshot:
         if self._snapshot is not None and time.monotonic() < self._until:

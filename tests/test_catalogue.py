@@ -10,13 +10,17 @@ import pytest
 from beanie import PydanticObjectId
 from starlette.applications import Starlette
 
-from graphql_api import registry
+from graphql_api import registration, registry
+from graphql_api.auth import Principal
 from graphql_api.catalogue import GATHER_LIMIT, Catalogue
 from graphql_api.db import models as models_db
 from graphql_api.documents import RegisteredModel, utcnow
+from graphql_api.errors import InvalidInput
 from graphql_api.model_cache import ModelCache
 from graphql_api.pagination import PageRequest
 from graphql_api.queries import ModelOrder, ModelOrderField, ModelQuery
+from graphql_api.registration import RegisterRequest
+from graphql_api.roles import ProjectRole
 from graphql_api.scope import Scope
 from tests.servers import GraphQLClient, Stores, eventually
 from tests.test_model_cache import ALICE, live, services
@@ -176,3 +180,46 @@ async def test_pages_follow_every_writer(
 
     assert await eventually(seen, seconds=5)
     assert len(catalogue) == 7
+
+
+async def test_a_registration_s_hint_that_a_name_is_new_decides_nothing(
+    app: Starlette, gql: GraphQLClient, stores: Stores, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name the loaded catalogue does not hold is inserted first; when the unique index says it exists
+    (written elsewhere, its change not reported yet) the version joins that model, and a model of a
+    project the caller cannot read is refused as a taken name that names neither project."""
+    catalogue = await loaded(app, 0)
+    monkeypatch.setattr(services(app).models, "changed", lambda model_id: None)  # reports lag behind
+    await models_db.insert_model(RegisteredModel(name="elsewhere", project_name="vision", owner="alice"))
+    assert catalogue.loaded and "elsewhere" not in catalogue
+    stores.put(bucket, "models/resnet.bin", b"x" * 10)
+    made = await register(gql, reg_input(bucket, name="elsewhere"), **ALICE)
+    assert made["__typename"] == "ModelVersion" and made["version"] == 1, made
+    assert await RegisteredModel.find(RegisteredModel.name == "elsewhere").count() == 1
+
+    req = RegisterRequest(name="elsewhere", project_name="other", owner="bob", bucket=bucket, key="k")
+    bob = Principal("bob", None, grants={"other": ProjectRole.ENGINEER})
+    with pytest.raises(InvalidInput) as refused:
+        await registration._model_for(req, bob, Scope(bob, frozenset({"other"})), likely_new=True)
+    assert refused.value.field == "name" and "vision" not in str(refused.value)
+    assert "other" not in str(refused.value)
+
+
+async def test_a_settle_applies_the_changes_reported_when_it_began(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes reported while a settle reads are left for the next one: under a stream of writes a settle
+    (a page's, or a registration's warm-up) ends after the reads it began with."""
+    catalogue = Catalogue()
+    catalogue.opened()
+    monkeypatch.setattr(catalogue, "_reload", False)
+    first = PydanticObjectId()
+    catalogue.changed(first)
+    reads: list[list[Any]] = []
+
+    async def model_keys(ids: list[Any]) -> list[dict[str, Any]]:
+        reads.append(ids)
+        catalogue.changed(PydanticObjectId())  # another write reported while this read is out
+        return []
+
+    monkeypatch.setattr(models_db, "model_keys", model_keys)
+    await catalogue._settle()
+    assert reads == [[first]] and len(catalogue._pending) == 1 and first not in catalogue._pending

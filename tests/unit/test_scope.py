@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from bson import ObjectId
 
 from graphql_api.auth import Principal
 from graphql_api.catalogue import MERGE_LISTS, Catalogue
+from graphql_api.db import projects as projects_db
 from graphql_api.documents import Project, ProjectGrant, ProjectVisibility
 from graphql_api.pagination import PageRequest
 from graphql_api.queries import EventQuery, ModelOrder, ModelQuery
 from graphql_api.roles import ProjectRole, Role
-from graphql_api.scope import Scope, has_role, project_role, snapshot_of
+from graphql_api.scope import ProjectDirectory, Scope, has_role, project_role, snapshot_of
 
 
 def test_narrowing_never_widens() -> None:
@@ -91,3 +93,25 @@ def test_a_scoped_catalogue_page_walks_rather_than_merges_many_projects() -> Non
     want = [f"m{i:04d}" for i in range(2000) if i % 200 != 7][:20]
     assert [name for name, _ in page.names] == want
     assert page.count() == 2000 - 10
+
+
+async def test_the_directory_knows_a_project_only_from_a_snapshot_it_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`known` answers from the last snapshot read (expired too: projects are never deleted), never reads
+    one itself, and knows nothing once the snapshot is forgotten (a new project on this instance)."""
+    reads = 0
+
+    async def all_projects() -> list[Project]:
+        nonlocal reads
+        reads += 1
+        private = Project.model_construct(name="A", visibility=ProjectVisibility.PRIVATE, grants=[])
+        return [private, Project.model_construct(name="B", visibility=ProjectVisibility.INTERNAL, grants=[])]
+
+    monkeypatch.setattr(projects_db, "all_projects", all_projects)
+    directory = ProjectDirectory(0)  # every snapshot expires at once
+    assert not directory.known("A") and reads == 0
+    await directory.snapshot()
+    assert directory.known("A") and directory.known("B") and not directory.known("C") and reads == 1
+    directory.forget()
+    assert not directory.known("A") and reads == 1
