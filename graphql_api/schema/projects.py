@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Concatenate, ParamSpec
 
 import strawberry
 
 from .. import documents, projects, roles
+from ..auth import Principal
+from ..scope import ProjectDirectory
 from .context import Info
 from .enums import graphql_enum
 from .errors import InvalidInput, mutation
 
 INPUT = strawberry.argument(description="What to do; see the input type.")
+P = ParamSpec("P")
 
 
 ProjectRole = roles.ProjectRole
@@ -118,32 +122,31 @@ class ProjectQueries:
         return [ProjectGrant.of(g) for g in await projects.project_grants(who, project)]
 
 
+ProjectChange = Callable[Concatenate[ProjectDirectory, Principal, P], Awaitable[documents.Project]]
+
+
+async def changed(info: Info, change: ProjectChange[P], *args: P.args, **kwargs: P.kwargs) -> Project:
+    """The project after `change` (`projects.grant`...), made by the caller in this instance's directory."""
+    ctx = info.context
+    return Project.from_doc(await change(ctx.services.projects, ctx.principal, *args, **kwargs))
+
+
 @strawberry.type
 class ProjectMutations:
     @mutation(description="Makes a project INTERNAL or PRIVATE. " + CHANGES)
     async def set_project_visibility(
         self, info: Info, input: Annotated[SetProjectVisibilityInput, INPUT]
     ) -> SetProjectVisibilityResult:
-        ctx = info.context
-        visibility = input.visibility
-        found = await projects.set_visibility(ctx.services.projects, ctx.principal, input.project, visibility)
-        return Project.from_doc(found)
+        return await changed(info, projects.set_visibility, input.project, input.visibility)
 
     @mutation(description="Gives a principal a role in a project. " + CHANGES)
     async def grant_project_role(
         self, info: Info, input: Annotated[GrantProjectRoleInput, INPUT]
     ) -> GrantProjectRoleResult:
-        ctx = info.context
-        role = input.role
-        found = await projects.grant(
-            ctx.services.projects, ctx.principal, input.project, input.principal, role
-        )
-        return Project.from_doc(found)
+        return await changed(info, projects.grant, input.project, input.principal, input.role)
 
     @mutation(description="Takes a principal's project-side role away. " + CHANGES)
     async def revoke_project_role(
         self, info: Info, input: Annotated[RevokeProjectRoleInput, INPUT]
     ) -> RevokeProjectRoleResult:
-        ctx = info.context
-        found = await projects.revoke(ctx.services.projects, ctx.principal, input.project, input.principal)
-        return Project.from_doc(found)
+        return await changed(info, projects.revoke, input.project, input.principal)
