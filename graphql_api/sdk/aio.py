@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import httpx
 
 from . import flows
-from .documents import CREATE_TOKEN, GRANT_PROJECT_ROLE, REVOKE_PROJECT_ROLE, SET_PROJECT_VISIBILITY
 from .errors import unreachable
 from .files import Progress, file_slices
 from .transport import (
@@ -144,23 +143,19 @@ class AsyncModelhubClient:
         expires_in_days: int | None = None,
     ) -> dict[str, Any]:
         """`ModelhubClient.create_token`, awaited."""
-        variables = {"input": flows.token_input(name, principal, role, grants, expires_in_days)}
-        return await self._run(flows.mutation(CREATE_TOKEN, variables, "createToken"))
+        return await self._run(flows.create_token(name, principal, role, grants, expires_in_days))
 
     async def set_project_visibility(self, project: str, visibility: str) -> dict[str, Any]:
         """`ModelhubClient.set_project_visibility`, awaited."""
-        variables = {"input": {"project": project, "visibility": visibility}}
-        return await self._run(flows.mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility"))
+        return await self._run(flows.set_project_visibility(project, visibility))
 
     async def grant_project_role(self, project: str, principal: str, role: str) -> dict[str, Any]:
         """`ModelhubClient.grant_project_role`, awaited."""
-        variables = {"input": {"project": project, "principal": principal, "role": role}}
-        return await self._run(flows.mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole"))
+        return await self._run(flows.grant_project_role(project, principal, role))
 
     async def revoke_project_role(self, project: str, principal: str) -> dict[str, Any]:
         """`ModelhubClient.revoke_project_role`, awaited."""
-        variables = {"input": {"project": project, "principal": principal}}
-        return await self._run(flows.mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
+        return await self._run(flows.revoke_project_role(project, principal))
 
     async def grants(self, project: str | None = None) -> builtins.list[dict[str, Any]]:
         """`ModelhubClient.grants`, awaited."""

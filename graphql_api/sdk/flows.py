@@ -16,6 +16,8 @@ import httpx
 from .. import codes
 from .documents import (
     COMPLETE_UPLOAD,
+    CREATE_TOKEN,
+    GRANT_PROJECT_ROLE,
     GRANTS,
     INFO,
     MODELS,
@@ -24,6 +26,8 @@ from .documents import (
     REPORT_VERIFICATION,
     REQUEST_DOWNLOAD,
     REQUEST_UPLOAD,
+    REVOKE_PROJECT_ROLE,
+    SET_PROJECT_VISIBILITY,
     STATS,
 )
 from .errors import ChecksumMismatchError, InvalidInputError, ModelhubError, NotFoundError
@@ -79,17 +83,33 @@ def mutation(query: str, variables: dict[str, Any], field_name: str) -> Flow[dic
     return mutation_result((yield Call(query, variables))[field_name])
 
 
-def token_input(
+def create_token(
     name: str, principal: str, role: str | None, grants: dict[str, str] | None, expires_in_days: int | None
-) -> dict[str, Any]:
-    """createToken's input: `role` the global role (None: none), `grants` project -> role."""
-    return {
+) -> Flow[dict[str, Any]]:
+    """createToken: `role` the global role (None: none), `grants` project -> role."""
+    token = {
         "name": name,
         "principal": principal,
         "role": role,
         "grants": [{"project": p, "role": r} for p, r in (grants or {}).items()],
         "expiresInDays": expires_in_days,
     }
+    return mutation(CREATE_TOKEN, {"input": token}, "createToken")
+
+
+def set_project_visibility(project: str, visibility: str) -> Flow[dict[str, Any]]:
+    variables = {"input": {"project": project, "visibility": visibility}}
+    return mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility")
+
+
+def grant_project_role(project: str, principal: str, role: str) -> Flow[dict[str, Any]]:
+    variables = {"input": {"project": project, "principal": principal, "role": role}}
+    return mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole")
+
+
+def revoke_project_role(project: str, principal: str) -> Flow[dict[str, Any]]:
+    variables = {"input": {"project": project, "principal": principal}}
+    return mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole")
 
 
 def grants(project: str | None) -> Flow[list[dict[str, Any]]]:

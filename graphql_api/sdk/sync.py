@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 import httpx
 
 from . import flows
-from .documents import CREATE_TOKEN, GRANT_PROJECT_ROLE, REVOKE_PROJECT_ROLE, SET_PROJECT_VISIBILITY
 from .errors import unreachable
 from .files import Progress, file_slices
 from .transport import (
@@ -142,23 +141,19 @@ class ModelhubClient:
     ) -> dict[str, Any]:
         """Creates a token (ADMIN): {token, apiToken}; the token is shown this once. `role` is the global
         role (None: none), `grants` maps project -> READER, ENGINEER or MAINTAINER."""
-        variables = {"input": flows.token_input(name, principal, role, grants, expires_in_days)}
-        return self._run(flows.mutation(CREATE_TOKEN, variables, "createToken"))
+        return self._run(flows.create_token(name, principal, role, grants, expires_in_days))
 
     def set_project_visibility(self, project: str, visibility: str) -> dict[str, Any]:
         """Makes a project INTERNAL or PRIVATE (its MAINTAINERs or an ADMIN)."""
-        variables = {"input": {"project": project, "visibility": visibility}}
-        return self._run(flows.mutation(SET_PROJECT_VISIBILITY, variables, "setProjectVisibility"))
+        return self._run(flows.set_project_visibility(project, visibility))
 
     def grant_project_role(self, project: str, principal: str, role: str) -> dict[str, Any]:
         """Gives `principal` READER, ENGINEER or MAINTAINER in `project` (its MAINTAINERs or an ADMIN)."""
-        variables = {"input": {"project": project, "principal": principal, "role": role}}
-        return self._run(flows.mutation(GRANT_PROJECT_ROLE, variables, "grantProjectRole"))
+        return self._run(flows.grant_project_role(project, principal, role))
 
     def revoke_project_role(self, project: str, principal: str) -> dict[str, Any]:
         """Takes `principal`'s project-side role in `project` away."""
-        variables = {"input": {"project": project, "principal": principal}}
-        return self._run(flows.mutation(REVOKE_PROJECT_ROLE, variables, "revokeProjectRole"))
+        return self._run(flows.revoke_project_role(project, principal))
 
     def grants(self, project: str | None = None) -> builtins.list[dict[str, Any]]:
         """The caller's own project roles, or (MAINTAINERs, ADMINs) a project's project-side grants."""
