@@ -9,7 +9,6 @@ from typing import Any
 
 from . import checksums
 from .auth import Principal
-from .catalogue import Catalogue
 from .db import models as models_db
 from .db import projects as projects_db
 from .db import uploads as uploads_db
@@ -149,12 +148,12 @@ def check_joins(model: RegisteredModel, req: VersionRequest, who: Principal) -> 
     require_owner(model, who)
 
 
-async def new_project(name: str, directory: ProjectDirectory | None) -> None:
+async def new_project(name: str, directory: ProjectDirectory) -> None:
     """The project document of a project whose first model was just created (INTERNAL, no grants), unless
     `directory` has seen the project already."""
-    if directory is not None and directory.known(name):
+    if directory.known(name):
         return
-    if await projects_db.ensure(name) and directory is not None:
+    if await projects_db.ensure(name):
         directory.forget()  # callers without a global role see the new project at once on this instance
 
 
@@ -187,13 +186,7 @@ async def _model_for(
 
 
 async def register_model(
-    store: ObjectStore,
-    req: RegisterRequest,
-    who: Principal,
-    storage: StorageScope,
-    scope: Scope,
-    directory: ProjectDirectory | None = None,
-    catalogue: Catalogue | None = None,
+    services: Services, req: RegisterRequest, who: Principal, scope: Scope, storage: StorageScope
 ) -> ModelVersion:
     """Validates, checks the artifact, and inserts; the unique (name, version) index decides every race.
     A location outside `storage` is refused before the store is asked anything, so nothing leaks about it;
@@ -201,21 +194,19 @@ async def register_model(
 
     Three sequential DB round trips on the common paths: the model (found, or inserted after a miss; a
     name the in-memory catalogue does not hold is inserted first, no read), the highest version off the
-    (name, version) index (skipped for a model just created, and sent
-    alongside the model's updatedAt), and the version's insert. Concurrent auto-numbered registrations
-    retry on the unique index, so 50 at once still get 1..50 with no gap."""
+    (name, version) index (skipped for a model just created, and sent alongside the model's updatedAt),
+    and the version's insert. Concurrent auto-numbered registrations retry on the unique index, so 50 at
+    once still get 1..50 with no gap."""
     req.validate()
     require_project_role(req.project_name, who, ProjectRole.ENGINEER, "registering a model")
     storage.check(req.bucket, req.key)
-    info = await adopt(store, scope, req.bucket, req.key)  # before anything compares its SHA-256
+    info = await adopt(services.store, scope, req.bucket, req.key)  # before anything compares its SHA-256
     checksum = checksums.initial_fields(req.sha256, info)  # a known mismatch is refused before any write
-    likely_new = False
-    if catalogue is not None:
-        catalogue.warm()
-        likely_new = catalogue.loaded and req.name not in catalogue
-    _, created = await _model_for(req, who, scope, likely_new)
+    catalogue = services.models.catalogue
+    catalogue.warm()
+    _, created = await _model_for(req, who, scope, catalogue.loaded and req.name not in catalogue)
     if created:
-        await new_project(req.project_name, directory)
+        await new_project(req.project_name, services.projects)
     if req.version is not None:
         doc = req.version_doc(req.version, info, checksum)
         if not await models_db.insert_version(doc):
@@ -253,10 +244,7 @@ async def register(
     metric by outcome."""
     metrics = services.metrics
     try:
-        version = await register_model(
-            services.store, req, who, storage or services.scope, scope, services.projects,
-            services.models.catalogue,
-        )  # fmt: skip
+        version = await register_model(services, req, who, scope, storage or services.scope)
     except DomainError as exc:
         metrics.count_registration(exc.code)
         raise
