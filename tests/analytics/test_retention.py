@@ -163,8 +163,11 @@ async def test_every_stats_shape_answers_the_same_after_events_expire(
     past the horizon are deleted, as the TTL monitor deletes them; the rollups keep their figures."""
     gql, events = aged
     before = await answers(gql)
-    deleted = await DownloadEvent.get_pymongo_collection().delete_many({"started_at": {"$lt": HORIZON}})
-    assert deleted.deleted_count == len([e for e in events if e["started_at"] < HORIZON]) == len(events) // 2
+    # The database's own TTL monitor may have deleted some of them already (on a slow run).
+    collection = DownloadEvent.get_pymongo_collection()
+    await collection.delete_many({"started_at": {"$lt": HORIZON}})
+    assert await collection.count_documents({}) == len([e for e in events if e["started_at"] >= HORIZON])
+    assert len([e for e in events if e["started_at"] < HORIZON]) == len(events) // 2
     after = await answers(gql)
     assert after.keys() == before.keys()
     # Float figures (mean durations) to 9 significant digits: a raw scan's pieces are sized from how long
