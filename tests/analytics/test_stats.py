@@ -369,6 +369,8 @@ async def test_ranges_off_midnights_are_hybrid_and_equal_raw(
         ]
 
 
+# slow: ~6 s on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_a_range_ending_now_reads_the_current_bucket_and_equals_raw(fresh_gql: GraphQLClient) -> None:
     """A range that ends now reads the current day's (hour's) bucket instead of its hours and raw minutes,
     and equals the raw answer; an event from a clock running ahead makes it fall back, still equal to raw."""
@@ -708,6 +710,8 @@ async def test_newest_first_pages_from_time_windows_match_the_full_order(fresh_g
     assert seen == sorted(seen, key=lambda s: (datetime.fromisoformat(s[0]), s[1]), reverse=True)
 
 
+# slow: ~7.5 s on this 2-core machine (`make check` leaves it to `make test`)
+@pytest.mark.slow
 async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:
     """After rollup buckets are lost or miscounted, rebuild-rollups makes them equal the raw answer again."""
     await store(make_events(120, seed=11), bulk=True)
