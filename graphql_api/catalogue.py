@@ -98,7 +98,12 @@ class Catalogue:
     @property
     def settled(self) -> bool:
         """Loaded, with every change reported so far applied."""
-        return self._loaded and not (self._reload or self._pending or self._written_since is not None)
+        return self._loaded and not self._behind
+
+    @property
+    def _behind(self) -> bool:
+        """Changes reported (or written by this process) that are not applied yet."""
+        return bool(self._reload or self._pending or self._written_since is not None)
 
     @property
     def loaded(self) -> bool:
@@ -145,12 +150,9 @@ class Catalogue:
         pays for reading the registry."""
         if not self._live:
             return False
-        if self._reload or self._pending or self._written_since is not None:
+        if self._behind:
             if self._reload or len(self._pending) > INLINE_IDS or self._lock.locked():
-                if self._settling is None or self._settling.done():
-                    # A context of its own: not under the deadline of the request that started it.
-                    task = self._settle_in_background()
-                    self._settling = asyncio.create_task(task, context=contextvars.Context())
+                self._settle_later()
                 return False
             await self._settle_locked()
         return self._live and self._loaded and not self._reload
@@ -159,13 +161,17 @@ class Catalogue:
         """Applies what changed so far (the first load too) in a task of its own, at most once per
         `WARM_SECONDS` and unless one runs: no caller waits for it. Registrations call it, so the names they
         hint by stay within about a second of current even when no page is asked."""
-        unsettled = self._reload or self._pending or self._written_since is not None
-        idle = self._settling is None or self._settling.done()
         now = time.monotonic()
-        if self._live and unsettled and idle and now - self._warmed_at >= WARM_SECONDS:
+        if self._live and self._behind and now - self._warmed_at >= WARM_SECONDS and self._settle_later():
             self._warmed_at = now
-            task = self._settle_in_background()
-            self._settling = asyncio.create_task(task, context=contextvars.Context())
+
+    def _settle_later(self) -> bool:
+        """Starts a settle in a task of its own unless one runs; True when this call started it. A context
+        of its own: not under the deadline of the request that started it."""
+        if self._settling is not None and not self._settling.done():
+            return False
+        self._settling = asyncio.create_task(self._settle_in_background(), context=contextvars.Context())
+        return True
 
     async def _settle_in_background(self) -> None:
         try:

@@ -118,7 +118,7 @@ class Scope:
 class Snapshot:
     internal: frozenset[str]
     grants: Mapping[str, Mapping[str, ProjectRole]]  # principal -> project -> role
-    names: frozenset[str] = frozenset()  # every project (none is ever deleted)
+    names: frozenset[str]  # every project (none is ever deleted)
 
 
 def snapshot_of(projects: Sequence[Project]) -> Snapshot:
