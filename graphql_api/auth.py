@@ -10,7 +10,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -35,6 +35,20 @@ AuthMode = Literal["header", "token", "oidc"]
 MAX_PENDING_TOUCHES = 100
 log = logging.getLogger("modelhub.auth")
 NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
+MAX_TOKEN_GRANTS = 100
+
+
+def grant_map(pairs: Iterable[tuple[str, ProjectRole]]) -> dict[str, ProjectRole]:
+    """A token's project roles from (project, role) pairs: at most MAX_TOKEN_GRANTS, each project once
+    (a second role for one project is a mistake to name, not one to resolve silently)."""
+    grants: dict[str, ProjectRole] = {}
+    for count, (project, role) in enumerate(pairs, 1):
+        if count > MAX_TOKEN_GRANTS:
+            raise InvalidInput("grants", f"at most {MAX_TOKEN_GRANTS} project roles")
+        if project in grants:
+            raise InvalidInput("grants", f"project {project!r} is given twice")
+        grants[project] = role
+    return grants
 
 
 def frozen_grants(grants: Mapping[str, ProjectRole] | None = None) -> Mapping[str, ProjectRole]:
@@ -234,6 +248,8 @@ async def create_token(
     value = token or new_token()
     if len(value) < 32:
         raise InvalidInput("token", "must be at least 32 characters")
+    if grants and len(grants) > MAX_TOKEN_GRANTS:
+        raise InvalidInput("grants", f"at most {MAX_TOKEN_GRANTS} project roles")
     for project in grants or {}:
         validate_name(project, "grants.project")
     expires = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None

@@ -17,6 +17,7 @@ from .db import events as events_db
 from .db import models as models_db
 from .documents import ModelVersion, utcnow
 from .errors import Forbidden, InvalidInput
+from .queries import check_lists
 from .roles import ProjectRole, Role
 from .scope import has_role
 from .storage import ObjectStore
@@ -56,6 +57,7 @@ class RetentionRequest:
     project_names: list[str] | None = None
 
     def validate(self) -> None:
+        check_lists(self, prefix="")
         if not 1 <= self.not_downloaded_for_days <= MAX_DAYS:
             raise InvalidInput("notDownloadedForDays", f"must be between 1 and {MAX_DAYS}")
         if not 1 <= self.keep_latest <= MAX_KEEP_LATEST:

@@ -9,13 +9,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import figures
 from .documents import ClientKind, DownloadMode, DownloadStatus
 from .errors import InvalidInput
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Q = TypeVar("Q", bound="DataclassInstance")
+
 MAX_STATS_LIMIT = 1000
+# The most values one list of a filter may hold (`modelNames`, `engineers`, ...): the database matches each,
+# and a filter's price does not grow with its lists (85,000 names took 8 s of database time at one price).
+MAX_FILTER_VALUES = 100
+
+
+def check_lists(query: Q, prefix: str = "filter") -> Q:
+    """InvalidInput on the first list field of a filter dataclass holding more than MAX_FILTER_VALUES (the
+    field named as in GraphQL, after `prefix`). For what a client sends: a query narrowed to a caller's
+    projects may list more (every project it may read)."""
+    for item in fields(query):
+        value = getattr(query, item.name)
+        if isinstance(value, list) and len(value) > MAX_FILTER_VALUES:
+            head, *rest = item.name.split("_")
+            name = head + "".join(word.capitalize() for word in rest)
+            message = f"at most {MAX_FILTER_VALUES} values, got {len(value)}"
+            raise InvalidInput(f"{prefix}.{name}" if prefix else name, message)
+    return query
 
 
 def day_of(moment: datetime) -> datetime:

@@ -91,14 +91,13 @@ async def update_model(
     scope: Scope, name: str, who: Principal, description: str | None, tags: list[str] | None
 ) -> RegisteredModel:
     """Changes a model's description and tags (only those: nothing that locates an artifact)."""
-    model = await require_model(scope, name)
-    require_owner(model, who)
-    fields: dict[str, Any] = {"updated_at": utcnow()}
+    fields: dict[str, Any] = {"updated_at": utcnow()}  # checked before anything is looked up
     if description is not None:
         validate_description(description)
         fields["description"] = description
     if tags is not None:
         fields["tags"] = validate_tags(tags)
+    require_owner(await require_model(scope, name), who)
     updated = await models_db.update_model(name, fields)
     if updated is None:
         raise ModelNotFound(name)

@@ -169,6 +169,8 @@ async def complete_upload(
     """Assembles (multipart), checks the object's size and SHA-256 where the store holds it, and registers
     the version (its checksum verified now, or hashed in the background). Completing twice returns the
     same version."""
+    if part_etags is not None and len(part_etags) > MAX_PARTS:
+        raise InvalidInput("partEtags", f"at most {MAX_PARTS} parts")
     upload = await _open(_upload_id(upload_id), who)
     registry.require_project_role(upload.project_name, who, ProjectRole.ENGINEER, "uploading a model")
     if upload.status is UploadStatus.COMPLETED and upload.registered_version is not None:
@@ -182,7 +184,7 @@ async def complete_upload(
     if upload.multipart_id is not None:
         expected_parts = -(-upload.size_bytes // (upload.part_bytes or 1))
         if not part_etags or len(part_etags) != expected_parts:
-            raise InvalidInput("parts", f"give the ETags of all {expected_parts} parts, in part order")
+            raise InvalidInput("partEtags", f"give the ETags of all {expected_parts} parts, in part order")
         await services.store.complete_upload(upload.bucket, upload.key, upload.multipart_id, part_etags)
     if services.store.kind == "local" and not upload.received:
         # Only bytes our PUT verified and put in place (and recorded their SHA-256 for) are registered; a

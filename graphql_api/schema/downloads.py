@@ -183,7 +183,10 @@ class DownloadOrder(Order[DownloadOrderField]):
     pass
 
 
-@strawberry.input(description="Every given condition must hold; list conditions match any of their values.")
+@strawberry.input(
+    description="Every given condition must hold; list conditions match any of their values (at most "
+    f"{queries.MAX_FILTER_VALUES} values a list: more is INVALID_INPUT naming the list)."
+)
 class DownloadFilter:
     model_names: list[str] | None = strawberry.field(default=None, description="Any of these models.")
     versions: list[int] | None = strawberry.field(default=None, description="Any of these version numbers.")
@@ -201,15 +204,17 @@ class DownloadFilter:
     min_bytes: Long | None = strawberry.field(default=None, description="bytesSent ≥ minBytes.")
 
     def to_query(self) -> queries.EventQuery:
-        return queries.EventQuery(
-            model_names=list(self.model_names or []),
-            versions=list(self.versions or []),
-            project_names=list(self.project_names or []),
-            engineers=list(self.engineers or []),
-            statuses=list(self.statuses or []),
-            modes=list(self.modes or []),
-            client_kinds=list(self.client_kinds or []),
-            since=self.since,
-            until=self.until,
-            min_bytes=self.min_bytes,
+        return queries.check_lists(
+            queries.EventQuery(
+                model_names=list(self.model_names or []),
+                versions=list(self.versions or []),
+                project_names=list(self.project_names or []),
+                engineers=list(self.engineers or []),
+                statuses=list(self.statuses or []),
+                modes=list(self.modes or []),
+                client_kinds=list(self.client_kinds or []),
+                since=self.since,
+                until=self.until,
+                min_bytes=self.min_bytes,
+            )
         )

@@ -117,7 +117,7 @@ class TokenMutations:
         who = info.context.principal
         who.require(roles.Role.ADMIN, "creating tokens")
         role = input.role
-        grants = {g.project: g.role for g in input.grants or []}
+        grants = auth.grant_map((g.project, g.role) for g in input.grants or [])
         kind = documents.ClientKind(input.kind.name) if input.kind else None
         value, record = await auth.create_token(
             input.name,

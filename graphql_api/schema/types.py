@@ -287,7 +287,10 @@ class ModelOrder(Order[ModelOrderField]):
     pass
 
 
-@strawberry.input(description="Every given condition must hold; list conditions match any of their values.")
+@strawberry.input(
+    description="Every given condition must hold; list conditions match any of their values (at most "
+    f"{queries.MAX_FILTER_VALUES} values a list: more is INVALID_INPUT naming the list)."
+)
 class ModelFilter:
     names: list[str] | None = strawberry.field(default=None, description="Models with any of these names.")
     name_prefix: str | None = strawberry.field(
@@ -302,12 +305,14 @@ class ModelFilter:
     created_before: datetime | None = strawberry.field(default=None, description="createdAt < this.")
 
     def to_query(self) -> queries.ModelQuery:
-        return queries.ModelQuery(
-            names=self.names or [],
-            name_prefix=self.name_prefix,
-            project_names=self.project_names or [],
-            owners=self.owners or [],
-            tags=self.tags or [],
-            created_after=self.created_after,
-            created_before=self.created_before,
+        return queries.check_lists(
+            queries.ModelQuery(
+                names=self.names or [],
+                name_prefix=self.name_prefix,
+                project_names=self.project_names or [],
+                owners=self.owners or [],
+                tags=self.tags or [],
+                created_after=self.created_after,
+                created_before=self.created_before,
+            )
         )
