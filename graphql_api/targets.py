@@ -119,7 +119,8 @@ async def resolve(target: Target, allowed: Iterable[str]) -> list[IPAddress]:
     bad = [a for a in addresses if forbidden(a)]
     if bad:
         raise UnsafeTarget(
-            f"host {target.host!r} resolves to {bad[0]}, a loopback, link-local, private or reserved address "
+            # The address itself is not said: an answer would tell a caller what an internal name resolves to.
+            f"host {target.host!r} resolves to a loopback, link-local, private or reserved address "
             "(list the host in MODELHUB_WEBHOOK_ALLOWED_HOSTS to allow it)"
         )
     return addresses
