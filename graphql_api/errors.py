@@ -183,6 +183,16 @@ class UploadNotFound(DomainError):
 
 
 @error
+class UploadInProgress(DomainError):
+    """Another PUT is sending this upload's bytes to this instance now: one upload stages one copy at a
+    time, so a declared size bounds the disk it can take."""
+
+    code = codes.UPLOAD_IN_PROGRESS
+    text = "upload {upload_id} is receiving its bytes on another request; wait for it, or start a new upload"
+
+    upload_id: str
+
+
 class UploadAlreadyReceived(DomainError):
     """The upload's bytes already arrived and were put in place: a later (or concurrent) PUT cannot replace
     them."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .analytics.feed import Hub
 from .analytics.volume import EventVolume
@@ -37,3 +37,5 @@ class Services:
     audit: AuditLog
     volume: EventVolume
     events: EventWrites
+    # The uploads whose bytes a PUT is receiving on this instance now (local store): one at a time each.
+    receiving: set[str] = field(default_factory=set)

@@ -24,6 +24,7 @@ from .errors import (
     TicketInvalid,
     TicketProblem,
     UploadAlreadyReceived,
+    UploadInProgress,
     UploadNotFound,
 )
 from .roles import ProjectRole
@@ -147,16 +148,24 @@ async def _open(upload_id: ObjectId, who: Principal | None = None) -> Upload:
 async def receive(services: Services, token: str, body: AsyncIterator[bytes]) -> Upload:
     """`PUT /uploads/<token>` on the local store: the body is verified (size, SHA-256) and put in place.
     Each PUT stages its own file and the store links the first verified one into place, once; any other
-    PUT, concurrent or later, is UploadAlreadyReceived and changes nothing."""
+    PUT, later, is UploadAlreadyReceived and changes nothing; one while another is being received here is
+    UploadInProgress (409)."""
     payload = services.signer.verify(UPLOAD_TOKEN_PURPOSE, token)
     upload = await _open(_upload_id(str(payload.get("u"))))
     if upload.received:
         raise UploadAlreadyReceived(str(upload.id))
     if upload.status is not UploadStatus.PENDING:
         raise TicketInvalid("this upload is closed", TicketProblem.USED)
-    await services.store.receive(
-        str(upload.id), upload.bucket, upload.key, body, upload.size_bytes, upload.sha256
-    )
+    upload_id = str(upload.id)
+    if upload_id in services.receiving:  # no await since the check: one PUT per upload at a time here
+        raise UploadInProgress(upload_id)
+    services.receiving.add(upload_id)
+    try:
+        await services.store.receive(
+            upload_id, upload.bucket, upload.key, body, upload.size_bytes, upload.sha256
+        )
+    finally:
+        services.receiving.discard(upload_id)
     await uploads_db.update(
         upload.id, {"status": UploadStatus.PENDING.value, "received": False}, {"received": True}
     )

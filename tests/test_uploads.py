@@ -178,9 +178,11 @@ async def test_abandoned_uploads_are_cleaned_up(settings: Settings, stores: Stor
 async def test_concurrent_puts_cannot_race_the_declared_bytes(
     live_gql: GraphQLClient, live_http: httpx.AsyncClient, settings: Settings
 ) -> None:
-    """Two PUTs of different bytes to one upload URL at once, over many rounds: the right one is 200, the
-    wrong one 409, the stored object is always the declared bytes and completeUpload registers only them;
-    a later PUT of any bytes cannot replace them (409 UPLOAD_ALREADY_RECEIVED), before or after complete."""
+    """Two PUTs of different bytes to one upload URL at once, over many rounds: the wrong one is 409
+    (CHECKSUM_MISMATCH, or UPLOAD_IN_PROGRESS while the other is received), the right one 200 (or, refused
+    while the wrong one was received, 200 when sent again), the stored object is always the declared bytes
+    and completeUpload registers only them; a later PUT of any bytes cannot replace them (409
+    UPLOAD_ALREADY_RECEIVED), before or after complete."""
     size = 256 * 1024
     for round_ in range(12):
         data, wrong = os.urandom(size), os.urandom(size)
@@ -194,10 +196,13 @@ async def test_concurrent_puts_cannot_race_the_declared_bytes(
             puts = [a.put(ticket["url"], content=chunks(data)), b.put(ticket["url"], content=chunks(wrong))]
             if round_ % 2:
                 puts.reverse()
-            statuses = sorted(
+            right, bad = [
                 (r.status_code, r.json().get("error", {}).get("code")) for r in await asyncio.gather(*puts)
-            )
-        assert statuses == [(200, None), (409, "CHECKSUM_MISMATCH")]
+            ][:: -1 if round_ % 2 else 1]
+        assert bad in {(409, "CHECKSUM_MISMATCH"), (409, "UPLOAD_IN_PROGRESS")}, bad
+        if right != (200, None):
+            assert right == (409, "UPLOAD_IN_PROGRESS") and bad == (409, "CHECKSUM_MISMATCH")
+            assert (await live_http.put(ticket["url"], content=data)).status_code == 200
         stored = settings.objects_dir / ticket["bucket"] / ticket["key"]
         assert stored.read_bytes() == data
         late = await live_http.put(ticket["url"], content=wrong)
@@ -208,6 +213,34 @@ async def test_concurrent_puts_cannot_race_the_declared_bytes(
         assert after.status_code == 409 and after.json()["error"]["code"] == "UPLOAD_ALREADY_RECEIVED"
         assert await download(live_http, f"race{round_}") == data
     assert not any((settings.objects_dir / ".modelhub" / "uploads").iterdir())
+
+
+@pytest.mark.parametrize("store_kind", ["local"])
+async def test_one_put_at_a_time_per_upload(live_gql: GraphQLClient, settings: Settings) -> None:
+    """While one PUT is receiving an upload's bytes, another PUT to the same URL is 409 UPLOAD_IN_PROGRESS
+    before it stages anything (one copy on disk per declaration); the first then completes (200)."""
+    data = os.urandom(64 * 1024)
+    ticket = await request(live_gql, data, name="one-at-a-time")
+    release = asyncio.Event()
+    staging = settings.objects_dir / ".modelhub" / "uploads"
+
+    async def slow() -> Any:
+        yield data[:1024]
+        await release.wait()
+        yield data[1024:]
+
+    async with httpx.AsyncClient(timeout=60) as a, httpx.AsyncClient(timeout=60) as b:
+        first = asyncio.create_task(a.put(ticket["url"], content=slow()))
+
+        async def staged() -> bool:
+            return staging.exists() and any(staging.iterdir())
+
+        assert await eventually(staged, 10)
+        second = await b.put(ticket["url"], content=data)
+        assert second.status_code == 409 and second.json()["error"]["code"] == "UPLOAD_IN_PROGRESS"
+        assert len(list(staging.iterdir())) == 1
+        release.set()
+        assert (await first).status_code == 200
 
 
 async def test_a_declaration_over_the_cap_is_refused(live_gql: GraphQLClient) -> None:

@@ -26,6 +26,7 @@ from ..errors import (
     TicketProblem,
     Unauthenticated,
     UploadAlreadyReceived,
+    UploadInProgress,
     UploadNotFound,
 )
 from ..limits import RateLimited
@@ -44,6 +45,7 @@ STATUS: dict[type[DomainError], int] = {
     ArtifactChanged: 409,
     ChecksumMismatch: 409,
     UploadAlreadyReceived: 409,
+    UploadInProgress: 409,
     ChecksumPending: 503,
     RangeNotSatisfiable: 416,
     RateLimited: 429,
