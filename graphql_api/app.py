@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -100,6 +101,8 @@ def _graphql_app(settings: Settings) -> ModelhubGraphQL:
         # Only graphql-transport-ws, whose handler applies the rules of an HTTP request (http/websocket.py);
         # the legacy graphql-ws protocol would bypass them.
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        # A socket must send `connection_init` as soon as a request must send its headers (else 4408).
+        connection_init_wait_timeout=timedelta(seconds=settings.header_timeout_seconds),
     )
 
 

@@ -101,17 +101,18 @@ def _say_auth(settings: Settings) -> None:
 
 
 def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> Any:
-    """The uvicorn config of `modelhub serve`: the guarded HTTP protocol and its connection limits, and
-    WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
+    """The uvicorn config of `modelhub serve`: the guarded HTTP and WebSocket protocols and their connection
+    limits, and WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
     import uvicorn
 
-    from ..http.server import ConnectionLimits, GuardedProtocol
+    from ..http.server import ConnectionLimits, GuardedProtocol, GuardedWebSocketProtocol
 
     config = uvicorn.Config(
         app,
         factory=isinstance(app, str),
         workers=workers,
         http=GuardedProtocol,
+        ws=GuardedWebSocketProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,
         ws_max_size=settings.max_body_bytes,
         **server,
@@ -123,6 +124,7 @@ def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers
         settings.body_timeout_seconds,
         settings.keep_alive_seconds,
         per_worker,
+        settings.max_header_bytes,
     )
     return config
 

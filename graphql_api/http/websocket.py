@@ -28,6 +28,7 @@ from ..auth import bearer
 from ..documents import utcnow
 from ..errors import OUTAGE_MESSAGES, DomainError
 from ..schema.context import Context
+from .server import admission_of
 
 log = logging.getLogger("modelhub")
 
@@ -46,6 +47,8 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
+        if self.connection_acknowledged and (admission := admission_of(self.context.request.scope)):
+            admission.acknowledge()  # no longer closed to make room at the connection cap
         if self.connection_acknowledged and self.watchdog is None and self._has_token():
             self.watchdog = asyncio.create_task(self._watch())
 

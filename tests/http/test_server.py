@@ -1,18 +1,22 @@
 """How `modelhub serve` holds connections (graphql_api/http/server.py), on a real server process over raw
-sockets: slow headers, stalled bodies and idle keep-alive connections are closed, and connections past the
-cap are refused at once while the server keeps answering."""
+sockets: slow headers, oversized heads, stalled bodies, idle keep-alive connections and WebSockets that never
+send `connection_init` are closed, and connections past the cap are refused at once while the server keeps
+answering."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from graphql_api.config import Settings
 from tests.servers import GraphQLClient, ServeProcess, eventually, make_settings
@@ -21,6 +25,7 @@ HEADER_SECONDS = 2.0
 BODY_SECONDS = 2.0
 KEEP_ALIVE_SECONDS = 1
 MAX_CONNECTIONS = 20
+MAX_HEADER_BYTES = 16384
 # Generous: the machine is shared; a limit that did not hold would keep the connection for ever.
 MARGIN = 6.0
 
@@ -35,6 +40,7 @@ def served(
         "MODELHUB_BODY_TIMEOUT_SECONDS": str(BODY_SECONDS),
         "MODELHUB_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE_SECONDS),
         "MODELHUB_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        "MODELHUB_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
         "MODELHUB_ACCESS_LOG": "false",
         "MODELHUB_RATE_LIMIT_PER_MINUTE": "1000000",
         "MODELHUB_RATE_LIMIT_BURST": "100000",
@@ -233,3 +239,125 @@ async def test_at_the_cap_busy_connections_refuse_new_ones_until_they_are_cut(
     finally:
         for _, writer in stalled + extra:  # the refused ones too (their server side closed them)
             close(writer)
+
+
+async def test_a_huge_header_is_refused_once_over_the_cap(served: tuple[ServeProcess, Settings]) -> None:
+    """A header that keeps growing (8 MB sent in 64 KB writes) is answered 431 HEADERS_TOO_LARGE and the
+    connection closed as soon as the head passes the cap, not parsed to its end; others are answered."""
+    server, _ = served
+    reader, writer = await connect(server)
+    started = time.monotonic()
+
+    async def flood() -> None:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ")
+        with contextlib.suppress(OSError):
+            for _ in range(128):
+                writer.write(b"a" * 65536)
+                await writer.drain()
+            writer.write(b"\r\n\r\n")
+            await writer.drain()
+
+    feeding = asyncio.create_task(flood())
+    try:
+        answer = await until_closed(reader, MARGIN)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"HEADERS_TOO_LARGE" in answer, answer[:200]
+        assert time.monotonic() - started < HEADER_SECONDS  # not cut by the header timeout instead
+        assert await healthz_status(server) == 200
+    finally:
+        feeding.cancel()
+        close(writer)
+
+
+def pad(size: int) -> bytes:
+    return b"X-Pad: " + b"a" * size + b"\r\n"
+
+
+async def test_the_head_cap_counts_each_request_head_and_not_bodies(
+    served: tuple[ServeProcess, Settings],
+) -> None:
+    """A head under the cap sent in one write with a 200 KB body is answered; pipelined requests on one
+    connection, each head under the cap but together over it, are all answered; a complete head over the cap
+    sent in one write is refused 431 (however it is split into reads)."""
+    server, _ = served
+    below = MAX_HEADER_BYTES * 3 // 4
+    body = b'{"query": "{ __typename }"}' + b" " * 200_000
+    post = b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + pad(below)
+    post += b"X-Engineer-ID: alice\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    get = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad(below)
+    reader, writer = await connect(server)
+    try:
+        writer.write(post + get + b"\r\n" + get + b"Connection: close\r\n\r\n")
+        await writer.drain()
+        answers = await until_closed(reader, MARGIN)
+        assert answers.count(b"HTTP/1.1 200 ") == 3 and b"__typename" in answers, answers[:300]
+    finally:
+        close(writer)
+    reader, writer = await connect(server)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad(MAX_HEADER_BYTES + 1000) + b"\r\n")
+        await writer.drain()
+        answer = await until_closed(reader, MARGIN)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"HEADERS_TOO_LARGE" in answer, answer[:200]
+    finally:
+        close(writer)
+
+
+async def open_socket(server: ServeProcess, acknowledged: bool = False) -> ClientConnection:
+    """A graphql-transport-ws socket; with `acknowledged`, its connection_init sent and acknowledged."""
+    url = server.url.replace("http://", "ws://") + "/graphql"
+    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"], ping_interval=None)  # type: ignore[list-item]
+    if acknowledged:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"X-Engineer-ID": "alice"}}))
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ack["type"] == "connection_ack", ack
+    return ws
+
+
+async def close_code(ws: ClientConnection, seconds: float) -> int | None:
+    """The code the server closed the socket with, or None if it is still open after `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                await ws.recv()
+    except TimeoutError:
+        return None
+    except websockets.exceptions.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else 1006
+
+
+async def test_at_the_cap_websockets_without_connection_init_make_room(
+    served: tuple[ServeProcess, Settings],
+) -> None:
+    """With the cap's worth of WebSockets open, the ones never initialised make room for new connections,
+    the one waiting longest first (close 4408): a normal request is answered, not refused 503, and a socket
+    whose connection_init was accepted is kept and still runs operations."""
+    server, _ = served
+    await asyncio.sleep(0.3)  # earlier tests' connections are gone
+    kept = await open_socket(server, acknowledged=True)
+    idle = [await open_socket(server) for _ in range(MAX_CONNECTIONS - 1)]
+    try:
+        assert await healthz_status(server) == 200
+        assert await close_code(idle[0], MARGIN) == 4408
+        assert [await close_code(ws, 0.01) for ws in idle[2:]] == [None] * (MAX_CONNECTIONS - 3)
+        await kept.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}}))
+        answer = json.loads(await asyncio.wait_for(kept.recv(), 10))
+        assert answer["type"] == "next" and answer["payload"]["data"] == {"__typename": "Query"}, answer
+    finally:
+        for ws in [kept, *idle]:
+            await ws.close()
+    await asyncio.sleep(0.3)
+
+
+async def test_a_websocket_without_connection_init_is_closed_after_the_header_timeout(
+    served: tuple[ServeProcess, Settings],
+) -> None:
+    """A socket that never sends connection_init is closed with 4408 once the header timeout has passed,
+    not after Strawberry's default minute."""
+    server, _ = served
+    ws = await open_socket(server)
+    started = time.monotonic()
+    try:
+        assert await close_code(ws, HEADER_SECONDS + MARGIN) == 4408
+        assert HEADER_SECONDS - 0.2 <= time.monotonic() - started < HEADER_SECONDS + MARGIN
+    finally:
+        await ws.close()
