@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import threading
 import time
@@ -269,6 +270,8 @@ async def test_one_principal_cannot_take_every_replay_slot(
             subs = [hub.follow(Scope.everything(None), EventQuery(), o, after=cursor) for o in "xxxy"]
             got = await asyncio.gather(*(anext(sub) for sub in subs), return_exceptions=True)
             watched.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watched
             for sub in [*subs, watching]:
                 await sub.aclose()
     assert [g.status.value if isinstance(g, feed.FeedItem) else type(g).__name__ for g in got] == [
