@@ -222,11 +222,13 @@ class Settings(BaseSettings):
     # Live feed: how many updates a subscriber may fall behind before it is told to reconnect.
     feed_buffer_events: int = 1000
     # Live subscriptions an instance takes: per principal, in all, and replaying from a cursor at once (each
-    # of those holds a change stream of its own until it reaches the shared one). Past them a subscription
+    # of those holds a change stream of its own until it reaches the shared one), in all and per principal
+    # (never more than in all: one principal cannot take every replay slot). Past them a subscription
     # ends at once with SUBSCRIPTION_LIMIT_REACHED.
     feed_max_subscriptions_per_principal: int = Field(default=20, ge=1)
     feed_max_subscriptions: int = Field(default=1000, ge=1)
     feed_max_catching_up: int = Field(default=20, ge=1)
+    feed_max_catching_up_per_principal: int = Field(default=3, ge=1)
 
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31

@@ -210,6 +210,9 @@ async def _services(
             per_principal=settings.feed_max_subscriptions_per_principal,
             per_instance=settings.feed_max_subscriptions,
             catching_up=settings.feed_max_catching_up,
+            catching_up_per_principal=min(
+                settings.feed_max_catching_up_per_principal, settings.feed_max_catching_up
+            ),
         ),
         metrics,
     )

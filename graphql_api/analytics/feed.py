@@ -10,7 +10,9 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,8 @@ from ..scope import Scope
 
 DEFAULT_BUFFER = 1000
 
+log = logging.getLogger("modelhub.feed")
+
 
 class SubscriberTooSlow(DomainError):
     """The subscriber fell more than its buffer behind; it should reconnect with its last cursor."""
@@ -38,6 +42,8 @@ class FeedItem:
     cursor: str
     status: DownloadStatus
     event: DownloadEvent
+    # Where its cursor stands in the change history (None: a token whose order this code cannot tell).
+    position: events_db.Position | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def _any_of(attr: str) -> Callable[[list[Any], DownloadEvent], bool]:
@@ -107,6 +113,7 @@ class FeedLimits:
     per_principal: int | None = None
     per_instance: int | None = None
     catching_up: int | None = None
+    catching_up_per_principal: int | None = None
 
 
 @dataclass(eq=False)
@@ -118,6 +125,8 @@ class _Subscriber:
     live: bool = False  # fed by the shared stream; else still catching up on a stream of its own
     last: str | None = None  # the cursor of the last item given to it while catching up
     catch_up: asyncio.Task[None] | None = None  # its own stream while catching up
+    # Joined the shared stream ahead of it: it has every transition up to here already.
+    skip_through: events_db.Position | None = None
     ended: Exception | None = None
 
     def offer(self, item: FeedItem) -> bool:
@@ -138,10 +147,15 @@ class Hub:
 
     The stream opens with the first subscriber and closes with the last. A subscriber resuming after a
     cursor is served from the recent history the hub keeps when the cursor is in it; otherwise it replays
-    on a change stream of its own from the cursor until it reaches what the shared stream has (same event,
-    same resume token: both streams are opened alike by `events_db.watch_transitions`, and a change's `_id`
-    is its place in the oplog), then joins it: nothing is missed or repeated at the switch. Were the tokens
-    ever to differ, it would only stay on its own stream (capped by `catching_up`), never miss an event.
+    on a change stream of its own from the cursor until it reaches what the shared stream has, then joins
+    it: nothing is missed or repeated at the switch. It reaches it at the same event (same resume token:
+    both streams are opened alike by `events_db.watch_transitions`, and a change's `_id` is its place in the
+    oplog), or, on a quiet instance, at the head of the history (an empty batch's postBatchResumeToken, a
+    `Head`): the tokens' positions (`events_db.position`) say which transitions it already has. Were tokens
+    ever to have no position or to differ, it would only stay on its own stream (capped by `catching_up`
+    and `catching_up_per_principal`), never miss an event. A cursor past the database's present (made up,
+    not given by a stream) is refused with INVALID_INPUT before it holds anything, and so is one the
+    database refuses when the replay opens.
     When the shared stream fails, every subscriber is ended with the error (FEED_ENDED for a stream that
     just ends) and can resume with the cursor of the last update it got; the next subscriber opens a new
     stream.
@@ -156,11 +170,16 @@ class Hub:
         self._subscribers: set[_Subscriber] = set()
         self._owners: collections.Counter[str] = collections.Counter()
         self._catching_up = 0
+        self._catching_up_by: collections.Counter[str] = collections.Counter()
         self._reader: asyncio.Task[None] | None = None
         # The recent items of the shared stream and the sequence number of each one's cursor.
         self._history: collections.deque[FeedItem] = collections.deque(maxlen=max(buffer, 1))
         self._positions: dict[str, int] = {}
         self._next = 0
+        # How far the shared stream has read (every transition up to it is published), and the position
+        # after which the history holds every transition (None: not known yet).
+        self._head: events_db.Position | None = None
+        self._floor: events_db.Position | None = None
 
     @property
     def subscribers(self) -> int:
@@ -177,13 +196,18 @@ class Hub:
         narrowed = scope.events(query)
         matches = matcher(narrowed) if narrowed is not None else _nothing
         resume = decode_cursor(after) if after else None
-        self._admit(owner, resuming=after is not None and after not in self._positions)
+        start = events_db.position(resume)
+        if start is not None and (self._head is None or not start.at_or_before(self._head)):
+            await self._check_present(start)
+        # No await from here until the subscriber has joined or started its replay.
+        resuming = after is not None and after not in self._positions and not self._covers(start)
+        self._admit(owner, resuming)
         sub = _Subscriber(owner, matches, self.buffer)
         self._add(sub)
         try:
             if after is None:
                 sub.live = True
-            elif not self._join(sub, after):
+            elif not (self._join(sub, after) or self._join_at(sub, start)):
                 sub.catch_up = self._start_catch_up(sub, resume)
             while (item := await sub.queue.get()) is not None:
                 yield item
@@ -195,6 +219,13 @@ class Hub:
                 sub.catch_up.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sub.catch_up
+
+    async def _check_present(self, start: events_db.Position) -> None:
+        """Refuses a cursor past the database's present (asked only for one past what the shared stream has
+        read): no stream gave it, and replaying from it would hold a stream and a slot for nothing."""
+        now = events_db.position(await events_db.present())
+        if now is not None and events_db.beyond(start, now):
+            raise InvalidInput("after", "the cursor is past the present: it is not one this feed gave")
 
     def _admit(self, owner: str, resuming: bool) -> None:
         limits = self.limits
@@ -209,6 +240,14 @@ class Hub:
             raise SubscriptionLimitReached(
                 f"this instance holds its most live subscriptions ({limits.per_instance}, "
                 "MODELHUB_FEED_MAX_SUBSCRIPTIONS): retry later"
+            )
+        per_owner = limits.catching_up_per_principal
+        if resuming and per_owner is not None and self._catching_up_by[owner] >= per_owner:
+            self._refused("catch_up")
+            raise SubscriptionLimitReached(
+                f"{owner} has {per_owner} subscriptions replaying from a cursor on this instance already, "
+                "the most a principal may (MODELHUB_FEED_MAX_CATCHING_UP_PER_PRINCIPAL): retry once one "
+                "has caught up"
             )
         if resuming and limits.catching_up is not None and self._catching_up >= limits.catching_up:
             self._refused("catch_up")
@@ -265,6 +304,17 @@ class Hub:
     def _forget_history(self) -> None:
         self._history.clear()
         self._positions.clear()
+        self._head = self._floor = None
+
+    def _covers(self, at: events_db.Position | None) -> bool:
+        """Whether the shared stream will have given a subscriber every transition after `at` once it has
+        the history's: the history holds every one after `_floor`, and after its own first item."""
+        if at is None:
+            return False
+        if self._floor is not None and self._floor.at_or_before(at):
+            return True
+        first = self._history[0].position if self._history else None
+        return first is not None and first.at_or_before(at)
 
     def _join(self, sub: _Subscriber, cursor: str) -> bool:
         """If the shared stream has had the item of `cursor`, the subscriber gets the later ones from the
@@ -280,14 +330,49 @@ class Hub:
         sub.live = True
         return True
 
+    def _join_at(self, sub: _Subscriber, at: events_db.Position | None) -> bool:
+        """If the subscriber has every transition up to `at` and the shared stream has (or will give) every
+        one after it, it gets those from the history and then every new one: True. A subscriber ahead of the
+        shared stream skips what it will publish up to `at`. No await here either."""
+        if at is None or not self._covers(at):
+            return False
+        for item in self._history:
+            if item.position is not None and item.position.at_or_before(at):
+                continue
+            if not sub.offer(item):
+                self._too_slow(sub)
+                return True
+        if self._head is None or not at.at_or_before(self._head):
+            sub.skip_through = at
+        sub.live = True
+        return True
+
+    def _at_head(self, at: events_db.Position | None) -> None:
+        """The shared stream has given every transition up to `at`, and will give every one after it."""
+        if at is None:
+            return
+        if self._head is None or self._head.at_or_before(at):
+            self._head = at
+        if self._floor is None:
+            self._floor = at
+
     def _publish(self, item: FeedItem) -> None:
         if len(self._history) == self._history.maxlen:
-            self._positions.pop(self._history[0].cursor, None)
+            dropped = self._history[0]
+            self._positions.pop(dropped.cursor, None)
+            if dropped.position is not None:
+                self._floor = dropped.position
         self._history.append(item)
         self._positions[item.cursor] = self._next
         self._next += 1
+        if item.position is not None:
+            self._head = item.position
         for sub in list(self._subscribers):
             if sub.live:
+                if sub.skip_through is not None:
+                    if item.position is not None and item.position.at_or_before(sub.skip_through):
+                        continue  # it has this one from its own stream already
+                    sub.skip_through = None
                 if not sub.offer(item):
                     self._too_slow(sub)
             elif sub.last == item.cursor:
@@ -306,7 +391,10 @@ class Hub:
         failure: Exception = FeedEnded("the live feed's change stream ended; reconnect with `after`")
         try:
             async for change in events_db.watch_transitions(None):
-                self._publish(FeedItem(encode_cursor(change.token), change.status, change.event))
+                if isinstance(change, events_db.Head):
+                    self._at_head(events_db.position(change.token))
+                else:
+                    self._publish(_item(change))
         except Exception as exc:  # the database went away: subscribers get an error, not silence
             failure = exc
         finally:
@@ -321,13 +409,17 @@ class Hub:
         """Counted from now until the task is done (even if it is cancelled before it starts), so a burst of
         resuming subscribers cannot all pass the cap before the first stream opens."""
         self._catching_up += 1
+        self._catching_up_by[sub.owner] += 1
         self._stream_count("catch_up", 1)
         task = asyncio.create_task(self._catch_up(sub, resume))
-        task.add_done_callback(self._caught_up)
+        task.add_done_callback(functools.partial(self._caught_up, sub.owner))
         return task
 
-    def _caught_up(self, task: asyncio.Task[None]) -> None:
+    def _caught_up(self, owner: str, task: asyncio.Task[None]) -> None:
         self._catching_up -= 1
+        self._catching_up_by[owner] -= 1
+        if not self._catching_up_by[owner]:
+            del self._catching_up_by[owner]
         self._stream_count("catch_up", -1)
 
     async def _catch_up(self, sub: _Subscriber, resume: dict[str, Any] | None) -> None:
@@ -337,15 +429,20 @@ class Hub:
             async for change in events_db.watch_transitions(resume):
                 if sub.live or sub not in self._subscribers:
                     return
-                item = FeedItem(encode_cursor(change.token), change.status, change.event)
+                if isinstance(change, events_db.Head):
+                    # Caught up with the history as it stands: join without waiting for a new event.
+                    if self._join_at(sub, events_db.position(change.token)):
+                        return
+                    continue
+                item = _item(change)
                 if not sub.offer(item):
                     self._too_slow(sub)
                     return
                 sub.last = item.cursor
-                if self._join(sub, item.cursor):
+                if self._join(sub, item.cursor) or self._join_at(sub, item.position):
                     return
         except Exception as exc:
-            failure = exc
+            failure = exc if sub.last is not None else _refused_cursor(exc)
         if not sub.live:
             self._end(sub, failure)
 
@@ -356,3 +453,25 @@ class Hub:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+
+
+def _item(change: events_db.Transition) -> FeedItem:
+    token = change.token
+    return FeedItem(encode_cursor(token), change.status, change.event, events_db.position(token))
+
+
+def _refused_cursor(exc: Exception) -> Exception:
+    """INVALID_INPUT on `after` when the database refused the cursor a replay opened with (the client's
+    fault, told so, logged at debug only); any other error as it is (reported and logged as a server one)."""
+    code = events_db.refused_token(exc)
+    if code is None:
+        return exc
+    log.debug("the database refused a feed cursor (code %s): %s", code, exc)
+    if code == events_db.HISTORY_LOST:
+        refusal = InvalidInput(
+            "after", "the cursor is older than the change history the database keeps: subscribe without it"
+        )
+    else:
+        refusal = InvalidInput("after", "malformed cursor")
+    refusal.__cause__ = exc
+    return refusal

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import bson
 import httpx
 import pytest
 from pymongo.errors import PyMongoError
@@ -158,8 +161,8 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
 ) -> None:
     """Subscribers of one hub share one change stream; one resuming after a cursor the hub has seen is
     served from its history; one resuming from before the hub opened its stream replays on a stream of its
-    own (one at a time here: MODELHUB_FEED_MAX_CATCHING_UP), then joins the shared one, missing and repeating
-    nothing."""
+    own (one at a time here: MODELHUB_FEED_MAX_CATCHING_UP), then joins the shared one once caught up (on a
+    quiet database too), missing and repeating nothing."""
     stores.put(bucket, "m.bin", b"weights")
     with ServeProcess(settings) as server:
         async with (
@@ -183,29 +186,164 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
 
             # A hub that opens its own shared stream after the first download; one replay at a time.
             later = feed.Hub(limits=feed.FeedLimits(catching_up=1), metrics=metrics)
+            watching = later.follow(Scope.everything(None), EventQuery(), "w")
+            watched = asyncio.create_task(anext(watching))
+            await asyncio.sleep(0.5)  # its stream opens and reads to the head of the history
             resumed = later.follow(Scope.everything(None), EventQuery(), "r", after=first[0].cursor)
-            replayed = [await anext(resumed) for _ in range(2)]
-            assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
-            assert _gauge(metrics, "catch_up") == 1 and _gauge(metrics, "live") == 2
+            refused = later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor)
+            replaying, refusing = asyncio.create_task(anext(resumed)), asyncio.create_task(anext(refused))
             with pytest.raises(feed.SubscriptionLimitReached):
-                await anext(later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor))
+                await refusing
+            replayed = [await replaying, await anext(resumed)]
+            assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
+            assert _gauge(metrics, "live") == 2
+            # Caught up on a quiet database: it joins the shared stream without waiting for a new event.
+            assert await eventually(lambda: _async(_gauge(metrics, "catch_up") == 0))
             second_id = await download(gql, http)
             after_join = [await anext(resumed) for _ in range(3)]
             assert [(i.event.id, i.status.value) for i in after_join] == [
                 (db_id(second_id), s) for s in ("ISSUED", "IN_PROGRESS", "COMPLETED")
             ]
-            assert await eventually(lambda: _async(_gauge(metrics, "catch_up") == 0))
+            assert (await watched).event.id == db_id(second_id)
             third_id = await download(gql, http)
             more = [await anext(resumed) for _ in range(3)]
             assert {i.event.id for i in more} == {db_id(third_id)}
             with pytest.raises(TimeoutError):  # nothing twice
                 await asyncio.wait_for(anext(resumed), 1)
-            for sub in [*live, history]:
+            for sub in [*live, history, watching]:
                 await sub.aclose()
             await asyncio.sleep(0.2)
             # The last subscriber of each hub closed its stream (the timed-out read ended `resumed`).
             assert hub.subscribers == later.subscribers == 0
             assert _gauge(metrics, "live") == _gauge(metrics, "catch_up") == 0
+
+
+def _forged(cursor: str, **fields: Any) -> str:
+    """`cursor` with fields of its SecantusDB token changed (`_data` is the hex of BSON {s, t, n, k})."""
+    inner = bson.decode(bytes.fromhex(feed.decode_cursor(cursor)["_data"]))
+    return feed.encode_cursor({"_data": bson.encode({**inner, **fields}).hex()})
+
+
+def _error(message: dict[str, Any]) -> dict[str, Any]:
+    """The first error of a subscription's `error` message, or of a `next` that carries errors."""
+    assert message["type"] in ("error", "next"), message
+    payload = message["payload"]
+    errors: list[dict[str, Any]] = payload if message["type"] == "error" else payload["errors"]
+    return errors[0]
+
+
+async def _catch_up_streams(http: httpx.AsyncClient) -> str:
+    text = (await http.get("/metrics")).text
+    return next(
+        line for line in text.splitlines() if line.startswith('modelhub_feed_streams{purpose="catch_up"}')
+    )
+
+
+async def _first_cursor(url: str, gql: GraphQLClient, http: httpx.AsyncClient) -> tuple[str, str]:
+    """A download seen live: its id and the cursor of its ISSUED update."""
+    async with Subscriber(url, FEED) as sub:
+        await asyncio.sleep(0.3)
+        event_id = await download(gql, http)
+        (first,) = await updates(sub, 1)
+    return event_id, first["cursor"]
+
+
+@pytest.mark.process
+async def test_one_principal_cannot_take_every_replay_slot(
+    settings: Settings, stores: Stores, bucket: str
+) -> None:
+    """Past MODELHUB_FEED_MAX_CATCHING_UP_PER_PRINCIPAL a principal's replay gets SUBSCRIPTION_LIMIT_REACHED
+    while another principal still replays from the same cursor under the instance's cap."""
+    stores.put(bucket, "m.bin", b"weights")
+    with ServeProcess(settings) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=30) as http,
+            connect(str(settings.mongo_uri), settings.mongo_db),
+        ):
+            gql = GraphQLClient(http)
+            await gql(REGISTER, {"n": "m", "b": bucket})
+            _, cursor = await _first_cursor(server.url, gql, http)
+            hub = feed.Hub(limits=feed.FeedLimits(catching_up=4, catching_up_per_principal=2))
+            watching = hub.follow(Scope.everything(None), EventQuery(), "w")
+            watched = asyncio.create_task(anext(watching))
+            await asyncio.sleep(0.5)  # its stream opens: the cursor is older than it, so each one replays
+            subs = [hub.follow(Scope.everything(None), EventQuery(), o, after=cursor) for o in "xxxy"]
+            got = await asyncio.gather(*(anext(sub) for sub in subs), return_exceptions=True)
+            watched.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watched
+            for sub in [*subs, watching]:
+                await sub.aclose()
+    assert [g.status.value if isinstance(g, feed.FeedItem) else type(g).__name__ for g in got] == [
+        "IN_PROGRESS",
+        "IN_PROGRESS",
+        "SubscriptionLimitReached",
+        "IN_PROGRESS",
+    ]
+    assert "MODELHUB_FEED_MAX_CATCHING_UP_PER_PRINCIPAL" in str(got[2])
+
+
+async def test_a_cursor_past_the_present_is_refused_and_holds_no_replay(
+    live: LiveServer, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """A made-up cursor past the database's present (sequence and time at their maximum) ends the
+    subscription at once with INVALID_INPUT on `after`, holding no replay stream."""
+    stores.put(bucket, "m.bin", b"weights")
+    await live_gql(REGISTER, {"n": "m", "b": bucket})
+    _, cursor = await _first_cursor(live.url, live_gql, live_http)
+    forged = _forged(cursor, s=2**31 - 1, t=bson.Timestamp(2**32 - 1, 1))
+    async with Subscriber(live.url, FEED, {"a": forged}) as sub:
+        error = _error(await sub.next())
+    assert error["extensions"]["code"] == "INVALID_INPUT" and error["extensions"]["field"] == "after"
+    assert "past the present" in error["message"]
+    assert (await _catch_up_streams(live_http)).endswith(" 0.0")
+
+
+async def test_a_cursor_the_database_refuses_is_invalid_input(
+    live: LiveServer, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """A cursor whose token the database cannot read, or one of another collection, ends the subscription
+    with INVALID_INPUT "malformed cursor" on `after` (as `downloads(after:)` does), not an internal error."""
+    stores.put(bucket, "m.bin", b"weights")
+    await live_gql(REGISTER, {"n": "m", "b": bucket})
+    _, cursor = await _first_cursor(live.url, live_gql, live_http)
+    errors = []
+    for made_up in (feed.encode_cursor({"_data": "FFFF"}), _forged(cursor, n=f"{uuid.uuid4().hex}.other")):
+        async with Subscriber(live.url, FEED, {"a": made_up}) as sub:
+            errors.append(_error(await sub.next()))
+    assert [(e["extensions"]["code"], e["extensions"]["field"]) for e in errors] == [
+        ("INVALID_INPUT", "after")
+    ] * 2
+    assert all("malformed cursor" in e["message"] for e in errors)
+
+
+async def test_a_replay_on_a_quiet_instance_joins_the_shared_stream_without_a_new_event(
+    live: LiveServer, live_gql: GraphQLClient, live_http: httpx.AsyncClient, stores: Stores, bucket: str
+) -> None:
+    """A subscriber replaying from an old cursor gives its replay stream back once it has caught up, with no
+    new event on the database, and then gets each later transition exactly once."""
+    stores.put(bucket, "m.bin", b"weights")
+    await live_gql(REGISTER, {"n": "m", "b": bucket})
+    first_id, cursor = await _first_cursor(live.url, live_gql, live_http)
+    async with Subscriber(live.url, FEED, {"a": cursor}) as sub:
+        replayed = await updates(sub, 2)
+        joined = await eventually(lambda: _ends(_catch_up_streams(live_http), " 0.0"), 10)
+        later_id = await download(live_gql, live_http)
+        got = await updates(sub, 3)
+        with pytest.raises(TimeoutError):  # nothing twice
+            await sub.next(1)
+    assert [(u["event"]["id"], u["status"]) for u in replayed] == [
+        (first_id, "IN_PROGRESS"),
+        (first_id, "COMPLETED"),
+    ]
+    assert joined
+    assert [(u["event"]["id"], u["status"]) for u in got] == [
+        (later_id, s) for s in ("ISSUED", "IN_PROGRESS", "COMPLETED")
+    ]
+
+
+async def _ends(line: Any, suffix: str) -> bool:
+    return str(await line).endswith(suffix)
 
 
 async def _async(value: bool) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import bson
+from pymongo.errors import OperationFailure
 
 from ...documents import DownloadEvent, DownloadStatus
 from ...pagination import Page, PageRequest
@@ -112,6 +115,11 @@ _TRANSITIONS: Condition = {
     }
 }
 
+# How long a getMore on a quiet stream waits for a change before it answers with an empty batch (and its
+# postBatchResumeToken): mongod's default for awaitData cursors, and SecantusDB's; said here so that a
+# stream at the head of the history reports it (a `Head`) about once a second on either.
+AWAIT_MS = 1000
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -122,21 +130,140 @@ class Transition:
     event: DownloadEvent
 
 
-async def watch_transitions(resume_after: dict[str, Any] | None) -> AsyncIterator[Transition]:
+@dataclass(frozen=True)
+class Head:
+    """The stream has given every transition up to `token` and has none more for now: its
+    postBatchResumeToken at the open, or after an empty batch (it is then at the head of the history)."""
+
+    token: dict[str, Any]
+
+
+async def watch_transitions(resume_after: dict[str, Any] | None) -> AsyncIterator[Transition | Head]:
     """Status transitions of download events from a MongoDB change stream (every writer, every instance),
-    from now or from just after `resume_after`. `fullDocument` is looked up when the change is read, so
-    it may be further along; `status` is the transition itself."""
+    from now or from just after `resume_after`, and a `Head` whenever the stream has nothing more for now
+    (at the open, and after each empty batch: about once every AWAIT_MS on a quiet collection).
+    `fullDocument` is looked up when the change is read, so it may be further along; `status` is the
+    transition itself."""
     collection = DownloadEvent.get_pymongo_collection()
     async with await collection.watch(
-        [_TRANSITIONS], full_document="updateLookup", resume_after=resume_after
+        [_TRANSITIONS], full_document="updateLookup", resume_after=resume_after, max_await_time_ms=AWAIT_MS
     ) as stream:
-        async for change in stream:
+        # After the open, pymongo's resume_token is the reply's postBatchResumeToken when the first batch is
+        # empty, else `resume_after` itself: either way, nothing up to it is still to come.
+        if (token := stream.resume_token) is not None:
+            yield Head(dict(token))
+        while stream.alive:
+            change = await stream.try_next()
+            if change is None:  # an empty batch: resume_token is now its postBatchResumeToken
+                if (token := stream.resume_token) is not None:
+                    yield Head(dict(token))
+                continue
             doc = change.get("fullDocument")
             if doc is None:  # deleted since
                 continue
             fields = change.get("updateDescription", {}).get("updatedFields", {})
             status = DownloadStatus(fields.get("status", doc["status"]))
             yield Transition(change["_id"], status, DownloadEvent.model_validate(doc))
+
+
+async def present() -> dict[str, Any] | None:
+    """The head of the change history now: the postBatchResumeToken of a stream opened now (a `Head`'s
+    token). One aggregate and one killCursors."""
+    collection = DownloadEvent.get_pymongo_collection()
+    async with await collection.watch([_TRANSITIONS]) as stream:
+        token = stream.resume_token
+    return None if token is None else dict(token)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a resume token stands in the change history, in the order the history is read: `key`s of the
+    same `kind` compare bytewise (a token, a Head's token and an event's token alike).
+
+    - `secantus` (SecantusDB 0.7): `_data` is the hex of a BSON document {s: oplog sequence number, t:
+      cluster time, n: namespace, k: document key}, and the database resumes by `s` alone (it reads the oplog
+      from s + 1; `t` plays no part), so `s` is the position; an event's token carries its own entry's `s`,
+      a postBatchResumeToken the last entry the stream examined.
+    - `mongodb` (a replica set, 4.2 or later): `_data` is the hex of a KeyString, made so that tokens sort
+      bytewise in the order of the history (mongod compares them so itself) and a postBatchResumeToken sorts
+      at or after the last event given. Its first byte is 130 (the KeyString type of a Timestamp) and the
+      next 8 the cluster time, big-endian (seconds, then increment); `seconds` keeps those seconds.
+
+    Any other token (a pre-4.2 BinData token, something made up) has no position: the feed then only joins
+    on an exact token, as it always could."""
+
+    kind: str
+    key: bytes
+    seconds: int | None = None
+
+    def at_or_before(self, other: Position) -> bool:
+        return self.kind == other.kind and self.key <= other.key
+
+
+def position(token: Mapping[str, Any] | None) -> Position | None:
+    """The position of a resume token (see Position), or None when it has none this code can tell."""
+    data = token.get("_data") if token is not None else None
+    if not isinstance(data, str):
+        return None
+    try:
+        raw = bytes.fromhex(data)
+    except ValueError:
+        return None
+    try:
+        inner = bson.decode(raw)
+    except Exception:  # not BSON: a KeyString (any error bson raises on such bytes means just that)
+        inner = None
+    if inner is not None:
+        seq = inner.get("s")
+        if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63:
+            return Position("secantus", seq.to_bytes(8, "big"))
+        return None
+    if len(raw) >= 9 and raw[0] == 130:
+        return Position("mongodb", raw, int.from_bytes(raw[1:5], "big"))
+    return None
+
+
+# How far a cursor's cluster time may be ahead of the database's present (on a replica set) before it is taken
+# for one no stream gave: a member that lags the one a cursor came from, and clocks, stay well within it.
+FUTURE_SLACK_SECONDS = 60
+
+
+def beyond(cursor: Position, now: Position) -> bool:
+    """Whether `cursor` is past the database's present `now` (a Head's position, from `present`), so that no
+    stream of this database gave it: on SecantusDB a sequence number the oplog has not reached (one
+    database, one counter: exact), on a replica set a cluster time more than FUTURE_SLACK_SECONDS ahead (a
+    cursor from a member ahead of the one `now` came from may be a little past it). False when the two cannot
+    be compared (the database will judge the cursor itself)."""
+    if cursor.kind != now.kind:
+        return False
+    if cursor.kind == "secantus":
+        return cursor.key > now.key
+    assert cursor.seconds is not None and now.seconds is not None
+    return cursor.seconds > now.seconds + FUTURE_SLACK_SECONDS
+
+
+# Server errors that say a resume token itself was refused, when a change stream opens (or reads its first
+# batch) with it: they are the client's cursor's fault, not the server's. mongod: 9 FailedToParse ("resume
+# token string was not a valid hex string"), 40647 "Bad resume token", 40649 "invalid empty resume token",
+# 50796/50854 (no version, wrong type of version), 50811 "KeyString format error", 260 InvalidResumeToken,
+# 280 ChangeStreamFatalError ("the resume token was not found", on the first getMore); SecantusDB: 9 (not hex,
+# not BSON, no timestamp), 260, and 13 Unauthorized for a token of another namespace (matched by its message,
+# as 13 on mongod means the app's own user lacks a privilege: that must stay a logged server error).
+_TOKEN_REFUSED = frozenset({9, 260, 280, 40647, 40649, 50796, 50811, 50854})
+# The token is genuine but older than the history the database keeps (a replica set's oplog window).
+HISTORY_LOST = 286
+
+
+def refused_token(exc: BaseException) -> int | None:
+    """The error code when `exc` is the database refusing a resume token (see above: 286 for one older than
+    its history), else None."""
+    if not isinstance(exc, OperationFailure) or exc.code is None:
+        return None
+    if exc.code in _TOKEN_REFUSED or exc.code == HISTORY_LOST:
+        return exc.code
+    if exc.code == 13 and "resume token" in str(exc).lower():
+        return exc.code
+    return None
 
 
 async def versions_downloaded_since(since: datetime, project_names: list[str] | None) -> set[Any]:
