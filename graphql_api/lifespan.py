@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
 from . import checksums, download_outcomes, oidc, operations, uploads
-from .analytics import feed
+from .analytics import feed, feed_items
 from .analytics.roller import Roller, fill_totals
 from .analytics.volume import EventVolume
 from .audit import AuditLog
@@ -206,7 +206,7 @@ async def _services(
     stack.push_async_callback(_stop, asyncio.create_task(model_cache.run()))
     feed_hub = feed.Hub(
         settings.feed_buffer_events,
-        feed.FeedLimits(
+        feed_items.FeedLimits(
             per_principal=settings.feed_max_subscriptions_per_principal,
             per_instance=settings.feed_max_subscriptions,
             catching_up=settings.feed_max_catching_up,

@@ -14,7 +14,7 @@ from typing import Any
 from beanie import PydanticObjectId
 
 from . import targets
-from .analytics.feed import matcher
+from .analytics.feed_items import matcher
 from .auth import Principal
 from .db import outbox as outbox_db
 from .db import webhooks as webhooks_db

@@ -36,7 +36,7 @@ def serve(
     """Serve the API; with no MODELHUB_MONGO_URI, start the embedded database under the data dir."""
     from ..app import create_app
     from ..config import Settings
-    from ..http.server import BodyReadTimeout
+    from ..http.body_timeout import BodyReadTimeout
     from ..metrics import prepare_multiprocess_dir
 
     log_format(Settings().log_format)
@@ -150,7 +150,7 @@ def served_app_from_env() -> Any:
     timeout."""
     from ..app import create_app_from_env
     from ..config import Settings
-    from ..http.server import BodyReadTimeout
+    from ..http.body_timeout import BodyReadTimeout
 
     return BodyReadTimeout(create_app_from_env(), Settings().body_timeout_seconds)
 

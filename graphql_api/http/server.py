@@ -1,6 +1,6 @@
-"""How connections are held: a header read timeout, a cap on a request's head (request line and headers), a
-body read timeout (the gap between chunks), an idle keep-alive limit and a cap on open connections, on top of
-uvicorn's own HTTP and WebSocket protocols.
+"""How connections are held: a header read timeout, a cap on a request's head (request line and headers), an
+idle keep-alive limit and a cap on open connections, on top of uvicorn's own HTTP and WebSocket protocols
+(with the body read timeout, the gap between chunks, in `body_timeout.py`).
 
 uvicorn (0.54) has none of the first two: its keep-alive timer starts only once a response is complete and
 is cancelled by the first byte of the next request, so a connection that sends nothing, or a header a byte
@@ -35,6 +35,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request as WebSocketRequest
+
+from .admission import ADMISSION_EXTENSION, CLOSE_INIT_TIMEOUT, WebSocketAdmission
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -74,9 +76,6 @@ _HEADERS_TOO_LARGE = _raw_response(
     "431 Request Header Fields Too Large", "HEADERS_TOO_LARGE",
     "the request line and headers are larger than this server accepts",
 )  # fmt: skip
-_BODY_TIMED_OUT = json.dumps(
-    {"error": {"code": "REQUEST_TIMEOUT", "message": "the request body stopped arriving"}}
-).encode()
 
 
 # How long a connection refused 431 is kept (reading nothing) so that its client reads the answer.
@@ -84,30 +83,6 @@ _LINGER_SECONDS = 2.0
 
 # The order in which connections began to wait for a request (loop.time() ties within one batch of accepts).
 _ORDER = itertools.count(1)
-
-# Where the guarded WebSocket protocol puts its socket's WebSocketAdmission in the ASGI scope.
-ADMISSION_EXTENSION = "modelhub.websocket.admission"
-# graphql-transport-ws's own code for a socket whose `connection_init` came too late (Strawberry sends it at
-# its init timeout); a client may reconnect.
-CLOSE_INIT_TIMEOUT = 4408
-
-
-class WebSocketAdmission:
-    """Whether a WebSocket has been admitted by the app (its `connection_init` accepted). The guarded
-    WebSocket protocol puts one in the socket's ASGI scope; until the app calls `acknowledge()`, the socket
-    is one that waits, and may be closed to make room for a new connection."""
-
-    def __init__(self) -> None:
-        self.acknowledged = False
-
-    def acknowledge(self) -> None:
-        self.acknowledged = True
-
-
-def admission_of(scope: Scope) -> WebSocketAdmission | None:
-    """The WebSocketAdmission in a WebSocket's ASGI scope (None unless GuardedWebSocketProtocol serves it)."""
-    found = scope.get("extensions", {}).get(ADMISSION_EXTENSION)
-    return found if isinstance(found, WebSocketAdmission) else None
 
 
 class _Waits:
@@ -393,61 +368,3 @@ class GuardedWebSocketProtocol(_Waits, WebSocketsSansIOProtocol):
         # uvicorn removes it from the connections here; one closed to make room was taken out already.
         self.connections.add(self)
         super().connection_lost(exc)
-
-
-class BodyReadTimeout:
-    """An ASGI wrapper that bounds the wait for each chunk of a request body (not the whole body: a large
-    upload may stream for hours as long as it keeps coming). On a stall the client is answered 408 with
-    `connection: close` (uvicorn then closes the connection) and the handler sees `http.disconnect`, as if
-    the client had gone; what the handler tries to answer then is dropped."""
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        body_done = timed_out = started = False
-
-        async def guarded_receive() -> Message:
-            nonlocal body_done, timed_out, started
-            if timed_out:
-                return {"type": "http.disconnect"}
-            if body_done:  # only a disconnect can come now: a response may wait for it as long as it streams
-                return await receive()
-            try:
-                async with asyncio.timeout(self.seconds):
-                    message = await receive()
-            except TimeoutError:
-                timed_out = True
-                if not started:
-                    started = True
-                    headers = [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(_BODY_TIMED_OUT)).encode()),
-                        (b"cache-control", b"no-store"),
-                        (b"connection", b"close"),
-                    ]
-                    await send({"type": "http.response.start", "status": 408, "headers": headers})
-                    await send({"type": "http.response.body", "body": _BODY_TIMED_OUT})
-                return {"type": "http.disconnect"}
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if timed_out:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, guarded_receive, guarded_send)
-        except Exception:
-            if not timed_out:
-                raise
-            # The handler failed because its client was declared gone: expected, already answered.

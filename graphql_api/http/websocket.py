@@ -28,7 +28,7 @@ from ..auth import bearer
 from ..documents import utcnow
 from ..errors import OUTAGE_MESSAGES, DomainError
 from ..schema.context import Context
-from .server import admission_of
+from .admission import admission_of
 
 log = logging.getLogger("modelhub")
 

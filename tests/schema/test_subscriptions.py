@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pymongo.errors import PyMongoError
 
-from graphql_api.analytics import feed
+from graphql_api.analytics import feed, feed_items
 from graphql_api.config import Settings
 from graphql_api.db import connect
 from graphql_api.errors import DomainError
@@ -122,7 +122,7 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
             gql = GraphQLClient(http)
             await gql(REGISTER, {"n": "m", "b": bucket})
             hub = feed.Hub(buffer=5)
-            got: list[feed.FeedItem] = []
+            got: list[feed_items.FeedItem] = []
 
             async def read_all() -> None:
                 async for item in hub.follow(Scope.everything(None), EventQuery(), "reader"):
@@ -185,14 +185,14 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
             assert _gauge(metrics, "catch_up") == 0
 
             # A hub that opens its own shared stream after the first download; one replay at a time.
-            later = feed.Hub(limits=feed.FeedLimits(catching_up=1), metrics=metrics)
+            later = feed.Hub(limits=feed_items.FeedLimits(catching_up=1), metrics=metrics)
             watching = later.follow(Scope.everything(None), EventQuery(), "w")
             watched = asyncio.create_task(anext(watching))
             await asyncio.sleep(0.5)  # its stream opens and reads to the head of the history
             resumed = later.follow(Scope.everything(None), EventQuery(), "r", after=first[0].cursor)
             refused = later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor)
             replaying, refusing = asyncio.create_task(anext(resumed)), asyncio.create_task(anext(refused))
-            with pytest.raises(feed.SubscriptionLimitReached):
+            with pytest.raises(feed_items.SubscriptionLimitReached):
                 await refusing
             replayed = [await replaying, await anext(resumed)]
             assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
@@ -220,8 +220,8 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
 
 def _forged(cursor: str, **fields: Any) -> str:
     """`cursor` with fields of its SecantusDB token changed (`_data` is the hex of BSON {s, t, n, k})."""
-    inner = bson.decode(bytes.fromhex(feed.decode_cursor(cursor)["_data"]))
-    return feed.encode_cursor({"_data": bson.encode({**inner, **fields}).hex()})
+    inner = bson.decode(bytes.fromhex(feed_items.decode_cursor(cursor)["_data"]))
+    return feed_items.encode_cursor({"_data": bson.encode({**inner, **fields}).hex()})
 
 
 def _error(message: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +263,7 @@ async def test_one_principal_cannot_take_every_replay_slot(
             gql = GraphQLClient(http)
             await gql(REGISTER, {"n": "m", "b": bucket})
             _, cursor = await _first_cursor(server.url, gql, http)
-            hub = feed.Hub(limits=feed.FeedLimits(catching_up=4, catching_up_per_principal=2))
+            hub = feed.Hub(limits=feed_items.FeedLimits(catching_up=4, catching_up_per_principal=2))
             watching = hub.follow(Scope.everything(None), EventQuery(), "w")
             watched = asyncio.create_task(anext(watching))
             await asyncio.sleep(0.5)  # its stream opens: the cursor is older than it, so each one replays
@@ -274,7 +274,7 @@ async def test_one_principal_cannot_take_every_replay_slot(
                 await watched
             for sub in [*subs, watching]:
                 await sub.aclose()
-    assert [g.status.value if isinstance(g, feed.FeedItem) else type(g).__name__ for g in got] == [
+    assert [g.status.value if isinstance(g, feed_items.FeedItem) else type(g).__name__ for g in got] == [
         "IN_PROGRESS",
         "IN_PROGRESS",
         "SubscriptionLimitReached",
@@ -308,7 +308,10 @@ async def test_a_cursor_the_database_refuses_is_invalid_input(
     await live_gql(REGISTER, {"n": "m", "b": bucket})
     _, cursor = await _first_cursor(live.url, live_gql, live_http)
     errors = []
-    for made_up in (feed.encode_cursor({"_data": "FFFF"}), _forged(cursor, n=f"{uuid.uuid4().hex}.other")):
+    for made_up in (
+        feed_items.encode_cursor({"_data": "FFFF"}),
+        _forged(cursor, n=f"{uuid.uuid4().hex}.other"),
+    ):
         async with Subscriber(live.url, FEED, {"a": made_up}) as sub:
             errors.append(_error(await sub.next()))
     assert [(e["extensions"]["code"], e["extensions"]["field"]) for e in errors] == [

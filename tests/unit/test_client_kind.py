@@ -83,7 +83,7 @@ def test_the_live_feed_filters_by_client_kind() -> None:
     """The `downloadEvents` feed's matcher keeps exactly the events of the asked kinds."""
     from bson import ObjectId
 
-    from graphql_api.analytics.feed import matcher
+    from graphql_api.analytics.feed_items import matcher
     from graphql_api.documents import DownloadEvent, DownloadMode
     from graphql_api.queries import EventQuery
 
