@@ -33,6 +33,7 @@ AuthMode = Literal["header", "token", "oidc"]
 # `lastUsedAt` writes waiting for the database at most; a token whose write would be one more is written
 # at its next use instead.
 MAX_PENDING_TOUCHES = 100
+MAX_CACHED_TOKENS = 10_000  # of each kind: tokens in use, and tokens refused
 log = logging.getLogger("modelhub.auth")
 NO_GRANTS: Mapping[str, ProjectRole] = MappingProxyType({})
 MAX_TOKEN_GRANTS = 100
@@ -128,7 +129,7 @@ def header_principal(headers: Mapping[str, str]) -> Principal:
 
 @dataclass
 class _Cached:
-    principal: Principal | None  # None: no such token (or revoked, or expired)
+    principal: Principal
     until: float
 
 
@@ -144,6 +145,9 @@ class Authenticator:
     cache_seconds: float = 30.0
     touch_seconds: float = 60.0
     _cache: dict[str, _Cached] = field(default_factory=dict)
+    # Tokens found to be unknown, revoked or expired, apart: a flood of made-up tokens fills (and clears)
+    # only this one, never the entries of the tokens in use.
+    _refused: dict[str, float] = field(default_factory=dict)
     _touched: dict[str, float] = field(default_factory=dict)
     _touches: TaskSet = field(default_factory=TaskSet)  # pending lastUsedAt writes
     # MODELHUB_AUTH=oidc: bearer JWTs go to the issuer's verifier, every other token to the token records.
@@ -164,20 +168,26 @@ class Authenticator:
             return Principal(who.name, who.role, expires_at=who.expires_at, grants=who.grants)
         digest = hash_token(token)
         now = time.monotonic()
+        if self._refused.get(digest, 0.0) >= now:
+            raise Unauthenticated("the token is unknown, revoked or expired")
         cached = self._cache.get(digest)
         if cached is None or cached.until < now:
             found = await tokens_db.by_hash(digest)
             principal = _principal_of(found)
             until = now + self.cache_seconds
-            if principal is not None and principal.expires_at is not None:
+            if principal is None:
+                if len(self._refused) >= MAX_CACHED_TOKENS:
+                    self._refused.clear()
+                self._refused[digest] = until
+                self._cache.pop(digest, None)
+                raise Unauthenticated("the token is unknown, revoked or expired")
+            if principal.expires_at is not None:
                 # An expiring token is looked up again when it expires, not up to a cache period later.
                 until = min(until, now + (principal.expires_at - utcnow()).total_seconds())
             cached = _Cached(principal, until)
-            if len(self._cache) > 10_000:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
                 self._cache.clear()
             self._cache[digest] = cached
-        if cached.principal is None:
-            raise Unauthenticated("the token is unknown, revoked or expired")
         if (
             now - self._touched.get(digest, -1e9) >= self.touch_seconds
             and len(self._touches) < MAX_PENDING_TOUCHES
@@ -193,6 +203,7 @@ class Authenticator:
     def forget(self) -> None:
         """Drops the cache (after a revocation through this instance)."""
         self._cache.clear()
+        self._refused.clear()
 
 
 async def _touch(digest: str) -> None:
