@@ -102,16 +102,19 @@ def _say_auth(settings: Settings) -> None:
 
 def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> Any:
     """The uvicorn config of `modelhub serve`: the guarded HTTP protocol and its connection limits, and
-    WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
+    WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are (with a bounded closing
+    handshake: http/ws_protocol.py)."""
     import uvicorn
 
     from ..http.server import ConnectionLimits, GuardedProtocol
+    from ..http.ws_protocol import BoundedCloseProtocol
 
     config = uvicorn.Config(
         app,
         factory=isinstance(app, str),
         workers=workers,
         http=GuardedProtocol,
+        ws=BoundedCloseProtocol,  # a peer that ignores the server's close is dropped
         timeout_keep_alive=settings.keep_alive_seconds,
         ws_max_size=settings.max_body_bytes,
         **server,
