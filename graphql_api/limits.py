@@ -1,5 +1,5 @@
 """Per-key token buckets (in memory, per process): the mutation and download rate limit, the per-principal
-cost budget, and the caps on concurrent raw scans."""
+cost budget, a WebSocket's message pace, and the caps on concurrent raw scans."""
 
 from __future__ import annotations
 
@@ -78,6 +78,29 @@ class Buckets:
         if len(self._buckets) > 100_000:  # forget keys whose bucket is full again rather than grow unbounded
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < self.period}
         return self._quota(tokens)
+
+
+@dataclass
+class Pace:
+    """A token bucket for one consumer that handles its events one at a time (a WebSocket's messages):
+    `burst` pass at once, then `rate` a second; `wait()` counts an event and says how long to pause before
+    handling it, so a faster sender is slowed down rather than refused."""
+
+    rate: float
+    burst: float
+    clock: Callable[[], float] = time.monotonic
+    tokens: float = field(init=False)
+    at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+        self.at = self.clock()
+
+    def wait(self) -> float:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - 1
+        self.at = now
+        return max(0.0, -self.tokens / self.rate)
 
 
 class RateLimiter:

@@ -102,7 +102,8 @@ def _say_auth(settings: Settings) -> None:
 
 def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers: int) -> Any:
     """The uvicorn config of `modelhub serve`: the guarded HTTP and WebSocket protocols and their connection
-    limits, and WebSocket messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
+    limits (the WebSocket one also bounds the closing handshake: http/ws_protocol.py), and WebSocket
+    messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
     import uvicorn
 
     from ..http.server import ConnectionLimits, GuardedProtocol, GuardedWebSocketProtocol

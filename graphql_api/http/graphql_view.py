@@ -23,11 +23,12 @@ from ..services import Services
 from .assets import GraphiQLPage
 from .caller import client_address
 from .errors import graphql_error_response
-from .websocket import GuardedTransportWS
+from .websocket import GuardedTransportWS, MessageAdapter
 
 
 class ModelhubGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = GuardedTransportWS
+    websocket_adapter_class = MessageAdapter  # socket messages are not HTTP bodies: see MessageAdapter
     ide_page: GraphiQLPage | None = None
     persisted: operations.Registry | None = None  # set by the lifespan
 

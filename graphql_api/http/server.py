@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request as WebSocketRequest
 
 from .admission import ADMISSION_EXTENSION, CLOSE_INIT_TIMEOUT, WebSocketAdmission
+from .ws_protocol import BoundedCloseProtocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -324,7 +324,7 @@ else:
     GuardedProtocol = GuardedHttpToolsProtocol
 
 
-class GuardedWebSocketProtocol(_Waits, WebSocketsSansIOProtocol):
+class GuardedWebSocketProtocol(_Waits, BoundedCloseProtocol):
     """uvicorn's WebSocket protocol (its "auto" choice with websockets installed), given the socket at the
     upgrade. Until the app accepts the socket's `connection_init` (WebSocketAdmission in its scope) it
     waits like a connection waiting for its headers, since the upgrade: at the cap the one that has waited

@@ -1,16 +1,23 @@
 """GraphQL over a WebSocket (graphql-transport-ws) under the rules of an HTTP request: every operation is
 authenticated again, checked against the persisted-operation registry and runs with a context of its own
 (so the request guards price and rate-limit it like an HTTP request), and a socket whose token dies is
-closed, even while only a subscription runs on it."""
+closed, even while only a subscription runs on it. Every other message (ping, pong, connection_init, complete,
+anything unknown) costs a point of the cost budget too, and a message the protocol cannot read closes the
+socket with 4400, as graphql-transport-ws asks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from graphql import GraphQLError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -20,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     CompleteMessage,
     ConnectionInitMessage,
     ErrorMessage,
+    Message,
     SubscribeMessage,
 )
 from strawberry.utils.aio import aclosing
@@ -27,7 +35,9 @@ from strawberry.utils.aio import aclosing
 from ..auth import bearer
 from ..documents import utcnow
 from ..errors import OUTAGE_MESSAGES, DomainError
+from ..limits import Pace, RateLimited
 from ..schema.context import Context
+from ..schema.guards import MIN_COST, address_key, budget_key
 from .admission import admission_of
 
 log = logging.getLogger("modelhub")
@@ -35,15 +45,126 @@ log = logging.getLogger("modelhub")
 # graphql-transport-ws leaves 4400-4499 to the server; 4401 is what its own reference server sends for an
 # unauthenticated socket, so clients know it: reconnect with a new token, not with the same one.
 CLOSE_UNAUTHENTICATED = 4401
+# Strawberry closes with 4429 for a second connection_init ("Too many initialisation requests"); a socket
+# whose sender's cost budget is spent is closed with the same code (HTTP's 429), its reason saying when to
+# retry ("too many requests; retry in N s", RATE_LIMITED's message on HTTP).
+CLOSE_RATE_LIMITED = 4429
+# One socket's messages are handled at most this many a second on average, after a burst of MESSAGE_BURST: a
+# faster sender waits (its messages queue in uvicorn, then in TCP), so one socket cannot burn the CPU faster
+# than the cost budget bounds in total (a principal's 100,000 points went in 8 s of 4 sockets' pings,
+# stalling other clients for seconds). Keep-alive pings and a page's subscriptions are far below it.
+MESSAGES_PER_SECOND = 50.0
+MESSAGE_BURST = 100.0
+# graphql-transport-ws's code for a message it cannot read (Strawberry's, with its wording).
+CLOSE_BAD_MESSAGE = 4400
+UNREADABLE = "Failed to parse message"
+# What a subscribe's payload may hold: each field's allowed types, with HTTP's wording when it is not one.
+PAYLOAD_FIELDS: dict[str, tuple[type, str]] = {
+    "query": (str, "a string or null"),
+    "variables": (dict, "an object or null"),
+    "operationName": (str, "a string or null"),
+    "extensions": (dict, "an object or null"),
+}
 # The shortest pause between two checks of a socket's token (a tiny MODELHUB_TOKEN_CACHE_SECONDS must not
 # turn every socket into a busy loop).
 MIN_CHECK_SECONDS = 0.1
+
+
+class MessageAdapter(ASGIWebSocketAdapter):
+    """Strawberry's ASGI socket, reading each message as plain JSON: the view's decode_json answers an HTTP
+    body (its refusals are HTTP errors, which escaped the socket handler as tracebacks), while a socket
+    message that is not JSON, or nests too deep for the parser, is graphql-transport-ws's 4400."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                try:
+                    message = json.loads(text)
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+                    if ignore_parsing_errors:
+                        continue
+                    raise NonJsonMessageReceived from exc
+                yield message
+        except KeyError as exc:  # a binary frame: Starlette's message has no "text"
+            raise NonTextMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
+
+
+def malformed(message: dict[str, Any]) -> str | None:
+    """Why graphql-transport-ws cannot read `message` (the close reason), or None: an id that is not a
+    string, a subscribe payload that is not an object or whose fields have the wrong types (HTTP's
+    wording), an unknown type (named in at most 40 ASCII characters: a close reason holds 123 bytes)."""
+    if "type" not in message:
+        return UNREADABLE
+    kind = message["type"]
+    if kind not in ("connection_init", "ping", "pong", "subscribe", "complete"):
+        return f"Unknown message type: {ascii(kind)[:40]}"
+    if kind in ("subscribe", "complete") and not isinstance(message.get("id"), str):
+        return UNREADABLE
+    if kind != "subscribe":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return "The subscribe message's `payload` must be an object"
+    for name, (kind_of, words) in PAYLOAD_FIELDS.items():
+        value = payload.get(name)
+        if value is not None and not isinstance(value, kind_of):
+            return f"The GraphQL operation's `{name}` must be {words}, if provided."
+    return None
 
 
 class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     """Strawberry's graphql-transport-ws handler with the checks an HTTP request passes."""
 
     watchdog: asyncio.Task[None] | None = None
+    pace: Pace | None = None
+
+    async def handle_message(self, message: Message) -> None:
+        """Every message not priced as an operation costs its sender a point, from the bucket an HTTP request
+        would be charged: the client address's (anonymous) until the socket is acknowledged, then its
+        principal's (or the address's, with no principal). A `connection_init` is charged once it is
+        answered, to whom it identified. When the bucket is spent the socket is closed (4429, the reason
+        saying when to retry); a message the protocol cannot read closes it with 4400. Past
+        MESSAGES_PER_SECOND, each message waits its turn first."""
+        if self.pace is None:
+            self.pace = Pace(MESSAGES_PER_SECOND, MESSAGE_BURST)
+        delay = self.pace.wait()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        raw: object = message
+        if not isinstance(raw, dict):
+            if await self._paid():
+                await self.websocket.close(code=CLOSE_BAD_MESSAGE, reason=UNREADABLE)
+            return
+        kind = raw.get("type")
+        if kind == "connection_init":
+            await super().handle_message(message)
+            key, anonymous = self._payer()
+            self.context.services.budget.charge(key, anonymous, MIN_COST, MIN_COST)
+            return
+        if not (kind == "subscribe" and self.connection_acknowledged) and not await self._paid():
+            return
+        reason = malformed(raw)
+        if reason is not None:
+            await self.websocket.close(code=CLOSE_BAD_MESSAGE, reason=reason)
+            return
+        await super().handle_message(message)
+
+    def _payer(self) -> tuple[str, bool]:
+        """Whose bucket the socket's messages are paid from (see handle_message)."""
+        return budget_key(self.context) if self.connection_acknowledged else address_key(self.context)
+
+    async def _paid(self) -> bool:
+        """Takes a point for one message; False, the socket closed with 4429, when none is left."""
+        key, anonymous = self._payer()
+        try:
+            self.context.services.budget.bucket(anonymous).take(key, MIN_COST)
+        except RateLimited as exc:
+            await self.websocket.close(code=CLOSE_RATE_LIMITED, reason=exc.message)
+            return False
+        return True
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)

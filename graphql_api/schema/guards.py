@@ -49,6 +49,12 @@ def budget_key(context: Context) -> tuple[str, bool]:
     who = context.identity
     if who is not None and context.identity_error is None and who.engineer != ANONYMOUS:
         return "principal:" + who.engineer, False
+    return address_key(context)
+
+
+def address_key(context: Context) -> tuple[str, bool]:
+    """The anonymous bucket of the caller's client address (a WebSocket's messages before it is
+    acknowledged are paid from it, whatever the upgrade request carried)."""
     return "address:" + (client_address(context.request) or "unknown"), True
 
 

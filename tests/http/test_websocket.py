@@ -4,7 +4,11 @@ a socket lives, persisted operations, pricing, rate limits, subscription caps an
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import logging
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +27,7 @@ from graphql_api.http import ui
 from graphql_api.operations import sha256_of
 from graphql_api.roles import Role
 from graphql_api.schema import operations as schema_operations
-from tests.servers import GraphQLClient, LiveServer, Stores, make_settings
+from tests.servers import GraphQLClient, LiveServer, ServeProcess, Stores, make_settings
 
 FEED = "subscription { downloadEvents { status } }"
 TRIVIAL = "{ models(first: 1) { totalCount } }"
@@ -302,3 +306,178 @@ async def test_an_over_size_message_closes_the_socket_with_1009_and_runs_nothing
                 assert await sock.closed(10) == 1009
             listed = await GraphQLClient(http)(models)
     assert [n["name"] for n in listed["models"]["nodes"]] == ["small"]
+
+
+def budgeted(mongo_uri: str, tmp_path: Path, **extra: Any) -> Settings:
+    """Small budgets that do not refill within a test (a point every 1,000 s at most)."""
+    values: dict[str, Any] = {
+        "cost_budget": 10_000,
+        "anonymous_cost_budget": 1_000,
+        "cost_budget_window_seconds": 1e7,
+        **extra,
+    }
+    return make_settings("local", mongo_uri, None, tmp_path / "data", **values)
+
+
+async def raw_socket(url: str) -> ClientConnection:
+    """A graphql-transport-ws socket that has sent nothing yet."""
+    ws_url = url.replace("http://", "ws://") + "/graphql"
+    return await connect(ws_url, subprotocols=["graphql-transport-ws"])  # type: ignore[list-item]
+
+
+async def close_of(ws: ClientConnection, seconds: float = 10) -> tuple[int, str]:
+    """Reads (and drops) messages until the server closes `ws`; its close code and reason."""
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+        async with asyncio.timeout(seconds):
+            while True:
+                await ws.recv()
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def remaining(http: httpx.AsyncClient, headers: dict[str, str] | None = None) -> tuple[int, int]:
+    """The caller's bucket after a trivial HTTP operation, and what the operation took."""
+    body = (await http.post("/graphql", json={"query": "{ __typename }"}, headers=headers)).json()
+    cost = body["extensions"]["cost"]
+    return cost["remaining"], cost["actual"]
+
+
+async def test_a_ping_flood_is_closed_with_4429_once_the_anonymous_budget_is_spent(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """Pings before connection_init cost the address a point each: past its budget the socket is closed
+    (4429, retry advice), while a principal's socket from the same address keeps working."""
+    settings = budgeted(mongo_uri, tmp_path, anonymous_cost_budget=50)
+    with LiveServer(settings) as server:
+        async with Socket(server.url, {"X-Engineer-ID": "bystander"}) as other:
+            flood = await raw_socket(server.url)
+            for _ in range(80):
+                await flood.send(json.dumps({"type": "ping"}))
+            pongs = 0
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                async with asyncio.timeout(10):
+                    while True:
+                        assert json.loads(await flood.recv())["type"] == "pong"
+                        pongs += 1
+            assert info.value.rcvd is not None
+            assert info.value.rcvd.code == 4429 and "retry in" in info.value.rcvd.reason
+            assert pongs == 50
+            assert other.ws is not None
+            await other.ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(other.ws.recv(), 10))["type"] == "pong"
+            assert code_of(await other.run(TRIVIAL)) is None
+        async with Socket(server.url, {"X-Engineer-ID": "late"}) as late:
+            assert code_of(await late.run(TRIVIAL)) is None
+
+
+async def test_messages_are_charged_to_the_address_until_acknowledged_then_to_the_principal(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """Pings before connection_init are paid by the client address's anonymous bucket; connection_init and
+    the pings after it by the principal it names, and not by the address."""
+    settings = budgeted(mongo_uri, tmp_path)
+    principal = {"X-Engineer-ID": "pat"}
+    with LiveServer(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            address_before, _ = await remaining(http)
+            principal_before, _ = await remaining(http, principal)
+            ws = await raw_socket(server.url)
+            for _ in range(5):
+                await ws.send(json.dumps({"type": "ping"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "pong"
+            await ws.send(json.dumps({"type": "connection_init", "payload": principal}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "connection_ack"
+            for _ in range(7):
+                await ws.send(json.dumps({"type": "ping"}))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "pong"
+            await ws.close()
+            address_after, address_took = await remaining(http)
+            principal_after, principal_took = await remaining(http, principal)
+    assert address_before - address_after == 5 + address_took
+    assert principal_before - principal_after == 1 + 7 + principal_took
+
+
+UNREADABLE_MESSAGES = {
+    "not JSON": "x",
+    "nested too deep": "[" * 5000,
+    "not an object": "[1]",
+    "a payload that is a string": json.dumps({"type": "subscribe", "id": "1", "payload": "x"}),
+    "an id that is a list": json.dumps({"type": "complete", "id": [1]}),
+    "an unknown type": json.dumps({"type": "y" * 1000}),
+}
+
+
+@pytest.mark.parametrize("text", UNREADABLE_MESSAGES.values(), ids=UNREADABLE_MESSAGES.keys())
+async def test_an_unreadable_message_closes_the_socket_with_4400_and_logs_no_traceback(
+    text: str, mongo_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bad JSON, JSON nested too deep, a message that is not an object and a subscribe or complete whose
+    fields have the wrong types close the socket with 4400 and a reason, logging nothing at ERROR."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data")
+    uvicorn_log = logging.getLogger("uvicorn")  # uvicorn's loggers do not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with LiveServer(settings) as server, caplog.at_level(logging.INFO):
+            async with Socket(server.url) as sock:
+                assert sock.ws is not None
+                await sock.ws.send(text)
+                code, reason = await close_of(sock.ws)
+            async with Socket(server.url) as after:  # the server is fine
+                assert code_of(await after.run(TRIVIAL)) is None
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert code == 4400 and reason, reason
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_subscribe_whose_variables_are_a_string_closes_with_4400_saying_so(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """`variables` that is not an object is refused as on HTTP (not INTERNAL_SERVER_ERROR): the socket is
+    closed with 4400 and the HTTP wording as its reason."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data")
+    with LiveServer(settings) as server:
+        async with Socket(server.url) as sock:
+            await sock.send("1", {"query": TRIVIAL, "variables": "x"})
+            assert sock.ws is not None
+            code, reason = await close_of(sock.ws)
+    assert code == 4400
+    assert reason == "The GraphQL operation's `variables` must be an object or null, if provided."
+
+
+def masked_text(payload: bytes) -> bytes:
+    """One client text frame (masked, under 126 bytes)."""
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_peer_that_ignores_the_close_and_keeps_sending_is_dropped(
+    mongo_uri: str, tmp_path: Path
+) -> None:
+    """Under `modelhub serve`, after the server's close (Strawberry's 4400 here) a peer that keeps sending instead of
+    answering is disconnected once it has sent 64 KiB more, not read and parsed for uvicorn's 10 s."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data")
+    with ServeProcess(settings, MODELHUB_ACCESS_LOG="false") as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n".encode()
+        )
+        assert b" 101 " in await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(masked_text(b'{"type":"connection_init","payload":"x"}'))  # Strawberry's 4400
+        pings = masked_text(b'{"type":"ping"}') * 1000  # 21 KB
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionError):
+            for _ in range(12):  # 252 KB, well within the socket buffers: nothing blocks
+                writer.write(pings)
+                await writer.drain()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(8):
+                while await reader.read(65536):
+                    pass
+        dropped_after = time.monotonic() - started
+        writer.close()
+    assert dropped_after < 5, dropped_after

@@ -129,7 +129,8 @@ async def test_an_operation_over_the_whole_budget_is_over_the_price_limit(
 
 
 def test_websocket_operations_spend_the_budget_and_carry_retry_after(tmp_path: Path, mongo_uri: str) -> None:
-    """Over a WebSocket the same budget applies; a refusal carries extensions.retryAfter."""
+    """Over a WebSocket the same budget applies (connection_init taking a point of it); a refusal carries
+    extensions.retryAfter."""
     import json
 
     from websockets.sync.client import connect
@@ -152,7 +153,8 @@ def test_websocket_operations_spend_the_budget_and_carry_retry_after(tmp_path: P
                     (error,) = message["payload"]
                     codes.append(error["extensions"]["code"])
                     assert error["extensions"]["retryAfter"] >= 1
-    assert codes == ["ok"] * 3 + ["RATE_LIMITED"] * 2, codes
+    # 6 points: 1 for connection_init, 2 for each operation
+    assert codes == ["ok"] * 2 + ["RATE_LIMITED"] * 3, codes
 
 
 # --- database work bounded by the deadline -------------------------------------------------------------------
