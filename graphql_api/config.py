@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     feed_max_subscriptions: int = Field(default=1000, ge=1)
     feed_max_catching_up: int = Field(default=20, ge=1)
     feed_max_catching_up_per_principal: int = Field(default=3, ge=1)
+    # Acknowledged WebSockets one caller (a principal, or a client address without one) may hold open on an
+    # instance: an idle socket costs nothing per minute, so without this one token could hold every
+    # connection MODELHUB_MAX_CONNECTIONS allows. Past it the new socket is closed with 4429.
+    max_sockets_per_principal: int = Field(default=50, ge=1)
 
     # Analytics guard: HOUR buckets may span at most this many days.
     max_hour_range_days: int = 31

@@ -34,7 +34,7 @@ from .db.events import EventWrites
 from .delivery import Deliverer
 from .health import Health, Watch, pause
 from .http.graphql_view import ModelhubGraphQL
-from .limits import CostBudget, RateLimiter, ScanSlots, scan_total
+from .limits import CostBudget, OpenSockets, RateLimiter, ScanSlots, scan_total
 from .metrics import Metrics, multiprocess_dir, reap_dead_workers
 from .model_cache import ModelCache
 from .oidc import GroupGrants
@@ -245,6 +245,7 @@ async def _services(
         audit=audit_log,
         volume=EventVolume(),
         events=EventWrites(lambda write, size: metrics.event_write_batch.labels(write).observe(size)),
+        sockets=OpenSockets(settings.max_sockets_per_principal),
     )
 
 

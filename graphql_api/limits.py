@@ -80,6 +80,29 @@ class Buckets:
         return self._quota(tokens)
 
 
+class OpenSockets:
+    """How many acknowledged WebSockets each caller holds on this instance, at most `per_caller` each."""
+
+    def __init__(self, per_caller: int) -> None:
+        self.per_caller = per_caller
+        self._open: dict[str, int] = {}
+
+    def open(self, key: str) -> bool:
+        """Counts a new socket of `key`'s; False (not counted) when it already holds `per_caller`."""
+        held = self._open.get(key, 0)
+        if held >= self.per_caller:
+            return False
+        self._open[key] = held + 1
+        return True
+
+    def close(self, key: str) -> None:
+        held = self._open.get(key, 0) - 1
+        if held > 0:
+            self._open[key] = held
+        else:
+            self._open.pop(key, None)
+
+
 @dataclass
 class Pace:
     """A token bucket for one consumer that handles its events one at a time (a WebSocket's messages):

@@ -10,7 +10,7 @@ from .audit import AuditLog
 from .auth import Authenticator
 from .config import Settings
 from .db.events import EventWrites
-from .limits import CostBudget, RateLimiter, ScanSlots
+from .limits import CostBudget, OpenSockets, RateLimiter, ScanSlots
 from .metrics import Metrics
 from .model_cache import ModelCache
 from .operations import Registry
@@ -37,5 +37,6 @@ class Services:
     audit: AuditLog
     volume: EventVolume
     events: EventWrites
+    sockets: OpenSockets
     # The uploads whose bytes a PUT is receiving on this instance now (local store): one at a time each.
     receiving: set[str] = field(default_factory=set)

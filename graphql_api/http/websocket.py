@@ -120,6 +120,7 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     watchdog: asyncio.Task[None] | None = None
     pace: Pace | None = None
+    holder: str | None = None  # whose count of open sockets this one is in (see handle_connection_init)
 
     async def handle_message(self, message: Message) -> None:
         """Every message not priced as an operation costs its sender a point, from the bucket an HTTP request
@@ -168,12 +169,24 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
-        if self.connection_acknowledged and (admission := admission_of(self.context.request.scope)):
+        if not self.connection_acknowledged or self.holder is not None:
+            return
+        key, _ = budget_key(self.context)
+        sockets = self.context.services.sockets
+        if not sockets.open(key):
+            reason = f"{sockets.per_caller} open sockets already (MODELHUB_MAX_SOCKETS_PER_PRINCIPAL)"
+            await self.websocket.close(code=CLOSE_RATE_LIMITED, reason=reason)
+            return
+        self.holder = key
+        if admission := admission_of(self.context.request.scope):
             admission.acknowledge()  # no longer closed to make room at the connection cap
         if self.connection_acknowledged and self.watchdog is None and self._has_token():
             self.watchdog = asyncio.create_task(self._watch())
 
     async def shutdown(self) -> None:
+        if self.holder is not None:
+            self.context.services.sockets.close(self.holder)
+            self.holder = None
         if self.watchdog is not None:
             self.watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -481,3 +481,27 @@ async def test_a_peer_that_ignores_the_close_and_keeps_sending_is_dropped(
         dropped_after = time.monotonic() - started
         writer.close()
     assert dropped_after < 5, dropped_after
+
+
+async def test_one_principal_holds_at_most_its_sockets(token_mode: Settings) -> None:
+    """Past MODELHUB_MAX_SOCKETS_PER_PRINCIPAL acknowledged sockets, a principal's next one is closed with
+    4429 naming the setting, another principal's is not, and closing one makes room again."""
+    settings = token_mode.model_copy(update={"max_sockets_per_principal": 2})
+    hog, other = await tokens_for(settings, "ws-hog", "ws-other")
+    with LiveServer(settings) as server:
+        async with Socket(server.url, bearer(hog)), Socket(server.url, bearer(hog)) as second:
+            async with connect(server.url.replace("http://", "ws://") + "/graphql",
+                               subprotocols=["graphql-transport-ws"]) as third:  # type: ignore[list-item]  # fmt: skip
+                await third.send(json.dumps({"type": "connection_init", "payload": bearer(hog)}))
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as info:
+                    async with asyncio.timeout(10):
+                        while True:
+                            await third.recv()
+                assert info.value.rcvd is not None and info.value.rcvd.code == 4429
+                assert "MODELHUB_MAX_SOCKETS_PER_PRINCIPAL" in info.value.rcvd.reason
+            async with Socket(server.url, bearer(other)) as theirs:
+                assert code_of(await theirs.run(TRIVIAL)) is None
+            assert code_of(await second.run(TRIVIAL)) is None
+        await asyncio.sleep(1)  # the server's side of the two closes
+        async with Socket(server.url, bearer(hog)) as one, Socket(server.url, bearer(hog)) as two:
+            assert [code_of(await s.run(TRIVIAL)) for s in (one, two)] == [None, None]
