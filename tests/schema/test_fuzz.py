@@ -137,10 +137,12 @@ def nested_spreads(draw: Any) -> str:
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_nested_spreads_are_answered_or_refused_at_once(document: str, fuzz_server: httpx.Client) -> None:
     """Nested fragment spreads of any width and depth are answered or refused with a typed code, never a
-    masked error, and within a second (a fragment is measured and priced once, not per spread)."""
+    masked error, and within seconds (a fragment is measured and priced once, not per spread)."""
     started = time.monotonic()
     resp = fuzz_server.post("/graphql", json={"query": document})
-    assert time.monotonic() - started < 1, document
+    # Spread per spread, the widest of these documents selects 12^11 fields (hours); once per fragment it is
+    # tens of milliseconds, and 1.4 s on a machine busy with other work (a 1 s bound failed there once).
+    assert time.monotonic() - started < 5, document
     assert resp.status_code == 200, resp.text
     for error in resp.json().get("errors") or []:
         assert error.get("extensions", {}).get("code") not in (None, "INTERNAL_SERVER_ERROR"), (
