@@ -15,6 +15,29 @@ MAX_TAGS = 64
 MAX_DESCRIPTION = 10_000
 
 
+# A JSON \u escape of a UTF-16 surrogate (D800-DFFF): only such an escape can put one in a parsed value.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+LONE_SURROGATE = (
+    "a string holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape not in a pair), which no UTF-8 holds"
+)
+
+
+def lone_surrogate(raw: str | bytes, value: Any) -> bool:
+    """Whether JSON text `raw`, parsed as `value`, holds a lone UTF-16 surrogate: a string no UTF-8 can
+    hold, which the database refuses to store or even match. Escaped pairs (an emoji) decode to one
+    character and pass; text without a surrogate escape costs one regex search."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def validate_name(value: str, field: str = "name") -> None:
     if not value:
         raise InvalidInput(field, "must not be empty")

@@ -64,8 +64,28 @@ async def insert(record: AuditEvent) -> None:
 
 
 async def insert_many(records: Sequence[AuditEvent]) -> None:
-    if records:
-        await AuditEvent.get_pymongo_collection().insert_many([_document(r) for r in records], ordered=False)
+    """One insert for the batch. A string no UTF-8 holds (a lone surrogate: the request edges refuse them,
+    but a record may quote any text) fails the encoding of the whole command before anything is sent: the
+    batch is then written again with such characters replaced, so one record never costs the others."""
+    if not records:
+        return
+    collection = AuditEvent.get_pymongo_collection()
+    docs = [_document(r) for r in records]
+    try:
+        await collection.insert_many(docs, ordered=False)
+    except UnicodeEncodeError:
+        await collection.insert_many([_encodable(doc) for doc in docs], ordered=False)
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every string UTF-8 can hold (a lone surrogate becomes "?")."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value
 
 
 def _document(record: AuditEvent) -> dict[str, Any]:

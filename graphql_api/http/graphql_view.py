@@ -20,6 +20,7 @@ from ..documents import AuditEvent, AuditKind
 from ..errors import DomainError
 from ..schema.context import Context
 from ..services import Services
+from ..validation import LONE_SURROGATE, lone_surrogate
 from .assets import GraphiQLPage
 from .caller import client_address
 from .errors import graphql_error_response
@@ -77,6 +78,8 @@ class ModelhubGraphQL(GraphQL[Context, None]):
             value = json.loads(data)
         except (UnicodeDecodeError, RecursionError, ValueError) as exc:
             raise HTTPException(400, "Unable to parse request body as JSON (UTF-8)") from exc
+        if lone_surrogate(data, value):
+            raise HTTPException(400, LONE_SURROGATE)
         if not isinstance(value, dict | list) or (
             isinstance(value, list) and not all(isinstance(item, dict) for item in value)
         ):

@@ -38,6 +38,7 @@ from ..errors import OUTAGE_MESSAGES, DomainError
 from ..limits import Pace, RateLimited
 from ..schema.context import Context
 from ..schema.guards import MIN_COST, address_key, budget_key
+from ..validation import lone_surrogate
 from .admission import admission_of
 
 log = logging.getLogger("modelhub")
@@ -85,6 +86,8 @@ class MessageAdapter(ASGIWebSocketAdapter):
                     if ignore_parsing_errors:
                         continue
                     raise NonJsonMessageReceived from exc
+                if lone_surrogate(text, message):  # not text UTF-8 can hold: as unreadable as bad JSON
+                    raise NonJsonMessageReceived
                 yield message
         except KeyError as exc:  # a binary frame: Starlette's message has no "text"
             raise NonTextMessageReceived from exc

@@ -151,3 +151,13 @@ async def test_pages_use_the_time_index_not_the_ttl_one(database: None) -> None:
     plan = await collection.find({"at": {"$gte": since}}).sort([("at", -1), ("_id", -1)]).limit(5).explain()
     assert indexes_used(plan) == {"at"}
     assert await audit_db.retention_seconds() == 365 * 86_400
+
+
+async def test_a_record_no_utf8_holds_costs_its_batch_nothing(database: None) -> None:
+    """A batch holding a record with a lone surrogate is written whole, that character replaced ("?"):
+    the other records of the batch are kept."""
+    await audit_db.insert_many(
+        [record(1, target="ok-1"), record(2, target="x\udc00"), record(3, target="ok-3")]
+    )
+    written = sorted(r.target or "" for r in await everything(AuditFilter()))
+    assert written == ["ok-1", "ok-3", "x?"]

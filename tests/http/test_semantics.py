@@ -112,10 +112,13 @@ async def test_bad_route_input_is_a_json_4xx(
         b"[" * 100_000 + b"]" * 100_000,
         b'{"query": "{ __typename }", "variables": ' + b'{"a":' * 10_000 + b"1" + b"}" * 10_001,
         b"null",
+        b'{"query": "query($a: String!) { model(name: $a) { name } }", "variables": {"a": "x\\udc00"}}',
     ],
 )
 async def test_bad_graphql_bodies_are_typed(http: httpx.AsyncClient, body: bytes) -> None:
-    """Bodies that are not a JSON object (a string, invalid UTF-8, nested 100k deep) get a 400 with a code."""
+    """Bodies that are not a JSON object (a string, invalid UTF-8, nested 100k deep) or hold a string no
+    UTF-8 holds (a lone surrogate escape, which the database could neither store nor match) get a 400 with
+    a code."""
     resp = await http.post(
         "/graphql", content=body, headers={"content-type": "application/json", "X-Engineer-ID": "a"}
     )

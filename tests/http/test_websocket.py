@@ -404,6 +404,9 @@ UNREADABLE_MESSAGES = {
     "a payload that is a string": json.dumps({"type": "subscribe", "id": "1", "payload": "x"}),
     "an id that is a list": json.dumps({"type": "complete", "id": [1]}),
     "an unknown type": json.dumps({"type": "y" * 1000}),
+    "a lone surrogate": json.dumps(
+        {"type": "subscribe", "id": "1", "payload": {"query": TRIVIAL, "variables": {"a": "x\udc00"}}}
+    ),
 }
 
 
