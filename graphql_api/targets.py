@@ -111,7 +111,7 @@ async def resolve(target: Target, allowed: Iterable[str]) -> list[IPAddress]:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label IDNA refuses (empty, over 63)
             raise UnsafeTarget(f"host {target.host!r} does not resolve") from exc
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if target.host in {h.lower() for h in allowed}:

@@ -26,7 +26,7 @@ from .audit import AuditQueries
 from .connections import describe_pages
 from .download_fields import DownloadMutations, DownloadQueries
 from .downloads import DownloadEvent
-from .errors import TypedValues, is_unexpected, label_error
+from .errors import MASKED_MESSAGE, TypedValues, is_unexpected, label_error
 from .extensions import OperationHooks, parsing, validation
 from .operations import OperationMutations
 from .projects import ProjectMutations, ProjectQueries
@@ -86,7 +86,10 @@ class ModelhubSchema(strawberry.Schema):
                 label_error(error, execution_context.graphql_document if execution_context else None)
                 log.info("graphql error: %s", error.message)
         if unexpected:
-            super().process_errors(unexpected, execution_context)
+            super().process_errors(unexpected, execution_context)  # logged in full here, then masked:
+            for error in unexpected:  # one raised outside the operation's hooks never reaches MaskErrors
+                error.message = MASKED_MESSAGE
+                error.extensions = {"code": "INTERNAL_SERVER_ERROR"}
 
 
 @dataclass(frozen=True)

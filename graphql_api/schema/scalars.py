@@ -36,6 +36,9 @@ LONG_SCALAR = strawberry.scalar(
 )
 
 
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
 def _parse_datetime(value: Any) -> datetime:
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError("DateTime must be an ISO-8601 string")
@@ -47,7 +50,14 @@ def _parse_datetime(value: Any) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         raise ValueError("DateTime must include a UTC offset, e.g. 2026-01-31T12:00:00Z")
-    return parsed.astimezone(UTC)
+    try:
+        moment = parsed.astimezone(UTC)
+    except OverflowError:
+        moment = None
+    if moment is None or not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        # Ranges are stepped by days, weeks and months: a moment at the ends of Python's calendar overflows.
+        raise ValueError(f"DateTime must be within the years {FIRST_YEAR} to {LAST_YEAR}")
+    return moment
 
 
 def _serialize_datetime(value: datetime) -> str:
@@ -56,7 +66,8 @@ def _serialize_datetime(value: datetime) -> str:
 
 DATETIME_SCALAR = strawberry.scalar(
     name="DateTime",
-    description="An ISO-8601 date and time with a UTC offset (answers are always in UTC, `+00:00`).",
+    description=f"An ISO-8601 date and time with a UTC offset, in the years {FIRST_YEAR} to {LAST_YEAR} "
+    "(answers are always in UTC, `+00:00`).",
     serialize=_serialize_datetime,
     parse_value=_parse_datetime,
 )

@@ -37,7 +37,8 @@ VALID: dict[str, list[Any]] = {
 }
 INVALID: dict[str, list[Any]] = {
     "Long": ["x", 2**70, 1.5, True],
-    "DateTime": ["yesterday", "2026-01-31T12:00:00", 5],
+    # The calendar's ends (out of range: every range is stepped by days, weeks and months).
+    "DateTime": ["yesterday", "2026-01-31T12:00:00", 5, "9999-12-31T23:59:59Z", "0001-01-01T00:00:00+01:00"],
     # Any JSON value is a JSON; where the schema takes one, only an object is allowed (the field is named
     # by the mutation's InvalidInput, or the top-level error).
     "JSON": ["text", [1, 2]],

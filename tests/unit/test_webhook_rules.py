@@ -40,6 +40,8 @@ async def test_allowed_hosts_and_literals() -> None:
     """An allowed host skips the check; a literal public address needs no lookup; names are resolved."""
     assert await targets.resolve(targets.parse("http://127.0.0.1:9/x"), ["127.0.0.1"])
     assert await targets.resolve(targets.parse("https://8.8.8.8/x"), [])
+    with pytest.raises(targets.UnsafeTarget, match="does not resolve"):
+        await targets.resolve(targets.parse(f"http://{'a' * 70}.com/x"), [])  # a label over 63 characters
     with pytest.raises(targets.UnsafeTarget, match="loopback") as refused:
         await targets.resolve(targets.parse("http://localhost/x"), ["127.0.0.1"])
     assert "127.0.0.1" not in str(refused.value) and "::1" not in str(refused.value)  # no DNS answer told
