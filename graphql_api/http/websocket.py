@@ -11,13 +11,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -94,6 +98,22 @@ class MessageAdapter(ASGIWebSocketAdapter):
         except WebSocketDisconnect:
             pass
 
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        """As Strawberry's, and a send after the socket was closed (its peer gone, or our own 4429 racing an
+        answer) is the disconnect it is, not a RuntimeError escaping as a traceback per operation."""
+        try:
+            await super().send_json(message)
+        except RuntimeError as exc:
+            if self.ws.application_state != WebSocketState.DISCONNECTED:
+                raise
+            raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        """Closes the socket; closing one already closed does nothing."""
+        if self.ws.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile by the peer's going
+                await super().close(code, reason)
+
 
 def malformed(message: dict[str, Any]) -> str | None:
     """Why graphql-transport-ws cannot read `message` (the close reason), or None: an id that is not a
@@ -124,6 +144,12 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     watchdog: asyncio.Task[None] | None = None
     pace: Pace | None = None
     holder: str | None = None  # whose count of open sockets this one is in (see handle_connection_init)
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if isinstance(error, WebSocketDisconnected):  # the peer left while an operation was answering
+            log.debug("websocket: the peer left during an operation")
+            return
+        await super().handle_task_exception(error)
 
     async def handle_message(self, message: Message) -> None:
         """Every message not priced as an operation costs its sender a point, from the bucket an HTTP request

@@ -508,3 +508,28 @@ async def test_one_principal_holds_at_most_its_sockets(token_mode: Settings) -> 
         await asyncio.sleep(1)  # the server's side of the two closes
         async with Socket(server.url, bearer(hog)) as one, Socket(server.url, bearer(hog)) as two:
             assert [code_of(await s.run(TRIVIAL)) for s in (one, two)] == [None, None]
+
+
+async def test_a_peer_leaving_mid_operation_logs_no_traceback(
+    mongo_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that sends many operations and drops its connection before their answers costs no traceback
+    per operation (nor an "Exception in ASGI application"): its answers just find it gone."""
+    settings = make_settings("local", mongo_uri, None, tmp_path / "data")
+    uvicorn_log = logging.getLogger("uvicorn")  # uvicorn's loggers do not propagate to the root
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with LiveServer(settings) as server, caplog.at_level(logging.INFO):
+            for _ in range(3):
+                sock = await Socket(server.url).__aenter__()
+                assert sock.ws is not None
+                for i in range(60):
+                    await sock.send(f"op{i}", {"query": TRIVIAL})
+                sock.ws.transport.abort()  # gone at once, without a close frame
+                await asyncio.wait_for(sock.ws.wait_closed(), 5)
+            await asyncio.sleep(1)
+            async with Socket(server.url) as after:  # the server is fine
+                assert code_of(await after.run(TRIVIAL)) is None
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert "Traceback" not in caplog.text and "Exception in" not in caplog.text, caplog.text[-2000:]
