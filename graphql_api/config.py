@@ -187,7 +187,8 @@ class Settings(BaseSettings):
     # Connections held by `modelhub serve` (graphql_api/http/server.py): a request's headers must arrive
     # within `header_timeout_seconds` of its first byte (or of the connection opening), else 408 and closed
     # (a WebSocket's `connection_init` within the same time of its upgrade, else close 4408); a request's
-    # line and headers may take at most `max_header_bytes`, else 431 and closed;
+    # line and headers may take at most `max_header_bytes`, and at most `max_header_count` header lines, else
+    # 431 and closed;
     # a request body may pause at most `body_timeout_seconds` between chunks (the whole body is not timed);
     # an idle keep-alive connection is closed after `keep_alive_seconds`; a worker process holds at most
     # `max_connections` / workers open connections (HTTP and WebSocket) and answers further ones 503 and
@@ -197,6 +198,7 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=5, ge=1)
     max_connections: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=65536, ge=8192, le=1_048_576)
+    max_header_count: int = Field(default=100, ge=32, le=10_000)
 
     # Outages: a dependency is probed every `health_interval_seconds`, each probe bounded by
     # `health_probe_timeout_seconds`; `health_failures` failures in a row mark it down (requests that need it

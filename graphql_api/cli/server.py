@@ -126,6 +126,7 @@ def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers
         settings.keep_alive_seconds,
         per_worker,
         settings.max_header_bytes,
+        settings.max_header_count,
     )
     return config
 

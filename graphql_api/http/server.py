@@ -18,7 +18,9 @@ at most 26 ms instead of 5 s), and so does a complete head over the cap (httptoo
 sends nothing for `body_seconds` gets 408 (its handler sees the client gone) and the connection is closed; a
 connection past the cap closes the one that has waited longest for a request's headers (408) or for its
 WebSocket's `connection_init` to be accepted (close 4408), or, when every connection is in a request or an
-accepted WebSocket, is answered 503 and closed as it is accepted.
+accepted WebSocket, is answered 503 and closed as it is accepted. A head of more than `max_header_count` lines
+is refused 431 too, and (httptools) a connection's pipelined requests are parsed only while at most two wait
+behind the one being answered (see GuardedHttpToolsProtocol).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import h11
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT, FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from websockets.exceptions import InvalidState
 from websockets.http11 import Request as WebSocketRequest
@@ -54,6 +57,7 @@ class ConnectionLimits:
     keep_alive_seconds: int
     max_connections: int
     max_header_bytes: int
+    max_header_count: int = 100
 
 
 def _raw_response(status: str, code: str, message: str, extra: str = "") -> bytes:
@@ -76,6 +80,13 @@ _HEADERS_TOO_LARGE = _raw_response(
     "431 Request Header Fields Too Large", "HEADERS_TOO_LARGE",
     "the request line and headers are larger than this server accepts",
 )  # fmt: skip
+
+# Pipelining (httptools): a read is parsed in slices of at most this many bytes (growing from the first while
+# the slices hold no new request, as a body does), and parsing stops, and reading, once this many requests
+# wait behind the one being answered; what remains of the read is kept unparsed until they drain.
+_FIRST_SLICE = 1024
+_LAST_SLICE = 16384
+_PIPELINE_DEPTH = 2
 
 
 # How long a connection refused 431 is kept (reading nothing) so that its client reads the answer.
@@ -110,6 +121,37 @@ def _evict_a_waiting_one(connections: set[Any]) -> bool:
     oldest._make_room()
     connections.discard(oldest)  # it is closing: its room is free now
     return True
+
+
+class _HeldFlow(FlowControl):
+    """uvicorn's flow control with one more reason not to read: a pipelined backlog kept unparsed. Reading
+    resumes only when neither uvicorn (its own pauses) nor the backlog holds it."""
+
+    held = False
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            if not self.held:
+                self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if not self.held:
+                self._transport.resume_reading()
+
+    def hold(self) -> None:
+        if not self.held:
+            self.held = True
+            if not self.read_paused:
+                self._transport.pause_reading()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            if not self.read_paused:
+                self._transport.resume_reading()
 
 
 if TYPE_CHECKING:
@@ -254,14 +296,40 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: Any = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
         if self._limits is not None:
-            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+            limits = self._limits
+            self.conn = _CountingConnection(limits.max_header_count, limits.max_header_bytes)
 
     def send_400_response(self, msg: str) -> None:
         limits = self._limits
-        if limits is not None and len(self.conn.trailing_data[0]) > limits.max_header_bytes:
-            self._headers_too_large()  # h11's "receive buffer too long"
+        too_many = isinstance(self.conn, _CountingConnection) and self.conn.too_many_headers
+        if limits is not None and (too_many or len(self.conn.trailing_data[0]) > limits.max_header_bytes):
+            self._headers_too_large()  # h11's "receive buffer too long", or too many header lines
             return
         super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        if self._answered:  # refused 431 and lingering (h11 may be mid-request): nothing more to say
+            self.transport.close()
+            return
+        super().shutdown()
+
+
+class _CountingConnection(h11.Connection):
+    """h11's server connection, refusing a request of more than `max_headers` header lines (uvicorn answers
+    h11's protocol errors 400: GuardedH11Protocol answers this one 431)."""
+
+    too_many_headers = False
+
+    def __init__(self, max_headers: int, max_head_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
+        self._max_headers = max_headers
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request) and len(event.headers) > self._max_headers:
+            self.too_many_headers = True
+            raise h11.RemoteProtocolError("too many header lines", error_status_hint=431)
+        return event
 
 
 async def _refuse_large_headers(scope: Scope, receive: Receive, send: Send) -> None:
@@ -282,13 +350,82 @@ else:
     class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):  # type: ignore[misc]
         """httptools' parser callbacks say where a head begins and ends. A head that completes within one
         read is measured from what was parsed (its URL and headers), so a head over the cap is refused
-        however it was split into reads."""
+        however it was split into reads; so is a head of more than `max_header_count` lines (431, its
+        further headers not kept).
+
+        uvicorn parses all of every read and queues each pipelined request, its headers parsed, while the
+        first is answered; and the answering request's `receive()` resumes reading, so a client could have
+        the whole of a pipelined flood read and queued (7 MB of heads of 4,000 lines each took 90 MB per
+        connection). Here a read is parsed in slices, and once `_PIPELINE_DEPTH` requests wait (or a
+        waiting one's body passes uvicorn's high-water mark) the rest of the read is kept unparsed and
+        reading stops until the queue drains: a connection's pipeline holds at most those requests plus
+        what one slice held."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._backlog: bytes | None = None  # unparsed, while the pipeline is full
+            self._slice = _FIRST_SLICE
+            self._begun = 0  # requests begun (parsed up to their first byte)
+            if self._limits is not None and not self._refused:
+                self.flow = _HeldFlow(transport)  # before any request's cycle takes it
+
+        def data_received(self, data: bytes) -> None:
+            if self._limits is None or self._refused:
+                super().data_received(data)
+            elif self._backlog is not None:  # held (a read already under way): kept in order
+                self._backlog += data
+            else:
+                self._feed(data)
+
+        def _feed(self, data: bytes) -> None:
+            start = 0
+            while start < len(data):
+                if self._pipeline_full():
+                    self._backlog = data[start:]
+                    assert isinstance(self.flow, _HeldFlow)
+                    self.flow.hold()
+                    return
+                size, begun = self._slice, self._begun
+                super().data_received(data[start : start + size])
+                start += size
+                if self.transport.is_closing() or self._answered or self.transport.get_protocol() is not self:
+                    return  # refused, closed, or upgraded to a WebSocket (uvicorn drops the rest too)
+                self._slice = _FIRST_SLICE if self._begun != begun else min(2 * size, _LAST_SLICE)
+
+        def _pipeline_full(self) -> bool:
+            waiting = len(self.pipeline)
+            return waiting >= _PIPELINE_DEPTH or (waiting > 0 and len(self.cycle.body) > HIGH_WATER_LIMIT)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._backlog is not None and not self._pipeline_full():
+                self.loop.call_soon(self._release)  # not inside the app's `send`
+
+        def _release(self) -> None:
+            backlog, self._backlog = self._backlog, None
+            if backlog is None or self.transport.is_closing():
+                return
+            self._feed(backlog)
+            if self._backlog is None and isinstance(self.flow, _HeldFlow):
+                self.flow.release()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._begun += 1
             self._head_open = self._head_began = True
             self._head_bytes = 0
             self._head_too_large = False
+            self._header_count = 0
+
+        _header_count = 0
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._header_count += 1
+            limits = self._limits
+            if limits is not None and self._header_count > limits.max_header_count:
+                self._head_too_large = True  # refused once complete; its further headers are not kept
+                return
+            super().on_header(name, value)
 
         def on_body(self, body: bytes) -> None:
             self._body_bytes += len(body)
@@ -297,7 +434,9 @@ else:
         def on_headers_complete(self) -> None:
             self._head_open = False
             limits = self._limits
-            if limits is None or self._parsed_head_bytes() <= limits.max_header_bytes:
+            if limits is None or (
+                not self._head_too_large and self._parsed_head_bytes() <= limits.max_header_bytes
+            ):
                 super().on_headers_complete()
                 return
             self._head_too_large = True  # an upgrade is refused in handle_websocket_upgrade

@@ -361,3 +361,67 @@ async def test_a_websocket_without_connection_init_is_closed_after_the_header_ti
         assert HEADER_SECONDS - 0.2 <= time.monotonic() - started < HEADER_SECONDS + MARGIN
     finally:
         await ws.close()
+
+
+def healthz(extra: bytes = b"") -> bytes:
+    return b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + b"\r\n"
+
+
+async def test_pipelined_requests_are_all_answered_in_order(served: tuple[ServeProcess, Settings]) -> None:
+    """Fifty pipelined requests sent in one write (more than the server queues at once) are each answered,
+    in the order sent."""
+    server, _ = served
+    query = b'{"query": "{ __typename }"}'
+    post = b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    post += b"X-Engineer-ID: alice\r\nContent-Length: %d\r\n\r\n" % len(query) + query
+    reader, writer = await connect(server)
+    try:
+        writer.write((healthz() + post) * 25 + healthz(b"Connection: close\r\n"))
+        await writer.drain()
+        answers = await until_closed(reader, MARGIN * 2)
+        parts = answers.split(b"HTTP/1.1 ")[1:]
+        assert [part[:6] for part in parts] == [b"200 OK"] * 51, answers[-300:]
+        kinds = [b"query" if b"__typename" in part else b"healthz" for part in parts]
+        assert kinds == [b"healthz", b"query"] * 25 + [b"healthz"], kinds
+    finally:
+        close(writer)
+
+
+async def test_a_pipelined_flood_is_read_only_as_its_requests_are_answered(
+    served: tuple[ServeProcess, Settings],
+) -> None:
+    """A connection pipelining 16 MB of requests (90 header lines each) is read only as its requests are
+    answered: once 64 are answered most of the flood still waits in the client's own send buffer (uvicorn
+    read and queued a 256 KiB read's worth at each answer, so all of it by then)."""
+    server, _ = served
+    request = healthz(b"".join(b"X-Header-%02d: v\r\n" % i for i in range(90)))
+    flood = request * (16_000_000 // len(request))
+    reader, writer = await connect(server)
+    try:
+        writer.write(flood)
+        answers = b""
+        async with asyncio.timeout(MARGIN * 2):
+            while answers.count(b"HTTP/1.1 200 ") < 64:
+                chunk = await reader.read(65536)
+                assert chunk, answers[-300:]
+                answers += chunk
+        assert writer.transport.get_write_buffer_size() > len(flood) // 2
+    finally:
+        close(writer)
+
+
+async def test_a_request_with_too_many_header_lines_is_refused(served: tuple[ServeProcess, Settings]) -> None:
+    """A request of 101 header lines, its head far under the byte cap, is answered 431 HEADERS_TOO_LARGE
+    and the connection closed; one of 100 lines is answered."""
+    server, settings = served
+    assert settings.max_header_count == 100
+    lines = [b"X-H%d: v\r\n" % i for i in range(101)]
+    reader, writer = await connect(server)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\n" + b"".join(lines[:99]) + b"Host: 127.0.0.1\r\n\r\n")
+        assert (await asyncio.wait_for(reader.read(65536), MARGIN)).startswith(b"HTTP/1.1 200 ")
+        writer.write(b"GET /healthz HTTP/1.1\r\n" + b"".join(lines) + b"Host: 127.0.0.1\r\n\r\n")
+        answer = await until_closed(reader, MARGIN)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"HEADERS_TOO_LARGE" in answer, answer[:200]
+    finally:
+        close(writer)
