@@ -106,7 +106,8 @@ def uvicorn_config(settings: Settings, app: Any, server: dict[str, Any], workers
     messages capped at MODELHUB_MAX_BODY_BYTES as request bodies are."""
     import uvicorn
 
-    from ..http.server import ConnectionLimits, GuardedProtocol, GuardedWebSocketProtocol
+    from ..http.protocols import GuardedProtocol, GuardedWebSocketProtocol
+    from ..http.server import ConnectionLimits
 
     config = uvicorn.Config(
         app,

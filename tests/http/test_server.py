@@ -1,4 +1,4 @@
-"""How `modelhub serve` holds connections (graphql_api/http/server.py), on a real server process over raw
+"""How `modelhub serve` holds connections (graphql_api/http/server.py and protocols.py), on a real server process over raw
 sockets: slow headers, oversized heads, stalled bodies, idle keep-alive connections and WebSockets that never
 send `connection_init` are closed, and connections past the cap are refused at once while the server keeps
 answering."""
