@@ -110,6 +110,20 @@ def _rollup_row(group: rollups_db.Group, source: StatsSource) -> StatsRow:
     return StatsRow(**_group(key), period_start=key.get("period"), **figured, source=source)
 
 
+def page_rows(groups: list[rollups_db.Group], req: StatsRequest, source: StatsSource) -> list[StatsRow]:
+    """`order_rows` of the groups' rows, with every figure made only for the page's rows: the others are
+    ordered by the one figure the order reads (an HOUR range holds a row per group and hour, tens of
+    thousands, of which a page keeps at most MAX_STATS_LIMIT)."""
+    name = METRIC_FIELDS[req.sort_metric]
+    made = next((f.rollup for f in figures.FIGURES if f.name == name), None)
+    ordering: list[StatsRow] = []
+    for key, total in groups:
+        figure = {name: _rollup_figure(made, total)} if made is not None else {}
+        ordering.append(StatsRow(**_group(key), period_start=key.get("period"), **figure, source=source))
+    group_of = {id(row): group for row, group in zip(ordering, groups, strict=True)}
+    return [_rollup_row(group_of[id(row)], source) for row in order_rows(ordering, req)]
+
+
 def _sortable(value: Any) -> tuple[int, Any]:
     return (0, 0) if value is None else (1, value)
 
@@ -239,5 +253,5 @@ async def download_stats(
             return StatsPage(rows, total, source, req.offset)
     # Rollup rows are grouped and ordered here (see rollups_db.grouped); a ROLLUP answer is a HYBRID one
     # whose range holds whole days only.
-    rows = [_rollup_row(g, source) for g in await hybrid.hybrid_groups(req, pending)]
-    return StatsPage(order_rows(rows, req), len(rows), source, req.offset)
+    groups = await hybrid.hybrid_groups(req, pending)
+    return StatsPage(page_rows(groups, req, source), len(groups), source, req.offset)

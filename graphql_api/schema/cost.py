@@ -36,15 +36,20 @@ CONNECTION_FIELDS = frozenset({"edges", "nodes"})
 # What a stats read costs by where it is answered: every call STATS_BASE; a raw event scan one point more per
 # RAW_EVENTS_PER_POINT events in its range, as the rollups counted them (analytics/volume.py), and a HYBRID
 # answer's raw edges (at most an hour at each end) likewise by their events; rollup buckets one point per
-# ROLLUP_BUCKETS_PER_POINT days (or hours, for HOUR buckets) of range. Priced without counts (before they
-# were first read, or pricing a document alone), a raw scan costs RAW_SCAN_PER_DAY per day of its range, up
-# to RAW_SCAN (a month or more, or an open range), and raw edges HYBRID_EDGES.
+# ROLLUP_BUCKETS_PER_POINT days of range. HOUR buckets are read from the hourly rollups, which hold a bucket
+# per model (version, mode, client kind) and hour with an event (at 200,000 events a month, one bucket per 2.6
+# to 7 events; 28,000 to 76,000 buckets read and grouped for a month, each about as dear as a raw event): an
+# hourly read costs one point per HOURLY_EVENTS_PER_POINT events in its range, and at least one per
+# ROLLUP_BUCKETS_PER_POINT hours. Priced without counts (before they were first read, or pricing a document
+# alone), a raw scan and an hourly read cost RAW_SCAN_PER_DAY per day of their range, up to RAW_SCAN (a month
+# or more, or an open range), and raw edges HYBRID_EDGES.
 STATS_BASE = 200
 RAW_EVENTS_PER_POINT = 10
 RAW_SCAN = 1_500
 RAW_SCAN_PER_DAY = 50
 HYBRID_EDGES = 100
 ROLLUP_BUCKETS_PER_POINT = 10
+HOURLY_EVENTS_PER_POINT = 50
 UNBOUNDED_DAYS = 5 * 365  # an open range is priced as five years of buckets
 ROWS_PER_POINT = 10
 # The `DownloadFilter` fields an index of the events serves with the start time (documents.DownloadEvent).
@@ -259,13 +264,18 @@ def read_price(
     volume: Volume | None = None,
 ) -> int:
     """One stats read over [since, until) by its source: a raw scan by the events it reads (by its days when
-    their counts are unknown), rollup reads by the buckets they read and the events of their raw edges."""
+    their counts are unknown), rollup reads by the buckets they read (hourly ones by the events they hold)
+    and the events of their raw edges."""
     days = _days(since, until)
+    by_days = min(RAW_SCAN, RAW_SCAN_PER_DAY * days)
     if source is queries.StatsSource.RAW:
         if volume is not None:
             return STATS_BASE + math.ceil(volume(since, until) / RAW_EVENTS_PER_POINT)
-        return STATS_BASE + min(RAW_SCAN, RAW_SCAN_PER_DAY * days)
-    buckets = days * 24 if hourly else days
+        return STATS_BASE + by_days
+    buckets = days // ROLLUP_BUCKETS_PER_POINT
+    if hourly:
+        held = by_days if volume is None else math.ceil(volume(since, until) / HOURLY_EVENTS_PER_POINT)
+        buckets = max(days * 24 // ROLLUP_BUCKETS_PER_POINT, held)
     edges = 0
     if source is queries.StatsSource.HYBRID:
         if volume is None:
@@ -273,7 +283,7 @@ def read_price(
         else:
             read = sum(volume(a, b) for a, b in hybrid.split(since, until).raw)
             edges = math.ceil(read / RAW_EVENTS_PER_POINT)
-    return STATS_BASE + edges + buckets // ROLLUP_BUCKETS_PER_POINT
+    return STATS_BASE + edges + buckets
 
 
 def _enum(value: Any, kind: Any) -> Any:
@@ -302,8 +312,9 @@ def stats_price(argument: Argument, field: FieldNode, children: int, volume: Vol
 
 
 def series_price(argument: Argument, field: FieldNode, children: int, volume: Volume | None = None) -> int:
-    """`downloadSeries` reads three times (series.download_series): the top groups of `by` over the range,
-    their buckets, and every event's buckets; each read is priced by the source that will answer it."""
+    """`downloadSeries` reads three times (series.download_series): the top groups of `by` over the range
+    (no interval: from the daily rollups), their buckets, and every event's buckets; each read is priced by
+    the source that will answer it."""
     by = argument(field, "by")
     interval = _enum(argument(field, "interval") or "DAY", queries.Interval) or queries.Interval.DAY
     time_zone = argument(field, "timeZone")
@@ -319,7 +330,8 @@ def series_price(argument: Argument, field: FieldNode, children: int, volume: Vo
     everything = _source(query, [], interval=interval, time_zone=time_zone)
     days = _days(since, until)
     hourly = interval is queries.Interval.HOUR
-    reads = sum(read_price(s, since, until, hourly, volume) for s in (grouped, bucketed, everything))
+    reads = read_price(grouped, since, until, False, volume)
+    reads += sum(read_price(s, since, until, hourly, volume) for s in (bucketed, everything))
     top = min(_int(argument(field, "top"), 10), series.MAX_TOP)
     points = min(days * 24 if hourly else days, series.MAX_POINTS)
     return reads + (top + 1) * points * max(1, children) // (ROWS_PER_POINT * 10)

@@ -15,6 +15,7 @@ from graphql_api.analytics.volume import EventVolume
 from graphql_api.client import DOCUMENTS
 from graphql_api.config import Settings
 from graphql_api.schema.cost import (
+    HOURLY_EVENTS_PER_POINT,
     HYBRID_EDGES,
     RAW_EVENTS_PER_POINT,
     RAW_SCAN,
@@ -153,6 +154,35 @@ def test_raw_scans_are_priced_by_the_events_in_their_range() -> None:
     )
     assert priced(SERIES, {"by": "ENGINEER", **RANGE}) > 2 * month
     assert priced(SERIES, {"by": "MODEL", **RANGE}) == cost(SERIES, {"by": "MODEL", **RANGE})
+
+
+def test_hour_buckets_are_priced_by_the_events_their_hourly_rollups_hold() -> None:
+    """With the counts at hand, HOUR buckets over a bounded range (HYBRID or ROLLUP: the hourly rollups) cost a
+    point per HOURLY_EVENTS_PER_POINT events of the range, growing with them (a hostile READER's month by the
+    hour over 200,000 events cost 315 and took 3 to 6 s), at least a point per 10 hours; DAY buckets over
+    the same range do not depend on the counts; a series by the hour prices its two hourly reads so."""
+    month = {**RANGE, "until": (UNTIL - timedelta(minutes=30)).isoformat()}  # off the hour: HYBRID
+    hours = {"g": ["MODEL", "VERSION"], "f": RANGE, "i": "HOUR"}  # whole days: ROLLUP
+    quiet, busy = EventVolume(), EventVolume()
+    quiet.days = {UNTIL - timedelta(days=5): 100}
+    busy.days = {UNTIL - timedelta(days=d): 200_000 // 30 for d in range(1, 31)}
+
+    def priced(text: str, variables: dict[str, Any], counts: EventVolume) -> int:
+        return operation_cost(parse(text), None, variables, counts.estimate)
+
+    floor = priced(STATS, hours, quiet)
+    assert floor == STATS_BASE + 30 * 24 // 10 + 1  # a point per 10 hours when they hold few events
+    held = busy.estimate(UNTIL - timedelta(days=30), UNTIL)
+    assert priced(STATS, hours, busy) == STATS_BASE + math.ceil(held / HOURLY_EVENTS_PER_POINT) + 1
+    assert priced(STATS, hours, busy) > 10 * floor
+    assert priced(STATS, {**hours, "f": month}, busy) > priced(STATS, hours, busy) - 10  # HYBRID, likewise
+    assert priced(STATS, {**hours, "i": "DAY"}, busy) == priced(STATS, {**hours, "i": "DAY"}, quiet)
+    series = {"by": "MODEL", "since": RANGE["since"], "until": month["until"], "i": "HOUR"}
+    text = SERIES.replace("$f: DownloadFilter", "$f: DownloadFilter, $i: TimeInterval").replace(
+        "top: 10", "top: 10, interval: $i"
+    )
+    more = priced(text, series, busy) - priced(text, series, quiet)
+    assert more > 3 * held // (2 * HOURLY_EVENTS_PER_POINT)  # more than one hourly read's events: two
 
 
 def test_downloads_that_may_read_every_event_are_priced_as_raw_scans() -> None:
