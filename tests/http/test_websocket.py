@@ -455,6 +455,7 @@ def masked_text(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+@pytest.mark.process  # runs `modelhub serve` (its WebSocket protocol is the one under test)
 async def test_a_peer_that_ignores_the_close_and_keeps_sending_is_dropped(
     mongo_uri: str, tmp_path: Path
 ) -> None:
