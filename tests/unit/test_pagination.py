@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 
 from graphql_api.db.common import merge_filters
-from graphql_api.db.paging import keyset_after
+from graphql_api.db.paging import keyset_branches
 from graphql_api.errors import InvalidInput
 from graphql_api.pagination import decode_cursor, encode_cursor
 
@@ -43,10 +43,14 @@ def test_merge_filters_stays_flat() -> None:
     }
 
 
-def test_keyset_after_bounds_the_leading_field() -> None:
-    """Rows after (t, id) in descending order: t below, or t equal and id below; plus a bound on t itself."""
+def test_keyset_branches_have_no_top_level_or() -> None:
+    """Rows after (t, id) in descending order: t equal (id compared in Python, below), then t below; no
+    `$or`, and the tie's equality merges with a range on t into one flat filter."""
     t, oid = datetime(2026, 1, 1, tzinfo=UTC), ObjectId()
-    assert keyset_after([("t", -1), ("_id", -1)], [t, oid]) == {
-        "t": {"$lte": t},
-        "$or": [{"t": {"$lt": t}}, {"t": t, "_id": {"$lt": oid}}],
-    }
+    ties, beyond = keyset_branches([("t", -1), ("_id", -1)], [t, oid])
+    assert (ties.query, ties.beyond, beyond.query, beyond.beyond) == (
+        {"t": {"$gte": t, "$lte": t}}, ("_id", -1, oid), {"t": {"$lt": t}}, None
+    )  # fmt: skip
+    since = {"t": {"$gte": datetime(2025, 1, 1, tzinfo=UTC)}}
+    assert merge_filters(since, ties.query) == {"t": {"$gte": t, "$lte": t}}
+    assert keyset_branches([("d", 1), ("_id", 1)], [None, oid])[0].query == {"d": None}
