@@ -94,12 +94,10 @@ def keyset_branches(sort: Sequence[tuple[str, int]], values: list[Any]) -> list[
     the leading field, the comparison of the next field is made here, not in the query: SecantusDB plans
     no index for a second range beside the first (`{model_name, started_at: [t, t], _id: {$lt}}` scanned
     the collection, 1.7 s), so the query is the equalities alone (the rows tied with the cursor: a few).
-    An equality is written as a closed range (a null as a plain equality), so that it merges with a range
-    the query already puts on the field (`merge_filters` would otherwise fall back to a top-level `$and`,
-    which SecantusDB scans the same way)."""
+    The equalities are plain ones: see `pinned` for how they meet a condition the query already has."""
     branches: list[Branch] = []
     for i, (name, direction) in enumerate(sort):
-        equal = {f: _equal(values[j]) for j, (f, _) in enumerate(sort[:i])}
+        equal = {f: values[j] for j, (f, _) in enumerate(sort[:i])}
         if i == 0:
             branches.append(Branch({name: {"$gt" if direction > 0 else "$lt": values[i]}}))
         else:
@@ -107,8 +105,46 @@ def keyset_branches(sort: Sequence[tuple[str, int]], values: list[Any]) -> list[
     return branches[::-1]
 
 
-def _equal(value: Any) -> Any:
-    return value if value is None else {"$gte": value, "$lte": value}
+def pinned(base: dict[str, Any], equal: dict[str, Any]) -> dict[str, Any] | None:
+    """`base` with each field of `equal` pinned to its value: the value replaces a condition of `base` on
+    the field that it satisfies (None when it fails one: no row can match). Not a closed range merged into
+    the condition: SecantusDB 0.7 misreads an inclusive bound on a field between others in a compound index
+    (`{project_name: p, created_at: {$gte: t, $lte: t}}` on (project_name, created_at, _id) found none of
+    the 8 models created at t; the equality finds them), and not a `$and`, which it runs as a collection scan.
+    A condition this cannot judge is kept beside the equality (`merge_filters`)."""
+    flt = dict(base)
+    for name, value in equal.items():
+        cond = flt.get(name)
+        verdict = _satisfies(value, cond) if name in flt else True
+        if verdict is False:
+            return None
+        if verdict is True:
+            flt[name] = value
+        else:
+            flt = merge_filters(flt, {name: value})
+    return flt
+
+
+_CHECKS: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": lambda v, b: bool(v > b),
+    "$gte": lambda v, b: bool(v >= b),
+    "$lt": lambda v, b: bool(v < b),
+    "$lte": lambda v, b: bool(v <= b),
+    "$ne": lambda v, b: bool(v != b),
+}
+
+
+def _satisfies(value: Any, cond: Any) -> bool | None:
+    """Whether `value` meets a filter condition made of comparisons (None: some other condition, or values
+    that do not compare: not judged here)."""
+    if not isinstance(cond, dict):
+        return None
+    if not cond or not set(cond) <= set(_CHECKS):
+        return None
+    try:
+        return all(_CHECKS[op](_comparable(value), _comparable(bound)) for op, bound in cond.items())
+    except TypeError:
+        return None
 
 
 def _comparable(value: Any) -> Any:
@@ -169,11 +205,12 @@ async def keyset_page(
         need = limit + 1 - len(docs)
         if need <= 0:
             break
-        flt = merge_filters(base, branch.query)
         if branch.beyond is not None:  # tied with the cursor: all read, the rest of the key compared here
-            tied = await document.find(flt).sort(scan).to_list()
+            ties = pinned(base, branch.query)
+            tied = [] if ties is None else await document.find(ties).sort(scan).to_list()
             docs += [doc for doc in tied if branch.keeps(doc)][:need]
             continue
+        flt = merge_filters(base, branch.query)
         # The last branch (beyond the cursor on the leading field, or no cursor) is the range worth windows.
         windows = await _windows(flt, scan, anchor, newest_first_on, ascending_string_on, earliest)
         for window in [*windows, None]:

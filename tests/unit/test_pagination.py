@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 
 from graphql_api.db.common import merge_filters
-from graphql_api.db.paging import keyset_branches
+from graphql_api.db.paging import keyset_branches, pinned
 from graphql_api.errors import InvalidInput
 from graphql_api.pagination import decode_cursor, encode_cursor
 
@@ -45,12 +45,19 @@ def test_merge_filters_stays_flat() -> None:
 
 def test_keyset_branches_have_no_top_level_or() -> None:
     """Rows after (t, id) in descending order: t equal (id compared in Python, below), then t below; no
-    `$or`, and the tie's equality merges with a range on t into one flat filter."""
+    `$or`, and the tie's equality replaces a condition on t that it meets, in one flat filter."""
     t, oid = datetime(2026, 1, 1, tzinfo=UTC), ObjectId()
     ties, beyond = keyset_branches([("t", -1), ("_id", -1)], [t, oid])
     assert (ties.query, ties.beyond, beyond.query, beyond.beyond) == (
-        {"t": {"$gte": t, "$lte": t}}, ("_id", -1, oid), {"t": {"$lt": t}}, None
+        {"t": t}, ("_id", -1, oid), {"t": {"$lt": t}}, None
     )  # fmt: skip
-    since = {"t": {"$gte": datetime(2025, 1, 1, tzinfo=UTC)}}
-    assert merge_filters(since, ties.query) == {"t": {"$gte": t, "$lte": t}}
-    assert keyset_branches([("d", 1), ("_id", 1)], [None, oid])[0].query == {"d": None}
+    since = {
+        "e": "x",
+        "t": {"$gte": datetime(2025, 1, 1, tzinfo=UTC), "$lt": datetime(2027, 1, 1, tzinfo=UTC)},
+    }
+    assert pinned(since, ties.query) == {"e": "x", "t": t}
+    assert pinned({"t": {"$gt": t}}, ties.query) is None  # the cursor is outside the range: no ties
+    assert pinned({"d": {"$ne": None}}, {"d": 2.0}) == {"d": 2.0}
+    assert pinned({"t": {"$in": [t]}}, ties.query) == {"$and": [{"t": {"$in": [t]}}, {"t": t}]}
+    naive = datetime(2026, 1, 1)  # as the database gives it back
+    assert pinned({"t": {"$lte": naive}}, ties.query) == {"t": t}

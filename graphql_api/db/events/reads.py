@@ -57,7 +57,7 @@ async def page(
     a probe for the earliest event is itself a read of every event on SecantusDB. A page after a cursor is
     read without a top-level `$or` (SecantusDB scans the collection for one): see `keyset_branches`. Before
     both, `last: 1`, the ascending order and every page after a cursor read all 200,000 events of the
-    hostile-client test (6–12 s). On MongoDB each window is an index range read up to its limit: a few more
+    hostile-client test (6 to 12 s). On MongoDB each window is an index range read up to its limit: a few more
     small reads, the same rows."""
     flt = event_filter(q)
     if order.field is DownloadOrderField.DURATION:
