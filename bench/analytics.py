@@ -298,6 +298,9 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
 
             rows.append((title, "RAW", await timed(over_http_page, repeat), await timed(direct_page, repeat)))
 
+        if not only:
+            rows += await _page_shapes(http, repeat)
+
         coll = DownloadEvent.get_pymongo_collection()
         for title, _, _, req in stats_shapes(now):
             if rollups_db.bucket_filter(req) is not None:
@@ -308,6 +311,55 @@ async def _measure(base: str, repeat: int, only: str = "") -> list[tuple[str, st
                 verbosity="queryPlanner",
             )
             print(f"explain {title}: indexes {sorted(indexes_used(plan)) or 'none (collection scan)'}")
+    return rows
+
+
+PAGE = """query($o: DownloadOrder, $first: Int, $after: String, $last: Int, $before: String) {
+  downloads(orderBy: $o, first: $first, after: $after, last: $last, before: $before) {
+    pageInfo { startCursor endCursor } edges { node { id } } } }"""
+ASC = {"field": "STARTED_AT", "direction": "ASC"}
+
+
+async def _page_shapes(http: httpx.AsyncClient, repeat: int) -> list[tuple[str, str, float, float]]:
+    """`downloads` pages away from the newest: after a cursor, the oldest (`last`, or ascending) and before a
+    cursor (hostile-client finding: each once read every event). The pymongo column is `keyset_page` itself
+    (its time windows, no GraphQL or HTTP)."""
+    first = (await http.post("/graphql", json={"query": PAGE, "variables": {"first": 100}})).json()
+    end = first["data"]["downloads"]["pageInfo"]["endCursor"]
+    shapes: list[tuple[str, dict[str, Any]]] = [
+        ("downloads page 2 (after)", {"first": 100, "after": end}),
+        ("downloads last 100", {"last": 100}),
+        ("downloads last 1", {"last": 1}),
+        ("downloads last 100 before page 1", {"last": 100, "before": end}),
+        ("downloads oldest 100 (ASC)", {"o": ASC, "first": 100}),
+    ]
+    # What the app reads from its counts in memory (analytics/volume.py), read here once.
+    start = await rollups_db.first_day()
+
+    async def earliest() -> datetime | None:
+        return start
+
+    rows = []
+    for title, variables in shapes:
+
+        async def over_http(variables: dict[str, Any] = variables) -> Any:
+            body = (await http.post("/graphql", json={"query": PAGE, "variables": variables})).json()
+            assert "errors" not in body, body
+            return body
+
+        def request_of(variables: dict[str, Any]) -> tuple[queries.DownloadOrder, PageRequest]:
+            order = queries.DownloadOrder(descending="o" not in variables)
+            fields = {k: v for k, v in variables.items() if k in ("first", "after", "last", "before")}
+            return order, PageRequest(**fields)
+
+        async def direct(variables: dict[str, Any] = variables) -> Any:
+            order, request = request_of(variables)
+            return await keyset_page(
+                DownloadEvent, {}, events_db.sort_of(order), order.key, request, "started_at",
+                earliest=earliest,
+            )  # fmt: skip
+
+        rows.append((title, "RAW", await timed(over_http, repeat), await timed(direct, repeat)))
     return rows
 
 

@@ -14,6 +14,7 @@ from ..pagination import Page, PageRequest, empty_page
 from ..queries import DownloadOrder, EventQuery
 from ..scope import Scope
 from . import rollups
+from .volume import EventVolume
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +31,36 @@ async def model_download_totals(keys: Sequence[tuple[str, int]]) -> list[ModelDo
 
 
 async def list_events(
-    scope: Scope, query: EventQuery, order: DownloadOrder, request: PageRequest
+    scope: Scope,
+    query: EventQuery,
+    order: DownloadOrder,
+    request: PageRequest,
+    volume: EventVolume | None = None,
+    horizon: datetime | None = None,
 ) -> Page[DownloadEvent]:
     """One keyset page of raw events of the projects `scope` may read; an unfiltered count is summed from
-    the rollups (a narrowed query is filtered, so it never is)."""
+    the rollups (a narrowed query is filtered, so it never is). A page read oldest first (ascending, or the
+    `last` of newest first) starts its time windows where the events begin (see `events_start`)."""
     narrowed = scope.events(query)
     if narrowed is None:
         return empty_page()
-    return await events_db.page(narrowed, order, request, count_all=_count_downloads)
+
+    async def earliest() -> datetime | None:
+        return await events_start(volume, horizon)
+
+    return await events_db.page(narrowed, order, request, count_all=_count_downloads, earliest=earliest)
+
+
+async def events_start(volume: EventVolume | None, horizon: datetime | None) -> datetime | None:
+    """About where the stored events begin: the first day the rollups counted (from the instance's counts in
+    memory, else read), or the retention `horizon` when later (older events have expired, or will within
+    about a minute). Only a hint for where oldest-first windows start: pages do not depend on it."""
+    first = volume.first_day() if volume is not None else None
+    if first is None:
+        first = await rollups_db.first_day()
+    if first is None or horizon is None:
+        return first if first is not None else horizon
+    return max(first, horizon)
 
 
 async def _count_downloads() -> int:

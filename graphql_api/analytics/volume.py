@@ -37,6 +37,10 @@ class EventVolume:
                 total += math.ceil(count * ((end - start) / DAY))
         return total
 
+    def first_day(self) -> datetime | None:
+        """The earliest UTC day the rollups counted an event on (None: none counted, or not read yet)."""
+        return min((day for day, count in self.days.items() if count > 0), default=None)
+
     async def refresh(self) -> None:
         """Reads the counts again; on a database error the last ones stay (and pricing with them)."""
         try:

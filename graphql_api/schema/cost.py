@@ -190,10 +190,11 @@ def downloads_scan(
 ) -> tuple[datetime | None, datetime | None] | None:
     """The range of the raw events a root `downloads` field may read in full (None: it reads about a page).
 
-    A page ordered by start time and filtered by one indexed field (model, project or engineer) and the range
-    reads about a page of events; any other filter (bytes, statuses, modes, client kinds, versions, two
-    indexed fields at once), another order, or a `totalCount` of a filtered query may read every event in the
-    range, so it is priced as a raw scan of that range."""
+    A page ordered by start time (either direction, `first` or `last`) and filtered by one indexed field
+    (model, project or engineer) and the range reads about a page of events (time windows: db/paging.py);
+    any other filter (bytes, statuses, modes, client kinds, versions, two indexed fields at once), another
+    order, or a `totalCount` of a filtered query may read every event in the range, so it is priced as a
+    raw scan of that range."""
     value = argument(field, "filter")
     order = argument(field, "orderBy")
     if value is not None and not isinstance(value, dict):

@@ -7,7 +7,7 @@ from typing import Annotated
 import strawberry
 
 from .. import downloads, queries
-from ..analytics import events
+from ..analytics import events, stats
 from ..errors import InvalidInput as InvalidId
 from .connections import AFTER, BEFORE, FIRST, LAST, page_request
 from .context import Info
@@ -74,7 +74,9 @@ class DownloadQueries:
         query = (filter or DownloadFilter()).to_query()
         order = order_by.to(queries.DownloadOrder) if order_by else queries.DownloadOrder()
         request = page_request(first, after, last, before)
-        page = await events.list_events(info.context.scope, query, order, request)
+        services = info.context.services
+        horizon = stats.retention_horizon(services.settings.event_retention_days)
+        page = await events.list_events(info.context.scope, query, order, request, services.volume, horizon)
         return DownloadEventConnection.of(page, DownloadEvent.from_doc)
 
 

@@ -710,6 +710,114 @@ async def test_newest_first_pages_from_time_windows_match_the_full_order(fresh_g
     assert seen == sorted(seen, key=lambda s: (datetime.fromisoformat(s[0]), s[1]), reverse=True)
 
 
+EDGES_PAGE = """query($o: DownloadOrder, $f: DownloadFilter, $first: Int, $after: String, $last: Int,
+    $before: String) { downloads(orderBy: $o, filter: $f, first: $first, after: $after, last: $last,
+    before: $before) { pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id startedAt } } } }"""
+
+
+async def walk(
+    gql: GraphQLClient, order: dict[str, str], flt: dict[str, Any], size: int, backward: bool
+) -> list[tuple[str, str]]:
+    """Every (cursor, id) of a `downloads` order, page by page: forward with first/after, or backward from
+    the end with last/before (pages put back in order)."""
+    edges: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        variables: dict[str, Any] = {"o": order, "f": flt}
+        variables.update({"last": size, "before": cursor} if backward else {"first": size, "after": cursor})
+        page = (await gql(EDGES_PAGE, variables))["downloads"]
+        got = [(e["cursor"], e["node"]["id"]) for e in page["edges"]]
+        edges = got + edges if backward else edges + got
+        info = page["pageInfo"]
+        if not (info["hasPreviousPage"] if backward else info["hasNextPage"]):
+            return edges
+        cursor = info["startCursor"] if backward else info["endCursor"]
+
+
+def spread_events(n: int) -> list[dict[str, Any]]:
+    """`n` events over the 20 days before the last hour, a few of them sharing their start to the millisecond
+    (ties that a cursor must split by id)."""
+    events = make_events(n, seed=5)
+    shift = (utcnow() - timedelta(hours=1)).replace(microsecond=0) - max(e["started_at"] for e in events)
+    for i, e in enumerate(events):
+        e["started_at"] = (e["started_at"] + shift).replace(microsecond=0)
+        if i % 10 == 3:  # ties with the event before
+            e["started_at"] = events[i - 1]["started_at"]
+    return events
+
+
+@pytest.mark.parametrize("flt", [{}, {"modelNames": ["bert"]}, {"since": "SINCE"}])
+async def test_backward_and_ascending_pages_are_the_forward_pages(
+    fresh_gql: GraphQLClient, flt: dict[str, Any]
+) -> None:
+    """Backward pages (last/before) give the forward pages' rows and cursors, the ascending order gives the
+    same rows reversed, and both match sorting the events, ties on the start split by id."""
+    events = spread_events(180)
+    await store(events, bulk=True)
+    if flt.get("since"):
+        flt = {"since": sorted(e["started_at"] for e in events)[60].isoformat()}
+    since = datetime.fromisoformat(flt["since"]) if "since" in flt else None
+    chosen = [
+        e
+        for e in await DownloadEvent.find_all().to_list()
+        if e.model_name in flt.get("modelNames", [e.model_name])
+    ]
+    chosen = [e for e in chosen if since is None or e.started_at.replace(tzinfo=UTC) >= since]
+    expected = [str(e.id) for e in sorted(chosen, key=lambda e: (e.started_at, e.id), reverse=True)]
+    for order in ({"field": "STARTED_AT", "direction": "DESC"}, {"field": "STARTED_AT", "direction": "ASC"}):
+        forward = await walk(fresh_gql, order, flt, 7, backward=False)
+        assert await walk(fresh_gql, order, flt, 7, backward=True) == forward, order
+        ids = [str(db_id(i)) for _, i in forward]
+        assert ids == (expected if order["direction"] == "DESC" else expected[::-1]), order
+    last = (await fresh_gql(EDGES_PAGE, {"f": flt, "last": 4}))["downloads"]
+    assert [str(db_id(e["node"]["id"])) for e in last["edges"]] == expected[-4:]
+
+
+async def test_pages_read_index_ranges_of_about_a_page(
+    fresh_gql: GraphQLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every downloads page by start time (newest or oldest first, first/after or last/before, with `since`)
+    reads a few windows of events, not all of them: each find the page issues is weighed as SecantusDB
+    reads it (a collection scan when its plan is one, else the events its filter matches)."""
+    events = spread_events(1000)
+    await store(events, bulk=True)
+    coll = DownloadEvent.get_pymongo_collection()
+    found: list[dict[str, Any]] = []
+    original = DownloadEvent.find
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        found.append(args[0] if args else {})
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(DownloadEvent, "find", recording)
+
+    async def examined(variables: dict[str, Any]) -> tuple[int, Any]:
+        found.clear()
+        page = (await fresh_gql(EDGES_PAGE, variables))["downloads"]
+        read = 0
+        for flt in found:
+            plan = await coll.database.command(
+                "explain", {"find": coll.name, "filter": flt}, verbosity="queryPlanner"
+            )
+            scanned = "COLLSCAN" in str(plan["queryPlanner"]["winningPlan"])
+            read += len(events) if scanned else await coll.count_documents(flt)
+        return read, page["pageInfo"]
+
+    asc = {"field": "STARTED_AT", "direction": "ASC"}
+    since = sorted(e["started_at"] for e in events)[400].isoformat()
+    shapes: list[dict[str, Any]] = [{"first": 5}, {"last": 5}, {"o": asc, "first": 5}, {"o": asc, "last": 5},
+                                    {"last": 5, "f": {"since": since}}, {"first": 5, "f": {"modelNames": ["bert"]}},
+                                    {"last": 5, "f": {"modelNames": ["bert"]}}]  # fmt: skip
+    for shape in shapes:
+        read, info = await examined(shape)
+        assert read <= 250, (shape, read)  # 50 events a day: the one-day window and the smaller ones
+        backward = "last" in shape
+        cursor = {"before": info["startCursor"]} if backward else {"after": info["endCursor"]}
+        read, _ = await examined({**shape, **cursor})
+        assert read <= 250, (shape, cursor, read)
+
+
 # slow: ~7.5 s on this 2-core machine (`make check` leaves it to `make test`)
 @pytest.mark.slow
 async def test_rebuild_rollups_repairs_drift(fresh_gql: GraphQLClient) -> None:

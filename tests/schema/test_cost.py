@@ -201,12 +201,18 @@ def test_downloads_that_may_read_every_event_are_priced_as_raw_scans() -> None:
     page = priced("(first: 10)")
     assert page == 1 + 10 * 2
     assert priced('(first: 10, filter: {modelNames: ["m"], since: "2026-01-01T00:00:00Z"})') == page
+    # Either direction by start time, first or last, is windowed on the index: its page.
+    assert priced("(first: 10, orderBy: {field: STARTED_AT, direction: ASC})") == page
+    assert priced('(last: 10, before: "c", filter: {projectNames: ["p"]})') == page
     assert priced("(first: 10)", "totalCount nodes { id }") == 1 + 10 * 3  # unfiltered: summed from rollups
     for heavy in (
         "(first: 10, filter: {minBytes: 1})",
         "(first: 10, filter: {statuses: [FAILED]})",
         '(first: 10, filter: {modelNames: ["m"], engineers: ["e"]})',
         "(first: 10, orderBy: {field: BYTES_SENT, direction: DESC})",
+        "(last: 10, orderBy: {field: BYTES_SENT, direction: ASC})",
+        "(first: 10, orderBy: {field: DURATION, direction: ASC})",
+        "(last: 10, orderBy: {field: DURATION})",
     ):
         assert priced(heavy) == page + scan, heavy
     assert priced('(filter: {modelNames: ["m"]})', "totalCount") == 2 + scan  # the field and its count

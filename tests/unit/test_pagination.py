@@ -8,7 +8,7 @@ import pytest
 from bson import ObjectId
 
 from graphql_api.db.common import merge_filters
-from graphql_api.db.paging import keyset_after
+from graphql_api.db.paging import keyset_branches, pinned
 from graphql_api.errors import InvalidInput
 from graphql_api.pagination import decode_cursor, encode_cursor
 
@@ -43,10 +43,21 @@ def test_merge_filters_stays_flat() -> None:
     }
 
 
-def test_keyset_after_bounds_the_leading_field() -> None:
-    """Rows after (t, id) in descending order: t below, or t equal and id below; plus a bound on t itself."""
+def test_keyset_branches_have_no_top_level_or() -> None:
+    """Rows after (t, id) in descending order: t equal (id compared in Python, below), then t below; no
+    `$or`, and the tie's equality replaces a condition on t that it meets, in one flat filter."""
     t, oid = datetime(2026, 1, 1, tzinfo=UTC), ObjectId()
-    assert keyset_after([("t", -1), ("_id", -1)], [t, oid]) == {
-        "t": {"$lte": t},
-        "$or": [{"t": {"$lt": t}}, {"t": t, "_id": {"$lt": oid}}],
+    ties, beyond = keyset_branches([("t", -1), ("_id", -1)], [t, oid])
+    assert (ties.query, ties.beyond, beyond.query, beyond.beyond) == (
+        {"t": t}, ("_id", -1, oid), {"t": {"$lt": t}}, None
+    )  # fmt: skip
+    since = {
+        "e": "x",
+        "t": {"$gte": datetime(2025, 1, 1, tzinfo=UTC), "$lt": datetime(2027, 1, 1, tzinfo=UTC)},
     }
+    assert pinned(since, ties.query) == {"e": "x", "t": t}
+    assert pinned({"t": {"$gt": t}}, ties.query) is None  # the cursor is outside the range: no ties
+    assert pinned({"d": {"$ne": None}}, {"d": 2.0}) == {"d": 2.0}
+    assert pinned({"t": {"$in": [t]}}, ties.query) == {"$and": [{"t": {"$in": [t]}}, {"t": t}]}
+    naive = datetime(2026, 1, 1)  # as the database gives it back
+    assert pinned({"t": {"$lte": naive}}, ties.query) == {"t": t}
