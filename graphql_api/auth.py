@@ -40,12 +40,10 @@ MAX_TOKEN_GRANTS = 100
 
 
 def grant_map(pairs: Iterable[tuple[str, ProjectRole]]) -> dict[str, ProjectRole]:
-    """A token's project roles from (project, role) pairs: at most MAX_TOKEN_GRANTS, each project once
-    (a second role for one project is a mistake to name, not one to resolve silently)."""
+    """A token's project roles from (project, role) pairs, each project once (a second role for one project
+    is a mistake to name, not one to resolve silently; `create_token` bounds how many)."""
     grants: dict[str, ProjectRole] = {}
-    for count, (project, role) in enumerate(pairs, 1):
-        if count > MAX_TOKEN_GRANTS:
-            raise InvalidInput("grants", f"at most {MAX_TOKEN_GRANTS} project roles")
+    for project, role in pairs:
         if project in grants:
             raise InvalidInput("grants", f"project {project!r} is given twice")
         grants[project] = role

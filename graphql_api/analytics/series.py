@@ -62,7 +62,6 @@ class SeriesRequest:
     time_zone: str | None = None
 
     def validate(self) -> None:
-        self.query.validate()
         if self.query.since is not None or self.query.until is not None:
             field = "filter.since" if self.query.since is not None else "filter.until"
             raise InvalidInput(field, "downloadSeries takes its range from its own since/until")

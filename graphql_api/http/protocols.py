@@ -32,28 +32,25 @@ class _HeldFlow(FlowControl):
     held = False
 
     def pause_reading(self) -> None:
-        if not self.read_paused:
-            self.read_paused = True
-            if not self.held:
-                self._transport.pause_reading()
+        self._set(True, self.held)
 
     def resume_reading(self) -> None:
-        if self.read_paused:
-            self.read_paused = False
-            if not self.held:
-                self._transport.resume_reading()
+        self._set(False, self.held)
 
     def hold(self) -> None:
-        if not self.held:
-            self.held = True
-            if not self.read_paused:
-                self._transport.pause_reading()
+        self._set(self.read_paused, True)
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            if not self.read_paused:
-                self._transport.resume_reading()
+        self._set(self.read_paused, False)
+
+    def _set(self, read_paused: bool, held: bool) -> None:
+        """The transport reads while neither reason holds it: told only when that changes."""
+        was, now = self.read_paused or self.held, read_paused or held
+        self.read_paused, self.held = read_paused, held
+        if now and not was:
+            self._transport.pause_reading()
+        elif was and not now:
+            self._transport.resume_reading()
 
 
 class GuardedH11Protocol(Guarded, H11Protocol):

@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,12 @@ async def test_reconnecting_after_a_cursor_misses_nothing(
     assert "malformed cursor" in str(message["payload"])
 
 
-@pytest.mark.process
-async def test_a_subscriber_that_never_reads_slows_nothing(
+@contextlib.asynccontextmanager
+async def served_model(
     settings: Settings, stores: Stores, bucket: str
-) -> None:
-    """A subscriber that stops reading holds at most its buffer, downloads stay fast, it is told why, and
-    another subscriber of the same shared stream gets every transition meanwhile."""
+) -> AsyncIterator[tuple[ServeProcess, GraphQLClient, httpx.AsyncClient]]:
+    """`modelhub serve` with model `m` registered, this process connected to its database (for a hub of
+    its own): the server, a GraphQL client and its HTTP client."""
     stores.put(bucket, "m.bin", b"weights")
     with ServeProcess(settings) as server:
         async with (
@@ -121,29 +122,39 @@ async def test_a_subscriber_that_never_reads_slows_nothing(
         ):
             gql = GraphQLClient(http)
             await gql(REGISTER, {"n": "m", "b": bucket})
-            hub = feed.Hub(buffer=5)
-            got: list[feed_items.FeedItem] = []
+            yield server, gql, http
 
-            async def read_all() -> None:
-                async for item in hub.follow(Scope.everything(None), EventQuery(), "reader"):
-                    got.append(item)
 
-            reading = asyncio.create_task(read_all())
-            stalled = hub.follow(Scope.everything(None), EventQuery(), "watcher")
-            first_download = asyncio.create_task(download(gql, http))
-            first = await anext(stalled)  # reading starts; then the subscriber reads nothing more
-            await first_download
-            started = time.monotonic()
-            for _ in range(10):  # 30 more transitions than the buffer holds
-                await download(gql, http)
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(0.5)
-            held = []
-            with pytest.raises(DomainError) as info:
-                async for item in stalled:
-                    held.append(item)
-            assert await eventually(lambda: _async(len(got) == 33)), len(got)
-            reading.cancel()
+@pytest.mark.process
+async def test_a_subscriber_that_never_reads_slows_nothing(
+    settings: Settings, stores: Stores, bucket: str
+) -> None:
+    """A subscriber that stops reading holds at most its buffer, downloads stay fast, it is told why, and
+    another subscriber of the same shared stream gets every transition meanwhile."""
+    async with served_model(settings, stores, bucket) as (_server, gql, http):
+        hub = feed.Hub(buffer=5)
+        got: list[feed_items.FeedItem] = []
+
+        async def read_all() -> None:
+            async for item in hub.follow(Scope.everything(None), EventQuery(), "reader"):
+                got.append(item)
+
+        reading = asyncio.create_task(read_all())
+        stalled = hub.follow(Scope.everything(None), EventQuery(), "watcher")
+        first_download = asyncio.create_task(download(gql, http))
+        first = await anext(stalled)  # reading starts; then the subscriber reads nothing more
+        await first_download
+        started = time.monotonic()
+        for _ in range(10):  # 30 more transitions than the buffer holds
+            await download(gql, http)
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.5)
+        held = []
+        with pytest.raises(DomainError) as info:
+            async for item in stalled:
+                held.append(item)
+        assert await eventually(lambda: _async(len(got) == 33)), len(got)
+        reading.cancel()
     assert first.status.value == "ISSUED"
     assert len(held) <= 5 and info.value.code == "SUBSCRIBER_TOO_SLOW"
     assert "reconnect" in info.value.message
@@ -163,59 +174,52 @@ async def test_resuming_subscribers_join_the_one_shared_stream(
     served from its history; one resuming from before the hub opened its stream replays on a stream of its
     own (one at a time here: MODELHUB_FEED_MAX_CATCHING_UP), then joins the shared one once caught up (on a
     quiet database too), missing and repeating nothing."""
-    stores.put(bucket, "m.bin", b"weights")
-    with ServeProcess(settings) as server:
-        async with (
-            httpx.AsyncClient(base_url=server.url, timeout=30) as http,
-            connect(str(settings.mongo_uri), settings.mongo_db),
-        ):
-            gql = GraphQLClient(http)
-            await gql(REGISTER, {"n": "m", "b": bucket})
-            metrics = Metrics()
-            hub = feed.Hub(metrics=metrics)
-            live = [hub.follow(Scope.everything(None), EventQuery(), f"e{i}") for i in range(10)]
-            firsts = [asyncio.create_task(anext(sub)) for sub in live]
-            await asyncio.sleep(0.5)
-            first_id = await download(gql, http)
-            first = [await task for task in firsts]
-            assert {(i.event.id, i.status.value) for i in first} == {(db_id(first_id), "ISSUED")}
-            assert _gauge(metrics, "live") == 1 and hub.subscribers == 10
-            history = hub.follow(Scope.everything(None), EventQuery(), "h", after=first[0].cursor)
-            assert [(await anext(history)).status.value for _ in range(2)] == ["IN_PROGRESS", "COMPLETED"]
-            assert _gauge(metrics, "catch_up") == 0
+    async with served_model(settings, stores, bucket) as (_server, gql, http):
+        metrics = Metrics()
+        hub = feed.Hub(metrics=metrics)
+        live = [hub.follow(Scope.everything(None), EventQuery(), f"e{i}") for i in range(10)]
+        firsts = [asyncio.create_task(anext(sub)) for sub in live]
+        await asyncio.sleep(0.5)
+        first_id = await download(gql, http)
+        first = [await task for task in firsts]
+        assert {(i.event.id, i.status.value) for i in first} == {(db_id(first_id), "ISSUED")}
+        assert _gauge(metrics, "live") == 1 and hub.subscribers == 10
+        history = hub.follow(Scope.everything(None), EventQuery(), "h", after=first[0].cursor)
+        assert [(await anext(history)).status.value for _ in range(2)] == ["IN_PROGRESS", "COMPLETED"]
+        assert _gauge(metrics, "catch_up") == 0
 
-            # A hub that opens its own shared stream after the first download; one replay at a time.
-            later = feed.Hub(limits=feed_items.FeedLimits(catching_up=1), metrics=metrics)
-            watching = later.follow(Scope.everything(None), EventQuery(), "w")
-            watched = asyncio.create_task(anext(watching))
-            await asyncio.sleep(0.5)  # its stream opens and reads to the head of the history
-            resumed = later.follow(Scope.everything(None), EventQuery(), "r", after=first[0].cursor)
-            refused = later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor)
-            replaying, refusing = asyncio.create_task(anext(resumed)), asyncio.create_task(anext(refused))
-            with pytest.raises(feed_items.SubscriptionLimitReached):
-                await refusing
-            replayed = [await replaying, await anext(resumed)]
-            assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
-            assert _gauge(metrics, "live") == 2
-            # Caught up on a quiet database: it joins the shared stream without waiting for a new event.
-            assert await eventually(lambda: _async(_gauge(metrics, "catch_up") == 0))
-            second_id = await download(gql, http)
-            after_join = [await anext(resumed) for _ in range(3)]
-            assert [(i.event.id, i.status.value) for i in after_join] == [
-                (db_id(second_id), s) for s in ("ISSUED", "IN_PROGRESS", "COMPLETED")
-            ]
-            assert (await watched).event.id == db_id(second_id)
-            third_id = await download(gql, http)
-            more = [await anext(resumed) for _ in range(3)]
-            assert {i.event.id for i in more} == {db_id(third_id)}
-            with pytest.raises(TimeoutError):  # nothing twice
-                await asyncio.wait_for(anext(resumed), 1)
-            for sub in [*live, history, watching]:
-                await sub.aclose()
-            await asyncio.sleep(0.2)
-            # The last subscriber of each hub closed its stream (the timed-out read ended `resumed`).
-            assert hub.subscribers == later.subscribers == 0
-            assert _gauge(metrics, "live") == _gauge(metrics, "catch_up") == 0
+        # A hub that opens its own shared stream after the first download; one replay at a time.
+        later = feed.Hub(limits=feed_items.FeedLimits(catching_up=1), metrics=metrics)
+        watching = later.follow(Scope.everything(None), EventQuery(), "w")
+        watched = asyncio.create_task(anext(watching))
+        await asyncio.sleep(0.5)  # its stream opens and reads to the head of the history
+        resumed = later.follow(Scope.everything(None), EventQuery(), "r", after=first[0].cursor)
+        refused = later.follow(Scope.everything(None), EventQuery(), "r2", after=first[0].cursor)
+        replaying, refusing = asyncio.create_task(anext(resumed)), asyncio.create_task(anext(refused))
+        with pytest.raises(feed_items.SubscriptionLimitReached):
+            await refusing
+        replayed = [await replaying, await anext(resumed)]
+        assert [i.status.value for i in replayed] == ["IN_PROGRESS", "COMPLETED"]
+        assert _gauge(metrics, "live") == 2
+        # Caught up on a quiet database: it joins the shared stream without waiting for a new event.
+        assert await eventually(lambda: _async(_gauge(metrics, "catch_up") == 0))
+        second_id = await download(gql, http)
+        after_join = [await anext(resumed) for _ in range(3)]
+        assert [(i.event.id, i.status.value) for i in after_join] == [
+            (db_id(second_id), s) for s in ("ISSUED", "IN_PROGRESS", "COMPLETED")
+        ]
+        assert (await watched).event.id == db_id(second_id)
+        third_id = await download(gql, http)
+        more = [await anext(resumed) for _ in range(3)]
+        assert {i.event.id for i in more} == {db_id(third_id)}
+        with pytest.raises(TimeoutError):  # nothing twice
+            await asyncio.wait_for(anext(resumed), 1)
+        for sub in [*live, history, watching]:
+            await sub.aclose()
+        await asyncio.sleep(0.2)
+        # The last subscriber of each hub closed its stream (the timed-out read ended `resumed`).
+        assert hub.subscribers == later.subscribers == 0
+        assert _gauge(metrics, "live") == _gauge(metrics, "catch_up") == 0
 
 
 def _forged(cursor: str, **fields: Any) -> str:
@@ -254,26 +258,19 @@ async def test_one_principal_cannot_take_every_replay_slot(
 ) -> None:
     """Past MODELHUB_FEED_MAX_CATCHING_UP_PER_PRINCIPAL a principal's replay gets SUBSCRIPTION_LIMIT_REACHED
     while another principal still replays from the same cursor under the instance's cap."""
-    stores.put(bucket, "m.bin", b"weights")
-    with ServeProcess(settings) as server:
-        async with (
-            httpx.AsyncClient(base_url=server.url, timeout=30) as http,
-            connect(str(settings.mongo_uri), settings.mongo_db),
-        ):
-            gql = GraphQLClient(http)
-            await gql(REGISTER, {"n": "m", "b": bucket})
-            _, cursor = await _first_cursor(server.url, gql, http)
-            hub = feed.Hub(limits=feed_items.FeedLimits(catching_up=4, catching_up_per_principal=2))
-            watching = hub.follow(Scope.everything(None), EventQuery(), "w")
-            watched = asyncio.create_task(anext(watching))
-            await asyncio.sleep(0.5)  # its stream opens: the cursor is older than it, so each one replays
-            subs = [hub.follow(Scope.everything(None), EventQuery(), o, after=cursor) for o in "xxxy"]
-            got = await asyncio.gather(*(anext(sub) for sub in subs), return_exceptions=True)
-            watched.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watched
-            for sub in [*subs, watching]:
-                await sub.aclose()
+    async with served_model(settings, stores, bucket) as (server, gql, http):
+        _, cursor = await _first_cursor(server.url, gql, http)
+        hub = feed.Hub(limits=feed_items.FeedLimits(catching_up=4, catching_up_per_principal=2))
+        watching = hub.follow(Scope.everything(None), EventQuery(), "w")
+        watched = asyncio.create_task(anext(watching))
+        await asyncio.sleep(0.5)  # its stream opens: the cursor is older than it, so each one replays
+        subs = [hub.follow(Scope.everything(None), EventQuery(), o, after=cursor) for o in "xxxy"]
+        got = await asyncio.gather(*(anext(sub) for sub in subs), return_exceptions=True)
+        watched.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watched
+        for sub in [*subs, watching]:
+            await sub.aclose()
     assert [g.status.value if isinstance(g, feed_items.FeedItem) else type(g).__name__ for g in got] == [
         "IN_PROGRESS",
         "IN_PROGRESS",
